@@ -1,0 +1,280 @@
+"""Fine-tune an ImageNet CNN on one fold of a multi-label dataset, in stages, with exact resume.
+
+    python train.py                                   # demo data, default recipe, fold 0
+    python train.py --arch resnet50 --bs 16 --fold 0 --data data/planet
+    python train.py --stages "epochs=2,size=128,lr=1e-3,train=head;epochs=8,size=224,lr=3e-4,train=all"
+    python train.py --resume --name <run>             # continue exactly where it stopped
+    torchrun --nproc_per_node 2 train.py ...          # DistributedDataParallel
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+from utils import distributed as dist  # noqa: E402
+from utils.io import DataError, atomic_write_json  # noqa: E402
+
+log = logging.getLogger("train")
+# Settings that must match for --resume to continue a run exactly.
+RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
+               "aug", "pretrained", "folds_k")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, help="dataset directory in the Planet layout "
+                   "(default: data/demo in the repository, generated on first use)")
+    g.add_argument("--images", default="train", help="image folder (variant) inside --data (default: train)")
+    g.add_argument("--test-images", default="test", help="test image folder inside --data (default: test)")
+    g.add_argument("--folds-k", type=int, default=5, help="number of folds when folds.csv is created (default: 5)")
+    g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
+    g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
+    g.add_argument("--cache-dir", default=None, help="uint8 image cache (default: DATA/.cache, or "
+                   "~/.cache/multitag when DATA is read-only; env MULTITAG_CACHE)")
+    g.add_argument("--label-group", default=None, help="train on a subset of tags: 'a,b,c' or 'auto:K/i' "
+                   "(i-th of K groups of similar frequency, rarest first) (default: all tags)")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default="tf_efficientnet_lite0", help="torchvision or timm model name "
+                   "(prefix tv: or timm: to choose) (default: tf_efficientnet_lite0)")
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="start from ImageNet weights found offline (default: on)")
+    g = p.add_argument_group("stage plan (one of --recipe, --stages, --config; flags below override)")
+    g.add_argument("--recipe", default=None, help="named recipe: finetune (default), unfreeze-gradual, alexnet, "
+                   "resnet, vgg, densenet, bs-ramp")
+    g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';' "
+                   "(keys: epochs, size, bs, lr, train, sched, opt, wd, ...)")
+    g.add_argument("--config", default=None, help="JSON/YAML file with 'stages' and optionally other flags' defaults")
+    g.add_argument("--size", type=int, default=None, help="final image size in px (earlier stages scale with it)")
+    g.add_argument("--bs", type=int, default=None, help="batch size; lrs scale linearly with it")
+    g.add_argument("--epochs", type=int, default=None, help="total epochs, spread over the stages")
+    g.add_argument("--lr", type=float, default=None, help="final stage's learning rate (others scale with it)")
+    g = p.add_argument_group("imbalance and augmentation")
+    g.add_argument("--loss", default="bce", help="bce | wbce[:mode=odds,cap=50] | focal[:gamma=2,alpha=0.25] | "
+                   "asl[:gamma_neg=4,gamma_pos=0,clip=0.05] (default: bce)")
+    g.add_argument("--sampler", default="none", help="none | oversample[:t=0.1] | undersample[:frac=0.5] (default: none)")
+    g.add_argument("--aug", default="default", help="comma list (hflip,vflip,rotate:15,shift:0.1,crop,rrc,pca,"
+                   "colorswap) or a preset: none, light, default, heavy (default: default)")
+    g = p.add_argument_group("run")
+    g.add_argument("--fold", type=int, default=0, help="validation fold (default: 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default: 0)")
+    g.add_argument("--out", default=str(REPO / "runs"), help="folder of runs (default: runs/ in the repository)")
+    g.add_argument("--name", default=None, help="run name (default: <arch>-<images>-f<fold>-<time>)")
+    g.add_argument("--resume", action="store_true", help="continue --name (or the newest unfinished matching "
+                   "run) from checkpoints/last.pt")
+    g = p.add_argument_group("speed")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    g.add_argument("--workers", type=int, default=-1, help="data loader workers (default: -1 = by machine)")
+    g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"],
+                   help="mixed precision on CUDA (default: auto = bf16 where supported)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
+    g.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (default: 0 = epoch ends)")
+    g.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint at least every N minutes (default: 10)")
+    g.add_argument("--plots", default="every", choices=["every", "last", "none"],
+                   help="probability-distribution plots per epoch (default: every)")
+    return p
+
+
+def parse_args(argv=None):
+    """Parse flags; a --config file's non-stage keys become defaults (command line wins)."""
+    parser = get_args_parser()
+    args, _ = parser.parse_known_args(argv)
+    if args.config:
+        from utils.stages import read_config_file
+
+        extra = {k.replace("-", "_"): v for k, v in read_config_file(args.config).items() if k != "stages"}
+        unknown = [k for k in extra if k not in vars(args)]
+        if unknown:
+            raise DataError(f"{args.config}: unknown key(s) {unknown}")
+        parser.set_defaults(**extra)
+    return parser.parse_args(argv)
+
+
+def pick_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def default_workers(device):
+    """Loader workers: on CUDA most cores; on CPU one (the cores are busy computing)."""
+    from utils.cache import default_workers as cores
+
+    return min(8, cores()) if device.type == "cuda" else min(1, cores() - 1)
+
+
+def data_root(args):
+    """--data, or the demo dataset (generated on first use, by rank 0)."""
+    if args.data:
+        return Path(args.data)
+    root = REPO / "data" / "demo"
+    if not (root / "train.csv").is_file():
+        if dist.is_main():
+            from utils.demo import make_demo
+
+            log.info("generating the demo dataset in %s (first use)", root)
+            make_demo(root)
+        dist.barrier()
+    return root
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def find_run(args, out):
+    """The run directory to create or resume; raises DataError when that is impossible."""
+    if args.resume:
+        if args.name:
+            run = out / args.name
+            if not (run / "checkpoints" / "last.pt").is_file():
+                raise DataError(f"{run}: nothing to resume (no checkpoints/last.pt); run without --resume")
+            return run
+        cands = []
+        for c in out.glob("*/config.json"):
+            cfg = json.loads(c.read_text())
+            if (cfg.get("arch"), cfg.get("fold"), cfg.get("images")) == (args.arch, args.fold, args.images) \
+                    and not (c.parent / "result.json").is_file() and (c.parent / "checkpoints" / "last.pt").is_file():
+                cands.append(c.parent)
+        if not cands:
+            raise DataError(f"{out}: no unfinished run of {args.arch} fold {args.fold} to resume; pass --name")
+        return max(cands, key=lambda d: d.stat().st_mtime)
+    name = args.name or f"{args.arch.replace(':', '_')}-{args.images}-f{args.fold}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if dist.world_size() > 1:  # every rank must use rank 0's name
+        obj = [name]
+        torch.distributed.broadcast_object_list(obj, src=0)
+        name = obj[0]
+    run = out / name
+    if (run / "checkpoints" / "last.pt").is_file() or (run / "result.json").is_file():
+        raise DataError(f"{run}: run exists; pass --resume to continue it or choose another --name")
+    return run
+
+
+def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file):
+    """The resolved configuration written to config.json."""
+    from utils.models import model_meta
+    from utils.paths import portable
+    from utils.runs import model_key
+
+    meta = model_meta(model)
+    rel, absolute = portable(root, run_dir)
+    cfg = {"name": run_dir.name, "arch": args.arch, "fold": args.fold, "seed": args.seed,
+           "labels": [spec.labels[i] for i in label_idx], "all_labels": spec.labels,
+           "label_group": args.label_group, "images": args.images, "test_images": args.test_images,
+           "data_root": rel, "data_root_abs": absolute,
+           "folds_file": os.path.relpath(Path(folds_file).resolve(), Path(root).resolve()),
+           "folds_k": args.folds_k, "folds_seed": args.folds_seed,
+           "pretrained": args.pretrained, "drop_rate": next((s.drop_rate for s in plan if s.drop_rate), None),
+           "stages": [s.to_dict() for s in plan], "loss_spec": args.loss, "sampler": args.sampler,
+           "aug": args.aug, "mean": list(meta["mean"]), "std": list(meta["std"]),
+           "recipe": args.recipe, "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "git_commit": git_commit(), "deterministic": args.deterministic,
+           "versions": {"python": platform.python_version(), "torch": torch.__version__}}
+    cfg["model_key"] = model_key(cfg)
+    return cfg
+
+
+def check_resume(stored, cfg, run_dir):
+    diff = [k for k in RESUME_KEYS if stored.get(k) != cfg.get(k)]
+    if diff:
+        lines = [f"  {k}: run has {json.dumps(stored.get(k))[:120]}, now {json.dumps(cfg.get(k))[:120]}" for k in diff]
+        raise DataError(f"{run_dir}: cannot resume exactly, the configuration changed:\n" + "\n".join(lines) +
+                        "\nresume with the run's original flags, or start a new run")
+
+
+def main(args):
+    from utils.data import load_dataset, load_or_make_folds, select_label_group
+    from utils.cache import default_cache_dir, load_images
+    from utils.losses import build_loss
+    from utils.models import create_model
+    from utils.stages import describe_plan, resolve_plan
+    from utils.trainer import TrainOptions, Trainer, seed_everything
+    from utils.transforms import pca_stats
+
+    device = pick_device(args.device)
+    dist.init_distributed(device.type)
+    if device.type == "cuda" and dist.world_size() > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    root = data_root(args)
+    spec = load_dataset(root, args.images, args.test_images)
+    folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
+    fold_ids = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file) if dist.is_main() else None
+    dist.barrier()
+    if fold_ids is None:
+        fold_ids = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file)
+    if not 0 <= args.fold < args.folds_k:
+        raise DataError(f"--fold {args.fold}: must be in 0..{args.folds_k - 1}")
+    label_idx = select_label_group(spec.labels, spec.y, args.label_group)
+    plan = resolve_plan(recipe=args.recipe, stages=args.stages, config_file=args.config,
+                        bs=args.bs, size=args.size, epochs=args.epochs, lr=args.lr)
+    build_loss(args.loss, spec.y[:, label_idx])  # fail on a bad --loss before anything is written
+    out = Path(args.out)
+    run_dir = find_run(args, out)
+    seed_everything(args.seed)
+    model = create_model(args.arch, len(label_idx), pretrained=args.pretrained,
+                         drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None))
+    cfg = build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
+    train_rows = (fold_ids != args.fold).nonzero()[0]
+    if args.resume:
+        stored = json.loads((run_dir / "config.json").read_text())
+        check_resume(stored, cfg, run_dir)
+        cfg = stored
+    else:
+        if dist.is_main():
+            imgs = load_images(spec.files, plan[0].size, cache_dir, desc=args.images)
+        dist.barrier()
+        imgs = load_images(spec.files, plan[0].size, cache_dir, desc=args.images)
+        cfg["pca"] = pca_stats(imgs[train_rows[:: max(1, len(train_rows) // 500)]])
+        cfg["loss"] = build_loss(args.loss, spec.y[train_rows][:, label_idx])[1]
+        if dist.is_main():
+            atomic_write_json(run_dir / "config.json", cfg)
+    if dist.is_main():
+        log.info("run %s: %s on fold %d, %d labels, %d train / %d val images, device %s\n%s",
+                 run_dir, args.arch, args.fold, len(label_idx), len(train_rows), len(fold_ids) - len(train_rows),
+                 device, describe_plan(plan))
+    cl = args.channels_last if args.channels_last is not None else device.type == "cuda"
+    opts = TrainOptions(workers=args.workers if args.workers >= 0 else default_workers(device),
+                        ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes, channels_last=cl,
+                        amp=args.amp, compile=args.compile, plots=args.plots, cache_dir=str(cache_dir))
+    model = model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
+    trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts)
+    result = trainer.fit(resume=args.resume)
+    if dist.is_main():
+        print(f"run: {run_dir}\nbest validation F2: {result['best_val_f2']:.4f} (epoch {result['best_epoch']}), "
+              f"predictions: {run_dir / 'preds' / 'val.none.csv'}")
+    dist.cleanup()
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        main(parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,144 @@
+"""Decode once, augment every epoch: a uint8 image cache per (file list, size).
+
+Images are decoded by content (not extension), converted to RGB, resized to
+size x size and stored in one .npy file that is memory-mapped by every reader. The
+cache key covers the size and every source file's path, byte size and mtime, so a
+changed file makes a new cache. Building uses all cores and shows a progress bar;
+undecodable or truncated files are collected and reported together (DataError),
+and no cache file is left behind.
+"""
+import hashlib
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from utils.io import DataError, report_problems
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1  # bump when decoding or resizing changes
+
+
+def to_rgb(im):
+    """Any PIL image -> RGB. Alpha is composited on white; 16/32-bit and float scale to 8 bits."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if im.mode == "F" and a.max() <= 1.0:
+            top = 1.0
+        im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def decode_image(path, size=None):
+    """Decode an image file by content into uint8 (H, W, 3); resized to size x size if given."""
+    with Image.open(path) as im:
+        if size and im.format == "JPEG":
+            im.draft("RGB", (size, size))  # DCT-domain downscale: several times faster for big JPEGs
+        im = to_rgb(im)
+        if size:
+            im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _decode_job(args):
+    i, path, size = args
+    try:
+        return i, decode_image(path, size), None
+    except Exception as e:  # reported to the user together with every other bad file
+        return i, None, f"{path}: cannot decode ({type(e).__name__}: {e})"
+
+
+def cache_key(files, size):
+    """Hex digest over size, cache version and each file's path, byte size and mtime."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{size}".encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"|{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir(data_root):
+    """DATA/.cache when writable, else ~/.cache/multitag (override: MULTITAG_CACHE)."""
+    if os.environ.get("MULTITAG_CACHE"):
+        return Path(os.environ["MULTITAG_CACHE"])
+    root = Path(data_root)
+    if os.access(root, os.W_OK):
+        return root / ".cache"
+    return Path.home() / ".cache" / "multitag"
+
+
+def default_workers():
+    """Worker processes for decoding and loading: the usable cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _build(files, size, path, workers, desc):
+    n = len(files)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    problems = []
+    jobs = [(i, str(f), size) for i, f in enumerate(files)]
+    try:
+        bar = tqdm(total=n, desc=f"cache {desc} {size}px", unit="img", leave=False, dynamic_ncols=True)
+        if workers > 1 and n > 64:
+            # fork: workers only run PIL, and start instantly with the file list inherited
+            with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as ex:
+                for i, img, err in ex.map(_decode_job, jobs, chunksize=32):
+                    if err:
+                        problems.append(err)
+                    else:
+                        arr[i] = img
+                    bar.update()
+        else:
+            for i, img, err in map(_decode_job, jobs):
+                if err:
+                    problems.append(err)
+                else:
+                    arr[i] = img
+                bar.update()
+        bar.close()
+        report_problems(f"{desc}: images that cannot be decoded; fix or remove them", problems)
+        arr.flush()
+        del arr
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_images(files, size, cache_dir, desc="images", workers=None):
+    """Decoded uint8 images (N, size, size, 3) for `files`, memory-mapped from the cache.
+
+    Builds the cache file on first use or when any source file changed (size or
+    mtime); removes stale caches of the same `desc` and size. Raises DataError
+    listing every file that cannot be decoded.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(files, size)
+    tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in desc)
+    path = cache_dir / f"{tag}-{size}px-{key}.npy"
+    if not path.is_file():
+        for old in cache_dir.glob(f"{tag}-{size}px-*.npy"):
+            old.unlink(missing_ok=True)
+        log.info("decoding %d images at %dpx into %s", len(files), size, path)
+        _build(files, size, path, workers or default_workers(), desc)
+    arr = np.load(path, mmap_mode="r")
+    if arr.shape != (len(files), size, size, 3):
+        raise DataError(f"{path}: cache has shape {arr.shape}, expected {(len(files), size, size, 3)}; delete it")
+    return arr

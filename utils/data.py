@@ -1,0 +1,286 @@
+"""A dataset in the Kaggle/Planet layout: reading, validation, labels and folds.
+
+DATA/train.csv (image_name,tags), DATA/<images>/ (default train/), DATA/test/,
+optional sample_submission.csv, labels.txt, folds.csv (see DESIGN.md section 2).
+
+`load_dataset` finds every problem in one pass and raises one DataError listing
+them; it only opens image headers (cheap). Pixels are decoded once, when the
+uint8 cache is built (utils/cache.py), which reports undecodable files the same way.
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from utils.io import DataError, atomic_write_csv, report_problems
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+# Images this large are almost always a mistake or an attack; PIL warns then errors.
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+
+
+@dataclass
+class DataSpec:
+    """Everything a script needs to know about a dataset, validated.
+
+    root: data directory; images: train image folder (the image *variant*);
+    labels: label order; names/files/y: train images, their files and (N, L) uint8
+    multi-hot tags; test_names/test_files: images to predict (may be empty).
+    """
+    root: Path
+    images: str
+    labels: list
+    names: list
+    files: list
+    y: np.ndarray
+    test_images: str = "test"
+    test_names: list = field(default_factory=list)
+    test_files: list = field(default_factory=list)
+
+
+def split_tags(s):
+    """'a b  c' -> ['a', 'b', 'c']; NaN/empty -> []."""
+    if not isinstance(s, str):
+        return []
+    return s.split()
+
+
+def read_tags_csv(path, need_tags=True):
+    """Read an image_name,tags CSV; return the DataFrame (strings, no NaN).
+
+    Raises DataError for a missing, empty or unparsable file or missing columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; expected a header 'image_name,tags' and one row per image")
+    except Exception as e:
+        raise DataError(f"{path}: cannot parse as CSV ({e})") from e
+    cols = ["image_name", "tags"] if need_tags else ["image_name"]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)}; "
+                        f"expected header 'image_name,tags'")
+    if len(df) == 0:
+        raise DataError(f"{path}: no rows; expected one row per image")
+    return df
+
+
+def index_folder(folder):
+    """Map file names in `folder` to Paths: by exact name and by stem (image files only).
+
+    Returns (by_name, by_stem); a stem shared by several files maps to None (ambiguous).
+    """
+    by_name, by_stem = {}, {}
+    with os.scandir(folder) as it:
+        for e in it:
+            if not e.is_file():
+                continue
+            stem, ext = os.path.splitext(e.name)
+            by_name[e.name] = Path(e.path)
+            if ext.lower() in IMAGE_EXTS:
+                by_stem[stem] = None if stem in by_stem else Path(e.path)
+    return by_name, by_stem
+
+
+def resolve_file(name, by_name, by_stem):
+    """The file for an image_name with or without extension, or None."""
+    if name in by_name:
+        return by_name[name]
+    stem, ext = os.path.splitext(name)
+    if ext.lower() in IMAGE_EXTS:  # a name like 'a.jpg' whose file is 'a.png'
+        return by_stem.get(stem)
+    return by_stem.get(name)
+
+
+def check_header(path):
+    """Open an image's header only (no pixel decode). Returns a problem string or None."""
+    try:
+        if os.path.getsize(path) == 0:
+            return f"{path}: empty file"
+        with Image.open(path) as im:
+            w, h = im.size
+        if w == 0 or h == 0:
+            return f"{path}: image has zero size"
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        return f"{path}: not a readable image ({type(e).__name__}: {e})"
+    return None
+
+
+def read_labels_txt(path):
+    """One label per line (blank lines ignored) -> list; DataError on duplicates."""
+    labels = [s.strip() for s in Path(path).read_text().splitlines() if s.strip()]
+    dup = sorted({s for s in labels if labels.count(s) > 1})
+    if not labels:
+        raise DataError(f"{path}: no labels")
+    if dup:
+        raise DataError(f"{path}: duplicate labels {dup}")
+    return labels
+
+
+def _match_files(names, folder, csv_name, problems, check=True):
+    """Resolve image names to files in `folder`, appending problems (row numbers 1-based + header)."""
+    if not folder.is_dir():
+        problems.append(f"{folder}: image folder not found")
+        return [None] * len(names)
+    by_name, by_stem = index_folder(folder)
+    files = []
+    for i, name in enumerate(names):
+        f = resolve_file(name, by_name, by_stem)
+        if f is None:
+            problems.append(f"{csv_name} row {i + 2}: no image file for {name!r} in {folder}")
+        elif check and (p := check_header(f)):
+            problems.append(f"{csv_name} row {i + 2}: {p}")
+        files.append(f)
+    return files
+
+
+def _duplicates(names, csv_name, problems):
+    stems = [os.path.splitext(n)[0] if os.path.splitext(n)[1].lower() in IMAGE_EXTS else n for n in names]
+    seen = {}
+    for i, s in enumerate(stems):
+        if s in seen:
+            problems.append(f"{csv_name} row {i + 2}: duplicate image name {names[i]!r} (first at row {seen[s] + 2})")
+        else:
+            seen[s] = i
+
+
+def load_dataset(root, images="train", test_images="test", check=True, need_test=False):
+    """Read and validate a dataset directory; return a DataSpec.
+
+    root: data directory; images: train image folder name (variant);
+    test_images: folder of images to predict; check: open every image header;
+    need_test: a missing test set is a problem (predict.py).
+    Raises one DataError listing every problem found (first 20 and a count).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data directory not found (expected train.csv, train/, test/ inside)")
+    problems = []
+    df = read_tags_csv(root / "train.csv")
+    names = df["image_name"].str.strip().tolist()
+    tags = [split_tags(t) for t in df["tags"]]
+    for i, n in enumerate(names):
+        if not n:
+            problems.append(f"train.csv row {i + 2}: empty image_name")
+    _duplicates(names, "train.csv", problems)
+
+    labels_file = root / "labels.txt"
+    present = sorted({t for ts in tags for t in ts})
+    if labels_file.is_file():
+        labels = read_labels_txt(labels_file)
+        known = set(labels)
+        for i, ts in enumerate(tags):
+            bad = [t for t in ts if t not in known]
+            if bad:
+                problems.append(f"train.csv row {i + 2}: tag(s) {bad} not in labels.txt")
+    else:
+        labels = present
+    if not labels:
+        problems.append("train.csv: no tags at all; a multi-label dataset needs at least one tag")
+
+    files = _match_files(names, root / images, "train.csv", problems, check)
+
+    test_names, test_files = [], []
+    test_dir = root / test_images
+    sub = root / "sample_submission.csv"
+    if sub.is_file():
+        sdf = read_tags_csv(sub, need_tags=False)
+        test_names = sdf["image_name"].str.strip().tolist()
+        _duplicates(test_names, "sample_submission.csv", problems)
+        test_files = _match_files(test_names, test_dir, "sample_submission.csv", problems, check)
+    elif test_dir.is_dir():
+        test_files = sorted(p for p in test_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        test_names = [p.stem for p in test_files]
+        if check:
+            problems += [p for p in map(check_header, test_files) if p]
+        if not test_files:
+            problems.append(f"{test_dir}: test folder has no images ({', '.join(IMAGE_EXTS)})")
+    elif need_test:
+        problems.append(f"{root}: no test set (neither sample_submission.csv nor {test_images}/)")
+
+    report_problems(f"{root}: the dataset has problems; fix them and run again", problems)
+    index = {l: j for j, l in enumerate(labels)}
+    y = np.zeros((len(names), len(labels)), np.uint8)
+    for i, ts in enumerate(tags):
+        for t in ts:
+            y[i, index[t]] = 1
+    return DataSpec(root, images, labels, names, files, y, test_images, test_names, test_files)
+
+
+def make_folds(y, k=5, seed=42):
+    """Fold id per row (0..k-1) by iterative stratification of the (N, L) label matrix."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if len(y) < k:
+        raise DataError(f"{len(y)} images cannot be split into {k} folds")
+    folds = np.zeros(len(y), np.int64)
+    mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, val) in enumerate(mskf.split(np.zeros((len(y), 1)), y)):
+        folds[val] = f
+    return folds
+
+
+def load_or_make_folds(spec, k=5, seed=42, path=None):
+    """Fold id per training image, from folds.csv (made once and then reused).
+
+    spec: DataSpec; k, seed: used only when the file is created; path: defaults to
+    DATA/folds.csv. Raises DataError when an existing file has another K or other
+    images, or when it must be created in a read-only folder.
+    """
+    path = Path(path) if path else spec.root / "folds.csv"
+    if path.is_file():
+        df = pd.read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+        if list(df.columns[:2]) != ["image_name", "fold"]:
+            raise DataError(f"{path}: expected columns image_name,fold; got {list(df.columns)}")
+        stored = dict(zip(df["image_name"], df["fold"].astype(int)))
+        k_file = int(df["fold"].max()) + 1 if len(df) else 0
+        missing = [n for n in spec.names if n not in stored]
+        extra = len(stored) - (len(spec.names) - len(missing))
+        if k_file != k or missing or extra:
+            raise DataError(
+                f"{path}: existing folds do not match: file has K={k_file} and {len(stored)} images, "
+                f"this run asks K={k} for {len(spec.names)} images ({len(missing)} missing"
+                f"{', e.g. ' + repr(missing[:3]) if missing else ''}, {extra} extra). Every run must share "
+                f"one folds file: pass --folds-k {k_file}, or move {path.name} away to make new folds "
+                f"(earlier runs' out-of-fold predictions will no longer line up).")
+        return np.array([stored[n] for n in spec.names], np.int64)
+    folds = make_folds(spec.y, k, seed)
+    if not os.access(path.parent, os.W_OK):
+        raise DataError(f"{path.parent}: not writable, cannot create {path.name}; "
+                        f"copy the dataset or pass --folds-file PATH")
+    atomic_write_csv(path, pd.DataFrame({"image_name": spec.names, "fold": folds}))
+    return folds
+
+
+def select_label_group(labels, y, group):
+    """Column indices of the labels a model trains on.
+
+    group: None/'' (all labels), 'a,b,c' (named tags, kept in dataset order), or
+    'auto:K/i' (the i-th, 0-based, of K groups of tags with similar frequency,
+    rarest first; contiguous in frequency order). Raises DataError for unknown tags
+    or a malformed spec.
+    """
+    if not group:
+        return list(range(len(labels)))
+    group = str(group).strip()
+    if group.startswith("auto:"):
+        try:
+            k, i = (int(v) for v in group[5:].split("/"))
+        except ValueError:
+            raise DataError(f"--label-group {group!r}: expected auto:K/i, e.g. auto:3/0")
+        if not (1 <= k <= len(labels) and 0 <= i < k):
+            raise DataError(f"--label-group {group!r}: need 1 <= K <= {len(labels)} and 0 <= i < K")
+        order = np.argsort(np.asarray(y).mean(0), kind="stable")
+        return sorted(int(j) for j in np.array_split(order, k)[i])
+    names = [s.strip() for s in group.split(",") if s.strip()]
+    unknown = [s for s in names if s not in labels]
+    if unknown or not names:
+        raise DataError(f"--label-group: unknown tag(s) {unknown}; valid tags: {', '.join(labels)}")
+    return sorted(labels.index(s) for s in names)

@@ -1,0 +1,177 @@
+"""The inner loops: a dataset over the uint8 cache, loaders, one training epoch, evaluation.
+
+Augmentation randomness comes from a numpy Generator seeded by (seed, epoch,
+index) for every sample, and the visiting order from utils/sampling.py as a pure
+function of (seed, epoch). So an epoch can be resumed at any step, with any number
+of loader workers, and see exactly the same batches.
+"""
+import math
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from utils.distributed import all_reduce_sum, is_main
+
+
+class CachedImages(Dataset):
+    """Items (uint8 HWC tensor, float32 label vector) from a cached image array.
+
+    images: (M, S, S, 3) uint8 (memmap, never copied); rows: item i is images[rows[i]]
+    (default: all rows); y: (N, L) labels of the items; augment: callable
+    (img, y, rng) -> (img, y) or None; seed/epoch make each item's randomness.
+    """
+
+    def __init__(self, images, y, rows=None, augment=None, seed=0, epoch=0):
+        self.images, self.y = images, np.asarray(y, np.float32)
+        self.rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+        self.augment, self.seed, self.epoch = augment, seed, epoch
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        img, y = np.asarray(self.images[self.rows[i]]), self.y[i]
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            img, y = self.augment(img, y.copy(), rng)
+        return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(np.asarray(y, np.float32))
+
+
+class ListSampler(Sampler):
+    """Yields a fixed list of indices (an epoch's order, possibly resumed mid-way)."""
+
+    def __init__(self, indices):
+        self.indices = [int(i) for i in indices]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def make_loader(dataset, indices, bs, workers, device, drop_last=False):
+    """DataLoader over `indices` in order. A private generator keeps the global torch
+    RNG untouched by loader creation (exact resume of dropout randomness)."""
+    kw = {}
+    if workers > 0:
+        kw = dict(persistent_workers=False, prefetch_factor=4)
+    return DataLoader(dataset, batch_size=bs, sampler=ListSampler(indices), num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(0), **kw)
+
+
+def to_input(batch_u8, mean, std, device, channels_last=False):
+    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on `device`.
+
+    The uint8 batch crosses to the GPU (4x fewer bytes than float) and is
+    normalised there.
+    """
+    x = batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, device=device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x - m) / s
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class Step:
+    """Everything one optimisation step needs (the small dataclass, not 18 arguments)."""
+
+    def __init__(self, model, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, mean, std,
+                 channels_last=False, grad_clip=0.0):
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.scaler, self.amp_dtype, self.device = scaler, amp_dtype, device
+        self.mean, self.std, self.channels_last, self.grad_clip = mean, std, channels_last, grad_clip
+
+    def __call__(self, xb, yb):
+        """One forward/backward/update on a uint8 batch; returns the loss (float)."""
+        x = to_input(xb, self.mean, self.std, self.device, self.channels_last)
+        y = yb.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step_batch()
+        return loss.detach()
+
+
+def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, desc="train"):
+    """Run the loader's batches through `step`; accumulate into `stats` in place.
+
+    stats: dict with loss_sum, n, steps, data_s, compute_s (kept in checkpoints so a
+    resumed epoch reports the same totals). on_step(step_index) runs after every
+    step (mid-epoch checkpoints, fault injection). Returns stats.
+    """
+    bar = tqdm(total=total_steps, initial=start_step, desc=desc, leave=False, dynamic_ncols=True,
+               disable=not is_main(), unit="step")
+    it = iter(loader)
+    i = start_step
+    t0 = time.perf_counter()
+    while True:
+        try:
+            xb, yb = next(it)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        loss = step(xb, yb)
+        loss_v = float(loss)  # syncs the device, so compute time below is real
+        t2 = time.perf_counter()
+        stats["loss_sum"] += loss_v * len(xb)
+        stats["n"] += len(xb)
+        stats["data_s"] += t1 - t0
+        stats["compute_s"] += t2 - t1
+        i += 1
+        stats["steps"] = i
+        elapsed = stats["data_s"] + stats["compute_s"]
+        bar.set_postfix(loss=f"{stats['loss_sum'] / stats['n']:.4f}", lr=f"{step.scheduler.lr:.2e}",
+                        img_s=f"{stats['n'] / max(elapsed, 1e-9):.0f}", refresh=False)
+        bar.update()
+        if on_step is not None:
+            on_step(i)
+        t0 = time.perf_counter()
+    bar.close()
+    return stats
+
+
+@torch.inference_mode()
+def predict_logits(model, images, bs, device, mean, std, channels_last=False, amp_dtype=None,
+                   workers=0, desc="predict", rows=None):
+    """Logits (N, L) float32 numpy for uint8 images[rows] (images: (M, S, S, 3)), no augmentation."""
+    model.eval()
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    ds = CachedImages(images, np.zeros((len(rows), 1), np.float32), rows)
+    loader = make_loader(ds, range(len(rows)), bs, workers, device)
+    out = []
+    for xb, _ in tqdm(loader, desc=desc, leave=False, disable=not is_main(), dynamic_ncols=True):
+        x = to_input(xb, mean, std, device, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def sigmoid(x):
+    """Numerically stable logistic function on numpy arrays (float64 out)."""
+    x = np.asarray(x, np.float64)
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def steps_in_epoch(n_items, bs, drop_last):
+    """Number of batches an epoch of n_items makes."""
+    return n_items // bs if drop_last else math.ceil(n_items / bs)

@@ -1,0 +1,139 @@
+"""Atomic file writes, the project's error type, and the prediction-file format.
+
+Every file another script reads (checkpoints, predictions, records) is written to a
+temporary name in the same folder, fsynced, then moved into place with os.replace,
+so a reader sees the old file or the new one, never half of one.
+"""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class DataError(Exception):
+    """Bad input the user must fix (exit code 2). The message says what and where."""
+
+
+def report_problems(title, problems, limit=20):
+    """Raise DataError listing the first `limit` of `problems` (strings) and their count.
+
+    Does nothing when `problems` is empty.
+    """
+    if not problems:
+        return
+    lines = [f"{title}: {len(problems)} problem(s)"]
+    lines += [f"  - {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    raise DataError("\n".join(lines))
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Write `path` atomically: `write_fn(fileobj)` fills a temp file, then os.replace.
+
+    Returns the Path written. On any error the temp file is removed and the old
+    file (if any) is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path, text):
+    """Write a string to `path` atomically (UTF-8)."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path, obj):
+    """Write `obj` as indented JSON to `path` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_save_torch(path, obj):
+    """torch.save `obj` to `path` atomically (temp file, fsync, os.replace)."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_csv(path, df, **kwargs):
+    """Write a DataFrame as CSV atomically (no index unless asked)."""
+    kwargs.setdefault("index", False)
+    return atomic_write_text(path, df.to_csv(**kwargs))
+
+
+def write_preds(path, names, labels, probs):
+    """Write probabilities in the preds format: image_name, then one column per label.
+
+    names: N image names; labels: L label names; probs: (N, L) array in [0, 1].
+    Values keep 7 significant digits. Written atomically.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(names), len(labels)):
+        raise ValueError(f"probs shape {probs.shape} != ({len(names)}, {len(labels)})")
+    df = pd.DataFrame(probs, columns=list(labels))
+    df.insert(0, "image_name", list(names))
+    return atomic_write_csv(path, df, float_format="%.7g")
+
+
+def read_preds(path):
+    """Read a preds file; return (names: list[str], labels: list[str], probs: float64 (N, L)).
+
+    Raises DataError naming the file for a missing image_name column, duplicate or
+    empty names, non-numeric, NaN or out-of-range [0, 1] values.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+    except Exception as e:  # unreadable or empty file
+        raise DataError(f"{path}: cannot read predictions ({e})") from e
+    if df.columns.size < 2 or df.columns[0] != "image_name":
+        raise DataError(f"{path}: expected columns image_name,<label>...; got {list(df.columns)[:5]}")
+    names = df["image_name"].astype(str).tolist()
+    problems = []
+    dup = df["image_name"][df["image_name"].duplicated()].tolist()
+    if dup:
+        problems.append(f"duplicate image names: {dup[:5]}{' ...' if len(dup) > 5 else ''}")
+    if any(n == "" for n in names):
+        problems.append("empty image names")
+    try:
+        probs = df.iloc[:, 1:].apply(pd.to_numeric, errors="raise").to_numpy(np.float64)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{path}: non-numeric probability ({e})") from e
+    bad = ~np.isfinite(probs) | (probs < 0) | (probs > 1)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        problems.append(f"{int(bad.sum())} NaN or out-of-range values (first: row {r + 2}, "
+                        f"column {df.columns[c + 1]!r} = {probs[r, c]})")
+    report_problems(f"{path}: bad prediction file", problems)
+    return names, [str(c) for c in df.columns[1:]], probs

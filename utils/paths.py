@@ -1,0 +1,131 @@
+"""Portable paths in run records (DESIGN.md section 5).
+
+Records store paths relative to the run directory plus the absolute path as
+written. On another machine the absolute path may not exist: `resolve_stored`
+tries, in order, the relative path, the absolute path, a user path map (prefix
+rewrites, from a file or MULTITAG_PATH_MAP="old=new;old2=new2"), and finally
+re-rooting: the longest suffix of the stored path that exists under one of the
+search roots. Windows (`D:\\kaggle\\data`) and POSIX paths are both understood.
+"""
+import json
+import os
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from utils.io import DataError
+
+_WIN = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
+
+
+def split_parts(p):
+    """Components of a stored path, Windows or POSIX, without the drive/root."""
+    p = str(p)
+    pure = PureWindowsPath(p) if (_WIN.match(p) or "\\" in p) else PurePosixPath(p)
+    return [s for s in pure.parts if s not in (pure.anchor, "/", "\\")]
+
+
+def is_foreign_abs(p):
+    """True for an absolute path of either flavour."""
+    p = str(p)
+    return bool(_WIN.match(p)) or p.startswith("/")
+
+
+def _norm_prefix(p):
+    return str(p).replace("\\", "/").rstrip("/")
+
+
+def parse_path_map(text):
+    """'old=new;old2=new2' or lines of old=new (or a JSON object) -> list of (old, new)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("{"):
+        return list(json.loads(text).items())
+    pairs = []
+    for item in re.split(r"[;\n]", text):
+        if item.strip() and not item.strip().startswith("#"):
+            if "=" not in item:
+                raise DataError(f"path map entry {item.strip()!r}: expected OLD=NEW")
+            old, new = item.split("=", 1)
+            pairs.append((old.strip(), new.strip()))
+    return pairs
+
+
+def load_path_map(path=None):
+    """Path map from a file (if given) plus the MULTITAG_PATH_MAP environment variable."""
+    pairs = []
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"{p}: path map file not found")
+        pairs += parse_path_map(p.read_text())
+    pairs += parse_path_map(os.environ.get("MULTITAG_PATH_MAP", ""))
+    return pairs
+
+
+def apply_path_map(stored, pairs):
+    """Rewrite the longest matching prefix of `stored` (separator- and case-insensitive
+    for Windows prefixes); return the new path string or None."""
+    s = _norm_prefix(stored)
+    best = None
+    for old, new in pairs:
+        o = _norm_prefix(old)
+        ci = bool(_WIN.match(old))
+        a, b = (s.lower(), o.lower()) if ci else (s, o)
+        if a == b or a.startswith(b + "/"):
+            if best is None or len(o) > len(best[0]):
+                best = (o, new)
+    if best is None:
+        return None
+    rest = s[len(best[0]):].lstrip("/")
+    return str(Path(best[1]) / rest) if rest else str(Path(best[1]))
+
+
+def reroot(stored, roots):
+    """The longest suffix of `stored` that exists under one of `roots`, or None.
+
+    'D:\\kaggle\\data\\apparel' with root /home/me/kaggle finds /home/me/kaggle/data/apparel.
+    """
+    parts = split_parts(stored)
+    for k in range(len(parts)):  # longest suffix first
+        suffix = parts[k:]
+        for r in roots:
+            cand = Path(r).joinpath(*suffix)
+            if cand.exists():
+                return cand
+    return None
+
+
+def resolve_stored(rel=None, abs_path=None, base=None, roots=(), pairs=()):
+    """Find a stored path on this machine.
+
+    rel: path relative to `base` (the run directory); abs_path: absolute path as
+    written; roots: folders for re-rooting; pairs: path map. Returns
+    (Path, how) with how in {'relative', 'absolute', 'mapped', 'rerooted'}, or
+    (None, 'missing').
+    """
+    if rel is not None and base is not None:
+        cand = (Path(base) / rel)
+        if cand.exists():
+            return cand.resolve(), "relative"
+    if abs_path:
+        if not is_foreign_abs(abs_path) or Path(abs_path).exists():
+            if Path(abs_path).exists():
+                return Path(abs_path), "absolute"
+        mapped = apply_path_map(abs_path, pairs)
+        if mapped and Path(mapped).exists():
+            return Path(mapped), "mapped"
+        found = reroot(abs_path, roots)
+        if found is not None:
+            return found.resolve(), "rerooted"
+    return None, "missing"
+
+
+def portable(path, base):
+    """(relative-to-base or None, absolute) strings for storing `path` in a record."""
+    path = Path(path).resolve()
+    try:
+        rel = os.path.relpath(path, Path(base).resolve())
+    except ValueError:  # another drive on Windows
+        rel = None
+    return rel, str(path)

@@ -1,0 +1,411 @@
+"""One run: a stage plan trained on one fold, with exact resume.
+
+The position of a run is (stage, epoch within the stage, step within the epoch),
+always meaning "the next thing to do". last.pt stores it together with the model,
+optimizer, scheduler, AMP scaler, every RNG state, the partial epoch's totals, the
+best score and the history, so a resumed run computes exactly what an
+uninterrupted one would. Sample order and augmentation are pure functions of
+(seed, epoch, index) (utils/engine.py), which is what makes mid-epoch resume exact.
+"""
+import logging
+import os
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils import distributed as dist
+from utils.cache import load_images
+from utils.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint, unwrap
+from utils.engine import (CachedImages, Step, make_loader, predict_logits, sigmoid, steps_in_epoch,
+                          train_one_epoch)
+from utils.io import DataError, atomic_write, atomic_write_csv, atomic_write_json, write_preds
+from utils.losses import build_loss
+from utils.metrics import fbeta_per_label, fbeta_samples
+from utils.models import param_groups, set_trainable
+from utils.sampling import epoch_indices
+from utils.schedule import build_optimizer, build_scheduler
+from utils.stages import Stage
+from utils.thresholds import greedy_thresholds
+from utils.transforms import build_augment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    """How to run (not what to learn): none of these change the result on CPU."""
+    workers: int = 0
+    ckpt_every: int = 0          # mid-epoch checkpoint every N steps (0: only at epoch ends)
+    ckpt_minutes: float = 10.0   # ... and at least every N minutes
+    channels_last: bool = False
+    amp: str = "auto"            # auto | off | bf16 | fp16
+    compile: bool = False
+    plots: str = "every"         # every | last | none
+    eval_bs: int = 0             # 0: twice the training batch
+    cache_dir: str = ""
+
+
+def rng_state():
+    """Every RNG this process uses, as a picklable dict."""
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s):
+    """Restore what rng_state() returned."""
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype(device, mode):
+    """Autocast dtype for `mode` on `device` (None = full precision). bf16 where supported."""
+    if mode == "off" or device.type != "cuda":
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def set_train_mode(model):
+    """model.train(), but BatchNorm layers whose weights are frozen keep their running stats."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
+class _Stop:
+    """First Ctrl-C: finish the current step, checkpoint and exit. Second: abort at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if dist.world_size() == 1 and threading_main():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def threading_main():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _fault_point():
+    """MULTITAG_DIE_AT='what:N' kills this process (SIGKILL) at a chosen point: a test hook
+    for kill-safety (what = step | ckpt | stage_end | stage_start)."""
+    spec = os.environ.get("MULTITAG_DIE_AT", "")
+    if not spec:
+        return None, None
+    what, _, n = spec.partition(":")
+    return what, int(n)
+
+
+class Trainer:
+    """Trains `model` on one fold following `stages`; writes the run directory.
+
+    config: the resolved run config (stored as config.json); spec: DataSpec;
+    fold_ids: fold per training image; label_idx: columns the model predicts.
+    """
+
+    def __init__(self, model, config, spec, fold_ids, label_idx, run_dir, device, opts):
+        self.model, self.config, self.spec = model, config, spec
+        self.run_dir, self.device, self.opts = run_dir, device, opts
+        self.stages = [Stage.from_dict(s) for s in config["stages"]]
+        self.labels = config["labels"]
+        fold = config["fold"]
+        self.train_idx = np.flatnonzero(fold_ids != fold)
+        self.val_idx = np.flatnonzero(fold_ids == fold)
+        if len(self.val_idx) == 0 or len(self.train_idx) == 0:
+            raise DataError(f"fold {fold}: no {'validation' if len(self.val_idx) == 0 else 'training'} images")
+        y = spec.y[:, label_idx]
+        self.y_train, self.y_val = y[self.train_idx], y[self.val_idx]
+        self.loss_fn, _ = build_loss(config["loss_spec"], self.y_train)
+        self.loss_fn = self.loss_fn.to(device)
+        self.mean, self.std = config["mean"], config["std"]
+        self.amp_dtype = amp_dtype(device, opts.amp)
+        self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
+        self.state = {"stage": 0, "epoch": 0, "step": 0, "global_epoch": 0, "global_step": 0,
+                      "best": -1.0, "best_epoch": -1, "history": [], "stats": None, "train_seconds": 0.0}
+        self.die_what, self.die_n = _fault_point()
+        self._plotter = ThreadPoolExecutor(1) if dist.is_main() and opts.plots != "none" else None
+        self._plot_job = None
+        self._last_ckpt_time = time.time()
+        self._cache = {}
+
+    # ----- checkpoints -----------------------------------------------------------------
+
+    def meta(self, stage):
+        """What predict.py needs to rebuild and feed the model."""
+        return {"arch": self.config["arch"], "labels": self.labels, "size": stage.size,
+                "mean": self.mean, "std": self.std, "drop_rate": self.config.get("drop_rate"),
+                "label_group": self.config.get("label_group"), "stages": self.config["stages"],
+                "run": self.config.get("name")}
+
+    def save_last(self, optimizer=None, scheduler=None):
+        """Write checkpoints/last.pt with the full state at the current position."""
+        if not dist.is_main():
+            return
+        st = dict(self.state)
+        ckpt = {"model": clean_state_dict(unwrap(self.model).state_dict()),
+                "meta": self.meta(self.stages[min(st["stage"], len(self.stages) - 1)]),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": rng_state(), "state": st, "config_stages": self.config["stages"]}
+        path = self.run_dir / "checkpoints" / "last.pt"
+        self.state["n_ckpt"] = self.state.get("n_ckpt", 0) + 1
+        if self.die_what == "ckpt" and self.state["n_ckpt"] == self.die_n:
+            def half_write(f):  # die after writing part of the temp file: a torn write
+                torch.save(ckpt, f)
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            atomic_write(path, half_write)
+        save_checkpoint(path, ckpt)
+        self._last_ckpt_time = time.time()
+
+    def resume(self):
+        """Load last.pt (weights always, at any stage/epoch/step); return (optimizer_sd, scheduler_sd)."""
+        ckpt = load_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+        if ckpt.get("config_stages") != self.config["stages"]:
+            raise DataError(f"{self.run_dir}: the checkpoint was made with another stage plan; "
+                            f"resume with the original flags or start a new run")
+        unwrap(self.model).load_state_dict(clean_state_dict(ckpt["model"]))
+        self.state.update(ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        log.info("resuming %s at stage %d, epoch %d, step %d", self.run_dir.name,
+                 self.state["stage"] + 1, self.state["epoch"] + 1, self.state["step"])
+        return ckpt.get("optimizer"), ckpt.get("scheduler")
+
+    def _maybe_die(self, what, n):
+        if self.die_what == what and self.die_n == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # ----- the loop ----------------------------------------------------------------------
+
+    def fit(self, resume=False):
+        """Train every remaining stage, then predict the validation fold with the best weights.
+
+        Returns the result dict also written to result.json.
+        """
+        opt_sd = sched_sd = None
+        if resume:
+            opt_sd, sched_sd = self.resume()
+        with _Stop() as stop:
+            while self.state["stage"] < len(self.stages):
+                si = self.state["stage"]
+                opt_sd, sched_sd = self._run_stage(si, opt_sd, sched_sd, stop)
+                if stop.requested:
+                    raise SystemExit(130)
+        return self.finish()
+
+    def _images(self, size):
+        """Cached uint8 images of every training image at `size` (rank 0 builds, others wait)."""
+        if size in self._cache:
+            return self._cache[size]
+        files = self.spec.files
+        if dist.is_main():
+            arr = load_images(files, size, self.opts.cache_dir, desc=f"{self.spec.images}")
+        dist.barrier()
+        if not dist.is_main():
+            arr = load_images(files, size, self.opts.cache_dir, desc=f"{self.spec.images}")
+        self._cache = {size: arr}  # one size at a time: stages move on, memory stays flat
+        return arr
+
+    def _run_stage(self, si, opt_sd, sched_sd, stop):
+        stage = self.stages[si]
+        raw = unwrap(self.model)
+        set_trainable(raw, stage.train)
+        groups = param_groups(raw, stage.train, stage.lr, stage.lr_mult, stage.wd)
+        model = self.model
+        if dist.world_size() > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.opts.compile:
+            model = torch.compile(model)
+        optimizer = build_optimizer(stage, groups)
+        world = dist.world_size()
+        bs_local = max(1, stage.bs // world)
+        n_epoch = len(epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], 0))
+        drop_last = n_epoch >= 2 * stage.bs  # avoid a last batch of 1 for BatchNorm
+        steps = steps_in_epoch(len(dist.shard(np.arange(n_epoch))), bs_local, drop_last)
+        scheduler = build_scheduler(stage, optimizer, steps)
+        if opt_sd is not None:
+            optimizer.load_state_dict(opt_sd)
+        if sched_sd is not None:
+            scheduler.load_state_dict(sched_sd)
+        images = self._images(stage.size)
+        augment = build_augment(self.config["aug"], stage.size, self.labels, self.config.get("pca"))
+        dataset = CachedImages(images, self.y_train, self.train_idx, augment, self.config["seed"])
+        step_fn = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
+                       self.mean, self.std, self.opts.channels_last)
+        self._maybe_die("stage_start", si)
+        while self.state["epoch"] < stage.epochs:
+            ge = self.state["global_epoch"]
+            order = epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], ge)
+            mine = dist.shard(order)
+            start = self.state["step"]
+            stats = self.state["stats"] or {"loss_sum": 0.0, "n": 0, "steps": 0, "data_s": 0.0,
+                                            "compute_s": 0.0, "seen": len(order)}
+            self.state["stats"] = stats
+            dataset.epoch = ge
+            loader = make_loader(dataset, mine[start * bs_local:], bs_local, self.opts.workers,
+                                 self.device, drop_last)
+            set_train_mode(model)
+
+            def on_step(i):
+                self.state["step"] = i
+                self.state["global_step"] += 1
+                self._maybe_die("step", self.state["global_step"])
+                due = (self.opts.ckpt_every and i % self.opts.ckpt_every == 0) or \
+                    (time.time() - self._last_ckpt_time > 60 * self.opts.ckpt_minutes)
+                if (due or stop.requested) and i < steps:
+                    self.save_last(optimizer, scheduler)
+                    if stop.requested:
+                        raise _Interrupted()
+
+            desc = f"s{si + 1}/{len(self.stages)} e{self.state['epoch'] + 1}/{stage.epochs}"
+            try:
+                train_one_epoch(step_fn, loader, start, steps, stats, on_step, desc)
+            except _Interrupted:
+                log.warning("stopped; resume with: python train.py --resume --name %s --out %s",
+                            self.run_dir.name, self.run_dir.parent)
+                return None, None
+            except torch.cuda.OutOfMemoryError:
+                raise DataError(f"batch size {stage.bs} at {stage.size}px does not fit in GPU memory; "
+                                f"try --bs {max(1, stage.bs // 2)} (or a smaller --size)")
+            self._end_epoch(si, stage, model, scheduler, stats)
+            last_epoch = self.state["epoch"] >= stage.epochs
+            if last_epoch:
+                self.state.update(stage=si + 1, epoch=0)
+                self.save_last()  # stage boundary: the next stage starts fresh optimizer/scheduler
+                self._maybe_die("stage_end", si)
+            else:
+                self.save_last(optimizer, scheduler)
+            if stop.requested:
+                log.warning("stopped; resume with: python train.py --resume --name %s --out %s",
+                            self.run_dir.name, self.run_dir.parent)
+                return None, None
+        return None, None
+
+    def _end_epoch(self, si, stage, model, scheduler, stats):
+        """Validate, log a history row, keep the best weights, plot; advance the position."""
+        tr = dist.all_reduce_sum([stats["loss_sum"], stats["n"]], self.device)
+        probs, val_loss = self.evaluate(model, stage)
+        thr, f2 = greedy_thresholds(self.y_val, probs)
+        f2_02 = fbeta_samples(self.y_val, probs >= 0.2)
+        per_label = fbeta_per_label(self.y_val, probs >= thr)
+        scheduler.step_epoch(f2)
+        elapsed = stats["data_s"] + stats["compute_s"]
+        row = {"stage": si + 1, "epoch": self.state["global_epoch"] + 1, "stage_epoch": self.state["epoch"] + 1,
+               "lr": scheduler.lr, "size": stage.size, "bs": stage.bs, "seen": stats["seen"],
+               "train_loss": tr[0] / max(tr[1], 1), "val_loss": val_loss, "val_f2": f2, "val_f2_at_0.2": f2_02,
+               **{f"f2_{l}": float(v) for l, v in zip(self.labels, per_label)},
+               "seconds": elapsed, "img_per_s": stats["n"] * dist.world_size() / max(elapsed, 1e-9),
+               "data_wait": stats["data_s"] / max(elapsed, 1e-9)}
+        self.state["history"].append(row)
+        self.state["train_seconds"] += elapsed
+        if dist.is_main():
+            log.info("stage %d epoch %d  loss %.4f  val_loss %.4f  F2 %.4f (at 0.2: %.4f)  %.0f img/s  "
+                     "data wait %.0f%%", si + 1, row["epoch"], row["train_loss"], val_loss, f2, f2_02,
+                     row["img_per_s"], 100 * row["data_wait"])
+            atomic_write_csv(self.run_dir / "history.csv", pd.DataFrame(self.state["history"]))
+            if f2 > self.state["best"]:
+                self.state["best"], self.state["best_epoch"] = f2, row["epoch"]
+                save_checkpoint(self.run_dir / "checkpoints" / "best.pt",
+                                {"model": clean_state_dict(unwrap(model).state_dict()), "meta": self.meta(stage),
+                                 "epoch": row["epoch"], "val_f2": f2, "thresholds": thr.tolist()})
+            self._plot(row["epoch"], probs, thr)
+        self.state.update(epoch=self.state["epoch"] + 1, step=0, stats=None,
+                          global_epoch=self.state["global_epoch"] + 1)
+
+    def evaluate(self, model, stage):
+        """Validation probabilities (N_val, L) and mean loss, gathered over ranks."""
+        images = self._images(stage.size)
+        mine = dist.shard_eval(len(self.val_idx))
+        bs = self.opts.eval_bs or 2 * stage.bs
+        logits = predict_logits(model, images, bs, self.device, self.mean, self.std, self.opts.channels_last,
+                                self.amp_dtype, self.opts.workers, desc="val", rows=self.val_idx[mine])
+        logits = dist.gather_rows(logits, len(self.val_idx))
+        with torch.no_grad():
+            val_loss = float(self.loss_fn(torch.from_numpy(logits).to(self.device),
+                                          torch.from_numpy(self.y_val.astype(np.float32)).to(self.device)))
+        return sigmoid(logits), val_loss
+
+    def _plot(self, epoch, probs, thr):
+        if self._plotter is None:
+            return
+        if self.opts.plots == "last" and epoch < sum(s.epochs for s in self.stages):
+            return
+        from utils.plots import plot_history, plot_prob_distributions
+
+        if self._plot_job is not None:
+            self._plot_job.result()  # one plot at a time; errors surface here
+        hist = pd.DataFrame(self.state["history"])
+        plots = self.run_dir / "plots"
+
+        def job():
+            plot_prob_distributions(self.y_val, probs, self.labels, plots / f"probs_e{epoch:03d}.png",
+                                    thresholds=thr, title=f"{self.config['name']} epoch {epoch}")
+            plot_history(hist, plots / "history.png")
+        self._plot_job = self._plotter.submit(job)
+
+    def finish(self):
+        """Predict the validation fold with best.pt, write preds/val.none.csv and result.json."""
+        if self._plot_job is not None:
+            self._plot_job.result()
+        best_path = self.run_dir / "checkpoints" / "best.pt"
+        dist.barrier()
+        best = load_checkpoint(best_path)
+        raw = unwrap(self.model)
+        raw.load_state_dict(clean_state_dict(best["model"]))
+        stage = self.stages[-1]
+        probs, _ = self.evaluate(raw, Stage.from_dict({**stage.to_dict(), "size": best["meta"]["size"]}))
+        result = {"finished": True, "best_val_f2": self.state["best"], "best_epoch": self.state["best_epoch"],
+                  "epochs": self.state["global_epoch"], "train_seconds": self.state["train_seconds"],
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if dist.is_main():
+            names = [self.spec.names[i] for i in self.val_idx]
+            write_preds(self.run_dir / "preds" / "val.none.csv", names, self.labels, probs)
+            atomic_write_json(self.run_dir / "result.json", result)
+        if self._plotter is not None:
+            self._plotter.shutdown()
+        return result
+
+
+class _Interrupted(Exception):
+    """Raised inside the epoch loop after a Ctrl-C checkpoint."""
