@@ -1,0 +1,224 @@
+"""Compare threshold strategies on out-of-fold probabilities: in-sample vs cross-fitted F2.
+
+In-sample F2 fits the thresholds on the rows it scores (optimistic); cross-fitted F2
+fits them on K-1 folds and scores the held-out fold (what to expect on test data).
+
+    python tools/thresholds.py --probs runs/X/preds/val.none.csv --truth data/demo/train.csv
+    python tools/thresholds.py --run runs/X --strategy greedy smooth --json
+
+Folds: --folds FILE, else folds.csv next to the truth file; when those give the rows
+fewer than two folds (one run's val file covers one fold), a seeded random --kfold
+split is used instead.
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.io import DataError, read_preds, report_problems  # noqa: E402
+from utils.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
+
+log = logging.getLogger("thresholds")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=True)
+    g = p.add_argument_group("inputs")
+    g.add_argument("--probs", help="predictions CSV: image_name, then one probability column per label")
+    g.add_argument("--truth", help="truth CSV in train.csv format (image_name,tags; tags space-separated); "
+                                   "with --run the default is train.csv in the run's data root")
+    g.add_argument("--run", help="run directory: uses DIR/preds/val.none.csv, else the newest DIR/preds/val.*.csv")
+    g.add_argument("--folds", help="folds CSV (image_name,fold); default: folds.csv next to the truth file, if any")
+    g.add_argument("--kfold", type=int, default=5,
+                   help="random K-way split used when the folds give the rows fewer than 2 folds; "
+                        "0 = no cross-fitting (default 5)")
+    g.add_argument("--seed", type=int, default=0, help="seed of that random split (default 0)")
+    s = p.add_argument_group("strategies")
+    s.add_argument("--strategy", nargs="+", action="extend", choices=STRATEGIES, metavar="NAME",
+                   help=f"strategies to compare, any of {', '.join(STRATEGIES)} (default: all)")
+    s.add_argument("--beta", type=float, default=2.0, help="beta of the F-beta score (default 2)")
+    s.add_argument("--zero-division", type=float, default=1.0,
+                   help="score of an image with no true and no predicted tag (default 1.0)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    return p
+
+
+def _stem(name):
+    """Image name without a known image extension (any case)."""
+    return name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
+
+
+def align_names(names, ref_names, names_file, ref_file):
+    """Row index into ref_names for each of names: exact match first, then by stem.
+
+    Raises DataError naming both files for names missing from ref or matching several.
+    """
+    exact = {n: i for i, n in enumerate(ref_names)}
+    by_stem = {}
+    for i, n in enumerate(ref_names):
+        by_stem.setdefault(_stem(n), []).append(i)
+    index, missing, ambiguous = [], [], []
+    for n in names:
+        if n in exact:
+            index.append(exact[n])
+            continue
+        hits = by_stem.get(_stem(n), [])
+        if len(hits) == 1:
+            index.append(hits[0])
+        else:
+            (ambiguous if hits else missing).append(n)
+    problems = [f"{n!r} not in {ref_file}" for n in missing]
+    problems += [f"{n!r} matches several rows of {ref_file}" for n in ambiguous]
+    report_problems(f"{names_file}: images that cannot be matched", problems)
+    return np.asarray(index, dtype=np.int64)
+
+
+def _read_table(path, columns):
+    """CSV with the given leading columns as strings; DataError naming the file otherwise."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    if list(df.columns[: len(columns)]) != list(columns):
+        raise DataError(f"{path}: expected columns {','.join(columns)}; got {list(df.columns)[:5]}")
+    dup = df["image_name"][df["image_name"].duplicated()].tolist()
+    report_problems(f"{path}: bad file", [f"duplicate image names: {dup[:5]}"] if dup else [])
+    return df
+
+
+def read_truth(path, labels):
+    """Truth CSV (image_name,tags) -> (names, Y uint8 (n, L) in `labels` order).
+
+    Raises DataError naming the file for tags that are not among `labels`.
+    """
+    df = _read_table(path, ["image_name", "tags"])
+    col = {lab: j for j, lab in enumerate(labels)}
+    Y = np.zeros((len(df), len(labels)), dtype=np.uint8)
+    unknown = {}
+    for i, tags in enumerate(df["tags"]):
+        for t in tags.split():
+            if t in col:
+                Y[i, col[t]] = 1
+            else:
+                unknown.setdefault(t, i + 2)
+    report_problems(f"{path}: tags that are not prediction columns",
+                    [f"tag {t!r} (first at line {line})" for t, line in unknown.items()])
+    return df["image_name"].tolist(), Y
+
+
+def read_folds(path):
+    """Folds CSV (image_name,fold) -> (names, fold ids int (n,))."""
+    df = _read_table(path, ["image_name", "fold"])
+    try:
+        return df["image_name"].tolist(), df["fold"].astype(int).to_numpy()
+    except ValueError as e:
+        raise DataError(f"{path}: fold column must hold integers ({e})") from e
+
+
+def resolve_run(run):
+    """Run directory -> (val preds path, truth path or None) following its config.json."""
+    run = Path(run)
+    preds = run / "preds" / "val.none.csv"
+    if not preds.is_file():
+        found = sorted((run / "preds").glob("val.*.csv"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise DataError(f"{run}: no preds/val.*.csv (run predict.py --split val first)")
+        preds = found[-1]
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{run / 'config.json'}: cannot read ({e}); pass --probs and --truth") from e
+    root = config.get("data_root")
+    if root is None:
+        return preds, None
+    root = Path(root) if Path(root).is_absolute() else run / root
+    if not (root / "train.csv").is_file():
+        raise DataError(f"{run / 'config.json'}: data_root {root} has no train.csv here; "
+                        f"pass --truth (or rewrite the run's paths with tools/convert_paths.py)")
+    return preds, root / "train.csv"
+
+
+def load_inputs(args):
+    """Returns (labels, Y (N, L), P (N, L), folds (N,) or None, folds description)."""
+    if bool(args.run) == bool(args.probs):
+        raise DataError("give either --run DIR or --probs FILE (with --truth FILE)")
+    probs_path, truth_path = (args.probs, args.truth)
+    if args.run:
+        probs_path, run_truth = resolve_run(args.run)
+        truth_path = args.truth or run_truth
+        if truth_path is None:
+            raise DataError(f"{Path(args.run) / 'config.json'} has no data_root: pass --truth")
+    if truth_path is None:
+        raise DataError("--probs needs --truth (a train.csv: image_name,tags)")
+    names, labels, P = read_preds(probs_path)
+    truth_names, Y = read_truth(truth_path, labels)
+    Y = Y[align_names(names, truth_names, probs_path, truth_path)]
+    folds, source = None, "none"
+    folds_path = args.folds or (Path(truth_path).parent / "folds.csv")
+    if args.folds or Path(folds_path).is_file():
+        fold_names, ids = read_folds(folds_path)
+        folds, source = ids[align_names(names, fold_names, probs_path, folds_path)], str(folds_path)
+    if folds is not None and np.unique(folds).size < 2:
+        log.warning("%s gives these %d rows a single fold: it cannot cross-fit", folds_path, len(names))
+        folds, source = None, "none"
+    if folds is None and args.kfold:
+        folds = random_folds(len(names), args.kfold, args.seed)
+        source = f"random {args.kfold}-way split (seed {args.seed})"
+    return labels, Y, P, folds, source
+
+
+def format_table(result, n, source):
+    """Human-readable summary of a compare_strategies result.
+
+    The last column compares each strategy with the first one fold by fold (mean +-
+    std of the paired differences): fold-to-fold spread is shared by all strategies,
+    so the paired difference is what says whether one is really better.
+    """
+    strategies = result["strategies"]
+    ref = next(iter(strategies))
+    lines = [f"{n} images, {len(result['labels'])} labels, folds: {source}",
+             f"{'strategy':<10} {'in-sample F2':>12} {'cross-fitted F2':>20} {'paired diff vs ' + ref:>24} "
+             f"{'seconds':>8}"]
+    for name, r in strategies.items():
+        cf = diff = "n/a"
+        if r["f2_cross_fitted"] is not None:
+            cf = f"{r['f2_cross_fitted']:.5f} +- {r['f2_cross_fitted_std']:.5f}"
+            d = np.subtract(r["f2_per_fold"], strategies[ref]["f2_per_fold"])
+            diff = f"{d.mean():+.5f} +- {d.std(ddof=1):.5f}"
+        lines.append(f"{name:<10} {r['f2_in_sample']:>12.5f} {cf:>20} {diff:>24} {r['seconds']:>8.3f}")
+    fitted = {k: r["thresholds"] for k, r in strategies.items() if r["thresholds"] is not None}
+    if fitted:
+        width = max(len(lab) for lab in result["labels"])
+        lines += ["", "thresholds (predict when probability >= t)",
+                  f"{'label':<{width}} " + " ".join(f"{k:>8}" for k in fitted)]
+        for lab in result["labels"]:
+            lines.append(f"{lab:<{width}} " + " ".join(f"{t[lab]:>8.4f}" for t in fitted.values()))
+    return "\n".join(lines)
+
+
+def main(args):
+    labels, Y, P, folds, source = load_inputs(args)
+    strategies = tuple(dict.fromkeys(args.strategy or STRATEGIES))
+    result = compare_strategies(Y, P, folds, strategies, labels, beta=args.beta,
+                                zero_division=args.zero_division)
+    print(json.dumps(result, indent=2) if args.json else format_table(result, len(Y), source))
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
