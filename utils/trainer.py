@@ -27,7 +27,7 @@ from utils.engine import (CachedImages, Step, make_loader, predict_logits, sigmo
 from utils.io import DataError, atomic_write, atomic_write_csv, atomic_write_json, write_preds
 from utils.losses import build_loss
 from utils.metrics import fbeta_per_label, fbeta_samples
-from utils.models import param_groups, set_trainable
+from utils.models import freeze_bn, param_groups
 from utils.sampling import epoch_indices
 from utils.schedule import build_optimizer, build_scheduler
 from utils.stages import Stage
@@ -85,16 +85,6 @@ def amp_dtype(device, mode):
     return torch.float16
 
 
-def set_train_mode(model):
-    """model.train(), but BatchNorm layers whose weights are frozen keep their running stats."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                m.eval()
-
-
 class _Stop:
     """First Ctrl-C: finish the current step, checkpoint and exit. Second: abort at once."""
 
@@ -125,7 +115,7 @@ def threading_main():
 
 def _fault_point():
     """MULTITAG_DIE_AT='what:N' kills this process (SIGKILL) at a chosen point: a test hook
-    for kill-safety (what = step | ckpt | stage_end | stage_start)."""
+    for kill-safety (what = step | ckpt | epoch_end | stage_end | stage_start)."""
     spec = os.environ.get("MULTITAG_DIE_AT", "")
     if not spec:
         return None, None
@@ -249,7 +239,6 @@ class Trainer:
     def _run_stage(self, si, opt_sd, sched_sd, stop):
         stage = self.stages[si]
         raw = unwrap(self.model)
-        set_trainable(raw, stage.train)
         groups = param_groups(raw, stage.train, stage.lr, stage.lr_mult, stage.wd)
         model = self.model
         if dist.world_size() > 1:
@@ -285,7 +274,8 @@ class Trainer:
             dataset.epoch = ge
             loader = make_loader(dataset, mine[start * bs_local:], bs_local, self.opts.workers,
                                  self.device, drop_last)
-            set_train_mode(model)
+            model.train()
+            freeze_bn(raw)  # frozen BatchNorm layers keep their ImageNet statistics
 
             def on_step(i):
                 self.state["step"] = i
@@ -309,17 +299,18 @@ class Trainer:
                 raise DataError(f"batch size {stage.bs} at {stage.size}px does not fit in GPU memory; "
                                 f"try --bs {max(1, stage.bs // 2)} (or a smaller --size)")
             self._end_epoch(si, stage, model, scheduler, stats)
-            last_epoch = self.state["epoch"] >= stage.epochs
-            if last_epoch:
+            if self.state["epoch"] >= stage.epochs:
                 self.state.update(stage=si + 1, epoch=0)
                 self.save_last()  # stage boundary: the next stage starts fresh optimizer/scheduler
                 self._maybe_die("stage_end", si)
-            else:
-                self.save_last(optimizer, scheduler)
+                break
+            self.save_last(optimizer, scheduler)
+            self._maybe_die("epoch_end", self.state["global_epoch"])
             if stop.requested:
-                log.warning("stopped; resume with: python train.py --resume --name %s --out %s",
-                            self.run_dir.name, self.run_dir.parent)
-                return None, None
+                break
+        if stop.requested:
+            log.warning("stopped; resume with: python train.py --resume --name %s --out %s",
+                        self.run_dir.name, self.run_dir.parent)
         return None, None
 
     def _end_epoch(self, si, stage, model, scheduler, stats):
