@@ -6,6 +6,9 @@ tries, in order, the relative path, the absolute path, a user path map (prefix
 rewrites, from a file or MULTITAG_PATH_MAP="old=new;old2=new2"), and finally
 re-rooting: the longest suffix of the stored path that exists under one of the
 search roots. Windows (`D:\\kaggle\\data`) and POSIX paths are both understood.
+
+`rewrite_record` rewrites the paths inside a record explicitly (prefix pairs, no
+existence check), which is what tools/convert_paths.py applies to config.json.
 """
 import json
 import os
@@ -105,7 +108,7 @@ def resolve_stored(rel=None, abs_path=None, base=None, roots=(), pairs=()):
     (None, 'missing').
     """
     if rel is not None and base is not None:
-        cand = (Path(base) / rel)
+        cand = Path(base) / native_rel(rel)
         if cand.exists():
             return cand.resolve(), "relative"
     if abs_path:
@@ -129,3 +132,66 @@ def portable(path, base):
     except ValueError:  # another drive on Windows
         rel = None
     return rel, str(path)
+
+
+def native_rel(rel):
+    """A stored relative path with either separator as a path for this machine.
+
+    Records written on Windows store '..\\..\\data\\demo'; POSIX reads that as one
+    file name, so backslashes become '/' here (Windows accepts '/' as well).
+    """
+    rel = str(rel)
+    return rel.replace("\\", "/") if os.sep == "/" else rel
+
+
+def portable_rel(rel):
+    """A relative path as stored portably: '/' separators (both systems read them)."""
+    return str(rel).replace("\\", "/")
+
+
+def _under(s, prefix):
+    """True when normalised path string `s` equals `prefix` or lies below it
+    (case-insensitive for Windows prefixes)."""
+    a, b = (s.lower(), prefix.lower()) if _WIN.match(prefix) else (s, prefix)
+    return a == b or a.startswith(b + "/")
+
+
+def rewrite_prefix(value, pairs):
+    """`value` (an absolute path string) with its longest matching OLD prefix replaced
+    by NEW, or None when no pair matches or `value` already lies under a pair's NEW
+    prefix (so rewriting twice changes nothing, even when NEW lies under OLD).
+
+    pairs: list of (old, new). No existence check: this is for rewriting records.
+    """
+    if not isinstance(value, str) or not is_foreign_abs(value):
+        return None
+    s = _norm_prefix(value)
+    # A pair whose NEW lies under its OLD would rewrite its own output again.
+    if any(_under(_norm_prefix(n), _norm_prefix(o)) and _under(s, _norm_prefix(n)) for o, n in pairs):
+        return None
+    new = apply_path_map(value, pairs)
+    return None if new is None or new == value else new
+
+
+def rewrite_record(obj, pairs, key=""):
+    """Rewrite every absolute path string inside a JSON-like record with `pairs`.
+
+    obj: dict / list / scalars (a parsed config.json). Returns (new object, changes)
+    where changes is a list of (key path like 'argv[3]' or 'data_root_abs', old, new).
+    The input is not modified.
+    """
+    if isinstance(obj, dict):
+        out, changes = {}, []
+        for k, v in obj.items():
+            out[k], ch = rewrite_record(v, pairs, f"{key}.{k}" if key else str(k))
+            changes += ch
+        return out, changes
+    if isinstance(obj, list):
+        out, changes = [], []
+        for i, v in enumerate(obj):
+            nv, ch = rewrite_record(v, pairs, f"{key}[{i}]")
+            out.append(nv)
+            changes += ch
+        return out, changes
+    new = rewrite_prefix(obj, pairs)
+    return (obj, []) if new is None else (new, [(key, obj, new)])

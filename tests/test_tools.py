@@ -1,0 +1,422 @@
+"""tools/statistics, prune, correlation, plot_probs (and utils/leaderboard.py) on synthetic runs."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import fbeta_score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utils.io import DataError, write_preds  # noqa: E402
+from utils.leaderboard import (align_names, coverage_refusals, pairwise_agreement,  # noqa: E402
+                               pairwise_pearson, rank_runs, stack_usage)
+from utils.thresholds import greedy_thresholds  # noqa: E402
+
+LABELS = ["a", "b", "c"]
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+statistics = load_tool("statistics")
+prune = load_tool("prune")
+correlation = load_tool("correlation")
+plot_probs = load_tool("plot_probs")
+
+
+def run_tool(tool, *argv):
+    return tool.main(tool.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+# ----------------------------------------------------------------------------- synthetic runs
+
+def make_data(root, n=60, k=2, seed=0):
+    """DATA/train.csv and folds.csv: n images, labels a b c, k folds (image i in fold i % k).
+    Returns (names, y (n, 3) uint8, folds (n,))."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 3)) < [0.5, 0.4, 0.3]).astype(np.uint8)
+    folds = np.arange(n) % k
+    for f in range(k):  # every label needs positives and negatives in every fold
+        assert (y[folds == f].sum(0) >= 5).all() and ((1 - y[folds == f]).sum(0) >= 5).all()
+    names = [f"img{i:03d}" for i in range(n)]
+    root.mkdir(parents=True, exist_ok=True)
+    tags = [" ".join(lab for lab, v in zip(LABELS, row) if v) for row in y]
+    pd.DataFrame({"image_name": names, "tags": tags}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image_name": names, "fold": folds}).to_csv(root / "folds.csv", index=False)
+    return names, y, folds
+
+
+def write_run(runs, name, data, fold, names, probs, arch="m0", seed=0, labels=LABELS, rel="auto",
+              abs_path="auto", tta="none", ckpt=True, test=True):
+    """A run folder as train.py leaves it, with fake 1000 + 2000 byte checkpoints."""
+    d = runs / name
+    d.mkdir(parents=True)
+    cfg = {"name": name, "arch": arch, "fold": fold, "seed": seed, "labels": labels, "all_labels": LABELS,
+           "label_group": None, "images": "train",
+           "data_root": os.path.relpath(data, d) if rel == "auto" else rel,
+           "data_root_abs": str(data) if abs_path == "auto" else abs_path,
+           "folds_file": "folds.csv", "folds_k": 2, "stages": [{"size": 64, "epochs": 1}, {"size": 96, "epochs": 1}],
+           "argv": ["--data", str(data) if abs_path == "auto" else abs_path], "created": "2024-01-01T00:00:00"}
+    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    (d / "history.csv").write_text("stage,epoch,val_f2,seconds\n0,1,0.5,30\n1,2,0.6,30\n")
+    (d / "result.json").write_text(json.dumps({"finished": True, "best_val_f2": 0.6, "best_epoch": 2,
+                                               "epochs": 2, "train_seconds": 60.0}))
+    write_preds(d / "preds" / f"val.{tta}.csv", names, labels, probs)
+    if test:
+        write_preds(d / "preds" / "test.none.csv", ["t0", "t1"], labels, np.full((2, len(labels)), 0.5))
+    if ckpt:
+        (d / "checkpoints").mkdir()
+        (d / "checkpoints" / "best.pt").write_bytes(b"x" * 1000)
+        (d / "checkpoints" / "last.pt").write_bytes(b"x" * 2000)
+    return d
+
+
+def spoiled(y, k):
+    """Positives 0.9, negatives 0.1, then k[j] negatives of label j raised to 0.95: the
+    label's best F2 is 5P / (5P + k[j]), strictly falling with k[j]."""
+    p = np.where(y == 1, 0.9, 0.1)
+    for j, kj in enumerate(k):
+        neg = np.flatnonzero(y[:, j] == 0)
+        p[neg[:kj], j] = 0.95
+    return p
+
+
+def random_probs(y, seed, signal=1.0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=y.shape) + signal * (2.0 * y - 1)
+    return np.round(1 / (1 + np.exp(-z)), 3)
+
+
+# Quality (spoiled negatives per label a, b, c) of each run; C, D and I rank below the
+# median on every label of their fold, nobody else does.
+PRUNE_PLAN = {0: {"A": (0, 0, 0), "B": (1, 1, 1), "C": (2, 3, 2), "D": (3, 2, 3)},
+              1: {"F": (0, 2, 1), "G": (1, 1, 0), "H": (2, 0, 2), "I": (3, 3, 3)}}
+PRUNABLE = {"C", "D", "I"}
+
+
+@pytest.fixture
+def prune_runs(tmp_path):
+    data = tmp_path / "data" / "demo"
+    names, y, folds = make_data(data)
+    runs = tmp_path / "runs"
+    for fold, plan in PRUNE_PLAN.items():
+        m = folds == fold
+        for i, (name, k) in enumerate(plan.items()):
+            write_run(runs, name, data, fold, [n for n, v in zip(names, m) if v], spoiled(y[m], k), arch=f"m{i}")
+    return runs
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under folder."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def brute_label_f2(yj, pj):
+    """Best F2 of one label over every distinct cut, with sklearn."""
+    cuts = np.append(np.unique(pj), 2.0)
+    return max(fbeta_score(yj, pj >= t, beta=2, zero_division=1.0) for t in cuts)
+
+
+def test_statistics_scores_match_sklearn(tmp_path, capsys):
+    data = tmp_path / "data"
+    names, y, folds = make_data(data)
+    runs = tmp_path / "runs"
+    probs = {}
+    for f in (0, 1):
+        m = folds == f
+        probs[f] = random_probs(y[m], seed=f)
+        write_run(runs, f"r{f}", data, f, [n for n, v in zip(names, m) if v], probs[f])
+    run_df, model_df = run_tool(statistics, "--runs", runs, "--csv", tmp_path / "b.csv", "--md", tmp_path / "b.md")
+    for f in (0, 1):
+        m = folds == f
+        row = run_df.set_index("run").loc[f"r{f}"]
+        ref = fbeta_score(y[m], probs[f] >= 0.2, beta=2, average="samples", zero_division=1.0)
+        assert row["f2@0.2"] == pytest.approx(ref, abs=1e-12)
+        thr, _ = greedy_thresholds(y[m], probs[f])
+        assert row["f2_best"] == pytest.approx(fbeta_score(y[m], probs[f] >= thr, beta=2, average="samples",
+                                                           zero_division=1.0), abs=1e-12)
+        assert row["f2_best"] >= row["f2@0.2"]
+        for j, lab in enumerate(LABELS):
+            assert row[f"f2:{lab}"] == pytest.approx(brute_label_f2(y[m][:, j], probs[f][:, j]), abs=1e-12)
+        assert row["epochs"] == 2 and row["minutes"] == 1.0 and row["size"] == "64>96"
+        assert row["tta"] == "none" and row["paths"] == "relative" and not row["converted"]
+    # the model joins its two folds: scores of the whole out-of-fold set
+    assert len(model_df) == 1
+    order = np.concatenate([np.flatnonzero(folds == 0), np.flatnonzero(folds == 1)])
+    P = np.concatenate([probs[0], probs[1]])
+    ref = fbeta_score(y[order], P >= 0.2, beta=2, average="samples", zero_division=1.0)
+    mrow = model_df.iloc[0]
+    assert mrow["f2@0.2"] == pytest.approx(ref, abs=1e-12)
+    assert mrow["n_images"] == len(names) and mrow["folds"] == "0,1" and mrow["runs"] == 2
+    assert mrow["f2:b"] == pytest.approx(brute_label_f2(y[order][:, 1], P[:, 1]), abs=1e-12)
+    csv = pd.read_csv(tmp_path / "b.csv")
+    assert set(csv["level"]) == {"run", "model"} and len(csv) == 3
+    md = (tmp_path / "b.md").read_text()
+    assert "| run |" in md and "### models" in md
+    out = capsys.readouterr().out
+    assert "r0" in out and "f2_best" in out
+
+
+def test_statistics_seeds_averaged_and_best_tta(tmp_path):
+    data = tmp_path / "data"
+    names, y, folds = make_data(data)
+    runs = tmp_path / "runs"
+    m = folds == 0
+    sub = [n for n, v in zip(names, m) if v]
+    p1, p2 = random_probs(y[m], 1, 0.3), random_probs(y[m], 2, 0.3)
+    write_run(runs, "s1", data, 0, sub, p1, seed=1)
+    write_run(runs, "s2", data, 0, sub, p2, seed=2)
+    good = random_probs(y[m], 3, 3.0)  # a much better second TTA of s1
+    write_preds(runs / "s1" / "preds" / "val.hflip.csv", sub, LABELS, good)
+    run_df, model_df = run_tool(statistics, "--runs", runs)
+    assert run_df.set_index("run").loc["s1", "tta_used"] == "hflip"
+    assert run_df.set_index("run").loc["s1", "tta"] == "hflip,none"
+    mean = (good + p2) / 2
+    ref = fbeta_score(y[m], mean >= 0.2, beta=2, average="samples", zero_division=1.0)
+    assert model_df.iloc[0]["f2@0.2"] == pytest.approx(ref, abs=1e-12)
+    assert model_df.iloc[0]["seeds"] == "1,2"
+    run_df, _ = run_tool(statistics, "--runs", runs, "--tta", "none")
+    assert set(run_df["tta_used"]) == {"none"}
+
+
+def test_statistics_sort_where_and_bad_input(tmp_path, capsys):
+    data = tmp_path / "data"
+    names, y, folds = make_data(data)
+    runs = tmp_path / "runs"
+    m = folds == 0
+    sub = [n for n, v in zip(names, m) if v]
+    write_run(runs, "good", data, 0, sub, spoiled(y[m], (0, 3, 0)), arch="resnet50")
+    write_run(runs, "bad", data, 0, sub, spoiled(y[m], (3, 0, 3)), arch="resnet18")
+    nopreds = write_run(runs, "nopreds", data, 0, sub, spoiled(y[m], (0, 0, 0)))
+    for f in (nopreds / "preds").iterdir():
+        f.unlink()
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.json").write_text("{not json")
+    run_df, _ = run_tool(statistics, "--runs", runs, "--sort", "label:b")
+    assert list(run_df["run"]) == ["bad", "good"]
+    err = capsys.readouterr().err
+    assert "skipped nopreds: no predictions" in err and "broken" in err and "unreadable" in err
+    assert all(len(line) < 300 for line in err.splitlines())
+    run_df, _ = run_tool(statistics, "--runs", runs, "--sort", "f2:a", "--ascending")
+    assert list(run_df["run"]) == ["bad", "good"]
+    run_df, model_df = run_tool(statistics, "--runs", runs, "--where", "arch=resnet5*")
+    assert list(run_df["run"]) == ["good"] and len(model_df) == 1
+    with pytest.raises(DataError, match="no such column"):
+        run_tool(statistics, "--runs", runs, "--sort", "label:zzz")
+    with pytest.raises(DataError, match="KEY=VALUE"):
+        run_tool(statistics, "--runs", runs, "--where", "arch")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_tool(statistics, "--runs", empty) == (None, None)
+    assert "no runs under" in capsys.readouterr().err
+    with pytest.raises(DataError, match="not found"):
+        run_tool(statistics, "--runs", tmp_path / "nowhere")
+
+
+# ----------------------------------------------------------------------------- prune
+
+def test_rank_runs_by_hand():
+    scores = [("A", 0, {"a": 0.9, "b": 0.5}), ("B", 0, {"a": 0.8, "b": 0.5}), ("C", 0, {"a": 0.1, "b": 0.1}),
+              ("D", 1, {"a": 0.3})]
+    t = rank_runs(scores).set_index("run")
+    assert t.loc["A", "rank:a"] == 1 and t.loc["A", "rank:b"] == 1.5 and t.loc["C", "rank:b"] == 3
+    assert t["prunable"].to_dict() == {"A": False, "B": False, "C": True, "D": False}
+    assert t.loc["A", "n"] == 3 and t.loc["D", "n"] == 1
+
+
+def test_prune_lists_exactly_the_bottom_half(prune_runs, capsys):
+    before = tree(prune_runs)
+    table, deleted = run_tool(prune, "--runs", prune_runs)
+    assert set(table.loc[table["prunable"], "run"]) == PRUNABLE and deleted == []
+    assert tree(prune_runs) == before  # dry run
+    t = table.set_index("run")
+    assert (t.loc["I", ["rank:a", "rank:b", "rank:c"]] == 4).all()
+    assert t.loc["C", "MB"] == pytest.approx((3000 + sum(
+        p.stat().st_size for p in (prune_runs / "C" / "preds").iterdir())) / 2 ** 20)
+    out = capsys.readouterr().out
+    assert "3 of 8 ranked run(s) prunable" in out and "dry run" in out
+
+
+def test_prune_delete_removes_exactly_those(prune_runs, capsys):
+    before = tree(prune_runs)
+    table, deleted = run_tool(prune, "--runs", prune_runs, "--delete")
+    assert set(deleted) == PRUNABLE
+    after = tree(prune_runs)
+    gone = set(before) - set(after)
+    assert gone == {f for f in before if f.split("/")[0] in PRUNABLE and f.split("/")[1] in ("checkpoints", "preds")}
+    for name in PRUNABLE:
+        assert (prune_runs / name / "config.json").is_file() and (prune_runs / name / "history.csv").is_file()
+    rec = pd.read_csv(prune_runs / "PRUNED.csv")
+    assert set(rec["run"]) == PRUNABLE
+    assert rec.set_index("run").loc["I", "rank:a"] == 4
+    # the leaderboard still shows them, marked
+    capsys.readouterr()
+    run_df, _ = run_tool(statistics, "--runs", prune_runs)
+    st = run_df.set_index("run")["status"]
+    assert set(st[st == "pruned"].index) == PRUNABLE and len(st) == 8
+    assert st.drop(list(PRUNABLE)).eq("ok").all()
+    assert "skipped" not in capsys.readouterr().err
+    # a second pass ranks the five runs left (the pruned ones are not "without predictions")
+    table, deleted = run_tool(prune, "--runs", prune_runs)
+    assert set(table["run"]) == {"A", "B", "F", "G", "H"}
+    assert set(table.loc[table["prunable"], "run"]) == {"B"}  # fold 0 now has two runs
+    assert "not ranked" not in capsys.readouterr().err
+
+
+def test_prune_refuses_runs_used_by_a_stack_report(prune_runs):
+    report = prune_runs.parent / "stack_report.json"
+    report.write_text(json.dumps({"runs": [str(prune_runs / "D" / "preds" / "val.none.csv")], "method": "mean"}))
+    before = tree(prune_runs)
+    with pytest.raises(DataError, match="D: used by stack report"):
+        run_tool(prune, "--runs", prune_runs, "--delete")
+    assert tree(prune_runs) == before and not (prune_runs / "PRUNED.csv").exists()
+    _, deleted = run_tool(prune, "--runs", prune_runs, "--delete", "--force")
+    assert set(deleted) == PRUNABLE and not (prune_runs / "D" / "checkpoints").exists()
+
+
+def test_prune_refuses_to_leave_a_label_without_a_usable_top_run(prune_runs):
+    import shutil
+    for name in ("A", "B"):  # fold 0's top half lost its weights and test predictions
+        shutil.rmtree(prune_runs / name / "checkpoints")
+        (prune_runs / name / "preds" / "test.none.csv").unlink()
+    before = tree(prune_runs)
+    with pytest.raises(DataError, match="fold 0, label 'a'.*C, D|fold 0, label 'a'.*D, C"):
+        run_tool(prune, "--runs", prune_runs, "--delete")
+    assert tree(prune_runs) == before
+    _, deleted = run_tool(prune, "--runs", prune_runs, "--delete", "--force")
+    assert set(deleted) == PRUNABLE
+
+
+def test_coverage_and_stack_usage_helpers(tmp_path):
+    t = rank_runs([("A", 0, {"a": 0.9}), ("B", 0, {"a": 0.1})])
+    assert coverage_refusals(t, {"B"}, {"A", "B"}) == []
+    assert len(coverage_refusals(t, {"B"}, {"B"})) == 1
+    rep = tmp_path / "r.json"
+    rep.write_text(json.dumps({"members": {"x": ["runs\\B"]}, "A": 1}))
+    used, problems = stack_usage([rep], ["A", "B", "C"])
+    assert set(used) == {"A", "B"} and problems == []
+    (tmp_path / "bad.json").write_text("{")
+    assert stack_usage([tmp_path / "bad.json"], ["A"])[1]
+
+
+def test_prune_bad_input_exits_2(tmp_path, prune_runs):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no runs"):
+        run_tool(prune, "--runs", empty)
+    with pytest.raises(DataError, match="not found"):
+        run_tool(prune, "--runs", tmp_path / "nowhere")
+    (prune_runs / "Z").mkdir()
+    (prune_runs / "Z" / "config.json").write_text("[]")
+    before = tree(prune_runs)
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "prune.py"), "--runs", str(prune_runs), "--delete"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unreadable run records" in r.stderr and "Z" in r.stderr
+    assert tree(prune_runs) == before
+
+
+# ----------------------------------------------------------------------------- correlation
+
+def test_agreement_and_pearson_match_direct_loops():
+    rng = np.random.default_rng(0)
+    D = (rng.random((4, 50)) < 0.4).astype(float)
+    P = rng.random((4, 50))
+    D[2, :10] = np.nan
+    P[2, :10] = np.nan
+    D[3, 30:] = D[1, :30].mean()  # keep 0/1 after the mask below
+    D[3] = np.round(D[3])
+    A, R = pairwise_agreement(D), pairwise_pearson(P)
+    for i in range(4):
+        for j in range(4):
+            ok = ~np.isnan(D[i]) & ~np.isnan(D[j])
+            assert A[i, j] == pytest.approx(np.mean(D[i, ok] == D[j, ok]))
+            ok = ~np.isnan(P[i]) & ~np.isnan(P[j])
+            assert R[i, j] == pytest.approx(np.corrcoef(P[i, ok], P[j, ok])[0, 1])
+
+
+def test_correlation_tool(prune_runs, capsys):
+    from utils.leaderboard import Truth, load_oof, merge_oofs
+    from utils.runs import find_runs, group_models
+
+    names, agree, pearson = run_tool(correlation, "--runs", prune_runs)
+    runs, _ = find_runs(prune_runs)
+    models = group_models(runs)
+    assert sorted(names) == sorted(models) and len(names) == 4  # arch m0..m3, each over both folds
+    # direct computation: each model's decisions at its greedy thresholds, all (image, label) cells
+    dec, prob = {}, {}
+    for model, rs in models.items():
+        o = merge_oofs([load_oof(r, Truth()) for r in rs])
+        thr, _ = greedy_thresholds(o.y, o.probs)
+        dec[model] = pd.DataFrame((o.probs >= thr).astype(float), index=o.names, columns=o.labels).sort_index()
+        prob[model] = pd.DataFrame(o.probs, index=o.names, columns=o.labels).sort_index()
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            assert agree[i, j] == pytest.approx((dec[a].to_numpy() == dec[b].to_numpy()).mean())
+            assert pearson[i, j] == pytest.approx(np.corrcoef(prob[a].to_numpy().ravel(),
+                                                              prob[b].to_numpy().ravel())[0, 1])
+    csv = pd.read_csv(prune_runs / "correlation_agreement.csv", index_col=0)
+    assert list(csv.index) == names and np.allclose(csv.to_numpy(), agree)
+    assert (prune_runs / "correlation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (prune_runs / "correlation_pearson.png").is_file()
+    out = capsys.readouterr().out
+    assert "most similar" in out and "least similar" in out
+    names, agree, _ = run_tool(correlation, "--runs", prune_runs, "--label", "b", "--per-run",
+                               "--out", prune_runs.parent / "c")
+    assert len(names) == 8 and (prune_runs.parent / "c.png").is_file()
+    fold = {n: (0 if n in PRUNE_PLAN[0] else 1) for n in names}
+    for x in range(8):  # runs of different folds share no image: no agreement value
+        for z in range(8):
+            assert np.isnan(agree[x, z]) == (fold[names[x]] != fold[names[z]])
+    x, z = names.index("A"), names.index("B")  # label b alone, by hand
+    pa, pb = (load_oof(next(r for r in runs if r.name == n), Truth()) for n in ("A", "B"))
+    da = pa.probs[:, 1] >= greedy_thresholds(pa.y, pa.probs)[0][1]
+    db = pb.probs[:, 1] >= greedy_thresholds(pb.y, pb.probs)[0][1]
+    assert agree[x, z] == pytest.approx(np.mean(da == db))
+
+
+# ----------------------------------------------------------------------------- plot_probs
+
+def test_plot_probs_one_and_several(prune_runs, tmp_path):
+    out = run_tool(plot_probs, "--run", prune_runs / "A")
+    assert out == prune_runs / "A" / "plots" / "probs_val.png" and out.read_bytes()[:4] == b"\x89PNG"
+    out = run_tool(plot_probs, "--run", prune_runs / "A", prune_runs / "C", "--labels", "a", "b",
+                   "--out", tmp_path / "cmp.png")
+    assert out.stat().st_size > 1000
+    out = run_tool(plot_probs, "--preds", prune_runs / "A" / "preds" / "val.none.csv",
+                   prune_runs / "B" / "preds" / "val.none.csv", "--truth",
+                   prune_runs.parent / "data" / "demo" / "train.csv", "--out", tmp_path / "files.png")
+    assert out.is_file()
+    out = run_tool(plot_probs, "--run", prune_runs / "A", "--split", "test", "--out", tmp_path / "t.png")
+    assert out.is_file()
+    with pytest.raises(DataError, match="--out"):
+        run_tool(plot_probs, "--preds", prune_runs / "A" / "preds" / "val.none.csv")
+
+
+def test_align_names_by_stem():
+    assert list(align_names(["x", "y.png"], ["y.jpg", "x.tif"], "t")) == [1, 0]
+    with pytest.raises(DataError, match="not in the truth"):
+        align_names(["z"], ["y.jpg"], "t")
+
+
+def test_every_tool_has_help(capsys):
+    for tool in (statistics, prune, correlation, plot_probs, load_tool("convert_paths")):
+        with pytest.raises(SystemExit) as e:
+            tool.get_args_parser().parse_args(["--help"])
+        assert e.value.code == 0 and "usage:" in capsys.readouterr().out
+    # as a script, from another directory (statistics.py shares a name with the stdlib module)
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "statistics.py"), "--help"],
+                       capture_output=True, text=True, cwd=ROOT / "tools")
+    assert r.returncode == 0 and "--path-map" in r.stdout

@@ -1,0 +1,133 @@
+"""How alike are the models? Pairwise agreement of their decisions and correlation of
+their probabilities, as a clustered heatmap: the diversity view for choosing ensemble members.
+
+    python tools/correlation.py                          # every model under runs/
+    python tools/correlation.py --label red --out runs/corr_red
+    python tools/correlation.py --per-run --where fold=0
+
+Each model's out-of-fold probabilities (its runs' validation folds joined, averaged
+over seeds; --per-run: each run alone) are binarised at its own greedy thresholds
+(or --threshold). Agreement of two models = the fraction of equal decisions over the
+(image, label) cells both predict, all labels or --label only. Pearson = correlation
+of the probabilities over the same cells. Writes PREFIX.png (agreement heatmap, models
+in hierarchical-clustering order), PREFIX_pearson.png, and both matrices as CSV
+(PREFIX_agreement.csv, PREFIX_pearson.csv); prints the most and least similar pairs.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.io import DataError, atomic_write_csv  # noqa: E402
+from utils.leaderboard import (Truth, cluster_order, load_oof, matches, merge_oofs,  # noqa: E402
+                               pairwise_agreement, pairwise_pearson, parse_where, ranked_pairs,
+                               stack_matrix)
+from utils.paths import load_path_map  # noqa: E402
+from utils.plots import plot_correlation  # noqa: E402
+from utils.runs import find_runs  # noqa: E402
+from utils.thresholds import greedy_thresholds  # noqa: E402
+
+log = logging.getLogger("correlation")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("runs")
+    g.add_argument("--runs", nargs="+", default=["runs"], metavar="PATTERN",
+                   help="run folders, folders of runs or glob patterns (default: runs)")
+    g.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep runs whose config KEY matches VALUE (shell pattern); repeatable")
+    g.add_argument("--per-run", action="store_true",
+                   help="compare runs, not models (runs of different folds share no images)")
+    g.add_argument("--tta", default=None, metavar="NAME",
+                   help="use preds/val.NAME.csv (default: the best TTA each run has)")
+    g.add_argument("--data", default=None, metavar="DIR",
+                   help="data folder whose train.csv is the truth for every run (default: each run's data root)")
+    g.add_argument("--path-map", default=None, metavar="FILE",
+                   help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")
+    c = p.add_argument_group("comparison")
+    c.add_argument("--label", default=None, metavar="NAME", help="compare on this label only (default: all labels)")
+    c.add_argument("--threshold", type=float, default=None,
+                   help="one threshold for every model and label (default: each model's greedy thresholds)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, metavar="PREFIX",
+                   help="output prefix (default: <first runs folder>/correlation[_LABEL])")
+    o.add_argument("--top", type=int, default=5, help="pairs to print at each end (default 5)")
+    return p
+
+
+def collect(args):
+    """{model or run name: OOF} of the selected runs; skipped runs are reported on stderr."""
+    missing = [p for p in args.runs if not any(ch in p for ch in "*?[") and not Path(p).exists()]
+    if missing:
+        raise DataError(f"runs folder not found: {', '.join(missing)}")
+    runs, bad = find_runs(args.runs, load_path_map(args.path_map))
+    where = parse_where(args.where)
+    truth, groups = Truth(args.data), {}
+    for path, reason in bad:
+        print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)
+    for run in (r for r in runs if matches(r, where)):
+        try:
+            oof = load_oof(run, truth, args.tta)
+        except DataError as e:
+            print(f"skipped {run.name}: {str(e).splitlines()[0]}", file=sys.stderr)
+            continue
+        groups.setdefault(run.name if args.per_run else run.model, []).append(oof)
+    oofs = {k: merge_oofs(v) for k, v in groups.items()}
+    if args.label:
+        oofs = {k: o for k, o in oofs.items() if args.label in o.labels}
+    if len(oofs) < 2:
+        what = "runs" if args.per_run else "models"
+        raise DataError(f"need at least 2 {what} with validation predictions"
+                        f"{' for label ' + repr(args.label) if args.label else ''}; found {len(oofs)}")
+    return oofs
+
+
+def output_prefix(args):
+    if args.out:
+        return Path(args.out)
+    first = next((Path(p) for p in args.runs if Path(p).is_dir()), Path("runs"))
+    folder = first if not (first / "config.json").is_file() else first.parent
+    return folder / ("correlation" + (f"_{args.label}" if args.label else ""))
+
+
+def main(args):
+    oofs = collect(args)
+    thresholds = {k: np.full(len(o.labels), args.threshold) if args.threshold is not None
+                  else greedy_thresholds(o.y, o.probs)[0] for k, o in oofs.items()}
+    D, P = stack_matrix(oofs, thresholds, args.label)
+    agree, pearson = pairwise_agreement(D), pairwise_pearson(P)
+    order = cluster_order(agree)
+    names = [list(oofs)[i] for i in order]
+    agree, pearson = agree[np.ix_(order, order)], pearson[np.ix_(order, order)]
+    prefix = output_prefix(args)
+    scope = f"label {args.label}" if args.label else "all labels"
+    plot_correlation(agree, names, prefix.with_name(prefix.name + ".png"), title=f"agreement of decisions, {scope}")
+    plot_correlation(pearson, names, prefix.with_name(prefix.name + "_pearson.png"),
+                     title=f"Pearson correlation of probabilities, {scope}")
+    for tag, m in (("agreement", agree), ("pearson", pearson)):
+        atomic_write_csv(prefix.with_name(f"{prefix.name}_{tag}.csv"),
+                         pd.DataFrame(m, index=names, columns=names), index=True, index_label="name")
+    pairs = ranked_pairs(agree, names, pearson)
+    k = min(args.top, len(pairs))
+    for title, rows in (("most similar", pairs[:k]), ("least similar", pairs[::-1][:k])):
+        print(f"{title} ({scope}): agreement  pearson  pair")
+        for a, b, v, r in rows:
+            print(f"  {v:.4f}  {r:8.4f}  {a}  ~  {b}")
+    print(f"wrote {prefix}.png, {prefix}_pearson.png, {prefix}_agreement.csv, {prefix}_pearson.csv")
+    return names, agree, pearson
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

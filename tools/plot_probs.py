@@ -1,0 +1,119 @@
+"""Per-label probability histograms, images with the tag vs without, for one or several
+prediction sets side by side (e.g. a run with and one without oversampling).
+
+    python tools/plot_probs.py --run runs/A                       # runs/A/plots/probs_val.png
+    python tools/plot_probs.py --run runs/A runs/B --out cmp.png  # A and B side by side
+    python tools/plot_probs.py --preds x.csv y.csv --truth data/demo/train.csv --out cmp.png
+    python tools/plot_probs.py --run runs/A --split test --out test.png   # no truth: one colour
+
+--run takes the run's preds/<split>.<tta>.csv (the best TTA for val, else 'none' or
+the only one, unless --tta) and, for val, the truth in its data root. --preds takes
+any prediction file (image_name, then one probability column per label), with
+--truth for the two colours. With truth the red line is the greedy threshold. One
+set alone gets the panel grid of the training plots; several get one column each.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.io import DataError, read_preds  # noqa: E402
+from utils.leaderboard import Truth, load_oof, plot_prob_comparison  # noqa: E402
+from utils.paths import load_path_map  # noqa: E402
+from utils.plots import plot_prob_distributions  # noqa: E402
+from utils.runs import load_run  # noqa: E402
+from utils.thresholds import greedy_thresholds  # noqa: E402
+
+log = logging.getLogger("plot_probs")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("inputs (one or more, in this order)")
+    g.add_argument("--run", nargs="+", default=[], metavar="DIR", help="run folders")
+    g.add_argument("--preds", nargs="+", default=[], metavar="FILE", help="prediction CSV files")
+    g.add_argument("--truth", default=None, metavar="CSV",
+                   help="image_name,tags file colouring --preds files (default: none, one colour)")
+    g.add_argument("--split", choices=("val", "test"), default="val", help="--run predictions to plot (default val)")
+    g.add_argument("--tta", default=None, metavar="NAME", help="TTA name of --run predictions (default: see above)")
+    g.add_argument("--titles", nargs="+", default=None, metavar="TEXT",
+                   help="column titles, one per input (default: run folder or file name)")
+    g.add_argument("--labels", nargs="+", default=None, metavar="NAME", help="plot these labels only (default: all)")
+    g.add_argument("--path-map", default=None, metavar="FILE",
+                   help="lines OLD=NEW rewriting stored path prefixes of --run records")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, metavar="PNG",
+                   help="PNG to write (default with --run: <first run>/plots/probs_<split>.png)")
+    o.add_argument("--bins", type=int, default=40, help="histogram bins over [0, 1] (default 40)")
+    return p
+
+
+def run_source(path, args, truth, pairs):
+    """(title, labels, probs, y or None) of one run's val or test predictions."""
+    run = load_run(path, pairs)
+    if args.split == "val":
+        oof = load_oof(run, truth, args.tta)
+        return f"{run.name} ({oof.tta})", oof.labels, oof.probs, oof.y
+    available = run.tta_available("test")
+    if not available:
+        raise DataError(f"{run.dir}: no preds/test.*.csv (run predict.py)")
+    tta = args.tta or ("none" if "none" in available else available[-1])
+    if tta not in available:
+        raise DataError(f"{run.dir}: no preds/test.{tta}.csv (available: {', '.join(available)})")
+    _, labels, probs = read_preds(run.preds_path("test", tta))
+    return f"{run.name} (test, {tta})", labels, probs, None
+
+
+def file_source(path, truth_csv):
+    """(title, labels, probs, y or None) of a prediction file, coloured by --truth if given."""
+    names, labels, probs = read_preds(path)
+    if truth_csv is None:
+        return Path(path).name, labels, probs, None
+    return Path(path).name, labels, probs, Truth().matrix(truth_csv, names, labels, f"{path} vs {truth_csv}")
+
+
+def select_labels(source, wanted):
+    title, labels, probs, y = source
+    if not wanted:
+        return source
+    keep = [j for j, lab in enumerate(labels) if lab in wanted]
+    if not keep:
+        raise DataError(f"{title}: none of --labels {wanted} among its labels {labels}")
+    return title, [labels[j] for j in keep], probs[:, keep], None if y is None else y[:, keep]
+
+
+def main(args):
+    if not args.run and not args.preds:
+        raise DataError("give --run DIR... and/or --preds FILE...")
+    if args.out is None and not args.run:
+        raise DataError("--preds needs --out PNG")
+    pairs, truth = load_path_map(args.path_map), Truth()
+    sources = [run_source(r, args, truth, pairs) for r in args.run]
+    sources += [file_source(p, args.truth) for p in args.preds]
+    sources = [select_labels(s, args.labels) for s in sources]
+    if args.titles:
+        if len(args.titles) != len(sources):
+            raise DataError(f"{len(args.titles)} --titles for {len(sources)} inputs")
+        sources = [(t, *s[1:]) for t, s in zip(args.titles, sources)]
+    out = Path(args.out) if args.out else Path(args.run[0]) / "plots" / f"probs_{args.split}.png"
+    full = [(t, labs, p, y, None if y is None else greedy_thresholds(y, p)[0]) for t, labs, p, y in sources]
+    if len(full) == 1 and full[0][3] is not None:
+        title, labels, probs, y, thr = full[0]
+        plot_prob_distributions(y, probs, labels, out, thresholds=thr, title=title, bins=args.bins)
+    else:
+        plot_prob_comparison(full, out, bins=args.bins)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

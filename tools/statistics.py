@@ -1,0 +1,146 @@
+"""Leaderboard of runs and models: F2 at 0.2 and at best thresholds, per-label F2.
+
+    python tools/statistics.py                                   # every run under runs/
+    python tools/statistics.py --where arch=resnet50 --sort label:red --csv board.csv --md board.md
+    python tools/statistics.py --runs /mnt/old/runs --path-map paths.txt
+
+Per run: its validation fold (preds/val.<tta>.csv, the best TTA available unless
+--tta). Per model (runs sharing a configuration except fold and seed): the runs'
+out-of-fold predictions joined, averaged over seeds. f2@0.2 thresholds every label
+at 0.2, f2_best uses greedy per-label thresholds, f2:<label> is each label's own F2
+at its best threshold. Runs removed by tools/prune.py appear with the scores kept in
+PRUNED.csv.
+
+Records written on other machines need nothing done: a stored data path that does
+not exist here is converted (a path map from --path-map or MULTITAG_PATH_MAP, else
+re-rooting on the longest suffix that exists under the current directory or above
+the run); the 'paths' column says how each run's data was found, 'converted' marks
+the converted ones.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+# This file shares its name with the standard library's `statistics`: keep its folder off
+# the import path so that a library importing `statistics` gets the real module.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.io import DataError, atomic_write_csv, atomic_write_text  # noqa: E402
+from utils.leaderboard import (F2_BEST, PRUNED_FILE, Truth, format_table, leaderboard,  # noqa: E402
+                               matches, parse_where, read_pruned, row_matches, sort_table, to_markdown)
+from utils.paths import load_path_map  # noqa: E402
+from utils.runs import find_runs  # noqa: E402
+
+log = logging.getLogger("statistics")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("runs")
+    g.add_argument("--runs", nargs="+", default=["runs"], metavar="PATTERN",
+                   help="run folders, folders of runs or glob patterns (default: runs)")
+    g.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep runs whose config KEY matches VALUE (shell pattern, case-insensitive; "
+                        "keys: any config.json key, dotted for nested values, or name, model); repeatable")
+    g.add_argument("--tta", default=None, metavar="NAME",
+                   help="score preds/val.NAME.csv (default: the best TTA each run has)")
+    g.add_argument("--threshold", type=float, default=0.2, help="fixed threshold of the f2@0.2 column (default 0.2)")
+    d = p.add_argument_group("data paths")
+    d.add_argument("--data", default=None, metavar="DIR",
+                   help="data folder whose train.csv is the truth for every run (default: each run's data root)")
+    d.add_argument("--path-map", default=None, metavar="FILE",
+                   help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")
+    o = p.add_argument_group("output")
+    o.add_argument("--level", choices=("run", "model", "both"), default="both",
+                   help="tables to show: per run, per model, or both (default both)")
+    o.add_argument("--sort", default=F2_BEST, metavar="COLUMN",
+                   help=f"sort by a column or label:NAME (that label's F2) (default {F2_BEST})")
+    o.add_argument("--ascending", action="store_true", help="sort low to high (default: scores high first)")
+    o.add_argument("--brief", action="store_true", help="leave the per-label columns out of the printed table")
+    o.add_argument("--csv", default=None, metavar="FILE", help="also write the table(s) as CSV (a 'level' column)")
+    o.add_argument("--md", default=None, metavar="FILE", help="also write the table(s) as markdown")
+    return p
+
+
+def check_patterns(patterns):
+    """DataError for a plain path (no wildcard) that does not exist."""
+    missing = [p for p in patterns if not any(c in p for c in "*?[") and not Path(p).exists()]
+    if missing:
+        raise DataError(f"runs folder not found: {', '.join(missing)}")
+
+
+def pruned_records(patterns, runs):
+    """PRUNED.csv rows from the given folders and the folders holding the runs."""
+    folders = {Path(p).resolve() for p in patterns if Path(p).is_dir()}
+    folders |= {r.dir.resolve().parent for r in runs}
+    tables = []
+    for f in sorted(folders):
+        try:
+            t = read_pruned(f / PRUNED_FILE)
+        except DataError as e:
+            print(f"skipped {f / PRUNED_FILE}: {e}", file=sys.stderr)
+            continue
+        if not t.empty:
+            tables.append(t)
+    return pd.concat(tables, ignore_index=True).drop_duplicates("run", keep="last") if tables \
+        else pd.DataFrame(columns=["run"])
+
+
+def filter_pruned(pruned, kept_runs, all_runs, where):
+    """PRUNED rows of the kept runs, plus rows of runs whose folder is gone that match
+    `where` on the columns PRUNED.csv holds."""
+    kept = {r.name for r in kept_runs}
+    present = {r.name for r in all_runs}
+
+    def keep(row):
+        if row["run"] in kept:
+            return True
+        if row["run"] in present:
+            return False
+        return row_matches(row, where)
+    return pruned[[keep(r) for r in pruned.to_dict("records")]] if len(pruned) else pruned
+
+
+def main(args):
+    check_patterns(args.runs)
+    where = parse_where(args.where)
+    pairs = load_path_map(args.path_map)
+    all_runs, bad = find_runs(args.runs, pairs)
+    runs = [r for r in all_runs if matches(r, where)]
+    pruned = filter_pruned(pruned_records(args.runs, all_runs), runs, all_runs, where)
+    for path, reason in bad:
+        print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)
+    if not runs and pruned.empty:
+        print(f"no runs{' matching --where' if where and all_runs else ''} under {' '.join(args.runs)}",
+              file=sys.stderr)
+        return None, None
+    run_df, model_df, skipped = leaderboard(runs, Truth(args.data), args.tta, pruned, args.threshold)
+    for name, reason in skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    tables = {"model": model_df, "run": run_df}
+    tables = {k: sort_table(v, args.sort, True if args.ascending else None)
+              for k, v in tables.items() if args.level in (k, "both") and not v.empty}
+    if not tables:
+        print("no run could be scored (reasons above)", file=sys.stderr)
+    for level, df in tables.items():
+        print(f"\n{level}s ({len(df)})\n{format_table(df, args.brief)}")
+    if args.csv and tables:
+        both = pd.concat([df.assign(level=lvl) for lvl, df in tables.items()], ignore_index=True)
+        atomic_write_csv(args.csv, both[["level", *[c for c in both.columns if c != "level"]]])
+    if args.md and tables:
+        atomic_write_text(args.md, "\n".join(f"### {lvl}s\n\n{to_markdown(df)}" for lvl, df in tables.items()))
+    return run_df, model_df
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
