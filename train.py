@@ -55,9 +55,12 @@ def get_args_parser():
     g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';' "
                    "(keys: epochs, size, bs, lr, train, sched, opt, wd, ...)")
     g.add_argument("--config", default=None, help="JSON/YAML file with 'stages' and optionally other flags' defaults")
-    g.add_argument("--size", type=int, default=None, help="final image size in px (earlier stages scale with it)")
-    g.add_argument("--bs", type=int, default=None, help="batch size; lrs scale linearly with it")
-    g.add_argument("--epochs", type=int, default=None, help="total epochs, spread over the stages")
+    g.add_argument("--size", type=int, default=None, help="final image size in px, earlier stages scale with it "
+                   "(default: the recipe's, 224; 96 on the demo data)")
+    g.add_argument("--bs", type=int, default=None, help="the plan's largest batch size; every stage's batch and "
+                   "lr scale linearly with it (default: the recipe's)")
+    g.add_argument("--epochs", type=int, default=None, help="total epochs, spread over the stages "
+                   "(default: the recipe's, 10; 3 on the demo data)")
     g.add_argument("--lr", type=float, default=None, help="final stage's learning rate (others scale with it)")
     g = p.add_argument_group("imbalance and augmentation")
     g.add_argument("--loss", default="bce", help="bce | wbce[:mode=odds,cap=50] | focal[:gamma=2,alpha=0.25] | "
@@ -118,17 +121,25 @@ def default_workers(device):
     return min(8, cores()) if device.type == "cuda" else min(1, cores() - 1)
 
 
+# Without --data the demo trains in a few minutes on 2 CPU cores: the demo's image size
+# and a short plan, unless the user sets them.
+DEMO_DEFAULTS = {"size": 96, "epochs": 3}
+
+
 def data_root(args):
     """--data, or the demo dataset (generated on first use, by rank 0)."""
     if args.data:
         return Path(args.data)
+    for k, v in DEMO_DEFAULTS.items():
+        if getattr(args, k) is None and not (args.stages or args.config):
+            setattr(args, k, v)
     root = REPO / "data" / "demo"
     if not (root / "train.csv").is_file():
         if dist.is_main():
-            from utils.demo import make_demo
+            from utils.demo import ensure_demo
 
             log.info("generating the demo dataset in %s (first use)", root)
-            make_demo(root)
+            ensure_demo(root)
         dist.barrier()
     return root
 
@@ -181,7 +192,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file):
            "labels": [spec.labels[i] for i in label_idx], "all_labels": spec.labels,
            "label_group": args.label_group, "images": args.images, "test_images": args.test_images,
            "data_root": rel, "data_root_abs": absolute,
-           "folds_file": os.path.relpath(Path(folds_file).resolve(), Path(root).resolve()),
+           "folds_file": portable(folds_file, root)[0] or str(Path(folds_file).resolve()),
            "folds_k": args.folds_k, "folds_seed": args.folds_seed,
            "pretrained": args.pretrained, "drop_rate": next((s.drop_rate for s in plan if s.drop_rate), None),
            "stages": [s.to_dict() for s in plan], "loss_spec": args.loss, "sampler": args.sampler,

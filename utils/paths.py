@@ -128,7 +128,7 @@ def portable(path, base):
     """(relative-to-base or None, absolute) strings for storing `path` in a record."""
     path = Path(path).resolve()
     try:
-        rel = os.path.relpath(path, Path(base).resolve())
+        rel = portable_rel(os.path.relpath(path, Path(base).resolve()))
     except ValueError:  # another drive on Windows
         rel = None
     return rel, str(path)

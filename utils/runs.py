@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from utils.io import DataError
-from utils.paths import load_path_map, resolve_stored
+from utils.paths import load_path_map, native_rel, resolve_stored
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
 MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
@@ -76,7 +76,7 @@ class Run:
         """Path of the folds.csv this run used (None if the data root is not found here)."""
         if self.data_root is None:
             return None
-        return self.data_root / self.config.get("folds_file", "folds.csv")
+        return self.data_root / native_rel(self.config.get("folds_file", "folds.csv"))
 
 
 def load_run(run_dir, pairs=None, roots=None):

@@ -168,6 +168,7 @@ class Trainer:
         """Write checkpoints/last.pt with the full state at the current position."""
         if not dist.is_main():
             return
+        self.state["n_ckpt"] = self.state.get("n_ckpt", 0) + 1
         st = dict(self.state)
         ckpt = {"model": clean_state_dict(unwrap(self.model).state_dict()),
                 "meta": self.meta(self.stages[min(st["stage"], len(self.stages) - 1)]),
@@ -176,7 +177,6 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "rng": rng_state(), "state": st, "config_stages": self.config["stages"]}
         path = self.run_dir / "checkpoints" / "last.pt"
-        self.state["n_ckpt"] = self.state.get("n_ckpt", 0) + 1
         if self.die_what == "ckpt" and self.state["n_ckpt"] == self.die_n:
             def half_write(f):  # die after writing part of the temp file: a torn write
                 torch.save(ckpt, f)

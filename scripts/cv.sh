@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Train every fold of one configuration, then predict each run with TTA on val and test.
+#
+#   scripts/cv.sh ARCH BS [train.py arguments...]
+#
+# Rerunning after a crash or a reboot continues: finished folds are skipped,
+# interrupted ones resume from their last checkpoint, missing predictions are made.
+# Run names are <arch>-<tag>-f<fold>, the tag being a hash of BS and the extra
+# arguments, so each configuration has its own runs.
+#
+# Environment (all optional):
+#   DATA    dataset directory                     (default: data/demo in the repository)
+#   RUNS    folder of runs                        (default: runs/ in the repository)
+#   FOLDS   number of folds                       (default: 5)
+#   TTA     predict.py TTA variant                (default: hflip)
+#   TAG     name tag of this configuration        (default: hash of BS and arguments)
+#   PYTHON  Python interpreter                    (default: python)
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+fi
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ARCH="$1"; BS="$2"; shift 2
+DATA="$(realpath -m "${DATA:-$REPO/data/demo}")"
+RUNS="$(realpath -m "${RUNS:-$REPO/runs}")"
+FOLDS="${FOLDS:-5}"
+TTA="${TTA:-hflip}"
+PYTHON="${PYTHON:-python}"
+TAG="${TAG:-$(printf '%s ' "$BS" "$@" | sha1sum | cut -c1-8)}"
+SAFE_ARCH="${ARCH//:/_}"
+
+for ((fold = 0; fold < FOLDS; fold++)); do
+  name="$SAFE_ARCH-$TAG-f$fold"
+  run="$RUNS/$name"
+  common=(--data "$DATA" --out "$RUNS" --arch "$ARCH" --bs "$BS" --fold "$fold" --folds-k "$FOLDS" --name "$name" "$@")
+  if [ -f "$run/result.json" ]; then
+    echo "== $name: trained"
+  elif [ -f "$run/checkpoints/last.pt" ]; then
+    echo "== $name: resuming"
+    "$PYTHON" "$REPO/train.py" "${common[@]}" --resume
+  else
+    echo "== $name: training"
+    "$PYTHON" "$REPO/train.py" "${common[@]}"
+  fi
+  if [ -f "$run/preds/val.$TTA.csv" ] && [ -f "$run/preds/test.$TTA.csv" ]; then
+    echo "== $name: predicted with $TTA"
+  else
+    "$PYTHON" "$REPO/predict.py" --run "$run" --tta "$TTA" --split both
+  fi
+done
+echo "runs of $ARCH (bs $BS, tag $TAG):"
+for ((fold = 0; fold < FOLDS; fold++)); do echo "  $RUNS/$SAFE_ARCH-$TAG-f$fold"; done

@@ -1,0 +1,123 @@
+"""train.py end to end: stage plans, the run directory, exact resume after SIGKILL, torchrun."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, write_dataset
+
+PLAN = "epochs=2,size=32,bs=8,lr=2e-2,train=head;epochs=1,size=24,train=1,lr_mult=0.5;epochs=2,size=32,train=all,sched=cosine"
+
+
+def train(data, out, *extra, env=None, name="r", check=True):
+    cmd = [sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--data", str(data), "--out", str(out),
+           "--arch", "tiny_cnn", "--no-pretrained", "--name", name, "--plots", "none", *extra]
+    e = dict(os.environ, **(env or {}))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=e)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("d") / "data", n=48, size=32)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """An uninterrupted deterministic run of the three-stage plan."""
+    out = tmp_path_factory.mktemp("ref")
+    train(data, out, "--stages", PLAN, "--deterministic", "--ckpt-every", "2")
+    return out / "r"
+
+
+def _same_run(a, b):
+    pa = pd.read_csv(a / "preds" / "val.none.csv")
+    pb = pd.read_csv(b / "preds" / "val.none.csv")
+    assert list(pa["image_name"]) == list(pb["image_name"])
+    np.testing.assert_allclose(pa.iloc[:, 1:].to_numpy(), pb.iloc[:, 1:].to_numpy(), atol=1e-6)
+    wa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)["model"]
+    wb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    cols = [c for c in ha.columns if c not in ("seconds", "img_per_s", "data_wait")]
+    pd.testing.assert_frame_equal(ha[cols], hb[cols], atol=1e-6)
+
+
+def test_three_stage_run_writes_the_run_directory(reference):
+    cfg = json.loads((reference / "config.json").read_text())
+    assert [s["size"] for s in cfg["stages"]] == [32, 24, 32]
+    assert [s["train"] for s in cfg["stages"]] == ["head", "1", "all"]
+    assert cfg["labels"] == ["a", "b", "c"] and cfg["fold"] == 0 and not os.path.isabs(cfg["data_root"])
+    hist = pd.read_csv(reference / "history.csv")
+    assert list(hist["stage"]) == [1, 1, 2, 3, 3] and list(hist["size"]) == [32, 32, 24, 32, 32]
+    assert {"train_loss", "val_loss", "val_f2", "f2_a", "f2_b", "f2_c", "lr", "img_per_s"} <= set(hist.columns)
+    best = torch.load(reference / "checkpoints" / "best.pt", weights_only=False)
+    assert best["meta"]["labels"] == ["a", "b", "c"] and best["meta"]["arch"] == "tiny_cnn"
+    assert abs(best["val_f2"] - hist["val_f2"].max()) < 1e-12
+    preds = pd.read_csv(reference / "preds" / "val.none.csv")
+    folds = pd.read_csv(os.path.join(cfg["data_root_abs"], "folds.csv"))
+    assert set(preds["image_name"]) == set(folds.loc[folds["fold"] == 0, "image_name"])
+    assert ((preds.iloc[:, 1:] >= 0) & (preds.iloc[:, 1:] <= 1)).all().all()
+    assert json.loads((reference / "result.json").read_text())["finished"]
+
+
+@pytest.mark.parametrize("kills", [
+    # after epoch 1 of a first stage longer than one epoch: the resumed run must load the weights
+    ["epoch_end:1"],
+    # mid-epoch (resumes from the step-2 checkpoint), at a stage boundary where image size and
+    # trainable layers change, at the start of a stage, while writing checkpoints (the last one too)
+    ["step:3", "stage_end:0", "stage_start:1", "ckpt:7", "step:17", "ckpt:10"],
+], ids=["epoch1-of-first-stage", "six-kills"])
+def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path, kills):
+    out = tmp_path / "runs"
+    args = ["--stages", PLAN, "--deterministic", "--ckpt-every", "2"]
+    r = train(data, out, *args, env={"MULTITAG_DIE_AT": kills[0]}, check=False)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    for k in kills[1:]:
+        r = train(data, out, *args, "--resume", env={"MULTITAG_DIE_AT": k}, check=False)
+        assert r.returncode == -signal.SIGKILL, (k, r.stderr[-2000:])
+    train(data, out, *args, "--resume")
+    _same_run(reference, out / "r")
+
+
+def test_resume_refuses_a_changed_plan(data, tmp_path):
+    out = tmp_path / "runs"
+    r = train(data, out, "--stages", "epochs=2,size=32,bs=8", env={"MULTITAG_DIE_AT": "epoch_end:1"}, check=False)
+    assert r.returncode == -signal.SIGKILL
+    r = train(data, out, "--stages", "epochs=3,size=32,bs=8", "--resume", check=False)
+    assert r.returncode == 2 and "stages" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_flags_exit_2(data, tmp_path):
+    r = train(data, tmp_path, "--stages", "epochs=1,size=32;epochs=x", check=False)
+    assert r.returncode == 2 and "stage 2" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(data), "--out", str(tmp_path),
+                        "--arch", "resnt18", "--no-pretrained"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "resnet18" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_torchrun_two_processes(data, tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           str(ROOT / "train.py"), "--data", str(data), "--out", str(out), "--arch", "tiny_cnn", "--no-pretrained",
+           "--stages", "epochs=2,size=32,bs=8", "--plots", "none", "--device", "cpu", "--workers", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list(out.iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    assert (run / "result.json").is_file() and len(pd.read_csv(run / "history.csv")) == 2
+    preds = pd.read_csv(run / "preds" / "val.none.csv")
+    assert preds["image_name"].is_unique and len(preds) > 0
