@@ -83,6 +83,9 @@ def get_args_parser():
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--aug-device", default="cpu", choices=["cpu", "gpu"],
+                   help="where augmentation runs: cpu (per image, loader workers) or gpu (per batch on the "
+                   "training device) (default: cpu)")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
     g.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (default: 0 = epoch ends)")
     g.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint at least every N minutes (default: 10)")
@@ -271,7 +274,8 @@ def main(args):
     cl = args.channels_last if args.channels_last is not None else device.type == "cuda"
     opts = TrainOptions(workers=args.workers if args.workers >= 0 else default_workers(device),
                         ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes, channels_last=cl,
-                        amp=args.amp, compile=args.compile, plots=args.plots, cache_dir=str(cache_dir))
+                        amp=args.amp, compile=args.compile, plots=args.plots, cache_dir=str(cache_dir),
+                        aug_device=args.aug_device)
     model = model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts)
     result = trainer.fit(resume=args.resume)

@@ -33,7 +33,7 @@ class CachedImages(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i):
-        img, y = np.asarray(self.images[self.rows[i]]), self.y[i]
+        img, y = np.array(self.images[self.rows[i]]), self.y[i]  # a writable copy of the memmap row
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
             img, y = self.augment(img, y.copy(), rng)
@@ -64,13 +64,16 @@ def make_loader(dataset, indices, bs, workers, device, drop_last=False):
                       generator=torch.Generator().manual_seed(0), **kw)
 
 
-def to_input(batch_u8, mean, std, device, channels_last=False):
+def to_input(batch_u8, mean, std, device, channels_last=False, augment=None):
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on `device`.
 
     The uint8 batch crosses to the GPU (4x fewer bytes than float) and is
-    normalised there.
+    normalised there. augment: optional callable x -> x on the [0, 1] batch
+    (the GPU-side augmentation).
     """
     x = batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    if augment is not None:
+        x = augment(x)
     m = torch.tensor(mean, device=device, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device, dtype=x.dtype).view(1, 3, 1, 1)
     x = (x - m) / s
@@ -83,15 +86,27 @@ class Step:
     """Everything one optimisation step needs (the small dataclass, not 18 arguments)."""
 
     def __init__(self, model, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, mean, std,
-                 channels_last=False, grad_clip=0.0):
+                 channels_last=False, grad_clip=0.0, gpu_augment=None, seed=0):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.scaler, self.amp_dtype, self.device = scaler, amp_dtype, device
         self.mean, self.std, self.channels_last, self.grad_clip = mean, std, channels_last, grad_clip
+        self.gpu_augment, self.seed, self.epoch = gpu_augment, seed, 0
 
-    def __call__(self, xb, yb):
-        """One forward/backward/update on a uint8 batch; returns the loss (float)."""
-        x = to_input(xb, self.mean, self.std, self.device, self.channels_last)
+    def __call__(self, xb, yb, index=0):
+        """One forward/backward/update on a uint8 batch (the index-th of the epoch); returns the loss."""
         y = yb.to(self.device, non_blocking=True)
+        aug = None
+        if self.gpu_augment is not None:
+            # randomness from (seed, epoch, batch index): resumable like the CPU path
+            g = torch.Generator(self.device).manual_seed(hash((self.seed, self.epoch, index)) % 2**62)
+            box = {}
+
+            def aug(x):
+                x, box["y"] = self.gpu_augment(x, y, g)
+                return x
+        x = to_input(xb, self.mean, self.std, self.device, self.channels_last, aug)
+        if aug is not None:
+            y = box["y"]
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             logits = self.model(x)
         loss = self.loss_fn(logits.float(), y)
@@ -130,7 +145,7 @@ def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, 
         except StopIteration:
             break
         t1 = time.perf_counter()
-        loss = step(xb, yb)
+        loss = step(xb, yb, i)
         loss_v = float(loss)  # syncs the device, so compute time below is real
         t2 = time.perf_counter()
         stats["loss_sum"] += loss_v * len(xb)

@@ -32,7 +32,7 @@ from utils.sampling import epoch_indices
 from utils.schedule import build_optimizer, build_scheduler
 from utils.stages import Stage
 from utils.thresholds import greedy_thresholds
-from utils.transforms import build_augment
+from utils.transforms import GpuAugment, build_augment
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class TrainOptions:
     plots: str = "every"         # every | last | none
     eval_bs: int = 0             # 0: twice the training batch
     cache_dir: str = ""
+    aug_device: str = "cpu"      # cpu: per image in the loader workers; gpu: per batch on the device
 
 
 def rng_state():
@@ -258,10 +259,14 @@ class Trainer:
         if sched_sd is not None:
             scheduler.load_state_dict(sched_sd)
         images = self._images(stage.size)
-        augment = build_augment(self.config["aug"], stage.size, self.labels, self.config.get("pca"))
+        gpu_aug = None
+        if self.opts.aug_device == "gpu":
+            gpu_aug, augment = GpuAugment(self.config["aug"], stage.size, self.labels, self.config.get("pca")), None
+        else:
+            augment = build_augment(self.config["aug"], stage.size, self.labels, self.config.get("pca"))
         dataset = CachedImages(images, self.y_train, self.train_idx, augment, self.config["seed"])
         step_fn = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
-                       self.mean, self.std, self.opts.channels_last)
+                       self.mean, self.std, self.opts.channels_last, gpu_augment=gpu_aug, seed=self.config["seed"])
         self._maybe_die("stage_start", si)
         while self.state["epoch"] < stage.epochs:
             ge = self.state["global_epoch"]
@@ -271,7 +276,7 @@ class Trainer:
             stats = self.state["stats"] or {"loss_sum": 0.0, "n": 0, "steps": 0, "data_s": 0.0,
                                             "compute_s": 0.0, "seen": len(order)}
             self.state["stats"] = stats
-            dataset.epoch = ge
+            dataset.epoch = step_fn.epoch = ge
             loader = make_loader(dataset, mine[start * bs_local:], bs_local, self.opts.workers,
                                  self.device, drop_last)
             model.train()
