@@ -206,3 +206,12 @@ def test_view_fns_keep_batch():
     for name in TTA_NAMES:
         for fn in view_fns(name, S):
             assert fn(x).shape[0] == 3
+
+
+def test_rows_select_images_in_order(images):
+    model = TinyNet()
+    rows = [5, 0, 3]
+    ref = predict_tta(model, images[rows], tta="hflip", bs=2, progress=False)
+    for kind in (images, torch.from_numpy(images)):
+        got = predict_tta(model, kind, tta="hflip", bs=2, rows=rows, progress=False)
+        np.testing.assert_allclose(got, ref, atol=1e-6)

@@ -195,17 +195,20 @@ class _Setup:
     channels_last: bool
 
 
-def _iter_uint8_batches(images, bs):
-    """Yield uint8 tensors (b, S, S, 3) or (b, 3, S, S) from an array, a tensor,
-    a Dataset (batched here) or an iterable of batches (first element of tuples)."""
-    if isinstance(images, np.ndarray):
-        for i in range(0, len(images), bs):
-            # ascontiguousarray reads a memmap slice into memory once
-            yield torch.from_numpy(np.ascontiguousarray(images[i:i + bs]))
+def _iter_uint8_batches(images, bs, rows=None):
+    """Yield uint8 tensors (b, S, S, 3) or (b, 3, S, S) from an array or tensor (only
+    `rows` of it when given), a Dataset (batched here) or an iterable of batches
+    (first element of tuples)."""
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        n = len(images) if rows is None else len(rows)
+        for i in range(0, n, bs):
+            idx = slice(i, i + bs) if rows is None else np.asarray(rows[i:i + bs])
+            b = images[idx]
+            # ascontiguousarray reads only this batch of a memmap into memory
+            yield b if isinstance(b, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(b))
         return
-    if isinstance(images, torch.Tensor):
-        yield from images.split(bs)
-        return
+    if rows is not None:
+        raise TypeError("rows is only supported for array or tensor images")
     if isinstance(images, torch.utils.data.Dataset) and hasattr(images, "__len__"):
         images = torch.utils.data.DataLoader(images, batch_size=bs, shuffle=False)
     for batch in images:
@@ -248,7 +251,7 @@ def _setup(model, mean, std, device, amp, channels_last):
     return _Setup(device, stat(mean), stat(std), amp, channels_last)
 
 
-def _run(model, images, per_batch, mean, std, bs, device, amp, channels_last, progress, desc):
+def _run(model, images, rows, per_batch, mean, std, bs, device, amp, channels_last, progress, desc):
     """Shared driver: per_batch(x) -> (V, b, L) probabilities; returns the merged-ready
     (V, N, L) float32 array in input order. Restores the model's training mode."""
     was_training = model.training
@@ -256,7 +259,8 @@ def _run(model, images, per_batch, mean, std, bs, device, amp, channels_last, pr
     out = []
     try:
         with torch.inference_mode():
-            for batch in tqdm(_iter_uint8_batches(images, bs), total=_n_batches(images, bs),
+            for batch in tqdm(_iter_uint8_batches(images, bs, rows),
+                              total=_n_batches(images if rows is None else rows, bs),
                               desc=desc, disable=not progress, unit="batch"):
                 out.append(per_batch(_to_input(batch, s), s).cpu())
     finally:
@@ -279,17 +283,19 @@ def _n_batches(images, bs):
 def predict_tta(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.406),
                 std=(0.229, 0.224, 0.225), bs=64, device="cpu", amp=False,
                 channels_last=False, max_views_per_forward=None, progress=True,
-                crop_frac=CROP_FRAC, crop_resize=True):
+                crop_frac=CROP_FRAC, crop_resize=True, rows=None):
     """Batched TTA probabilities of a multi-label model.
 
     model: returns logits (B, L). images: uint8 (N, S, S, 3) numpy array or memmap,
     a uint8 tensor, a Dataset of uint8 images, or an iterable of uint8 batches (or of
-    tuples whose first element is the batch). mean, std: per-channel normalisation on
-    the 0-1 scale, applied on the device. All views of each batch of `bs` images go
-    through the network together, split into forwards of at most
-    `max_views_per_forward` images (None: one forward per output size). amp: bf16
-    autocast on CUDA. Returns float64 (N, L) merged probabilities in input order.
-    The model is put in eval mode on `device` (its training flag is restored after).
+    tuples whose first element is the batch). rows: optional indices; predict
+    images[rows] in that order (arrays and tensors only; a memmap is read batch by
+    batch). mean, std: per-channel normalisation on the 0-1 scale, applied on the
+    device. All views of each batch of `bs` images go through the network together,
+    split into forwards of at most `max_views_per_forward` images (None: one forward
+    per output size). amp: bf16 autocast on CUDA. Returns float64 (N, L) merged
+    probabilities in input order. The model is put in eval mode on `device` (its
+    training flag is restored after; channels_last converts it in place).
     """
     check_tta(tta)
     check_merge(merge)
@@ -304,7 +310,7 @@ def predict_tta(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.4
             probs.append(p.view(-1, b, p.shape[-1]))  # view-major -> (V_k, b, L)
         return torch.cat(probs)
 
-    probs = _run(model, images, per_batch, mean, std, bs, device, amp, channels_last,
+    probs = _run(model, images, rows, per_batch, mean, std, bs, device, amp, channels_last,
                  progress, f"predict {tta}")
     return merge_probs(probs, merge)
 
@@ -312,7 +318,7 @@ def predict_tta(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.4
 def predict_tta_loop(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.406),
                      std=(0.229, 0.224, 0.225), bs=64, device="cpu", amp=False,
                      channels_last=False, progress=True, crop_frac=CROP_FRAC,
-                     crop_resize=True):
+                     crop_resize=True, rows=None):
     """Reference for predict_tta: same inputs and output, one forward per view per batch
     (what ttach does). Used by the tests and the benchmark."""
     check_tta(tta)
@@ -322,6 +328,6 @@ def predict_tta_loop(model, images, tta="none", merge="mean", mean=(0.485, 0.456
         fns = view_fns(tta, x.shape[-1], crop_frac, crop_resize)
         return torch.stack([_forward_probs(model, fn(x), s) for fn in fns])
 
-    probs = _run(model, images, per_batch, mean, std, bs, device, amp, channels_last,
+    probs = _run(model, images, rows, per_batch, mean, std, bs, device, amp, channels_last,
                  progress, f"predict {tta} (loop)")
     return merge_probs(probs, merge)

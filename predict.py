@@ -1,0 +1,270 @@
+"""Probabilities for the test set and the out-of-fold validation rows, with batched TTA.
+
+    python predict.py --run runs/A --tta 10crop                    # test + val, mean merge
+    python predict.py --run 'runs/resnet50-train-f*' --tta hflip --split test
+    python predict.py --run 'runs/resnet50-train-f*' --tta d4 --submission sub.csv
+
+Each run gets preds/test.<tta>.csv (test images in sample_submission.csv order) and/or
+preds/val.<tta>.csv (its own validation fold, in folds.csv order). The model, labels,
+image size and normalisation come from the checkpoint; the data from config.json
+(its paths converted when it was written on another machine).
+
+--submission averages the runs' test probabilities (e.g. the folds of one model) and
+turns them into tags with thresholds fitted on the same runs' out-of-fold predictions.
+
+Every check (checkpoints, data, label sets) runs before the first prediction and
+every file is written at the end, atomically: an error leaves no prediction file.
+"""
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from utils.io import DataError, atomic_write_csv, read_preds, report_problems, write_preds  # noqa: E402
+from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
+
+log = logging.getLogger("predict")
+SPLITS = ("test", "val", "both")
+
+
+def get_args_parser():
+    from utils.thresholds import STRATEGIES
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to predict")
+    g.add_argument("--run", nargs="+", action="extend", required=True, metavar="RUN",
+                   help="run folders or glob patterns (quote them); a folder of runs counts as all of them")
+    g.add_argument("--tta", default="none", choices=TTA_NAMES, help="test-time augmentation (default: none)")
+    g.add_argument("--merge", default="mean", choices=MERGES,
+                   help="how the views' probabilities are merged (default: mean)")
+    g.add_argument("--split", default="both", choices=SPLITS,
+                   help="test images, the run's validation fold, or both (default: both)")
+    g.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="checkpoints/best.pt or last.pt (default: best)")
+    g.add_argument("--crop-frac", type=float, default=CROP_FRAC,
+                   help="side of the 5crop/10crop crops as a fraction of the image side (default: 0.875)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, help="dataset directory (default: the one each run recorded, "
+                   "converted to this machine)")
+    g.add_argument("--path-map", default=None, help="file of OLD=NEW path prefixes for converting recorded paths "
+                   "(also env MULTITAG_PATH_MAP) (default: none)")
+    g.add_argument("--cache-dir", default=None, help="uint8 image cache (default: DATA/.cache, or "
+                   "~/.cache/multitag when DATA is read-only; env MULTITAG_CACHE)")
+    g = p.add_argument_group("submission")
+    g.add_argument("--submission", default=None, metavar="CSV",
+                   help="also write image_name,tags from the runs' averaged test probabilities (default: none)")
+    g.add_argument("--threshold", default="greedy", choices=STRATEGIES,
+                   help="threshold strategy fitted on the runs' out-of-fold predictions (default: greedy)")
+    g.add_argument("--beta", type=float, default=2.0, help="beta of the F-beta score (default: 2)")
+    g = p.add_argument_group("speed")
+    g.add_argument("--bs", type=int, default=64, help="images per batch; each brings all its views (default: 64)")
+    g.add_argument("--max-views-per-forward", type=int, default=0,
+                   help="most view-images in one forward pass (default: 0 = all views of a batch together)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast on CUDA (default: on where supported)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA)")
+    return p
+
+
+@dataclass
+class Job:
+    """One run to predict: where its weights and images are, and what it will write."""
+    run: object
+    ckpt: Path
+    spec: object
+    val_names: list = field(default_factory=list)
+    val_rows: np.ndarray = None
+    out: dict = field(default_factory=dict)  # split -> (names, labels, probs)
+
+
+def pick_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def find_all_runs(patterns, path_map):
+    """Runs for every pattern; DataError when a pattern matches no run or a run is unreadable."""
+    from utils.paths import load_path_map
+    from utils.runs import find_runs
+
+    pairs = load_path_map(path_map)
+    runs, problems = [], []
+    for pat in patterns:
+        found, skipped = find_runs(pat, pairs)
+        problems += [reason for _, reason in skipped]
+        if not found and not skipped:
+            problems.append(f"{pat}: no run (a folder with config.json) matches")
+        runs += [r for r in found if r.dir.resolve() not in {q.dir.resolve() for q in runs}]
+    report_problems("cannot read the runs", problems)
+    return runs
+
+
+def folds_table(run):
+    """The run's folds.csv as a DataFrame image_name,fold (file order)."""
+    path = run.data_root / run.config.get("folds_file", "folds.csv")
+    if not path.is_file():
+        raise DataError(f"folds file {path} not found; it was written when the run trained")
+    df = pd.read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+    df["fold"] = df["fold"].astype(int)
+    return df
+
+
+def val_fold(run, spec):
+    """The run's validation images in folds.csv order: (names, rows into spec.names)."""
+    df = folds_table(run)
+    index = {n: i for i, n in enumerate(spec.names)}
+    names = df.loc[df["fold"] == run.fold, "image_name"].tolist()
+    report_problems(f"fold {run.fold} of folds.csv lists images that train.csv no longer has",
+                    [repr(n) for n in names if n not in index])
+    if not names:
+        raise DataError(f"fold {run.fold} of folds.csv has no images")
+    return names, np.array([index[n] for n in names])
+
+
+def plan_jobs(runs, args, splits):
+    """Check every run before any prediction: checkpoint, data, test set, folds. Returns Jobs."""
+    from utils.data import load_dataset
+
+    specs, jobs, problems = {}, [], []
+    for run in runs:
+        ckpt = run.dir / "checkpoints" / f"{args.checkpoint}.pt"
+        if not ckpt.is_file():
+            problems.append(f"{run.dir}: no checkpoints/{ckpt.name}; the run has not saved a model "
+                            f"(still training, or pruned) - train it or drop it from --run")
+            continue
+        root = Path(args.data) if args.data else run.data_root
+        if root is None:
+            problems.append(f"{run.dir}: its data directory {run.config.get('data_root_abs')} is not found here; "
+                            f"pass --data DIR or --path-map FILE")
+            continue
+        key = (str(root.resolve()), run.config.get("images", "train"), run.config.get("test_images", "test"))
+        try:
+            if key not in specs:
+                specs[key] = load_dataset(root, key[1], key[2], need_test="test" in splits)
+            run.data_root = root
+            job = Job(run, ckpt, specs[key])
+            if "val" in splits:
+                job.val_names, job.val_rows = val_fold(run, job.spec)
+            jobs.append(job)
+        except DataError as e:
+            problems.append(f"{run.dir}: {e}")
+    report_problems("cannot predict", problems)
+    return jobs
+
+
+def predict_job(job, splits, args, device):
+    """Load the job's model and predict each split into job.out (nothing written)."""
+    from utils.cache import default_cache_dir, load_images
+    from utils.checkpoint import load_for_inference
+    from utils.tta import predict_tta
+
+    model, meta = load_for_inference(job.ckpt, device)
+    labels, size, spec = list(meta["labels"]), int(meta["size"]), job.spec
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(spec.root)
+    cuda = device.type == "cuda"
+    kw = dict(tta=args.tta, merge=args.merge, mean=meta["mean"], std=meta["std"], bs=args.bs,
+              device=device, crop_frac=args.crop_frac,
+              amp=cuda and torch.cuda.is_bf16_supported() if args.amp is None else args.amp,
+              channels_last=cuda if args.channels_last is None else args.channels_last,
+              max_views_per_forward=args.max_views_per_forward or None)
+    log.info("%s: %s at %d px, TTA %s (%s merge)", job.run.name, meta["arch"], size, args.tta, args.merge)
+    if "val" in splits:
+        images = load_images(spec.files, size, cache_dir, desc=spec.images)
+        job.out["val"] = (job.val_names, labels, predict_tta(model, images, rows=job.val_rows, **kw))
+    if "test" in splits:
+        images = load_images(spec.test_files, size, cache_dir, desc=spec.test_images)
+        job.out["test"] = (spec.test_names, labels, predict_tta(model, images, **kw))
+
+
+def check_submission(jobs, splits, tta):
+    """Before predicting: one label set, one test set, and out-of-fold predictions to come."""
+    problems = []
+    label_sets = {tuple(j.run.labels) for j in jobs}
+    if len(label_sets) > 1:
+        problems.append("the runs predict different label sets, so their test predictions cannot be "
+                        "averaged: " + "; ".join(f"{j.run.name}: {' '.join(j.run.labels)}" for j in jobs))
+    if len({tuple(j.spec.test_names) for j in jobs}) > 1:
+        problems.append("the runs' datasets have different test sets")
+    if "val" not in splits:
+        problems += [f"{j.run.dir}: no preds/val.{tta}.csv for the thresholds; use --split both"
+                     for j in jobs if not j.run.preds_path("val", tta).is_file()]
+    report_problems("cannot make a submission", problems)
+
+
+def oof_table(jobs, tta):
+    """Out-of-fold probabilities of the runs, averaged per image (repeats of a fold):
+    (names, probs (N, L), y (N, L), fold ids (N,))."""
+    frames = []
+    for j in jobs:
+        names, labels, probs = j.out["val"] if "val" in j.out else read_preds(j.run.preds_path("val", tta))
+        if labels != j.run.labels:
+            raise DataError(f"{j.run.preds_path('val', tta)}: columns {labels} differ from the run's labels")
+        frames.append(pd.DataFrame(probs, index=names, columns=labels))
+    oof = pd.concat(frames).groupby(level=0, sort=False).mean()
+    spec, labels = jobs[0].spec, list(oof.columns)
+    index = {n: i for i, n in enumerate(spec.names)}
+    missing = [n for n in oof.index if n not in index]
+    report_problems("out-of-fold images no longer in train.csv", missing)
+    rows = np.array([index[n] for n in oof.index])
+    cols = [spec.labels.index(l) for l in labels]
+    fold_of = folds_table(jobs[0].run).set_index("image_name")["fold"]
+    return list(oof.index), oof.to_numpy(), spec.y[rows][:, cols], fold_of.loc[list(oof.index)].to_numpy()
+
+
+def make_submission(jobs, args):
+    """image_name,tags DataFrame: mean test probabilities of the runs, thresholds from their OOF."""
+    from utils.thresholds import binarize, fit_thresholds
+
+    names, labels, _ = jobs[0].out["test"]
+    test = np.mean([j.out["test"][2] for j in jobs], axis=0)
+    _, oof, y, folds = oof_table(jobs, args.tta)
+    thr = fit_thresholds(y, oof, args.threshold, folds=folds, beta=args.beta)
+    log.info("thresholds (%s, from %d out-of-fold images): %s", args.threshold, len(oof),
+             "expected-F2 decisions" if thr is None else " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
+    decisions = binarize(test, thr, args.threshold, beta=args.beta).astype(bool)
+    lab = np.array(labels)
+    return pd.DataFrame({"image_name": names, "tags": [" ".join(lab[d]) for d in decisions]})
+
+
+def main(args):
+    splits = ("test", "val") if args.split == "both" else (args.split,)
+    if args.submission and "test" not in splits:
+        raise DataError("--submission needs the test predictions: use --split test or both")
+    if args.bs < 1 or args.max_views_per_forward < 0 or not 0 < args.crop_frac <= 1:
+        raise DataError("--bs must be >= 1, --max-views-per-forward >= 0, --crop-frac in (0, 1]")
+    device = pick_device(args.device)
+    jobs = plan_jobs(find_all_runs(args.run, args.path_map), args, splits)
+    if args.submission:
+        check_submission(jobs, splits, args.tta)
+    for job in jobs:
+        predict_job(job, splits, args, device)
+    sub = make_submission(jobs, args) if args.submission else None
+    written = []
+    for job in jobs:  # every prediction exists: now write them
+        for split, (names, labels, probs) in job.out.items():
+            written.append(write_preds(job.run.preds_path(split, args.tta), names, labels, probs))
+    if sub is not None:
+        written.append(atomic_write_csv(args.submission, sub))
+    print("\n".join(str(p) for p in written))
+    return written
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
