@@ -90,6 +90,16 @@ def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path, kill
     _same_run(reference, out / "r")
 
 
+def test_ctrl_c_leaves_a_resumable_checkpoint(data, reference, tmp_path):
+    out = tmp_path / "runs"
+    args = ["--stages", PLAN, "--deterministic", "--ckpt-every", "2"]
+    r = train(data, out, *args, env={"MULTITAG_DIE_AT": "sigint:5"}, check=False)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "--resume" in r.stderr and (out / "r" / "checkpoints" / "last.pt").is_file()
+    train(data, out, *args, "--resume")
+    _same_run(reference, out / "r")
+
+
 def test_resume_refuses_a_changed_plan(data, tmp_path):
     out = tmp_path / "runs"
     r = train(data, out, "--stages", "epochs=2,size=32,bs=8", env={"MULTITAG_DIE_AT": "epoch_end:1"}, check=False)

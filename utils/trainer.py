@@ -116,7 +116,8 @@ def threading_main():
 
 def _fault_point():
     """MULTITAG_DIE_AT='what:N' kills this process (SIGKILL) at a chosen point: a test hook
-    for kill-safety (what = step | ckpt | epoch_end | stage_end | stage_start)."""
+    for kill-safety (what = step | ckpt | epoch_end | stage_end | stage_start; sigint:N sends
+    Ctrl-C instead)."""
     spec = os.environ.get("MULTITAG_DIE_AT", "")
     if not spec:
         return None, None
@@ -286,6 +287,8 @@ class Trainer:
                 self.state["step"] = i
                 self.state["global_step"] += 1
                 self._maybe_die("step", self.state["global_step"])
+                if self.die_what == "sigint" and self.die_n == self.state["global_step"]:
+                    os.kill(os.getpid(), signal.SIGINT)  # test hook: Ctrl-C at this step
                 due = (self.opts.ckpt_every and i % self.opts.ckpt_every == 0) or \
                     (time.time() - self._last_ckpt_time > 60 * self.opts.ckpt_minutes)
                 if (due or stop.requested) and i < steps:
