@@ -1,0 +1,147 @@
+"""Many runs -> ensemble / stacking -> thresholds -> submission.csv, scored without leakage.
+
+    python stack.py --runs 'runs/*' --out submission.csv
+    python stack.py --runs 'runs/*' --tta 10crop --method select select-bag lr --out sub.csv
+    python stack.py --runs 'runs/*' --groups images --top select --out sub.csv
+
+Gathers the runs' out-of-fold (preds/val.<tta>.csv) and test (preds/test.<tta>.csv)
+probabilities into a library of models, scores every method by cross-fitting over
+the folds of folds.csv (combiner and thresholds fitted on K-1 folds, scored on the
+held-out fold), writes stack_report.md/.json, and a submission made by the method
+with the best cross-fitted F2, refitted on all out-of-fold data.
+"""
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from utils.io import DataError, atomic_write_csv, atomic_write_json, atomic_write_text, write_preds
+from utils.library import load_library
+from utils.stacking import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
+from utils.thresholds import STRATEGIES, binarize
+
+log = logging.getLogger("stack")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=True)
+    g = p.add_argument_group("inputs")
+    g.add_argument("--runs", nargs="+", action="extend", required=True, metavar="PATTERN",
+                   help="run folders or glob patterns (quote them), e.g. 'runs/*'; a folder of runs counts as all of them")
+    g.add_argument("--tta", default="none", help="which preds/<split>.<tta>.csv to read (default none)")
+    g.add_argument("--data", help="dataset directory (train.csv, folds.csv, sample_submission.csv); "
+                                  "default: the one the runs recorded")
+    m = p.add_argument_group("methods")
+    m.add_argument("--method", nargs="+", action="extend", metavar="NAME[:k=v,...]",
+                   help=f"methods to score, any of {', '.join(METHODS)}, with options such as "
+                        f"select:bags=20,frac=0.3 (default: all). The submission uses the best by cross-fitted F2")
+    m.add_argument("--threshold", default="greedy", choices=STRATEGIES,
+                   help="threshold strategy, fitted inside every fold and for the submission (default greedy)")
+    m.add_argument("--groups", metavar="KEY|NAME=GLOB;...",
+                   help="stack groups of models separately first, then stack the groups: a config key "
+                        "(images, arch, label_group) or NAME=GLOB[,GLOB];NAME=GLOB over run names (default: none)")
+    m.add_argument("--top", metavar="NAME[:k=v,...]",
+                   help="method across groups with --groups (default: the same method as inside the groups)")
+    m.add_argument("--bag", action="store_true",
+                   help="average the repeats (seeds) of each configuration before any method (default off)")
+    m.add_argument("--logits", action="store_true", help="level-2 stackers read logits, not probabilities (default off)")
+    m.add_argument("--beta", type=float, default=2.0, help="beta of the F-beta score (default 2)")
+    m.add_argument("--zero-division", type=float, default=1.0,
+                   help="score of an image with no true and no predicted tag (default 1.0)")
+    m.add_argument("--seed", type=int, default=0, help="seed of bagged selection, restarts and stackers (default 0)")
+    m.add_argument("--threads", type=int, default=1,
+                   help="BLAS/OpenMP threads; the many small per-label fits run fastest on one (default 1)")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--out", help="submission CSV to write (image_name,tags); without it only the report is written")
+    o.add_argument("--report-dir", help="folder for stack_report.md/.json, stack_oof.csv, stack_test.csv "
+                                        "(default: the folder of --out)")
+    return p
+
+
+def check_args(parser, args):
+    """Fail early, with argparse's exit code 2, on options that cannot work."""
+    if not args.out and not args.report_dir:
+        parser.error("give --out (submission) or --report-dir (report only)")
+    args.method = args.method or [s for s in METHODS if s != "prior"]
+    for spec in args.method + ([args.top] if args.top else []):
+        try:
+            parse_method(spec)
+        except ValueError as e:
+            parser.error(str(e))
+    if args.top and not args.groups:
+        parser.error("--top needs --groups")
+
+
+def group_indices(lib):
+    """{group: member indices} from the members' groups, or None with fewer than two groups."""
+    groups = {}
+    for i, m in enumerate(lib.members):
+        groups.setdefault(m.group, []).append(i)
+    if len(groups) < 2:
+        log.warning("--groups gives a single group (%s); stacking without layers", next(iter(groups)))
+        return None
+    return groups
+
+
+def submission_frame(names, labels, decisions):
+    """DataFrame image_name,tags (tags space-separated in label order) from (T, L) 0/1 decisions."""
+    lab = np.array(labels)
+    tags = [" ".join(lab[row.astype(bool)]) for row in decisions]
+    return pd.DataFrame({"image_name": names, "tags": tags})
+
+
+def predict_test(lib, scored, args):
+    """(test probabilities (T, L), submission DataFrame) of a method fitted on all out-of-fold data."""
+    probs = scored.model.predict(lib.test_inputs().P)
+    decisions = binarize(probs, scored.thresholds, args.threshold, args.beta, args.zero_division)
+    return probs, submission_frame(lib.test_names, lib.labels, decisions)
+
+
+def main(args):
+    lib = load_library(args.runs, args.tta, args.data, need_test=bool(args.out), groups=args.groups)
+    if args.bag:
+        lib = lib.bagged()
+    groups = group_indices(lib) if args.groups else None
+    members = member_scores(lib, args.threshold, args.beta, args.zero_division)
+    results = evaluate(lib, args.method, args.threshold, args.seed, args.logits, groups, args.top,
+                       args.beta, args.zero_division)
+    explicit = len(args.method) == 1
+    chosen = args.method[0] if explicit else choose(results, args.method)
+    settings = {"command": "python stack.py " + shlex.join(sys.argv[1:]), "tta": args.tta,
+                "threshold": args.threshold, "beta": args.beta, "zero_division": args.zero_division,
+                "groups": args.groups, "top": args.top, "bag": args.bag, "logits": args.logits, "seed": args.seed}
+    report = build_report(lib, results, members, chosen, "--method" if explicit else "best cross-fitted F2", settings)
+    if args.out:
+        test_probs, sub = predict_test(lib, results[chosen], args)
+        report["submission"] = {"path": str(args.out), "rows": len(sub),
+                                "mean_tags": float(sub["tags"].str.split().str.len().mean())}
+    md = render_report(report)
+    # Everything is computed; only now is anything written.
+    out_dir = Path(args.report_dir) if args.report_dir else Path(args.out).resolve().parent
+    if args.out:
+        write_preds(out_dir / "stack_test.csv", lib.test_names, lib.labels, np.clip(test_probs, 0, 1))
+        atomic_write_csv(args.out, sub)
+    write_preds(out_dir / "stack_oof.csv", lib.names, lib.labels, np.clip(results[chosen].oof, 0, 1))
+    atomic_write_json(out_dir / "stack_report.json", report)
+    atomic_write_text(out_dir / "stack_report.md", md)
+    print(md.split("## Per-label")[0].rstrip())
+    print(f"\nreport: {out_dir / 'stack_report.md'}" + (f"\nsubmission: {args.out} ({len(sub)} rows)" if args.out else ""))
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    parser = get_args_parser()
+    args = parser.parse_args()
+    check_args(parser, args)
+    try:
+        with threadpool_limits(limits=args.threads):
+            main(args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,258 @@
+"""stack.py and utils/library.py on synthetic libraries written as run directories in tmp_path."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit, logit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utils.io import DataError, read_preds, write_preds  # noqa: E402
+from utils.library import load_library  # noqa: E402
+
+LABELS = ("a", "b", "c", "d")
+FAST_METHODS = ["mean", "select", "lr"]
+
+
+def write_runs(root, models, n=240, n_test=30, k=3, seed=0):
+    """A dataset (train.csv, folds.csv, sample_submission.csv) and finished runs of ``models``.
+
+    models: dicts with arch, signal, and optionally seeds, labels (label group),
+    images (variant), skip_folds, unfinished_folds. Returns (root, y, folds, probs)
+    where probs[(arch, seed)] = (full OOF (N, L_m), test per fold list).
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    data = root / "data"
+    data.mkdir(parents=True)
+    prev = np.array([0.5, 0.35, 0.2, 0.1])
+    y = (rng.random((n, 4)) < prev).astype(int)
+    names = [f"img{i:04d}" for i in range(n)]
+    tnames = [f"t{i:03d}" for i in range(n_test)]
+    tags = [" ".join(l for l, v in zip(LABELS, r) if v) for r in y]
+    pd.DataFrame({"image_name": names, "tags": tags}).to_csv(data / "train.csv", index=False)
+    folds = rng.permutation(n) % k
+    pd.DataFrame({"image_name": names, "fold": folds}).to_csv(data / "folds.csv", index=False)
+    pd.DataFrame({"image_name": tnames, "tags": ""}).to_csv(data / "sample_submission.csv", index=False)
+    probs = {}
+    for m in models:
+        labs = m.get("labels", list(LABELS))
+        cols = [LABELS.index(t) for t in labs]
+        for s in m.get("seeds", [0]):
+            p = expit(rng.normal(size=(n, len(cols))) + m["signal"] * (2 * y[:, cols] - 1) + logit(prev[cols]))
+            tests = []
+            for f in range(k):
+                if f in m.get("skip_folds", ()):
+                    continue
+                run = root / "runs" / f"{m['arch']}-s{s}-f{f}"
+                (run / "preds").mkdir(parents=True)
+                cfg = dict(name=run.name, arch=m["arch"], fold=f, seed=s, labels=labs, all_labels=list(LABELS),
+                           label_group=",".join(labs) if "labels" in m else None, images=m.get("images", "train"),
+                           data_root="../../data", data_root_abs=str(data.resolve()), folds_file="folds.csv",
+                           folds_k=k)
+                (run / "config.json").write_text(json.dumps(cfg))
+                if f not in m.get("unfinished_folds", ()):
+                    (run / "result.json").write_text(json.dumps({"finished": True}))
+                idx = np.flatnonzero(folds == f)[::-1]         # files need not follow train.csv order
+                write_preds(run / "preds" / "val.none.csv", [names[i] for i in idx], labs, p[idx])
+                t = rng.random((n_test, len(labs)))
+                tests.append(t)
+                write_preds(run / "preds" / "test.none.csv", tnames[::-1], labs, t[::-1])
+            probs[(m["arch"], s)] = (p, tests)
+    return root, y, folds, probs
+
+
+MODELS = [dict(arch="net0", signal=1.0, seeds=[0, 1]), dict(arch="net1", signal=1.6),
+          dict(arch="net2", signal=1.3, labels=["a", "c"]), dict(arch="net3", signal=0.9, images="train_seg")]
+
+
+@pytest.fixture
+def library(tmp_path):
+    return write_runs(tmp_path, MODELS)
+
+
+def run_stack(*args):
+    return subprocess.run([sys.executable, str(ROOT / "stack.py"), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------- the library
+
+def test_library_assembles_oof_test_and_masks(library):
+    root, y, folds, probs = library
+    lib = load_library([root / "runs" / "*"])
+    assert lib.labels == list(LABELS)
+    np.testing.assert_array_equal(lib.y, y)
+    np.testing.assert_array_equal(lib.folds, folds)
+    assert lib.test_names == [f"t{i:03d}" for i in range(30)]        # sample_submission order
+    by_name = {(m.config["arch"], m.seed): i for i, m in enumerate(lib.members)}
+    assert len(lib.members) == 5                                      # net0 has two seeds
+    assert lib.members[by_name[("net0", 0)]].model == lib.members[by_name[("net0", 1)]].model
+    for (arch, seed), (p, tests) in probs.items():
+        i = by_name[(arch, seed)]
+        cols = [LABELS.index(t) for t in lib.members[i].labels]
+        np.testing.assert_allclose(lib.oof[cols, i].T, p, rtol=1e-6)
+        np.testing.assert_allclose(lib.test[cols, i].T, np.mean(tests, axis=0), rtol=1e-6)
+    g = by_name[("net2", 0)]
+    np.testing.assert_array_equal(lib.mask[g], [True, False, True, False])
+    assert np.isnan(lib.oof[[1, 3], g]).all() and np.isnan(lib.test[[1, 3], g]).all()
+    assert np.isfinite(lib.oof[lib.mask.T]).all()
+    bagged = lib.bagged()
+    assert len(bagged.members) == 4
+    j = [m.config["arch"] for m in bagged.members].index("net0")
+    np.testing.assert_allclose(bagged.oof[:, j], (lib.oof[:, by_name[("net0", 0)]] + lib.oof[:, by_name[("net0", 1)]]) / 2,
+                               rtol=1e-6)
+
+
+def test_incomplete_models_are_left_out_and_reported(tmp_path):
+    root, *_ = write_runs(tmp_path, MODELS + [dict(arch="gap", signal=1, skip_folds=[1]),
+                                              dict(arch="crashed", signal=1, unfinished_folds=[2])])
+    lib = load_library([root / "runs"])
+    assert {m.config["arch"] for m in lib.members} == {"net0", "net1", "net2", "net3"}
+    left = {lo["model"].split("-")[0]: lo for lo in lib.left_out}
+    assert left["gap"]["missing_folds"] == [1]
+    assert left["crashed"]["missing_folds"] == [2] and "unfinished" in left["crashed"]["reasons"][0]
+    r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--report-dir", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    assert "left out gap" in r.stderr and "left out crashed" in r.stderr
+    assert "missing fold(s) [1]" in (tmp_path / "rep" / "stack_report.md").read_text()
+
+
+def test_missing_tta_is_reported(library):
+    root, *_ = library
+    with pytest.raises(DataError, match=r"empty library(.|\n)*val\.10crop\.csv \(available: none\)"):
+        load_library([root / "runs" / "*"], tta="10crop")
+
+
+def test_label_order_mismatch(library):
+    root, *_ = library
+    cfg_path = root / "runs" / "net1-s0-f0" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["all_labels"] = ["b", "a", "c", "d"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match="net1-s0-f0.*config.json.*label order"):
+        load_library([root / "runs" / "*"])
+
+
+def test_prediction_columns_mismatch(library):
+    root, *_ = library
+    path = root / "runs" / "net1-s0-f1" / "preds" / "val.none.csv"
+    names, labels, p = read_preds(path)
+    write_preds(path, names, ["a", "b", "d", "c"], p)
+    with pytest.raises(DataError, match="net1-s0-f1.*val.none.csv: label columns"):
+        load_library([root / "runs" / "*"])
+
+
+def test_fold_mismatch_names_the_file(library):
+    root, _, folds, _ = library
+    path = root / "runs" / "net1-s0-f2" / "preds" / "val.none.csv"
+    names, labels, p = read_preds(path)
+    names[0] = "img9999"
+    write_preds(path, names, labels, p)
+    with pytest.raises(DataError, match="net1-s0-f2.*val.none.csv: image names do not match"):
+        load_library([root / "runs" / "*"])
+
+
+def test_other_folds_file_is_refused(library):
+    root, *_ = library
+    folds = pd.read_csv(root / "data" / "folds.csv")
+    folds["fold"] = (folds["fold"] + 1) % 3
+    folds.to_csv(root / "data" / "folds_other.csv", index=False)
+    cfg_path = root / "runs" / "net3-s0-f0" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["folds_file"] = "folds_other.csv"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match="different folds files"):
+        load_library([root / "runs" / "*"])
+
+
+def test_bad_values_exit_2_and_write_nothing(library, tmp_path):
+    root, *_ = library
+    path = root / "runs" / "net0-s1-f1" / "preds" / "val.none.csv"
+    df = pd.read_csv(path)
+    df.loc[3, "b"] = np.nan
+    df.to_csv(path, index=False)
+    out = tmp_path / "out"
+    r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--out", out / "sub.csv")
+    assert r.returncode == 2
+    assert "net0-s1-f1" in r.stderr and "val.none.csv" in r.stderr and "NaN" in r.stderr
+    assert not out.exists()
+
+
+def test_empty_library_exits_2(tmp_path):
+    r = run_stack("--runs", tmp_path / "nothing" / "*", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 2 and "no runs match" in r.stderr
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_unknown_method_is_refused(library, tmp_path):
+    root, *_ = library
+    r = run_stack("--runs", root / "runs" / "*", "--method", "caruana", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 2 and "Only prior, best, mean" in r.stderr
+
+
+# ----------------------------------------------------------------------------- the command
+
+def test_submission_and_report(library, tmp_path):
+    root, y, *_ = library
+    out = tmp_path / "out" / "sub.csv"
+    r = run_stack("--runs", root / "runs" / "*", "--method", *FAST_METHODS, "--out", out)
+    assert r.returncode == 0, r.stderr
+    sub = pd.read_csv(out, keep_default_na=False)
+    assert list(sub.columns) == ["image_name", "tags"]
+    assert sub["image_name"].tolist() == [f"t{i:03d}" for i in range(30)]
+    assert all(set(t.split()) <= set(LABELS) for t in sub["tags"])
+    rep = json.loads((out.parent / "stack_report.json").read_text())
+    assert set(rep["methods"]) == {"prior", *FAST_METHODS}
+    assert rep["chosen"] == max(FAST_METHODS, key=lambda m: rep["methods"][m]["f2_cross_fitted"])
+    for m in rep["methods"].values():
+        assert len(m["f2_per_fold"]) == 3 and set(m["per_label"]) == set(LABELS)
+    assert rep["best_single"]["name"].startswith("net1")
+    assert rep["methods"]["select"]["f2_cross_fitted"] > rep["methods"]["prior"]["f2_cross_fitted"] + 0.2
+    assert set(rep["methods"]["select"]["weights"]) == set(LABELS)
+    md = (out.parent / "stack_report.md").read_text()
+    assert "cross-fitted F2" in md and "best single model" in md
+    _, _, test_probs = read_preds(out.parent / "stack_test.csv")
+    assert test_probs.shape == (30, 4)
+    oof_names, _, _ = read_preds(out.parent / "stack_oof.csv")
+    assert len(oof_names) == len(y)
+
+
+def test_one_method_is_used_as_asked(library, tmp_path):
+    root, *_ = library
+    r = run_stack("--runs", root / "runs" / "*", "--method", "topk:k=2", "--threshold", "smooth",
+                  "--out", tmp_path / "sub.csv", "--report-dir", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "rep" / "stack_report.json").read_text())
+    assert rep["chosen"] == "topk:k=2" and rep["chosen_by"] == "--method"
+    assert rep["settings"]["threshold"] == "smooth"
+
+
+@pytest.mark.parametrize("groups", ["images", "orig=*net0*,*net1*,*net2*;seg=*net3*"])
+def test_groups_stack_in_layers(library, tmp_path, groups):
+    root, *_ = library
+    r = run_stack("--runs", root / "runs" / "*", "--groups", groups, "--method", "select", "--top", "mean",
+                  "--bag", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "stack_report.json").read_text())
+    assert rep["settings"]["groups"] == groups
+    weights = rep["methods"]["select"]["weights"]["a"]
+    assert any("train_seg" in k for k in weights) and any("train_seg" not in k for k in weights)
+    assert rep["library"]["members"] == 4                               # --bag merged net0's two seeds
+
+
+def test_groups_spec_must_cover_every_run(library, tmp_path):
+    root, *_ = library
+    r = run_stack("--runs", root / "runs" / "*", "--groups", "orig=*net0*", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 2 and "match 0 groups" in r.stderr
+
+
+def test_stack_does_not_import_torch():
+    code = "import sys; sys.argv = ['stack.py']; import stack; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.strip() == "False", r.stderr
