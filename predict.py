@@ -17,12 +17,17 @@ every file is written at the end, atomically: an error leaves no prediction file
 """
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+# On CPU, OpenMP threads that spin while waiting lose most of their speed as soon as
+# loader workers or other processes share the cores (measured: 14 vs 47 img/s on 2
+# cores, BENCHMARKS.md); passive waiting costs nothing measurable when the cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -16,6 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+# On CPU, OpenMP threads that spin while waiting lose most of their speed as soon as
+# loader workers or other processes share the cores (measured: 14 vs 47 img/s on 2
+# cores, BENCHMARKS.md); passive waiting costs nothing measurable when the cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 REPO = Path(__file__).resolve().parent

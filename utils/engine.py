@@ -5,6 +5,7 @@ index) for every sample, and the visiting order from utils/sampling.py as a pure
 function of (seed, epoch). So an epoch can be resumed at any step, with any number
 of loader workers, and see exactly the same batches.
 """
+import functools
 import math
 import time
 
@@ -64,6 +65,14 @@ def make_loader(dataset, indices, bs, workers, device, drop_last=False):
                       generator=torch.Generator().manual_seed(0), **kw)
 
 
+@functools.lru_cache(maxsize=8)
+def _norm_tensors(mean, std, device):
+    """mean/std as (1, 3, 1, 1) tensors on `device`, made once (a host-to-device copy per
+    step would make every step wait for the GPU)."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+
 def to_input(batch_u8, mean, std, device, channels_last=False, augment=None):
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on `device`.
 
@@ -74,8 +83,7 @@ def to_input(batch_u8, mean, std, device, channels_last=False, augment=None):
     x = batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
     if augment is not None:
         x = augment(x)
-    m = torch.tensor(mean, device=device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device, dtype=x.dtype).view(1, 3, 1, 1)
+    m, s = _norm_tensors(tuple(mean), tuple(std), x.device)
     x = (x - m) / s
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -98,7 +106,8 @@ class Step:
         aug = None
         if self.gpu_augment is not None:
             # randomness from (seed, epoch, batch index): resumable like the CPU path
-            g = torch.Generator(self.device).manual_seed(hash((self.seed, self.epoch, index)) % 2**62)
+            # a CPU generator: drawing the batch's seed from it does not wait for the GPU
+            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**62)
             box = {}
 
             def aug(x):
