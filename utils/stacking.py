@@ -604,7 +604,7 @@ def build_report(lib, results, members, chosen, chosen_by, settings):
 
 
 def _f(x, digits=4):
-    return "" if x is None else f"{x:.{digits}f}"
+    return "" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"     # + 0.0: no "-0.0000"
 
 
 def render_report(rep, max_methods=10):
