@@ -1,0 +1,188 @@
+"""Linear probe baseline: frozen ImageNet features + logistic regression per label, every fold.
+
+    python tools/linear_probe.py --data data/planet --arch tf_efficientnet_lite0 --size 224
+    python tools/linear_probe.py --data data/planet --arch resnet50 --C auto --tta hflip --out runs
+
+Pooled features of the train and test images are computed once (cached next to the
+uint8 image cache) and standardised per fold; one logistic regression per label is
+fitted on K-1 folds and predicts the held-out fold (out-of-fold) and the test set.
+Each fold becomes a run directory OUT/<name>-f<k>/ (config.json, preds/val.<tta>.csv,
+preds/test.<tta>.csv, history.csv, result.json), so the leaderboard and stack.py read
+the probe like any trained model. Rerunning overwrites those runs.
+"""
+import argparse
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from utils.io import DataError  # noqa: E402
+
+log = logging.getLogger("linear_probe")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="dataset directory in the Planet layout")
+    g.add_argument("--images", default="train", help="image folder (variant) inside --data (default: train)")
+    g.add_argument("--test-images", default="test", help="test image folder inside --data (default: test)")
+    g.add_argument("--folds-k", type=int, default=5, help="number of folds when folds.csv is created (default: 5)")
+    g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
+    g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
+    g.add_argument("--cache-dir", default=None, help="image and feature cache (default: DATA/.cache, or "
+                                                     "~/.cache/multitag when DATA is read-only)")
+    g = p.add_argument_group("features")
+    g.add_argument("--arch", default="tf_efficientnet_lite0", help="torchvision or timm model name "
+                                                                   "(default: tf_efficientnet_lite0)")
+    g.add_argument("--size", type=int, default=224, help="image side in px (default: 224)")
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="ImageNet weights from local files (default: on; --no-pretrained for random weights)")
+    g.add_argument("--tta", default="none", choices=["none", "hflip"],
+                   help="none, or hflip: average the features of each image and its mirror (default: none)")
+    g.add_argument("--bs", type=int, default=64, help="feature extraction batch size (default: 64)")
+    g.add_argument("--workers", type=int, default=1, help="data loader workers (default: 1)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
+    g = p.add_argument_group("logistic regression")
+    g.add_argument("--C", default="1.0", help="inverse regularisation strength, a positive number, or 'auto': "
+                                              "chosen per label by inner CV on the training folds (default: 1.0)")
+    g.add_argument("--inner-k", type=int, default=3, help="inner CV folds for --C auto (default: 3)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the inner CV split (default: 0)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=str(REPO / "runs"), help="folder of runs (default: runs/ in the repository)")
+    g.add_argument("--name", default=None, help="run name prefix; runs are NAME-f<k> "
+                                                "(default: <arch>[-<images>]-linear[-<tta>])")
+    return p
+
+
+def parse_c(text):
+    """--C value: 'auto' or a positive float; DataError otherwise."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        c = float(text)
+    except ValueError:
+        c = -1.0
+    if not c > 0 or not np.isfinite(c):
+        raise DataError(f"--C {text!r}: expected a positive number or 'auto'")
+    return c
+
+
+def pick_device(name):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def run_prefix(args):
+    """Run name prefix: --name, else <arch>[-<images>]-linear[-<tta>]."""
+    if args.name:
+        return args.name
+    parts = [args.arch.replace(":", "_")] + ([args.images] if args.images != "train" else []) + ["linear"]
+    return "-".join(parts + ([args.tta] if args.tta != "none" else []))
+
+
+def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
+    """The config.json of one fold's run (the keys train.py writes, with the probe as its stage).
+
+    meta: the feature info of utils.probe.cached_features (weights, mean, std)."""
+    import sklearn
+    import torch
+
+    from utils.paths import portable
+    from utils.runs import model_key
+
+    rel, absolute = portable(root, run_dir)
+    cfg = {"name": run_dir.name, "arch": args.arch, "fold": fold, "seed": args.seed,
+           "labels": list(spec.labels), "all_labels": list(spec.labels), "label_group": None,
+           "images": args.images, "test_images": args.test_images, "data_root": rel, "data_root_abs": absolute,
+           "folds_file": portable(folds_file, root)[0] or str(Path(folds_file).resolve()),
+           "folds_k": args.folds_k, "folds_seed": args.folds_seed, "pretrained": args.pretrained,
+           "size": args.size, "tta": args.tta,
+           "stages": [{"probe": "logreg", "C": C, "inner_k": args.inner_k if C == "auto" else None,
+                       "size": args.size, "tta": args.tta, "features": "pooled"}],
+           "loss_spec": "logreg", "sampler": "none", "aug": "none",
+           "mean": list(meta["mean"]), "std": list(meta["std"]), "weights": meta["weights"],
+           "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                        "sklearn": sklearn.__version__}}
+    cfg["model_key"] = model_key(cfg)
+    return cfg
+
+
+def main(args):
+    import torch
+
+    from utils.cache import default_cache_dir
+    from utils.data import load_dataset, load_or_make_folds
+    from utils.probe import cached_features, f2_scores, prior_probs, probe_folds, write_probe_run
+    from utils.thresholds import cross_fit
+
+    t0 = time.perf_counter()
+    C = parse_c(args.C)
+    if args.inner_k < 2:
+        raise DataError(f"--inner-k {args.inner_k}: need at least 2")
+    if args.size < 8:
+        raise DataError(f"--size {args.size}: too small (at least 8 px)")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    root = Path(args.data)
+    spec = load_dataset(root, args.images, args.test_images)
+    folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
+    folds = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
+    kw = dict(size=args.size, cache_dir=cache_dir, arch=args.arch, pretrained=args.pretrained, tta=args.tta,
+              bs=args.bs, device=device, workers=args.workers)
+    X, info = cached_features(spec.files, desc=args.images, **kw)
+    X_test, info_test = (cached_features(spec.test_files, desc=args.test_images, **kw) if spec.test_files
+                         else (None, {"seconds": 0.0}))
+    feature_s = info["seconds"] + info_test["seconds"]
+    log.info("features: train %s, test %s (%s, %.0f s to extract)", X.shape,
+             None if X_test is None else X_test.shape, "cached" if info["cached"] else "new", feature_s)
+
+    results = probe_folds(X, spec.y, folds, X_test, C, args.inner_k, args.seed)
+    out, prefix = Path(args.out), run_prefix(args)
+    oof = np.zeros(spec.y.shape)
+    print(f"{'fold':>4}  {'n_val':>5}  {'F2@0.2':>7}  {'F2 greedy':>9}  {'prior F2':>8}  seconds")
+    for res in results:
+        run_dir = out / f"{prefix}-f{res.fold}"
+        cfg = build_config(args, spec, C, run_dir, root, folds_file, res.fold, info)
+        result = write_probe_run(run_dir, cfg, res, spec.names, spec.y, spec.labels, spec.test_names, args.tta,
+                                 extra_seconds=feature_s / len(results))
+        oof[res.val_rows] = res.val_probs
+        train = folds != res.fold
+        prior = f2_scores(spec.y[res.val_rows], prior_probs(spec.y[train], len(res.val_rows)))[1]
+        print(f"{res.fold:>4}  {len(res.val_rows):>5}  {result['val_f2_at_0.2']:7.4f}  {result['best_val_f2']:9.4f}"
+              f"  {prior:8.4f}  {result['train_seconds']:.1f}")
+    f2_fixed, f2_best, _ = f2_scores(spec.y, oof)
+    honest = cross_fit(spec.y, oof, folds, "greedy")
+    print(f"OOF   {len(oof):>5}  {f2_fixed:7.4f}  {f2_best:9.4f}  (greedy thresholds fitted on all OOF rows)")
+    print(f"OOF F2 with greedy thresholds cross-fitted (fitted on the other folds): "
+          f"{honest['mean']:.4f} +- {honest['std']:.4f} over folds, pooled {honest['f2_pooled']:.4f}")
+    print(f"features {X.shape[1]}-d from {args.arch} at {args.size}px, tta {args.tta}, C {C}; "
+          f"wall {time.perf_counter() - t0:.0f} s (feature extraction {feature_s:.0f} s"
+          f"{', cached' if info['cached'] else ''})")
+    print(f"runs: {out / (prefix + '-f*')}")
+    return {"oof_f2_at_0.2": f2_fixed, "oof_f2": f2_best, "oof_f2_cross_fitted": honest["f2_pooled"],
+            "folds": [r.fold for r in results]}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
