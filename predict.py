@@ -71,7 +71,8 @@ def get_args_parser():
     g = p.add_argument_group("speed")
     g.add_argument("--bs", type=int, default=64, help="images per batch; each brings all its views (default: 64)")
     g.add_argument("--max-views-per-forward", type=int, default=0,
-                   help="most view-images in one forward pass (default: 0 = all views of a batch together)")
+                   help="most views of a batch in one forward pass (default: 0 = auto: all on CUDA, "
+                   "1 on CPU, where larger forwards were slower in bench/tta.py)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast on CUDA (default: on where supported)")
@@ -183,7 +184,7 @@ def predict_job(job, splits, args, device):
               device=device, crop_frac=args.crop_frac,
               amp=cuda and torch.cuda.is_bf16_supported() if args.amp is None else args.amp,
               channels_last=cuda if args.channels_last is None else args.channels_last,
-              max_views_per_forward=args.max_views_per_forward or None)
+              max_views_per_forward=args.max_views_per_forward or (None if cuda else 1))
     log.info("%s: %s at %d px, TTA %s (%s merge)", job.run.name, meta["arch"], size, args.tta, args.merge)
     if "val" in splits:
         images = load_images(spec.files, size, cache_dir, desc=spec.images)

@@ -6,9 +6,9 @@ side by side in one run:
   ttach        ClassificationTTAWrapper(model + sigmoid, ten_crop_transform(c, c)),
                one forward per view (merging on probabilities: the sigmoid is inside)
   loop         utils.tta.predict_tta_loop, one forward per view
-  batched      utils.tta.predict_tta, all views of a batch in one forward
-  chunks B     utils.tta.predict_tta, forwards of at most B view-images
-  CL           the same with channels_last (on a copy of the model)
+  batched      utils.tta.predict_tta: all views of a batch in one forward, or
+               1 view per forward (predict.py's default on CPU)
+  CL           channels_last (on a copy of the model)
 
 ttach feeds its crops at the crop size c = 7/8 S, so every row but the last uses
 crop_resize=False: identical views, identical compute per view, and the probabilities
@@ -19,11 +19,15 @@ which costs (S/c)^2 more compute per crop and is timed for reference only.
 """
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+# as predict.py: spinning OpenMP threads lose most of their speed when other
+# processes share the cores, which made timings on a busy machine erratic
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -100,13 +104,12 @@ def make_methods(model, images, args, device):
     return [
         ("ttach", c, lambda: ttach_predict(model, images, args.size, args.bs, device)),
         ("loop", c, lambda: predict_tta_loop(model, images, **at_c)),
-        ("batched", c, lambda: predict_tta(model, images, **at_c)),
-        (f"batched, chunks {args.bs}", c,
-         lambda: predict_tta(model, images, max_views_per_forward=args.bs, **at_c)),
-        (f"batched, chunks {args.bs}, CL", c,
-         lambda: predict_tta(model_cl, images, max_views_per_forward=args.bs, channels_last=True,
-                            **at_c)),
-        ("batched, resized", args.size, lambda: predict_tta(model, images, **common)),
+        ("batched, all views", c, lambda: predict_tta(model, images, **at_c)),
+        ("batched, 1 view/forward", c,
+         lambda: predict_tta(model, images, max_views_per_forward=1, **at_c)),
+        ("batched, all views, CL", c,
+         lambda: predict_tta(model_cl, images, channels_last=True, **at_c)),
+        ("batched, resized, all views", args.size, lambda: predict_tta(model, images, **common)),
     ]
 
 

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from utils.io import DataError
 from utils.tta import (MERGES, TTA_NAMES, crop_side, merge_probs, multiscale_sizes,
-                       n_views, predict_tta, predict_tta_loop, tta_views, view_fns)
+                       n_views, predict_tta, predict_tta_loop, tta_views, view_fns,
+                       view_groups)
 
 S = 16
 EXPECTED_VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "d4": 8, "5crop": 5, "10crop": 10,
@@ -31,6 +32,16 @@ def test_names_and_view_counts():
         groups = tta_views(name, x)
         assert sum(g.shape[0] for g in groups) == v * x.shape[0]
         assert len(groups) == (3 if name == "multiscale" else 1)
+
+
+def test_view_groups_bound_views_per_forward():
+    x = arange_image()
+    assert [len(g) for g in view_groups("10crop", x, 3)] == [3, 3, 3, 1]
+    assert [len(g) for g in view_groups("10crop+full", x)] == [12]
+    assert [len(g) for g in view_groups("10crop+full", x, crop_resize=False)] == [10, 2]
+    assert [len(g) for g in view_groups("multiscale", x)] == [1, 1, 1]
+    flat = [v for g in view_groups("d4", x, 3) for v in g]
+    assert torch.equal(torch.cat(flat), tta_views("d4", x)[0])
 
 
 def test_unknown_names_list_choices():

@@ -29,9 +29,10 @@ Merging happens on probabilities, after the sigmoid (`MERGES`): mean, gmean
 its output is not on the probability scale, so fit thresholds on predictions made
 with the same merge).
 
-`predict_tta` sends all views of a batch through the network together (split into
-forwards of at most `max_views_per_forward` images); `predict_tta_loop` is the
-plain reference, one forward per view.
+`predict_tta` sends the views of a batch through the network together (at most
+`max_views_per_forward` views per forward; all by default), making the views lazily
+so only one forward's worth exists at a time; `predict_tta_loop` is the plain
+reference, one forward per view.
 """
 import logging
 from dataclasses import dataclass
@@ -151,6 +152,24 @@ def n_views(name):
     return len(view_fns(name, 64))
 
 
+def view_groups(name, x, max_views=None, crop_frac=CROP_FRAC, crop_resize=True):
+    """Yield the views of a batch lazily, in lists that each make one forward pass.
+
+    x: float tensor (B, 3, S, S). Each list holds consecutive views of one output
+    size, at most `max_views` of them (None: no limit); each view is (B, 3, s, s).
+    Only one list of views exists at a time, which bounds memory.
+    """
+    pending = []
+    for fn in view_fns(name, x.shape[-1], crop_frac, crop_resize):
+        v = fn(x)
+        if pending and (v.shape != pending[0].shape or len(pending) == max_views):
+            yield pending
+            pending = []
+        pending.append(v)
+    if pending:
+        yield pending
+
+
 def tta_views(name, x, crop_frac=CROP_FRAC, crop_resize=True):
     """All views of a batch, grouped by output size so each group is one forward.
 
@@ -158,11 +177,7 @@ def tta_views(name, x, crop_frac=CROP_FRAC, crop_resize=True):
     view-major: rows v*B .. v*B+B-1 of a group are view v of the B images. All
     variants but multiscale (and crops with crop_resize=False) give one group.
     """
-    groups = {}
-    for fn in view_fns(name, x.shape[-1], crop_frac, crop_resize):
-        v = fn(x)
-        groups.setdefault(tuple(v.shape[-2:]), []).append(v)
-    return [torch.cat(vs, dim=0) for vs in groups.values()]
+    return [torch.cat(vs) for vs in view_groups(name, x, None, crop_frac, crop_resize)]
 
 
 # ---------------------------------------------------------------- merging
@@ -291,9 +306,10 @@ def predict_tta(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.4
     tuples whose first element is the batch). rows: optional indices; predict
     images[rows] in that order (arrays and tensors only; a memmap is read batch by
     batch). mean, std: per-channel normalisation on the 0-1 scale, applied on the
-    device. All views of each batch of `bs` images go through the network together,
-    split into forwards of at most `max_views_per_forward` images (None: one forward
-    per output size). amp: bf16 autocast on CUDA. Returns float64 (N, L) merged
+    device. The views of each batch of `bs` images go through the network together,
+    at most `max_views_per_forward` views (of `bs` images each) per forward pass
+    (None: all views of one output size together; 1: one forward per view, which is
+    fastest on CPU, see bench/tta.py). amp: bf16 autocast on CUDA. Returns float64 (N, L) merged
     probabilities in input order. The model is put in eval mode on `device` (its
     training flag is restored after; channels_last converts it in place).
     """
@@ -304,10 +320,9 @@ def predict_tta(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.4
 
     def per_batch(x, s):
         b, probs = x.shape[0], []
-        for group in tta_views(tta, x, crop_frac, crop_resize):
-            chunks = group.split(max_views_per_forward or len(group))
-            p = torch.cat([_forward_probs(model, c, s) for c in chunks])
-            probs.append(p.view(-1, b, p.shape[-1]))  # view-major -> (V_k, b, L)
+        for views in view_groups(tta, x, max_views_per_forward, crop_frac, crop_resize):
+            p = _forward_probs(model, views[0] if len(views) == 1 else torch.cat(views), s)
+            probs.append(p.view(len(views), b, -1))  # view-major -> (V_k, b, L)
         return torch.cat(probs)
 
     probs = _run(model, images, rows, per_batch, mean, std, bs, device, amp, channels_last,
