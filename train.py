@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from utils import distributed as dist  # noqa: E402
 from utils.io import DataError, atomic_write_json  # noqa: E402
+from utils.cli import pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("train")
 # Settings that must match for --resume to continue a run exactly.
@@ -111,14 +112,6 @@ def parse_args(argv=None):
             raise DataError(f"{args.config}: unknown key(s) {unknown}")
         parser.set_defaults(**extra)
     return parser.parse_args(argv)
-
-
-def pick_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return torch.device(name)
 
 
 def default_workers(device):
@@ -291,9 +284,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        main(parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, parse_args, logging.INFO)

@@ -28,6 +28,7 @@ row and the run goes on. Tables and rows go to stdout, progress bars to stderr
 the ratios are measured side by side in one run.
 """
 import argparse
+import logging
 import datetime
 import gc
 import os
@@ -53,6 +54,7 @@ from utils.schedule import build_optimizer, build_scheduler  # noqa: E402
 from utils.stages import Stage  # noqa: E402
 from utils.transforms import GpuAugment  # noqa: E402
 from utils.tta import predict_tta, predict_tta_loop  # noqa: E402
+from utils.cli import run_script  # noqa: E402
 
 LABELS = 13
 PRECISIONS = {"fp32": (None, False), "bf16+CL": (torch.bfloat16, True)}  # autocast dtype, channels_last
@@ -479,8 +481,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, parse_args, logging.INFO)

@@ -26,6 +26,7 @@ utils.cache.load_images. Tables go to stdout, progress bars to stderr (`2>/dev/n
 only the tables). Absolute numbers depend on the machine and what else runs on it.
 """
 import argparse
+import logging
 import os
 import platform
 import shlex
@@ -39,12 +40,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cache import default_cache_dir, load_images  # noqa: E402
 from utils.engine import CachedImages, Step, make_loader, train_one_epoch  # noqa: E402
-from utils.io import DataError  # noqa: E402
 from utils.losses import build_loss  # noqa: E402
 from utils.models import create_model, freeze_bn, model_meta, param_groups  # noqa: E402
 from utils.schedule import build_optimizer, build_scheduler  # noqa: E402
 from utils.stages import resolve_plan  # noqa: E402
 from utils.transforms import build_augment  # noqa: E402
+from utils.cli import run_script  # noqa: E402
 
 LABELS = 13
 DEMO = {"size": 96, "epochs": 3}  # the demo plan (train.py without --data)
@@ -182,8 +183,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, get_args_parser().parse_args, logging.INFO)

@@ -278,7 +278,8 @@ def test_tool_run_shortcut_and_table(tmp_path, capsys):
     run = tmp_path / "runs" / "r1"
     (run / "preds").mkdir(parents=True)
     (tmp_path / "data" / "val.csv").rename(run / "preds" / "val.hflip.csv")
-    (run / "config.json").write_text(json.dumps({"data_root": "../../data"}))
+    (run / "config.json").write_text(json.dumps({"arch": "x", "fold": 0, "labels": labels,
+                                                 "data_root": "../../data"}))
     tool.main(tool.get_args_parser().parse_args(["--run", str(run), "--kfold", "3"]))
     text = capsys.readouterr().out
     assert "greedy" in text and "random 3-way" in text and "90 images" in text
@@ -295,9 +296,10 @@ def test_tool_errors_exit_2(tmp_path):
     assert "short.csv" in r.stderr and "img_89" in r.stderr
     run = tmp_path / "run"
     (run / "preds").mkdir(parents=True)
-    (run / "config.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps({"arch": "x", "fold": 0, "labels": ["a"],
+                                                 "data_root_abs": "D:\\elsewhere\\data"}))
     (tmp_path / "val.csv").rename(run / "preds" / "val.none.csv")
-    with pytest.raises(DataError, match="data_root"):
+    with pytest.raises(DataError, match="not found here"):
         tool.main(tool.get_args_parser().parse_args(["--run", str(run)]))
 
 

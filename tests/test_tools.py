@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from utils.io import DataError, write_preds  # noqa: E402
-from utils.leaderboard import (align_names, coverage_refusals, pairwise_agreement,  # noqa: E402
+from utils.data import align_names  # noqa: E402
+from utils.leaderboard import (coverage_refusals, pairwise_agreement,  # noqa: E402
                                pairwise_pearson, rank_runs, stack_usage)
 from utils.thresholds import greedy_thresholds  # noqa: E402
 
@@ -407,8 +408,10 @@ def test_plot_probs_one_and_several(prune_runs, tmp_path):
 
 def test_align_names_by_stem():
     assert list(align_names(["x", "y.png"], ["y.jpg", "x.tif"], "t")) == [1, 0]
-    with pytest.raises(DataError, match="not in the truth"):
+    with pytest.raises(DataError, match="'z' is missing"):
         align_names(["z"], ["y.jpg"], "t")
+    with pytest.raises(DataError, match="'a' matches several rows"):
+        align_names(["a"], ["a.jpg", "a.png"], "t")
 
 
 def test_every_tool_has_help(capsys):

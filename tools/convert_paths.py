@@ -28,6 +28,7 @@ from utils.io import DataError, atomic_write_json, atomic_write_text, report_pro
 from utils.paths import (is_foreign_abs, load_path_map, parse_path_map, portable_rel,  # noqa: E402
                          rewrite_record)
 from utils.runs import find_runs  # noqa: E402
+from utils.cli import run_script  # noqa: E402
 
 log = logging.getLogger("convert_paths")
 
@@ -133,9 +134,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, get_args_parser().parse_args, logging.WARNING)

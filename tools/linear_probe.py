@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from utils.io import DataError  # noqa: E402
+from utils.cli import pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("linear_probe")
 
@@ -73,16 +74,6 @@ def parse_c(text):
     if not c > 0 or not np.isfinite(c):
         raise DataError(f"--C {text!r}: expected a positive number or 'auto'")
     return c
-
-
-def pick_device(name):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return torch.device(name)
 
 
 def run_prefix(args):
@@ -180,9 +171,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, get_args_parser().parse_args, logging.INFO)

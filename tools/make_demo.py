@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from utils.demo import make_demo, tag_frequencies  # noqa: E402
-from utils.io import DataError  # noqa: E402
+from utils.cli import run_script  # noqa: E402
 
 
 def get_args_parser():
@@ -39,9 +39,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, get_args_parser().parse_args, logging.INFO)

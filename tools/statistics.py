@@ -34,6 +34,7 @@ from utils.leaderboard import (F2_BEST, PRUNED_FILE, Truth, format_table, leader
                                matches, parse_where, read_pruned, row_matches, sort_table, to_markdown)
 from utils.paths import load_path_map  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
+from utils.cli import run_script  # noqa: E402
 
 log = logging.getLogger("statistics")
 
@@ -138,9 +139,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, get_args_parser().parse_args, logging.WARNING)

@@ -21,12 +21,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.data import align_names, read_truth  # noqa: E402
 from utils.io import DataError, read_preds, report_problems  # noqa: E402
+from utils.runs import load_run  # noqa: E402
 from utils.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
+from utils.cli import run_script  # noqa: E402
 
 log = logging.getLogger("thresholds")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
 
 def get_args_parser():
@@ -52,36 +54,6 @@ def get_args_parser():
     return p
 
 
-def _stem(name):
-    """Image name without a known image extension (any case)."""
-    return name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
-
-
-def align_names(names, ref_names, names_file, ref_file):
-    """Row index into ref_names for each of names: exact match first, then by stem.
-
-    Raises DataError naming both files for names missing from ref or matching several.
-    """
-    exact = {n: i for i, n in enumerate(ref_names)}
-    by_stem = {}
-    for i, n in enumerate(ref_names):
-        by_stem.setdefault(_stem(n), []).append(i)
-    index, missing, ambiguous = [], [], []
-    for n in names:
-        if n in exact:
-            index.append(exact[n])
-            continue
-        hits = by_stem.get(_stem(n), [])
-        if len(hits) == 1:
-            index.append(hits[0])
-        else:
-            (ambiguous if hits else missing).append(n)
-    problems = [f"{n!r} not in {ref_file}" for n in missing]
-    problems += [f"{n!r} matches several rows of {ref_file}" for n in ambiguous]
-    report_problems(f"{names_file}: images that cannot be matched", problems)
-    return np.asarray(index, dtype=np.int64)
-
-
 def _read_table(path, columns):
     """CSV with the given leading columns as strings; DataError naming the file otherwise."""
     path = Path(path)
@@ -94,26 +66,6 @@ def _read_table(path, columns):
     dup = df["image_name"][df["image_name"].duplicated()].tolist()
     report_problems(f"{path}: bad file", [f"duplicate image names: {dup[:5]}"] if dup else [])
     return df
-
-
-def read_truth(path, labels):
-    """Truth CSV (image_name,tags) -> (names, Y uint8 (n, L) in `labels` order).
-
-    Raises DataError naming the file for tags that are not among `labels`.
-    """
-    df = _read_table(path, ["image_name", "tags"])
-    col = {lab: j for j, lab in enumerate(labels)}
-    Y = np.zeros((len(df), len(labels)), dtype=np.uint8)
-    unknown = {}
-    for i, tags in enumerate(df["tags"]):
-        for t in tags.split():
-            if t in col:
-                Y[i, col[t]] = 1
-            else:
-                unknown.setdefault(t, i + 2)
-    report_problems(f"{path}: tags that are not prediction columns",
-                    [f"tag {t!r} (first at line {line})" for t, line in unknown.items()])
-    return df["image_name"].tolist(), Y
 
 
 def read_folds(path):
@@ -134,18 +86,14 @@ def resolve_run(run):
         if not found:
             raise DataError(f"{run}: no preds/val.*.csv (run predict.py --split val first)")
         preds = found[-1]
-    try:
-        config = json.loads((run / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"{run / 'config.json'}: cannot read ({e}); pass --probs and --truth") from e
-    root = config.get("data_root")
-    if root is None:
-        return preds, None
-    root = Path(root) if Path(root).is_absolute() else run / root
-    if not (root / "train.csv").is_file():
-        raise DataError(f"{run / 'config.json'}: data_root {root} has no train.csv here; "
-                        f"pass --truth (or rewrite the run's paths with tools/convert_paths.py)")
-    return preds, root / "train.csv"
+    rec = load_run(run)  # converts a data path recorded on another machine
+    if rec.data_root is None:
+        stored = rec.config.get("data_root_abs") or rec.config.get("data_root")
+        if stored is None:
+            return preds, None
+        raise DataError(f"{run / 'config.json'}: data root {stored} not found here; pass --truth "
+                        f"(or --path-map / tools/convert_paths.py)")
+    return preds, rec.data_root / "train.csv"
 
 
 def load_inputs(args):
@@ -162,12 +110,12 @@ def load_inputs(args):
         raise DataError("--probs needs --truth (a train.csv: image_name,tags)")
     names, labels, P = read_preds(probs_path)
     truth_names, Y = read_truth(truth_path, labels)
-    Y = Y[align_names(names, truth_names, probs_path, truth_path)]
+    Y = Y[align_names(names, truth_names, f"{probs_path} vs {truth_path}")]
     folds, source = None, "none"
     folds_path = args.folds or (Path(truth_path).parent / "folds.csv")
     if args.folds or Path(folds_path).is_file():
         fold_names, ids = read_folds(folds_path)
-        folds, source = ids[align_names(names, fold_names, probs_path, folds_path)], str(folds_path)
+        folds, source = ids[align_names(names, fold_names, f"{probs_path} vs {folds_path}")], str(folds_path)
     if folds is not None and np.unique(folds).size < 2:
         log.warning("%s gives these %d rows a single fold: it cannot cross-fit", folds_path, len(names))
         folds, source = None, "none"
@@ -216,9 +164,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        print(e, file=sys.stderr)
-        sys.exit(2)
+    run_script(main, get_args_parser().parse_args, logging.WARNING)

@@ -27,17 +27,6 @@ def clean_state_dict(state_dict):
     return out
 
 
-def unwrap(model):
-    """The plain nn.Module inside DDP and/or torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def save_checkpoint(path, state):
     """Write a checkpoint dict atomically (temp file, fsync, os.replace)."""
     return atomic_save_torch(path, state)

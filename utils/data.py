@@ -284,3 +284,50 @@ def select_label_group(labels, y, group):
     if unknown or not names:
         raise DataError(f"--label-group: unknown tag(s) {unknown}; valid tags: {', '.join(labels)}")
     return sorted(labels.index(s) for s in names)
+
+
+def image_stem(name):
+    """An image name without its image extension (any case); other names unchanged."""
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in IMAGE_EXTS else name
+
+
+def align_names(names, ref_names, what):
+    """Row of `ref_names` for each of `names`: exact match, else the same name without an
+    image extension. Returns int64 (len(names),); one DataError (naming `what`) lists names
+    that are missing or match several rows."""
+    exact = {n: i for i, n in enumerate(ref_names)}
+    stems = {}
+    for i, n in enumerate(ref_names):
+        stems.setdefault(image_stem(n), []).append(i)
+    index, problems = [], []
+    for n in names:
+        i = exact.get(n)
+        if i is None:
+            hits = stems.get(image_stem(n), [])
+            if len(hits) != 1:
+                problems.append(f"{n!r} {'matches several rows' if hits else 'is missing'}")
+            i = hits[0] if len(hits) == 1 else -1
+        index.append(i)
+    report_problems(f"{what}: images that cannot be matched", problems)
+    return np.asarray(index, dtype=np.int64)
+
+
+def read_truth(path, labels, strict=True):
+    """An image_name,tags file -> (names, y uint8 (N, L) in `labels` order).
+
+    strict: a tag outside `labels` is a DataError naming the file and row (else ignored).
+    """
+    df = read_tags_csv(path)
+    names = df["image_name"].str.strip().tolist()
+    col = {t: j for j, t in enumerate(labels)}
+    y = np.zeros((len(names), len(labels)), np.uint8)
+    problems = []
+    for i, tags in enumerate(df["tags"]):
+        for t in split_tags(tags):
+            if t in col:
+                y[i, col[t]] = 1
+            elif strict:
+                problems.append(f"row {i + 2}: tag {t!r} is not among the labels {list(labels)}")
+    report_problems(f"{path}: tags do not match the predictions' labels", problems)
+    return names, y

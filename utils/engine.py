@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from utils.distributed import all_reduce_sum, is_main
+from utils.distributed import is_main
 
 
 class CachedImages(Dataset):
@@ -73,21 +73,22 @@ def _norm_tensors(mean, std, device):
             torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
-def to_input(batch_u8, mean, std, device, channels_last=False, augment=None):
-    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) on `device`.
+def to_float(batch_u8, device):
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1] on `device`. The uint8 batch crosses
+    to the GPU (4x fewer bytes than float) and becomes float there."""
+    return batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
-    The uint8 batch crosses to the GPU (4x fewer bytes than float) and is
-    normalised there. augment: optional callable x -> x on the [0, 1] batch
-    (the GPU-side augmentation).
-    """
-    x = batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    if augment is not None:
-        x = augment(x)
+
+def normalise(x, mean, std, channels_last=False):
+    """(x - mean) / std per channel, optionally in channels_last memory format."""
     m, s = _norm_tensors(tuple(mean), tuple(std), x.device)
     x = (x - m) / s
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def to_input(batch_u8, mean, std, device, channels_last=False):
+    """uint8 (B, H, W, 3) -> the normalised float batch the network takes."""
+    return normalise(to_float(batch_u8, device), mean, std, channels_last)
 
 
 class Step:
@@ -103,19 +104,13 @@ class Step:
     def __call__(self, xb, yb, index=0):
         """One forward/backward/update on a uint8 batch (the index-th of the epoch); returns the loss."""
         y = yb.to(self.device, non_blocking=True)
-        aug = None
+        x = to_float(xb, self.device)
         if self.gpu_augment is not None:
-            # randomness from (seed, epoch, batch index): resumable like the CPU path
-            # a CPU generator: drawing the batch's seed from it does not wait for the GPU
+            # randomness from (seed, epoch, batch index), resumable like the CPU path; a CPU
+            # generator, so drawing the batch's seed does not wait for the GPU
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**62)
-            box = {}
-
-            def aug(x):
-                x, box["y"] = self.gpu_augment(x, y, g)
-                return x
-        x = to_input(xb, self.mean, self.std, self.device, self.channels_last, aug)
-        if aug is not None:
-            y = box["y"]
+            x, y = self.gpu_augment(x, y, g)
+        x = normalise(x, self.mean, self.std, self.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             logits = self.model(x)
         loss = self.loss_fn(logits.float(), y)

@@ -13,7 +13,6 @@ seeds), so the model score is that of the seed-bagged model.
 import fnmatch
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -29,7 +28,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 
-from utils.data import IMAGE_EXTS, read_tags_csv, split_tags
+from utils.data import align_names, read_tags_csv, split_tags
 from utils.io import DataError, atomic_write, atomic_write_csv, read_preds
 from utils.metrics import fbeta_samples
 from utils.thresholds import FIXED_THRESHOLD, best_label_fbeta, greedy_thresholds
@@ -58,32 +57,6 @@ class OOF:
     probs: np.ndarray
     y: np.ndarray
     tta: str
-
-
-def _stem(name):
-    ext = os.path.splitext(name)[1]
-    return name[:-len(ext)] if ext.lower() in IMAGE_EXTS else name
-
-
-def align_names(names, ref_names, what):
-    """Row of `ref_names` for each of `names` (exact match, else the same name without
-    an image extension). Returns int64 (len(names),); DataError naming `what` otherwise."""
-    exact = {n: i for i, n in enumerate(ref_names)}
-    stems = {}
-    for i, n in enumerate(ref_names):
-        stems.setdefault(_stem(n), []).append(i)
-    index, missing = [], []
-    for n in names:
-        i = exact.get(n)
-        if i is None:
-            hits = stems.get(_stem(n), [])
-            i = hits[0] if len(hits) == 1 else None
-        if i is None:
-            missing.append(n)
-        index.append(-1 if i is None else i)
-    if missing:
-        raise DataError(f"{what}: {len(missing)} image(s) not in the truth, e.g. {missing[:3]}")
-    return np.asarray(index, dtype=np.int64)
 
 
 class Truth:

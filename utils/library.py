@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.data import read_tags_csv, split_tags
+from utils import data
+from utils.data import read_tags_csv
 from utils.io import DataError, read_preds, report_problems
 from utils.runs import find_runs, read_folds
 
@@ -220,20 +221,7 @@ def data_root(runs, data=None):
 
 def read_truth(root, labels):
     """(names, y (N, L) uint8) from root/train.csv in the library's label order."""
-    path = Path(root) / "train.csv"
-    df = read_tags_csv(path)
-    names = df["image_name"].str.strip().tolist()
-    index = {t: j for j, t in enumerate(labels)}
-    y = np.zeros((len(names), len(labels)), np.uint8)
-    problems = []
-    for i, tags in enumerate(df["tags"]):
-        for t in split_tags(tags):
-            if t not in index:
-                problems.append(f"row {i + 2}: tag {t!r} is not among the runs' labels {labels}")
-            else:
-                y[i, index[t]] = 1
-    report_problems(f"{path}: tags do not match the runs", problems)
-    return names, y
+    return data.read_truth(Path(root) / "train.csv", labels)
 
 
 def read_fold_ids(runs, root, names):

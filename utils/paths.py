@@ -84,41 +84,45 @@ def apply_path_map(stored, pairs):
     return str(Path(best[1]) / rest) if rest else str(Path(best[1]))
 
 
-def reroot(stored, roots):
+def reroot(stored, roots, accept=None):
     """The longest suffix of `stored` that exists under one of `roots`, or None.
 
     'D:\\kaggle\\data\\apparel' with root /home/me/kaggle finds /home/me/kaggle/data/apparel.
+    accept: predicate a candidate must also pass (default: it exists).
     """
+    accept = accept or Path.exists
     parts = split_parts(stored)
     for k in range(len(parts)):  # longest suffix first
         suffix = parts[k:]
         for r in roots:
             cand = Path(r).joinpath(*suffix)
-            if cand.exists():
+            if accept(cand):
                 return cand
     return None
 
 
-def resolve_stored(rel=None, abs_path=None, base=None, roots=(), pairs=()):
+def resolve_stored(rel=None, abs_path=None, base=None, roots=(), pairs=(), accept=None):
     """Find a stored path on this machine.
 
     rel: path relative to `base` (the run directory); abs_path: absolute path as
-    written; roots: folders for re-rooting; pairs: path map. Returns
-    (Path, how) with how in {'relative', 'absolute', 'mapped', 'rerooted'}, or
-    (None, 'missing').
+    written; roots: folders for re-rooting; pairs: path map; accept: predicate every
+    candidate must pass (default: it exists; a data root should hold train.csv, so
+    that re-rooting on a generic suffix such as 'data' cannot pick a wrong folder).
+    Returns (Path, how) with how in {'relative', 'absolute', 'mapped', 'rerooted'},
+    or (None, 'missing').
     """
+    accept = accept or Path.exists
     if rel is not None and base is not None:
         cand = Path(base) / native_rel(rel)
-        if cand.exists():
+        if accept(cand):
             return cand.resolve(), "relative"
     if abs_path:
-        if not is_foreign_abs(abs_path) or Path(abs_path).exists():
-            if Path(abs_path).exists():
-                return Path(abs_path), "absolute"
+        if accept(Path(abs_path)):
+            return Path(abs_path), "absolute"
         mapped = apply_path_map(abs_path, pairs)
-        if mapped and Path(mapped).exists():
+        if mapped and accept(Path(mapped)):
             return Path(mapped), "mapped"
-        found = reroot(abs_path, roots)
+        found = reroot(abs_path, roots, accept)
         if found is not None:
             return found.resolve(), "rerooted"
     return None, "missing"

@@ -9,7 +9,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from utils.io import DataError
@@ -108,7 +107,8 @@ def load_run(run_dir, pairs=None, roots=None):
     if roots is None:
         r = run_dir.resolve()
         roots = [Path.cwd(), *list(r.parents)[:4]]
-    root, how = resolve_stored(config.get("data_root"), config.get("data_root_abs"), run_dir, roots, pairs)
+    root, how = resolve_stored(config.get("data_root"), config.get("data_root_abs"), run_dir, roots, pairs,
+                               accept=lambda p: (p / "train.csv").is_file())
     return Run(run_dir, config, root, how, result)
 
 

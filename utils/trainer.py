@@ -21,13 +21,14 @@ import torch
 
 from utils import distributed as dist
 from utils.cache import load_images
-from utils.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint, unwrap
+from utils.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from utils.engine import (CachedImages, Step, make_loader, predict_logits, sigmoid, steps_in_epoch,
                           train_one_epoch)
 from utils.io import DataError, atomic_write, atomic_write_csv, atomic_write_json, write_preds
 from utils.losses import build_loss
 from utils.metrics import fbeta_per_label, fbeta_samples
 from utils.models import freeze_bn, param_groups
+from utils.models import unwrap_model as unwrap
 from utils.sampling import epoch_indices
 from utils.schedule import build_optimizer, build_scheduler
 from utils.stages import Stage

@@ -1,0 +1,33 @@
+"""What every script's `__main__` shares: logging for people, bad input -> exit code 2."""
+import logging
+import sys
+
+from utils.io import DataError
+
+VERBOSE = "%(asctime)s %(levelname)s %(message)s"
+QUIET = "%(levelname)s: %(message)s"
+
+
+def run_script(main, parse_args, level=logging.INFO):
+    """Configure logging, parse the arguments and call main(args).
+
+    A DataError (from parsing or from main) prints its message to stderr and exits
+    with code 2; anything else is a bug and keeps its traceback.
+    """
+    logging.basicConfig(level=level, format=VERBOSE if level <= logging.INFO else QUIET, datefmt="%H:%M:%S")
+    try:
+        return main(parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def pick_device(name):
+    """--device value (auto | cpu | cuda | cuda:N) -> torch.device; DataError if CUDA is absent."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
