@@ -32,7 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.io import DataError, atomic_write_csv, read_preds, report_problems, write_preds  # noqa: E402
+from utils.cli import pick_device, run_script  # noqa: E402
+from utils.io import (DataError, atomic_write_csv, read_preds, report_problems, submission_frame,  # noqa: E402
+                      write_preds)
 from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
 
 log = logging.getLogger("predict")
@@ -90,14 +92,6 @@ class Job:
     val_names: list = field(default_factory=list)
     val_rows: np.ndarray = None
     out: dict = field(default_factory=dict)  # split -> (names, labels, probs)
-
-
-def pick_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return torch.device(name)
 
 
 def find_all_runs(patterns, path_map):
@@ -239,9 +233,8 @@ def make_submission(jobs, args):
     thr = fit_thresholds(y, oof, args.threshold, folds=folds, beta=args.beta)
     log.info("thresholds (%s, from %d out-of-fold images): %s", args.threshold, len(oof),
              "expected-F2 decisions" if thr is None else " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
-    decisions = binarize(test, thr, args.threshold, beta=args.beta).astype(bool)
-    lab = np.array(labels)
-    return pd.DataFrame({"image_name": names, "tags": [" ".join(lab[d]) for d in decisions]})
+    decisions = binarize(test, thr, args.threshold, beta=args.beta)
+    return submission_frame(names, labels, decisions)
 
 
 def main(args):
@@ -268,9 +261,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, get_args_parser().parse_args, logging.INFO)

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from utils.io import DataError, atomic_write_csv, atomic_write_json, atomic_write_text, write_preds
+from utils.io import (DataError, atomic_write_csv, atomic_write_json, atomic_write_text, submission_frame,
+                      write_preds)
 from utils.library import load_library
 from utils.stacking import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
 from utils.thresholds import STRATEGIES, binarize
@@ -86,13 +86,6 @@ def group_indices(lib):
         log.warning("--groups gives a single group (%s); stacking without layers", next(iter(groups)))
         return None
     return groups
-
-
-def submission_frame(names, labels, decisions):
-    """DataFrame image_name,tags (tags space-separated in label order) from (T, L) 0/1 decisions."""
-    lab = np.array(labels)
-    tags = [" ".join(lab[row.astype(bool)]) for row in decisions]
-    return pd.DataFrame({"image_name": names, "tags": tags})
 
 
 def predict_test(lib, scored, args):

@@ -147,3 +147,10 @@ def read_preds(path):
                         f"column {df.columns[c + 1]!r} = {probs[r, c]})")
     report_problems(f"{path}: bad prediction file", problems)
     return names, [str(c) for c in df.columns[1:]], probs
+
+
+def submission_frame(names, labels, decisions):
+    """image_name,tags DataFrame (tags space-separated, in label order) from (N, L) 0/1 decisions."""
+    labels = np.asarray(labels)
+    tags = [" ".join(labels[np.asarray(row).astype(bool)]) for row in decisions]
+    return pd.DataFrame({"image_name": list(names), "tags": tags})
