@@ -5,7 +5,7 @@
 #
 # Every configuration trains all folds with scripts/cv.sh (3 folds, so that the rare
 # tags' out-of-fold scores pool every training image), the same model, image size and
-# epoch budget. Rerunning continues where it stopped. Results: tools/statistics.py and
+# epoch budget (3 epochs at 64 px). Rerunning continues where it stopped. Results: tools/statistics.py and
 # stack.py over $RUNS (commands printed at the end).
 #
 # Environment: DATA (default data/demo), RUNS (default runs/demo-exp), FOLDS (3),
@@ -19,7 +19,7 @@ export TTA="${TTA:-none}"
 ARCH="${ARCH:-tf_efficientnet_lite0}"
 BS="${BS:-32}"
 [ -f "$DATA/train.csv" ] || python "$REPO/tools/make_demo.py" --out "$DATA"
-common=(--size 96 --epochs 3 --folds-file "$DATA/folds$FOLDS.csv" --plots last)
+common=(--size 64 --epochs 3 --folds-file "$DATA/folds$FOLDS.csv" --plots last)
 
 TAG=bce         "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss bce
 TAG=wbce        "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss wbce

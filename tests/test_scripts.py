@@ -1,0 +1,45 @@
+"""scripts/cv.sh: every fold trained and predicted exactly once, also after a kill."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, write_dataset
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def test_cv_sh_resumes_after_a_kill_and_runs_each_fold_once(tmp_path):
+    data = write_dataset(tmp_path / "data", n=36, size=24)
+    runs = tmp_path / "runs"
+    env = dict(os.environ, DATA=str(data), RUNS=str(runs), FOLDS="2", TTA="hflip", TAG="t",
+               PYTHON=sys.executable, PYTHONWARNINGS="ignore")
+    cmd = ["bash", str(ROOT / "scripts" / "cv.sh"), "tiny_cnn", "8", "--no-pretrained",
+           "--stages", "epochs=2,size=24", "--plots", "none", "--workers", "0"]
+    # the first fold is killed in its second epoch: cv.sh stops (set -e) with the fold half done
+    r = subprocess.run(cmd, env=dict(env, MULTITAG_DIE_AT="epoch_end:1"), capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode != 0
+    assert (runs / "tiny_cnn-t-f0" / "checkpoints" / "last.pt").is_file()
+    assert not (runs / "tiny_cnn-t-f0" / "result.json").exists()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "tiny_cnn-t-f0: resuming" in r.stdout and "tiny_cnn-t-f1: training" in r.stdout
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny_cnn-t-f0", "tiny_cnn-t-f1"]
+    folds = pd.read_csv(data / "folds.csv")
+    seen = []
+    for f in (0, 1):
+        run = runs / f"tiny_cnn-t-f{f}"
+        hist = pd.read_csv(run / "history.csv")
+        assert list(hist["epoch"]) == [1, 2]  # each epoch exactly once, also in the resumed fold
+        val = pd.read_csv(run / "preds" / "val.hflip.csv")
+        assert set(val["image_name"]) == set(folds.loc[folds["fold"] == f, "image_name"])
+        seen += list(val["image_name"])
+        assert len(pd.read_csv(run / "preds" / "test.hflip.csv")) == 6
+    assert sorted(seen) == sorted(folds["image_name"])  # out-of-fold covers the training set once
+    # a third run has nothing left to do
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0 and r.stdout.count(": trained") == 2 and "predicted with hflip" in r.stdout
