@@ -28,7 +28,7 @@ from utils.io import DataError, atomic_write_json, atomic_write_text, report_pro
 from utils.paths import (is_foreign_abs, load_path_map, parse_path_map, portable_rel,  # noqa: E402
                          rewrite_record)
 from utils.runs import find_runs  # noqa: E402
-from utils.cli import run_script  # noqa: E402
+from utils.cli import add_runs_argument, run_script  # noqa: E402
 
 log = logging.getLogger("convert_paths")
 
@@ -39,8 +39,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("runs")
-    g.add_argument("--runs", nargs="+", default=["runs"], metavar="PATTERN",
-                   help="run folders, folders of runs or glob patterns (default: runs)")
+    add_runs_argument(g)
     m = p.add_argument_group("conversion (at least one)")
     m.add_argument("--from", dest="old", metavar="PREFIX", help="stored path prefix to replace (with --to)")
     m.add_argument("--to", dest="new", metavar="PREFIX",

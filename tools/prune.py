@@ -30,7 +30,7 @@ from utils.leaderboard import (F2_BEST, F2_FIXED, LABEL_COL, PRUNED_FILE, RANK_C
                                stack_usage, usable)
 from utils.paths import load_path_map  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
-from utils.cli import run_script  # noqa: E402
+from utils.cli import DEFAULT_RUNS, run_script  # noqa: E402
 
 log = logging.getLogger("prune")
 
@@ -39,8 +39,8 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("runs")
-    g.add_argument("--runs", default="runs", metavar="DIR",
-                   help="folder of runs; PRUNED.csv is written there (default: runs)")
+    g.add_argument("--runs", default=DEFAULT_RUNS, metavar="DIR",
+                   help="folder of runs; PRUNED.csv is written there (default: runs/ in the repository)")
     g.add_argument("--tta", default=None, metavar="NAME",
                    help="rank on preds/val.NAME.csv (default: the best TTA each run has)")
     g.add_argument("--data", default=None, metavar="DIR",

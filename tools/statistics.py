@@ -34,7 +34,7 @@ from utils.leaderboard import (F2_BEST, PRUNED_FILE, Truth, format_table, leader
                                matches, parse_where, read_pruned, row_matches, sort_table, to_markdown)
 from utils.paths import load_path_map  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
-from utils.cli import run_script  # noqa: E402
+from utils.cli import add_runs_argument, run_script  # noqa: E402
 
 log = logging.getLogger("statistics")
 
@@ -43,8 +43,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("runs")
-    g.add_argument("--runs", nargs="+", default=["runs"], metavar="PATTERN",
-                   help="run folders, folders of runs or glob patterns (default: runs)")
+    add_runs_argument(g)
     g.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="keep runs whose config KEY matches VALUE (shell pattern, case-insensitive; "
                         "keys: any config.json key, dotted for nested values, or name, model); repeatable")

@@ -1,8 +1,18 @@
 """What every script's `__main__` shares: logging for people, bad input -> exit code 2."""
 import logging
 import sys
+from pathlib import Path
 
 from utils.io import DataError
+
+# train.py writes runs here unless told otherwise (--out); every tool reads them here.
+DEFAULT_RUNS = str(Path(__file__).resolve().parents[1] / "runs")
+
+
+def add_runs_argument(group):
+    """--runs PATTERN...: run folders, folders of runs or glob patterns (default: the repository's runs/)."""
+    group.add_argument("--runs", nargs="+", default=[DEFAULT_RUNS], metavar="PATTERN",
+                       help="run folders, folders of runs or glob patterns (default: runs/ in the repository)")
 
 VERBOSE = "%(asctime)s %(levelname)s %(message)s"
 QUIET = "%(levelname)s: %(message)s"
