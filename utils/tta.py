@@ -219,8 +219,8 @@ def _iter_uint8_batches(images, bs, rows=None):
         for i in range(0, n, bs):
             idx = slice(i, i + bs) if rows is None else np.asarray(rows[i:i + bs])
             b = images[idx]
-            # ascontiguousarray reads only this batch of a memmap into memory
-            yield b if isinstance(b, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(b))
+            # np.array reads only this batch of a memmap into (writable) memory
+            yield b if isinstance(b, torch.Tensor) else torch.from_numpy(np.array(b))
         return
     if rows is not None:
         raise TypeError("rows is only supported for array or tensor images")
