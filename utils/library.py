@@ -19,6 +19,7 @@ values) raise DataError naming the run and the file.
 import fnmatch
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -378,6 +379,19 @@ def group_of(spec, member_config, run_names):
     return hits.pop()
 
 
+def display_name(model, run_names, images="train"):
+    """A readable member name: the runs' shared name without its fold part ('resnet50-wbce'
+    for resnet50-wbce-f0..f4), the image variant unless the name has it, and the start of
+    the configuration hash; else the model id."""
+    stems = {re.sub(r"-f\d+(-\d{8}-\d{6})?$", "", n) for n in run_names}
+    if len(stems) == 1:
+        stem = stems.pop()
+        if stem and stem not in run_names:
+            variant = "" if images in stem.split("-") else f"-{images}"
+            return f"{stem}{variant}-{model.rsplit('-', 1)[-1][:6]}"
+    return model
+
+
 def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
     """Gather runs into a Library.
 
@@ -418,7 +432,8 @@ def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
     for (model, seed), rs in complete.items():
         oof, test, mask = _read_member(rs, tta, labels, names, folds, test_names, need_test)
         run_names = [r.name for r in rs]
-        name = f"{model}-s{seed}" if len(seeds_per_model[model]) > 1 else model
+        name = display_name(model, run_names, rs[0].config.get("images", "train")) + \
+            (f"-s{seed}" if len(seeds_per_model[model]) > 1 else "")
         members.append(Member(name, model, seed, rs[0].labels, run_names,
                               group_of(groups, rs[0].config, run_names) if groups else None, rs[0].config))
         oofs.append(oof)
