@@ -117,17 +117,29 @@ def test_bad_flags_exit_2(data, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_torchrun_two_processes(data, tmp_path):
-    out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+def torchrun(data, out, *extra, env=None, port=29531):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            str(ROOT / "train.py"), "--data", str(data), "--out", str(out), "--arch", "tiny_cnn", "--no-pretrained",
-           "--stages", "epochs=2,size=32,bs=8", "--plots", "none", "--device", "cpu", "--workers", "0"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+           "--stages", "epochs=2,size=32,bs=8;epochs=1,size=24,train=head", "--plots", "none", "--device", "cpu",
+           "--workers", "0", "--deterministic", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+
+
+def test_torchrun_two_processes_and_exact_resume(data, tmp_path):
+    out = tmp_path / "runs"
+    r = torchrun(data, out, "--name", "ddp")
     assert r.returncode == 0, r.stderr[-3000:]
-    runs = list(out.iterdir())
-    assert len(runs) == 1
-    run = runs[0]
-    assert (run / "result.json").is_file() and len(pd.read_csv(run / "history.csv")) == 2
+    assert [p.name for p in out.iterdir()] == ["ddp"]  # rank 0 alone writes: one run directory
+    run = out / "ddp"
+    assert (run / "result.json").is_file() and len(pd.read_csv(run / "history.csv")) == 3
     preds = pd.read_csv(run / "preds" / "val.none.csv")
-    assert preds["image_name"].is_unique and len(preds) > 0
+    folds = pd.read_csv(data / "folds.csv")
+    assert sorted(preds["image_name"]) == sorted(folds.loc[folds["fold"] == 0, "image_name"])
+    # killed after its first epoch, then resumed by a new torchrun: the same result
+    out2 = tmp_path / "runs2"
+    r = torchrun(data, out2, "--name", "ddp", env={"MULTITAG_DIE_AT": "epoch_end:1"}, port=29532)
+    assert r.returncode != 0 and not (out2 / "ddp" / "result.json").exists()
+    r = torchrun(data, out2, "--name", "ddp", "--resume", port=29533)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_run(run, out2 / "ddp")
