@@ -115,6 +115,7 @@ class LrSchedule:
     def multiplier(self, s):
         """The factor on every group's base lr for the step after `s` steps (pure function)."""
         st, spe, total = self.stage, self.steps_per_epoch, self.total_steps
+        s = min(s, total)  # a step past the plan keeps the final lr instead of cycling back up
         floor = min(1.0, st.min_lr / st.lr)
         if st.sched == "onecycle":
             rise = min(round(st.pct_start * total), total - 1)

@@ -76,6 +76,18 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def fixed_length(order, n):
+    """An epoch's visiting order cut or extended (by wrapping) to n items.
+
+    Repeat-factor sampling rounds stochastically, so epochs differ by a few images;
+    the stage's lr schedule is planned for a fixed number of steps per epoch.
+    """
+    order = np.asarray(order)
+    if len(order) >= n:
+        return order[:n]
+    return np.concatenate([order, order[: n - len(order)]])
+
+
 def amp_dtype(device, mode):
     """Autocast dtype for `mode` on `device` (None = full precision). bf16 where supported."""
     if mode == "off" or device.type != "cuda":
@@ -272,7 +284,8 @@ class Trainer:
         self._maybe_die("stage_start", si)
         while self.state["epoch"] < stage.epochs:
             ge = self.state["global_epoch"]
-            order = epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], ge)
+            order = fixed_length(epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], ge),
+                                 n_epoch)
             mine = dist.shard(order)
             start = self.state["step"]
             stats = self.state["stats"] or {"loss_sum": 0.0, "n": 0, "steps": 0, "data_s": 0.0,
