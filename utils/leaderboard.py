@@ -31,6 +31,7 @@ from scipy.stats import rankdata
 from utils.data import align_names, read_tags_csv, split_tags
 from utils.io import DataError, atomic_write, atomic_write_csv, read_preds
 from utils.metrics import fbeta_samples
+from utils.runs import display_name
 from utils.thresholds import FIXED_THRESHOLD, best_label_fbeta, greedy_thresholds
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,8 @@ def _model_row(model, runs, oof, scores, n_pruned):
     minutes = [i["minutes"] for i in infos if i["minutes"] is not None]
     epochs = [i["epochs"] for i in infos if i["epochs"] is not None]
     hows = sorted({r.data_how for r in runs})
-    return {"model": model, "arch": infos[0]["arch"], "images": infos[0]["images"], "runs": len(runs),
+    return {"model": model, "name": display_name(model, [r.name for r in runs], infos[0]["images"]),
+            "arch": infos[0]["arch"], "images": infos[0]["images"], "runs": len(runs),
             "folds": ",".join(str(f) for f in sorted({r.fold for r in runs})),
             "seeds": ",".join(str(s) for s in sorted({r.seed for r in runs})), "n_images": len(oof.names),
             "epochs": float(np.mean(epochs)) if epochs else None, "size": infos[0]["size"],

@@ -19,7 +19,6 @@ values) raise DataError naming the run and the file.
 import fnmatch
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 from utils import data
 from utils.data import read_tags_csv
 from utils.io import DataError, read_preds, report_problems
-from utils.runs import find_runs, read_folds
+from utils.runs import display_name, find_runs, read_folds
 
 log = logging.getLogger(__name__)
 
@@ -377,19 +376,6 @@ def group_of(spec, member_config, run_names):
         raise DataError(f"--groups {spec!r}: runs {run_names[:3]} match {len(hits)} groups "
                         f"({', '.join(sorted(hits)) or 'none'}); every model needs exactly one")
     return hits.pop()
-
-
-def display_name(model, run_names, images="train"):
-    """A readable member name: the runs' shared name without its fold part ('resnet50-wbce'
-    for resnet50-wbce-f0..f4), the image variant unless the name has it, and the start of
-    the configuration hash; else the model id."""
-    stems = {re.sub(r"-f\d+(-\d{8}-\d{6})?$", "", n) for n in run_names}
-    if len(stems) == 1:
-        stem = stems.pop()
-        if stem and stem not in run_names:
-            variant = "" if images in stem.split("-") else f"-{images}"
-            return f"{stem}{variant}-{model.rsplit('-', 1)[-1][:6]}"
-    return model
 
 
 def load_library(patterns, tta="none", data=None, need_test=True, groups=None):

@@ -6,6 +6,7 @@ this machine (utils/paths.py), so records written elsewhere read the same.
 import glob
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +111,19 @@ def load_run(run_dir, pairs=None, roots=None):
     root, how = resolve_stored(config.get("data_root"), config.get("data_root_abs"), run_dir, roots, pairs,
                                accept=lambda p: (p / "train.csv").is_file())
     return Run(run_dir, config, root, how, result)
+
+
+def display_name(model, run_names, images="train"):
+    """A readable member name: the runs' shared name without its fold part ('resnet50-wbce'
+    for resnet50-wbce-f0..f4), the image variant unless the name has it, and the start of
+    the configuration hash; else the model id."""
+    stems = {re.sub(r"-f\d+(-\d{8}-\d{6})?$", "", n) for n in run_names}
+    if len(stems) == 1:
+        stem = stems.pop()
+        if stem and stem not in run_names:
+            variant = "" if images == "train" or images in stem.split("-") else f"-{images}"
+            return f"{stem}{variant}-{model.rsplit('-', 1)[-1][:6]}"
+    return model
 
 
 def find_runs(patterns, pairs=None, roots=None):
