@@ -1,7 +1,7 @@
 """Generate the synthetic "outfits" demo dataset (Kaggle/Planet layout) that train.py uses by default.
 
     python tools/make_demo.py                       # data/demo: 3000 train + 1000 test at 96 px
-    python tools/make_demo.py --out /tmp/d --train 500 --test 100 --size 64 --seed 1
+    python tools/make_demo.py --out data/demo-small --train 500 --test 100 --size 64 --seed 1
 """
 import argparse
 import logging
