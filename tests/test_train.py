@@ -88,6 +88,7 @@ def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path, kill
         assert r.returncode == -signal.SIGKILL, (k, r.stderr[-2000:])
     train(data, out, *args, "--resume")
     _same_run(reference, out / "r")
+    assert sorted(p.name for p in (out / "r" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_ctrl_c_leaves_a_resumable_checkpoint(data, reference, tmp_path):

@@ -203,6 +203,9 @@ class Trainer:
 
     def resume(self):
         """Load last.pt (weights always, at any stage/epoch/step); return (optimizer_sd, scheduler_sd)."""
+        if dist.is_main():  # temp files of writes a kill interrupted: never read, never kept
+            for tmp in (self.run_dir / "checkpoints").glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         ckpt = load_checkpoint(self.run_dir / "checkpoints" / "last.pt")
         if ckpt.get("config_stages") != self.config["stages"]:
             raise DataError(f"{self.run_dir}: the checkpoint was made with another stage plan; "
