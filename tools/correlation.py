@@ -31,7 +31,7 @@ from utils.paths import load_path_map  # noqa: E402
 from utils.plots import plot_correlation  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
 from utils.thresholds import greedy_thresholds  # noqa: E402
-from utils.cli import add_runs_argument, run_script  # noqa: E402
+from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("correlation")
 
@@ -47,10 +47,7 @@ def get_args_parser():
                    help="compare runs, not models (runs of different folds share no images)")
     g.add_argument("--tta", default=None, metavar="NAME",
                    help="use preds/val.NAME.csv (default: the best TTA each run has)")
-    g.add_argument("--data", default=None, metavar="DIR",
-                   help="data folder whose train.csv is the truth for every run (default: each run's data root)")
-    g.add_argument("--path-map", default=None, metavar="FILE",
-                   help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")
+    add_truth_arguments(g)
     c = p.add_argument_group("comparison")
     c.add_argument("--label", default=None, metavar="NAME", help="compare on this label only (default: all labels)")
     c.add_argument("--threshold", type=float, default=None,

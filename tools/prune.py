@@ -30,7 +30,7 @@ from utils.leaderboard import (F2_BEST, F2_FIXED, LABEL_COL, PRUNED_FILE, RANK_C
                                stack_usage, usable)
 from utils.paths import load_path_map  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
-from utils.cli import DEFAULT_RUNS, run_script  # noqa: E402
+from utils.cli import DEFAULT_RUNS, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("prune")
 
@@ -43,10 +43,7 @@ def get_args_parser():
                    help="folder of runs; PRUNED.csv is written there (default: runs/ in the repository)")
     g.add_argument("--tta", default=None, metavar="NAME",
                    help="rank on preds/val.NAME.csv (default: the best TTA each run has)")
-    g.add_argument("--data", default=None, metavar="DIR",
-                   help="data folder whose train.csv is the truth for every run (default: each run's data root)")
-    g.add_argument("--path-map", default=None, metavar="FILE",
-                   help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")
+    add_truth_arguments(g)
     a = p.add_argument_group("action")
     a.add_argument("--delete", action="store_true",
                    help="remove the listed runs' checkpoints/ and preds/ (default: dry run, nothing removed)")

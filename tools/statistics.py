@@ -34,7 +34,7 @@ from utils.leaderboard import (F2_BEST, PRUNED_FILE, Truth, format_table, leader
                                matches, parse_where, read_pruned, row_matches, sort_table, to_markdown)
 from utils.paths import load_path_map  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
-from utils.cli import add_runs_argument, run_script  # noqa: E402
+from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("statistics")
 
@@ -51,10 +51,7 @@ def get_args_parser():
                    help="score preds/val.NAME.csv (default: the best TTA each run has)")
     g.add_argument("--threshold", type=float, default=0.2, help="fixed threshold of the f2@0.2 column (default 0.2)")
     d = p.add_argument_group("data paths")
-    d.add_argument("--data", default=None, metavar="DIR",
-                   help="data folder whose train.csv is the truth for every run (default: each run's data root)")
-    d.add_argument("--path-map", default=None, metavar="FILE",
-                   help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")
+    add_truth_arguments(d)
     o = p.add_argument_group("output")
     o.add_argument("--level", choices=("run", "model", "both"), default="both",
                    help="tables to show: per run, per model, or both (default both)")

@@ -41,3 +41,11 @@ def pick_device(name):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
     return torch.device(name)
+
+
+def add_truth_arguments(group):
+    """--data and --path-map: where the runs' truth (train.csv) is found on this machine."""
+    group.add_argument("--data", default=None, metavar="DIR",
+                       help="data folder whose train.csv is the truth for every run (default: each run's data root)")
+    group.add_argument("--path-map", default=None, metavar="FILE",
+                       help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")

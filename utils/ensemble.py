@@ -333,6 +333,16 @@ class WeightedAverage:
         self.params, self.seed = params, seed
         self.beta, self.zero_division = beta, zero_division
 
+    def _per_label(self, inputs, search):
+        """(L, M) weights: search(scorer, label index) -> weights over that label's members."""
+        objective = self.params.get("objective", "f2")
+        L, M, _ = inputs.P.shape
+        W = np.zeros((L, M))
+        for j in range(L):
+            rows, P, y = self._label(inputs, j)
+            W[j, rows] = search(LabelScorer(y, P, objective, self.beta, self.zero_division), j)
+        return W
+
     def fit(self, inputs):
         """Fit on Inputs with y; returns self."""
         self.prior = inputs.y.mean(0).astype(np.float64)
@@ -443,16 +453,11 @@ class Select(WeightedAverage):
     def weights(self, inputs):
         p = dict(init=3, size=25, replace=True, patience=10, bags=0, frac=0.5, restarts=0, pool=0)
         p.update({k: v for k, v in self.params.items() if k in p})
-        objective = self.params.get("objective", "f2")
-        L, M, _ = inputs.P.shape
-        W = np.zeros((L, M))
-        for j in range(L):
-            rows, P, y = self._label(inputs, j)
-            scorer = LabelScorer(y, P, objective, self.beta, self.zero_division)
+
+        def search(scorer, j):
             rng = np.random.default_rng([self.seed, j])        # a label's draws do not depend on the others
-            w, _ = select_label(scorer, scorer.individual(), rng=rng, **p)
-            W[j, rows] = w
-        return W
+            return select_label(scorer, scorer.individual(), rng=rng, **p)[0]
+        return self._per_label(inputs, search)
 
 
 class Beam(WeightedAverage):
@@ -461,15 +466,7 @@ class Beam(WeightedAverage):
     def weights(self, inputs):
         p = dict(width=5, size=10, replace=True, patience=3)
         p.update({k: v for k, v in self.params.items() if k in p})
-        objective = self.params.get("objective", "f2")
-        L, M, _ = inputs.P.shape
-        W = np.zeros((L, M))
-        for j in range(L):
-            rows, P, y = self._label(inputs, j)
-            scorer = LabelScorer(y, P, objective, self.beta, self.zero_division)
-            w, _ = beam_label(scorer, scorer.individual(), **p)
-            W[j, rows] = w
-        return W
+        return self._per_label(inputs, lambda scorer, j: beam_label(scorer, scorer.individual(), **p)[0])
 
 
 class SelectModel(WeightedAverage):
