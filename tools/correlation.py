@@ -31,6 +31,7 @@ from utils.paths import load_path_map  # noqa: E402
 from utils.plots import plot_correlation  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
 from utils.thresholds import greedy_thresholds  # noqa: E402
+from utils.runs import display_name  # noqa: E402
 from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("correlation")
@@ -75,8 +76,10 @@ def collect(args):
         except DataError as e:
             print(f"skipped {run.name}: {str(e).splitlines()[0]}", file=sys.stderr)
             continue
-        groups.setdefault(run.name if args.per_run else run.model, []).append(oof)
-    oofs = {k: merge_oofs(v) for k, v in groups.items()}
+        groups.setdefault(run.name if args.per_run else run.model, []).append((run, oof))
+    # models are shown by their runs' shared name, not by a bare configuration hash
+    oofs = {(k if args.per_run else display_name(k, [r.name for r, _ in v], v[0][0].config.get("images", "train"))):
+            merge_oofs([o for _, o in v]) for k, v in groups.items()}
     if args.label:
         oofs = {k: o for k, o in oofs.items() if args.label in o.labels}
     if len(oofs) < 2:

@@ -98,6 +98,8 @@ def build_table(scored):
 def show(table, everything):
     """Printed view: ranks as numbers, per-label F2 left out."""
     rows = table if everything else table[table["prunable"]]
+    if rows.empty:
+        return "no run is in the bottom half on every label (--all shows every run's ranks)"
     cols = [c for c in rows.columns if not str(c).startswith(LABEL_COL)]
     view = rows[cols].rename(columns=lambda c: c[len(RANK_COL):] if str(c).startswith(RANK_COL) else c)
     fmt = {c: (lambda x: "-" if pd.isna(x) else f"{x:g}") for c in view.columns
