@@ -118,8 +118,9 @@ def test_bad_flags_exit_2(data, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def torchrun(data, out, *extra, env=None, port=29531):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+def torchrun(data, out, *extra, env=None):
+    # --standalone: a local rendezvous on a free port, so parallel or repeated runs never clash
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "train.py"), "--data", str(data), "--out", str(out), "--arch", "tiny_cnn", "--no-pretrained",
            "--stages", "epochs=2,size=32,bs=8;epochs=1,size=24,train=head", "--plots", "none", "--device", "cpu",
            "--workers", "0", "--deterministic", *extra]
@@ -139,8 +140,8 @@ def test_torchrun_two_processes_and_exact_resume(data, tmp_path):
     assert sorted(preds["image_name"]) == sorted(folds.loc[folds["fold"] == 0, "image_name"])
     # killed after its first epoch, then resumed by a new torchrun: the same result
     out2 = tmp_path / "runs2"
-    r = torchrun(data, out2, "--name", "ddp", env={"MULTITAG_DIE_AT": "epoch_end:1"}, port=29532)
+    r = torchrun(data, out2, "--name", "ddp", env={"MULTITAG_DIE_AT": "epoch_end:1"})
     assert r.returncode != 0 and not (out2 / "ddp" / "result.json").exists()
-    r = torchrun(data, out2, "--name", "ddp", "--resume", port=29533)
+    r = torchrun(data, out2, "--name", "ddp", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     _same_run(run, out2 / "ddp")
