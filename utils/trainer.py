@@ -292,7 +292,7 @@ class Trainer:
             mine = dist.shard(order)
             start = self.state["step"]
             stats = self.state["stats"] or {"loss_sum": 0.0, "n": 0, "steps": 0, "data_s": 0.0,
-                                            "compute_s": 0.0, "seen": len(order)}
+                                            "compute_s": 0.0, "seen": len(order), "lr": scheduler.lr}
             self.state["stats"] = stats
             dataset.epoch = step_fn.epoch = ge
             loader = make_loader(dataset, mine[start * bs_local:], bs_local, self.opts.workers,
@@ -348,7 +348,7 @@ class Trainer:
         scheduler.step_epoch(f2)
         elapsed = stats["data_s"] + stats["compute_s"]
         row = {"stage": si + 1, "epoch": self.state["global_epoch"] + 1, "stage_epoch": self.state["epoch"] + 1,
-               "lr": scheduler.lr, "size": stage.size, "bs": stage.bs, "seen": stats["seen"],
+               "lr": stats.get("lr", scheduler.lr), "size": stage.size, "bs": stage.bs, "seen": stats["seen"],
                "train_loss": tr[0] / max(tr[1], 1), "val_loss": val_loss, "val_f2": f2, "val_f2_at_0.2": f2_02,
                **{f"f2_{l}": float(v) for l, v in zip(self.labels, per_label)},
                "seconds": elapsed, "img_per_s": stats["n"] * dist.world_size() / max(elapsed, 1e-9),
