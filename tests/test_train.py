@@ -101,6 +101,23 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(data, reference, tmp_path):
     _same_run(reference, out / "r")
 
 
+def test_resume_without_a_name_takes_the_newest_unfinished_matching_run(data, tmp_path):
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--data", str(data), "--out", str(out),
+           "--arch", "tiny_cnn", "--no-pretrained", "--plots", "none", "--stages", "epochs=2,size=32,bs=8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, MULTITAG_DIE_AT="epoch_end:1"))
+    assert r.returncode == -signal.SIGKILL
+    (killed,) = list(out.iterdir())
+    assert killed.name.startswith("tiny_cnn-train-f0-")  # the default name: <arch>-<variant>-f<fold>-<time>
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list(out.iterdir()) == [killed] and (killed / "result.json").is_file()
+    assert len(pd.read_csv(killed / "history.csv")) == 2
+    r = subprocess.run(cmd + ["--resume", "--fold", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no unfinished run" in r.stderr
+
+
 def test_resume_refuses_a_changed_plan(data, tmp_path):
     out = tmp_path / "runs"
     r = train(data, out, "--stages", "epochs=2,size=32,bs=8", env={"MULTITAG_DIE_AT": "epoch_end:1"}, check=False)
