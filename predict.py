@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.cli import pick_device, run_script  # noqa: E402
+from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 from utils.io import (DataError, atomic_write_csv, read_preds, report_problems, submission_frame,  # noqa: E402
                       write_preds)
 from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
@@ -62,8 +62,7 @@ def get_args_parser():
                    "converted to this machine)")
     g.add_argument("--path-map", default=None, help="file of OLD=NEW path prefixes for converting recorded paths "
                    "(also env MULTITAG_PATH_MAP) (default: none)")
-    g.add_argument("--cache-dir", default=None, help="uint8 image cache (default: DATA/.cache, or "
-                   "~/.cache/multitag when DATA is read-only; env MULTITAG_CACHE)")
+    add_cache_argument(g)
     g = p.add_argument_group("submission")
     g.add_argument("--submission", default=None, metavar="CSV",
                    help="also write image_name,tags from the runs' averaged test probabilities (default: none)")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from utils import distributed as dist  # noqa: E402
 from utils.io import DataError, atomic_write_json  # noqa: E402
-from utils.cli import pick_device, run_script  # noqa: E402
+from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("train")
 # Settings that must match for --resume to continue a run exactly.
@@ -45,8 +45,7 @@ def get_args_parser():
     g.add_argument("--folds-k", type=int, default=5, help="number of folds when folds.csv is created (default: 5)")
     g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
     g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
-    g.add_argument("--cache-dir", default=None, help="uint8 image cache (default: DATA/.cache, or "
-                   "~/.cache/multitag when DATA is read-only; env MULTITAG_CACHE)")
+    add_cache_argument(g)
     g.add_argument("--label-group", default=None, help="train on a subset of tags: 'a,b,c' or 'auto:K/i' "
                    "(i-th of K groups of similar frequency, rarest first) (default: all tags)")
     g = p.add_argument_group("model")

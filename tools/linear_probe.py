@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from utils.io import DataError  # noqa: E402
-from utils.cli import pick_device, run_script  # noqa: E402
+from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("linear_probe")
 
@@ -37,8 +37,7 @@ def get_args_parser():
     g.add_argument("--folds-k", type=int, default=5, help="number of folds when folds.csv is created (default: 5)")
     g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
     g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
-    g.add_argument("--cache-dir", default=None, help="image and feature cache (default: DATA/.cache, or "
-                                                     "~/.cache/multitag when DATA is read-only)")
+    add_cache_argument(g, "image and feature cache")
     g = p.add_argument_group("features")
     g.add_argument("--arch", default="tf_efficientnet_lite0", help="torchvision or timm model name "
                                                                    "(default: tf_efficientnet_lite0)")

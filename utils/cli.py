@@ -49,3 +49,10 @@ def add_truth_arguments(group):
                        help="data folder whose train.csv is the truth for every run (default: each run's data root)")
     group.add_argument("--path-map", default=None, metavar="FILE",
                        help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")
+
+
+def add_cache_argument(group, what="uint8 image cache"):
+    """--cache-dir: where decoded images (and derived arrays) are cached (utils.cache.default_cache_dir)."""
+    group.add_argument("--cache-dir", default=None,
+                       help=f"{what} (default: DATA/.cache, or ~/.cache/multitag when DATA is read-only; "
+                            f"env MULTITAG_CACHE)")
