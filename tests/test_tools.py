@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from utils.io import DataError, write_preds  # noqa: E402
 from utils.data import align_names  # noqa: E402
-from utils.leaderboard import (coverage_refusals, pairwise_agreement,  # noqa: E402
-                               pairwise_pearson, rank_runs, stack_usage)
+from utils.diversity import pairwise_agreement, pairwise_pearson  # noqa: E402
+from utils.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402
 from utils.thresholds import greedy_thresholds  # noqa: E402
 
 LABELS = ["a", "b", "c"]
@@ -349,7 +349,7 @@ def test_agreement_and_pearson_match_direct_loops():
 
 
 def test_correlation_tool(prune_runs, capsys):
-    from utils.leaderboard import Truth, load_oof, merge_oofs
+    from utils.scores import Truth, load_oof, merge_oofs
     from utils.runs import find_runs, group_models
 
     names, agree, pearson = run_tool(correlation, "--runs", prune_runs)

@@ -24,9 +24,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.io import DataError, atomic_write_csv  # noqa: E402
-from utils.leaderboard import (Truth, cluster_order, load_oof, matches, merge_oofs,  # noqa: E402
-                               pairwise_agreement, pairwise_pearson, parse_where, ranked_pairs,
-                               stack_matrix)
+from utils.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
+                             ranked_pairs, stack_matrix)
+from utils.run_filter import matches, parse_where  # noqa: E402
+from utils.scores import Truth, load_oof, merge_oofs  # noqa: E402
 from utils.paths import load_path_map  # noqa: E402
 from utils.plots import plot_correlation  # noqa: E402
 from utils.runs import find_runs  # noqa: E402

@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.io import DataError, read_preds  # noqa: E402
-from utils.leaderboard import Truth, load_oof, plot_prob_comparison  # noqa: E402
 from utils.paths import load_path_map  # noqa: E402
-from utils.plots import plot_prob_distributions  # noqa: E402
+from utils.plots import plot_prob_comparison, plot_prob_distributions  # noqa: E402
+from utils.scores import Truth, load_oof  # noqa: E402
 from utils.runs import load_run  # noqa: E402
 from utils.thresholds import greedy_thresholds  # noqa: E402
 from utils.cli import run_script  # noqa: E402

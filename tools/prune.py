@@ -24,10 +24,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.io import DataError, report_problems  # noqa: E402
-from utils.leaderboard import (F2_BEST, F2_FIXED, LABEL_COL, PRUNED_FILE, RANK_COL, Truth,  # noqa: E402
-                               append_pruned, coverage_refusals, delete_artifacts, find_stack_reports,
-                               load_oof, now, rank_runs, read_pruned, run_artifacts, score_oof,
-                               stack_usage, usable)
+from utils.pruning import (PRUNED_FILE, RANK_COL, append_pruned, coverage_refusals,  # noqa: E402
+                           delete_artifacts, find_stack_reports, now, rank_runs, read_pruned,
+                           run_artifacts, stack_usage, usable)
+from utils.scores import F2_BEST, F2_FIXED, LABEL_COL, Truth, load_oof, score_oof  # noqa: E402
 from utils.paths import load_path_map  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
 from utils.cli import DEFAULT_RUNS, add_truth_arguments, run_script  # noqa: E402

@@ -94,6 +94,44 @@ def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", b
     return _save(fig, path, dpi)
 
 
+def plot_prob_comparison(sources, path, bins=40, dpi=80):
+    """Per-label probability histograms of several prediction sets side by side.
+
+    sources: list of (title, labels, probs (N, L), y (N, L) 0/1 or None, thresholds
+    (L,) or None). One row per label (the union, in first-seen order), one column per
+    source; positives orange, negatives blue (all predictions grey without truth), log
+    counts, the threshold as a red line. Written atomically; returns the Path.
+    """
+    labels = list(dict.fromkeys(lab for s in sources for lab in s[1]))
+    rows, cols = len(labels), len(sources)
+    fig = _figure(2.8 * cols + 0.6, 1.5 * rows + 0.8)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False, sharex=True))
+    edges = np.linspace(0, 1, bins + 1)
+    for c, (title, labs, probs, y, thr) in enumerate(sources):
+        axes[0, c].set_title(title, fontsize=8)
+        for r, lab in enumerate(labels):
+            ax = axes[r, c]
+            if lab not in labs:
+                ax.set_axis_off()
+                continue
+            j = labs.index(lab)
+            groups = [(np.ones(len(probs), bool), "grey")] if y is None else \
+                [(y[:, j] == 0, NEG_COLOUR), (y[:, j] == 1, POS_COLOUR)]
+            for mask, colour in groups:
+                ax.stairs(np.histogram(probs[mask, j], bins=edges)[0], edges, color=colour, fill=True, alpha=0.5)
+            if thr is not None:
+                ax.axvline(float(thr[j]), color=THR_COLOUR, lw=1)
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.set_xlim(0, 1)
+            ax.set_ylim(bottom=0.8)
+            ax.tick_params(labelsize=6)
+            if c == 0:
+                ax.set_ylabel(lab, fontsize=8)
+    fig.suptitle("blue: without the tag, orange: with it, red: greedy threshold", fontsize=9)
+    return _save(fig, path, dpi)
+
+
 def _epoch_axis(history):
     # epochs may restart at each stage: fall back to the row number when not increasing
     if "epoch" in history and history["epoch"].is_monotonic_increasing \
