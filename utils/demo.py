@@ -307,16 +307,16 @@ def _render(tasks, out_dir, size, seed, workers):
             pass
 
 
-def _check_target(out):
+def check_target(out):
     """True if `out` is a folder holding anything, False if absent or empty; DataError if a file."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
     return out.exists() and any(out.iterdir())
 
 
-def _move_into_place(tmp, out, force):
+def move_into_place(tmp, out, force):
     """Rename the finished tmp folder to `out`, replacing an empty (or, with force, any) folder."""
-    if _check_target(out):
+    if check_target(out):
         if not force:
             raise DataError(f"{out} appeared while the demo was being generated; not replacing it")
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
@@ -346,7 +346,7 @@ def make_demo(out_dir, n_train=3000, n_test=1000, size=96, seed=0, workers=None,
                 if v < lo]
     if problems:
         raise DataError("invalid demo settings: " + "; ".join(problems))
-    if _check_target(out) and not force:
+    if check_target(out) and not force:
         raise DataError(f"{out} exists and is not empty; choose another folder or pass --force to replace it")
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -365,7 +365,7 @@ def make_demo(out_dir, n_train=3000, n_test=1000, size=96, seed=0, workers=None,
         atomic_write_csv(tmp / "test_labels.csv", tables["test"])
         atomic_write_csv(tmp / "sample_submission.csv", tables["test"].assign(tags=""))
         atomic_write_text(tmp / "labels.txt", "\n".join(TAGS) + "\n")
-        _move_into_place(tmp, out, force)
+        move_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -389,17 +389,18 @@ def ensure_demo(out_dir, **kwargs):
         raise
 
 
-def tag_frequencies(data_dir):
+def tag_frequencies(data_dir, tags=TAGS, densities=DENSITIES):
     """Table of each tag's target density and realised frequency in train.csv and test_labels.csv.
 
-    Returns a DataFrame indexed by tag (TAGS order) with columns density, then
-    train and/or test (fraction of images carrying the tag), for the CSVs present.
+    Returns a DataFrame indexed by tag (`tags` order) with columns density (from
+    `densities`, same order), then train and/or test (fraction of images carrying
+    the tag), for the CSVs present.
     """
     data_dir = Path(data_dir)
-    table = pd.DataFrame({"density": DENSITIES}, index=pd.Index(TAGS, name="tag"))
+    table = pd.DataFrame({"density": densities}, index=pd.Index(tags, name="tag"))
     for split, csv in (("train", "train.csv"), ("test", "test_labels.csv")):
         if (data_dir / csv).exists():
-            tags = pd.read_csv(data_dir / csv, keep_default_na=False)["tags"].str.split()
-            counts = pd.Series([t for ts in tags for t in ts]).value_counts()
-            table[split] = counts.reindex(TAGS, fill_value=0).to_numpy() / len(tags)
+            rows = pd.read_csv(data_dir / csv, keep_default_na=False)["tags"].str.split()
+            counts = pd.Series([t for ts in rows for t in ts]).value_counts()
+            table[split] = counts.reindex(list(tags), fill_value=0).to_numpy() / len(rows)
     return table

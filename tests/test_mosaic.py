@@ -1,0 +1,154 @@
+"""The Fashion-MNIST mosaic dataset: npz checks, layout, tags = classes shown, determinism, CLI."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from utils.data import load_dataset
+from utils.io import DataError
+from utils.mosaic import (CLASSES, DENSITIES, MAX_TAGS, draw_mosaic, layout, load_npz, make_mosaic,
+                          mosaic_frequencies, sample_labels)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(n_train=40, n_test=12, size=32, seed=0)
+TRAIN_VALUE, TEST_VALUE = 255, 60  # fake photos: train ones white, test ones dark grey
+
+
+def write_fake_npz(path, per_class=3, **override):
+    """A tiny Fashion-MNIST-like npz: per_class flat photos per class and split."""
+    y = np.repeat(np.arange(len(CLASSES), dtype=np.uint8), per_class)
+    arrays = dict(x_train=np.full((len(y), 28, 28), TRAIN_VALUE, np.uint8), y_train=y,
+                  x_test=np.full((len(y), 28, 28), TEST_VALUE, np.uint8), y_test=y.copy())
+    arrays.update(override)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    return write_fake_npz(tmp_path_factory.mktemp("npz") / "fm.npz")
+
+
+@pytest.fixture(scope="module")
+def small(npz, tmp_path_factory):
+    return make_mosaic(npz, tmp_path_factory.mktemp("d") / "mosaic", **SMALL)
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _read(path):
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def test_layout_is_a_dataset_the_loader_accepts(small):
+    assert sorted(p.name for p in small.iterdir()) == [
+        "labels.txt", "sample_submission.csv", "test", "test_labels.csv", "train", "train.csv"]
+    spec = load_dataset(small)  # the project's own checks: files, tags, labels.txt
+    assert spec.labels == list(CLASSES) and len(spec.names) == 40 and len(spec.test_names) == 12
+    test = _read(small / "test_labels.csv")
+    assert spec.test_names == test["image_name"].tolist()
+    assert (_read(small / "sample_submission.csv")["tags"] == "").all()
+    tags = spec.y.sum(1)
+    assert tags.min() >= 1 and tags.max() <= MAX_TAGS
+    for split, n in (("train", 40), ("test", 12)):
+        for f in sorted((small / split).iterdir())[:n]:
+            with Image.open(f) as im:
+                assert im.format == "PNG" and im.mode == "RGB" and im.size == (32, 32)
+
+
+def test_test_images_use_test_photos_only(small):
+    for split, lo, hi in (("train", 96, 255), ("test", 1, TEST_VALUE)):
+        peaks = [np.asarray(Image.open(f)).max() for f in (small / split).iterdir()]
+        assert lo <= min(peaks) and max(peaks) <= hi, (split, min(peaks), max(peaks))
+
+
+def test_same_seed_same_bytes(npz, small, tmp_path):
+    assert _digest(make_mosaic(npz, tmp_path / "again", **SMALL)) == _digest(small)
+    other = _digest(make_mosaic(npz, tmp_path / "other", **{**SMALL, "seed": 1}))
+    assert other["train/train_00001.png"] != _digest(small)["train/train_00001.png"]
+
+
+def test_label_densities():
+    n = 200_000
+    y = sample_labels(n, np.random.default_rng(0))
+    assert y.shape == (n, len(CLASSES)) and y.dtype == bool
+    k = y.sum(1)
+    assert k.min() >= 1 and k.max() <= MAX_TAGS
+    p = np.array(DENSITIES)
+    # redrawn empty rows shift densities up by at most P(empty) ~ 0.4%
+    assert np.all(np.abs(y.mean(0) - p) < 5 * np.sqrt(p * (1 - p) / n) + 0.005), (y.mean(0), p)
+    assert y.mean(0).max() > 0.85 and y.mean(0).min() < 0.01
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_every_present_class_gets_a_cell_and_no_other(seed):
+    rng = np.random.default_rng(seed)
+    row = sample_labels(1, rng)[0]
+    side, cells = layout(row, rng)
+    assert side in (2, 3) and len(cells) == side * side
+    assert set(cells) - {-1} == set(np.flatnonzero(row))
+    if row.sum() > 4:
+        assert side == 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_drawn_cells_follow_the_layout(seed):
+    """Replaying the layout with the same generator: lit cells are exactly the non-empty ones."""
+    photos = [np.full((2, 28, 28), 255, np.uint8) for _ in CLASSES]
+    row = sample_labels(1, np.random.default_rng(100 + seed))[0]
+    img = np.asarray(draw_mosaic(row, photos, 36, np.random.default_rng(seed)))
+    side, cells = layout(row, np.random.default_rng(seed))
+    step = 36 // side
+    for k, c in enumerate(cells):
+        block = img[k // side * step:(k // side + 1) * step, k % side * step:(k % side + 1) * step]
+        assert (block.min() >= 96) if c >= 0 else (block.max() == 0), (k, c)
+
+
+def test_frequencies_table(small):
+    table = mosaic_frequencies(small)
+    assert list(table.index) == list(CLASSES) and list(table.columns) == ["density", "train", "test"]
+    tags = _read(small / "train.csv")["tags"].str.split()
+    assert table.loc["sandal", "train"] == pytest.approx(sum("sandal" in t for t in tags) / 40)
+
+
+@pytest.mark.parametrize("override, match", [
+    (dict(x_train=None, y_train=None), r"missing key\(s\) x_train, y_train; the file has x_test, y_test"),
+    (dict(y_test=np.full(30, 12, np.uint8)), "class ids must be 0..9"),
+    (dict(y_test=np.zeros(30, np.uint8)), "no photo of class"),
+    (dict(x_train=np.zeros((30, 28), np.uint8)), "x_train: expected"),
+])
+def test_bad_npz_names_file_and_problem(tmp_path, override, match):
+    path = write_fake_npz(tmp_path / "bad.npz", **override)
+    with pytest.raises(DataError, match=match) as e:
+        make_mosaic(path, tmp_path / "out", **SMALL)
+    assert str(path) in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
+
+
+def test_unreadable_npz(tmp_path):
+    (tmp_path / "x.npz").write_text("not a zip")
+    with pytest.raises(DataError, match="cannot read"):
+        load_npz(tmp_path / "x.npz")
+    with pytest.raises(DataError, match="no such file"):
+        load_npz(tmp_path / "absent.npz")
+
+
+def test_cli(npz, tmp_path):
+    cmd = [sys.executable, str(ROOT / "tools" / "make_mosaic.py"), "--npz", str(npz), "--out", str(tmp_path / "m"),
+           "--n-train", "10", "--n-test", "4", "--size", "24"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ankle_boot" in r.stdout and len(list((tmp_path / "m" / "train").iterdir())) == 10
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "not empty" in r.stderr
+    bad = write_fake_npz(tmp_path / "bad.npz", x_test=None)
+    r = subprocess.run(cmd[:3] + [str(bad)] + ["--out", str(tmp_path / "n")], capture_output=True, text=True)
+    assert r.returncode == 2 and "x_test" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,49 @@
+"""Build the multi-label "mosaic" dataset (Kaggle/Planet layout) from real Fashion-MNIST photos.
+
+Each image is a 2x2 or 3x3 grid of garment photos; its tags are the classes present,
+with densities from about 90% of the images down to under 1%. Test answers go to
+DIR/test_labels.csv, which nothing reads unless told to.
+
+    python tools/make_mosaic.py --npz fashion_mnist.npz --out data/mosaic
+    python tools/make_mosaic.py --npz fashion_mnist.npz --out data/mosaic-small --n-train 500 --n-test 100 --size 64
+"""
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utils.cli import run_script  # noqa: E402
+from utils.mosaic import NPZ_KEYS, make_mosaic, mosaic_frequencies  # noqa: E402
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("input and output")
+    g.add_argument("--npz", type=Path, required=True,
+                   help=f"Fashion-MNIST .npz with arrays {', '.join(NPZ_KEYS)} (required)")
+    g.add_argument("--out", type=Path, default=ROOT / "data" / "mosaic",
+                   help="folder to create; must be absent or empty (default: data/mosaic in the repository)")
+    g.add_argument("--force", action="store_true", help="replace --out if it already holds files (default: refuse)")
+    g = p.add_argument_group("dataset")
+    g.add_argument("--size", type=int, default=96, help="image side in pixels, at least 16 (default: 96)")
+    g.add_argument("--n-train", type=int, default=8000, help="number of training images (default: 8000)")
+    g.add_argument("--n-test", type=int, default=2000, help="number of test images (default: 2000)")
+    g.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
+    return p
+
+
+def main(args):
+    t0 = time.perf_counter()
+    out = make_mosaic(args.npz, args.out, size=args.size, n_train=args.n_train, n_test=args.n_test,
+                      seed=args.seed, force=args.force)
+    print(f"wrote {args.n_train} train + {args.n_test} test images ({args.size} px) to {out} "
+          f"in {time.perf_counter() - t0:.0f} s")
+    print(mosaic_frequencies(out).to_string(float_format=lambda x: f"{x:.4f}"))
+
+
+if __name__ == "__main__":
+    run_script(main, get_args_parser().parse_args, logging.INFO)
