@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
 from utils.io import (DataError, atomic_write_csv, read_preds, report_problems, submission_frame,  # noqa: E402
                       write_preds)
 from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
@@ -69,6 +70,7 @@ def get_args_parser():
     g.add_argument("--threshold", default="greedy", choices=STRATEGIES,
                    help="threshold strategy fitted on the runs' out-of-fold predictions (default: greedy)")
     g.add_argument("--beta", type=float, default=2.0, help="beta of the F-beta score (default: 2)")
+    add_constraint_arguments(g)
     g = p.add_argument_group("speed")
     g.add_argument("--bs", type=int, default=64, help="images per batch; each brings all its views (default: 64)")
     g.add_argument("--max-views-per-forward", type=int, default=0,
@@ -222,9 +224,10 @@ def oof_table(jobs, tta):
     return list(oof.index), oof.to_numpy(), spec.y[rows][:, cols], fold_of.loc[list(oof.index)].to_numpy()
 
 
-def make_submission(jobs, args):
-    """image_name,tags DataFrame: mean test probabilities of the runs, thresholds from their OOF."""
-    from utils.thresholds import binarize, fit_thresholds
+def make_submission(jobs, args, constraints=None):
+    """image_name,tags DataFrame: mean test probabilities of the runs, thresholds from their OOF,
+    then the --exactly-one/--at-most-one/--min-tags/--max-tags rules."""
+    from utils.thresholds import fit_thresholds
 
     names, labels, _ = jobs[0].out["test"]
     test = np.mean([j.out["test"][2] for j in jobs], axis=0)
@@ -232,7 +235,7 @@ def make_submission(jobs, args):
     thr = fit_thresholds(y, oof, args.threshold, folds=folds, beta=args.beta)
     log.info("thresholds (%s, from %d out-of-fold images): %s", args.threshold, len(oof),
              "expected-F2 decisions" if thr is None else " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
-    decisions = binarize(test, thr, args.threshold, beta=args.beta)
+    decisions = constrained_decisions(test, thr, args.threshold, constraints, beta=args.beta)
     return submission_frame(names, labels, decisions)
 
 
@@ -244,11 +247,16 @@ def main(args):
         raise DataError("--bs must be >= 1, --max-views-per-forward >= 0, --crop-frac in (0, 1]")
     device = pick_device(args.device)
     jobs = plan_jobs(find_all_runs(args.run, args.path_map), args, splits)
+    constraints = None
     if args.submission:
         check_submission(jobs, splits, args.tta)
+        constraints = parse_constraints(jobs[0].run.labels, args.exactly_one, args.at_most_one, args.min_tags,
+                                        args.max_tags)
+    elif args.exactly_one or args.at_most_one or args.min_tags or args.max_tags is not None:
+        raise DataError("--exactly-one, --at-most-one, --min-tags and --max-tags shape a --submission; give one")
     for job in jobs:
         predict_job(job, splits, args, device)
-    sub = make_submission(jobs, args) if args.submission else None
+    sub = make_submission(jobs, args, constraints) if args.submission else None
     written = []
     for job in jobs:  # every prediction exists: now write them
         for split, (names, labels, probs) in job.out.items():

@@ -3,6 +3,7 @@
     python stack.py --runs 'runs/*' --out submission.csv
     python stack.py --runs 'runs/*' --tta 10crop --method select select-bag lr --out sub.csv
     python stack.py --runs 'runs/*' --groups images --top select --out sub.csv
+    python stack.py --runs 'runs/*' --exactly-one clear,cloudy,haze,partly_cloudy --min-tags 1 --out sub.csv
 
 Gathers the runs' out-of-fold (preds/val.<tta>.csv) and test (preds/test.<tta>.csv)
 probabilities into a library of models, scores every method by cross-fitting over
@@ -19,11 +20,13 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from utils.constraints import (ablation, add_constraint_arguments, check_constraint_args, constrained_decisions,
+                               parse_constraints, render_ablation)
 from utils.io import (DataError, atomic_write_csv, atomic_write_json, atomic_write_text, submission_frame,
                       write_preds)
 from utils.library import load_library
 from utils.stacking import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
-from utils.thresholds import STRATEGIES, binarize
+from utils.thresholds import STRATEGIES
 
 log = logging.getLogger("stack")
 
@@ -56,6 +59,9 @@ def get_args_parser():
     m.add_argument("--seed", type=int, default=0, help="seed of bagged selection, restarts and stackers (default 0)")
     m.add_argument("--threads", type=int, default=1,
                    help="BLAS/OpenMP threads; the many small per-label fits run fastest on one (default 1)")
+    c = p.add_argument_group("constraints", "rules every image's tag set obeys; applied to every method's "
+                              "decisions, and each scored alone in the report's Constraints table")
+    add_constraint_arguments(c)
     o = p.add_argument_group("outputs")
     o.add_argument("--out", help="submission CSV to write (image_name,tags); without it only the report is written")
     o.add_argument("--report-dir", help="folder for stack_report.md/.json, stack_oof.csv, stack_test.csv "
@@ -75,6 +81,7 @@ def check_args(parser, args):
             parser.error(str(e))
     if args.top and not args.groups:
         parser.error("--top needs --groups")
+    check_constraint_args(parser, args)
 
 
 def group_indices(lib):
@@ -88,10 +95,11 @@ def group_indices(lib):
     return groups
 
 
-def predict_test(lib, scored, args):
+def predict_test(lib, scored, args, constraints=None):
     """(test probabilities (T, L), submission DataFrame) of a method fitted on all out-of-fold data."""
     probs = scored.model.predict(lib.test_inputs().P)
-    decisions = binarize(probs, scored.thresholds, args.threshold, args.beta, args.zero_division)
+    decisions = constrained_decisions(probs, scored.thresholds, args.threshold, constraints, args.beta,
+                                      args.zero_division)
     return probs, submission_frame(lib.test_names, lib.labels, decisions)
 
 
@@ -100,20 +108,28 @@ def main(args):
     if args.bag:
         lib = lib.bagged()
     groups = group_indices(lib) if args.groups else None
+    constraints = parse_constraints(lib.labels, args.exactly_one, args.at_most_one, args.min_tags, args.max_tags)
     members = member_scores(lib, args.threshold, args.beta, args.zero_division)
     results = evaluate(lib, args.method, args.threshold, args.seed, args.logits, groups, args.top,
-                       args.beta, args.zero_division)
+                       args.beta, args.zero_division, constraints)
     explicit = len(args.method) == 1
     chosen = args.method[0] if explicit else choose(results, args.method)
     settings = {"command": "python stack.py " + shlex.join(sys.argv[1:]), "tta": args.tta,
                 "threshold": args.threshold, "beta": args.beta, "zero_division": args.zero_division,
-                "groups": args.groups, "top": args.top, "bag": args.bag, "logits": args.logits, "seed": args.seed}
+                "groups": args.groups, "top": args.top, "bag": args.bag, "logits": args.logits, "seed": args.seed,
+                "constraints": list(constraints.names)}
     report = build_report(lib, results, members, chosen, "--method" if explicit else "best cross-fitted F2", settings)
+    if constraints:
+        r = results[chosen]
+        report["constraints"] = ablation(lib.y, r.oof, r.extra["fold_thresholds"], lib.folds, args.threshold,
+                                         constraints, args.beta, args.zero_division)
     if args.out:
-        test_probs, sub = predict_test(lib, results[chosen], args)
+        test_probs, sub = predict_test(lib, results[chosen], args, constraints)
         report["submission"] = {"path": str(args.out), "rows": len(sub),
                                 "mean_tags": float(sub["tags"].str.split().str.len().mean())}
     md = render_report(report)
+    if constraints:
+        md += "\n".join(render_ablation(report["constraints"], chosen)) + "\n"
     # Everything is computed; only now is anything written.
     out_dir = Path(args.report_dir) if args.report_dir else Path(args.out).resolve().parent
     if args.out:
@@ -123,6 +139,8 @@ def main(args):
     atomic_write_json(out_dir / "stack_report.json", report)
     atomic_write_text(out_dir / "stack_report.md", md)
     print(md.split("## Per-label")[0].rstrip())
+    if constraints:
+        print("\n".join(render_ablation(report["constraints"], chosen)))
     print(f"\nreport: {out_dir / 'stack_report.md'}" + (f"\nsubmission: {args.out} ({len(sub)} rows)" if args.out else ""))
     return report
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from utils.constraints import constrained_decisions
 from utils.ensemble import LEVEL1, Prior
 from utils.library import Inputs
 from utils.metrics import ZERO_DIVISION, fbeta_per_label, fbeta_samples
-from utils.thresholds import binarize, fit_thresholds, random_folds
+from utils.thresholds import fit_thresholds, random_folds
 
 log = logging.getLogger(__name__)
 
@@ -460,12 +461,14 @@ class Scored:
     extra: dict = field(default_factory=dict)
 
 
-def cross_fit(name, factory, inputs, strategy="greedy", beta=2.0, zero_division=ZERO_DIVISION):
+def cross_fit(name, factory, inputs, strategy="greedy", beta=2.0, zero_division=ZERO_DIVISION,
+              constraints=None):
     """Score one method by cross-fitting over ``inputs.folds``; returns Scored.
 
     For each fold k: fit the combiner on the other folds, fit thresholds (``strategy``)
     on its predictions for those folds (inner cross-fitted for level-2), score fold k.
     Then refit on all rows for the in-sample contrast and the submission.
+    constraints: utils.constraints.Constraints applied to every decision (default none).
     """
     t0 = time.perf_counter()
     y, folds = inputs.y, inputs.folds
@@ -474,19 +477,21 @@ def cross_fit(name, factory, inputs, strategy="greedy", beta=2.0, zero_division=
         raise ValueError(f"cross-fitting needs at least 2 folds; got {ids.size}")
     held = np.empty(y.shape)
     decided = np.zeros_like(y)
-    scores = []
+    scores, fold_fitted = [], {}
     for k in ids:
         tr, te = folds != k, folds == k
         sub = inputs.rows(tr)
         model = factory().fit(sub)
         thr = fit_thresholds(y[tr], threshold_probs(factory, model, sub), strategy, folds[tr], beta, zero_division)
         held[te] = model.predict(inputs.P[:, :, te])
-        decided[te] = binarize(held[te], thr, strategy, beta, zero_division)
+        decided[te] = constrained_decisions(held[te], thr, strategy, constraints, beta, zero_division)
+        fold_fitted[k] = thr
         scores.append(fbeta_samples(y[te], decided[te], beta, zero_division))
     model = factory().fit(inputs)
     p_all = model.predict(inputs.P)
     thr_in = fit_thresholds(y, p_all, strategy, folds, beta, zero_division)
-    f_in = fbeta_samples(y, binarize(p_all, thr_in, strategy, beta, zero_division), beta, zero_division)
+    f_in = fbeta_samples(y, constrained_decisions(p_all, thr_in, strategy, constraints, beta, zero_division),
+                         beta, zero_division)
     # Submission thresholds: level-1 on its in-sample predictions (as inside the folds),
     # level-2 on its cross-fitted predictions, which are its out-of-fold outputs.
     if hasattr(model, "threshold_probs"):
@@ -497,7 +502,8 @@ def cross_fit(name, factory, inputs, strategy="greedy", beta=2.0, zero_division=
     seconds = time.perf_counter() - t0
     res = Scored(name, [float(s) for s in scores], float(np.mean(scores)),
                  float(np.std(scores, ddof=1)), fbeta_samples(y, decided, beta, zero_division),
-                 fbeta_per_label(y, decided, beta, zero_division), float(f_in), held, model, thr, seconds)
+                 fbeta_per_label(y, decided, beta, zero_division), float(f_in), held, model, thr, seconds,
+                 {"fold_thresholds": fold_fitted})
     log.info("%-16s cross-fitted F2 %.4f +- %.4f (in-sample %.4f)  %.1fs", name, res.mean, res.std, f_in, seconds)
     return res
 
@@ -543,10 +549,11 @@ def build_factory(spec, seed=0, logits=False, groups=None, top=None, beta=2.0, z
 
 
 def evaluate(lib, specs, strategy="greedy", seed=0, logits=False, groups=None, top=None,
-             beta=2.0, zero_division=ZERO_DIVISION):
+             beta=2.0, zero_division=ZERO_DIVISION, constraints=None):
     """Cross-fit every method in ``specs`` (plus the ``prior`` baseline) on ``lib``.
 
-    groups: {name: member indices} to stack in layers; top: method across groups.
+    groups: {name: member indices} to stack in layers; top: method across groups;
+    constraints: utils.constraints.Constraints on every decision (default none).
     Returns {spec: Scored} in the order given, 'prior' first.
     """
     inputs = lib.inputs()
@@ -555,7 +562,7 @@ def evaluate(lib, specs, strategy="greedy", seed=0, logits=False, groups=None, t
     for spec in specs:
         factory = method_factory(spec, seed, logits, beta, zero_division) if spec == "prior" else \
             build_factory(spec, seed, logits, groups, top, beta, zero_division)
-        results[spec] = cross_fit(spec, factory, inputs, strategy, beta, zero_division)
+        results[spec] = cross_fit(spec, factory, inputs, strategy, beta, zero_division, constraints)
     return results
 
 

@@ -20,6 +20,11 @@ Strategies (``STRATEGIES``), each fitted by ``fit_thresholds`` and applied by ``
                logit scale (less tuned to the noise of one sample).
 - ``expected`` no threshold: per image, the tag set with the highest expected F-beta
                under the predicted probabilities, assuming independent labels.
+- ``prevalence`` each label's threshold is set on the probabilities being decided so
+               that the label's predicted share matches its share in the fitting rows
+               (the HPA 2018 winner's guard against a shifted test distribution). Its
+               fitted values are the target shares (L,), not thresholds; ``binarize``
+               and ``decision_thresholds`` turn them into thresholds for the rows at hand.
 
 ``cross_fit`` and ``compare_strategies`` score a strategy honestly: thresholds are
 fitted on K-1 folds and scored on the held-out fold.
@@ -34,7 +39,7 @@ from utils.metrics import ZERO_DIVISION, fbeta_from_counts, fbeta_samples
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("fixed", "global", "greedy", "smooth", "expected")
+STRATEGIES = ("fixed", "global", "greedy", "smooth", "expected", "prevalence")
 FIXED_THRESHOLD = 0.2
 LOGIT_CLIP = 20.0  # |logit| bound for averaging thresholds that mean "never" / "always"
 
@@ -45,6 +50,7 @@ _OPTIONS = {
     "greedy": {"init", "max_passes"},
     "smooth": {"init", "max_passes", "n_splits", "seed"},
     "expected": set(),
+    "prevalence": set(),
 }
 
 
@@ -331,6 +337,43 @@ def expected_fbeta_decisions(probs, beta=2.0, zero_division=ZERO_DIVISION, chunk
     return (rank < k[:, None]).astype(np.uint8)
 
 
+# ----------------------------------------------------------------------------- prevalence
+
+def prevalence_thresholds(probs, shares):
+    """Per-label thresholds that predict each label on its target share of the rows.
+
+    probs: (N, L); shares: (L,) fractions in [0, 1]. Label j gets the threshold that
+    selects its round(shares[j] * N) largest probabilities under ``probs >= t`` (more
+    only where probabilities tie at the cut). Returns float64 (L,).
+    """
+    P = np.asarray(probs, dtype=np.float64)
+    shares = np.asarray(shares, dtype=np.float64)
+    N, L = P.shape
+    if shares.shape != (L,) or ((shares < 0) | (shares > 1)).any():
+        raise ValueError(f"shares must be (L,) = ({L},) fractions in [0, 1]; got {shares}")
+    if N == 0:
+        return np.full(L, 0.5)
+    k = np.rint(shares * N).astype(int)
+    ps = -np.sort(-P, axis=0)                                  # (N, L) descending per label
+    cols = np.arange(L)
+    hi = ps[np.maximum(k - 1, 0), cols]                        # lowest value kept
+    lo = ps[np.minimum(k, N - 1), cols]                        # highest value dropped
+    between = np.where(hi > lo, _midpoints(hi, np.minimum(lo, hi)), hi)
+    return np.select([k == 0, k >= N], [_above(ps[0]), _below(ps[-1])], between)
+
+
+def decision_thresholds(probs, fitted, strategy=None):
+    """The (L,) thresholds ``binarize`` applies to ``probs`` (N, L), or None for 'expected'.
+
+    fitted: what ``fit_thresholds`` returned (target shares for 'prevalence').
+    """
+    if strategy == "prevalence":
+        return prevalence_thresholds(probs, fitted)
+    if fitted is None:
+        return np.full(np.shape(probs)[1], FIXED_THRESHOLD) if strategy == "fixed" else None
+    return np.broadcast_to(np.asarray(fitted, dtype=np.float64), (np.shape(probs)[1],))
+
+
 # ----------------------------------------------------------------------------- public entry points
 
 def binarize(probs, thresholds=None, strategy=None, beta=2.0, zero_division=ZERO_DIVISION):
@@ -338,9 +381,14 @@ def binarize(probs, thresholds=None, strategy=None, beta=2.0, zero_division=ZERO
 
     With ``thresholds`` (scalar or (L,)): ``probs >= thresholds``. Without: strategy
     'expected' picks each image's expected-F-beta-maximising tag set, and 'fixed'
-    uses 0.2 for every label; other strategies need fitted thresholds.
+    uses 0.2 for every label; other strategies need fitted thresholds. For 'prevalence'
+    ``thresholds`` are the fitted target shares (L,), matched on ``probs`` themselves.
     """
     P = np.asarray(probs, dtype=np.float64)
+    if strategy == "prevalence":
+        if thresholds is None:
+            raise ValueError("strategy 'prevalence' needs the target shares: call fit_thresholds first")
+        thresholds = prevalence_thresholds(P, thresholds)
     if thresholds is not None:
         return (P >= np.asarray(thresholds, dtype=np.float64)).astype(np.uint8)
     if strategy == "expected":
@@ -365,7 +413,8 @@ def fit_thresholds(y_true, probs, strategy="greedy", folds=None, beta=2.0,
 
     folds: (N,) fold ids, used by 'smooth' (else it makes ``n_splits`` random folds).
     opts by strategy: fixed: threshold; greedy: init, max_passes; smooth: init,
-    max_passes, n_splits, seed. Returns float64 (L,), or None for 'expected'.
+    max_passes, n_splits, seed. Returns float64 (L,), or None for 'expected'; for
+    'prevalence' the (L,) label shares of ``y_true``.
     """
     _check_strategy(strategy)
     opts = _split_opts(strategy, opts)
@@ -379,6 +428,8 @@ def fit_thresholds(y_true, probs, strategy="greedy", folds=None, beta=2.0,
         return greedy_thresholds(y, P, beta, zero_division=zero_division, **opts)[0]
     if strategy == "smooth":
         return smooth_thresholds(y, P, folds, beta, zero_division=zero_division, **opts)
+    if strategy == "prevalence":
+        return y.mean(0).astype(np.float64)
     return None
 
 
@@ -457,6 +508,8 @@ def compare_strategies(y_true, probs, folds=None, strategies=STRATEGIES, labels=
         t0 = time.perf_counter()
         thr, _, f_in = _fit_and_score(y, P, y, P, s, folds, beta, zero_division, so)
         seconds = time.perf_counter() - t0
+        if s == "prevalence":       # report the thresholds the shares come to on these rows
+            thr = decision_thresholds(P, thr, s)
         cf = None if folds is None else _held_out(y, P, folds, s, beta, zero_division, so)
         out["strategies"][s] = {
             "thresholds": None if thr is None else {lab: float(t) for lab, t in zip(labels, thr)},
