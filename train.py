@@ -95,6 +95,9 @@ def get_args_parser():
     g.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint at least every N minutes (default: 10)")
     g.add_argument("--plots", default="every", choices=["every", "last", "none"],
                    help="probability-distribution plots per epoch (default: every)")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="TensorBoard event files in <run>/tb/ every epoch (default: on when the tensorboard "
+                   "package is installed)")
     return p
 
 
@@ -217,9 +220,11 @@ def main(args):
     from utils.losses import build_loss
     from utils.models import create_model
     from utils.stages import describe_plan, resolve_plan
+    from utils.tensorboard_log import resolve_flag as resolve_tensorboard
     from utils.trainer import TrainOptions, Trainer, seed_everything
     from utils.transforms import pca_stats
 
+    tensorboard = resolve_tensorboard(args.tensorboard)
     device = pick_device(args.device)
     dist.init_distributed(device.type)
     if device.type == "cuda" and dist.world_size() > 1:
@@ -271,7 +276,7 @@ def main(args):
     opts = TrainOptions(workers=args.workers if args.workers >= 0 else default_workers(device),
                         ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes, channels_last=cl,
                         amp=args.amp, compile=args.compile, plots=args.plots, cache_dir=str(cache_dir),
-                        aug_device=args.aug_device)
+                        aug_device=args.aug_device, tensorboard=tensorboard)
     model = model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
     trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts)
     result = trainer.fit(resume=args.resume)

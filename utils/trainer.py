@@ -32,6 +32,7 @@ from utils.models import unwrap_model as unwrap
 from utils.sampling import epoch_indices
 from utils.schedule import build_optimizer, build_scheduler
 from utils.stages import Stage
+from utils.tensorboard_log import TensorBoardLog
 from utils.thresholds import greedy_thresholds
 from utils.transforms import GpuAugment, build_augment
 
@@ -51,6 +52,7 @@ class TrainOptions:
     eval_bs: int = 0             # 0: twice the training batch
     cache_dir: str = ""
     aug_device: str = "cpu"      # cpu: per image in the loader workers; gpu: per batch on the device
+    tensorboard: bool = False    # event files in <run>/tb/ (utils/tensorboard_log.py)
 
 
 def rng_state():
@@ -167,6 +169,7 @@ class Trainer:
         self.die_what, self.die_n = _fault_point()
         self._plotter = ThreadPoolExecutor(1) if dist.is_main() and opts.plots != "none" else None
         self._plot_job = None
+        self._tb = TensorBoardLog(run_dir, self.labels, config) if dist.is_main() and opts.tensorboard else None
         self._last_ckpt_time = time.time()
         self._cache = {}
 
@@ -360,6 +363,8 @@ class Trainer:
                      "data wait %.0f%%", si + 1, row["epoch"], row["train_loss"], val_loss, f2, f2_02,
                      row["img_per_s"], 100 * row["data_wait"])
             atomic_write_csv(self.run_dir / "history.csv", pd.DataFrame(self.state["history"]))
+            if self._tb is not None:
+                self._tb.log_epoch(row, probs, self.y_val)
             if f2 > self.state["best"]:
                 self.state["best"], self.state["best_epoch"] = f2, row["epoch"]
                 save_checkpoint(self.run_dir / "checkpoints" / "best.pt",
@@ -418,6 +423,8 @@ class Trainer:
             names = [self.spec.names[i] for i in self.val_idx]
             write_preds(self.run_dir / "preds" / "val.none.csv", names, self.labels, probs)
             atomic_write_json(self.run_dir / "result.json", result)
+            if self._tb is not None:
+                self._tb.close(result)
         if self._plotter is not None:
             self._plotter.shutdown()
         return result
