@@ -214,12 +214,20 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
     return DataSpec(root, images, labels, names, files, y, test_images, test_names, test_files)
 
 
-def make_folds(y, k=5, seed=42):
-    """Fold id per row (0..k-1) by iterative stratification of the (N, L) label matrix."""
+def make_folds(y, k=5, seed=42, groups=None):
+    """Fold id per row (0..k-1) by iterative stratification of the (N, L) label matrix.
+
+    groups: optional (N,) ids of near-duplicate groups; rows of one group share a fold
+    (utils.duplicates.group_folds stratifies the groups' label vectors instead).
+    """
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
     if len(y) < k:
         raise DataError(f"{len(y)} images cannot be split into {k} folds")
+    if groups is not None:
+        from utils.duplicates import group_folds
+
+        return group_folds(y, groups, k, seed)
     folds = np.zeros(len(y), np.int64)
     mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for f, (_, val) in enumerate(mskf.split(np.zeros((len(y), 1)), y)):
@@ -251,12 +259,22 @@ def load_or_make_folds(spec, k=5, seed=42, path=None):
                 f"one folds file: pass --folds-k {k_file}, or move {path.name} away to make new folds "
                 f"(earlier runs' out-of-fold predictions will no longer line up).")
         return np.array([stored[n] for n in spec.names], np.int64)
-    folds = make_folds(spec.y, k, seed)
+    folds = make_folds(spec.y, k, seed, groups=duplicate_groups(spec))
     if not os.access(path.parent, os.W_OK):
         raise DataError(f"{path.parent}: not writable, cannot create {path.name}; "
                         f"copy the dataset or pass --folds-file PATH")
     atomic_write_csv(path, pd.DataFrame({"image_name": spec.names, "fold": folds}))
     return folds
+
+
+def duplicate_groups(spec):
+    """Near-duplicate group id per training image from DATA/duplicates.csv, or None without one."""
+    path = spec.root / "duplicates.csv"
+    if not path.is_file():
+        return None
+    from utils.duplicates import train_groups
+
+    return train_groups(path, spec.names)
 
 
 def select_label_group(labels, y, group):
