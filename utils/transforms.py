@@ -21,17 +21,33 @@ bare value sets the first option listed below:
                            label columns whenever the channels are swapped, for data where
                            colour is a tag; without it the labels never change.
 
+    erase[:p;side;ratio;fill]
+                           random erasing / cutout (Zhong et al. 2017; DeVries & Taylor 2017),
+                           torchvision v2 RandomErasing: with probability p (0.5) a box whose
+                           sides are at most `side` of the image side (0.5), aspect ratio in
+                           [ratio, 1/ratio] (1: squares, as cutout), filled with `fill`: a grey
+                           level 0-255 or random, a random solid colour per image as in the
+                           ASL scripts' CutoutPIL (random)
+    randaug[:n;m;bins]     RandAugment (Cubuk et al. 2020), torchvision v2: n ops (2) at
+                           magnitude m (9) of bins levels (31)
+    trivialaug[:bins]      TrivialAugmentWide (Mueller & Hutter 2021), torchvision v2 (31 bins)
+    autoaug[:policy]       AutoAugment (Cubuk et al. 2019), torchvision v2, policy imagenet,
+                           cifar10 or svhn (imagenet)
+
 Presets: none; light = hflip; default = hflip,rotate:10,shift:0.0625,crop:0.125;
 heavy = hflip,vflip,rotate:15,shift:0.1,rrc:0.35,pca:0.1,colorswap:rb (assumes colour is not a
-tag; add `;remap=...` otherwise). Presets and names mix (`default,vflip`); a name given again
+tag; add `;remap=...` otherwise); strong = hflip,erase:1,randaug:2;m=9 (the ASL scripts'
+combination, Ridnik et al. 2021: cutout of up to half the side on every image, then
+RandAugment, on top of flips). Presets and names mix (`default,vflip`); a name given again
 replaces the earlier one's options in place (`default,rotate:30`). Quote specs in a shell:
 `--aug 'light,colorswap:rb;remap=blue/red'`.
 
 The input (any H x W) is treated as stretched to size x size. All geometric steps, in the
 order listed, are composed into one affine map and applied with a single bilinear resample
 (PIL) of a reflect-padded image, so there are no black borders and no repeated blurring.
-Colour steps follow, in the order listed. Every random draw comes from the numpy Generator
-passed in, so a (seed, index) pair fixes the result in any worker.
+Colour steps and the torchvision ops (erase, randaug, trivialaug, autoaug) follow, in the
+order listed. Every random draw comes from the numpy Generator passed in, so a (seed, index)
+pair fixes the result in any worker.
 """
 import logging
 import math
@@ -49,6 +65,7 @@ PRESETS = {
     "light": "hflip",
     "default": "hflip,rotate:10,shift:0.0625,crop:0.125",
     "heavy": "hflip,vflip,rotate:15,shift:0.1,rrc:0.35,pca:0.1,colorswap:rb",
+    "strong": "hflip,erase:1,randaug:2;m=9",
 }
 
 # ImageNet RGB statistics (pixels in [0, 1]) from fb.resnet.torch, used by `pca` when no
@@ -301,8 +318,134 @@ def hue_rotate(img, deg):
     return np.rint(out).clip(0, 255).astype(np.uint8).reshape(img.shape)
 
 
+# ----------------------------------------------------------------------------- torchvision ops
+
+class TorchvisionOp(Op):
+    """A step run by a torchvision.transforms.v2 transform on a uint8 (3, H, W) tensor.
+
+    Subclasses give `transform(rng)`, the v2 transform for one image. v2 transforms draw
+    their parameters from torch's global CPU generator, which would make the result depend
+    on whatever ran before in the process (and break exact resume). So each image's call
+    runs inside torch.random.fork_rng, with the CPU generator seeded from the numpy rng
+    passed in: the result is a pure function of that rng, and the global torch RNG (dropout,
+    the loader) is left as it was. Only the CPU generator is forked and seeded
+    (default_generator.manual_seed, not torch.manual_seed, which would also reseed CUDA):
+    v2 draws its parameters on the CPU whatever the image's device.
+    """
+
+    geometric = False
+
+    def transform(self, rng):
+        raise NotImplementedError
+
+    def _check_int(self, key, lo, hi=None):
+        v = self.opts[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            bound = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+            raise DataError(f"augmentation {self.name}: {key} must be {bound}; got {v!r}")
+
+    def run(self, img, rng):
+        """Apply to one uint8 (3, H, W) tensor (any device); returns a uint8 (3, H, W) tensor."""
+        import torch
+
+        t = self.transform(rng)
+        seed = int(rng.integers(2 ** 63))
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            return t(img)
+
+    def apply(self, img, y, rng):
+        import torch
+
+        img = img if img.flags.writeable else img.copy()
+        out = self.run(torch.from_numpy(img).permute(2, 0, 1), rng)
+        return out.permute(1, 2, 0).numpy(), y
+
+    def apply_batch(self, x, y, rng):
+        """Batch version on a float tensor (B, 3, H, W) in [0, 1]: each image is quantised to
+        uint8 and transformed on its own, with its own draws. A v2 transform called on a batch
+        draws one set of parameters for all of it (the same box, ops and magnitudes on every
+        image), so the images go one by one; with the same rng a batch of one gives the CPU
+        path's result exactly."""
+        import torch
+
+        u8 = x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        out = torch.stack([self.run(img, rng) for img in u8])
+        return out.to(x.dtype).div_(255), y
+
+
+class Erase(TorchvisionOp):
+    name = "erase"
+    defaults = {"p": 0.5, "side": 0.5, "ratio": 1.0, "fill": "random"}
+
+    def check(self):
+        super().check()
+        if not 0 < self.opts["side"] <= 1 or not 0 < self.opts["ratio"] <= 1:
+            raise DataError(f"augmentation erase: side and ratio must be in (0, 1]; got "
+                            f"side={self.opts['side']}, ratio={self.opts['ratio']}")
+        fill = self.opts["fill"]
+        if fill != "random" and (isinstance(fill, bool) or not isinstance(fill, (int, float))
+                                 or not 0 <= fill <= 255):
+            raise DataError(f"augmentation erase: fill must be a grey level 0-255 or random; got {fill!r}")
+
+    def transform(self, rng):
+        from torchvision.transforms import v2
+
+        side, ratio = self.opts["side"], self.opts["ratio"]
+        # box height = sqrt(area * aspect) <= sqrt(side^2 * ratio / ratio) = side (width alike)
+        top = side * side * ratio
+        fill = self.opts["fill"]
+        fill = [float(c) for c in rng.integers(0, 256, 3)] if fill == "random" else float(fill)
+        return v2.RandomErasing(p=self.opts["p"], scale=(min(0.02, top), top), ratio=(ratio, 1 / ratio),
+                                value=fill)
+
+
+class RandAug(TorchvisionOp):
+    name, defaults = "randaug", {"n": 2, "m": 9, "bins": 31}
+
+    def check(self):
+        self._check_int("bins", 2)
+        self._check_int("n", 0)
+        self._check_int("m", 0, self.opts["bins"] - 1)
+
+    def transform(self, rng):
+        from torchvision.transforms import v2
+
+        # bilinear, as torchvision's reference training presets use (v2's default is nearest)
+        return v2.RandAugment(num_ops=self.opts["n"], magnitude=self.opts["m"],
+                              num_magnitude_bins=self.opts["bins"],
+                              interpolation=v2.InterpolationMode.BILINEAR)
+
+
+class TrivialAug(TorchvisionOp):
+    name, defaults = "trivialaug", {"bins": 31}
+
+    def check(self):
+        self._check_int("bins", 2)
+
+    def transform(self, rng):
+        from torchvision.transforms import v2
+
+        return v2.TrivialAugmentWide(num_magnitude_bins=self.opts["bins"],
+                                     interpolation=v2.InterpolationMode.BILINEAR)
+
+
+class AutoAug(TorchvisionOp):
+    name, defaults = "autoaug", {"policy": "imagenet"}
+
+    def check(self):
+        check_choice("autoaug policy", str(self.opts["policy"]).lower(), ("imagenet", "cifar10", "svhn"))
+        self.opts["policy"] = str(self.opts["policy"]).lower()
+
+    def transform(self, rng):
+        from torchvision.transforms import v2
+
+        return v2.AutoAugment(policy=v2.AutoAugmentPolicy(self.opts["policy"]),
+                              interpolation=v2.InterpolationMode.BILINEAR)
+
+
 OPS = {cls.name: cls for cls in (HFlip, VFlip, Rotate, Shift, Crop, RandomResizedCrop,
-                                 PCALighting, ColorSwap)}
+                                 PCALighting, ColorSwap, Erase, RandAug, TrivialAug, AutoAug)}
 AUGMENTS = tuple(OPS)
 _POSITIONAL = {name: tuple(cls.defaults)[:1] for name, cls in OPS.items()}
 
@@ -316,6 +459,9 @@ def parse_augment(spec):
             continue
         name, _, rest = text.strip().partition(":")
         name = name.strip().lower()
+        if "=" in name:
+            raise DataError(f"--aug item {text.strip()!r}: inside --aug one augmentation's options are "
+                            f"separated by ';' (e.g. randaug:n=2;m=9), since ',' separates augmentations")
         if name in PRESETS and not rest:
             items.update((n, o) for n, o in parse_augment(PRESETS[name]))
             continue
