@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 from utils.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
-from utils.io import (DataError, atomic_write_csv, read_preds, report_problems, submission_frame,  # noqa: E402
-                      write_preds)
+from utils.io import (DataError, atomic_write_csv, read_csv, read_preds, report_problems,  # noqa: E402
+                      submission_frame, write_preds)
 from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
 
 log = logging.getLogger("predict")
@@ -117,7 +117,7 @@ def folds_table(run):
     path = run.data_root / run.config.get("folds_file", "folds.csv")
     if not path.is_file():
         raise DataError(f"folds file {path} not found; it was written when the run trained")
-    df = pd.read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
     df["fold"] = df["fold"].astype(int)
     return df
 

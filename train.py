@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
 from utils import distributed as dist  # noqa: E402
-from utils.io import DataError, atomic_write_json  # noqa: E402
+from utils.io import DataError, atomic_write_json, read_json  # noqa: E402
 from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("train")
@@ -164,7 +164,7 @@ def find_run(args, out):
             return run
         cands = []
         for c in out.glob("*/config.json"):
-            cfg = json.loads(c.read_text())
+            cfg = read_json(c)
             if (cfg.get("arch"), cfg.get("fold"), cfg.get("images")) == (args.arch, args.fold, args.images) \
                     and not (c.parent / "result.json").is_file() and (c.parent / "checkpoints" / "last.pt").is_file():
                 cands.append(c.parent)
@@ -215,7 +215,7 @@ def check_resume(stored, cfg, run_dir):
 
 
 def main(args):
-    from utils.data import load_dataset, load_or_make_folds, select_label_group
+    from utils.data import load_dataset, plan_folds, select_label_group, write_folds
     from utils.cache import default_cache_dir, load_images
     from utils.losses import build_loss
     from utils.models import create_model
@@ -237,10 +237,8 @@ def main(args):
     root = data_root(args)
     spec = load_dataset(root, args.images, args.test_images)
     folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
-    fold_ids = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file) if dist.is_main() else None
-    dist.barrier()
-    if fold_ids is None:
-        fold_ids = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file)
+    # made in memory (the same on every rank) and written only once every check has passed
+    fold_ids, folds_file, new_folds = plan_folds(spec, args.folds_k, args.folds_seed, folds_file)
     if not 0 <= args.fold < args.folds_k:
         raise DataError(f"--fold {args.fold}: must be in 0..{args.folds_k - 1}")
     label_idx = select_label_group(spec.labels, spec.y, args.label_group)
@@ -256,9 +254,11 @@ def main(args):
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     train_rows = (fold_ids != args.fold).nonzero()[0]
     if args.resume:
-        stored = json.loads((run_dir / "config.json").read_text())
+        stored = read_json(run_dir / "config.json")
         check_resume(stored, cfg, run_dir)
         cfg = stored
+        if dist.is_main() and new_folds:  # the folds file was moved away: the same folds again
+            write_folds(spec, fold_ids, folds_file)
     else:
         if dist.is_main():
             imgs = load_images(spec.files, plan[0].size, cache_dir, desc=args.images)
@@ -266,7 +266,9 @@ def main(args):
         imgs = load_images(spec.files, plan[0].size, cache_dir, desc=args.images)
         cfg["pca"] = pca_stats(imgs[train_rows[:: max(1, len(train_rows) // 500)]])
         cfg["loss"] = build_loss(args.loss, spec.y[train_rows][:, label_idx])[1]
-        if dist.is_main():
+        if dist.is_main():  # every check has passed: the first files of the run
+            if new_folds:
+                write_folds(spec, fold_ids, folds_file)
             atomic_write_json(run_dir / "config.json", cfg)
     if dist.is_main():
         log.info("run %s: %s on fold %d, %d labels, %d train / %d val images, device %s\n%s",

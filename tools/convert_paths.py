@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.io import DataError, atomic_write_json, atomic_write_text, report_problems  # noqa: E402
+from utils.io import DataError, atomic_write_json, atomic_write_text, read_text, report_problems  # noqa: E402
 from utils.paths import (is_foreign_abs, load_path_map, parse_path_map, portable_rel,  # noqa: E402
                          rewrite_record)
 from utils.runs import find_runs  # noqa: E402
@@ -68,7 +68,7 @@ def explicit_pairs(args):
     if args.map:
         if not Path(args.map).is_file():
             raise DataError(f"{args.map}: map file not found")
-        pairs += [(o, _absolute(n)) for o, n in parse_path_map(Path(args.map).read_text())]
+        pairs += [(o, _absolute(n)) for o, n in parse_path_map(read_text(args.map))]
     if not pairs and not args.auto:
         raise DataError("nothing to convert: give --from PREFIX --to PREFIX, --map FILE or --auto")
     return pairs

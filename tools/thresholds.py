@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.data import align_names, read_truth  # noqa: E402
-from utils.io import DataError, read_preds, report_problems  # noqa: E402
+from utils.io import DataError, read_csv, read_preds, report_problems  # noqa: E402
 from utils.runs import load_run  # noqa: E402
 from utils.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
 from utils.cli import run_script  # noqa: E402
@@ -57,10 +56,7 @@ def get_args_parser():
 def _read_table(path, columns):
     """CSV with the given leading columns as strings; DataError naming the file otherwise."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
+    df = read_csv(path, dtype=str, keep_default_na=False)
     if list(df.columns[: len(columns)]) != list(columns):
         raise DataError(f"{path}: expected columns {','.join(columns)}; got {list(df.columns)[:5]}")
     dup = df["image_name"][df["image_name"].duplicated()].tolist()

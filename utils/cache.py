@@ -129,15 +129,26 @@ def load_images(files, size, cache_dir, desc="images", workers=None):
     listing every file that cannot be decoded.
     """
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(files, size)
     tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in desc)
     path = cache_dir / f"{tag}-{size}px-{key}.npy"
     if not path.is_file():
-        for old in cache_dir.glob(f"{tag}-{size}px-*.npy"):
-            old.unlink(missing_ok=True)
+        # folders this call creates are removed again when decoding fails: bad data leaves nothing
+        made = [d for d in (cache_dir, *cache_dir.parents) if not d.exists()]
+        cache_dir.mkdir(parents=True, exist_ok=True)
         log.info("decoding %d images at %dpx into %s", len(files), size, path)
-        _build(files, size, path, workers or default_workers(), desc)
+        try:
+            _build(files, size, path, workers or default_workers(), desc)
+        except BaseException:
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+            raise
+        for old in cache_dir.glob(f"{tag}-{size}px-*.npy"):  # stale caches, once the new one exists
+            if old != path:
+                old.unlink(missing_ok=True)
     arr = np.load(path, mmap_mode="r")
     if arr.shape != (len(files), size, size, 3):
         raise DataError(f"{path}: cache has shape {arr.shape}, expected {(len(files), size, size, 3)}; delete it")

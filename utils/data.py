@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from utils.io import DataError, atomic_write_csv, report_problems
+from utils.io import DataError, atomic_write_csv, read_csv, read_lines, read_text, report_problems
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 # Images this large are almost always a mistake or an attack; PIL warns then errors.
@@ -56,12 +56,9 @@ def read_tags_csv(path, need_tags=True):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
+    if not read_text(path).strip():
         raise DataError(f"{path}: the file is empty; expected a header 'image_name,tags' and one row per image")
-    except Exception as e:
-        raise DataError(f"{path}: cannot parse as CSV ({e})") from e
+    df = read_csv(path, dtype=str, keep_default_na=False)
     cols = ["image_name", "tags"] if need_tags else ["image_name"]
     missing = [c for c in cols if c not in df.columns]
     if missing:
@@ -115,7 +112,7 @@ def check_header(path):
 
 def read_labels_txt(path):
     """One label per line (blank lines ignored) -> list; DataError on duplicates."""
-    labels = [s.strip() for s in Path(path).read_text().splitlines() if s.strip()]
+    labels = read_lines(path)
     dup = sorted({s for s in labels if labels.count(s) > 1})
     if not labels:
         raise DataError(f"{path}: no labels")
@@ -235,35 +232,70 @@ def make_folds(y, k=5, seed=42, groups=None):
     return folds
 
 
-def load_or_make_folds(spec, k=5, seed=42, path=None):
-    """Fold id per training image, from folds.csv (made once and then reused).
+def _some(names, n=5):
+    """'a', 'b', 'c' (+2 more): the first n of a list of names and how many are left out."""
+    more = f" (+{len(names) - n} more)" if len(names) > n else ""
+    return ", ".join(repr(x) for x in names[:n]) + more
 
-    spec: DataSpec; k, seed: used only when the file is created; path: defaults to
-    DATA/folds.csv. Raises DataError when an existing file has another K or other
-    images, or when it must be created in a read-only folder.
+
+def plan_folds(spec, k=5, seed=42, path=None):
+    """Fold id per training image, read from the folds file or made in memory (not written).
+
+    Returns (folds int64 (N,), path, new): `new` is True when the file does not exist yet
+    and must be written with `write_folds` once every other check has passed. Making folds
+    is a pure function of (labels, k, seed), so every process computes the same ones.
+    Raises DataError when an existing file has another K or another image set (naming the
+    added and removed images), or when a new one could not be written.
     """
     path = Path(path) if path else spec.root / "folds.csv"
-    if path.is_file():
-        df = pd.read_csv(path, dtype={"image_name": str}, keep_default_na=False)
-        if list(df.columns[:2]) != ["image_name", "fold"]:
-            raise DataError(f"{path}: expected columns image_name,fold; got {list(df.columns)}")
+    if not path.is_file():
+        parent = next(d for d in (path.parent, *path.parent.parents) if d.exists())
+        if not os.access(parent, os.W_OK):
+            raise DataError(f"{path.parent}: not writable, cannot create {path.name}; "
+                            f"copy the dataset or pass --folds-file PATH")
+        return make_folds(spec.y, k, seed, groups=duplicate_groups(spec)), path, True
+    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+    if list(df.columns[:2]) != ["image_name", "fold"]:
+        raise DataError(f"{path}: expected columns image_name,fold; got {list(df.columns)}")
+    try:
         stored = dict(zip(df["image_name"], df["fold"].astype(int)))
-        k_file = int(df["fold"].max()) + 1 if len(df) else 0
-        missing = [n for n in spec.names if n not in stored]
-        extra = len(stored) - (len(spec.names) - len(missing))
-        if k_file != k or missing or extra:
-            raise DataError(
-                f"{path}: existing folds do not match: file has K={k_file} and {len(stored)} images, "
-                f"this run asks K={k} for {len(spec.names)} images ({len(missing)} missing"
-                f"{', e.g. ' + repr(missing[:3]) if missing else ''}, {extra} extra). Every run must share "
-                f"one folds file: pass --folds-k {k_file}, or move {path.name} away to make new folds "
-                f"(earlier runs' out-of-fold predictions will no longer line up).")
-        return np.array([stored[n] for n in spec.names], np.int64)
-    folds = make_folds(spec.y, k, seed, groups=duplicate_groups(spec))
-    if not os.access(path.parent, os.W_OK):
-        raise DataError(f"{path.parent}: not writable, cannot create {path.name}; "
-                        f"copy the dataset or pass --folds-file PATH")
+    except ValueError as e:
+        raise DataError(f"{path}: the fold column must hold integers ({e})") from e
+    k_file = max(stored.values()) + 1 if stored else 0
+    problems = []
+    if k_file != k:
+        problems.append(f"it has K={k_file} folds, this run asks --folds-k {k}: pass --folds-k {k_file}")
+    now = set(spec.names)
+    added = [n for n in spec.names if n not in stored]
+    removed = [n for n in stored if n not in now]
+    if added:
+        problems.append(f"{len(added)} image(s) of train.csv are not in it (added since): {_some(added)}")
+    if removed:
+        problems.append(f"{len(removed)} image(s) in it are no longer in train.csv (removed since): "
+                        f"{_some(removed)}")
+    if problems:
+        fix = ("restore those rows of train.csv, or move " if added or removed else "or move ") + \
+            f"{path.name} away to make new folds (earlier runs' out-of-fold predictions will no longer line up)"
+        raise DataError(f"{path}: the existing folds do not match this run; every run must share one "
+                        f"folds file:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{fix}")
+    return np.array([stored[n] for n in spec.names], np.int64), path, False
+
+
+def write_folds(spec, folds, path):
+    """Write image_name,fold for the training images atomically."""
     atomic_write_csv(path, pd.DataFrame({"image_name": spec.names, "fold": folds}))
+
+
+def load_or_make_folds(spec, k=5, seed=42, path=None):
+    """Fold id per training image, from folds.csv (made and written once, then reused).
+
+    spec: DataSpec; k, seed: used only when the file is created; path: defaults to
+    DATA/folds.csv. Raises DataError as plan_folds. Callers that check more before
+    writing anything use plan_folds and write_folds.
+    """
+    folds, path, new = plan_folds(spec, k, seed, path)
+    if new:
+        write_folds(spec, folds, path)
     return folds
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from utils.io import DataError, atomic_write_csv, atomic_write_text
+from utils.io import DataError, atomic_write_csv, atomic_write_text, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ def tag_frequencies(data_dir, tags=TAGS, densities=DENSITIES):
     table = pd.DataFrame({"density": densities}, index=pd.Index(tags, name="tag"))
     for split, csv in (("train", "train.csv"), ("test", "test_labels.csv")):
         if (data_dir / csv).exists():
-            rows = pd.read_csv(data_dir / csv, keep_default_na=False)["tags"].str.split()
+            rows = read_csv(data_dir / csv, keep_default_na=False)["tags"].str.split()
             counts = pd.Series([t for ts in rows for t in ts]).value_counts()
             table[split] = counts.reindex(list(tags), fill_value=0).to_numpy() / len(rows)
     return table

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from utils.io import DataError, report_problems
+from utils.io import DataError, read_csv, report_problems
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +194,10 @@ def read_duplicates(path):
     """duplicates.csv -> DataFrame with COLUMNS; DataError naming the file for wrong columns or values."""
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype={"image_a": str, "image_b": str, "split_a": str, "split_b": str},
-                         keep_default_na=False)
-    except Exception as e:  # empty or unparsable file
-        raise DataError(f"{path}: cannot read near-duplicate pairs ({e}); rerun tools/near_duplicates.py") from e
+        df = read_csv(path, dtype={"image_a": str, "image_b": str, "split_a": str, "split_b": str},
+                      keep_default_na=False)
+    except DataError as e:  # empty or unparsable file
+        raise DataError(f"{e}; rerun tools/near_duplicates.py") from e
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected {','.join(COLUMNS)} "

@@ -1,9 +1,15 @@
-"""Atomic file writes, the project's error type, and the prediction-file format.
+"""Atomic file writes, tolerant text reading, the project's error type, the prediction-file format.
 
 Every file another script reads (checkpoints, predictions, records) is written to a
 temporary name in the same folder, fsynced, then moved into place with os.replace,
 so a reader sees the old file or the new one, never half of one.
+
+Every text file the project reads (CSV, labels.txt, folds, configs, prediction files,
+path maps) goes through `read_text` (or `read_csv` / `read_lines` / `read_json` built on
+it), so all of them tolerate the same things: a UTF-8 byte-order mark (Excel, Notepad),
+Windows (CRLF) or old Mac (CR) line ends, and whitespace around names and values.
 """
+import io
 import json
 import os
 import tempfile
@@ -29,6 +35,59 @@ def report_problems(title, problems, limit=20):
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     raise DataError("\n".join(lines))
+
+
+def read_text(path):
+    """The text of a UTF-8 file: BOM dropped, CRLF and CR line ends turned into LF.
+
+    Raises DataError naming the file when it is missing, unreadable or not UTF-8.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line}); save it as UTF-8") from e
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_lines(path):
+    """Non-empty lines of a text file (read_text), each stripped of surrounding whitespace."""
+    return [s.strip() for s in read_text(path).split("\n") if s.strip()]
+
+
+def read_json(path):
+    """A JSON file read through read_text; DataError naming the file and position when invalid."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_csv(path, **kwargs):
+    """pandas.read_csv of a file read through read_text; column names and text cells stripped.
+
+    kwargs go to pandas (dtype, keep_default_na, ...). Raises DataError naming the file
+    when it is missing, empty (no header) or not parsable as CSV.
+    """
+    text = read_text(path)
+    try:
+        df = pd.read_csv(io.StringIO(text), **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (no header line)") from None
+    except (pd.errors.ParserError, ValueError) as e:
+        raise DataError(f"{path}: cannot parse as CSV ({e})") from e
+    df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = df[c].map(lambda v: v.strip() if isinstance(v, str) else v)
+    return df
 
 
 def _current_umask():
@@ -123,10 +182,7 @@ def read_preds(path):
     empty names, non-numeric, NaN or out-of-range [0, 1] values.
     """
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype={"image_name": str}, keep_default_na=False)
-    except Exception as e:  # unreadable or empty file
-        raise DataError(f"{path}: cannot read predictions ({e})") from e
+    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
     if df.columns.size < 2 or df.columns[0] != "image_name":
         raise DataError(f"{path}: expected columns image_name,<label>...; got {list(df.columns)[:5]}")
     names = df["image_name"].astype(str).tolist()

@@ -7,7 +7,7 @@ seed): the runs' out-of-fold predictions joined and averaged over seeds
 import numpy as np
 import pandas as pd
 
-from utils.io import DataError
+from utils.io import DataError, read_csv
 from utils.runs import display_name
 from utils.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
 from utils.thresholds import FIXED_THRESHOLD
@@ -23,8 +23,8 @@ def _stage_sizes(config):
 def _history(run):
     path = run.dir / "history.csv"
     try:
-        return pd.read_csv(path) if path.is_file() else None
-    except Exception:  # a torn or empty history only loses the epoch count
+        return read_csv(path) if path.is_file() else None
+    except DataError:  # a torn or empty history only loses the epoch count
         return None
 
 

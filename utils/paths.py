@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from utils.io import DataError
+from utils.io import DataError, read_text
 
 _WIN = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
 
@@ -61,7 +61,7 @@ def load_path_map(path=None):
         p = Path(path)
         if not p.is_file():
             raise DataError(f"{p}: path map file not found")
-        pairs += parse_path_map(p.read_text())
+        pairs += parse_path_map(read_text(p))
     pairs += parse_path_map(os.environ.get("MULTITAG_PATH_MAP", ""))
     return pairs
 

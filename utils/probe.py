@@ -29,7 +29,7 @@ from torch import nn
 
 from utils.cache import cache_key, load_images
 from utils.engine import predict_logits
-from utils.io import atomic_write, atomic_write_csv, atomic_write_json, write_preds
+from utils.io import atomic_write, atomic_write_csv, atomic_write_json, read_json, write_preds
 from utils.metrics import fbeta_per_label, fbeta_samples
 from utils.models import create_model
 from utils.thresholds import FIXED_THRESHOLD, greedy_thresholds
@@ -119,7 +119,7 @@ def cached_features(files, size, cache_dir, arch, pretrained=True, tta="none", d
     if path.is_file() and side.is_file():
         feats = np.load(path)
         if feats.shape[0] == len(files):
-            return feats, {**json.loads(side.read_text()), "path": str(path), "cached": True}
+            return feats, {**read_json(side), "path": str(path), "cached": True}
     t0 = time.perf_counter()
     images = load_images(files, size, cache_dir, desc=desc)
     model = feature_model(arch, pretrained, tta)

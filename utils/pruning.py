@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import rankdata
 
-from utils.io import DataError, atomic_write_csv
+from utils.io import DataError, atomic_write_csv, read_json, read_csv
 from utils.scores import LABEL_COL
 
 PRUNED_FILE = "PRUNED.csv"
@@ -24,10 +24,7 @@ def read_pruned(path):
     path = Path(path)
     if not path.is_file():
         return pd.DataFrame(columns=["run"])
-    try:
-        return pd.read_csv(path, dtype={"run": str, "model": str})
-    except Exception as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
+    return read_csv(path, dtype={"run": str, "model": str})
 
 
 def append_pruned(path, rows):
@@ -117,8 +114,8 @@ def stack_usage(report_paths, run_names):
     used, problems = {}, []
     for path in report_paths:
         try:
-            obj = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:
+            obj = read_json(path)
+        except DataError as e:
             problems.append(f"{path}: cannot read stack report ({e}); cannot tell which runs it uses")
             continue
         for s in _strings(obj):

@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 
-from utils.io import DataError
+from utils.io import DataError, read_csv, read_json
 from utils.paths import load_path_map, native_rel, resolve_stored
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
@@ -90,18 +89,17 @@ def load_run(run_dir, pairs=None, roots=None):
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise DataError(f"{run_dir}: not a run (no config.json)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{cfg_path}: unreadable ({e})") from e
+    config = read_json(cfg_path)
+    if not isinstance(config, dict):
+        raise DataError(f"{cfg_path}: expected a JSON object")
     for k in ("arch", "fold", "labels"):
         if k not in config:
             raise DataError(f"{cfg_path}: missing key {k!r}")
     result = {}
     if (run_dir / "result.json").is_file():
         try:
-            result = json.loads((run_dir / "result.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            result = read_json(run_dir / "result.json")
+        except DataError:
             result = {}
     if pairs is None:
         pairs = load_path_map()
@@ -157,7 +155,7 @@ def find_runs(patterns, pairs=None, roots=None):
 
 def read_folds(path):
     """folds.csv -> dict image_name -> fold."""
-    df = pd.read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
     return dict(zip(df["image_name"], df["fold"].astype(int)))
 
 

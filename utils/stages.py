@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from utils.io import DataError, report_problems
+from utils.io import DataError, read_text, report_problems
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("const", "step", "multistep", "cosine", "onecycle", "plateau")
@@ -341,10 +341,7 @@ def read_config_file(path):
     """
     path = Path(path)
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"{path}: cannot read config ({e.strerror or e})") from e
+    text = read_text(path)
     try:
         if kind == "JSON":
             data = json.loads(text)

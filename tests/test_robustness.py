@@ -1,0 +1,123 @@
+"""Bad input users really meet: each one is built here, tiny, and must give a clear answer.
+
+Truncated images, BOM/CRLF text files, small folds, damaged checkpoints, EXIF
+orientation, unlisted test images, resume from the run alone, offline weights.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import ROOT, write_dataset
+from utils.io import DataError
+
+FAST = "epochs=1,size=16,bs=8"
+
+
+def train(data, out, *extra, env=None, name="r", check=True, arch=("--arch", "tiny_cnn")):
+    cmd = [sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--data", str(data), "--out", str(out),
+           *arch, "--no-pretrained", "--plots", "none", *(["--name", name] if name else []), *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def truncate_jpeg(path, cut=1536):
+    """A valid JPEG of noise (large enough) with its last `cut` bytes removed."""
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(path, format="JPEG", quality=95)
+    data = Path(path).read_bytes()
+    assert len(data) > 2 * cut
+    Path(path).write_bytes(data[:-cut])
+
+
+def tree(path):
+    """Every file and folder under path (relative), for 'nothing was written' checks."""
+    return sorted(str(p.relative_to(path)) for p in Path(path).rglob("*"))
+
+
+# ----------------------------------------------------------------------------- 1: nothing written before the checks
+
+def test_truncated_train_image_writes_nothing_and_the_fixed_dataset_trains(tmp_path):
+    data = write_dataset(tmp_path / "data", n=14, size=16, n_test=2)
+    truncate_jpeg(data / "train" / "img005.jpg")
+    before = tree(data)
+    r = train(data, tmp_path / "runs", "--stages", FAST, check=False)
+    assert r.returncode == 2 and "img005.jpg" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert tree(data) == before  # no folds.csv, no .cache/
+    assert not (tmp_path / "runs").exists()
+    # the user drops the row: the next run trains (no stale folds.csv refuses it)
+    csv = data / "train.csv"
+    csv.write_text("".join(l for l in csv.read_text().splitlines(True) if not l.startswith("img005,")))
+    train(data, tmp_path / "runs", "--stages", FAST)
+    assert len(pd.read_csv(data / "folds.csv")) == 13
+
+
+def test_folds_mismatch_names_added_and_removed_images(tmp_path):
+    from utils.data import load_dataset, load_or_make_folds
+
+    data = write_dataset(tmp_path / "data", n=12, size=16, n_test=1)
+    spec = load_dataset(data)
+    load_or_make_folds(spec, k=3)
+    df = pd.read_csv(data / "folds.csv")
+    df.loc[df["image_name"] == "img004", "image_name"] = "gone1"  # img004 added, gone1 removed
+    df.to_csv(data / "folds.csv", index=False)
+    with pytest.raises(DataError) as e:
+        load_or_make_folds(spec, k=3)
+    msg = str(e.value)
+    assert "'img004'" in msg and "added" in msg and "'gone1'" in msg and "removed" in msg
+    assert "--folds-k" not in msg
+    with pytest.raises(DataError, match="K=3 folds, this run asks --folds-k 5: pass --folds-k 3"):
+        load_or_make_folds(spec, k=5)
+
+
+# ----------------------------------------------------------------------------- 6: one tolerant text reader
+
+def _dos(text, bom=True):
+    return (b"\xef\xbb\xbf" if bom else b"") + text.replace("\n", "\r\n").encode()
+
+
+def test_bom_crlf_and_trailing_spaces_everywhere(tmp_path):
+    from utils.data import load_dataset, load_or_make_folds
+    from utils.io import read_preds
+
+    data = write_dataset(tmp_path / "data", n=12, size=16, n_test=3)
+    clean = load_dataset(data)
+    (data / "labels.txt").write_bytes(_dos("a \nb\nc\n"))
+    rows = (data / "train.csv").read_text().splitlines()
+    (data / "train.csv").write_bytes(_dos("\n".join(r + "  " for r in rows) + "\n"))
+    (data / "sample_submission.csv").write_bytes(_dos((data / "sample_submission.csv").read_text()))
+    spec = load_dataset(data)
+    assert spec.labels == ["a", "b", "c"] and spec.names == clean.names and (spec.y == clean.y).all()
+    assert spec.test_names == clean.test_names
+    folds = load_or_make_folds(spec, k=3)
+    (data / "folds.csv").write_bytes(_dos((data / "folds.csv").read_text().replace("\n", " \n")))
+    assert (load_or_make_folds(spec, k=3) == folds).all()
+    (tmp_path / "p.csv").write_bytes(_dos("image_name,a,b\nx ,0.5,0.25\ny,1,0\n"))
+    names, labels, probs = read_preds(tmp_path / "p.csv")
+    assert names == ["x", "y"] and labels == ["a", "b"] and probs.tolist() == [[0.5, 0.25], [1, 0]]
+
+
+def test_no_text_file_is_read_around_utils_io():
+    """Every CSV/JSON/text read goes through utils/io.py (one tolerance for BOM/CRLF/whitespace)."""
+    pattern = re.compile(r"pd\.read_csv\(|\.read_text\(|json\.load\(|open\([^)]*['\"]r")
+    offenders = []
+    for f in sorted(ROOT.glob("**/*.py")):
+        rel = f.relative_to(ROOT)
+        if rel.parts[0] in ("tests", ".git") or str(rel) == "utils/io.py":
+            continue
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            # the one byte-exact copy: convert_paths keeps the old config.json as a backup
+            if pattern.search(line) and "cfg_path.read_text()" not in line:
+                offenders.append(f"{rel}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
