@@ -221,7 +221,7 @@ def main(args):
     from utils.models import create_model
     from utils.stages import describe_plan, resolve_plan
     from utils.tensorboard_log import resolve_flag as resolve_tensorboard
-    from utils.trainer import TrainOptions, Trainer, seed_everything
+    from utils.trainer import TrainOptions, Trainer, check_batches, seed_everything
     from utils.transforms import pca_stats
 
     tensorboard = resolve_tensorboard(args.tensorboard)
@@ -253,6 +253,7 @@ def main(args):
     cfg = build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     train_rows = (fold_ids != args.fold).nonzero()[0]
+    check_batches(plan, args.sampler, spec.y[train_rows][:, label_idx], args.seed, dist.world_size())
     if args.resume:
         stored = read_json(run_dir / "config.json")
         check_resume(stored, cfg, run_dir)

@@ -121,3 +121,67 @@ def test_no_text_file_is_read_around_utils_io():
             if pattern.search(line) and "cfg_path.read_text()" not in line:
                 offenders.append(f"{rel}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+# ----------------------------------------------------------------------------- 3: never a training batch of 1
+
+def _batches(n, bs, world, rank, start=0):
+    """Batches one rank takes: the trainer's path (batch_plan, shard, slice at the resumed step)
+    through the BatchSampler a DataLoader uses (make_loader's ListSampler, batch_size, drop_last)."""
+    from torch.utils.data import BatchSampler
+
+    from utils import distributed as dist
+    from utils.engine import ListSampler, batch_plan
+
+    bp = batch_plan(n, bs, world)
+    mine = dist.shard(np.arange(n), world=world, rank_=rank)
+    items = list(BatchSampler(ListSampler(mine[start * bp.bs_local:]), bp.bs_local, bp.drop_last))
+    return bp, [len(b) for b in items], items
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_batch_plan_never_makes_a_batch_of_one(world):
+    from utils.engine import batch_plan
+
+    checked = 0
+    for bs in [*range(1, 13), 16, 31, 32, 64]:
+        for n in range(1, 140):
+            if bs // world < 2 or -(-n // world) < 2:
+                with pytest.raises(DataError, match="BatchNorm"):
+                    batch_plan(n, bs, world)
+                continue
+            sizes_all = []
+            for rank in range(world):
+                bp, sizes, full = _batches(n, bs, world, rank)
+                assert len(sizes) == bp.steps >= 1 and min(sizes) >= 2, (n, bs, world, rank, sizes)
+                assert sizes[:-1] == [bp.bs_local] * (len(sizes) - 1)
+                assert sum(sizes) > -(-n // world) - bp.bs_local  # only a partial batch is left out
+                # the old rule where it was safe (two full batches): unchanged results
+                assert bp.drop_last == (n >= 2 * bs or -(-n // world) % (bs // world) == 1)
+                for start in {1, bp.steps - 1} & set(range(1, bp.steps)):  # resumed mid-epoch
+                    _, rest, rest_items = _batches(n, bs, world, rank, start)
+                    assert rest_items == full[start:]
+                sizes_all.append(len(sizes))
+                checked += 1
+            assert len(set(sizes_all)) == 1  # every rank takes the same number of steps
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("n,bs", [(14, 8), (70, 64)])
+def test_one_image_left_over_trains(tmp_path, n, bs):
+    """9 (or 65) training images with batches of 8 (or 64): resnet18 used to crash on the last batch."""
+    data = write_dataset(tmp_path / "data", n=n, size=16, n_test=1)
+    names = [f"img{i:03d}" for i in range(n)]
+    folds = [0] * 5 + [1 + i % 4 for i in range(n - 5)]
+    pd.DataFrame({"image_name": names, "fold": folds}).to_csv(data / "folds.csv", index=False)
+    train(data, tmp_path / "runs", "--stages", f"epochs=1,size=32,bs={bs},train=all",
+          arch=("--arch", "resnet18"))
+    hist = pd.read_csv(tmp_path / "runs" / "r" / "history.csv")
+    assert len(hist) == 1 and (tmp_path / "runs" / "r" / "result.json").is_file()
+
+
+def test_batches_of_one_per_process_are_refused_before_anything_is_written(tmp_path):
+    data = write_dataset(tmp_path / "data", n=12, size=16, n_test=1)
+    r = train(data, tmp_path / "runs", "--stages", "epochs=1,size=16,bs=8;epochs=1,size=16,bs=1", check=False)
+    assert r.returncode == 2 and "stage 2" in r.stderr and "BatchNorm" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() and not (data / "folds.csv").exists()

@@ -42,10 +42,12 @@ def barrier():
         dist.barrier()
 
 
-def shard(indices, drop_last_to=None):
+def shard(indices, world=None, rank_=None):
     """This rank's share of an index list: padded (by wrapping) to a multiple of the
-    world size, then every world-th element, so all ranks take the same number of steps."""
-    w, r = world_size(), rank()
+    world size, then every world-th element, so all ranks take the same number of steps.
+    world, rank_: default to this process's (given explicitly to test the rule)."""
+    w = world_size() if world is None else world
+    r = rank() if rank_ is None else rank_
     if w == 1:
         return np.asarray(indices)
     idx = np.asarray(indices)

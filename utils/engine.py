@@ -8,6 +8,7 @@ of loader workers, and see exactly the same batches.
 import functools
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -194,3 +195,37 @@ def sigmoid(x):
 def steps_in_epoch(n_items, bs, drop_last):
     """Number of batches an epoch of n_items makes."""
     return n_items // bs if drop_last else math.ceil(n_items / bs)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one process cuts an epoch into training batches (see batch_plan)."""
+    n_local: int     # items this process visits per epoch
+    bs_local: int    # its batch size
+    drop_last: bool  # the last, partial batch is left out
+    steps: int       # batches per epoch (the same on every process)
+
+
+def batch_plan(n_epoch, bs, world=1, where="training"):
+    """Cut an epoch of n_epoch items into batches of bs (over all `world` processes).
+
+    Each process visits ceil(n_epoch / world) items (utils.distributed.shard pads by
+    wrapping) in batches of bs // world. A training batch of one image breaks BatchNorm
+    ("Expected more than 1 value per channel when training"), so the last partial batch
+    is left out whenever it would hold one image, and also (the rule since the first
+    version, kept so results do not change) whenever the epoch has two full batches.
+    Raises DataError, naming `where`, when a process would see fewer than 2 images or
+    batches of 1. Resuming mid-epoch slices the same order at a batch boundary, so the
+    batches stay the same.
+    """
+    from utils.io import DataError
+
+    n_local, bs_local = math.ceil(n_epoch / world), bs // world
+    if bs_local < 2:
+        raise DataError(f"{where}: batch size {bs} over {world} process(es) makes batches of {bs_local} "
+                        f"image(s); BatchNorm needs at least 2 per batch: use a batch size >= {2 * world}")
+    if n_local < 2:
+        raise DataError(f"{where}: {n_epoch} training image(s) per epoch over {world} process(es) is too few "
+                        f"to train (BatchNorm needs batches of at least 2); use more images or another fold")
+    drop_last = n_epoch >= 2 * bs or n_local % bs_local == 1
+    return BatchPlan(n_local, bs_local, drop_last, steps_in_epoch(n_local, bs_local, drop_last))

@@ -3,7 +3,6 @@ half on every label, check that deleting their weights is safe (stack reports, l
 coverage), delete, and keep their scores in PRUNED.csv (tools/prune.py; the leaderboard
 shows pruned runs from that file).
 """
-import json
 import re
 import shutil
 import time

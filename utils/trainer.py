@@ -22,7 +22,7 @@ import torch
 from utils import distributed as dist
 from utils.cache import load_images
 from utils.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
-from utils.engine import (CachedImages, Step, make_loader, predict_logits, sigmoid, steps_in_epoch,
+from utils.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
                           train_one_epoch)
 from utils.io import DataError, atomic_write, atomic_write_csv, atomic_write_json, write_preds
 from utils.losses import build_loss
@@ -99,6 +99,16 @@ def amp_dtype(device, mode):
     if mode == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def check_batches(stages, sampler, y_train, seed, world=1):
+    """Fail before training (DataError naming the stage) when a stage could make a batch of 1.
+
+    stages: Stage list; y_train: (N, L) labels of the training rows; sampler: --sampler spec.
+    """
+    n_epoch = len(epoch_indices(sampler, y_train, seed, 0))
+    for i, stage in enumerate(stages):
+        batch_plan(n_epoch, stage.bs, world, f"stage {i + 1}")
 
 
 class _Stop:
@@ -268,11 +278,9 @@ class Trainer:
         if self.opts.compile:
             model = torch.compile(model)
         optimizer = build_optimizer(stage, groups)
-        world = dist.world_size()
-        bs_local = max(1, stage.bs // world)
         n_epoch = len(epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], 0))
-        drop_last = n_epoch >= 2 * stage.bs  # avoid a last batch of 1 for BatchNorm
-        steps = steps_in_epoch(len(dist.shard(np.arange(n_epoch))), bs_local, drop_last)
+        bp = batch_plan(n_epoch, stage.bs, dist.world_size(), f"stage {si + 1}")  # never a batch of 1
+        bs_local, drop_last, steps = bp.bs_local, bp.drop_last, bp.steps
         scheduler = build_scheduler(stage, optimizer, steps)
         if opt_sd is not None:
             optimizer.load_state_dict(opt_sd)
