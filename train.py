@@ -32,7 +32,7 @@ from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 log = logging.getLogger("train")
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-               "aug", "pretrained", "folds_k")
+               "aug", "pretrained", "folds_k", "ema", "ema_warmup")
 
 
 def get_args_parser():
@@ -72,6 +72,12 @@ def get_args_parser():
     g.add_argument("--sampler", default="none", help="none | oversample[:t=0.1] | undersample[:frac=0.5] (default: none)")
     g.add_argument("--aug", default="default", help="comma list (hflip,vflip,rotate:15,shift:0.1,crop,rrc,pca,"
                    "colorswap) or a preset: none, light, default, heavy (default: default)")
+    g = p.add_argument_group("training ingredients")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an EMA of the weights with this decay per optimizer step, e.g. 0.9997; every "
+                   "epoch validates both, best.pt keeps the better (default: off)")
+    g.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="EMA decay warm-up min(decay, (1+k)/(10+k)) at update k (default: on)")
     g = p.add_argument_group("run")
     g.add_argument("--fold", type=int, default=0, help="validation fold (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default: 0)")
@@ -184,6 +190,7 @@ def find_run(args, out):
 
 def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file):
     """The resolved configuration written to config.json."""
+    from utils.ema import check_decay
     from utils.models import model_meta
     from utils.paths import portable
     from utils.runs import model_key
@@ -198,7 +205,8 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file):
            "folds_k": args.folds_k, "folds_seed": args.folds_seed,
            "pretrained": args.pretrained, "drop_rate": next((s.drop_rate for s in plan if s.drop_rate), None),
            "stages": [s.to_dict() for s in plan], "loss_spec": args.loss, "sampler": args.sampler,
-           "aug": args.aug, "mean": list(meta["mean"]), "std": list(meta["std"]),
+           "aug": args.aug, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
+           "mean": list(meta["mean"]), "std": list(meta["std"]),
            "recipe": args.recipe, "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "git_commit": git_commit(), "deterministic": args.deterministic,
            "versions": {"python": platform.python_version(), "torch": torch.__version__}}
@@ -216,6 +224,7 @@ def check_resume(stored, cfg, run_dir):
 
 def main(args):
     from utils.data import load_dataset, plan_folds, select_label_group, write_folds
+    from utils.ema import check_decay
     from utils.cache import default_cache_dir, load_images
     from utils.losses import build_loss
     from utils.models import create_model
@@ -245,6 +254,7 @@ def main(args):
     plan = resolve_plan(recipe=args.recipe, stages=args.stages, config_file=args.config,
                         bs=args.bs, size=args.size, epochs=args.epochs, lr=args.lr)
     build_loss(args.loss, spec.y[:, label_idx])  # fail on a bad --loss before anything is written
+    check_decay(args.ema)
     out = Path(args.out)
     run_dir = find_run(args, out)
     seed_everything(args.seed)

@@ -96,11 +96,12 @@ class Step:
     """Everything one optimisation step needs (the small dataclass, not 18 arguments)."""
 
     def __init__(self, model, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, mean, std,
-                 channels_last=False, grad_clip=0.0, gpu_augment=None, seed=0):
+                 channels_last=False, grad_clip=0.0, gpu_augment=None, seed=0, after_update=None):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.scaler, self.amp_dtype, self.device = scaler, amp_dtype, device
         self.mean, self.std, self.channels_last, self.grad_clip = mean, std, channels_last, grad_clip
         self.gpu_augment, self.seed, self.epoch = gpu_augment, seed, 0
+        self.after_update = after_update  # called after every optimizer step (weight EMA)
 
     def __call__(self, xb, yb, index=0):
         """One forward/backward/update on a uint8 batch (the index-th of the epoch); returns the loss."""
@@ -129,6 +130,8 @@ class Step:
         else:
             self.optimizer.step()
         self.scheduler.step_batch()
+        if self.after_update is not None:
+            self.after_update()
         return loss.detach()
 
 

@@ -21,7 +21,13 @@ MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", 
 
 def model_key(config):
     """Short hash of the configuration that defines a model (fold and seed excluded)."""
-    blob = json.dumps({k: config.get(k) for k in MODEL_KEYS}, sort_keys=True, default=str)
+    key = {k: config.get(k) for k in MODEL_KEYS}
+    # training ingredients added later count only when on, so runs without them keep their ids
+    if config.get("ema"):
+        key.update(ema=config["ema"], ema_warmup=config.get("ema_warmup", True))
+    if config.get("mix"):
+        key["mix"] = config["mix"]
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 

@@ -22,6 +22,7 @@ import torch
 from utils import distributed as dist
 from utils.cache import load_images
 from utils.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from utils.ema import build_ema
 from utils.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
                           train_one_epoch)
 from utils.io import DataError, atomic_write, atomic_write_csv, atomic_write_json, write_preds
@@ -182,6 +183,7 @@ class Trainer:
         self._tb = TensorBoardLog(run_dir, self.labels, config) if dist.is_main() and opts.tensorboard else None
         self._last_ckpt_time = time.time()
         self._cache = {}
+        self.ema = build_ema(unwrap(model), config.get("ema"), config.get("ema_warmup", True))
 
     # ----- checkpoints -----------------------------------------------------------------
 
@@ -203,7 +205,8 @@ class Trainer:
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "rng": rng_state(), "state": st, "config_stages": self.config["stages"]}
+                "rng": rng_state(), "state": st, "config_stages": self.config["stages"],
+                "ema": self.ema.state_dict() if self.ema is not None else None}
         path = self.run_dir / "checkpoints" / "last.pt"
         if self.die_what == "ckpt" and self.state["n_ckpt"] == self.die_n:
             def half_write(f):  # die after writing part of the temp file: a torn write
@@ -228,6 +231,10 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise DataError(f"{self.run_dir}: the checkpoint holds no EMA weights; resume without --ema")
+            self.ema.load_state_dict(ckpt["ema"])
         log.info("resuming %s at stage %d, epoch %d, step %d", self.run_dir.name,
                  self.state["stage"] + 1, self.state["epoch"] + 1, self.state["step"])
         return ckpt.get("optimizer"), ckpt.get("scheduler")
@@ -294,7 +301,8 @@ class Trainer:
             augment = build_augment(self.config["aug"], stage.size, self.labels, self.config.get("pca"))
         dataset = CachedImages(images, self.y_train, self.train_idx, augment, self.config["seed"])
         step_fn = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
-                       self.mean, self.std, self.opts.channels_last, gpu_augment=gpu_aug, seed=self.config["seed"])
+                       self.mean, self.std, self.opts.channels_last, gpu_augment=gpu_aug, seed=self.config["seed"],
+                       after_update=(lambda: self.ema.update(raw)) if self.ema is not None else None)
         self._maybe_die("stage_start", si)
         while self.state["epoch"] < stage.epochs:
             ge = self.state["global_epoch"]
@@ -357,10 +365,12 @@ class Trainer:
         f2_02 = fbeta_samples(self.y_val, probs >= 0.2)
         per_label = fbeta_per_label(self.y_val, probs >= thr)
         scheduler.step_epoch(f2)
+        ema = self._validate_ema(stage)
         elapsed = stats["data_s"] + stats["compute_s"]
         row = {"stage": si + 1, "epoch": self.state["global_epoch"] + 1, "stage_epoch": self.state["epoch"] + 1,
                "lr": stats.get("lr", scheduler.lr), "size": stage.size, "bs": stage.bs, "seen": stats["seen"],
-               "train_loss": tr[0] / max(tr[1], 1), "val_loss": val_loss, "val_f2": f2, "val_f2_at_0.2": f2_02,
+               "train_loss": tr[0] / max(tr[1], 1), "val_loss": val_loss, "val_f2": f2,
+               **({"val_f2_ema": ema["f2"]} if ema else {}), "val_f2_at_0.2": f2_02,
                **{f"f2_{l}": float(v) for l, v in zip(self.labels, per_label)},
                "seconds": elapsed, "img_per_s": stats["n"] * dist.world_size() / max(elapsed, 1e-9),
                "data_wait": stats["data_s"] / max(elapsed, 1e-9)}
@@ -373,14 +383,26 @@ class Trainer:
             atomic_write_csv(self.run_dir / "history.csv", pd.DataFrame(self.state["history"]))
             if self._tb is not None:
                 self._tb.log_epoch(row, probs, self.y_val)
-            if f2 > self.state["best"]:
-                self.state["best"], self.state["best_epoch"] = f2, row["epoch"]
+            pick = {"weights": "raw", "module": unwrap(model), "f2": f2, "thr": thr}
+            if ema and ema["f2"] > f2:
+                pick = ema
+            if pick["f2"] > self.state["best"]:
+                self.state["best"], self.state["best_epoch"] = pick["f2"], row["epoch"]
                 save_checkpoint(self.run_dir / "checkpoints" / "best.pt",
-                                {"model": clean_state_dict(unwrap(model).state_dict()), "meta": self.meta(stage),
-                                 "epoch": row["epoch"], "val_f2": f2, "thresholds": thr.tolist()})
+                                {"model": clean_state_dict(pick["module"].state_dict()), "meta": self.meta(stage),
+                                 "epoch": row["epoch"], "val_f2": pick["f2"], "thresholds": pick["thr"].tolist(),
+                                 "weights": pick["weights"]})
             self._plot(row["epoch"], probs, thr)
         self.state.update(epoch=self.state["epoch"] + 1, step=0, stats=None,
                           global_epoch=self.state["global_epoch"] + 1)
+
+    def _validate_ema(self, stage):
+        """The EMA weights' validation: {"weights": "ema", "module", "f2", "thr"}, or None without EMA."""
+        if self.ema is None:
+            return None
+        probs, _ = self.evaluate(self.ema.module, stage)
+        thr, f2 = greedy_thresholds(self.y_val, probs)
+        return {"weights": "ema", "module": self.ema.module, "f2": f2, "thr": thr}
 
     def evaluate(self, model, stage):
         """Validation probabilities (N_val, L) and mean loss, gathered over ranks."""

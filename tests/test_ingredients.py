@@ -1,0 +1,58 @@
+"""train.py with the training ingredients on: weight EMA, exact resume after SIGKILL."""
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import write_dataset
+from test_train import _same_run, train
+
+PLAN = "epochs=2,size=32,bs=8,lr=2e-2,train=head;epochs=2,size=24,train=all,sched=cosine"
+ARGS = ["--stages", PLAN, "--deterministic", "--ckpt-every", "2", "--ema", "0.9"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("d") / "data", n=48, size=32)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    train(data, out, *ARGS)
+    return out / "r"
+
+
+def test_ema_run_validates_both_weights_and_keeps_the_better(reference):
+    hist = pd.read_csv(reference / "history.csv")
+    cols = list(hist.columns)
+    assert cols.index("val_f2_ema") == cols.index("val_f2") + 1
+    best = torch.load(reference / "checkpoints" / "best.pt", weights_only=False)
+    both = np.maximum(hist["val_f2"], hist["val_f2_ema"])
+    assert best["val_f2"] == pytest.approx(both.max(), abs=1e-12)
+    row = hist.iloc[int(np.argmax(both.to_numpy()))]
+    assert best["weights"] == ("ema" if row["val_f2_ema"] > row["val_f2"] else "raw")
+    last = torch.load(reference / "checkpoints" / "last.pt", weights_only=False)
+    steps = int((hist["seen"] // 8).sum())  # optimizer steps: full batches of 8 (drop_last)
+    assert int(last["ema"]["n_averaged"]) == steps
+    ema_w = {k[len("module."):]: v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert ema_w.keys() == last["model"].keys()
+    assert any(not torch.equal(ema_w[k], last["model"][k]) for k in ema_w)
+
+
+def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path):
+    out = tmp_path / "runs"
+    kills = ["step:3", "stage_end:0", "ckpt:6"]
+    r = train(data, out, *ARGS, env={"MULTITAG_DIE_AT": kills[0]}, check=False)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    for k in kills[1:]:
+        r = train(data, out, *ARGS, "--resume", env={"MULTITAG_DIE_AT": k}, check=False)
+        assert r.returncode == -signal.SIGKILL, (k, r.stderr[-2000:])
+    train(data, out, *ARGS, "--resume")
+    _same_run(reference, out / "r")
+    ea = torch.load(reference / "checkpoints" / "last.pt", weights_only=False)["ema"]
+    eb = torch.load(out / "r" / "checkpoints" / "last.pt", weights_only=False)["ema"]
+    for k in ea:
+        torch.testing.assert_close(ea[k], eb[k], atol=1e-6, rtol=0)
