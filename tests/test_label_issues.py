@@ -1,0 +1,97 @@
+"""tools/label_issues.py: planted flipped labels found in a synthetic out-of-fold set, as cleanlab ranks them."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from utils.io import write_preds
+
+LABELS = ["a", "b", "c", "d"]
+N, K, FLIPPED = 120, 2, {3: 0, 17: 2, 40: 1, 77: 3, 95: 0, 110: 2}  # image -> flipped tag
+
+spec_ = importlib.util.spec_from_file_location("label_issues_tool", ROOT / "tools" / "label_issues.py")
+tool = importlib.util.module_from_spec(spec_)
+spec_.loader.exec_module(tool)
+
+
+def write_run(runs, data, name, arch, fold, names, probs):
+    d = runs / name
+    (d / "preds").mkdir(parents=True)
+    cfg = {"name": name, "arch": arch, "fold": fold, "seed": 0, "labels": LABELS, "all_labels": LABELS,
+           "label_group": None, "images": "train", "data_root": os.path.relpath(data, d),
+           "data_root_abs": str(data), "folds_file": "folds.csv", "folds_k": K}
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "result.json").write_text(json.dumps({"finished": True}))
+    write_preds(d / "preds" / "val.none.csv", names, LABELS, probs)
+
+
+@pytest.fixture(scope="module")
+def oof_set(tmp_path_factory):
+    """Clean tags, good OOF probabilities from two models, and train.csv with FLIPPED tags."""
+    tmp = tmp_path_factory.mktemp("li")
+    rng = np.random.default_rng(0)
+    clean = (rng.random((N, len(LABELS))) < 0.35).astype(np.uint8)
+    given = clean.copy()
+    for i, j in FLIPPED.items():
+        given[i, j] = 1 - given[i, j]
+    names = [f"im{i:03d}" for i in range(N)]
+    data = tmp / "data"
+    (data / "train").mkdir(parents=True)
+    for i, n in enumerate(names):
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(data / "train" / f"{n}.png")
+    tags = [" ".join(t for t, v in zip(LABELS, row) if v) for row in given]
+    pd.DataFrame({"image_name": names, "tags": tags}).to_csv(data / "train.csv", index=False)
+    folds = np.arange(N) % K
+    pd.DataFrame({"image_name": names, "fold": folds}).to_csv(data / "folds.csv", index=False)
+    runs = tmp / "runs"
+    models = []
+    for m in range(2):
+        z = rng.normal(0, 0.8, clean.shape) + 3.0 * (2.0 * clean - 1)
+        probs = np.round(1 / (1 + np.exp(-z)), 6)
+        models.append(probs)
+        for f in range(K):
+            rows = np.flatnonzero(folds == f)
+            write_run(runs, data, f"m{m}-f{f}", f"m{m}", f, [names[i] for i in rows], probs[rows])
+    return tmp, runs, names, given, np.mean(models, 0)
+
+
+def test_flipped_labels_rank_first_as_cleanlab_says(oof_set):
+    from cleanlab.multilabel_classification import filter as cl_filter
+    from cleanlab.multilabel_classification import rank as cl_rank
+
+    tmp, runs, names, given, mean = oof_set
+    out = tmp / "out"
+    table = tool.main(tool.get_args_parser().parse_args(["--runs", str(runs / "*"), "--top", "8",
+                                                         "--out", str(out)]))
+    csv = pd.read_csv(out / "label_issues.csv", dtype={"image_name": str})
+    top = csv.head(len(FLIPPED))
+    assert set(top["image_name"]) == {names[i] for i in FLIPPED}
+    for r in top.itertuples():
+        i = names.index(r.image_name)
+        assert r.tag == LABELS[FLIPPED[i]] and r.given == given[i, FLIPPED[i]]
+    # the scores are cleanlab's on the per-image mean of the two models' OOF probabilities
+    lists = [list(np.flatnonzero(row)) for row in given]
+    want = cl_rank.get_label_quality_scores(lists, mean)
+    order = [names.index(n) for n in csv["image_name"]]
+    np.testing.assert_allclose(csv["score"].to_numpy(), want[order], rtol=1e-5)
+    np.testing.assert_array_equal(csv["issue"].to_numpy(), cl_filter.find_label_issues(lists, mean)[order])
+    assert list(csv["rank"]) == list(range(1, N + 1)) and len(table) == N
+    with Image.open(out / "label_issues.png") as im:
+        assert im.size[0] > 300
+
+
+def test_bad_input_exits_2_and_writes_nothing(oof_set, tmp_path):
+    _, runs, _, _, _ = oof_set
+    cmd = [sys.executable, str(ROOT / "tools" / "label_issues.py"), "--out", str(tmp_path / "o")]
+    r = subprocess.run(cmd + ["--runs", str(runs / "*"), "--top", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--top 0" in r.stderr
+    r = subprocess.run(cmd + ["--runs", str(tmp_path / "none*")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no runs match" in r.stderr
+    assert not (tmp_path / "o").exists()
