@@ -20,6 +20,7 @@ from pathlib import Path
 # loader workers or other processes share the cores (measured: 14 vs 47 img/s on 2
 # cores, BENCHMARKS.md); passive waiting costs nothing measurable when the cores are free.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent
@@ -30,9 +31,10 @@ from utils.io import DataError, atomic_write_json, read_json  # noqa: E402
 from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("train")
+EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run directory
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-               "aug", "pretrained", "folds_k", "ema", "ema_warmup")
+               "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude")
 
 
 def get_args_parser():
@@ -46,6 +48,9 @@ def get_args_parser():
     g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
     g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
     add_cache_argument(g)
+    g.add_argument("--exclude", default=None, metavar="FILE",
+                   help="CSV with an image_name column (e.g. tools/label_issues.py's): train without these images; "
+                        "they keep their folds and are still predicted as validation images (default: none)")
     g.add_argument("--label-group", default=None, help="train on a subset of tags: 'a,b,c' or 'auto:K/i' "
                    "(i-th of K groups of similar frequency, rarest first) (default: all tags)")
     g = p.add_argument_group("model")
@@ -188,8 +193,9 @@ def find_run(args, out):
     return run
 
 
-def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file):
-    """The resolved configuration written to config.json."""
+def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, exclude=None):
+    """The resolved configuration written to config.json; exclude: the --exclude list's
+    SHA-1 (a model and resume key), with its path and count in exclude_file / exclude_n."""
     from utils.ema import check_decay
     from utils.models import model_meta
     from utils.paths import portable
@@ -210,6 +216,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file):
            "recipe": args.recipe, "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "git_commit": git_commit(), "deterministic": args.deterministic,
            "versions": {"python": platform.python_version(), "torch": torch.__version__}}
+    cfg.update(exclude or {"exclude": None})
     cfg["model_key"] = model_key(cfg)
     return cfg
 
@@ -225,6 +232,7 @@ def check_resume(stored, cfg, run_dir):
 def main(args):
     from utils.data import load_dataset, plan_folds, select_label_group, write_folds
     from utils.ema import check_decay
+    from utils.exclusion import read_exclusion, write_exclusion
     from utils.cache import default_cache_dir, load_images
     from utils.losses import build_loss
     from utils.models import create_model
@@ -255,14 +263,20 @@ def main(args):
                         bs=args.bs, size=args.size, epochs=args.epochs, lr=args.lr)
     build_loss(args.loss, spec.y[:, label_idx])  # fail on a bad --loss before anything is written
     check_decay(args.ema)
+    excluded = exclude_cfg = None
+    if args.exclude:
+        excluded, digest = read_exclusion(args.exclude, spec.names)
+        exclude_cfg = {"exclude": digest, "exclude_file": EXCLUDED_COPY, "exclude_n": len(excluded)}
     out = Path(args.out)
     run_dir = find_run(args, out)
     seed_everything(args.seed)
     model = create_model(args.arch, len(label_idx), pretrained=args.pretrained,
                          drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None))
-    cfg = build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file)
+    cfg = build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, exclude_cfg)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     train_rows = (fold_ids != args.fold).nonzero()[0]
+    if excluded is not None:
+        train_rows = train_rows[~np.isin(train_rows, excluded)]
     check_batches(plan, args.sampler, spec.y[train_rows][:, label_idx], args.seed, dist.world_size())
     if args.resume:
         stored = read_json(run_dir / "config.json")
@@ -280,10 +294,12 @@ def main(args):
         if dist.is_main():  # every check has passed: the first files of the run
             if new_folds:
                 write_folds(spec, fold_ids, folds_file)
+            if excluded is not None:  # the run keeps its own copy of the list
+                write_exclusion(run_dir / EXCLUDED_COPY, [spec.names[i] for i in excluded])
             atomic_write_json(run_dir / "config.json", cfg)
     if dist.is_main():
         log.info("run %s: %s on fold %d, %d labels, %d train / %d val images, device %s\n%s",
-                 run_dir, args.arch, args.fold, len(label_idx), len(train_rows), len(fold_ids) - len(train_rows),
+                 run_dir, args.arch, args.fold, len(label_idx), len(train_rows), int((fold_ids == args.fold).sum()),
                  device, describe_plan(plan))
     cl = args.channels_last if args.channels_last is not None else device.type == "cuda"
     opts = TrainOptions(workers=args.workers if args.workers >= 0 else default_workers(device),
@@ -291,7 +307,7 @@ def main(args):
                         amp=args.amp, compile=args.compile, plots=args.plots, cache_dir=str(cache_dir),
                         aug_device=args.aug_device, tensorboard=tensorboard)
     model = model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
-    trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts)
+    trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts, exclude=excluded)
     result = trainer.fit(resume=args.resume)
     if dist.is_main():
         print(f"run: {run_dir}\nbest validation F2: {result['best_val_f2']:.4f} (epoch {result['best_epoch']}), "

@@ -306,16 +306,17 @@ def summary(dups, table):
     return {"pairs": len(p), "train-train pairs": int((kinds == "train-train").sum()),
             "train-test pairs": int((kinds == "train-test").sum()),
             "test-test pairs": int((kinds == "test-test").sum()),
-            "groups": len(table), "train groups with disagreeing labels": int((table["labels_agree"] == False).sum()),  # noqa: E712
+            "groups": len(table), "train groups with disagreeing labels": int(table["labels_agree"].eq(False).sum()),
             "test images with a train copy": int(((table["kind"] == "train+test") * table["n_test"]).sum()),
             "test-only groups": int((table["kind"] == "test").sum())}
 
 
 def report_markdown(counts, table, max_distance, max_colour, top=30):
     """The report as markdown: counts, then the groups whose labels disagree, leaks and test groups."""
-    lines = [f"# Near-duplicates (pHash + dHash distance <= {max_distance} of 128 bits, colour hash <= {max_colour} of 42)", ""]
+    lines = [f"# Near-duplicates (pHash + dHash distance <= {max_distance} of 128 bits, "
+             f"colour hash <= {max_colour} of 42)", ""]
     lines += [f"- {k}: {v}" for k, v in counts.items()] + [""]
-    sections = [("Training groups whose labels disagree (label noise)", table["labels_agree"] == False),  # noqa: E712
+    sections = [("Training groups whose labels disagree (label noise)", table["labels_agree"].eq(False)),
                 ("Train-test groups (leaks)", table["kind"] == "train+test"),
                 ("Test-only groups", table["kind"] == "test")]
     for title, sel in sections:

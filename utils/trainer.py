@@ -155,10 +155,12 @@ class Trainer:
     """Trains `model` on one fold following `stages`; writes the run directory.
 
     config: the resolved run config (stored as config.json); spec: DataSpec;
-    fold_ids: fold per training image; label_idx: columns the model predicts.
+    fold_ids: fold per training image; label_idx: columns the model predicts;
+    exclude: rows left out of training (train.py --exclude), still predicted when in
+    the validation fold (listed in result.json `excluded_val`).
     """
 
-    def __init__(self, model, config, spec, fold_ids, label_idx, run_dir, device, opts):
+    def __init__(self, model, config, spec, fold_ids, label_idx, run_dir, device, opts, exclude=None):
         self.model, self.config, self.spec = model, config, spec
         self.run_dir, self.device, self.opts = run_dir, device, opts
         self.stages = [Stage.from_dict(s) for s in config["stages"]]
@@ -166,6 +168,9 @@ class Trainer:
         fold = config["fold"]
         self.train_idx = np.flatnonzero(fold_ids != fold)
         self.val_idx = np.flatnonzero(fold_ids == fold)
+        exclude = np.asarray([] if exclude is None else exclude, np.int64)
+        self.train_idx = self.train_idx[~np.isin(self.train_idx, exclude)]
+        self.excluded_val = [spec.names[i] for i in self.val_idx[np.isin(self.val_idx, exclude)]]
         if len(self.val_idx) == 0 or len(self.train_idx) == 0:
             raise DataError(f"fold {fold}: no {'validation' if len(self.val_idx) == 0 else 'training'} images")
         y = spec.y[:, label_idx]
@@ -449,6 +454,8 @@ class Trainer:
         result = {"finished": True, "best_val_f2": self.state["best"], "best_epoch": self.state["best_epoch"],
                   "epochs": self.state["global_epoch"], "train_seconds": self.state["train_seconds"],
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if self.config.get("exclude"):
+            result["excluded_val"] = self.excluded_val
         if dist.is_main():
             names = [self.spec.names[i] for i in self.val_idx]
             write_preds(self.run_dir / "preds" / "val.none.csv", names, self.labels, probs)
