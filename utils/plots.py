@@ -132,6 +132,30 @@ def plot_prob_comparison(sources, path, bins=40, dpi=80):
     return _save(fig, path, dpi)
 
 
+def plot_label_f2(per_label, path, thresholds=None, title="", dpi=80):
+    """Horizontal bars of each label's F2 ({label: F2}, labels in the given order, NaN
+    drawn as no bar), the value written at the end of each bar and the label's threshold
+    beside it when `thresholds` ({label: t}) is given. Returns the PNG's Path."""
+    labels = list(per_label)
+    values = np.array([per_label[k] for k in labels], dtype=np.float64)
+    fig = _figure(5.5, 0.8 + 0.24 * len(labels))
+    ax = fig.subplots()
+    y = np.arange(len(labels))
+    ax.barh(y, np.nan_to_num(values), color=POS_COLOUR)
+    for i, (k, v) in enumerate(zip(labels, values)):
+        if np.isfinite(v):
+            note = f"{v:.3f}" + (f"  t={thresholds[k]:.2f}" if thresholds and k in thresholds else "")
+            ax.text(min(v, 1.0) + 0.01, i, note, va="center", fontsize=7)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()  # first label on top, as in the tables
+    ax.set_xlim(0, 1.25)
+    ax.set_xlabel("F2 at the label's best threshold", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path, dpi)
+
+
 def _epoch_axis(history):
     # epochs may restart at each stage: fall back to the row number when not increasing
     if "epoch" in history and history["epoch"].is_monotonic_increasing \

@@ -1,0 +1,184 @@
+"""tools/report.py: the self-contained HTML report over synthetic runs and a real stack.py report,
+checked by parsing the HTML and in headless Chromium."""
+import base64
+import importlib.util
+import io
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.metrics import fbeta_score
+
+from test_stack import FAST_METHODS, LABELS, ROOT, run_stack, write_runs
+
+MODELS = [dict(arch="net0", signal=1.0, seeds=[0, 1]), dict(arch="net1", signal=1.6),
+          dict(arch="net2", signal=1.3, labels=["a", "c"])]
+
+
+def load_report_tool():
+    spec = importlib.util.spec_from_file_location("tool_report", ROOT / "tools" / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Page(HTMLParser):
+    """ids, local links, image sources and tables (id -> rows of (text, data-key)) of a page."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.ids, self.hrefs, self.imgs, self.tables, self.attrs = [], [], [], {}, {}
+        self._table = self._row = self._cell = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.attrs.setdefault(tag, []).append(a)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "a" and "href" in a:
+            self.hrefs.append(a["href"])
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag == "table":
+            self._table = self.tables.setdefault(a.get("id"), {"head": [], "rows": []})
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = [tag, "", a.get("data-key")]
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[1] += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._row and self._row[0][0] == "th":
+                self._table["head"] = [c[1] for c in self._row]
+            else:
+                self._table["rows"].append([(c[1], c[2]) for c in self._row])
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def column(self, table, name):
+        t = self.tables[table]
+        j = t["head"].index(name)
+        return [r[j] for r in t["rows"]]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """Runs of three models (one with two seeds, one with a label group), training histories,
+    a stack report made by stack.py, and the HTML report over them."""
+    root, y, folds, probs = write_runs(tmp_path_factory.mktemp("rep"), MODELS, n=120, n_test=10)
+    for i, run in enumerate(sorted((root / "runs").iterdir())):
+        pd.DataFrame({"stage": [1, 1, 2], "epoch": [1, 2, 3], "lr": [1e-2, 1e-2, 1e-3],
+                      "train_loss": [0.7, 0.5, 0.4 - i / 100], "val_loss": [0.6, 0.5, 0.45],
+                      "val_f2": [0.5, 0.6, 0.62], **{f"f2_{lab}": [0.4, 0.5, 0.6] for lab in LABELS}}
+                     ).to_csv(run / "history.csv", index=False)
+    r = run_stack("--runs", root / "runs" / "*", "--method", *FAST_METHODS, "--out", root / "sub" / "sub.csv")
+    assert r.returncode == 0, r.stderr
+    out = root / "report.html"
+    tool = load_report_tool()
+    tool.main(tool.get_args_parser().parse_args(["--runs", str(root / "runs"), "--out", str(out)]))
+    return root, y, probs, out
+
+
+def test_report_is_self_contained_and_linked(report):
+    *_, out = report
+    text = out.read_text()
+    page = Page(text)
+    assert "<link" not in text and "http://" not in text and "https://" not in text
+    assert len(page.imgs) >= 3 * 2 + 7 + 2  # per model bars + distributions, a history per run, 2 heatmaps
+    for src in page.imgs:
+        assert src.startswith("data:image/png;base64,")
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert img.format == "PNG" and min(img.size) > 50
+    assert len(page.ids) == len(set(page.ids))
+    local = [h[1:] for h in page.hrefs if h.startswith("#")]
+    assert local and set(local) <= set(page.ids), set(local) - set(page.ids)
+    for section in ("leaderboard", "models", "correlation", "stacks", "thresholds"):
+        assert section in page.ids and f"#{section}" in page.hrefs
+
+
+def test_report_numbers_match_references(report):
+    root, y, probs, out = report
+    page = Page(out.read_text())
+    # leaderboard: f2 at 0.2 of each model's out-of-fold predictions (seeds averaged), against sklearn
+    names = page.column("models-table", "name")
+    f2_fixed = dict(zip((n for n, _ in names), (float(k) for _, k in page.column("models-table", "f2@0.2"))))
+    for m in MODELS:
+        cols = [LABELS.index(t) for t in m.get("labels", LABELS)]
+        p = np.mean([probs[(m["arch"], s)][0] for s in m.get("seeds", [0])], axis=0)
+        want = fbeta_score(y[:, cols], p >= 0.2, beta=2, average="samples", zero_division=1.0)
+        got = [v for n, v in f2_fixed.items() if n.startswith(m["arch"] + "-")]
+        assert got == [pytest.approx(want, abs=1e-9)]
+    assert {f"f2:{lab}" for lab in LABELS} <= set(page.tables["models-table"]["head"])
+    assert len(page.tables["runs-table"]["rows"]) == 3 * 2 + 3 + 3
+    # the stack report: every method's cross-fitted F2 and spread, the chosen thresholds
+    rep = json.loads((root / "sub" / "stack_report.json").read_text())
+    methods = {t.replace(" (chosen)", ""): (float(f), float(s)) for (t, _), (_, f), (_, s) in
+               zip(page.column("stack0-methods", "method"), page.column("stack0-methods", "cross-fitted F2"),
+                   page.column("stack0-methods", "± std (folds)"))}
+    for spec, m in rep["methods"].items():
+        assert methods[spec] == pytest.approx((m["f2_cross_fitted"], m["std"]), abs=1e-12)
+    assert any(t.endswith("(chosen)") and t.startswith(rep["chosen"]) for t, _ in
+               page.column("stack0-methods", "method"))
+    stack_thr = page.column("thresholds-table", [c for c in page.tables["thresholds-table"]["head"] if c.startswith("stack")][0])
+    labels = [t for t, _ in page.column("thresholds-table", "label")]
+    assert labels == list(LABELS)
+    assert dict(zip(labels, (float(k) for _, k in stack_thr))) == pytest.approx(rep["thresholds"], abs=1e-12)
+
+
+def chromium():
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def browse(url, tmp_path, *flags):
+    """Headless Chromium on `url`; returns (stdout, stderr with console messages)."""
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", *flags, url]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, r.stderr
+
+
+@pytest.mark.skipif(chromium() is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_report_in_headless_chromium(report, tmp_path):
+    *_, out = report
+    shot = tmp_path / "shot.png"
+    _, log = browse(out.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,1600")
+    console = [line for line in log.splitlines() if ":CONSOLE" in line]
+    assert not console, console  # the page logs nothing: no script error, no warning
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.shape == (1600, 1280) and pixels.std() > 10  # not blank
+    # the sorting script ran: ?sort=runs-table:f2:a orders the runs table by label a's F2, high first
+    dom, log = browse(out.as_uri() + "?sort=runs-table:f2:a", tmp_path, "--dump-dom")
+    assert not [line for line in log.splitlines() if ":CONSOLE" in line]
+    page = Page(dom)
+    assert page.attrs["body"][0].get("data-ready") == "1"
+    keys = [float(k) for _, k in page.column("runs-table", "f2:a")]
+    assert len(keys) == 12 and keys == sorted(keys, reverse=True) and keys != sorted(keys)
+    before = [float(k) for _, k in Page(out.read_text()).column("runs-table", "f2:a")]
+    assert sorted(before) == sorted(keys) and before != keys
+
+
+def test_no_finished_runs_exit_2(tmp_path):
+    root, *_ = write_runs(tmp_path, MODELS[1:2], n=60, n_test=5)
+    for done in (root / "runs").glob("*/result.json"):
+        done.unlink()
+    out = tmp_path / "r.html"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "report.py"), "--runs", str(root / "runs"),
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and "no finished runs" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

@@ -1,0 +1,72 @@
+"""One self-contained HTML report of a whole competition: leaderboard, models, correlation, stacking.
+
+    python tools/report.py                                  # runs/ -> runs/report.html
+    python tools/report.py --runs runs --out report.html
+    python tools/report.py --runs runs_a runs_b --stack-report subs/stack_report.json --out all.html
+
+The page holds the leaderboard of models and runs (click a column to sort; per-label F2
+columns f2:LABEL), each model's per-label F2 bars, out-of-fold probability distributions
+and its runs' training curves, the model-correlation heatmap, every stack report stack.py
+wrote (stack_report*.json in the runs folder, its parent, or a folder below either, plus
+--stack-report): each method's cross-fitted F2 with its spread over folds, and the
+threshold table, with links between them. Figures are embedded (base64 PNG): the file
+opens from disk, needs no server, and can be mailed. Exit code 2 when no run is finished.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
+from utils.io import DataError, atomic_write_text  # noqa: E402
+from utils.paths import load_path_map  # noqa: E402
+from utils.report import build_context, render  # noqa: E402
+from utils.runs import find_runs  # noqa: E402
+from utils.scores import Truth  # noqa: E402
+from utils.thresholds import FIXED_THRESHOLD  # noqa: E402
+
+log = logging.getLogger("report")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("runs")
+    add_runs_argument(g)
+    g.add_argument("--tta", default=None, metavar="NAME",
+                   help="score preds/val.NAME.csv (default: the best TTA each run has)")
+    g.add_argument("--stack-report", nargs="+", default=[], metavar="FILE",
+                   help="stack_report.json files to include besides those found next to the runs (default: none)")
+    g.add_argument("--threshold", type=float, default=FIXED_THRESHOLD,
+                   help=f"the fixed threshold of the f2@ column (default {FIXED_THRESHOLD})")
+    add_truth_arguments(g)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, metavar="FILE",
+                   help="HTML file to write (default: report.html in the first runs folder)")
+    o.add_argument("--title", default=None, help="page title (default: 'Report: <runs folders>')")
+    return p
+
+
+def main(args):
+    missing = [p for p in args.runs if not any(c in p for c in "*?[") and not Path(p).exists()]
+    missing += [p for p in args.stack_report if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"not found: {', '.join(missing)}")
+    runs, bad = find_runs(args.runs, load_path_map(args.path_map))
+    for path, reason in bad:
+        print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)
+    folders = sorted({r.dir.resolve().parent for r in runs}) or [Path(p) for p in args.runs]
+    context = build_context(runs, Truth(args.data), folders, args.tta, args.stack_report, args.threshold,
+                            args.title)
+    html = render(context)
+    out = Path(args.out) if args.out else folders[0] / "report.html"
+    atomic_write_text(out, html)
+    print(f"report: {out} ({len(html) / 2 ** 20:.1f} MB, {context['n_models']} models, "
+          f"{len(context['stacks'])} stack report(s))")
+    return out
+
+
+if __name__ == "__main__":
+    run_script(main, get_args_parser().parse_args, logging.WARNING)
