@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 from utils.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
-from utils.io import (DataError, atomic_write_csv, read_csv, read_preds, report_problems,  # noqa: E402
+from utils.io import (DataError, atomic_write_csv, preview, read_csv, read_preds, report_problems,  # noqa: E402
                       submission_frame, write_preds)
 from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
 
@@ -135,15 +135,24 @@ def val_fold(run, spec):
 
 
 def plan_jobs(runs, args, splits):
-    """Check every run before any prediction: checkpoint, data, test set, folds. Returns Jobs."""
-    from utils.data import load_dataset
+    """Check every run before any prediction: checkpoint, data, test set, folds. Returns Jobs.
 
-    specs, jobs, problems = {}, [], []
+    A problem of a dataset several runs share is reported once, with the runs it stops.
+    """
+    from utils.checkpoint import load_for_inference
+    from utils.data import load_dataset, unlisted_test_images
+
+    specs, failed, jobs, problems = {}, {}, [], []
     for run in runs:
         ckpt = run.dir / "checkpoints" / f"{args.checkpoint}.pt"
         if not ckpt.is_file():
             problems.append(f"{run.dir}: no checkpoints/{ckpt.name}; the run has not saved a model "
                             f"(still training, or pruned) - train it or drop it from --run")
+            continue
+        try:  # a damaged or foreign checkpoint is found now, not after hours of other runs
+            load_for_inference(ckpt, "cpu", run.labels)
+        except DataError as e:
+            problems.append(str(e))
             continue
         root = Path(args.data) if args.data else run.data_root
         if root is None:
@@ -151,9 +160,17 @@ def plan_jobs(runs, args, splits):
                             f"pass --data DIR or --path-map FILE")
             continue
         key = (str(root.resolve()), run.config.get("images", "train"), run.config.get("test_images", "test"))
-        try:
-            if key not in specs:
+        if key not in specs and key not in failed:
+            try:
                 specs[key] = load_dataset(root, key[1], key[2], need_test="test" in splits)
+                if "test" in splits:
+                    warn_unlisted(unlisted_test_images(specs[key]), specs[key])
+            except DataError as e:
+                failed[key] = (str(e), [])
+        if key in failed:
+            failed[key][1].append(run.name)
+            continue
+        try:
             run.data_root = root
             job = Job(run, ckpt, specs[key])
             if "val" in splits:
@@ -161,8 +178,17 @@ def plan_jobs(runs, args, splits):
             jobs.append(job)
         except DataError as e:
             problems.append(f"{run.dir}: {e}")
+    for msg, names in failed.values():
+        problems.append(f"{msg}\n  (the data of {len(names)} run(s): {preview(names)})")
     report_problems("cannot predict", problems)
     return jobs
+
+
+def warn_unlisted(unlisted, spec):
+    """Say that images in the test folder are not predicted because sample_submission.csv omits them."""
+    if unlisted:
+        log.warning("%d image(s) in %s are not listed in sample_submission.csv and will not be predicted: %s",
+                    len(unlisted), spec.root / spec.test_images, preview(unlisted))
 
 
 def predict_job(job, splits, args, device):
@@ -171,7 +197,7 @@ def predict_job(job, splits, args, device):
     from utils.checkpoint import load_for_inference
     from utils.tta import predict_tta
 
-    model, meta = load_for_inference(job.ckpt, device)
+    model, meta = load_for_inference(job.ckpt, device, job.run.labels)
     labels, size, spec = list(meta["labels"]), int(meta["size"]), job.spec
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(spec.root)
     cuda = device.type == "cuda"

@@ -142,6 +142,10 @@ def test_different_label_sets_cannot_be_averaged(trained, tmp_path):
     cfg = json.loads((other / "config.json").read_text())
     cfg["labels"] = ["a", "b"]
     (other / "config.json").write_text(json.dumps(cfg))
+    ck = torch.load(other / "checkpoints" / "best.pt", weights_only=False)  # a 2-label model
+    ck["meta"]["labels"] = ["a", "b"]
+    ck["model"] = {k: v[:2] if k.startswith("fc.") else v for k, v in ck["model"].items()}
+    torch.save(ck, other / "checkpoints" / "best.pt")
     before = preds_files(runs)
     r = run_script("predict.py", "--run", runs / "f0", other, "--submission", tmp_path / "s.csv",
                    "--data", data, check=False)

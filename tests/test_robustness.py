@@ -185,3 +185,142 @@ def test_batches_of_one_per_process_are_refused_before_anything_is_written(tmp_p
     r = train(data, tmp_path / "runs", "--stages", "epochs=1,size=16,bs=8;epochs=1,size=16,bs=1", check=False)
     assert r.returncode == 2 and "stage 2" in r.stderr and "BatchNorm" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "runs").exists() and not (data / "folds.csv").exists()
+
+
+# ----------------------------------------------------------------------------- 4, 9, 10: checkpoints, names in messages
+
+def predict(*args, check=False):
+    r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "predict.py"), *map(str, args)],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Folds 0 and 1 of one tiny model, trained once for the tests below (they work on copies)."""
+    base = tmp_path_factory.mktemp("two")
+    data = write_dataset(base / "data", n=24, size=16, n_test=3)
+    for fold in (0, 1):
+        train(data, base / "runs", "--stages", FAST, "--folds-k", "3", "--fold", str(fold), name=f"f{fold}")
+    return base, data, base / "runs"
+
+
+def _damage(kind, src, dst):
+    import torch
+
+    ck = torch.load(src, weights_only=False)
+    if kind == "key_removed":
+        ck["model"].pop(sorted(ck["model"])[0])
+    elif kind == "key_added":
+        ck["model"]["extra.weight"] = torch.zeros(3)
+    elif kind == "other_labels":
+        ck["meta"]["labels"] = ["x", "y", "z"]
+    elif kind == "other_head":  # made for 2 labels: the head's shape differs
+        ck["meta"]["labels"] = ["a", "b"]
+    elif kind == "not_ours":
+        ck = [1, 2, 3]
+    elif kind == "no_meta":
+        ck.pop("meta")
+    if kind == "truncated":
+        Path(dst).write_bytes(Path(src).read_bytes()[:-2000])
+    elif kind == "text":
+        Path(dst).write_text("image_name,fold\n")
+    else:
+        torch.save(ck, dst)
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("key_removed", "1 missing key"), ("key_added", "1 unexpected key(s): extra.weight"),
+    ("other_labels", "other labels"), ("other_head", "other labels"), ("truncated", "cannot read checkpoint"),
+    ("text", "cannot read checkpoint"), ("not_ours", "holds a list"), ("no_meta", "'meta'")])
+def test_unusable_checkpoints_are_named_and_refused(two_runs, tmp_path, kind, needle):
+    from utils.checkpoint import load_for_inference, load_weights
+
+    _, _, runs = two_runs
+    bad = tmp_path / "best.pt"
+    _damage(kind, runs / "f0" / "checkpoints" / "best.pt", bad)
+    with pytest.raises(DataError, match=re.escape(needle)) as e:
+        load_for_inference(bad, labels=["a", "b", "c"])
+    assert str(bad) in str(e.value)
+    if kind == "other_head":  # a model for 2 labels: the shapes alone refuse the 3-label weights
+        import torch
+
+        from utils.models import create_model
+
+        with pytest.raises(DataError, match="shape mismatch"):
+            load_weights(create_model("tiny_cnn", 2, pretrained=False), torch.load(bad, weights_only=False)["model"],
+                         bad)
+
+
+def test_predict_refuses_a_damaged_checkpoint_and_names_each_problem_once(two_runs, tmp_path):
+    import shutil
+
+    base, data, runs = two_runs
+    work = tmp_path / "runs"
+    shutil.copytree(runs, work)
+    _damage("key_removed", runs / "f1" / "checkpoints" / "best.pt", work / "f1" / "checkpoints" / "best.pt")
+    r = predict("--run", work / "f0", work / "f1", "--split", "test")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert str(work / "f1" / "checkpoints" / "best.pt") in r.stderr and "missing key" in r.stderr
+    assert not list(work.glob("*/preds/test.*.csv"))
+    # one broken dataset shared by both runs: reported once, naming both runs and the file
+    shutil.copy(runs / "f1" / "checkpoints" / "best.pt", work / "f1" / "checkpoints" / "best.pt")
+    (data / "test" / "t001.jpg").rename(tmp_path / "t001.jpg")
+    try:
+        r = predict("--run", work / "f0", work / "f1", "--split", "test")
+    finally:
+        (tmp_path / "t001.jpg").rename(data / "test" / "t001.jpg")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.count("'t001'") == 1 and "cannot predict: 1 problem" in r.stderr, r.stderr
+    assert "f0" in r.stderr and "f1" in r.stderr
+
+
+def test_resume_refuses_a_damaged_last_checkpoint(two_runs, tmp_path):
+    import shutil
+
+    base, data, runs = two_runs
+    shutil.copytree(runs / "f0", tmp_path / "runs" / "f0")
+    (tmp_path / "runs" / "f0" / "result.json").unlink()
+    last = tmp_path / "runs" / "f0" / "checkpoints" / "last.pt"
+    _damage("key_added", runs / "f0" / "checkpoints" / "last.pt", last)
+    r = train(data, tmp_path / "runs", "--stages", FAST, "--folds-k", "3", "--resume", name="f0", check=False)
+    assert r.returncode == 2 and str(last) in r.stderr and "unexpected key" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+
+
+def test_unlisted_test_images_are_reported_when_predicting(two_runs, tmp_path):
+    import shutil
+
+    base, data, runs = two_runs
+    for i in range(7):
+        shutil.copy(data / "test" / "t000.jpg", data / "test" / f"extra{i}.jpg")
+    try:
+        r = predict("--run", runs / "f0", "--split", "test", check=True)
+    finally:
+        for i in range(7):
+            (data / "test" / f"extra{i}.jpg").unlink()
+    assert "7 image(s)" in r.stderr and "not listed in sample_submission.csv" in r.stderr
+    assert "'extra0.jpg'" in r.stderr and "(+2 more)" in r.stderr  # first names, then a count
+    assert len(pd.read_csv(runs / "f0" / "preds" / "test.none.csv")) == 3
+
+
+def test_stack_names_the_missing_image(two_runs, tmp_path):
+    base, data, runs = two_runs
+    import shutil
+
+    work = tmp_path / "runs"
+    shutil.copytree(runs, work)
+    for f in ("f0", "f1"):
+        predict("--run", work / f, "--split", "test", check=True)
+    p = work / "f1" / "preds" / "test.none.csv"
+    df = pd.read_csv(p)
+    df[df["image_name"] != "t002"].to_csv(p, index=False)
+    from utils.library import _place
+    from utils.io import read_preds
+    from utils.runs import load_run
+
+    names, labels, probs = read_preds(p)
+    with pytest.raises(DataError, match=r"1 of the 3 expected missing: 't002'"):
+        _place(p, names, labels, probs, load_run(work / "f1"), ["t000", "t001", "t002"], labels)

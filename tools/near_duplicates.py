@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from utils.cli import add_cache_argument, run_script  # noqa: E402
-from utils.io import DataError  # noqa: E402
+from utils.io import DataError, preview  # noqa: E402
 
 log = logging.getLogger("near_duplicates")
 
@@ -83,7 +83,7 @@ def check_folds(args, spec, out):
     stored = read_folds(folds_file)
     missing = [n for n in spec.names if n not in stored]
     if missing:
-        raise DataError(f"{folds_file}: {len(missing)} training image(s) have no fold, e.g. {missing[:3]}")
+        raise DataError(f"{folds_file}: {len(missing)} training image(s) have no fold: {preview(missing)}")
     folds = np.array([stored[n] for n in spec.names])
     split = split_groups(groups, folds)
     n_groups = int((pd.Series(groups).value_counts() > 1).sum())

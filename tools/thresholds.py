@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.data import align_names, read_truth  # noqa: E402
-from utils.io import DataError, read_csv, read_preds, report_problems  # noqa: E402
+from utils.io import DataError, preview, read_csv, read_preds, report_problems  # noqa: E402
 from utils.runs import load_run  # noqa: E402
 from utils.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
 from utils.cli import run_script  # noqa: E402
@@ -60,7 +60,7 @@ def _read_table(path, columns):
     if list(df.columns[: len(columns)]) != list(columns):
         raise DataError(f"{path}: expected columns {','.join(columns)}; got {list(df.columns)[:5]}")
     dup = df["image_name"][df["image_name"].duplicated()].tolist()
-    report_problems(f"{path}: bad file", [f"duplicate image names: {dup[:5]}"] if dup else [])
+    report_problems(f"{path}: bad file", [f"{len(dup)} duplicate image name(s): {preview(dup)}"] if dup else [])
     return df
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from utils.io import DataError, atomic_write_csv, read_csv, read_lines, read_text, report_problems
+from utils.io import DataError, atomic_write_csv, preview, read_csv, read_lines, read_text, report_problems
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 # Images this large are almost always a mistake or an attack; PIL warns then errors.
@@ -211,6 +211,17 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
     return DataSpec(root, images, labels, names, files, y, test_images, test_names, test_files)
 
 
+def unlisted_test_images(spec):
+    """File names in the test folder that sample_submission.csv does not list (sorted); [] when
+    there is no sample_submission.csv (then every test image is predicted)."""
+    folder = spec.root / spec.test_images
+    if not (spec.root / "sample_submission.csv").is_file() or not folder.is_dir():
+        return []
+    listed = {os.path.basename(str(f)) for f in spec.test_files if f is not None}
+    return sorted(e.name for e in os.scandir(folder)
+                  if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and e.name not in listed)
+
+
 def make_folds(y, k=5, seed=42, groups=None):
     """Fold id per row (0..k-1) by iterative stratification of the (N, L) label matrix.
 
@@ -230,12 +241,6 @@ def make_folds(y, k=5, seed=42, groups=None):
     for f, (_, val) in enumerate(mskf.split(np.zeros((len(y), 1)), y)):
         folds[val] = f
     return folds
-
-
-def _some(names, n=5):
-    """'a', 'b', 'c' (+2 more): the first n of a list of names and how many are left out."""
-    more = f" (+{len(names) - n} more)" if len(names) > n else ""
-    return ", ".join(repr(x) for x in names[:n]) + more
 
 
 def plan_folds(spec, k=5, seed=42, path=None):
@@ -269,10 +274,10 @@ def plan_folds(spec, k=5, seed=42, path=None):
     added = [n for n in spec.names if n not in stored]
     removed = [n for n in stored if n not in now]
     if added:
-        problems.append(f"{len(added)} image(s) of train.csv are not in it (added since): {_some(added)}")
+        problems.append(f"{len(added)} image(s) of train.csv are not in it (added since): {preview(added)}")
     if removed:
         problems.append(f"{len(removed)} image(s) in it are no longer in train.csv (removed since): "
-                        f"{_some(removed)}")
+                        f"{preview(removed)}")
     if problems:
         fix = ("restore those rows of train.csv, or move " if added or removed else "or move ") + \
             f"{path.name} away to make new folds (earlier runs' out-of-fold predictions will no longer line up)"

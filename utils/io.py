@@ -23,6 +23,13 @@ class DataError(Exception):
     """Bad input the user must fix (exit code 2). The message says what and where."""
 
 
+def preview(items, n=5):
+    """The first n items, repr'd and comma-joined, with how many more there are: "'a', 'b' (+3 more)"."""
+    items = list(items)
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(repr(x) for x in items[:n]) + more
+
+
 def report_problems(title, problems, limit=20):
     """Raise DataError listing the first `limit` of `problems` (strings) and their count.
 
@@ -189,7 +196,7 @@ def read_preds(path):
     problems = []
     dup = df["image_name"][df["image_name"].duplicated()].tolist()
     if dup:
-        problems.append(f"duplicate image names: {dup[:5]}{' ...' if len(dup) > 5 else ''}")
+        problems.append(f"{len(dup)} duplicate image name(s): {preview(dup)}")
     if any(n == "" for n in names):
         problems.append("empty image names")
     try:

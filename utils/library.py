@@ -26,7 +26,7 @@ import numpy as np
 
 from utils import data
 from utils.data import read_tags_csv
-from utils.io import DataError, read_preds, report_problems
+from utils.io import DataError, preview, read_preds, report_problems
 from utils.runs import display_name, find_runs, read_folds
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def read_fold_ids(runs, root, names):
     folds = read_folds(path)
     missing = [n for n in names if n not in folds]
     if missing:
-        raise DataError(f"{path}: {len(missing)} training image(s) have no fold, e.g. {missing[:3]}")
+        raise DataError(f"{path}: {len(missing)} training image(s) have no fold: {preview(missing)}")
     return np.array([folds[n] for n in names], np.int64), path
 
 
@@ -310,10 +310,12 @@ def _place(path, names, labels, probs, run, want_names, want_labels):
     index = {n: i for i, n in enumerate(want_names)}
     unknown = [n for n in names if n not in index]
     if unknown or len(names) != len(want_names):
-        missing = len(want_names) - (len(names) - len(unknown))
-        raise DataError(f"{path}: image names do not match ({len(unknown)} unexpected, e.g. {unknown[:3]}; "
-                        f"{missing} missing of {len(want_names)} expected); was run {run.name} made "
-                        f"with another folds.csv or test set?")
+        have = set(names)
+        missing = [n for n in want_names if n not in have]
+        what = ([f"{len(missing)} of the {len(want_names)} expected missing: {preview(missing)}"] if missing else []) \
+            + ([f"{len(unknown)} unexpected: {preview(unknown)}"] if unknown else [])
+        raise DataError(f"{path}: image names do not match ({'; '.join(what) or 'duplicates'}); was run "
+                        f"{run.name} made with another folds.csv or test set?")
     return np.array([index[n] for n in names], np.intp)
 
 
@@ -398,7 +400,7 @@ def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
     k = int(folds.max()) + 1
     bad_k = [r.name for r in runs if int(r.config.get("folds_k", k)) != k or not 0 <= r.fold < k]
     if bad_k:
-        raise DataError(f"runs {bad_k[:5]} were made for another number of folds than {folds_path} (K={k})")
+        raise DataError(f"runs {preview(bad_k)} were made for another number of folds than {folds_path} (K={k})")
     complete, left_out, more = _member_runs(runs, k, tta, need_test)
     notes += more
     for lo in left_out:

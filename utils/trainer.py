@@ -21,7 +21,7 @@ import torch
 
 from utils import distributed as dist
 from utils.cache import load_images
-from utils.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from utils.checkpoint import check_labels, clean_state_dict, load_checkpoint, load_weights, save_checkpoint
 from utils.ema import build_ema
 from utils.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
                           train_one_epoch)
@@ -227,11 +227,13 @@ class Trainer:
         if dist.is_main():  # temp files of writes a kill interrupted: never read, never kept
             for tmp in (self.run_dir / "checkpoints").glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
-        ckpt = load_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+        path = self.run_dir / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(path, need=("model", "meta", "state", "rng"))
         if ckpt.get("config_stages") != self.config["stages"]:
             raise DataError(f"{self.run_dir}: the checkpoint was made with another stage plan; "
                             f"resume with the original flags or start a new run")
-        unwrap(self.model).load_state_dict(clean_state_dict(ckpt["model"]))
+        check_labels(ckpt["meta"], self.labels, path)
+        load_weights(unwrap(self.model), ckpt["model"], path)
         self.state.update(ckpt["state"])
         set_rng_state(ckpt["rng"])
         if self.scaler is not None and ckpt.get("scaler"):
@@ -448,7 +450,7 @@ class Trainer:
         dist.barrier()
         best = load_checkpoint(best_path)
         raw = unwrap(self.model)
-        raw.load_state_dict(clean_state_dict(best["model"]))
+        load_weights(raw, best["model"], best_path)
         stage = self.stages[-1]
         probs, _ = self.evaluate(raw, Stage.from_dict({**stage.to_dict(), "size": best["meta"]["size"]}))
         result = {"finished": True, "best_val_f2": self.state["best"], "best_epoch": self.state["best_epoch"],
