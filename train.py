@@ -34,7 +34,7 @@ log = logging.getLogger("train")
 EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run directory
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-               "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude")
+               "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum")
 
 
 def get_args_parser():
@@ -83,6 +83,13 @@ def get_args_parser():
                    "epoch validates both, best.pt keeps the better (default: off)")
     g.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=True,
                    help="EMA decay warm-up min(decay, (1+k)/(10+k)) at update k (default: on)")
+    g.add_argument("--mix", default=None, help="mixup/cutmix of whole batches with soft targets: mixup:ALPHA, "
+                   "cutmix:ALPHA, or both with switch=P (P(cutmix), default 0.5); p=P mixes a share of the "
+                   "batches, off_epochs=N none in the last N epochs; e.g. mixup:0.2,cutmix:1.0,switch=0.5 "
+                   "(default: none)")
+    g.add_argument("--accum", type=int, default=None, metavar="N",
+                   help="gradient accumulation: N micro-batches of --bs per optimizer step, in every stage "
+                   "(default: the plan's accum=, 1)")
     g = p.add_argument_group("run")
     g.add_argument("--fold", type=int, default=0, help="validation fold (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default: 0)")
@@ -197,6 +204,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
     """The resolved configuration written to config.json; exclude: the --exclude list's
     SHA-1 (a model and resume key), with its path and count in exclude_file / exclude_n."""
     from utils.ema import check_decay
+    from utils.mix import parse_mix
     from utils.models import model_meta
     from utils.paths import portable
     from utils.runs import model_key
@@ -212,6 +220,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
            "pretrained": args.pretrained, "drop_rate": next((s.drop_rate for s in plan if s.drop_rate), None),
            "stages": [s.to_dict() for s in plan], "loss_spec": args.loss, "sampler": args.sampler,
            "aug": args.aug, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
+           "mix": args.mix if parse_mix(args.mix) else None, "accum": args.accum,
            "mean": list(meta["mean"]), "std": list(meta["std"]),
            "recipe": args.recipe, "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "git_commit": git_commit(), "deterministic": args.deterministic,
@@ -233,6 +242,7 @@ def main(args):
     from utils.data import load_dataset, plan_folds, select_label_group, write_folds
     from utils.ema import check_decay
     from utils.exclusion import read_exclusion, write_exclusion
+    from utils.mix import parse_mix
     from utils.cache import default_cache_dir, load_images
     from utils.losses import build_loss
     from utils.models import create_model
@@ -260,9 +270,10 @@ def main(args):
         raise DataError(f"--fold {args.fold}: must be in 0..{args.folds_k - 1}")
     label_idx = select_label_group(spec.labels, spec.y, args.label_group)
     plan = resolve_plan(recipe=args.recipe, stages=args.stages, config_file=args.config,
-                        bs=args.bs, size=args.size, epochs=args.epochs, lr=args.lr)
+                        bs=args.bs, size=args.size, epochs=args.epochs, lr=args.lr, accum=args.accum)
     build_loss(args.loss, spec.y[:, label_idx])  # fail on a bad --loss before anything is written
     check_decay(args.ema)
+    parse_mix(args.mix)
     excluded = exclude_cfg = None
     if args.exclude:
         excluded, digest = read_exclusion(args.exclude, spec.names)

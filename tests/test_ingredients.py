@@ -1,4 +1,5 @@
-"""train.py with the training ingredients on: weight EMA, exact resume after SIGKILL."""
+"""train.py with the training ingredients on together (weight EMA, mixup/cutmix, gradient
+accumulation): what they record, and exact resume after SIGKILL, mid-accumulation too."""
 import signal
 
 import numpy as np
@@ -9,8 +10,11 @@ import torch
 from conftest import write_dataset
 from test_train import _same_run, train
 
-PLAN = "epochs=2,size=32,bs=8,lr=2e-2,train=head;epochs=2,size=24,train=all,sched=cosine"
-ARGS = ["--stages", PLAN, "--deterministic", "--ckpt-every", "2", "--ema", "0.9"]
+# 38 training images in micro-batches of 4: 9 per epoch (drop_last), 5 optimizer steps of 2
+# micro-batches, the last one partial; mixing off in the last epoch
+PLAN = "epochs=2,size=32,bs=4,lr=2e-2,train=head;epochs=2,size=24,train=all,sched=cosine"
+ARGS = ["--stages", PLAN, "--deterministic", "--ckpt-every", "1", "--ema", "0.9",
+        "--mix", "mixup:0.4,cutmix:1.0,switch=0.5,off_epochs=1", "--accum", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +39,8 @@ def test_ema_run_validates_both_weights_and_keeps_the_better(reference):
     row = hist.iloc[int(np.argmax(both.to_numpy()))]
     assert best["weights"] == ("ema" if row["val_f2_ema"] > row["val_f2"] else "raw")
     last = torch.load(reference / "checkpoints" / "last.pt", weights_only=False)
-    steps = int((hist["seen"] // 8).sum())  # optimizer steps: full batches of 8 (drop_last)
-    assert int(last["ema"]["n_averaged"]) == steps
+    steps = int(((hist["seen"] // 4 + 1) // 2).sum())  # optimizer steps: ceil(micro-batches / 2)
+    assert steps == 4 * 5 and int(last["ema"]["n_averaged"]) == steps
     ema_w = {k[len("module."):]: v for k, v in last["ema"].items() if k.startswith("module.")}
     assert ema_w.keys() == last["model"].keys()
     assert any(not torch.equal(ema_w[k], last["model"][k]) for k in ema_w)
@@ -44,7 +48,9 @@ def test_ema_run_validates_both_weights_and_keeps_the_better(reference):
 
 def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path):
     out = tmp_path / "runs"
-    kills = ["step:3", "stage_end:0", "ckpt:6"]
+    # micro-batch 3 and 23 (stage 2, epoch 1, micro-batch 6 of 9) are in the middle of an
+    # accumulation group: the resumed run redoes the group from its start
+    kills = ["step:3", "epoch_end:1", "step:23", "ckpt:14"]
     r = train(data, out, *ARGS, env={"MULTITAG_DIE_AT": kills[0]}, check=False)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     for k in kills[1:]:

@@ -5,6 +5,7 @@ index) for every sample, and the visiting order from utils/sampling.py as a pure
 function of (seed, epoch). So an epoch can be resumed at any step, with any number
 of loader workers, and see exactly the same batches.
 """
+import contextlib
 import functools
 import math
 import time
@@ -96,15 +97,26 @@ class Step:
     """Everything one optimisation step needs (the small dataclass, not 18 arguments)."""
 
     def __init__(self, model, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, mean, std,
-                 channels_last=False, grad_clip=0.0, gpu_augment=None, seed=0, after_update=None):
+                 channels_last=False, grad_clip=0.0, gpu_augment=None, seed=0, after_update=None,
+                 accumulation=None, mix=None):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.scaler, self.amp_dtype, self.device = scaler, amp_dtype, device
         self.mean, self.std, self.channels_last, self.grad_clip = mean, std, channels_last, grad_clip
         self.gpu_augment, self.seed, self.epoch = gpu_augment, seed, 0
         self.after_update = after_update  # called after every optimizer step (weight EMA)
+        self.accumulation = accumulation  # utils/accumulation.py Accumulation; None: a step per batch
+        self.mix = mix                    # utils/mix.py BatchMix (mixup/cutmix) or None
+
+    def _grouping(self, index, n):
+        """(opens a group, closes it, loss weight) for the index-th micro-batch of n images."""
+        acc = self.accumulation
+        if acc is None:
+            return True, True, 1.0
+        return acc.opens_group(index), acc.closes_group(index), acc.loss_weight(index, n)
 
     def __call__(self, xb, yb, index=0):
-        """One forward/backward/update on a uint8 batch (the index-th of the epoch); returns the loss."""
+        """One forward/backward on a uint8 batch (the index-th of the epoch), and the optimizer
+        step when it closes an accumulation group; returns the batch's mean loss (detached)."""
         y = yb.to(self.device, non_blocking=True)
         x = to_float(xb, self.device)
         if self.gpu_augment is not None:
@@ -112,16 +124,25 @@ class Step:
             # generator, so drawing the batch's seed does not wait for the GPU
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**62)
             x, y = self.gpu_augment(x, y, g)
+        if self.mix is not None:
+            x, y = self.mix(x, y, self.seed, self.epoch, index)
         x = normalise(x, self.mean, self.std, self.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
+        opens, closes, weight = self._grouping(index, len(xb))
+        # DDP: gradients are all-reduced once per group, at its last micro-batch (no_sync must
+        # cover the forward pass too)
+        no_sync = getattr(self.model, "no_sync", None) if not closes else None
+        with no_sync() if no_sync is not None else contextlib.nullcontext():
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                logits = self.model(x)
+            loss = self.loss_fn(logits.float(), y)
+            if opens:
+                self.optimizer.zero_grad(set_to_none=True)
+            scaled = loss if weight == 1.0 else loss * weight
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if not closes:
+            return loss.detach()
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         if self.scaler is not None:

@@ -57,6 +57,8 @@ class Stage:
     min_lr: floor for the head's lr (the other groups keep their ratio to it).
     train: 'head', 'all', or 'N' (the last N layer groups plus the head).
     drop_rate: dropout before the classifier (None: the model's default).
+    accum: micro-batches of `bs` per optimizer step (gradient accumulation): the effective
+      batch is accum x bs, and lr and schedule count optimizer steps (utils/accumulation.py).
     name: a label for logs; not inherited from the previous stage.
     """
 
@@ -81,12 +83,15 @@ class Stage:
     max_drops: int = 3
     min_lr: float = 0.0
     drop_rate: float | None = None
+    accum: int = 1
     name: str = ""
 
     def to_dict(self):
-        """JSON-friendly dict of every field (milestones as a list)."""
+        """JSON-friendly dict of every field (milestones as a list; accum only when > 1)."""
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        if d["accum"] == 1:  # left out at its default, so plans stored before it existed compare equal
+            del d["accum"]
         return d
 
     @classmethod
@@ -191,7 +196,7 @@ _CONVERT = {
     "sched": _choice(SCHEDULES), "train": _as_train, "lr_mult": _as_float, "warmup": _as_float,
     "pct_start": _as_float, "step": _as_opt_float, "gamma": _as_float, "milestones": _as_milestones,
     "patience": _as_int, "factor": _as_float, "max_drops": _as_int, "min_lr": _as_float,
-    "drop_rate": _as_opt_float, "name": _as_name,
+    "drop_rate": _as_opt_float, "accum": _as_int, "name": _as_name,
 }
 KEYS = tuple(f.name for f in dataclasses.fields(Stage))
 assert set(KEYS) == set(_CONVERT)
@@ -213,6 +218,7 @@ _RANGES = [
     ("max_drops", lambda s: s.max_drops >= 0, "must be >= 0"),
     ("min_lr", lambda s: s.min_lr >= 0, "must be >= 0"),
     ("drop_rate", lambda s: s.drop_rate is None or 0 <= s.drop_rate < 1, "must be in [0, 1) or none"),
+    ("accum", lambda s: s.accum >= 1, "must be >= 1"),
     ("nesterov", lambda s: not (s.nesterov and s.opt == "sgd" and s.momentum == 0),
      "needs momentum > 0 with sgd"),
 ]
@@ -580,7 +586,7 @@ def _check_flag(name, value, convert, ok, rule):
 
 
 def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None, epochs=None,
-                 lr=None, defaults=None):
+                 lr=None, defaults=None, accum=None):
     """The run's list of Stages from one plan source and the override flags.
 
     Source: recipe: a RECIPES name, built for `epochs` and `size` (its own defaults when
@@ -600,6 +606,7 @@ def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None,
         same factor, its lr and min_lr linearly with it (Goyal et al. 2017). A
         --stages/--config plan that sets no bs anywhere just takes bs, lrs unchanged.
       lr: the last stage's lr becomes lr exactly; the others keep their ratio to it.
+      accum: every stage's gradient accumulation (micro-batches per optimizer step).
     Precedence: Stage defaults < `defaults` < config file < --recipe or --stages < flags.
     Raises DataError for --recipe with --stages, an unknown recipe or any malformed value.
     """
@@ -613,6 +620,8 @@ def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None,
         bs = _check_flag("--bs", bs, _as_int, lambda v: v >= 1, ">= 1")
     if lr is not None:
         lr = _check_flag("--lr", lr, _as_float, lambda v: v > 0, "> 0")
+    if accum is not None:
+        accum = _check_flag("--accum", accum, _as_int, lambda v: v >= 1, ">= 1")
     raw = None
     data = read_config_file(config_file) if config_file is not None else {}
     if "stages" in data:
@@ -641,6 +650,8 @@ def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None,
         plan = _scale_bs(plan, bs)
     if lr is not None:
         plan = _scale_lr(plan, lr)
+    if accum is not None:
+        plan = [dataclasses.replace(s, accum=accum) for s in plan]
     return plan
 
 
@@ -676,7 +687,8 @@ def describe_plan(stages):
     for i, s in enumerate(stages, 1):
         opt = s.opt + (f" m{_fmt(s.momentum)}" if s.opt == "sgd" and s.momentum else "") + \
             (" nesterov" if s.opt == "sgd" and s.nesterov else "")
-        rows.append([str(i), s.name or "-", str(s.epochs), str(s.size), str(s.bs), s.train, opt,
+        bs = f"{s.bs}x{s.accum}" if s.accum > 1 else str(s.bs)  # micro-batch x accumulation
+        rows.append([str(i), s.name or "-", str(s.epochs), str(s.size), bs, s.train, opt,
                      _fmt(s.lr), _fmt(s.lr_mult), _fmt(s.wd),
                      "-" if s.drop_rate is None else _fmt(s.drop_rate), _sched_text(s)])
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]

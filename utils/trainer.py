@@ -21,12 +21,14 @@ import torch
 
 from utils import distributed as dist
 from utils.cache import load_images
+from utils.accumulation import Accumulation
 from utils.checkpoint import check_labels, clean_state_dict, load_checkpoint, load_weights, save_checkpoint
 from utils.ema import build_ema
 from utils.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
                           train_one_epoch)
 from utils.io import DataError, atomic_write, atomic_write_csv, atomic_write_json, write_preds
 from utils.losses import build_loss
+from utils.mix import build_mix
 from utils.metrics import fbeta_per_label, fbeta_samples
 from utils.models import freeze_bn, param_groups
 from utils.models import unwrap_model as unwrap
@@ -295,7 +297,8 @@ class Trainer:
         n_epoch = len(epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], 0))
         bp = batch_plan(n_epoch, stage.bs, dist.world_size(), f"stage {si + 1}")  # never a batch of 1
         bs_local, drop_last, steps = bp.bs_local, bp.drop_last, bp.steps
-        scheduler = build_scheduler(stage, optimizer, steps)
+        acc = Accumulation.of(stage.accum, bp)
+        scheduler = build_scheduler(stage, optimizer, acc.updates_per_epoch)
         if opt_sd is not None:
             optimizer.load_state_dict(opt_sd)
         if sched_sd is not None:
@@ -309,7 +312,8 @@ class Trainer:
         dataset = CachedImages(images, self.y_train, self.train_idx, augment, self.config["seed"])
         step_fn = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
                        self.mean, self.std, self.opts.channels_last, gpu_augment=gpu_aug, seed=self.config["seed"],
-                       after_update=(lambda: self.ema.update(raw)) if self.ema is not None else None)
+                       after_update=(lambda: self.ema.update(raw)) if self.ema is not None else None,
+                       accumulation=acc, mix=build_mix(self.config.get("mix"), sum(s.epochs for s in self.stages)))
         self._maybe_die("stage_start", si)
         while self.state["epoch"] < stage.epochs:
             ge = self.state["global_epoch"]
@@ -332,7 +336,9 @@ class Trainer:
                 self._maybe_die("step", self.state["global_step"])
                 if self.die_what == "sigint" and self.die_n == self.state["global_step"]:
                     os.kill(os.getpid(), signal.SIGINT)  # test hook: Ctrl-C at this step
-                due = (self.opts.ckpt_every and i % self.opts.ckpt_every == 0) or \
+                if not acc.boundary(i):
+                    return  # inside an accumulation group: checkpoints wait for its optimizer step
+                due = (self.opts.ckpt_every and acc.updates_done(i) % self.opts.ckpt_every == 0) or \
                     (time.time() - self._last_ckpt_time > 60 * self.opts.ckpt_minutes)
                 if (due or stop.requested) and i < steps:
                     self.save_last(optimizer, scheduler)
