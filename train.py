@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from utils import distributed as dist  # noqa: E402
 from utils.io import DataError, atomic_write_json, read_json  # noqa: E402
 from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.resume import given_flags  # noqa: E402
 
 log = logging.getLogger("train")
 EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run directory
@@ -131,7 +132,9 @@ def parse_args(argv=None):
         if unknown:
             raise DataError(f"{args.config}: unknown key(s) {unknown}")
         parser.set_defaults(**extra)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args._given = given_flags(get_args_parser, argv)  # what --resume checks against the run's flags
+    return args
 
 
 def default_workers(device):
@@ -180,14 +183,17 @@ def find_run(args, out):
             if not (run / "checkpoints" / "last.pt").is_file():
                 raise DataError(f"{run}: nothing to resume (no checkpoints/last.pt); run without --resume")
             return run
+        # the newest unfinished run matching the given --arch, --fold, --images (all, when none is given)
+        want = {k: getattr(args, k) for k in ("arch", "fold", "images") if k in getattr(args, "_given", ())}
         cands = []
         for c in out.glob("*/config.json"):
             cfg = read_json(c)
-            if (cfg.get("arch"), cfg.get("fold"), cfg.get("images")) == (args.arch, args.fold, args.images) \
+            if all(cfg.get(k) == v for k, v in want.items()) \
                     and not (c.parent / "result.json").is_file() and (c.parent / "checkpoints" / "last.pt").is_file():
                 cands.append(c.parent)
         if not cands:
-            raise DataError(f"{out}: no unfinished run of {args.arch} fold {args.fold} to resume; pass --name")
+            what = " ".join(f"{k} {v}" for k, v in want.items()) or "any"
+            raise DataError(f"{out}: no unfinished run ({what}) to resume; pass --name")
         return max(cands, key=lambda d: d.stat().st_mtime)
     name = args.name or f"{args.arch.replace(':', '_')}-{args.images}-f{args.fold}-{time.strftime('%Y%m%d-%H%M%S')}"
     if dist.world_size() > 1:  # every rank must use rank 0's name
@@ -222,7 +228,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
            "aug": args.aug, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
            "mix": args.mix if parse_mix(args.mix) else None, "accum": args.accum,
            "mean": list(meta["mean"]), "std": list(meta["std"]),
-           "recipe": args.recipe, "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "recipe": args.recipe, "argv": sys.argv[1:], "args": run_flags(args), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "git_commit": git_commit(), "deterministic": args.deterministic,
            "versions": {"python": platform.python_version(), "torch": torch.__version__}}
     cfg.update(exclude or {"exclude": None})
@@ -230,10 +236,34 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
     return cfg
 
 
+def run_flags(args):
+    """The flags that define a run (config.json "args"): every flag but the free how/where ones."""
+    from utils.resume import FREE
+
+    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in FREE}
+
+
+def restore_run_flags(args):
+    """--resume: the run to continue, with every flag not given taken from its config.json."""
+    from utils.paths import native_rel
+    from utils.resume import data_of_run, restore_flags
+
+    run_dir = find_run(args, Path(args.out))
+    stored = read_json(run_dir / "config.json")
+    restore_flags(args, stored, args._given, run_dir, parse=parse_args)
+    if "data" not in args._given:
+        root = data_of_run(run_dir).data_root
+        if root.resolve() != (REPO / "data" / "demo").resolve():
+            args.data = str(root)
+    if "folds_file" not in args._given and stored.get("folds_file"):
+        args.folds_file = str(Path(data_root(args)) / native_rel(stored["folds_file"]))
+    return run_dir
+
+
 def check_resume(stored, cfg, run_dir):
     diff = [k for k in RESUME_KEYS if stored.get(k) != cfg.get(k)]
     if diff:
-        lines = [f"  {k}: run has {json.dumps(stored.get(k))[:120]}, now {json.dumps(cfg.get(k))[:120]}" for k in diff]
+        lines = [f"  {k}: run has {json.dumps(stored.get(k))}, now {json.dumps(cfg.get(k))}" for k in diff]
         raise DataError(f"{run_dir}: cannot resume exactly, the configuration changed:\n" + "\n".join(lines) +
                         "\nresume with the run's original flags, or start a new run")
 
@@ -251,6 +281,7 @@ def main(args):
     from utils.trainer import TrainOptions, Trainer, check_batches, seed_everything
     from utils.transforms import pca_stats
 
+    run_dir = restore_run_flags(args) if args.resume else None
     tensorboard = resolve_tensorboard(args.tensorboard)
     device = pick_device(args.device)
     dist.init_distributed(device.type)
@@ -279,7 +310,7 @@ def main(args):
         excluded, digest = read_exclusion(args.exclude, spec.names)
         exclude_cfg = {"exclude": digest, "exclude_file": EXCLUDED_COPY, "exclude_n": len(excluded)}
     out = Path(args.out)
-    run_dir = find_run(args, out)
+    run_dir = run_dir or find_run(args, out)
     seed_everything(args.seed)
     model = create_model(args.arch, len(label_idx), pretrained=args.pretrained,
                          drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None))

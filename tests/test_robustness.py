@@ -324,3 +324,54 @@ def test_stack_names_the_missing_image(two_runs, tmp_path):
     names, labels, probs = read_preds(p)
     with pytest.raises(DataError, match=r"1 of the 3 expected missing: 't002'"):
         _place(p, names, labels, probs, load_run(work / "f1"), ["t000", "t001", "t002"], labels)
+
+
+# ----------------------------------------------------------------------------- 11: resume from the run alone
+
+def _same_result(a, b):
+    import torch
+
+    pa, pb = pd.read_csv(a / "preds" / "val.none.csv"), pd.read_csv(b / "preds" / "val.none.csv")
+    assert list(pa["image_name"]) == list(pb["image_name"])
+    np.testing.assert_allclose(pa.iloc[:, 1:].to_numpy(), pb.iloc[:, 1:].to_numpy(), atol=1e-6)
+    wa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)["model"]
+    wb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
+
+
+def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
+    data = write_dataset(tmp_path / "data", n=24, size=16, n_test=1)
+    plan = "epochs=2,size=16,bs=8,lr=2e-2,train=head;epochs=1,size=16,bs=8,train=all,sched=cosine"
+    flags = ["--loss", "asl", "--aug", "light", "--stages", plan, "--seed", "3", "--folds-k", "3",
+             "--deterministic", "--ckpt-every", "1"]
+    train(data, tmp_path / "ref", *flags)
+    r = train(data, tmp_path / "runs", *flags, env={"MULTITAG_DIE_AT": "step:3"}, check=False)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+
+    def resume(*extra):
+        return subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--resume", "--name", "r",
+                               "--data", str(data), "--out", str(tmp_path / "runs"), *extra],
+                              capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    long_plan = ";".join(f"epochs=1,size=16,bs=8,lr={i + 1}e-3,train=all,sched=cosine,wd=0.0{i}" for i in range(4))
+    r = resume("--loss", "bce", "--stages", long_plan)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert '--loss: the run has "asl", the command line "bce"' in r.stderr
+    assert json.dumps(long_plan) in r.stderr and json.dumps(plan) in r.stderr  # shown in full
+    assert "--aug" not in r.stderr  # only the flags that differ
+    r = resume("--loss", "asl", "--plots", "none")  # a given flag equal to the run's, a free one
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_result(tmp_path / "ref" / "r", tmp_path / "runs" / "r")
+    cfg = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert cfg["args"]["loss"] == "asl" and cfg["args"]["arch"] == "tiny_cnn" and "data" not in cfg["args"]
+
+
+def test_given_flags_are_told_from_defaults():
+    sys.path.insert(0, str(ROOT))
+    import train as train_script
+    from utils.resume import given_flags
+
+    given = given_flags(train_script.get_args_parser, ["--loss", "asl", "--no-pretrained", "--bs=16", "--resume"])
+    assert given == {"loss", "pretrained", "bs", "resume"}
+    assert given_flags(train_script.get_args_parser, []) == set()
