@@ -375,3 +375,43 @@ def test_given_flags_are_told_from_defaults():
     given = given_flags(train_script.get_args_parser, ["--loss", "asl", "--no-pretrained", "--bs=16", "--resume"])
     assert given == {"loss", "pretrained", "bs", "resume"}
     assert given_flags(train_script.get_args_parser, []) == set()
+
+
+# ----------------------------------------------------------------------------- 5: cross-fitting on few rows
+
+def _probs_and_truth(tmp_path, n):
+    rng = np.random.default_rng(0)
+    names = [f"i{i}" for i in range(n)]
+    y = rng.random((n, 2)) < 0.5
+    pd.DataFrame({"image_name": names, "a": rng.random(n), "b": rng.random(n)}).to_csv(tmp_path / "p.csv", index=False)
+    tags = [" ".join(t for t, v in zip("ab", row) if v) for row in y]
+    pd.DataFrame({"image_name": names, "tags": tags}).to_csv(tmp_path / "t.csv", index=False)
+    return tmp_path / "p.csv", tmp_path / "t.csv"
+
+
+@pytest.mark.parametrize("n,expect", [(4, "random 4-way split (seed 0); --kfold 5 lowered to the 4 rows"),
+                                      (1, "too few to cross-fit")])
+def test_threshold_tool_on_fewer_rows_than_folds(tmp_path, n, expect):
+    p, t = _probs_and_truth(tmp_path, n)
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "thresholds.py"), "--probs", str(p), "--truth", str(t),
+                        "--kfold", "5", "--strategy", "greedy", "smooth"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert expect in r.stdout
+
+
+def test_cross_fitting_helpers_on_few_rows():
+    from utils.data import make_folds
+    from utils.stacking import inner_split
+    from utils.thresholds import greedy_thresholds, smooth_thresholds
+
+    rng = np.random.default_rng(1)
+    y, P = (rng.random((3, 2)) < 0.5).astype(int), rng.random((3, 2))
+    t = smooth_thresholds(y, P, n_splits=5)  # 3-way: one row per fold
+    assert t.shape == (2,) and np.all((t >= 0) & (t <= 1 + 1e-9))
+    assert np.array_equal(smooth_thresholds(y[:1], P[:1], n_splits=5), greedy_thresholds(y[:1], P[:1])[0])
+    assert inner_split(np.zeros(3, int)).sum() == 1 and inner_split(np.zeros(1, int)).sum() == 0
+    with pytest.raises(DataError, match="at least 2 folds"):
+        make_folds(y, k=1)
+    with pytest.raises(DataError, match="use --folds-k 3 or fewer"):
+        make_folds(y, k=5)

@@ -116,8 +116,15 @@ def load_inputs(args):
         log.warning("%s gives these %d rows a single fold: it cannot cross-fit", folds_path, len(names))
         folds, source = None, "none"
     if folds is None and args.kfold:
-        folds = random_folds(len(names), args.kfold, args.seed)
-        source = f"random {args.kfold}-way split (seed {args.seed})"
+        k = min(args.kfold, len(names))
+        if k < 2:
+            log.warning("%d row(s): too few to cross-fit; in-sample scores only", len(names))
+            return labels, Y, P, None, f"none ({len(names)} row: too few to cross-fit)"
+        folds = random_folds(len(names), k, args.seed)
+        source = f"random {k}-way split (seed {args.seed})"
+        if k < args.kfold:
+            log.warning("only %d rows: --kfold %d lowered to %d (one row per fold)", len(names), args.kfold, k)
+            source += f"; --kfold {args.kfold} lowered to the {len(names)} rows"
     return labels, Y, P, folds, source
 
 

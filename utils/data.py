@@ -230,8 +230,10 @@ def make_folds(y, k=5, seed=42, groups=None):
     """
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
+    if k < 2:
+        raise DataError(f"--folds-k {k}: cross-validation needs at least 2 folds")
     if len(y) < k:
-        raise DataError(f"{len(y)} images cannot be split into {k} folds")
+        raise DataError(f"{len(y)} images cannot be split into {k} folds; use --folds-k {max(2, len(y))} or fewer")
     if groups is not None:
         from utils.duplicates import group_folds
 

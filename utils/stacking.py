@@ -26,6 +26,7 @@ import numpy as np
 
 from utils.constraints import constrained_decisions
 from utils.ensemble import LEVEL1, Prior
+from utils.io import DataError
 from utils.library import Inputs
 from utils.metrics import ZERO_DIVISION, fbeta_per_label, fbeta_samples
 from utils.thresholds import fit_thresholds, random_folds
@@ -56,11 +57,14 @@ def all_features(P, mask, logits=False):
 
 
 def inner_split(folds, seed=0):
-    """Boolean mask of validation rows for early stopping: the last fold id, or a random fifth."""
+    """Boolean mask of validation rows for early stopping: the last fold id, or a random fifth
+    (one row in min(5, N) with fewer rows; none with one row: no early stopping)."""
     ids = np.unique(folds)
     if ids.size >= 2:
         return folds == ids[-1]
-    return random_folds(len(folds), 5, seed) == 0
+    if len(folds) < 2:
+        return np.zeros(len(folds), bool)
+    return random_folds(len(folds), min(5, len(folds)), seed) == 0
 
 
 # ----------------------------------------------------------------------------- stackers
@@ -415,6 +419,8 @@ def _fold_ids(inputs, seed=0):
     """The inputs' fold ids, or a random 3-way split when they hold fewer than two folds."""
     if inputs.folds is not None and np.unique(inputs.folds).size >= 2:
         return inputs.folds
+    if len(inputs.y) < 2:
+        raise DataError(f"{len(inputs.y)} out-of-fold row(s): too few to cross-fit a stacker (need at least 2)")
     return random_folds(len(inputs.y), min(3, len(inputs.y)), seed)
 
 

@@ -256,12 +256,15 @@ def smooth_thresholds(y_true, probs, folds=None, beta=2.0, n_splits=5, seed=0,
                       zero_division=ZERO_DIVISION, **greedy_opts):
     """Greedy thresholds fitted on each fold separately, averaged on the logit scale.
 
-    folds: (N,) fold id per row, or None for a seeded random ``n_splits``-way split.
-    A fold's "never"/"always" thresholds are clipped to |logit| <= LOGIT_CLIP before
-    averaging. Returns thresholds float64 (L,).
+    folds: (N,) fold id per row, or None for a seeded random ``n_splits``-way split
+    (min(n_splits, N)-way when there are fewer rows than splits; plain greedy thresholds
+    for a single row). A fold's "never"/"always" thresholds are clipped to
+    |logit| <= LOGIT_CLIP before averaging. Returns thresholds float64 (L,).
     """
     y, P = _check_inputs(y_true, probs)
-    folds = random_folds(len(P), n_splits, seed) if folds is None else np.asarray(folds)
+    if folds is None and len(P) < 2:
+        return greedy_thresholds(y, P, beta, zero_division=zero_division, **greedy_opts)[0]
+    folds = random_folds(len(P), min(n_splits, len(P)), seed) if folds is None else np.asarray(folds)
     logits = []
     for k in np.unique(folds):
         m = folds == k
