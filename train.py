@@ -35,7 +35,7 @@ log = logging.getLogger("train")
 EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run directory
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-               "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum")
+               "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum", "head")
 
 
 def get_args_parser():
@@ -59,6 +59,9 @@ def get_args_parser():
                    "(prefix tv: or timm: to choose) (default: tf_efficientnet_lite0)")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="start from ImageNet weights found offline (default: on)")
+    g.add_argument("--head", default=None, help="pooling head replacing the architecture's pooling and "
+                   "classifier: avg | max | avgmax | gem[:p=3] | csra[:lam=0.1,t=1] (t=99: max) | mldecoder "
+                   "(default: the architecture's own)")
     g = p.add_argument_group("stage plan (one of --recipe, --stages, --config; flags below override)")
     g.add_argument("--recipe", default=None, help="named recipe: finetune (default), unfreeze-gradual, alexnet, "
                    "resnet, vgg, densenet, bs-ramp")
@@ -223,7 +226,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
            "data_root": rel, "data_root_abs": absolute,
            "folds_file": portable(folds_file, root)[0] or str(Path(folds_file).resolve()),
            "folds_k": args.folds_k, "folds_seed": args.folds_seed,
-           "pretrained": args.pretrained, "drop_rate": next((s.drop_rate for s in plan if s.drop_rate), None),
+           "pretrained": args.pretrained, "head": meta.get("head_name"), "drop_rate": next((s.drop_rate for s in plan if s.drop_rate), None),
            "stages": [s.to_dict() for s in plan], "loss_spec": args.loss, "sampler": args.sampler,
            "aug": args.aug, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
            "mix": args.mix if parse_mix(args.mix) else None, "accum": args.accum,
@@ -275,6 +278,7 @@ def main(args):
     from utils.mix import parse_mix
     from utils.cache import default_cache_dir, load_images
     from utils.losses import build_loss
+    from utils.heads import parse_head
     from utils.models import create_model
     from utils.stages import describe_plan, resolve_plan
     from utils.tensorboard_log import resolve_flag as resolve_tensorboard
@@ -309,11 +313,12 @@ def main(args):
     if args.exclude:
         excluded, digest = read_exclusion(args.exclude, spec.names)
         exclude_cfg = {"exclude": digest, "exclude_file": EXCLUDED_COPY, "exclude_n": len(excluded)}
+    parse_head(args.head)  # and on a bad --head
     out = Path(args.out)
     run_dir = run_dir or find_run(args, out)
     seed_everything(args.seed)
     model = create_model(args.arch, len(label_idx), pretrained=args.pretrained,
-                         drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None))
+                         drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=args.head)
     cfg = build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, exclude_cfg)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     train_rows = (fold_ids != args.fold).nonzero()[0]

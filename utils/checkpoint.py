@@ -2,7 +2,7 @@
 
 best.pt / last.pt hold {'model': state_dict, 'meta': {...}} and, for last.pt, the
 full training state. 'meta' is enough to rebuild the model without the run's
-config: arch, labels, size, mean, std, drop_rate.
+config: arch, labels, size, mean, std, drop_rate, head (--head, None = the arch's own).
 """
 from pathlib import Path
 
@@ -108,7 +108,8 @@ def build_from_meta(meta):
     """A fresh model (no weights loaded) for a checkpoint's meta dict."""
     from utils.models import create_model
 
-    return create_model(meta["arch"], len(meta["labels"]), pretrained=False, drop_rate=meta.get("drop_rate"))
+    return create_model(meta["arch"], len(meta["labels"]), pretrained=False, drop_rate=meta.get("drop_rate"),
+                        head=meta.get("head"))
 
 
 def load_for_inference(path, device="cpu", labels=None):

@@ -37,6 +37,7 @@ import torch
 import torchvision
 from torch import nn
 
+from utils.heads import HeadNet, attach_head, parse_head
 from utils.io import DataError
 
 log = logging.getLogger(__name__)
@@ -124,21 +125,26 @@ def resolve_arch(arch):
 
 # ---------------------------------------------------------------------------- building
 
-def create_model(arch, num_labels, pretrained=False, drop_rate=None):
+def create_model(arch, num_labels, pretrained=False, drop_rate=None, head=None):
     """Build classifier `arch` with `num_labels` outputs (raw logits); return the nn.Module.
 
     num_labels=None keeps the original ImageNet head (1000 classes). pretrained=True loads
     ImageNet weights from local files only (DataError if missing). drop_rate sets the
     dropout right before the final linear layer (adding one when there is none); None
-    keeps the architecture's default. forward() always returns one (B, num_labels)
-    tensor, in train mode too (auxiliary heads of inception_v3/googlenet are removed).
-    The model gets `model.meta`, see model_meta().
+    keeps the architecture's default. head: None keeps the architecture's pooling and
+    classifier; a --head spec (utils.heads: avg, max, avgmax, gem, csra, mldecoder)
+    replaces both, giving a utils.heads.HeadNet (needs num_labels). forward() always
+    returns one (B, num_labels) tensor, in train mode too (auxiliary heads of
+    inception_v3/googlenet are removed). The model gets `model.meta`, see model_meta().
     """
+    head_spec = parse_head(head)
+    if head_spec is not None and num_labels is None:
+        raise ValueError("a --head needs num_labels")
     source, name = resolve_arch(arch)
     if source == "timm":
-        model, weights = _build_timm(name, pretrained, drop_rate)
+        model, weights = _build_timm(name, pretrained, None if head_spec else drop_rate)
         head = _timm_head(model)
-        if num_labels is not None:
+        if num_labels is not None and head_spec is None:
             model.reset_classifier(num_labels)
     else:
         if source == "builtin":
@@ -147,8 +153,14 @@ def create_model(arch, num_labels, pretrained=False, drop_rate=None):
                 raise DataError(f"{name} has no pretrained weights; train it with --no-pretrained")
         else:
             model, weights = _build_torchvision(name, pretrained)
-        head = [_set_head(model, _find_classifier(model), num_labels, drop_rate)]
-    model.meta = _meta(arch, source, name, model, weights, head, num_labels, drop_rate)
+        head = [_find_classifier(model) if head_spec else
+                _set_head(model, _find_classifier(model), num_labels, drop_rate)]
+    meta = _meta(arch, source, name, model, weights, head, num_labels, drop_rate)
+    if head_spec is not None:
+        model = attach_head(model, source, head[0], head_spec, num_labels, drop_rate, meta)
+        meta["head"] = ["head"]
+    meta["head_name"] = head_spec
+    model.meta = meta
     return model
 
 
@@ -159,7 +171,8 @@ def model_meta(model):
     mean and std (3 floats each, for inputs scaled to [0, 1]), input_size (native side,
     px), resize_size (side before the centre crop at evaluation), interpolation
     ('bilinear', 'bicubic', ...), min_size (smallest side the network accepts, px),
-    head (parameter-name prefixes of the classifier). For a timm model built elsewhere
+    head (parameter-name prefixes of the classifier), head_name (the --head spec, None
+    for the architecture's own). For a timm model built elsewhere
     the values come from its pretrained_cfg.
     """
     model = unwrap_model(model)
@@ -181,7 +194,7 @@ def load_pretrained(model, arch=None):
     """
     meta = model_meta(model)
     ref = create_model(arch or meta["arch"], meta["num_labels"], pretrained=True,
-                       drop_rate=meta["drop_rate"])
+                       drop_rate=meta["drop_rate"], head=meta.get("head_name"))
     target = unwrap_model(model)
     state = {k: v for k, v in ref.state_dict().items()
              if meta["num_labels"] is None or not _in_head(k, meta["head"])}
@@ -474,11 +487,14 @@ def _timm_units(model, head):
     """Ordered lists of parameter names from timm's coarse group_matcher, or None."""
     from timm.models._manipulate import group_parameters
 
+    # a timm model under a --head: its groups, named as HeadNet names them
+    inner, prefix = (model.body, "body.") if isinstance(model, HeadNet) else (model, "")
     try:
-        groups = group_parameters(model, model.group_matcher(coarse=True))
+        groups = group_parameters(inner, inner.group_matcher(coarse=True))
     except (AttributeError, NotImplementedError):
         return None
-    units = [[n for n in names if not _in_head(n, head)] for _, names in sorted(groups.items())]
+    units = [[prefix + n for n in names if not _in_head(prefix + n, head)]
+             for _, names in sorted(groups.items())]
     return [u for u in units if u]
 
 
@@ -530,6 +546,8 @@ def _module_units(model, head):
         for i, (mod, names) in enumerate(units):
             if mod is not None:
                 parts = _children_units(mod[0], mod[1], head)
+                while len(parts) == 1 and parts[0][0] is not None:  # a lone wrapper: look inside
+                    parts = _children_units(*parts[0][0], head)
                 if len(parts) >= 2:
                     candidates.append((_numel(names, params), i, parts))
         if not candidates:

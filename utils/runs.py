@@ -27,6 +27,8 @@ def model_key(config):
         key.update(ema=config["ema"], ema_warmup=config.get("ema_warmup", True))
     if config.get("mix"):
         key["mix"] = config["mix"]
+    if config.get("head"):
+        key["head"] = config["head"]
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 

@@ -198,6 +198,7 @@ class Trainer:
         """What predict.py needs to rebuild and feed the model."""
         return {"arch": self.config["arch"], "labels": self.labels, "size": stage.size,
                 "mean": self.mean, "std": self.std, "drop_rate": self.config.get("drop_rate"),
+                "head": self.config.get("head"),
                 "label_group": self.config.get("label_group"), "stages": self.config["stages"],
                 "run": self.config.get("name")}
 
