@@ -209,6 +209,17 @@ def find_run(args, out):
     return run
 
 
+def warn_test_images(spec):
+    """Say now, not after training, which test images predict.py will not be able to read."""
+    from utils.data import check_test_images
+
+    problems = check_test_images(spec)
+    if problems:
+        log.warning("%d test image(s) in %s look damaged; predict.py will refuse them, so fix or replace them "
+                    "while this trains:\n  %s", len(problems), spec.root / spec.test_images,
+                    "\n  ".join(problems[:10]) + (f"\n  (+{len(problems) - 10} more)" if len(problems) > 10 else ""))
+
+
 def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, exclude=None):
     """The resolved configuration written to config.json; exclude: the --exclude list's
     SHA-1 (a model and resume key), with its path and count in exclude_file / exclude_n."""
@@ -298,6 +309,8 @@ def main(args):
         torch.backends.cudnn.benchmark = True
     root = data_root(args)
     spec = load_dataset(root, args.images, args.test_images)
+    if dist.is_main():
+        warn_test_images(spec)
     folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
     # made in memory (the same on every rank) and written only once every check has passed
     fold_ids, folds_file, new_folds = plan_folds(spec, args.folds_k, args.folds_seed, folds_file)

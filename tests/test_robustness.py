@@ -81,6 +81,37 @@ def test_folds_mismatch_names_added_and_removed_images(tmp_path):
         load_or_make_folds(spec, k=5)
 
 
+# ----------------------------------------------------------------------------- 2: broken test images found at the start
+
+def test_check_tail_finds_truncated_files(tmp_path):
+    from utils.data import check_tail
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
+    for fmt, ext in (("JPEG", "jpg"), ("PNG", "png"), ("GIF", "gif"), ("BMP", "bmp")):
+        good = tmp_path / f"good.{ext}"
+        img.save(good, format=fmt)
+        assert check_tail(good) is None, fmt
+        cut = tmp_path / f"cut.{ext}"
+        cut.write_bytes(good.read_bytes()[:-200])
+        if fmt == "BMP":  # no end marker to check: left to the decoder
+            continue
+        with Image.open(cut):  # the header still reads: only the end gives it away
+            pass
+        assert "truncated" in check_tail(cut), fmt
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes((tmp_path / "good.jpg").read_bytes() + b"\0" * 100)
+    assert check_tail(padded) is None
+
+
+def test_truncated_test_image_is_named_when_training_starts(tmp_path):
+    data = write_dataset(tmp_path / "data", n=12, size=16, n_test=3)
+    truncate_jpeg(data / "test" / "t001.jpg")
+    r = train(data, tmp_path / "runs", "--stages", FAST)
+    head = r.stderr[: r.stderr.find("stage 1 epoch 1")]
+    assert "1 test image(s)" in head and "t001.jpg" in head and "truncated JPEG" in head, r.stderr[-3000:]
+
+
 # ----------------------------------------------------------------------------- 6: one tolerant text reader
 
 def _dos(text, bom=True):
@@ -110,7 +141,7 @@ def test_bom_crlf_and_trailing_spaces_everywhere(tmp_path):
 
 def test_no_text_file_is_read_around_utils_io():
     """Every CSV/JSON/text read goes through utils/io.py (one tolerance for BOM/CRLF/whitespace)."""
-    pattern = re.compile(r"pd\.read_csv\(|\.read_text\(|json\.load\(|open\([^)]*['\"]r")
+    pattern = re.compile(r"pd\.read_csv\(|\.read_text\(|json\.load\(|open\([^)]*['\"]rt?['\"]")
     offenders = []
     for f in sorted(ROOT.glob("**/*.py")):
         rel = f.relative_to(ROOT)

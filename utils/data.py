@@ -110,6 +110,41 @@ def check_header(path):
     return None
 
 
+# What a complete file of each format ends with (after any zero/whitespace padding): a
+# file cut short by an interrupted copy or download lacks it. Other formats: not checked.
+_ENDINGS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",), "GIF": (b";",)}
+
+
+def check_tail(path):
+    """A cheap completeness check (the header and the last bytes, no pixel decode).
+
+    Returns a problem string for a file whose header is unreadable or whose format's end
+    marker (JPEG EOI, PNG IEND, GIF trailer) is missing, i.e. a truncated file; else None.
+    """
+    problem = check_header(path)
+    if problem:
+        return problem
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+        ends = _ENDINGS.get(fmt)
+        if not ends:
+            return None
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            tail = f.read().rstrip(b"\x00 \r\n\t")
+    except OSError as e:
+        return f"{path}: cannot read ({e})"
+    if not tail.endswith(ends):
+        return f"{path}: truncated {fmt} (the file ends before its end marker)"
+    return None
+
+
+def check_test_images(spec):
+    """Problems of the test images found by check_tail (header and end marker of each file)."""
+    return [p for p in map(check_tail, (f for f in spec.test_files if f is not None)) if p]
+
+
 def read_labels_txt(path):
     """One label per line (blank lines ignored) -> list; DataError on duplicates."""
     labels = read_lines(path)

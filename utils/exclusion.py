@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from utils.data import image_stem
-from utils.io import DataError, atomic_write_csv, report_problems
+from utils.io import DataError, atomic_write_csv, read_csv, report_problems
 
 
 def read_exclusion(path, names):
@@ -29,9 +29,9 @@ def read_exclusion(path, names):
     if not path.is_file():
         raise DataError(f"--exclude {path}: file not found")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:  # empty or unparsable file
-        raise DataError(f"--exclude {path}: cannot read as CSV ({e}); expected a column image_name") from e
+        df = read_csv(path, dtype=str, keep_default_na=False)
+    except DataError as e:  # empty or unparsable file
+        raise DataError(f"--exclude {e}; expected a column image_name") from e
     if "image_name" not in df.columns:
         raise DataError(f"--exclude {path}: no image_name column (found {list(df.columns)[:5]}); "
                         f"expected a CSV with a header line image_name, e.g. tools/label_issues.py's output")

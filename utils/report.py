@@ -9,7 +9,6 @@ is a few lines of inline JavaScript, so the file opens from disk with no server 
 other file.
 """
 import base64
-import json
 import logging
 import math
 import re
@@ -23,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from utils.diversity import cluster_order, pairwise_agreement, pairwise_pearson, stack_matrix
-from utils.io import DataError
+from utils.io import DataError, read_csv, read_json
 from utils.leaderboard import leaderboard
 from utils.plots import plot_correlation, plot_history, plot_label_f2, plot_prob_distributions
 from utils.pruning import PRUNED_FILE, find_stack_reports, read_pruned
@@ -141,8 +140,8 @@ def draw_model(view, dpi=60):
     for run in view.runs:
         path = run.dir / "history.csv"
         try:
-            hist = pd.read_csv(path)
-        except (OSError, ValueError, pd.errors.EmptyDataError):
+            hist = read_csv(path)
+        except DataError:
             continue  # a run without a readable history still has its scores
         if len(hist):
             view.figures["history"][run.name] = png_uri(lambda p: plot_history(hist, p, dpi=dpi))
@@ -192,10 +191,12 @@ def stack_section(path, model_anchors, run_anchors, index):
     F2, its spread over folds and per-fold values, per-label F2, thresholds and members.
     Raises DataError for a file that is not such a report."""
     try:
-        rep = json.loads(Path(path).read_text())
+        rep = read_json(path)
         methods = rep["methods"]
         labels = list(rep["library"]["labels"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except DataError:
+        raise
+    except (KeyError, TypeError) as e:
         raise DataError(f"{path}: not a readable stack report ({e})") from e
     chosen = rep.get("chosen")
     name = f"{Path(path).parent.name}/{Path(path).name}"
