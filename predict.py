@@ -54,8 +54,9 @@ def get_args_parser():
                    help="how the views' probabilities are merged (default: mean)")
     g.add_argument("--split", default="both", choices=SPLITS,
                    help="test images, the run's validation fold, or both (default: both)")
-    g.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="checkpoints/best.pt or last.pt (default: best)")
+    g.add_argument("--checkpoint", default="best",
+                   help="best | avg | last (the run's checkpoints/<name>.pt; avg from tools/average_checkpoints.py) "
+                   "or a path to a checkpoint file (default: best)")
     g.add_argument("--crop-frac", type=float, default=CROP_FRAC,
                    help="side of the 5crop/10crop crops as a fraction of the image side (default: 0.875)")
     g = p.add_argument_group("data")
@@ -134,6 +135,14 @@ def val_fold(run, spec):
     return names, np.array([index[n] for n in names])
 
 
+NAMED_CHECKPOINTS = ("best", "avg", "last")
+
+
+def checkpoint_path(run_dir, which):
+    """--checkpoint: a name in NAMED_CHECKPOINTS -> run_dir/checkpoints/<name>.pt; else a file path."""
+    return Path(run_dir) / "checkpoints" / f"{which}.pt" if which in NAMED_CHECKPOINTS else Path(which)
+
+
 def plan_jobs(runs, args, splits):
     """Check every run before any prediction: checkpoint, data, test set, folds. Returns Jobs.
 
@@ -144,10 +153,11 @@ def plan_jobs(runs, args, splits):
 
     specs, failed, jobs, problems = {}, {}, [], []
     for run in runs:
-        ckpt = run.dir / "checkpoints" / f"{args.checkpoint}.pt"
+        ckpt = checkpoint_path(run.dir, args.checkpoint)
         if not ckpt.is_file():
-            problems.append(f"{run.dir}: no checkpoints/{ckpt.name}; the run has not saved a model "
-                            f"(still training, or pruned) - train it or drop it from --run")
+            problems.append(f"{run.dir}: no {ckpt}; " + (
+                f"make it with: python tools/average_checkpoints.py --run {run.dir}" if args.checkpoint == "avg"
+                else "the run has not saved a model (still training, or pruned) - train it or drop it from --run"))
             continue
         try:  # a damaged or foreign checkpoint is found now, not after hours of other runs
             load_for_inference(ckpt, "cpu", run.labels)

@@ -35,7 +35,8 @@ log = logging.getLogger("train")
 EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run directory
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-               "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum", "head")
+               "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum", "head",
+               "keep_epochs")
 
 
 def get_args_parser():
@@ -94,6 +95,9 @@ def get_args_parser():
     g.add_argument("--accum", type=int, default=None, metavar="N",
                    help="gradient accumulation: N micro-batches of --bs per optimizer step, in every stage "
                    "(default: the plan's accum=, 1)")
+    g.add_argument("--keep-epochs", type=int, default=0, metavar="K",
+                   help="keep the last K epochs' weights as checkpoints/epoch_NNN.pt for "
+                   "tools/average_checkpoints.py (default: 0 = none)")
     g = p.add_argument_group("run")
     g.add_argument("--fold", type=int, default=0, help="validation fold (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default: 0)")
@@ -241,6 +245,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
            "stages": [s.to_dict() for s in plan], "loss_spec": args.loss, "sampler": args.sampler,
            "aug": args.aug, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
            "mix": args.mix if parse_mix(args.mix) else None, "accum": args.accum,
+           "keep_epochs": args.keep_epochs,
            "mean": list(meta["mean"]), "std": list(meta["std"]),
            "recipe": args.recipe, "argv": sys.argv[1:], "args": run_flags(args), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "git_commit": git_commit(), "deterministic": args.deterministic,
@@ -322,6 +327,8 @@ def main(args):
     build_loss(args.loss, spec.y[:, label_idx])  # fail on a bad --loss before anything is written
     check_decay(args.ema)
     parse_mix(args.mix)
+    if args.keep_epochs < 0:
+        raise DataError(f"--keep-epochs {args.keep_epochs}: must be >= 0 (0 keeps none)")
     excluded = exclude_cfg = None
     if args.exclude:
         excluded, digest = read_exclusion(args.exclude, spec.names)

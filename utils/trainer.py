@@ -22,6 +22,7 @@ import torch
 from utils import distributed as dist
 from utils.cache import load_images
 from utils.accumulation import Accumulation
+from utils.averaging import keep_epoch
 from utils.checkpoint import check_labels, clean_state_dict, load_checkpoint, load_weights, save_checkpoint
 from utils.ema import build_ema
 from utils.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
@@ -406,6 +407,9 @@ class Trainer:
                                 {"model": clean_state_dict(pick["module"].state_dict()), "meta": self.meta(stage),
                                  "epoch": row["epoch"], "val_f2": pick["f2"], "thresholds": pick["thr"].tolist(),
                                  "weights": pick["weights"]})
+            if self.config.get("keep_epochs"):  # for tools/average_checkpoints.py
+                keep_epoch(self.run_dir, row["epoch"], clean_state_dict(unwrap(model).state_dict()),
+                           self.meta(stage), f2, self.config["keep_epochs"])
             self._plot(row["epoch"], probs, thr)
         self.state.update(epoch=self.state["epoch"] + 1, step=0, stats=None,
                           global_epoch=self.state["global_epoch"] + 1)
