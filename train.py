@@ -36,7 +36,7 @@ EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run direct
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
                "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum", "head",
-               "keep_epochs")
+               "keep_epochs", "pseudo", "soft_targets")
 
 
 def get_args_parser():
@@ -98,6 +98,21 @@ def get_args_parser():
     g.add_argument("--keep-epochs", type=int, default=0, metavar="K",
                    help="keep the last K epochs' weights as checkpoints/epoch_NNN.pt for "
                    "tools/average_checkpoints.py (default: 0 = none)")
+    g = p.add_argument_group("pseudo-labels and distillation (README: which teacher files keep the "
+                             "out-of-fold score honest)")
+    g.add_argument("--pseudo", default=None, metavar="CSV",
+                   help="add these test images to the training set (never to validation) with the file's "
+                        "targets: image_name + one column per label in [0, 1], from tools/pseudo_label.py "
+                        "(default: none)")
+    g.add_argument("--pseudo-weight", type=float, default=1.0,
+                   help="loss weight of each pseudo-labelled image relative to a training image (default: 1.0)")
+    g.add_argument("--soft-targets", default=None, metavar="CSV|RUN",
+                   help="teacher probabilities for distillation: a teacher run directory trained with the same "
+                        "--fold on the same folds (honest; '{fold}' in the path becomes --fold), or a CSV "
+                        "(image_name + one column per label) covering every training image; a run's or a "
+                        "stack's out-of-fold file is refused, as it leaks this fold's labels (default: none)")
+    g.add_argument("--distill", type=float, default=0.5, metavar="ALPHA",
+                   help="with --soft-targets, training targets are (1-ALPHA)*tags + ALPHA*teacher (default: 0.5)")
     g = p.add_argument_group("run")
     g.add_argument("--fold", type=int, default=0, help="validation fold (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default: 0)")
@@ -296,6 +311,7 @@ def main(args):
     from utils.losses import build_loss
     from utils.heads import parse_head
     from utils.models import create_model
+    from utils.pseudo import load_extras
     from utils.stages import describe_plan, resolve_plan
     from utils.tensorboard_log import resolve_flag as resolve_tensorboard
     from utils.trainer import TrainOptions, Trainer, check_batches, seed_everything
@@ -334,13 +350,16 @@ def main(args):
         excluded, digest = read_exclusion(args.exclude, spec.names)
         exclude_cfg = {"exclude": digest, "exclude_file": EXCLUDED_COPY, "exclude_n": len(excluded)}
     parse_head(args.head)  # and on a bad --head
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
+    extras = load_extras(spec, fold_ids, args.fold, [spec.labels[i] for i in label_idx], args.pseudo,
+                         args.pseudo_weight, args.soft_targets, args.distill, cache_dir, device)
     out = Path(args.out)
     run_dir = run_dir or find_run(args, out)
     seed_everything(args.seed)
     model = create_model(args.arch, len(label_idx), pretrained=args.pretrained,
                          drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=args.head)
     cfg = build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, exclude_cfg)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
+    cfg.update(extras.record if extras else {})
     train_rows = (fold_ids != args.fold).nonzero()[0]
     if excluded is not None:
         train_rows = train_rows[~np.isin(train_rows, excluded)]
@@ -365,16 +384,18 @@ def main(args):
                 write_exclusion(run_dir / EXCLUDED_COPY, [spec.names[i] for i in excluded])
             atomic_write_json(run_dir / "config.json", cfg)
     if dist.is_main():
-        log.info("run %s: %s on fold %d, %d labels, %d train / %d val images, device %s\n%s",
-                 run_dir, args.arch, args.fold, len(label_idx), len(train_rows), int((fold_ids == args.fold).sum()),
-                 device, describe_plan(plan))
+        log.info("run %s: %s on fold %d, %d labels, %d train (+%d pseudo-labelled test) / %d val images, "
+                 "device %s\n%s", run_dir, args.arch, args.fold, len(label_idx), len(train_rows),
+                 len(extras.test_rows) if extras else 0, int((fold_ids == args.fold).sum()), device,
+                 describe_plan(plan))
     cl = args.channels_last if args.channels_last is not None else device.type == "cuda"
     opts = TrainOptions(workers=args.workers if args.workers >= 0 else default_workers(device),
                         ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes, channels_last=cl,
                         amp=args.amp, compile=args.compile, plots=args.plots, cache_dir=str(cache_dir),
                         aug_device=args.aug_device, tensorboard=tensorboard)
     model = model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
-    trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts, exclude=excluded)
+    trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts, exclude=excluded,
+                      extras=extras)
     result = trainer.fit(resume=args.resume)
     if dist.is_main():
         print(f"run: {run_dir}\nbest validation F2: {result['best_val_f2']:.4f} (epoch {result['best_epoch']}), "

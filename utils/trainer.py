@@ -33,6 +33,7 @@ from utils.mix import build_mix
 from utils.metrics import fbeta_per_label, fbeta_samples
 from utils.models import freeze_bn, param_groups
 from utils.models import unwrap_model as unwrap
+from utils.pseudo import CombinedImages, WeightedLoss, training_targets
 from utils.sampling import epoch_indices
 from utils.schedule import build_optimizer, build_scheduler
 from utils.stages import Stage
@@ -160,10 +161,12 @@ class Trainer:
     config: the resolved run config (stored as config.json); spec: DataSpec;
     fold_ids: fold per training image; label_idx: columns the model predicts;
     exclude: rows left out of training (train.py --exclude), still predicted when in
-    the validation fold (listed in result.json `excluded_val`).
+    the validation fold (listed in result.json `excluded_val`); extras: utils.pseudo.Extras
+    (pseudo-labelled test rows, soft targets) or None.
     """
 
-    def __init__(self, model, config, spec, fold_ids, label_idx, run_dir, device, opts, exclude=None):
+    def __init__(self, model, config, spec, fold_ids, label_idx, run_dir, device, opts, exclude=None,
+                 extras=None):
         self.model, self.config, self.spec = model, config, spec
         self.run_dir, self.device, self.opts = run_dir, device, opts
         self.stages = [Stage.from_dict(s) for s in config["stages"]]
@@ -179,6 +182,15 @@ class Trainer:
         y = spec.y[:, label_idx]
         self.y_train, self.y_val = y[self.train_idx], y[self.val_idx]
         self.loss_fn, _ = build_loss(config["loss_spec"], self.y_train)
+        self.extras = extras
+        # Items of the training set: the fold's training images, then any pseudo-labelled
+        # test images (indices past the training cache, see _train_images).
+        self.fit_rows, self.fit_targets = self.train_idx, self.y_train
+        if extras:
+            self.fit_rows = np.concatenate([self.train_idx, len(spec.files) + extras.test_rows])
+            self.fit_targets = training_targets(self.y_train, self.train_idx, extras)
+            self.loss_fn = WeightedLoss(self.loss_fn)
+        self.fit_y = (self.fit_targets[:, :len(self.labels)] >= 0.5).astype(np.uint8)  # what samplers count
         self.loss_fn = self.loss_fn.to(device)
         self.mean, self.std = config["mean"], config["std"]
         self.amp_dtype = amp_dtype(device, opts.amp)
@@ -285,6 +297,17 @@ class Trainer:
         self._cache = {size: arr}  # one size at a time: stages move on, memory stays flat
         return arr
 
+    def _train_images(self, images, size):
+        """The training cache, followed by the test cache when pseudo-labelled test images train too."""
+        if not self.extras or not len(self.extras.test_rows):
+            return images
+        if dist.is_main():
+            test = load_images(self.spec.test_files, size, self.opts.cache_dir, desc=self.spec.test_images)
+        dist.barrier()
+        if not dist.is_main():
+            test = load_images(self.spec.test_files, size, self.opts.cache_dir, desc=self.spec.test_images)
+        return CombinedImages(images, test)
+
     def _run_stage(self, si, opt_sd, sched_sd, stop):
         stage = self.stages[si]
         raw = unwrap(self.model)
@@ -296,7 +319,7 @@ class Trainer:
         if self.opts.compile:
             model = torch.compile(model)
         optimizer = build_optimizer(stage, groups)
-        n_epoch = len(epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], 0))
+        n_epoch = len(epoch_indices(self.config["sampler"], self.fit_y, self.config["seed"], 0))
         bp = batch_plan(n_epoch, stage.bs, dist.world_size(), f"stage {si + 1}")  # never a batch of 1
         bs_local, drop_last, steps = bp.bs_local, bp.drop_last, bp.steps
         acc = Accumulation.of(stage.accum, bp)
@@ -311,7 +334,8 @@ class Trainer:
             gpu_aug, augment = GpuAugment(self.config["aug"], stage.size, self.labels, self.config.get("pca")), None
         else:
             augment = build_augment(self.config["aug"], stage.size, self.labels, self.config.get("pca"))
-        dataset = CachedImages(images, self.y_train, self.train_idx, augment, self.config["seed"])
+        dataset = CachedImages(self._train_images(images, stage.size), self.fit_targets, self.fit_rows, augment,
+                               self.config["seed"])
         step_fn = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
                        self.mean, self.std, self.opts.channels_last, gpu_augment=gpu_aug, seed=self.config["seed"],
                        after_update=(lambda: self.ema.update(raw)) if self.ema is not None else None,
@@ -319,7 +343,7 @@ class Trainer:
         self._maybe_die("stage_start", si)
         while self.state["epoch"] < stage.epochs:
             ge = self.state["global_epoch"]
-            order = fixed_length(epoch_indices(self.config["sampler"], self.y_train, self.config["seed"], ge),
+            order = fixed_length(epoch_indices(self.config["sampler"], self.fit_y, self.config["seed"], ge),
                                  n_epoch)
             mine = dist.shard(order)
             start = self.state["step"]

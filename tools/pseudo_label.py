@@ -1,0 +1,127 @@
+"""Pseudo-labels for train.py --pseudo: the test images a set of models is surest about.
+
+    python tools/pseudo_label.py --runs 'runs/resnet50-*' --tta hflip --out pseudo.csv
+    python tools/pseudo_label.py --probs runs/stack_test.csv --mode hard --quantile 0.7 --out pseudo.csv
+    python train.py --pseudo pseudo.csv --pseudo-weight 0.5 ...
+
+Reads the runs' test probabilities (preds/test.<tta>.csv, averaged over the runs) or a
+stack's (--probs stack_test.csv), keeps the images whose confidence, the mean over
+labels of |p - 0.5|, is at or above the --quantile of it (the iMet 2019 winner's
+selection), and writes their targets in the preds format (image_name, one column per
+label): the probabilities (--mode soft) or 0/1 tags (--mode hard) at per-label
+thresholds: the runs' best.pt thresholds averaged, the stack report's, or one value.
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import run_script  # noqa: E402
+from utils.io import DataError, read_preds, report_problems, write_preds  # noqa: E402
+from utils.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
+from utils.runs import find_runs  # noqa: E402
+
+log = logging.getLogger("pseudo_label")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("input (one of)")
+    g.add_argument("--runs", nargs="+", action="extend", metavar="PATTERN",
+                   help="run folders or glob patterns (quote them); their preds/test.<tta>.csv are averaged")
+    g.add_argument("--probs", metavar="CSV", help="a test probability file instead, e.g. stack.py's stack_test.csv")
+    g.add_argument("--tta", default="none", help="which preds/test.<tta>.csv of the runs (default: none)")
+    s = p.add_argument_group("selection")
+    s.add_argument("--mode", default="soft", choices=MODES,
+                   help="soft: targets are the probabilities; hard: 0/1 tags at the thresholds (default: soft)")
+    s.add_argument("--quantile", type=float, default=0.5,
+                   help="keep images whose confidence (mean |p - 0.5| over labels) is at or above this "
+                        "quantile of it; 0 keeps all (default: 0.5, the surer half)")
+    s.add_argument("--thresholds", default=None, metavar="auto|X|X,X,...",
+                   help="hard mode's thresholds: auto = the runs' best.pt thresholds averaged (or the "
+                        "stack_report.json next to --probs), one value for every label, or one per label "
+                        "(default: auto)")
+    p.add_argument("--out", required=True, help="pseudo-label CSV to write")
+    return p
+
+
+def runs_test_probs(patterns, tta):
+    """(names, labels, mean test probabilities (T, L), runs) over the runs' preds/test.<tta>.csv."""
+    runs, skipped = find_runs(patterns)
+    problems = [f"{p}: {why}" for p, why in skipped]
+    if not runs and not skipped:
+        problems.append(f"{' '.join(map(str, patterns))}: no run (a folder with config.json) matches")
+    report_problems("cannot read the runs", problems)
+    tables = []
+    for r in runs:
+        path = r.preds_path("test", tta)
+        if not path.is_file():
+            problems.append(f"{path}: missing (python predict.py --run {r.dir} --tta {tta} --split test)")
+            continue
+        tables.append(read_preds(path))
+    report_problems("cannot make pseudo-labels", problems)
+    names, labels, _ = tables[0]
+    for (n, l, _), r in zip(tables, runs):
+        if sorted(n) != sorted(names) or l != labels:
+            problems.append(f"{r.dir}: its test file has other images or labels than {runs[0].dir}'s")
+    report_problems("the runs' test predictions do not line up", problems)
+    probs = np.mean([p[np.argsort(n)][np.argsort(np.argsort(names))] for n, _, p in tables], axis=0)
+    return names, labels, probs, runs
+
+
+def hard_thresholds(text, labels, runs, probs_path):
+    """(L,) thresholds for --mode hard from --thresholds (see its help)."""
+    if text not in (None, "auto"):
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise DataError(f"--thresholds {text!r}: expected auto, a number, or one number per label")
+        if len(values) not in (1, len(labels)):
+            raise DataError(f"--thresholds: {len(values)} values for {len(labels)} labels")
+        return np.broadcast_to(np.array(values), (len(labels),)).copy()
+    if probs_path:
+        report = Path(probs_path).parent / "stack_report.json"
+        thr = json.loads(report.read_text()).get("thresholds") if report.is_file() else None
+        if not thr or set(thr) < set(labels):
+            raise DataError(f"--mode hard: no per-label thresholds in {report}; give --thresholds")
+        return np.array([thr[l] for l in labels])
+    import torch
+
+    found = []
+    for r in runs:
+        best = r.dir / "checkpoints" / "best.pt"
+        if best.is_file():
+            ck = torch.load(best, map_location="cpu", weights_only=False)
+            if ck.get("thresholds") is not None and list(ck["meta"]["labels"]) == list(labels):
+                found.append(ck["thresholds"])
+    if not found:
+        raise DataError("--mode hard: none of the runs has thresholds in checkpoints/best.pt; give --thresholds")
+    return np.mean(found, axis=0)
+
+
+def main(args):
+    if bool(args.runs) == bool(args.probs):
+        raise DataError("give either --runs or --probs")
+    if not 0 <= args.quantile < 1:
+        raise DataError(f"--quantile {args.quantile}: must be in [0, 1)")
+    if args.runs:
+        names, labels, probs, runs = runs_test_probs(args.runs, args.tta)
+    else:
+        (names, labels, probs), runs = read_preds(args.probs), []
+    thr = hard_thresholds(args.thresholds, labels, runs, args.probs) if args.mode == "hard" else 0.5
+    keep, targets = pseudo_labels(probs, args.mode, args.quantile, thr)
+    conf = confidence(probs)
+    path = write_preds(args.out, [names[i] for i in keep], labels, targets)
+    print(f"{path}: {len(keep)} of {len(names)} test images ({args.mode}), confidence >= "
+          f"{conf[keep].min() if len(keep) else float('nan'):.3f} (median {np.median(conf):.3f})")
+    return path
+
+
+if __name__ == "__main__":
+    run_script(main, get_args_parser().parse_args, logging.INFO)
