@@ -311,7 +311,7 @@ def main(args):
     from utils.losses import build_loss
     from utils.heads import parse_head
     from utils.models import create_model
-    from utils.pseudo import load_extras
+    from utils.pseudo import load_extras, sampler_labels
     from utils.stages import describe_plan, resolve_plan
     from utils.tensorboard_log import resolve_flag as resolve_tensorboard
     from utils.trainer import TrainOptions, Trainer, check_batches, seed_everything
@@ -363,7 +363,8 @@ def main(args):
     train_rows = (fold_ids != args.fold).nonzero()[0]
     if excluded is not None:
         train_rows = train_rows[~np.isin(train_rows, excluded)]
-    check_batches(plan, args.sampler, spec.y[train_rows][:, label_idx], args.seed, dist.world_size())
+    check_batches(plan, args.sampler, sampler_labels(spec.y[train_rows][:, label_idx], extras), args.seed,
+                  dist.world_size())
     if args.resume:
         stored = read_json(run_dir / "config.json")
         check_resume(stored, cfg, run_dir)

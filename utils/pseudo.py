@@ -277,6 +277,14 @@ def training_targets(y_train, train_idx, extras):
     return np.concatenate(parts)
 
 
+def sampler_labels(y_train, extras=None):
+    """0/1 labels (n [+ P], L) of the training items, pseudo rows' targets cut at 0.5: what samplers count."""
+    y = np.asarray(y_train, dtype=np.uint8)
+    if extras is None or not len(extras.test_rows):
+        return y
+    return np.concatenate([y, (np.asarray(extras.test_targets) >= 0.5).astype(np.uint8)])
+
+
 class CombinedImages:
     """Two uint8 image arrays (training cache, test cache) as one: rows past len(first) read second."""
 
@@ -315,5 +323,5 @@ class WeightedLoss(nn.Module):
 
 
 __all__ = ["MODES", "confidence", "pseudo_labels", "file_sha256", "Extras", "load_extras", "load_pseudo", "check_teacher",
-           "check_teacher_run", "teacher_predictions", "load_soft_targets", "training_targets",
+           "check_teacher_run", "teacher_predictions", "load_soft_targets", "training_targets", "sampler_labels",
            "CombinedImages", "WeightedLoss"]

@@ -33,7 +33,7 @@ from utils.mix import build_mix
 from utils.metrics import fbeta_per_label, fbeta_samples
 from utils.models import freeze_bn, param_groups
 from utils.models import unwrap_model as unwrap
-from utils.pseudo import CombinedImages, WeightedLoss, training_targets
+from utils.pseudo import CombinedImages, WeightedLoss, sampler_labels, training_targets
 from utils.sampling import epoch_indices
 from utils.schedule import build_optimizer, build_scheduler
 from utils.stages import Stage
@@ -190,7 +190,7 @@ class Trainer:
             self.fit_rows = np.concatenate([self.train_idx, len(spec.files) + extras.test_rows])
             self.fit_targets = training_targets(self.y_train, self.train_idx, extras)
             self.loss_fn = WeightedLoss(self.loss_fn)
-        self.fit_y = (self.fit_targets[:, :len(self.labels)] >= 0.5).astype(np.uint8)  # what samplers count
+        self.fit_y = sampler_labels(self.y_train, extras)
         self.loss_fn = self.loss_fn.to(device)
         self.mean, self.std = config["mean"], config["std"]
         self.amp_dtype = amp_dtype(device, opts.amp)
