@@ -51,9 +51,13 @@ def test_exclude_shrinks_training_by_the_listed_rows(excluded_run):
 
 
 def test_resume_needs_the_same_list(excluded_run):
-    tmp, data, run, _, _, _, _ = excluded_run
-    r = train(data, tmp / "runs", "--resume")
-    assert r.returncode == 2 and "exclude" in r.stderr
+    tmp, data, run, exclude, listed, _, _ = excluded_run
+    other = tmp / "other.csv"
+    pd.DataFrame({"image_name": listed[:3]}).to_csv(other, index=False)
+    r = train(data, tmp / "runs", "--resume", "--exclude", other)
+    assert r.returncode == 2 and "--exclude" in r.stderr and str(other) in r.stderr
+    r = train(data, tmp / "runs", "--resume")  # without the flag: the run's own list, stored in config.json
+    assert r.returncode == 0, r.stderr[-3000:]
 
 
 def test_unknown_names_exit_2_naming_file_and_rows(excluded_run):
