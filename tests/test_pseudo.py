@@ -56,9 +56,9 @@ def test_kill_and_resume_with_pseudo_labels_is_exact(data, tmp_path):
     r = train(data, out, *SHORT, "--pseudo", csv, "--pseudo-weight", "2", env={"MULTITAG_DIE_AT": "step:3"},
               check=False)
     assert r.returncode == -9, r.stderr[-2000:]
-    r = train(data, out, *SHORT, "--resume", check=False)                  # without --pseudo: refused
-    assert r.returncode == 2 and "pseudo" in r.stderr
-    train(data, out, *SHORT, "--pseudo", csv, "--pseudo-weight", "2", "--resume")
+    r = train(data, out, *SHORT, "--pseudo-weight", "3", "--resume", check=False)  # another weight: refused
+    assert r.returncode == 2 and "--pseudo-weight" in r.stderr
+    train(data, out, *SHORT, "--resume")  # the run's own --pseudo and --pseudo-weight, from config.json
     _same_run(ref / "r", out / "r")
 
 
