@@ -446,3 +446,38 @@ def test_cross_fitting_helpers_on_few_rows():
         make_folds(y, k=1)
     with pytest.raises(DataError, match="use --folds-k 3 or fewer"):
         make_folds(y, k=5)
+
+
+# ----------------------------------------------------------------------------- 8: EXIF orientation
+
+@pytest.mark.parametrize("orientation,transpose", [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90),
+                                                    (3, Image.Transpose.ROTATE_180)])
+def test_exif_orientation_is_applied(tmp_path, orientation, transpose):
+    from utils.cache import cache_key, decode_image
+
+    rng = np.random.default_rng(0)
+    stored = np.zeros((100, 200, 3), np.uint8)  # 200 wide, 100 high, as written by the camera
+    stored[:, :100] = 250
+    stored[:, :, 1] = (rng.random((100, 200)) * 60).astype(np.uint8)
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "o.jpg", exif=exif, quality=98)
+    want = np.asarray(Image.open(tmp_path / "o.jpg").convert("RGB").transpose(transpose), np.int16)
+    got = decode_image(tmp_path / "o.jpg")
+    assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).max() == 0
+    small = decode_image(tmp_path / "o.jpg", 16)  # the cached size: also upright
+    ref = np.asarray(Image.fromarray(want.astype(np.uint8)).resize((16, 16), Image.Resampling.BILINEAR), np.int16)
+    assert np.abs(small.astype(np.int16) - ref).mean() < 12
+    assert cache_key([tmp_path / "o.jpg"], 16) != _key_v1([tmp_path / "o.jpg"], 16)  # old caches are not reused
+
+
+def _key_v1(files, size):
+    """The cache key before EXIF orientation was applied."""
+    import hashlib
+
+    h = hashlib.sha1(f"v1|{size}".encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"|{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]

@@ -15,13 +15,13 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from utils.io import DataError, report_problems
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1  # bump when decoding or resizing changes
+CACHE_VERSION = 2  # bump when decoding or resizing changes (2: EXIF orientation applied)
 
 
 def to_rgb(im):
@@ -42,10 +42,15 @@ def to_rgb(im):
 
 
 def decode_image(path, size=None):
-    """Decode an image file by content into uint8 (H, W, 3); resized to size x size if given."""
+    """Decode an image file by content into uint8 (H, W, 3); resized to size x size if given.
+
+    The EXIF orientation tag (cameras, phones) is applied, so pixels are as the image is
+    meant to be seen (PIL.ImageOps.exif_transpose), in training and prediction alike.
+    """
     with Image.open(path) as im:
         if size and im.format == "JPEG":
             im.draft("RGB", (size, size))  # DCT-domain downscale: several times faster for big JPEGs
+        im = ImageOps.exif_transpose(im)
         im = to_rgb(im)
         if size:
             im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -62,7 +67,7 @@ def _decode_job(args):
 
 def cache_key(files, size):
     """Hex digest over size, cache version and each file's path, byte size and mtime."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{size}".encode())
+    h = hashlib.sha1(f"v{CACHE_VERSION}|exif|{size}".encode())
     for f in files:
         st = os.stat(f)
         h.update(f"|{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
