@@ -174,3 +174,17 @@ def test_stale_pairs_and_bad_flags_exit_2(planted, tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "near_duplicates.py"), "--data", str(root),
                         "--max-distance", "-1", "--out", str(tmp_path / "x.csv")], capture_output=True, text=True)
     assert r.returncode == 2 and "--max-distance -1" in r.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_pairs_beside_the_folds_file_group_folds_of_read_only_data(planted, tmp_path):
+    root, _, _ = planted
+    spec = load_dataset(root, check=False)
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / "duplicates.csv").write_bytes((root / "duplicates.csv").read_bytes())
+    no_pairs = tmp_path / "data"
+    no_pairs.mkdir()
+    folds = load_or_make_folds(SimpleNamespace(**{**vars(spec), "root": no_pairs}), k=3, seed=0,
+                               path=elsewhere / "folds.csv")
+    fold_of = dict(zip(spec.names, folds))
+    assert all(fold_of[n] == fold_of[f"img{src:02d}"] for n, (src, _, split) in PLANTED.items() if split == "train")

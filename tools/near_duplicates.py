@@ -48,8 +48,8 @@ def get_args_parser():
     g.add_argument("--size", type=int, default=HASH_SIZE,
                    help=f"side in px of the cached images the hashes are computed from (default: {HASH_SIZE})")
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=None, help="pairs file; the report and groups go beside it "
-                                               "(default: DATA/duplicates.csv)")
+    g.add_argument("--out", default=None, help="pairs file; the report and groups go beside it; folds read it in "
+                                               "DATA or beside the folds file (default: DATA/duplicates.csv)")
     g.add_argument("--leak-labels", default=None, metavar="FILE",
                    help="also write the training labels of test images that have a training copy, as "
                         "predictions (image_name + one probability per label; mean over copies) (default: off)")
@@ -64,7 +64,8 @@ def check_writable(path, flag):
     while not parent.exists():
         parent = parent.parent
     if not os.access(parent, os.W_OK):
-        raise DataError(f"{flag} {path}: folder {parent} is not writable; pass {flag} with another path")
+        raise DataError(f"{flag} {path}: folder {parent} is not writable; pass {flag} with another path "
+                        f"(folds use a duplicates.csv in DATA or beside --folds-file)")
 
 
 def check_folds(args, spec, out):

@@ -295,7 +295,7 @@ def plan_folds(spec, k=5, seed=42, path=None):
         if not os.access(parent, os.W_OK):
             raise DataError(f"{path.parent}: not writable, cannot create {path.name}; "
                             f"copy the dataset or pass --folds-file PATH")
-        return make_folds(spec.y, k, seed, groups=duplicate_groups(spec)), path, True
+        return make_folds(spec.y, k, seed, groups=duplicate_groups(spec, path)), path, True
     df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
     if list(df.columns[:2]) != ["image_name", "fold"]:
         raise DataError(f"{path}: expected columns image_name,fold; got {list(df.columns)}")
@@ -341,14 +341,15 @@ def load_or_make_folds(spec, k=5, seed=42, path=None):
     return folds
 
 
-def duplicate_groups(spec):
-    """Near-duplicate group id per training image from DATA/duplicates.csv, or None without one."""
-    path = spec.root / "duplicates.csv"
-    if not path.is_file():
-        return None
-    from utils.duplicates import train_groups
+def duplicate_groups(spec, folds_path=None):
+    """Near-duplicate group id per training image from DATA/duplicates.csv, else from a
+    duplicates.csv beside the folds file (read-only data); None without either."""
+    for path in (spec.root / "duplicates.csv", *([Path(folds_path).parent / "duplicates.csv"] if folds_path else [])):
+        if path.is_file():
+            from utils.duplicates import train_groups
 
-    return train_groups(path, spec.names)
+            return train_groups(path, spec.names)
+    return None
 
 
 def select_label_group(labels, y, group):
