@@ -28,7 +28,7 @@ log = logging.getLogger("label_issues")
 
 
 def get_args_parser():
-    from utils.label_issues import METHODS
+    from utils.label_issues import AGGREGATES, METHODS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("input")
@@ -39,6 +39,9 @@ def get_args_parser():
     g = p.add_argument_group("ranking")
     g.add_argument("--method", default="self_confidence", choices=METHODS,
                    help="cleanlab per-tag quality score (default: self_confidence)")
+    g.add_argument("--aggregate", default="softmin", choices=list(AGGREGATES),
+                   help="how the tags' scores make an image's score: softmin, ema (cleanlab's default) or worst "
+                        "(default: softmin; measured in EXPERIMENTS.md)")
     g = p.add_argument_group("output")
     g.add_argument("--top", type=int, default=48, help="images on the contact sheet and printed (default: 48)")
     g.add_argument("--out", default=str(Path(DEFAULT_RUNS) / "label_issues"),
@@ -68,7 +71,7 @@ def main(args):
         raise DataError(f"--top {args.top}: must be at least 1")
     library = load_library(args.runs, args.tta, args.data, need_test=False)
     probs = mean_oof(library)
-    table = rank_label_issues(library.y, probs, library.names, library.labels, args.method)
+    table = rank_label_issues(library.y, probs, library.names, library.labels, args.method, args.aggregate)
     runs, _ = find_runs(args.runs)
     files = image_files(library, runs, args.data)
     top = table.head(args.top)

@@ -10,8 +10,11 @@ per image and handed to cleanlab:
 
 - a score per (image, tag): rank.get_label_quality_scores_per_class (low = the
   given 0/1 is probably wrong);
-- a score per image: rank.get_label_quality_scores (its tags' scores pooled by
-  cleanlab's exponential moving average, worst first);
+- a score per image: rank.get_label_quality_scores, its tags' scores pooled by
+  cleanlab's softmin by default. On apparel with 40 planted single-tag flips
+  (EXPERIMENTS.md "Label issues"), softmin put 37 of them in the top 40 and
+  cleanlab's default exponential moving average 6: one wrong tag among six
+  confident ones barely moves an average;
 - an issue flag per image: filter.find_label_issues (prune by noise rate).
 """
 import logging
@@ -25,6 +28,10 @@ from utils.io import DataError
 log = logging.getLogger(__name__)
 
 METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+# image score = cleanlab aggregation of the per-tag scores (aggregator_kwargs)
+AGGREGATES = {"softmin": {"method": "softmin"},
+              "ema": {"method": "exponential_moving_average", "alpha": 0.8},  # cleanlab's default
+              "worst": {"method": np.min}}
 COLUMNS = ["rank", "image_name", "tag", "given", "probability", "tag_score", "score", "issue", "given_tags"]
 
 
@@ -40,11 +47,12 @@ def mean_oof(library):
     return (np.nansum(P, 1) / counts[:, None]).T
 
 
-def rank_label_issues(y, probs, names, labels, method="self_confidence"):
+def rank_label_issues(y, probs, names, labels, method="self_confidence", aggregate="softmin"):
     """Every training image ranked by how likely its tags are wrong, worst first.
 
     y: (N, L) 0/1 given tags; probs: (N, L) out-of-fold probabilities; names: N image
-    names; labels: L tags; method: cleanlab's per-class score (METHODS). Returns a
+    names; labels: L tags; method: cleanlab's per-class score (METHODS); aggregate: how
+    the tags' scores make the image score (AGGREGATES). Returns a
     DataFrame with COLUMNS: rank (1 = most suspicious), image_name, tag (the image's
     lowest-scoring tag), given (its 0/1), probability (its OOF probability), tag_score,
     score (cleanlab's image score), issue (flagged by find_label_issues), given_tags.
@@ -54,11 +62,13 @@ def rank_label_issues(y, probs, names, labels, method="self_confidence"):
 
     if method not in METHODS:
         raise DataError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if aggregate not in AGGREGATES:
+        raise DataError(f"--aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
     y = np.asarray(y).astype(int)
     probs = np.asarray(probs, np.float64)
     given = [list(np.flatnonzero(row)) for row in y]
     per_tag = cl_rank.get_label_quality_scores_per_class(given, probs, method=method)  # (N, L)
-    score = cl_rank.get_label_quality_scores(given, probs, method=method)
+    score = cl_rank.get_label_quality_scores(given, probs, method=method, aggregator_kwargs=AGGREGATES[aggregate])
     issue = cl_filter.find_label_issues(given, probs)
     worst = per_tag.argmin(1)
     rows = np.arange(len(y))
