@@ -58,6 +58,13 @@ def test_resume_needs_the_same_list(excluded_run):
     assert r.returncode == 2 and "--exclude" in r.stderr and str(other) in r.stderr
     r = train(data, tmp / "runs", "--resume")  # without the flag: the run's own list, stored in config.json
     assert r.returncode == 0, r.stderr[-3000:]
+    before = exclude.read_bytes()
+    try:
+        exclude.write_bytes(before + b"img005,0.2\n")  # the list changed since the run started
+        r = train(data, tmp / "runs", "--resume")
+        assert r.returncode == 2 and "exclude" in r.stderr
+    finally:
+        exclude.write_bytes(before)
 
 
 def test_unknown_names_exit_2_naming_file_and_rows(excluded_run):
