@@ -59,7 +59,8 @@ def get_args_parser():
     g.add_argument("--arch", default="tf_efficientnet_lite0", help="torchvision or timm model name "
                    "(prefix tv: or timm: to choose) (default: tf_efficientnet_lite0)")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
-                   help="start from ImageNet weights found offline (default: on)")
+                   help="start from ImageNet weights: the local torch/Hugging Face cache, downloaded "
+                   "there when missing and online (default: on)")
     g.add_argument("--head", default=None, help="pooling head replacing the architecture's pooling and "
                    "classifier: avg | max | avgmax | gem[:p=3] | csra[:lam=0.1,t=1] (t=99: max) | mldecoder "
                    "(default: the architecture's own)")

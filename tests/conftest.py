@@ -1,4 +1,5 @@
 """Shared fixtures: tiny datasets made inside the test, never real data."""
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Tests never touch the network: weights missing from the caches are not downloaded (the
+# download path is tested with the download replaced), here and in the scripts tests run.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def write_dataset(root, n=40, labels=("a", "b", "c"), size=24, seed=0, n_test=6, ext=".jpg"):

