@@ -66,7 +66,9 @@ def get_args_parser():
                    "(default: the architecture's own)")
     g = p.add_argument_group("stage plan (one of --recipe, --stages, --config; flags below override)")
     g.add_argument("--recipe", default=None, help="named recipe: finetune (default), unfreeze-gradual, alexnet, "
-                   "resnet, vgg, densenet, bs-ramp")
+                   "resnet, vgg, densenet, bs-ramp, strong (ASL/ML-Decoder: adam 1e-4 onecycle, and defaults "
+                   "--ema 0.9997 --aug strong --loss asl --mix mixup:0.1,cutmix:1.0,switch=0.5 --head avgmax; "
+                   "flags given win)")
     g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';' "
                    "(keys: epochs, size, bs, lr, train, sched, opt, wd, ...)")
     g.add_argument("--config", default=None, help="JSON/YAML file with 'stages' and optionally other flags' defaults")
@@ -144,17 +146,23 @@ def get_args_parser():
 
 
 def parse_args(argv=None):
-    """Parse flags; a --config file's non-stage keys become defaults (command line wins)."""
+    """Parse flags; a --config file's non-stage keys and then the --recipe's flags become
+    defaults (command line > config file > recipe > argparse defaults)."""
+    from utils.stages import read_config_file, recipe_flags
+
     parser = get_args_parser()
     args, _ = parser.parse_known_args(argv)
+    extra = {}
     if args.config:
-        from utils.stages import read_config_file
-
         extra = {k.replace("-", "_"): v for k, v in read_config_file(args.config).items() if k != "stages"}
         unknown = [k for k in extra if k not in vars(args)]
         if unknown:
             raise DataError(f"{args.config}: unknown key(s) {unknown}")
         parser.set_defaults(**extra)
+        args, _ = parser.parse_known_args(argv)  # the file may name the recipe
+    # a recipe's own flag values (e.g. strong: --ema, --aug, --mix, --head, --loss) are defaults
+    # too, below the config file's; the command line wins over both
+    parser.set_defaults(**{k: v for k, v in recipe_flags(args.recipe).items() if k not in extra})
     args = parser.parse_args(argv)
     args._given = given_flags(get_args_parser, argv)  # what --resume checks against the run's flags
     return args

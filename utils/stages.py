@@ -484,17 +484,43 @@ def _bs_ramp(epochs, size):
             for e, bs in zip(parts, (64, 128, 256))]
 
 
+def _strong(epochs, size):
+    # Ridnik et al., Alibaba-MIIL: ASL (ICCV 2021) and ML-Decoder (WACV 2023) train.py: one stage
+    # fine-tuning everything, Adam at lr 1e-4 with weight decay 1e-4 off biases and norms
+    # (their add_weight_decay; here param_groups), OneCycleLR with pct_start 0.2, batch 56 at
+    # 448 px for 40 epochs. The flags this recipe also sets are in STRONG_FLAGS.
+    return [Stage(epochs=epochs, size=size, bs=56, lr=1e-4, opt="adam", momentum=0.9, wd=1e-4,
+                  sched="onecycle", pct_start=0.2, train="all", name="strong")]
+
+
+# The rest of the strong recipe: defaults of train.py flags (a config file and the command
+# line win over them). Sources:
+STRONG_FLAGS = {
+    "ema": 0.9997,      # ASL/ML-Decoder: ModelEma(model, 0.9997); both weights validated, the better kept
+    "aug": "strong",    # ASL/ML-Decoder: CutoutPIL(cutout_factor=0.5) + RandAugment, on flips
+    "loss": "asl",      # ASL: gamma_neg=4, gamma_pos=0, clip=0.05 (utils/losses.py defaults)
+    # mixup 0.1 + cutmix 1.0, switch 0.5: the batch-mixing of timm's "ResNet strikes back"
+    # A2/A3 procedures (Wightman, Touvron & Jegou 2021); not in the ASL scripts
+    "mix": "mixup:0.1,cutmix:1.0,switch=0.5",
+    # concatenated average and max pooling (fastai's AdaptiveConcatPool2d): a cheap head that
+    # fine-tunes well on small data; ML-Decoder's own head is one flag away (--head mldecoder)
+    "head": "avgmax",
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A named plan: `recipe(epochs, size)` -> list[Stage]; None takes the recipe's default.
 
     epochs: the total over all stages; size: the final stage's image side.
+    flags: defaults the recipe gives other train.py flags ({dest: value}); see recipe_flags.
     """
 
     build: Callable[[int, int], list]
     epochs: int
     size: int
     source: str = field(default="")
+    flags: dict = field(default_factory=dict)
 
     def __call__(self, epochs=None, size=None):
         return self.build(self.epochs if epochs is None else int(epochs),
@@ -509,6 +535,7 @@ RECIPES = {
     "vgg": Recipe(_vgg, 90, 384, "Simonyan & Zisserman 2015"),
     "densenet": Recipe(_densenet, 90, 224, "Huang et al. 2017"),
     "bs-ramp": Recipe(_bs_ramp, 90, 224, "Smith et al. 2018"),
+    "strong": Recipe(_strong, 40, 448, "Ridnik et al. 2021/2023 (ASL, ML-Decoder) + RSB mixing", STRONG_FLAGS),
 }
 DEFAULT_RECIPE = "finetune"
 
@@ -520,6 +547,12 @@ def get_recipe(name):
     close = difflib.get_close_matches(str(name), RECIPES, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise DataError(f"unknown recipe {name!r} ({hint}valid: {', '.join(RECIPES)})")
+
+
+def recipe_flags(name):
+    """The train.py flag defaults a recipe sets ({dest: value}); {} for None or a recipe
+    without any. An unknown name gives {} here; resolve_plan reports it."""
+    return dict(RECIPES[name].flags) if name in RECIPES else {}
 
 
 # ----- flags over a plan ----------------------------------------------------------------
