@@ -670,13 +670,15 @@ def set_trainable(model, train):
     return groups[first:]
 
 
-def freeze_bn(model, trainable_groups=None):
+def freeze_bn(model, trainable_groups=None, all_layers=False):
     """Put norm layers with running statistics whose weights are frozen into eval mode.
 
     A BatchNorm layer is frozen when none of its parameters requires grad (or, with
-    `trainable_groups` given, none is in those groups); in eval mode its running mean and
-    variance stop moving. model.train() undoes this, so call freeze_bn(model) after
-    every model.train(). Returns the number of layers put in eval mode.
+    `trainable_groups` given, none is in those groups), or always with all_layers=True
+    (a stage's bn=frozen: statistics fixed, affine weights still trained); in eval mode its
+    running mean and variance stop moving and batches are normalised with them. model.train()
+    undoes this, so call freeze_bn(model) after every model.train(). Returns the number of
+    layers put in eval mode.
     """
     trainable = None if trainable_groups is None else {id(p) for g in trainable_groups for p in g}
     count = 0
@@ -684,8 +686,8 @@ def freeze_bn(model, trainable_groups=None):
         params = list(m.parameters(recurse=False))
         if not isinstance(m, nn.modules.batchnorm._NormBase) or not params:
             continue
-        frozen = (not any(p.requires_grad for p in params) if trainable is None
-                  else not any(id(p) in trainable for p in params))
+        frozen = all_layers or (not any(p.requires_grad for p in params) if trainable is None
+                                 else not any(id(p) in trainable for p in params))
         if frozen:
             m.eval()
             count += 1

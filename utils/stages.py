@@ -32,6 +32,7 @@ from utils.io import DataError, read_text, report_problems
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("const", "step", "multistep", "cosine", "onecycle", "plateau")
+BN_MODES = ("train", "frozen")
 
 
 @dataclass
@@ -59,6 +60,11 @@ class Stage:
     drop_rate: dropout before the classifier (None: the model's default).
     accum: micro-batches of `bs` per optimizer step (gradient accumulation): the effective
       batch is accum x bs, and lr and schedule count optimizer steps (utils/accumulation.py).
+    bn: 'train' (BatchNorm running statistics update in every trainable layer, as usual) or
+      'frozen' (every BatchNorm layer keeps the statistics it started the stage with, the
+      pretrained ones, while its affine weights still train: the usual fix for small
+      batches, e.g. Detectron's FrozenBatchNorm2d; He et al. 2019 "Rethinking ImageNet
+      Pre-training", section 3). Layers whose weights are frozen always keep theirs.
     name: a label for logs; not inherited from the previous stage.
     """
 
@@ -84,6 +90,7 @@ class Stage:
     min_lr: float = 0.0
     drop_rate: float | None = None
     accum: int = 1
+    bn: str = "train"
     name: str = ""
 
     def to_dict(self):
@@ -196,7 +203,7 @@ _CONVERT = {
     "sched": _choice(SCHEDULES), "train": _as_train, "lr_mult": _as_float, "warmup": _as_float,
     "pct_start": _as_float, "step": _as_opt_float, "gamma": _as_float, "milestones": _as_milestones,
     "patience": _as_int, "factor": _as_float, "max_drops": _as_int, "min_lr": _as_float,
-    "drop_rate": _as_opt_float, "accum": _as_int, "name": _as_name,
+    "drop_rate": _as_opt_float, "accum": _as_int, "bn": _choice(BN_MODES), "name": _as_name,
 }
 KEYS = tuple(f.name for f in dataclasses.fields(Stage))
 assert set(KEYS) == set(_CONVERT)

@@ -354,7 +354,7 @@ class Trainer:
             loader = make_loader(dataset, mine[start * bs_local:], bs_local, self.opts.workers,
                                  self.device, drop_last)
             model.train()
-            freeze_bn(raw)  # frozen BatchNorm layers keep their ImageNet statistics
+            freeze_bn(raw, all_layers=stage.bn == "frozen")  # frozen BatchNorm layers keep their statistics
 
             def on_step(i):
                 self.state["step"] = i
