@@ -57,6 +57,9 @@ def get_args_parser():
     g.add_argument("--checkpoint", default="best",
                    help="best | avg | last (the run's checkpoints/<name>.pt; avg from tools/average_checkpoints.py) "
                    "or a path to a checkpoint file (default: best)")
+    g.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="image side to predict at, in px; files are then named <split>.<tta>-<PX>px.csv "
+                   "(FixRes: testing above the training size) (default: each checkpoint's training size)")
     g.add_argument("--crop-frac", type=float, default=CROP_FRAC,
                    help="side of the 5crop/10crop crops as a fraction of the image side (default: 0.875)")
     g = p.add_argument_group("data")
@@ -208,7 +211,7 @@ def predict_job(job, splits, args, device):
     from utils.tta import predict_tta
 
     model, meta = load_for_inference(job.ckpt, device, job.run.labels)
-    labels, size, spec = list(meta["labels"]), int(meta["size"]), job.spec
+    labels, size, spec = list(meta["labels"]), int(args.size or meta["size"]), job.spec
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(spec.root)
     cuda = device.type == "cuda"
     kw = dict(tta=args.tta, merge=args.merge, mean=meta["mean"], std=meta["std"], bs=args.bs,
@@ -267,12 +270,17 @@ def make_submission(jobs, args, constraints=None):
 
     names, labels, _ = jobs[0].out["test"]
     test = np.mean([j.out["test"][2] for j in jobs], axis=0)
-    _, oof, y, folds = oof_table(jobs, args.tta)
+    _, oof, y, folds = oof_table(jobs, preds_name(args))
     thr = fit_thresholds(y, oof, args.threshold, folds=folds, beta=args.beta)
     log.info("thresholds (%s, from %d out-of-fold images): %s", args.threshold, len(oof),
              "expected-F2 decisions" if thr is None else " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
     decisions = constrained_decisions(test, thr, args.threshold, constraints, beta=args.beta)
     return submission_frame(names, labels, decisions)
+
+
+def preds_name(args):
+    """The <tta> part of the prediction files: the TTA name, plus -<PX>px when --size is given."""
+    return args.tta + (f"-{args.size}px" if args.size else "")
 
 
 def main(args):
@@ -281,11 +289,13 @@ def main(args):
         raise DataError("--submission needs the test predictions: use --split test or both")
     if args.bs < 1 or args.max_views_per_forward < 0 or not 0 < args.crop_frac <= 1:
         raise DataError("--bs must be >= 1, --max-views-per-forward >= 0, --crop-frac in (0, 1]")
+    if args.size is not None and args.size < 8:
+        raise DataError(f"--size {args.size}: give an image side of at least 8 px")
     device = pick_device(args.device)
     jobs = plan_jobs(find_all_runs(args.run, args.path_map), args, splits)
     constraints = None
     if args.submission:
-        check_submission(jobs, splits, args.tta)
+        check_submission(jobs, splits, preds_name(args))
         constraints = parse_constraints(jobs[0].run.labels, args.exactly_one, args.at_most_one, args.min_tags,
                                         args.max_tags)
     elif args.exactly_one or args.at_most_one or args.min_tags or args.max_tags is not None:
@@ -296,7 +306,7 @@ def main(args):
     written = []
     for job in jobs:  # every prediction exists: now write them
         for split, (names, labels, probs) in job.out.items():
-            written.append(write_preds(job.run.preds_path(split, args.tta), names, labels, probs))
+            written.append(write_preds(job.run.preds_path(split, preds_name(args)), names, labels, probs))
     if sub is not None:
         written.append(atomic_write_csv(args.submission, sub))
     print("\n".join(str(p) for p in written))
