@@ -36,7 +36,7 @@ EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run direct
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
                "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum", "head",
-               "keep_epochs", "pseudo", "soft_targets")
+               "keep_epochs", "pseudo", "soft_targets", "aug_static")
 
 
 def get_args_parser():
@@ -85,6 +85,9 @@ def get_args_parser():
     g.add_argument("--sampler", default="none", help="none | oversample[:t=0.1] | undersample[:frac=0.5] (default: none)")
     g.add_argument("--aug", default="default", help="comma list (hflip,vflip,rotate:15,shift:0.1,crop,rrc,pca,"
                    "colorswap) or a preset: none, light, default, heavy (default: default)")
+    g.add_argument("--aug-static", type=int, default=0, metavar="K",
+                   help="static augmentation: K augmented copies of every training image made once per "
+                   "stage, epoch e reads copy e mod K (default: 0 = dynamic, a new draw every epoch)")
     g = p.add_argument_group("training ingredients")
     g.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="keep an EMA of the weights with this decay per optimizer step, e.g. 0.9997; every "
@@ -267,7 +270,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
            "folds_k": args.folds_k, "folds_seed": args.folds_seed,
            "pretrained": args.pretrained, "head": meta.get("head_name"), "drop_rate": next((s.drop_rate for s in plan if s.drop_rate), None),
            "stages": [s.to_dict() for s in plan], "loss_spec": args.loss, "sampler": args.sampler,
-           "aug": args.aug, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
+           "aug": args.aug, "aug_static": args.aug_static or None, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
            "mix": args.mix if parse_mix(args.mix) else None, "accum": args.accum,
            "keep_epochs": args.keep_epochs,
            "mean": list(meta["mean"]), "std": list(meta["std"]),
@@ -301,6 +304,19 @@ def restore_run_flags(args):
     if "folds_file" not in args._given and stored.get("folds_file"):
         args.folds_file = str(Path(data_root(args)) / native_rel(stored["folds_file"]))
     return run_dir
+
+
+def check_aug_static(args):
+    """--aug-static K needs K >= 0, an augmentation to copy and the per-image (cpu) path."""
+    from utils.transforms import parse_augment
+
+    if args.aug_static < 0:
+        raise DataError(f"--aug-static {args.aug_static}: give a number of copies >= 1, or 0 for dynamic")
+    if args.aug_static and not parse_augment(args.aug):
+        raise DataError(f"--aug-static {args.aug_static} with --aug {args.aug!r}: there is no augmentation "
+                        "to pre-compute; drop --aug-static or give --aug")
+    if args.aug_static and args.aug_device == "gpu":
+        raise DataError("--aug-static makes its copies on the CPU; drop --aug-device gpu")
 
 
 def check_resume(stored, cfg, run_dir):
@@ -354,6 +370,7 @@ def main(args):
     parse_mix(args.mix)
     if args.keep_epochs < 0:
         raise DataError(f"--keep-epochs {args.keep_epochs}: must be >= 0 (0 keeps none)")
+    check_aug_static(args)
     excluded = exclude_cfg = None
     if args.exclude:
         excluded, digest = read_exclusion(args.exclude, spec.names)

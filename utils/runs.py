@@ -16,7 +16,7 @@ from utils.paths import load_path_map, native_rel, resolve_stored
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
 MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-              "aug", "pretrained", "folds_k", "exclude")
+              "aug", "pretrained", "folds_k", "exclude", "aug_static")
 
 
 def model_key(config):

@@ -37,6 +37,7 @@ from utils.pseudo import CombinedImages, WeightedLoss, sampler_labels, training_
 from utils.sampling import epoch_indices
 from utils.schedule import build_optimizer, build_scheduler
 from utils.stages import Stage
+from utils.static_aug import make_static
 from utils.tensorboard_log import TensorBoardLog
 from utils.thresholds import greedy_thresholds
 from utils.transforms import GpuAugment, build_augment
@@ -336,6 +337,11 @@ class Trainer:
             augment = build_augment(self.config["aug"], stage.size, self.labels, self.config.get("pca"))
         dataset = CachedImages(self._train_images(images, stage.size), self.fit_targets, self.fit_rows, augment,
                                self.config["seed"])
+        if self.config.get("aug_static"):  # K copies made once; epoch e reads copy e mod K
+            t0 = time.time()
+            dataset = make_static(dataset, int(self.config["aug_static"]))
+            log.info("static augmentation: %d copies of %d images at %d px in %.1f s",
+                     len(dataset.copies), len(dataset), stage.size, time.time() - t0)
         step_fn = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
                        self.mean, self.std, self.opts.channels_last, gpu_augment=gpu_aug, seed=self.config["seed"],
                        after_update=(lambda: self.ema.update(raw)) if self.ema is not None else None,
