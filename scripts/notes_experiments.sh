@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The notes' open questions on a small CPU budget: every row of every section of
+# EXPERIMENTS.md "Open questions from the notes", all folds, resumable.
+#
+#   scripts/notes_experiments.sh [SECTION ...]        train + predict (default: a b c d e f x)
+#   scripts/notes_experiments.sh --table SECTION ...  print the sections' tables
+#
+# Sections: a batch size and BatchNorm, b image size per stage and FixRes, c unfreezing,
+# d which augmentations, e batch-size ramp vs lr decay, f static vs dynamic augmentation,
+# x extra rows (c and f without discriminative lrs / with more static copies).
+# Every row is tf_efficientnet_lite0 (ImageNet weights), 5 epochs (equal images seen),
+# the same folds (DATA/folds.csv, made once). A finished run (result.json) is skipped,
+# an interrupted one resumes with train.py --resume. A run that another copy of this
+# script is training (its lock is held) is left to that copy, so two copies share the work.
+#
+# Environment (all optional):
+#   DATA    dataset (default: data/mosaic; make it with
+#           tools/make_mosaic.py --npz fashion_mnist.npz --out data/mosaic --size 64 --n-train 600 --n-test 10)
+#   RUNS    folder of runs      (default: runs/notes)
+#   FOLDS   number of folds     (default: 3)
+#   PYTHON  interpreter         (default: python)
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="$(realpath -m "${DATA:-$REPO/data/mosaic}")"
+RUNS="$(realpath -m "${RUNS:-$REPO/runs/notes}")"
+FOLDS="${FOLDS:-3}"
+PYTHON="${PYTHON:-python}"
+mkdir -p "$RUNS"
+
+# the default recipe (finetune) written out, so that keys it lacks can be added to it
+HEAD="name=head,epochs=1,size=32,bs=32,lr=1e-3,train=head,opt=adamw,wd=0.01,sched=onecycle,pct_start=0.3"
+FT="$HEAD;name=all,epochs=4,size=48,lr=3e-4,train=all,lr_mult=0.5"
+ALL="name=all,epochs=5,size=48,bs=32,lr=3e-4,train=all,opt=adamw,wd=0.01,sched=onecycle,pct_start=0.3"
+GRAD="$HEAD;name=last1,epochs=1,size=48,lr=3e-4,train=1,lr_mult=0.5;name=last2,train=2;name=last3,train=3;name=all,train=all"
+SGD="size=48,opt=sgd,momentum=0.9,wd=1e-4,sched=const,train=all"
+
+# row NAME train.py-arguments...: train every fold of one configuration
+row() {
+  local tag="$1"; shift
+  local fold name run
+  for ((fold = 0; fold < FOLDS; fold++)); do
+    name="$tag-f$fold"; run="$RUNS/$name"
+    [ -f "$run/result.json" ] && { echo "== $name: trained"; continue; }
+    (
+      flock -n 9 || { echo "== $name: another copy is training it"; exit 0; }
+      common=(--data "$DATA" --out "$RUNS" --folds-k "$FOLDS" --fold "$fold" --name "$name" --plots none --workers 0 "$@")
+      if [ -f "$run/checkpoints/last.pt" ]; then
+        echo "== $name: resuming"; "$PYTHON" "$REPO/train.py" "${common[@]}" --resume
+      else
+        echo "== $name: training"; "$PYTHON" "$REPO/train.py" "${common[@]}"
+      fi
+    ) 9>"$RUNS/.$name.lock" || echo "== $name: FAILED (rerun to resume)"
+  done
+}
+
+# predicted NAME TTA [predict.py arguments...]: validation predictions of every fold of a row
+predicted() {
+  local tag="$1" tta="$2"; shift 2
+  local fold run suffix=""
+  for a in "$@"; do [[ "$a" =~ ^[0-9]+$ ]] && suffix="-${a}px"; done
+  for ((fold = 0; fold < FOLDS; fold++)); do
+    run="$RUNS/$tag-f$fold"
+    [ -f "$run/result.json" ] || { echo "== $tag-f$fold: not trained yet, no $tta predictions"; continue; }
+    [ -f "$run/preds/val.$tta$suffix.csv" ] && continue
+    "$PYTHON" "$REPO/predict.py" --run "$run" --tta "$tta" --split val "$@" || echo "== $tag-f$fold: predict FAILED"
+  done
+}
+
+section_a() {  # batch size, linear lr scaling, BatchNorm statistics
+  row base --epochs 5 --size 48 --bs 32
+  row bs16 --epochs 5 --size 48 --bs 16
+  row bs64 --epochs 5 --size 48 --bs 64
+  row bs16-lr --epochs 5 --size 48 --bs 16 --lr 3e-4
+  row bs64-lr --epochs 5 --size 48 --bs 64 --lr 3e-4
+  row bs16-bnfrozen --stages "$FT,bn=frozen" --bs 16
+}
+section_b() {  # image size per stage, equal images seen; FixRes (test larger than train)
+  row base --epochs 5 --size 48 --bs 32
+  row size32 --epochs 5 --size 32 --bs 32
+  row size64 --stages "${HEAD/size=32/size=64};name=all,epochs=4,size=64,lr=3e-4,train=all,lr_mult=0.5"
+  row progressive --stages "$HEAD;name=s32,epochs=1,size=32,lr=3e-4,train=all,lr_mult=0.5;name=s48,size=48;name=s64,epochs=2,size=64"
+  predicted base none --size 64
+  predicted size32 none --size 48
+  predicted size32 none --size 64
+}
+section_c() {  # gradual unfreezing vs all at once vs head-then-all; discriminative lrs
+  row base --epochs 5 --size 48 --bs 32
+  row ft-mult1 --stages "${FT/lr_mult=0.5/lr_mult=1}"
+  row gradual --recipe unfreeze-gradual --epochs 5 --size 48 --bs 32
+  row all --stages "$ALL,lr_mult=0.5"
+}
+section_d() {  # which augmentations are needed
+  row base --epochs 5 --size 48 --bs 32
+  row aug-none --epochs 5 --size 48 --bs 32 --aug none
+  row no-hflip --epochs 5 --size 48 --bs 32 --aug rotate:10,shift:0.0625,crop:0.125
+  row no-rotate --epochs 5 --size 48 --bs 32 --aug hflip,shift:0.0625,crop:0.125
+  row no-shift --epochs 5 --size 48 --bs 32 --aug hflip,rotate:10,crop:0.125
+  row no-crop --epochs 5 --size 48 --bs 32 --aug hflip,rotate:10,shift:0.0625
+  row alexnet-aug --epochs 5 --size 48 --bs 32 --aug hflip,crop:0.125
+  row pca --epochs 5 --size 48 --bs 32 --aug default,pca:0.1
+  predicted alexnet-aug 10crop
+  predicted base 10crop
+}
+section_e() {  # increasing the batch instead of decaying the lr (Smith et al. 2018)
+  row base --epochs 5 --size 48 --bs 32
+  row bs-ramp --recipe bs-ramp --epochs 5 --size 48 --bs 64
+  row lr-decay --stages "name=d1,epochs=2,bs=16,lr=0.00625,$SGD;name=d2,epochs=2,lr=0.003125;name=d3,epochs=1,lr=0.0015625"
+}
+section_f() {  # static (pre-generated) vs dynamic (every epoch) augmentation
+  row base --epochs 5 --size 48 --bs 32
+  row static2 --epochs 5 --size 48 --bs 32 --aug-static 2
+}
+section_x() {  # extra rows, when time allows
+  row gradual-mult1 --stages "${GRAD/lr_mult=0.5/lr_mult=1}"
+  row all-mult1 --stages "$ALL,lr_mult=1"
+  row static5 --epochs 5 --size 48 --bs 32 --aug-static 5
+}
+
+# table SECTION: the section's rows, scored by scripts/summarise_runs.py
+table() {
+  local rows tta=none
+  case "$1" in
+    a) rows="base bs16 bs64 bs16-lr bs64-lr bs16-bnfrozen" ;;
+    b) rows="size32 base size64 progressive" ;;
+    b-fixres) rows="base size32"; tta=none-64px ;;
+    b-fixres48) rows="size32"; tta=none-48px ;;
+    c) rows="base ft-mult1 gradual gradual-mult1 all all-mult1" ;;
+    d) rows="base aug-none no-hflip no-rotate no-shift no-crop alexnet-aug pca" ;;
+    d-10crop) rows="base alexnet-aug"; tta=10crop ;;
+    e) rows="base bs-ramp lr-decay" ;;
+    f) rows="base static2 static5" ;;
+    *) echo "unknown table $1" >&2; return 2 ;;
+  esac
+  local pats=()
+  for r in $rows; do pats+=("$RUNS/$r-f*"); done
+  echo "### $1"
+  "$PYTHON" "$REPO/scripts/summarise_runs.py" --tta "$tta" --rare 0 --runs "${pats[@]}"
+}
+
+if [ "${1:-}" = "--table" ]; then
+  shift
+  for s in "${@:-a b b-fixres b-fixres48 c d d-10crop e f}"; do for t in $s; do table "$t"; done; done
+  exit 0
+fi
+for s in ${@:-a b c d e f x}; do
+  declare -F "section_$s" >/dev/null || { echo "unknown section $s (a b c d e f x)" >&2; exit 2; }
+  echo "==== section $s"
+  "section_$s"
+done
