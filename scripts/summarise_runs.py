@@ -9,10 +9,20 @@ threshold chosen for that label's F2 on the other folds (whether the model learn
 the tag at all: under the sample-averaged metric the best choice for a very rare
 tag is often never to predict it). Models trained on a subset of the tags are scored
 on their tags only, so they appear with their own columns blank.
+
+Then the spread over folds of the cross-fitted F2 (each fold's images scored with the
+thresholds fitted on the other folds: std and min-max of the per-fold F2), and time:
+training minutes (sum over the folds of the epochs' time) and wall minutes (run
+created to finished, with start-up, caching and validation). Rows come in the order
+of --runs.
 """
 import argparse
+import fnmatch
+import glob
+import json
 import logging
 import re
+from datetime import datetime
 import sys
 from pathlib import Path
 
@@ -55,6 +65,22 @@ def label_f2_cross_fitted(y_col, p_col, folds):
     return float(fbeta_per_label(y_col[:, None], dec[:, None])[0])
 
 
+def fold_scores(y, dec, folds):
+    """Per-fold F2 of cross-fitted decisions: float64 (K,) in fold order."""
+    return np.array([fbeta_samples(y[folds == k], dec[folds == k]) for k in np.unique(folds)])
+
+
+def run_minutes(run_dir):
+    """(training minutes, wall minutes) of a finished run from result.json and config.json; NaN if unknown."""
+    try:
+        res = json.loads((run_dir / "result.json").read_text())
+        cfg = json.loads((run_dir / "config.json").read_text())
+        wall = (datetime.fromisoformat(res["finished_at"]) - datetime.fromisoformat(cfg["created"])).total_seconds()
+        return res["train_seconds"] / 60, wall / 60
+    except (OSError, KeyError, ValueError):
+        return float("nan"), float("nan")
+
+
 def summarise(lib, rare):
     """Rows (model name, F2@0.2, cross-fitted F2, {label: F2}) for every member."""
     order = np.argsort(lib.y.mean(0), kind="stable")[:rare]
@@ -67,8 +93,23 @@ def summarise(lib, rare):
         per = {lib.labels[c]: label_f2_cross_fitted(y[:, i], p[:, i], lib.folds)
                for i, c in enumerate(cols) if lib.labels[c] in rare_labels}
         rows.append((describe(member), len(cols), fbeta_samples(y, p >= 0.2), fbeta_samples(y, dec),
-                     {l: per.get(l) for l in rare_labels}))
+                     {l: per.get(l) for l in rare_labels}, fold_scores(y, dec, lib.folds), member))
     return rare_labels, rows
+
+
+def pattern_order(member, patterns):
+    """Index of the first --runs pattern that matches one of the member's runs (for sorting)."""
+    for i, pat in enumerate(patterns):
+        if any(fnmatch.fnmatch(r, Path(pat).name) for r in member.runs):
+            return i
+    return len(patterns)
+
+
+def member_minutes(member, patterns):
+    """Summed (training, wall) minutes of the member's runs, found through the patterns."""
+    dirs = {Path(d).name: Path(d) for pat in patterns for d in glob.glob(pat)}
+    times = np.array([run_minutes(dirs[r]) if r in dirs else (np.nan, np.nan) for r in member.runs])
+    return times.sum(axis=0) if len(times) else (np.nan, np.nan)
 
 
 def main(args):
@@ -76,10 +117,15 @@ def main(args):
     rare_labels, rows = summarise(lib, args.rare)
     dens = dict(zip(lib.labels, lib.y.mean(0)))
     head = ["model", "labels", "F2 at 0.2", "F2 cross-fitted"] + [f"{l} ({dens[l]:.4f})" for l in rare_labels]
+    head += ["± std over folds", "fold min–max", "train min", "wall min"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for name, n, f02, fcf, rare in rows:
+    rows.sort(key=lambda r: pattern_order(r[-1], args.runs))
+    for name, n, f02, fcf, rare, per_fold, member in rows:
         cells = [name, str(n), f"{f02:.4f}", f"{fcf:.4f}"] + ["" if v is None else f"{v:.3f}" for v in rare.values()]
+        train_min, wall_min = member_minutes(member, args.runs)
+        cells += [f"{per_fold.std(ddof=1) if len(per_fold) > 1 else float('nan'):.4f}",
+                  f"{per_fold.min():.4f}–{per_fold.max():.4f}", f"{train_min:.1f}", f"{wall_min:.1f}"]
         print("| " + " | ".join(cells) + " |")
 
 
