@@ -19,15 +19,17 @@ def test_parse_design_example():
 def test_every_key_parses():
     spec = ("epochs=4,size=96,bs=16,lr=0.1,opt=SGD,momentum=0.8,nesterov=true,wd=5e-4,sched=multistep,"
             "train=3,lr_mult=0.3,warmup=0.5,pct_start=0.25,step=2,gamma=0.5,milestones=0.5/3,"
-            "patience=3,factor=0.2,max_drops=1,min_lr=1e-5,drop_rate=0.5,accum=2,name=warm")
+            "patience=3,factor=0.2,max_drops=1,min_lr=1e-5,drop_rate=0.5,accum=2,bn=frozen,name=warm")
     (s,) = parse_stages(spec)
     assert s == Stage(epochs=4, size=96, bs=16, lr=0.1, opt="sgd", momentum=0.8, nesterov=True, wd=5e-4,
                       sched="multistep", train="3", lr_mult=0.3, warmup=0.5, pct_start=0.25, step=0.5,
                       gamma=0.5, milestones=(0.5, 0.75), patience=3, factor=0.2, max_drops=1,
-                      min_lr=1e-5, drop_rate=0.5, accum=2, name="warm")
+                      min_lr=1e-5, drop_rate=0.5, accum=2, bn="frozen", name="warm")
     assert set(s.to_dict()) == set(KEYS)
     # accum is stored only when it accumulates, so plans written before it existed compare equal
     assert "accum" not in Stage().to_dict() and Stage.from_dict(Stage().to_dict()) == Stage()
+    assert "bn" not in Stage().to_dict()  # the same for bn at its default, 'train'
+
 
 
 def test_accum_flag_sets_every_stage():

@@ -94,11 +94,14 @@ class Stage:
     name: str = ""
 
     def to_dict(self):
-        """JSON-friendly dict of every field (milestones as a list; accum only when > 1)."""
+        """JSON-friendly dict of every field (milestones as a list; accum only when > 1, bn
+        only when not 'train')."""
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
         if d["accum"] == 1:  # left out at its default, so plans stored before it existed compare equal
             del d["accum"]
+        if d["bn"] == "train":  # likewise
+            del d["bn"]
         return d
 
     @classmethod
