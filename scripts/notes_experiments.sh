@@ -2,7 +2,8 @@
 # The notes' open questions on a small CPU budget: every row of every section of
 # EXPERIMENTS.md "Open questions from the notes", all folds, resumable.
 #
-#   scripts/notes_experiments.sh [SECTION ...]        train + predict (default: a b c d e f x)
+#   scripts/notes_experiments.sh                      train every row (order: PRIORITY), then predict
+#   scripts/notes_experiments.sh ROW ...              train these rows (names as in the sections below)
 #   scripts/notes_experiments.sh --table SECTION ...  print the sections' tables
 #
 # Sections: a batch size and BatchNorm, b image size per stage and FixRes, c unfreezing,
@@ -19,13 +20,16 @@
 #   DATA    dataset (default: data/mosaic; make it with
 #           tools/make_mosaic.py --npz fashion_mnist.npz --out data/mosaic --size 64 --n-train 600 --n-test 10)
 #   RUNS    folder of runs      (default: runs/notes)
-#   FOLDS   number of folds     (default: 3)
+#   FOLDS   number of folds of the split (default: 3)
+#   TRAIN_FOLDS  folds trained per row, 0..N-1 (default: FOLDS; 2 on a small budget:
+#           tables then compare every row on the same folds 0 and 1)
 #   PYTHON  interpreter         (default: python)
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="$(realpath -m "${DATA:-$REPO/data/mosaic}")"
 RUNS="$(realpath -m "${RUNS:-$REPO/runs/notes}")"
 FOLDS="${FOLDS:-3}"
+TRAIN_FOLDS="${TRAIN_FOLDS:-$FOLDS}"
 PYTHON="${PYTHON:-python}"
 mkdir -p "$RUNS"
 
@@ -36,11 +40,22 @@ ALL="name=all,epochs=5,size=48,bs=32,lr=3e-3,train=all,opt=adamw,wd=0.01,sched=o
 GRAD="$HEAD;name=last1,epochs=1,size=48,lr=3e-3,train=1,lr_mult=0.5;name=last2,train=2;name=last3,train=3;name=all,train=all"
 SGD="size=48,opt=sgd,momentum=0.9,wd=1e-4,sched=const,train=all"
 
-# row NAME train.py-arguments...: train every fold of one configuration
+# row NAME train.py-arguments...: register a configuration (the sections below), once
+declare -A ROW_ARGS=()
+ORDER=()
 row() {
   local tag="$1"; shift
-  local fold name run
-  for ((fold = 0; fold < FOLDS; fold++)); do
+  [ -n "${ROW_ARGS[$tag]+x}" ] && return 0
+  ROW_ARGS[$tag]="$(printf '%q ' "$@")"
+  ORDER+=("$tag")
+}
+
+# train NAME: train every fold of a registered row
+train() {
+  local tag="$1" fold name run
+  [ -n "${ROW_ARGS[$tag]+x}" ] || { echo "unknown row $tag" >&2; return 2; }
+  eval "set -- ${ROW_ARGS[$tag]}"
+  for ((fold = 0; fold < TRAIN_FOLDS; fold++)); do
     name="$tag-f$fold"; run="$RUNS/$name"
     [ -f "$run/result.json" ] && { echo "== $name: trained"; continue; }
     (
@@ -60,7 +75,7 @@ predicted() {
   local tag="$1" tta="$2"; shift 2
   local fold run suffix=""
   for a in "$@"; do [[ "$a" =~ ^[0-9]+$ ]] && suffix="-${a}px"; done
-  for ((fold = 0; fold < FOLDS; fold++)); do
+  for ((fold = 0; fold < TRAIN_FOLDS; fold++)); do
     run="$RUNS/$tag-f$fold"
     [ -f "$run/result.json" ] || { echo "== $tag-f$fold: not trained yet, no $tta predictions"; continue; }
     [ -f "$run/preds/val.$tta$suffix.csv" ] && continue
@@ -81,9 +96,6 @@ section_b() {  # image size per stage, equal images seen; FixRes (test larger th
   row size32 --epochs 5 --size 32 --bs 32 --lr 3e-3
   row size64 --stages "${HEAD/size=32/size=64};name=all,epochs=4,size=64,lr=3e-3,train=all,lr_mult=0.5"
   row progressive --stages "$HEAD;name=s32,epochs=1,size=32,lr=3e-3,train=all,lr_mult=0.5;name=s48,size=48;name=s64,epochs=2,size=64"
-  predicted base none --size 64
-  predicted size32 none --size 48
-  predicted size32 none --size 64
 }
 section_c() {  # gradual unfreezing vs all at once vs head-then-all; discriminative lrs
   row base --epochs 5 --size 48 --bs 32 --lr 3e-3
@@ -100,8 +112,6 @@ section_d() {  # which augmentations are needed
   row no-crop --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,rotate:10,shift:0.0625
   row alexnet-aug --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,crop:0.125
   row pca --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug default,pca:0.1
-  predicted alexnet-aug 10crop
-  predicted base 10crop
 }
 section_e() {  # increasing the batch instead of decaying the lr (Smith et al. 2018)
   row base --epochs 5 --size 48 --bs 32 --lr 3e-3
@@ -122,6 +132,18 @@ section_x() {  # extra rows, when time allows
   row strong-no-randaug --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,erase:1
 }
 
+predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictions only
+  predicted base none --size 64
+  predicted size32 none --size 48
+  predicted size32 none --size 64
+  predicted alexnet-aug 10crop
+  predicted base 10crop
+}
+for s in a b c d e f x; do "section_$s"; done  # registers every row
+# what a small budget trains first: one or two rows of every section, then the rest
+PRIORITY="base aug-none bs16 gradual size32 static2 bs16-bnfrozen all progressive bs-ramp lr-decay
+  alexnet-aug pca bs64 bs16-lr bs64-lr ft-mult1 size64 no-hflip no-rotate no-shift no-crop"
+
 # table SECTION: the section's rows, scored by scripts/summarise_runs.py
 table() {
   local rows tta=none
@@ -140,8 +162,10 @@ table() {
   esac
   local pats=()
   for r in $rows; do pats+=("$RUNS/$r-f*"); done
+  local folds=()
+  [ "$TRAIN_FOLDS" != "$FOLDS" ] && folds=(--folds "$(seq -s, 0 $((TRAIN_FOLDS - 1)))")
   echo "### $1"
-  "$PYTHON" "$REPO/scripts/summarise_runs.py" --tta "$tta" --rare 0 --runs "${pats[@]}"
+  "$PYTHON" "$REPO/scripts/summarise_runs.py" --tta "$tta" --rare 0 "${folds[@]}" --runs "${pats[@]}"
 }
 
 if [ "${1:-}" = "--table" ]; then
@@ -149,8 +173,12 @@ if [ "${1:-}" = "--table" ]; then
   for s in "${@:-a b b-fixres b-fixres48 c d d-10crop e f x-strong}"; do for t in $s; do table "$t"; done; done
   exit 0
 fi
-for s in ${@:-a b c d e f x}; do
-  declare -F "section_$s" >/dev/null || { echo "unknown section $s (a b c d e f x)" >&2; exit 2; }
-  echo "==== section $s"
-  "section_$s"
+rows=("$@")
+[ ${#rows[@]} -eq 0 ] && rows=($PRIORITY "${ORDER[@]}")
+declare -A done_rows=()
+for r in "${rows[@]}"; do
+  [ -n "${done_rows[$r]+x}" ] && continue
+  done_rows[$r]=1
+  train "$r"
 done
+predictions

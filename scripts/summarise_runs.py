@@ -14,7 +14,8 @@ Then the spread over folds of the cross-fitted F2 (each fold's images scored wit
 thresholds fitted on the other folds: std and min-max of the per-fold F2), and time:
 training minutes (sum over the folds of the epochs' time) and wall minutes (run
 created to finished, with start-up, caching and validation). Rows come in the order
-of --runs.
+of --runs. --folds 0,1 scores every model on those folds' images only (models trained
+on a subset of the folds of one split, compared on the same images).
 """
 import argparse
 import fnmatch
@@ -30,7 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import run_script  # noqa: E402
-from utils.library import load_library  # noqa: E402
+from utils.library import (Library, Member, _read_member, check_labels, data_root, load_library,  # noqa: E402
+                           read_fold_ids, read_truth)
+from utils.io import DataError  # noqa: E402
+from utils.runs import find_runs  # noqa: E402
 from utils.metrics import fbeta_per_label, fbeta_samples  # noqa: E402
 from utils.thresholds import best_label_fbeta, binarize, fit_thresholds  # noqa: E402
 
@@ -112,8 +116,43 @@ def member_minutes(member, patterns):
     return times.sum(axis=0) if len(times) else (np.nan, np.nan)
 
 
+def load_fold_subset(patterns, tta, keep):
+    """A Library of the models that have a finished run with preds/val.<tta>.csv for every fold
+    in `keep`, restricted to those folds' images (load_library needs every fold)."""
+    runs, _ = find_runs(patterns)
+    if not runs:
+        raise DataError(f"no runs match {list(patterns)}")
+    labels = check_labels(runs)
+    root = data_root(runs)
+    names, y = read_truth(root, labels)
+    folds, _ = read_fold_ids(runs, root, names)
+    by_model = {}
+    for r in runs:
+        if r.fold in keep and r.finished and r.preds_path("val", tta).is_file():
+            by_model.setdefault(r.model, {})[r.fold] = r
+    members, oofs, masks = [], [], []
+    for model, per_fold in by_model.items():
+        if set(per_fold) != set(keep):
+            logging.warning("left out %s: no usable run for fold(s) %s", model, sorted(set(keep) - set(per_fold)))
+            continue
+        rs = [per_fold[k] for k in sorted(keep)]
+        oof, _, mask = _read_member(rs, tta, labels, names, folds, [], False)
+        members.append(Member(rs[0].name, model, None, rs[0].labels, [r.name for r in rs], None, rs[0].config))
+        oofs.append(oof)
+        masks.append(mask)
+    if not members:
+        raise DataError(f"no model has runs for every fold of {sorted(keep)} with preds/val.{tta}.csv")
+    rows = np.isin(folds, sorted(keep))
+    return Library(labels, [n for n, k in zip(names, rows) if k], y[rows], folds[rows], members,
+                   np.stack(oofs, 1)[:, :, rows], np.stack(masks))
+
+
 def main(args):
-    lib = load_library(args.runs, args.tta, need_test=False)
+    if args.folds:
+        keep = [int(k) for k in args.folds.split(",")]
+        lib = load_fold_subset(args.runs, args.tta, keep)
+    else:
+        lib = load_library(args.runs, args.tta, need_test=False)
     rare_labels, rows = summarise(lib, args.rare)
     dens = dict(zip(lib.labels, lib.y.mean(0)))
     head = ["model", "labels", "F2 at 0.2", "F2 cross-fitted"] + [f"{l} ({dens[l]:.4f})" for l in rare_labels]
@@ -134,6 +173,8 @@ def get_args_parser():
     p.add_argument("--runs", nargs="+", required=True, help="run folders or glob patterns (quote them)")
     p.add_argument("--tta", default="none", help="which preds/val.<tta>.csv to read (default: none)")
     p.add_argument("--rare", type=int, default=3, help="how many of the rarest labels get a column (default: 3)")
+    p.add_argument("--folds", default=None, help="comma list of folds: score on those folds' images only, "
+                   "for models trained on some folds of the split (default: every fold, all required)")
     return p
 
 
