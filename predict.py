@@ -172,10 +172,11 @@ def plan_jobs(runs, args, splits):
             problems.append(f"{run.dir}: its data directory {run.config.get('data_root_abs')} is not found here; "
                             f"pass --data DIR or --path-map FILE")
             continue
-        key = (str(root.resolve()), run.config.get("images", "train"), run.config.get("test_images", "test"))
+        key = (str(root.resolve()), run.config.get("images", "train"), run.config.get("test_images", "test"),
+               run.config.get("channels", 3))
         if key not in specs and key not in failed:
             try:
-                specs[key] = load_dataset(root, key[1], key[2], need_test="test" in splits)
+                specs[key] = load_dataset(root, key[1], key[2], need_test="test" in splits, channels=key[3])
                 if "test" in splits:
                     warn_unlisted(unlisted_test_images(specs[key]), specs[key])
             except DataError as e:
@@ -220,11 +221,13 @@ def predict_job(job, splits, args, device):
               channels_last=cuda if args.channels_last is None else args.channels_last,
               max_views_per_forward=args.max_views_per_forward or (None if cuda else 1))
     log.info("%s: %s at %d px, TTA %s (%s merge)", job.run.name, meta["arch"], size, args.tta, args.merge)
+    # the bands and 8-bit scaling the model was trained with (from the checkpoint alone)
+    bands = dict(channels=meta.get("channels", 3), scaling=meta.get("band_scaling"))
     if "val" in splits:
-        images = load_images(spec.files, size, cache_dir, desc=spec.images)
+        images = load_images(spec.files, size, cache_dir, desc=spec.images, **bands)
         job.out["val"] = (job.val_names, labels, predict_tta(model, images, rows=job.val_rows, **kw))
     if "test" in splits:
-        images = load_images(spec.test_files, size, cache_dir, desc=spec.test_images)
+        images = load_images(spec.test_files, size, cache_dir, desc=spec.test_images, **bands)
         job.out["test"] = (spec.test_names, labels, predict_tta(model, images, **kw))
 
 

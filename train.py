@@ -36,7 +36,9 @@ EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run direct
 # Settings that must match for --resume to continue a run exactly.
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
                "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum", "head",
-               "keep_epochs", "pseudo", "soft_targets", "aug_static")
+               "keep_epochs", "pseudo", "soft_targets", "aug_static", "channels")
+# What a run recorded before a key existed meant (older runs resume unchanged).
+RESUME_DEFAULTS = {"channels": 3}
 
 
 def get_args_parser():
@@ -53,6 +55,9 @@ def get_args_parser():
     g.add_argument("--exclude", default=None, metavar="FILE",
                    help="CSV with an image_name column (e.g. tools/label_issues.py's): train without these images; "
                         "they keep their folds and are still predicted as validation images (default: none)")
+    g.add_argument("--channels", type=int, default=3, help="image bands the model sees: the first N of each "
+                   "image (4 = R, G, B, near-infrared of a Planet GeoTIFF); 16-bit data is scaled to 8 bits by "
+                   "its 1st-99th percentiles on the training images (default: 3)")
     g.add_argument("--label-group", default=None, help="train on a subset of tags: 'a,b,c' or 'auto:K/i' "
                    "(i-th of K groups of similar frequency, rarest first) (default: all tags)")
     g = p.add_argument_group("model")
@@ -273,7 +278,7 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
            "aug": args.aug, "aug_static": args.aug_static or None, "ema": check_decay(args.ema), "ema_warmup": args.ema_warmup,
            "mix": args.mix if parse_mix(args.mix) else None, "accum": args.accum,
            "keep_epochs": args.keep_epochs,
-           "mean": list(meta["mean"]), "std": list(meta["std"]),
+           "channels": args.channels, "mean": list(meta["mean"]), "std": list(meta["std"]),
            "recipe": args.recipe, "argv": sys.argv[1:], "args": run_flags(args), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "git_commit": git_commit(), "deterministic": args.deterministic,
            "versions": {"python": platform.python_version(), "torch": torch.__version__}}
@@ -319,8 +324,20 @@ def check_aug_static(args):
         raise DataError("--aug-static makes its copies on the CPU; drop --aug-device gpu")
 
 
+def check_channels(args):
+    """--channels: at least 1; colour augmentation needs R, G, B."""
+    from utils.transforms import OPS, parse_augment
+
+    if args.channels < 1:
+        raise DataError(f"--channels {args.channels}: must be at least 1")
+    colour = [name for name, _ in parse_augment(args.aug) if not OPS[name].geometric]
+    if args.channels < 3 and colour:
+        raise DataError(f"--aug {args.aug}: colour steps {colour} need R, G, B; --channels {args.channels} "
+                        f"keeps fewer bands: drop them from --aug")
+
+
 def check_resume(stored, cfg, run_dir):
-    diff = [k for k in RESUME_KEYS if stored.get(k) != cfg.get(k)]
+    diff = [k for k in RESUME_KEYS if stored.get(k, RESUME_DEFAULTS.get(k)) != cfg.get(k)]
     if diff:
         lines = [f"  {k}: run has {json.dumps(stored.get(k))}, now {json.dumps(cfg.get(k))}" for k in diff]
         raise DataError(f"{run_dir}: cannot resume exactly, the configuration changed:\n" + "\n".join(lines) +
@@ -332,6 +349,7 @@ def main(args):
     from utils.ema import check_decay
     from utils.exclusion import read_exclusion, write_exclusion
     from utils.mix import parse_mix
+    from utils.bands import fit_band_scaling
     from utils.cache import default_cache_dir, load_images
     from utils.losses import build_loss
     from utils.heads import parse_head
@@ -354,7 +372,8 @@ def main(args):
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     root = data_root(args)
-    spec = load_dataset(root, args.images, args.test_images)
+    check_channels(args)
+    spec = load_dataset(root, args.images, args.test_images, channels=args.channels)
     if dist.is_main():
         warn_test_images(spec)
     folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
@@ -383,7 +402,8 @@ def main(args):
     run_dir = run_dir or find_run(args, out)
     seed_everything(args.seed)
     model = create_model(args.arch, len(label_idx), pretrained=args.pretrained,
-                         drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=args.head)
+                         drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=args.head,
+                         channels=args.channels)
     cfg = build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, exclude_cfg)
     cfg.update(extras.record if extras else {})
     train_rows = (fold_ids != args.fold).nonzero()[0]
@@ -398,11 +418,14 @@ def main(args):
         if dist.is_main() and new_folds:  # the folds file was moved away: the same folds again
             write_folds(spec, fold_ids, folds_file)
     else:
+        cfg["band_scaling"] = fit_band_scaling(spec.files, args.channels)
+        kw = dict(desc=args.images, channels=args.channels, scaling=cfg["band_scaling"])
         if dist.is_main():
-            imgs = load_images(spec.files, plan[0].size, cache_dir, desc=args.images)
+            imgs = load_images(spec.files, plan[0].size, cache_dir, **kw)
         dist.barrier()
-        imgs = load_images(spec.files, plan[0].size, cache_dir, desc=args.images)
-        cfg["pca"] = pca_stats(imgs[train_rows[:: max(1, len(train_rows) // 500)]])
+        imgs = load_images(spec.files, plan[0].size, cache_dir, **kw)
+        if args.channels >= 3:  # PCA lighting changes R, G, B only
+            cfg["pca"] = pca_stats(imgs[train_rows[:: max(1, len(train_rows) // 500)]][..., :3])
         cfg["loss"] = build_loss(args.loss, spec.y[train_rows][:, label_idx])[1]
         if dist.is_main():  # every check has passed: the first files of the run
             if new_folds:

@@ -38,6 +38,8 @@ def get_args_parser():
     g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
     g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
     add_cache_argument(g, "image and feature cache")
+    g.add_argument("--channels", type=int, default=3, help="image bands the network sees (first N; 16-bit data "
+                   "scaled by its 1st-99th percentiles on the training images, see train.py) (default: 3)")
     g = p.add_argument_group("features")
     g.add_argument("--arch", default="tf_efficientnet_lite0", help="torchvision or timm model name "
                                                                    "(default: tf_efficientnet_lite0)")
@@ -103,6 +105,7 @@ def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
            "stages": [{"probe": "logreg", "C": C, "inner_k": args.inner_k if C == "auto" else None,
                        "size": args.size, "tta": args.tta, "features": "pooled"}],
            "loss_spec": "logreg", "sampler": "none", "aug": "none",
+           "channels": args.channels, "band_scaling": meta.get("band_scaling"),
            "mean": list(meta["mean"]), "std": list(meta["std"]), "weights": meta["weights"],
            "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -114,6 +117,7 @@ def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
 def main(args):
     import torch
 
+    from utils.bands import fit_band_scaling
     from utils.cache import default_cache_dir
     from utils.data import load_dataset, load_or_make_folds
     from utils.probe import cached_features, f2_scores, prior_probs, probe_folds, write_probe_run
@@ -129,13 +133,17 @@ def main(args):
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     root = Path(args.data)
-    spec = load_dataset(root, args.images, args.test_images)
+    if args.channels < 1:
+        raise DataError(f"--channels {args.channels}: must be at least 1")
+    spec = load_dataset(root, args.images, args.test_images, channels=args.channels)
     folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
     folds = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
+    scaling = fit_band_scaling(spec.files, args.channels)
     kw = dict(size=args.size, cache_dir=cache_dir, arch=args.arch, pretrained=args.pretrained, tta=args.tta,
-              bs=args.bs, device=device, workers=args.workers)
+              bs=args.bs, device=device, workers=args.workers, channels=args.channels, scaling=scaling)
     X, info = cached_features(spec.files, desc=args.images, **kw)
+    info["band_scaling"] = scaling
     X_test, info_test = (cached_features(spec.test_files, desc=args.test_images, **kw) if spec.test_files
                          else (None, {"seconds": 0.0}))
     feature_s = info["seconds"] + info_test["seconds"]

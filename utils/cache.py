@@ -1,13 +1,16 @@
 """Decode once, augment every epoch: a uint8 image cache per (file list, size).
 
 Images are decoded by content (not extension), converted to RGB, resized to
-size x size and stored in one .npy file that is memory-mapped by every reader. The
-cache key covers the size and every source file's path, byte size and mtime, so a
-changed file makes a new cache. Building uses all cores and shows a progress bar;
+size x size and stored in one .npy file that is memory-mapped by every reader. TIFFs
+(and other multi-band or 16-bit images) go through utils/bands.py: the first `channels`
+bands, scaled to 8 bits by the fitted rule, so the cache is (N, size, size, channels). The
+cache key covers the size, the bands and scaling, and every source file's path, byte size
+and mtime, so a changed file makes a new cache. Building uses all cores and shows a progress bar;
 undecodable or truncated files are collected and reported together (DataError),
 and no cache file is left behind.
 """
 import hashlib
+import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -18,10 +21,11 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from utils import bands
 from utils.io import DataError, report_problems
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # bump when decoding or resizing changes (2: EXIF orientation applied)
+CACHE_VERSION = 3  # bump when decoding or resizing changes (2: EXIF orientation; 3: tifffile, bands)
 
 
 def to_rgb(im):
@@ -41,33 +45,42 @@ def to_rgb(im):
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def decode_image(path, size=None):
-    """Decode an image file by content into uint8 (H, W, 3); resized to size x size if given.
+def decode_image(path, size=None, channels=3, scaling=None):
+    """Decode an image file by content into uint8 (H, W, channels); resized to size x size if given.
 
     The EXIF orientation tag (cameras, phones) is applied, so pixels are as the image is
     meant to be seen (PIL.ImageOps.exif_transpose), in training and prediction alike.
+    TIFFs are read with tifffile and 16-bit/float data scaled by `scaling` (the rule of
+    utils.bands.fit_band_scaling; None: the dtype's range). ValueError for too few bands.
     """
+    if bands.is_tiff(path):
+        return bands.decode_raw(bands.read_tiff(path), size, channels, scaling, path)
     with Image.open(path) as im:
         if size and im.format == "JPEG":
             im.draft("RGB", (size, size))  # DCT-domain downscale: several times faster for big JPEGs
         im = ImageOps.exif_transpose(im)
+        if scaling and im.mode in bands.HIGH_DEPTH_MODES:
+            return bands.decode_raw(np.asarray(im)[..., None], size, channels, scaling, path)
         im = to_rgb(im)
         if size:
             im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(im, dtype=np.uint8)
+        arr = np.asarray(im, dtype=np.uint8)
+        return arr if channels == 3 else np.ascontiguousarray(bands.select_bands(arr, channels, path))
 
 
 def _decode_job(args):
-    i, path, size = args
+    i, path, size, channels, scaling = args
     try:
-        return i, decode_image(path, size), None
+        return i, decode_image(path, size, channels, scaling), None
     except Exception as e:  # reported to the user together with every other bad file
         return i, None, f"{path}: cannot decode ({type(e).__name__}: {e})"
 
 
-def cache_key(files, size):
-    """Hex digest over size, cache version and each file's path, byte size and mtime."""
+def cache_key(files, size, channels=3, scaling=None):
+    """Hex digest over size, cache version, bands, scaling and each file's path, byte size and mtime."""
     h = hashlib.sha1(f"v{CACHE_VERSION}|exif|{size}".encode())
+    if channels != 3 or scaling:
+        h.update(f"|ch{channels}|{json.dumps(scaling, sort_keys=True)}".encode())
     for f in files:
         st = os.stat(f)
         h.update(f"|{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -92,12 +105,12 @@ def default_workers():
         return max(1, os.cpu_count() or 1)
 
 
-def _build(files, size, path, workers, desc):
+def _build(files, size, path, workers, desc, channels=3, scaling=None):
     n = len(files)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, channels))
     problems = []
-    jobs = [(i, str(f), size) for i, f in enumerate(files)]
+    jobs = [(i, str(f), size, channels, scaling) for i, f in enumerate(files)]
     try:
         bar = tqdm(total=n, desc=f"cache {desc} {size}px", unit="img", leave=False, dynamic_ncols=True)
         if workers > 1 and n > 64:
@@ -126,24 +139,25 @@ def _build(files, size, path, workers, desc):
         raise
 
 
-def load_images(files, size, cache_dir, desc="images", workers=None):
-    """Decoded uint8 images (N, size, size, 3) for `files`, memory-mapped from the cache.
+def load_images(files, size, cache_dir, desc="images", workers=None, channels=3, scaling=None):
+    """Decoded uint8 images (N, size, size, channels) for `files`, memory-mapped from the cache.
 
     Builds the cache file on first use or when any source file changed (size or
     mtime); removes stale caches of the same `desc` and size. Raises DataError
     listing every file that cannot be decoded.
     """
     cache_dir = Path(cache_dir)
-    key = cache_key(files, size)
+    key = cache_key(files, size, channels, scaling)
     tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in desc)
-    path = cache_dir / f"{tag}-{size}px-{key}.npy"
+    tag += f"-{size}px" + (f"-{channels}ch" if channels != 3 else "")
+    path = cache_dir / f"{tag}-{key}.npy"
     if not path.is_file():
         # folders this call creates are removed again when decoding fails: bad data leaves nothing
         made = [d for d in (cache_dir, *cache_dir.parents) if not d.exists()]
         cache_dir.mkdir(parents=True, exist_ok=True)
         log.info("decoding %d images at %dpx into %s", len(files), size, path)
         try:
-            _build(files, size, path, workers or default_workers(), desc)
+            _build(files, size, path, workers or default_workers(), desc, channels, scaling)
         except BaseException:
             for d in made:
                 try:
@@ -151,10 +165,12 @@ def load_images(files, size, cache_dir, desc="images", workers=None):
                 except OSError:
                     break
             raise
-        for old in cache_dir.glob(f"{tag}-{size}px-*.npy"):  # stale caches, once the new one exists
+        # stale caches of this band count, once the new one exists
+        for old in cache_dir.glob(f"{tag}-{'?' * len(key)}.npy"):
             if old != path:
                 old.unlink(missing_ok=True)
     arr = np.load(path, mmap_mode="r")
-    if arr.shape != (len(files), size, size, 3):
-        raise DataError(f"{path}: cache has shape {arr.shape}, expected {(len(files), size, size, 3)}; delete it")
+    if arr.shape != (len(files), size, size, channels):
+        raise DataError(f"{path}: cache has shape {arr.shape}, expected {(len(files), size, size, channels)}; "
+                        f"delete it")
     return arr

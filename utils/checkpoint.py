@@ -2,7 +2,8 @@
 
 best.pt / last.pt hold {'model': state_dict, 'meta': {...}} and, for last.pt, the
 full training state. 'meta' is enough to rebuild the model without the run's
-config: arch, labels, size, mean, std, drop_rate, head (--head, None = the arch's own).
+config: arch, labels, size, mean, std, drop_rate, head (--head, None = the arch's own),
+channels, band_scaling.
 """
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def build_from_meta(meta):
     from utils.models import create_model
 
     return create_model(meta["arch"], len(meta["labels"]), pretrained=False, drop_rate=meta.get("drop_rate"),
-                        head=meta.get("head"))
+                        head=meta.get("head"), channels=meta.get("channels", 3))
 
 
 def load_for_inference(path, device="cpu", labels=None):

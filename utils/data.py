@@ -7,6 +7,7 @@ optional sample_submission.csv, labels.txt, folds.csv (see DESIGN.md section 2).
 them; it only opens image headers (cheap). Pixels are decoded once, when the
 uint8 cache is built (utils/cache.py), which reports undecodable files the same way.
 """
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from utils.bands import band_problems, check_tiff_header, is_tiff
 from utils.io import DataError, atomic_write_csv, preview, read_csv, read_lines, read_text, report_problems
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 # Images this large are almost always a mistake or an attack; PIL warns then errors.
@@ -101,6 +105,8 @@ def check_header(path):
     try:
         if os.path.getsize(path) == 0:
             return f"{path}: empty file"
+        if is_tiff(path):  # PIL cannot open many multi-band or 16-bit TIFFs; tifffile reads them
+            return check_tiff_header(path)
         with Image.open(path) as im:
             w, h = im.size
         if w == 0 or h == 0:
@@ -183,12 +189,14 @@ def _duplicates(names, csv_name, problems):
             seen[s] = i
 
 
-def load_dataset(root, images="train", test_images="test", check=True, need_test=False):
+def load_dataset(root, images="train", test_images="test", check=True, need_test=False, channels=None):
     """Read and validate a dataset directory; return a DataSpec.
 
     root: data directory; images: train image folder name (variant);
     test_images: folder of images to predict; check: open every image header;
-    need_test: a missing test set is a problem (predict.py).
+    need_test: a missing test set is a problem (predict.py); channels: the bands a model
+    takes (--channels): images with fewer are problems, images whose band count differs
+    from the rest are logged (utils.bands.band_problems); None: band counts unchecked.
     Raises one DataError listing every problem found (first 20 and a count).
     """
     root = Path(root)
@@ -237,6 +245,12 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
     elif need_test:
         problems.append(f"{root}: no test set (neither sample_submission.csv nor {test_images}/)")
 
+    if check and channels and not problems:
+        for what, fs in (("train.csv", files), ("test images", test_files)):
+            bad, notes = band_problems(fs, channels, what)
+            problems += bad
+            for note in notes:
+                log.warning("%s", note)
     report_problems(f"{root}: the dataset has problems; fix them and run again", problems)
     index = {l: j for j, l in enumerate(labels)}
     y = np.zeros((len(names), len(labels)), np.uint8)

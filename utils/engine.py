@@ -22,7 +22,7 @@ from utils.distributed import is_main
 class CachedImages(Dataset):
     """Items (uint8 HWC tensor, float32 label vector) from a cached image array.
 
-    images: (M, S, S, 3) uint8 (memmap, never copied); rows: item i is images[rows[i]]
+    images: (M, S, S, C) uint8 (memmap, never copied); rows: item i is images[rows[i]]
     (default: all rows); y: (N, L) labels of the items; augment: callable
     (img, y, rng) -> (img, y) or None; seed/epoch make each item's randomness.
     """
@@ -69,14 +69,14 @@ def make_loader(dataset, indices, bs, workers, device, drop_last=False):
 
 @functools.lru_cache(maxsize=8)
 def _norm_tensors(mean, std, device):
-    """mean/std as (1, 3, 1, 1) tensors on `device`, made once (a host-to-device copy per
-    step would make every step wait for the GPU)."""
-    return (torch.tensor(mean, device=device).view(1, 3, 1, 1),
-            torch.tensor(std, device=device).view(1, 3, 1, 1))
+    """mean/std as (1, C, 1, 1) tensors on `device` (C bands), made once (a host-to-device copy
+    per step would make every step wait for the GPU)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 def to_float(batch_u8, device):
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1] on `device`. The uint8 batch crosses
+    """uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1] on `device`. The uint8 batch crosses
     to the GPU (4x fewer bytes than float) and becomes float there."""
     return batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
@@ -89,7 +89,7 @@ def normalise(x, mean, std, channels_last=False):
 
 
 def to_input(batch_u8, mean, std, device, channels_last=False):
-    """uint8 (B, H, W, 3) -> the normalised float batch the network takes."""
+    """uint8 (B, H, W, C) -> the normalised float batch the network takes."""
     return normalise(to_float(batch_u8, device), mean, std, channels_last)
 
 
@@ -197,7 +197,7 @@ def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, 
 @torch.inference_mode()
 def predict_logits(model, images, bs, device, mean, std, channels_last=False, amp_dtype=None,
                    workers=0, desc="predict", rows=None):
-    """Logits (N, L) float32 numpy for uint8 images[rows] (images: (M, S, S, 3)), no augmentation."""
+    """Logits (N, L) float32 numpy for uint8 images[rows] (images: (M, S, S, C)), no augmentation."""
     model.eval()
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     ds = CachedImages(images, np.zeros((len(rows), 1), np.float32), rows)

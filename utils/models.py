@@ -128,7 +128,7 @@ def resolve_arch(arch):
 
 # ---------------------------------------------------------------------------- building
 
-def create_model(arch, num_labels, pretrained=False, drop_rate=None, head=None):
+def create_model(arch, num_labels, pretrained=False, drop_rate=None, head=None, channels=3):
     """Build classifier `arch` with `num_labels` outputs (raw logits); return the nn.Module.
 
     num_labels=None keeps the original ImageNet head (1000 classes). pretrained=True loads
@@ -138,7 +138,9 @@ def create_model(arch, num_labels, pretrained=False, drop_rate=None, head=None):
     classifier; a --head spec (utils.heads: avg, max, avgmax, gem, csra, mldecoder)
     replaces both, giving a utils.heads.HeadNet (needs num_labels). forward() always
     returns one (B, num_labels) tensor, in train mode too (auxiliary heads of
-    inception_v3/googlenet are removed). The model gets `model.meta`, see model_meta().
+    inception_v3/googlenet are removed). channels: input bands; other than 3, the first
+    convolution is adapted and mean/std extended (utils/bands.py). The model gets
+    `model.meta`, see model_meta().
     """
     head_spec = parse_head(head)
     if head_spec is not None and num_labels is None:
@@ -164,14 +166,28 @@ def create_model(arch, num_labels, pretrained=False, drop_rate=None, head=None):
         meta["head"] = ["head"]
     meta["head_name"] = head_spec
     model.meta = meta
+    if channels != 3:
+        _adapt_channels(model, name, channels)
     return model
+
+
+def _adapt_channels(model, name, channels):
+    from utils.bands import adapt_first_conv, band_mean_std
+
+    if getattr(model, "transform_input", False):
+        raise DataError(f"{name} re-normalises exactly 3 input channels (transform_input); "
+                        f"use another architecture for --channels {channels}")
+    adapt_first_conv(model, channels)
+    mean, std = band_mean_std(model.meta["mean"], model.meta["std"], channels)
+    model.meta.update(channels=channels, mean=mean, std=std)
 
 
 def model_meta(model):
     """Return the dict that goes with a model from create_model (a copy of `model.meta`).
 
     Keys: arch, source, num_labels, weights (what was loaded, or None), drop_rate,
-    mean and std (3 floats each, for inputs scaled to [0, 1]), input_size (native side,
+    channels (input bands, 3 unless asked), mean and std (one float per band, for inputs
+    scaled to [0, 1]), input_size (native side,
     px), resize_size (side before the centre crop at evaluation), interpolation
     ('bilinear', 'bicubic', ...), min_size (smallest side the network accepts, px),
     head (parameter-name prefixes of the classifier), head_name (the --head spec, None
@@ -197,7 +213,8 @@ def load_pretrained(model, arch=None):
     """
     meta = model_meta(model)
     ref = create_model(arch or meta["arch"], meta["num_labels"], pretrained=True,
-                       drop_rate=meta["drop_rate"], head=meta.get("head_name"))
+                       drop_rate=meta["drop_rate"], head=meta.get("head_name"),
+                       channels=meta.get("channels", 3))
     target = unwrap_model(model)
     state = {k: v for k, v in ref.state_dict().items()
              if meta["num_labels"] is None or not _in_head(k, meta["head"])}
@@ -475,7 +492,7 @@ def _has_module(model, name):
 
 def _meta(arch, source, name, model, weights, head, num_labels, drop_rate):
     """The normalisation, input size and provenance that go with a model (see model_meta)."""
-    meta = dict(arch=arch.strip(), source=source, num_labels=num_labels, weights=None,
+    meta = dict(arch=arch.strip(), source=source, num_labels=num_labels, weights=None, channels=3,
                 drop_rate=drop_rate, mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=224,
                 resize_size=256, interpolation="bilinear", min_size=32, head=head)
     if source == "builtin":

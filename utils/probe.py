@@ -57,19 +57,20 @@ class FlipMean(nn.Module):
         return 0.5 * (self.model(x) + self.model(torch.flip(x, dims=[3])))
 
 
-def feature_model(arch, pretrained=True, tta="none"):
+def feature_model(arch, pretrained=True, tta="none", channels=3):
     """Network `arch` (utils.models names) returning pooled features (B, D) instead of logits.
 
     timm models: reset_classifier(0) (pooled pre-logits); torchvision and builtin models:
     the final 1000-way layer becomes Identity. Random weights (pretrained False) are
     seeded, so features are reproducible. tta 'hflip' averages the features of each
-    image and its mirror. Returns the module, in eval mode, with `.meta` from create_model.
+    image and its mirror. channels: input bands (first conv adapted, utils/bands.py).
+    Returns the module, in eval mode, with `.meta` from create_model.
     """
     if tta not in TTAS:
         raise ValueError(f"tta {tta!r}: choose one of {', '.join(TTAS)}")
     with torch.random.fork_rng():
         torch.manual_seed(0)  # random weights (--no-pretrained) are the same every time
-        model = create_model(arch, None, pretrained=pretrained)
+        model = create_model(arch, None, pretrained=pretrained, channels=channels)
     meta = dict(model.meta)
     if meta["source"] == "timm":
         model.reset_classifier(0)
@@ -83,7 +84,7 @@ def feature_model(arch, pretrained=True, tta="none"):
 
 
 def extract_features(model, images, bs=64, device="cpu", workers=0, desc="features"):
-    """Pooled features float32 (N, D) of uint8 images (N, S, S, 3) with a feature_model.
+    """Pooled features float32 (N, D) of uint8 images (N, S, S, C) with a feature_model.
 
     Normalisation (mean, std) comes from the model's meta; batches of `bs` images.
     """
@@ -93,36 +94,38 @@ def extract_features(model, images, bs=64, device="cpu", workers=0, desc="featur
                           workers=workers, desc=desc)
 
 
-def feature_cache_path(cache_dir, files, size, arch, pretrained=True, tta="none", desc="images"):
+def feature_cache_path(cache_dir, files, size, arch, pretrained=True, tta="none", desc="images",
+                       channels=3, scaling=None):
     """Where the features of `files` at `size` px by `arch` are cached (a .npy in cache_dir).
 
     The name carries the image folder, arch, size and TTA; the hash covers the image
     cache key (every file's path, byte size and mtime), the weights choice and versions.
     """
-    key = hashlib.sha1(json.dumps([FEATURE_VERSION, cache_key(files, size), arch, bool(pretrained),
-                                   tta]).encode()).hexdigest()[:16]
+    key = hashlib.sha1(json.dumps([FEATURE_VERSION, cache_key(files, size, channels, scaling), arch,
+                                   bool(pretrained), tta]).encode()).hexdigest()[:16]
     tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{desc}-{arch}")
     return Path(cache_dir) / f"feat-{tag}-{size}px-{tta}-{key}.npy"
 
 
 def cached_features(files, size, cache_dir, arch, pretrained=True, tta="none", desc="images",
-                    bs=64, device="cpu", workers=0):
+                    bs=64, device="cpu", workers=0, channels=3, scaling=None):
     """Features (N, D) float32 of image files at `size` px, computed once and then read back.
 
-    Images come from the uint8 cache (utils.cache.load_images, desc = image folder).
+    Images come from the uint8 cache (utils.cache.load_images, desc = image folder; the
+    first `channels` bands, 16-bit data scaled by `scaling`, see utils/bands.py).
     Returns (features, info): info has 'path', 'seconds' (time decoding and extraction took
     when it was made), 'cached' (True when read back) and the network's 'weights', 'mean',
     'std'. Stale feature files of the same images, arch, size and TTA are removed.
     """
-    path = feature_cache_path(cache_dir, files, size, arch, pretrained, tta, desc)
+    path = feature_cache_path(cache_dir, files, size, arch, pretrained, tta, desc, channels, scaling)
     side = path.with_suffix(".json")
     if path.is_file() and side.is_file():
         feats = np.load(path)
         if feats.shape[0] == len(files):
             return feats, {**read_json(side), "path": str(path), "cached": True}
     t0 = time.perf_counter()
-    images = load_images(files, size, cache_dir, desc=desc)
-    model = feature_model(arch, pretrained, tta)
+    images = load_images(files, size, cache_dir, desc=desc, channels=channels, scaling=scaling)
+    model = feature_model(arch, pretrained, tta, channels)
     feats = extract_features(model, images, bs, device, workers, desc=f"features {desc}")
     info = {"seconds": time.perf_counter() - t0, "arch": arch, "size": size, "tta": tta,
             "pretrained": bool(pretrained), "weights": model.meta["weights"], "mean": list(model.meta["mean"]),

@@ -29,6 +29,8 @@ def model_key(config):
         key["mix"] = config["mix"]
     if config.get("head"):
         key["head"] = config["head"]
+    if config.get("channels", 3) != 3:  # RGB models keep the key they had before bands existed
+        key["channels"] = config["channels"]
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 

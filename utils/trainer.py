@@ -214,7 +214,8 @@ class Trainer:
                 "mean": self.mean, "std": self.std, "drop_rate": self.config.get("drop_rate"),
                 "head": self.config.get("head"),
                 "label_group": self.config.get("label_group"), "stages": self.config["stages"],
-                "run": self.config.get("name")}
+                "run": self.config.get("name"), "channels": self.config.get("channels", 3),
+                "band_scaling": self.config.get("band_scaling")}
 
     def save_last(self, optimizer=None, scheduler=None):
         """Write checkpoints/last.pt with the full state at the current position."""
@@ -290,11 +291,13 @@ class Trainer:
         if size in self._cache:
             return self._cache[size]
         files = self.spec.files
+        kw = dict(desc=f"{self.spec.images}", channels=self.config.get("channels", 3),
+                  scaling=self.config.get("band_scaling"))
         if dist.is_main():
-            arr = load_images(files, size, self.opts.cache_dir, desc=f"{self.spec.images}")
+            arr = load_images(files, size, self.opts.cache_dir, **kw)
         dist.barrier()
         if not dist.is_main():
-            arr = load_images(files, size, self.opts.cache_dir, desc=f"{self.spec.images}")
+            arr = load_images(files, size, self.opts.cache_dir, **kw)
         self._cache = {size: arr}  # one size at a time: stages move on, memory stays flat
         return arr
 

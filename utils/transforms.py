@@ -473,8 +473,9 @@ def parse_augment(spec):
 
 
 class Augment:
-    """A parsed --aug pipeline. Call it as aug(img uint8 (H, W, 3), y float32 (L,), rng)
-    -> (img uint8 (size, size, 3) C-contiguous, new array; y, a copy when changed)."""
+    """A parsed --aug pipeline. Call it as aug(img uint8 (H, W, C), y float32 (L,), rng)
+    -> (img uint8 (size, size, C) C-contiguous, new array; y, a copy when changed). Geometric
+    steps move every band, colour steps change R, G, B (bands 0-2) only (ValueError if C < 3)."""
 
     def __init__(self, ops, size):
         self.ops, self.size = list(ops), int(size)
@@ -510,10 +511,15 @@ class Augment:
 
     def __call__(self, img, y, rng):
         img = _check_image(img)
+        if self.colour and img.shape[2] < 3:
+            raise ValueError(f"colour steps ({self.spec}) need R, G, B; the image has {img.shape[2]} band(s)")
         img = warp(img, self.matrix(rng), self.size)
+        rgb = img[..., :3]  # colour steps see R, G, B only; extra bands (near-infrared) pass through
         for op in self.colour:
-            img, y = op.apply(img, y, rng)
-        return np.ascontiguousarray(img), y
+            rgb, y = op.apply(rgb, y, rng)
+        if img.shape[2] > 3:
+            rgb = np.concatenate([rgb, img[..., 3:]], axis=2)
+        return np.ascontiguousarray(rgb), y
 
 
 def build_augment(spec, size, labels=None, pca=None):
@@ -536,14 +542,21 @@ def build_augment(spec, size, labels=None, pca=None):
 
 def _check_image(img):
     img = np.asarray(img)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected a uint8 (H, W, 3) image; got {img.dtype} {img.shape}")
+    if img.dtype != np.uint8 or img.ndim != 3:
+        raise ValueError(f"expected a uint8 (H, W, C) image; got {img.dtype} {img.shape}")
     return img
 
 
 def warp(img, m, size):
-    """Resample uint8 (H, W, 3) `img` to (size, size, 3) through the normalised output->input
+    """Resample uint8 (H, W, C) `img` to (size, size, C) through the normalised output->input
     map `m` (3x3; identity = plain resize), reflecting the image where the map leaves it."""
+    if img.shape[2] != 3:
+        # PIL has no mode for C bands (4 would be RGBA, whose alpha PIL premultiplies):
+        # warp three bands at a time, the last group padded with its last band
+        c = img.shape[2]
+        img = np.concatenate([img, img[..., -1:].repeat(-c % 3, axis=2)], axis=2)
+        return np.concatenate([warp(np.ascontiguousarray(img[..., i:i + 3]), m, size)
+                               for i in range(0, img.shape[2], 3)], axis=2)[..., :c]
     h, w = img.shape[:2]
     if np.allclose(m[:2, 2], 0) and np.allclose(np.abs(m[:2, :2]), np.eye(2)):
         # flips only: slicing is exact and costs nothing
@@ -620,8 +633,8 @@ def warp_batch(x, mats, size):
 
 class GpuAugment:
     """The same pipeline as build_augment(spec, ...) on whole batches with torch ops, for the
-    GPU: call it as gaug(x float (B, 3, H, W) in [0, 1], y (B, L) tensor, generator) ->
-    (x float (B, 3, size, size) in [0, 1], y). The torch.Generator seeds one numpy Generator
+    GPU: call it as gaug(x float (B, C, H, W) in [0, 1], y (B, L) tensor, generator) ->
+    (x float (B, C, size, size) in [0, 1], y); colour steps change bands 0-2 only. The torch.Generator seeds one numpy Generator
     per batch, which draws every parameter, so the result is fixed by the generator's state."""
 
     def __init__(self, spec, size, labels=None, pca=None):
@@ -643,6 +656,7 @@ class GpuAugment:
         mats = np.stack([self.augment.matrix(rng) for _ in range(len(x))])
         if x.shape[-2:] != (self.size, self.size) or not np.allclose(mats, np.eye(3)):
             x = warp_batch(x, mats, self.size)
+        rgb = x[:, :3]  # colour steps on R, G, B only, as on the CPU
         for op in self.augment.colour:
-            x, y = op.apply_batch(x, y, rng)
-        return x, y
+            rgb, y = op.apply_batch(rgb, y, rng)
+        return (torch.cat([rgb, x[:, 3:]], dim=1) if x.shape[1] > 3 else rgb), y

@@ -1,6 +1,7 @@
 """Test-time augmentation: named view sets, batched prediction, merging on probabilities.
 
-A TTA variant turns a batch of normalised images x (B, 3, S, S) into V views of it;
+A TTA variant turns a batch of normalised images x (B, C, S, S) into V views of it
+(C bands: every view is geometric, so any number of bands works);
 the network sees every view, the sigmoid turns logits into probabilities, and the V
 probabilities of each image are merged into one row. Variants (`TTA_NAMES`):
 
@@ -122,8 +123,8 @@ def _five_crops(size, crop_frac, resize):
 def view_fns(name, size, crop_frac=CROP_FRAC, crop_resize=True):
     """The per-view functions of TTA `name` for images of side `size`.
 
-    Returns a list of callables, each mapping a (B, 3, size, size) tensor to one view
-    (B, 3, s, s). Order: identity (or the first crop) first.
+    Returns a list of callables, each mapping a (B, C, size, size) tensor to one view
+    (B, C, s, s). Order: identity (or the first crop) first.
     """
     check_tta(name)
     identity = lambda x: x  # noqa: E731
@@ -155,8 +156,8 @@ def n_views(name):
 def view_groups(name, x, max_views=None, crop_frac=CROP_FRAC, crop_resize=True):
     """Yield the views of a batch lazily, in lists that each make one forward pass.
 
-    x: float tensor (B, 3, S, S). Each list holds consecutive views of one output
-    size, at most `max_views` of them (None: no limit); each view is (B, 3, s, s).
+    x: float tensor (B, C, S, S). Each list holds consecutive views of one output
+    size, at most `max_views` of them (None: no limit); each view is (B, C, s, s).
     Only one list of views exists at a time, which bounds memory.
     """
     pending = []
@@ -173,7 +174,7 @@ def view_groups(name, x, max_views=None, crop_frac=CROP_FRAC, crop_resize=True):
 def tta_views(name, x, crop_frac=CROP_FRAC, crop_resize=True):
     """All views of a batch, grouped by output size so each group is one forward.
 
-    x: float tensor (B, 3, S, S). Returns a list of tensors (V_k * B, 3, s_k, s_k),
+    x: float tensor (B, C, S, S). Returns a list of tensors (V_k * B, C, s_k, s_k),
     view-major: rows v*B .. v*B+B-1 of a group are view v of the B images. All
     variants but multiscale (and crops with crop_resize=False) give one group.
     """
@@ -233,16 +234,17 @@ def _iter_uint8_batches(images, bs, rows=None):
 
 
 def _to_input(batch, s):
-    """uint8 batch (NHWC or NCHW) -> normalised float (B, 3, S, S) on the device."""
+    """uint8 batch (NHWC or NCHW, C = len(mean) bands) -> normalised float (B, C, S, S) on the device."""
+    c = s.mean.shape[1]
     if batch.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {batch.dtype}")
-    if batch.ndim != 4 or 3 not in (batch.shape[1], batch.shape[-1]):
-        raise ValueError(f"expected images (B, S, S, 3) or (B, 3, S, S), got {tuple(batch.shape)}")
+    if batch.ndim != 4 or c not in (batch.shape[1], batch.shape[-1]):
+        raise ValueError(f"expected images (B, S, S, {c}) or (B, {c}, S, S), got {tuple(batch.shape)}")
     if s.device.type == "cuda":
         batch = batch.pin_memory().to(s.device, non_blocking=True)
     else:
         batch = batch.to(s.device)
-    if batch.shape[-1] == 3 and batch.shape[1] != 3:
+    if batch.shape[-1] == c and batch.shape[1] != c:
         batch = batch.permute(0, 3, 1, 2)
     return (batch.float() / 255 - s.mean) / s.std
 
@@ -301,11 +303,11 @@ def predict_tta(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.4
                 crop_frac=CROP_FRAC, crop_resize=True, rows=None):
     """Batched TTA probabilities of a multi-label model.
 
-    model: returns logits (B, L). images: uint8 (N, S, S, 3) numpy array or memmap,
+    model: returns logits (B, L). images: uint8 (N, S, S, C) numpy array or memmap (C = len(mean)),
     a uint8 tensor, a Dataset of uint8 images, or an iterable of uint8 batches (or of
     tuples whose first element is the batch). rows: optional indices; predict
     images[rows] in that order (arrays and tensors only; a memmap is read batch by
-    batch). mean, std: per-channel normalisation on the 0-1 scale, applied on the
+    batch). mean, std: per-band normalisation (C values) on the 0-1 scale, applied on the
     device. The views of each batch of `bs` images go through the network together,
     at most `max_views_per_forward` views (of `bs` images each) per forward pass
     (None: all views of one output size together; 1: one forward per view, which is
