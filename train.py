@@ -330,10 +330,16 @@ def check_channels(args):
 
     if args.channels < 1:
         raise DataError(f"--channels {args.channels}: must be at least 1")
-    colour = [name for name, _ in parse_augment(args.aug) if not OPS[name].geometric]
+    names = [name for name, _ in parse_augment(args.aug)]
+    colour = [name for name in names if not OPS[name].geometric]
     if args.channels < 3 and colour:
         raise DataError(f"--aug {args.aug}: colour steps {colour} need R, G, B; --channels {args.channels} "
                         f"keeps fewer bands: drop them from --aug")
+    # these draw geometric and colour ops together on an RGB image; the other bands would not move
+    mixed = [name for name in names if name in ("randaug", "trivialaug", "autoaug")]
+    if args.channels != 3 and mixed:
+        raise DataError(f"--aug {args.aug}: {mixed} work on RGB images only; with --channels {args.channels} "
+                        f"use the geometric steps (hflip, rotate, shift, crop, rrc) and pca, colorswap, erase")
 
 
 def check_resume(stored, cfg, run_dir):

@@ -252,3 +252,15 @@ def test_linear_probe_on_four_bands(tmp_path, planet):
     linear_probe.main(linear_probe.get_args_parser().parse_args(argv))
     cfg = json.loads(next((tmp_path / "runs").glob("*-f0/config.json")).read_text())
     assert cfg["channels"] == 4 and len(cfg["mean"]) == 4 and len(cfg["band_scaling"]["low"]) == 4
+
+
+def test_rgb_only_augmentations_are_refused_with_other_band_counts():
+    import argparse
+
+    import train
+
+    train.check_channels(argparse.Namespace(channels=4, aug="heavy,erase"))  # colour on RGB, erase too: fine
+    with pytest.raises(DataError, match="randaug"):
+        train.check_channels(argparse.Namespace(channels=4, aug="hflip,randaug"))
+    with pytest.raises(DataError, match="colour steps"):
+        train.check_channels(argparse.Namespace(channels=1, aug="pca"))

@@ -48,6 +48,11 @@ order listed, are composed into one affine map and applied with a single bilinea
 Colour steps and the torchvision ops (erase, randaug, trivialaug, autoaug) follow, in the
 order listed. Every random draw comes from the numpy Generator passed in, so a (seed, index)
 pair fixes the result in any worker.
+
+Images with more bands (--channels 4: R, G, B, near-infrared; utils/bands.py): geometric
+steps move every band (PIL resamples them three at a time); colour steps and the torchvision
+ops see bands 0-2 only, the others pass through (erase leaves them as they were; train.py
+refuses randaug, trivialaug and autoaug there, whose rotations would move RGB alone).
 """
 import logging
 import math
@@ -634,8 +639,9 @@ def warp_batch(x, mats, size):
 class GpuAugment:
     """The same pipeline as build_augment(spec, ...) on whole batches with torch ops, for the
     GPU: call it as gaug(x float (B, C, H, W) in [0, 1], y (B, L) tensor, generator) ->
-    (x float (B, C, size, size) in [0, 1], y); colour steps change bands 0-2 only. The torch.Generator seeds one numpy Generator
-    per batch, which draws every parameter, so the result is fixed by the generator's state."""
+    (x float (B, C, size, size) in [0, 1], y); colour steps change bands 0-2 only. The
+    torch.Generator seeds one numpy Generator per batch, which draws every parameter, so the
+    result is fixed by the generator's state."""
 
     def __init__(self, spec, size, labels=None, pca=None):
         self.augment = build_augment(spec, size, labels=labels, pca=pca)
