@@ -143,7 +143,7 @@ def get_args_parser():
                    help="where augmentation runs: cpu (per image, loader workers) or gpu (per batch on the "
                    "training device) (default: cpu)")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
-    g.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (default: 0 = epoch ends)")
+    g.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N optimizer steps (default: 0 = epoch ends)")
     g.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint at least every N minutes (default: 10)")
     g.add_argument("--plots", default="every", choices=["every", "last", "none"],
                    help="probability-distribution plots per epoch (default: every)")
