@@ -29,7 +29,9 @@ def test_shape_dtype_and_input_untouched(spec):
 def test_pure_function_of_the_rng_and_global_torch_rng_untouched(spec):
     img = textured(32, 32)
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     a = run(spec, img, 7)
+    assert torch.get_num_threads() == threads
     state = torch.random.get_rng_state()
     torch.manual_seed(12345)  # another global state must not change the result
     b = run(spec, img, 7)

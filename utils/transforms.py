@@ -355,9 +355,17 @@ class TorchvisionOp(Op):
 
         t = self.transform(rng)
         seed = int(rng.integers(2 ** 63))
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            return t(img)
+        threads = torch.get_num_threads()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                if img.device.type == "cpu":
+                    # one image is far too small for intra-op threads: with them these ops ran
+                    # 10-25x slower outside the loader workers (which are single-threaded)
+                    torch.set_num_threads(1)
+                return t(img)
+        finally:
+            torch.set_num_threads(threads)
 
     def apply(self, img, y, rng):
         import torch
