@@ -58,7 +58,14 @@ def test_kill_and_resume_with_pseudo_labels_is_exact(data, tmp_path):
     assert r.returncode == -9, r.stderr[-2000:]
     r = train(data, out, *SHORT, "--pseudo-weight", "3", "--resume", check=False)  # another weight: refused
     assert r.returncode == 2 and "--pseudo-weight" in r.stderr
-    train(data, out, *SHORT, "--resume")  # the run's own --pseudo and --pseudo-weight, from config.json
+    other, _ = pseudo_file(tmp_path / "other.csv", ["t000", "t002", "t003", "t007"], seed=5)
+    r = train(data, out, *SHORT, "--pseudo", other, "--resume", check=False)    # other targets: refused
+    assert r.returncode == 2 and "pseudo" in r.stderr
+    csv.write_bytes(other.read_bytes())                                        # the file changed: refused
+    r = train(data, out, *SHORT, "--resume", check=False)
+    assert r.returncode == 2 and "pseudo" in r.stderr
+    pseudo_file(csv, ["t000", "t002", "t003", "t007"])                          # the original again
+    train(data, out, *SHORT, "--resume")                                       # the run's own flags
     _same_run(ref / "r", out / "r")
 
 
