@@ -1,6 +1,4 @@
 """Gradient accumulation (utils/accumulation.py through engine.Step) against one large batch."""
-import copy
-
 import pytest
 import torch
 from torch import nn
