@@ -15,6 +15,12 @@ computed in float64 over the stored state dicts at once; AveragedModel's running
 meant for streaming and rounds at every update. BatchNorm statistics of averaged weights
 are not the average of the statistics; torch.optim.swa_utils.update_bn recomputes them
 over the training images (`recompute_bn`), as the SWA paper does.
+
+SWA itself (Izmailov et al. 2018: a final phase at a constant or cyclic lr, its epoch-end
+weights averaged, BatchNorm recomputed) is this with a constant-lr last stage:
+
+    python train.py --stages "...;epochs=5,sched=const,lr=1e-4" --keep-epochs 5
+    python tools/average_checkpoints.py --run runs/X --last 5 --bn-recompute
 """
 import re
 from pathlib import Path
