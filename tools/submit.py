@@ -1,0 +1,292 @@
+"""Train a grid of runs on a Slurm cluster (or here), then predict every run and stack them.
+
+    python tools/submit.py --data data/planet --out runs --arch resnet50 densenet201 -- --epochs 20
+    python tools/submit.py --cluster slurm --partition gpu --timeout-min 720 --grid grid.yaml --data data/planet
+    python tools/submit.py --cluster local --data data/demo --arch tiny_cnn --folds 0 1 -- --no-pretrained
+
+The grid is architectures x seeds x folds (--arch/--seeds/--folds, or a YAML --grid;
+the command line wins). Flags after `--` go to every train.py run. A grid file:
+
+    archs:                      # architecture: its own train.py flags (mapping or list)
+      resnet50: {bs: 16, lr: 3e-4}
+      densenet201: ["--bs", "8"]
+    folds: [0, 1, 2, 3, 4]
+    seeds: [0]
+    flags: {epochs: 20}         # train.py flags for every run
+
+On Slurm the training runs are one job array; each run's predict.py job starts when that
+run has finished (a second array, dependency aftercorr), and a final stack.py job when
+every prediction is done (afterok). A job that is preempted or reaches its time limit
+lets train.py write its checkpoint and is requeued; the requeued job continues with
+--resume. Run names are fixed by the grid cell (<arch>-<flags hash>-s<seed>-f<fold>),
+so submitting the same grid again skips finished runs (result.json) and resumes the
+others. --cluster local runs the same jobs on this machine through submitit's
+LocalExecutor (--array-parallelism runs at a time), --cluster debug in this process.
+Every cell is checked the way train.py checks its flags before anything is submitted.
+Job logs: OUT/.submitit/.
+"""
+import argparse
+import contextlib
+import io
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from utils.cli import DEFAULT_RUNS, run_script  # noqa: E402
+from utils.cluster import (JobFailed, PredictJob, StackJob, TrainJob, cell_state, make_cells,  # noqa: E402
+                           read_grid, train_argv)
+from utils.io import DataError  # noqa: E402
+
+log = logging.getLogger("submit")
+CLUSTERS = ("slurm", "local", "debug")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                usage="%(prog)s [options] [-- train.py flags]")
+    g = p.add_argument_group("grid")
+    g.add_argument("--data", required=True, metavar="DIR", help="dataset directory in the Planet layout (required)")
+    g.add_argument("--out", default=DEFAULT_RUNS, metavar="DIR", help="folder of runs (default: runs/ in the repository)")
+    g.add_argument("--arch", nargs="+", action="extend", default=[], metavar="NAME",
+                   help="architectures (repeatable; added to the grid file's) (default: the grid file's)")
+    g.add_argument("--folds", nargs="+", type=int, default=None, metavar="K",
+                   help="validation folds to train (default: the grid file's, else 0..folds-k-1)")
+    g.add_argument("--folds-k", type=int, default=None, metavar="K",
+                   help="number of folds, passed to train.py (default: train.py's, 5)")
+    g.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
+                   help="seeds (default: the grid file's, else 0)")
+    g.add_argument("--grid", default=None, metavar="FILE", help="YAML grid: archs (with their flags), folds, seeds, "
+                   "flags (default: none)")
+    g = p.add_argument_group("prediction and stacking")
+    g.add_argument("--tta", default="hflip", metavar="NAME", help="predict.py TTA of every run (default: hflip)")
+    g.add_argument("--submission", default=None, metavar="FILE",
+                   help="stack.py submission; stack_report.* are written beside it (default: OUT/stack/submission.csv)")
+    g.add_argument("--stack-method", nargs="+", default=None, metavar="NAME",
+                   help="stack.py --method values (default: stack.py's, every method)")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--cluster", default="slurm", choices=CLUSTERS,
+                   help="slurm: submit and return; local: run the jobs on this machine; debug: in this process "
+                   "(default: slurm)")
+    g.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's default)")
+    g.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per job (default: 1)")
+    g.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per job (default: 8)")
+    g.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's default)")
+    g.add_argument("--timeout-min", type=int, default=24 * 60,
+                   help="time limit of a job in minutes; a run that needs longer is requeued and resumes "
+                   "(default: 1440)")
+    g.add_argument("--array-parallelism", type=int, default=None,
+                   help="training runs at a time (default: 16 on Slurm, 1 with --cluster local)")
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="more #SBATCH options, e.g. account=myproj or constraint=a100 (repeatable) (default: none)")
+    g.add_argument("--logs", default=None, metavar="DIR", help="job logs (default: OUT/.submitit)")
+    return p
+
+
+def parse_args(argv=None):
+    """Own flags before `--`, train.py flags after it (args.train_flags)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tail = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, tail = argv[:i], argv[i + 1:]
+    args = get_args_parser().parse_args(argv)
+    args.train_flags = tail
+    return args
+
+
+# ----------------------------------------------------------------------------- the grid
+
+def build_cells(args):
+    """The grid's cells from --grid and the command line (DataError when it is empty)."""
+    grid = read_grid(args.grid) if args.grid else {"archs": {}, "folds": None, "seeds": None, "flags": []}
+    archs = dict(grid["archs"])
+    for a in args.arch:
+        archs.setdefault(a, [])
+    if not archs:
+        raise DataError("no architecture: pass --arch NAME or a --grid file with archs")
+    k = args.folds_k or 5
+    folds = args.folds if args.folds is not None else grid["folds"] if grid["folds"] is not None else list(range(k))
+    seeds = args.seeds if args.seeds is not None else grid["seeds"] or [0]
+    common = grid["flags"] + (["--folds-k", str(args.folds_k)] if args.folds_k else []) + args.train_flags
+    return make_cells(archs, folds, seeds, common)
+
+
+def check_cells(cells, data, out):
+    """Every cell through train.py's own checks (flags, architecture, stage plan, fold,
+    loss, label group, dataset) before anything is submitted; one DataError listing
+    every problem."""
+    import train
+    from utils.data import load_dataset, select_label_group
+    from utils.losses import build_loss
+    from utils.models import resolve_arch
+    from utils.stages import resolve_plan
+
+    problems, specs = [], {}
+    for cell in cells:
+        where = f"{cell.arch} fold {cell.fold} seed {cell.seed}"
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                a = train.parse_args(train_argv(data, out, cell))
+            resolve_arch(a.arch)
+            resolve_plan(recipe=a.recipe, stages=a.stages, config_file=a.config, bs=a.bs, size=a.size,
+                         epochs=a.epochs, lr=a.lr)
+            if not 0 <= a.fold < a.folds_k:
+                raise DataError(f"--fold {a.fold}: must be in 0..{a.folds_k - 1}")
+            key = (a.images, a.test_images)
+            if key not in specs:
+                specs[key] = load_dataset(Path(data), a.images, a.test_images, check=False, need_test=True)
+            y = specs[key].y
+            build_loss(a.loss, y[:, select_label_group(specs[key].labels, y, a.label_group)])
+        except SystemExit:  # argparse has said what is wrong on stderr
+            msg = err.getvalue().strip().splitlines()
+            problems.append(f"{where}: train.py refuses its flags: {msg[-1] if msg else 'see above'}")
+        except (DataError, ValueError) as e:
+            problems.append(f"{where}: {str(e).splitlines()[0]}")
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise DataError("the grid cannot run; nothing was submitted:\n  " + "\n  ".join(unique[:20]))
+
+
+def check_cluster(args):
+    """Slurm reachable, --slurm-extra and --stack-method well formed (DataError otherwise)."""
+    bad = [kv for kv in args.slurm_extra if "=" not in kv or not kv.split("=", 1)[0].strip()]
+    if bad:
+        raise DataError(f"--slurm-extra {' '.join(bad)}: expected KEY=VALUE, e.g. --slurm-extra account=myproj")
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if args.cluster == "slurm" else []
+    if missing:
+        raise DataError(f"Slurm is not reachable from here (no {' or '.join(missing)} on PATH): run on the "
+                        f"cluster's login node, or run the grid on this machine with --cluster local")
+    if args.stack_method:
+        from utils.stacking import parse_method
+        for spec in args.stack_method:
+            try:
+                parse_method(spec)
+            except ValueError as e:
+                raise DataError(f"--stack-method {spec}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- submission
+
+def make_executor(args):
+    import submitit
+
+    folder = Path(args.logs) if args.logs else Path(args.out) / ".submitit"
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=args.cluster)
+    params = {"timeout_min": args.timeout_min, "name": "multitag"}
+    if args.cluster == "slurm":
+        extra = dict(kv.split("=", 1) for kv in args.slurm_extra)
+        params.update(cpus_per_task=args.cpus_per_task, slurm_array_parallelism=args.array_parallelism or 16,
+                      slurm_additional_parameters=extra)
+        if args.gpus_per_task:
+            params["slurm_gpus_per_task"] = args.gpus_per_task
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        if args.mem_gb:
+            params["mem_gb"] = args.mem_gb
+    ex.update_parameters(**params)
+    return ex
+
+
+def _array_id(jobs):
+    return str(jobs[0].job_id).split("_")[0]
+
+
+def submit_slurm(ex, args, cells, todo, predict, stack):
+    """One training array; a predict array whose task i waits for training task i
+    (aftercorr); predictions of runs trained earlier; the stack job after all of them."""
+    extra = dict(kv.split("=", 1) for kv in args.slurm_extra)
+    train_jobs = ex.map_array(TrainJob(args.data, args.out), todo) if todo else []
+    pred_jobs = []
+    if train_jobs:
+        ex.update_parameters(slurm_additional_parameters={**extra, "dependency": f"aftercorr:{_array_id(train_jobs)}"})
+        pred_jobs += ex.map_array(predict, [c.name for c in todo])
+    earlier = [c.name for c in cells if c not in todo and not predicted(args, c)]
+    if earlier:
+        ex.update_parameters(slurm_additional_parameters=extra)
+        pred_jobs += ex.map_array(predict, earlier)
+    waits = sorted({_array_id([j]) for j in pred_jobs})
+    ex.update_parameters(slurm_additional_parameters={**extra, **({"dependency": "afterok:" + ":".join(waits)}
+                                                                  if waits else {})})
+    stack_job = ex.submit(stack)
+    print(f"submitted: {len(todo)} training runs (array {_array_id(train_jobs) if train_jobs else '-'}), "
+          f"{len(pred_jobs)} predictions, stack job {stack_job.job_id} -> {args.submission}")
+    print(f"follow with: squeue --me; logs in {Path(args.logs or Path(args.out) / '.submitit')}")
+    return train_jobs, pred_jobs, stack_job
+
+
+def submit_here(ex, args, cells, todo, predict, stack):
+    """The same jobs on this machine, each stage after the previous one (the local
+    executor has no dependencies); --array-parallelism training runs at a time."""
+    width = args.array_parallelism or 1
+    train_jobs = []
+    for i in range(0, len(todo), width):
+        chunk = ex.map_array(TrainJob(args.data, args.out), todo[i:i + width])
+        wait(chunk, "training", [c.name for c in todo[i:i + width]])
+        train_jobs += chunk
+    names = [c.name for c in cells if not predicted(args, c)]
+    pred_jobs = ex.map_array(predict, names) if names else []
+    wait(pred_jobs, "prediction", names)
+    stack_job = ex.submit(stack)
+    wait([stack_job], "stacking", ["stack.py"])
+    print(f"done: {len(todo)} runs trained, {len(pred_jobs)} predicted, submission {args.submission}")
+    return train_jobs, pred_jobs, stack_job
+
+
+def wait(jobs, what, names):
+    """Wait for local jobs; a failed one stops everything with its log's path."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    for job, name in zip(jobs, names):
+        try:
+            job.result()
+        except (FailedJobError, UncompletedJobError, JobFailed) as e:  # JobFailed: --cluster debug
+            last = [line for line in str(e).splitlines() if line.strip()][-1:]
+            raise JobError(f"{what} of {name} failed ({' '.join(last)}); log: {job.paths.stdout} and "
+                           f"{job.paths.stderr}") from None
+
+
+class JobError(Exception):
+    """A job of the grid failed (exit code 1)."""
+
+
+def predicted(args, cell):
+    run = Path(args.out) / cell.name
+    return all((run / "preds" / f"{s}.{args.tta}.csv").is_file() for s in ("val", "test"))
+
+
+def main(args):
+    args.data, args.out = str(Path(args.data).resolve()), str(Path(args.out).resolve())
+    args.submission = str(Path(args.submission).resolve() if args.submission
+                          else Path(args.out) / "stack" / "submission.csv")
+    check_cluster(args)
+    cells = build_cells(args)
+    check_cells(cells, args.data, args.out)
+    states = {c.name: cell_state(args.out, c) for c in cells}
+    todo = [c for c in cells if states[c.name] != "finished"]
+    for state in ("finished", "unfinished", "new"):
+        n = sum(s == state for s in states.values())
+        if n:
+            print(f"{n} run(s) {state}" + {"finished": " (skipped)", "unfinished": " (resumed)", "new": ""}[state])
+    # the jobs unpickle utils.cluster: make the repository importable wherever they run
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    ex = make_executor(args)
+    predict = PredictJob(args.out, args.tta)
+    stack = StackJob(args.out, [c.name for c in cells], args.tta, args.submission,
+                     ["--method", *args.stack_method] if args.stack_method else [])
+    go = submit_slurm if args.cluster == "slurm" else submit_here
+    try:
+        return go(ex, args, cells, todo, predict, stack)
+    except JobError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_script(main, parse_args, logging.WARNING)
