@@ -115,6 +115,16 @@ def test_teacher_run_of_the_same_fold_is_honest_others_are_refused(data, tmp_pat
     r = train(data, out, *one, "--fold", "0", "--soft-targets", out / "teacher-f1" / "preds" / "val.none.csv",
               name="s0", check=False)
     assert r.returncode == 2 and "trained with validation fold 1, i.e. on fold 0" in r.stderr
+    folds = folds_of(data)
+    moved = folds.copy()
+    moved.iloc[[int(np.flatnonzero(folds == 1)[0]), int(np.flatnonzero(folds == 2)[0])]] = [2, 1]
+    moved.rename("fold").reset_index().to_csv(data / "folds_other.csv", index=False)
+    cfg_path = out / "teacher-f1" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "folds_file": "folds_other.csv"}))
+    r = train(data, out, *one, "--fold", "1", "--soft-targets", out / "teacher-f{fold}", name="s1", check=False)
+    assert r.returncode == 2 and "puts 2 image(s) in or out of fold 1 differently" in r.stderr
+    cfg_path.write_text(json.dumps(cfg))
     train(data, out, *one, "--fold", "1", "--soft-targets", out / "teacher-f{fold}", "--distill", "0.5", name="s1")
     cfg = json.loads((out / "s1" / "config.json").read_text())
     assert cfg["soft_targets"]["kind"] == "teacher run" and cfg["soft_targets_source"].endswith("teacher-f1")

@@ -135,12 +135,13 @@ def _is_run(folder):
     return (folder / "config.json").is_file()
 
 
-def check_teacher(path, fold, fold_ids, names):
+def check_teacher(path, fold):
     """Refuse a teacher file whose probabilities would leak the student's validation fold.
 
-    path: the soft-target file; fold: the student's validation fold; fold_ids: (N,)
-    the student's folds for ``names``. Returns a short provenance string for the
-    record ('run X fold k', 'unknown'); raises DataError with the reason otherwise.
+    path: the soft-target file; fold: the student's validation fold. Returns the
+    provenance recorded in config.json ('unknown': nothing in or next to the file says
+    where it comes from); raises DataError with the reason for a run's prediction file
+    or a stack's output.
     """
     run = path.parent.parent if path.parent.name == "preds" else None
     if run is not None and _is_run(run):
@@ -167,7 +168,11 @@ def check_teacher(path, fold, fold_ids, names):
 
 
 def check_teacher_run(run, fold, fold_ids, names):
-    """A teacher run directory must have the student's validation fold and the same folds."""
+    """The teacher Run, checked: trained with validation fold ``fold`` on the same fold split.
+
+    fold_ids: (N,) the student's folds of ``names``. Raises DataError for another fold,
+    a folds file that puts any image in or out of ``fold`` differently, or no best.pt.
+    """
     from utils.runs import load_run, read_folds
 
     r = load_run(run)
@@ -223,7 +228,7 @@ def load_soft_targets(source, spec, fold_ids, fold, labels, alpha, cache_dir="",
                          "sha256": file_sha256(path / "checkpoints" / "best.pt")}
     if not path.is_file():
         raise DataError(f"--soft-targets {path}: no such file or run directory")
-    provenance = check_teacher(path, fold, fold_ids, spec.names)
+    provenance = check_teacher(path, fold)
     names, file_labels, probs = read_preds(path)
     cols = _columns(path, file_labels, labels)
     index = {n: i for i, n in enumerate(names)}
@@ -304,7 +309,9 @@ class WeightedLoss(nn.Module):
 
     loss(logits (B, L), targets (B, L + 1)) = (1/B) * sum over the rows' weight values w
     of w * n_w * base(rows with weight w): each row's loss scaled by its weight,
-    divided by the batch size. Targets of L columns pass straight to ``base``.
+    divided by the batch size. Targets of L columns pass straight to ``base``. Batch
+    mixing (--mix) mixes the weight column like the targets: a mixed row is weighted
+    in proportion.
     """
 
     def __init__(self, base):

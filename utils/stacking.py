@@ -654,7 +654,8 @@ def render_report(rep, max_methods=10):
                      f"{_f(m['optimism'], 4)} | {_f(m['seconds'], 1)} |")
     lines += ["", f"Submission method: `{rep['chosen']}` ({rep['chosen_by']}), refitted on all out-of-fold data."]
     if rep["thresholds"]:
-        lines.append("Thresholds: " + ", ".join(f"{k} {v:.4g}" for k, v in rep["thresholds"].items()))
+        what = "Target shares (prevalence)" if s.get("threshold") == "prevalence" else "Thresholds"
+        lines.append(f"{what}: " + ", ".join(f"{k} {v:.4g}" for k, v in rep["thresholds"].items()))
     shown = [s for s in rep["ranking"] if s != "prior"][:max_methods] + ["prior"]
     lines += ["", "## Per-label F2 of the held-out decisions", "",
               "| label | frequency | " + " | ".join(shown) + " |", "|---" * (len(shown) + 2) + "|"]
