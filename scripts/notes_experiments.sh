@@ -141,7 +141,7 @@ predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictio
 }
 for s in a b c d e f x; do "section_$s"; done  # registers every row
 # what a small budget trains first: one or two rows of every section, then the rest
-PRIORITY="base aug-none bs16 gradual size32 static2 bs16-bnfrozen all progressive bs-ramp lr-decay
+PRIORITY="base aug-none bs16 gradual size32 static2 bs-ramp lr-decay bs16-bnfrozen all progressive
   alexnet-aug pca bs64 bs16-lr bs64-lr ft-mult1 size64 no-hflip no-rotate no-shift no-crop"
 
 # table SECTION: the section's rows, scored by scripts/summarise_runs.py
@@ -149,8 +149,8 @@ table() {
   local rows tta=none
   case "$1" in
     a) rows="base bs16 bs64 bs16-lr bs64-lr bs16-bnfrozen" ;;
-    b) rows="size32 base size64 progressive" ;;
-    b-fixres) rows="base size32"; tta=none-64px ;;
+    b) rows="base size32 size64 progressive" ;;
+    b-fixres) rows="base size32"; tta=none-64px ;;  # tested at 64 px
     b-fixres48) rows="size32"; tta=none-48px ;;
     c) rows="base ft-mult1 gradual gradual-mult1 all all-mult1" ;;
     d) rows="base aug-none no-hflip no-rotate no-shift no-crop alexnet-aug pca" ;;

@@ -11,7 +11,8 @@ tag is often never to predict it). Models trained on a subset of the tags are sc
 on their tags only, so they appear with their own columns blank.
 
 Then the spread over folds of the cross-fitted F2 (each fold's images scored with the
-thresholds fitted on the other folds: std and min-max of the per-fold F2), and time:
+thresholds fitted on the other folds: std and min-max of the per-fold F2; each fold's
+gain over the first row's, a paired comparison on the same images), and time:
 training minutes (sum over the folds of the epochs' time) and wall minutes (run
 created to finished, with start-up, caching and validation). Rows come in the order
 of --runs. --folds 0,1 scores every model on those folds' images only (models trained
@@ -156,15 +157,17 @@ def main(args):
     rare_labels, rows = summarise(lib, args.rare)
     dens = dict(zip(lib.labels, lib.y.mean(0)))
     head = ["model", "labels", "F2 at 0.2", "F2 cross-fitted"] + [f"{l} ({dens[l]:.4f})" for l in rare_labels]
-    head += ["± std over folds", "fold min–max", "train min", "wall min"]
+    head += ["± std over folds", "fold min–max", "per-fold gain over the first row", "train min", "wall min"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     rows.sort(key=lambda r: pattern_order(r[-1], args.runs))
+    first = rows[0][5]
     for name, n, f02, fcf, rare, per_fold, member in rows:
         cells = [name, str(n), f"{f02:.4f}", f"{fcf:.4f}"] + ["" if v is None else f"{v:.3f}" for v in rare.values()]
         train_min, wall_min = member_minutes(member, args.runs)
         cells += [f"{per_fold.std(ddof=1) if len(per_fold) > 1 else float('nan'):.4f}",
-                  f"{per_fold.min():.4f}–{per_fold.max():.4f}", f"{train_min:.1f}", f"{wall_min:.1f}"]
+                  f"{per_fold.min():.4f}–{per_fold.max():.4f}",
+                  " / ".join(f"{d:+.4f}" for d in per_fold - first), f"{train_min:.1f}", f"{wall_min:.1f}"]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -27,6 +27,7 @@ def test_table_rows_spread_and_minutes(tmp_path):
     assert [l.split(" | ")[0][2:].split(" ")[0] for l in lines] == ["zeta", "alpha"]
     truth = pd.read_csv(data / "train.csv", keep_default_na=False).set_index("image_name")
     folds = pd.read_csv(data / "folds.csv").set_index("image_name")["fold"]
+    first = None
     for line, tag in zip(lines, ("zeta", "alpha")):
         cells = [c.strip() for c in line.strip("| ").split(" | ")]
         preds = pd.concat([pd.read_csv(runs / f"{tag}-f{k}" / "preds" / "val.none.csv") for k in (0, 1)])
@@ -39,7 +40,9 @@ def test_table_rows_spread_and_minutes(tmp_path):
             held = f == k
             dec = binarize(p[held], fit_thresholds(y[~held], p[~held], "greedy"))
             per_fold.append(fbeta_score(y[held], dec, beta=2, average="samples", zero_division=0))
-        assert float(cells[-4]) == round(float(np.std(per_fold, ddof=1)), 4)
-        assert cells[-3] == f"{min(per_fold):.4f}–{max(per_fold):.4f}"
+        assert float(cells[-5]) == round(float(np.std(per_fold, ddof=1)), 4)
+        assert cells[-4] == f"{min(per_fold):.4f}–{max(per_fold):.4f}"
+        first = per_fold if first is None else first
+        assert cells[-3] == " / ".join(f"{a - b:+.4f}" for a, b in zip(per_fold, first))
         secs = sum(json.loads((runs / f"{tag}-f{k}" / "result.json").read_text())["train_seconds"] for k in (0, 1))
         assert float(cells[-2]) == round(secs / 60, 1) and float(cells[-1]) >= float(cells[-2]) - 0.05
