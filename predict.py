@@ -238,8 +238,17 @@ def check_submission(jobs, splits, tta):
     if len(label_sets) > 1:
         problems.append("the runs predict different label sets, so their test predictions cannot be "
                         "averaged: " + "; ".join(f"{j.run.name}: {' '.join(j.run.labels)}" for j in jobs))
-    if len({tuple(j.spec.test_names) for j in jobs}) > 1:
-        problems.append("the runs' datasets have different test sets")
+    groups = {}  # test set -> runs predicting it
+    for j in jobs:
+        groups.setdefault(tuple(j.spec.test_names), []).append(j)
+    (ref, ref_jobs), *others = groups.items()
+    for names, js in others:  # one line per differing test set, naming its runs
+        only_a, only_b = [n for n in ref if n not in set(names)], [n for n in names if n not in set(ref)]
+        problems.append(f"the runs have different test sets: {preview([j.run.name for j in js])} "
+                        f"({js[0].spec.root}) vs {preview([j.run.name for j in ref_jobs])} "
+                        f"({ref_jobs[0].spec.root}): {len(only_b)} image(s) only in the first {preview(only_b)}, "
+                        f"{len(only_a)} only in the second {preview(only_a)}"
+                        + ("" if only_a or only_b else " (the same images in another order)"))
     if "val" not in splits:
         problems += [f"{j.run.dir}: no preds/val.{tta}.csv for the thresholds; use --split both"
                      for j in jobs if not j.run.preds_path("val", tta).is_file()]

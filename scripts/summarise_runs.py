@@ -21,7 +21,6 @@ on a subset of the folds of one split, compared on the same images).
 import argparse
 import fnmatch
 import glob
-import json
 import logging
 import re
 from datetime import datetime
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import run_script  # noqa: E402
 from utils.library import (Library, Member, _read_member, check_labels, data_root, load_library,  # noqa: E402
                            read_fold_ids, read_truth)
-from utils.io import DataError  # noqa: E402
+from utils.io import DataError, read_json  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
 from utils.metrics import fbeta_per_label, fbeta_samples  # noqa: E402
 from utils.thresholds import best_label_fbeta, binarize, fit_thresholds  # noqa: E402
@@ -78,11 +77,11 @@ def fold_scores(y, dec, folds):
 def run_minutes(run_dir):
     """(training minutes, wall minutes) of a finished run from result.json and config.json; NaN if unknown."""
     try:
-        res = json.loads((run_dir / "result.json").read_text())
-        cfg = json.loads((run_dir / "config.json").read_text())
+        res = read_json(run_dir / "result.json")
+        cfg = read_json(run_dir / "config.json")
         wall = (datetime.fromisoformat(res["finished_at"]) - datetime.fromisoformat(cfg["created"])).total_seconds()
         return res["train_seconds"] / 60, wall / 60
-    except (OSError, KeyError, ValueError):
+    except (DataError, KeyError, ValueError):
         return float("nan"), float("nan")
 
 

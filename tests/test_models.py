@@ -1,5 +1,6 @@
 """utils.models: names, heads, offline ImageNet weights, layer groups, freezing, lr groups."""
 import os
+import re
 from pathlib import Path
 import sys
 
@@ -239,6 +240,16 @@ def test_failed_download_says_which_file_to_put_where(hub_dir, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     with pytest.raises(DataError, match="Network is unreachable.*timm/mobilenetv3_small_050.lamb_in1k"):
         M.create_model("mobilenetv3_small_050", 3, pretrained=True)
+
+
+def test_damaged_cached_weights_are_named(hub_dir):
+    url = torchvision.models.SqueezeNet1_1_Weights.DEFAULT.url
+    path = hub_dir / "torch" / "checkpoints" / os.path.basename(url)
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:-5000])  # an interrupted download
+    with pytest.raises(DataError, match=re.escape(str(path)) + ".*delete the file"):
+        M.create_model("squeezenet1_1", 3, pretrained=True)
 
 
 def test_timm_weights_are_downloaded_into_the_hf_cache(hub_dir, monkeypatch):

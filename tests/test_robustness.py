@@ -481,3 +481,20 @@ def _key_v1(files, size):
         st = os.stat(f)
         h.update(f"|{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def test_different_test_sets_are_named_once_per_set():
+    from types import SimpleNamespace as NS
+
+    import predict as predict_script
+
+    def job(name, tests, root):
+        return NS(run=NS(name=name, labels=["a"]), spec=NS(test_names=tests, root=root))
+
+    jobs = [job("r0", ["a", "b", "c"], "D1"), job("r1", ["a", "b", "c"], "D1"),
+            job("r2", ["a", "b", "d"], "D2"), job("r3", ["a", "b", "d"], "D2")]
+    with pytest.raises(DataError) as e:
+        predict_script.check_submission(jobs, ("test", "val"), "none")
+    msg = str(e.value)
+    assert "1 problem" in msg and "'r2', 'r3' (D2)" in msg and "only in the first 'd'" in msg
+    assert "only in the second 'c'" in msg and msg.count("different test sets") == 1

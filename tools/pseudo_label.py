@@ -12,7 +12,6 @@ label): the probabilities (--mode soft) or 0/1 tags (--mode hard) at per-label
 thresholds: the runs' best.pt thresholds averaged, the stack report's, or one value.
 """
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import run_script  # noqa: E402
-from utils.io import DataError, read_preds, report_problems, write_preds  # noqa: E402
+from utils.io import DataError, read_json, read_preds, report_problems, write_preds  # noqa: E402
 from utils.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
 
@@ -87,7 +86,7 @@ def hard_thresholds(text, labels, runs, probs_path):
         return np.broadcast_to(np.array(values), (len(labels),)).copy()
     if probs_path:
         report = Path(probs_path).parent / "stack_report.json"
-        thr = json.loads(report.read_text()).get("thresholds") if report.is_file() else None
+        thr = read_json(report).get("thresholds") if report.is_file() else None
         if not thr or set(thr) < set(labels):
             raise DataError(f"--mode hard: no per-label thresholds in {report}; give --thresholds")
         return np.array([thr[l] for l in labels])

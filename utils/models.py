@@ -248,7 +248,7 @@ def _build_torchvision(name, pretrained):
         if not pretrained:
             kwargs["init_weights"] = True
     weights = _local_torchvision_weights(name) if pretrained else None
-    with _offline():
+    with _offline(), _damaged_weights(weights and _torchvision_weights_path(weights)):
         model = torchvision.models.get_model(name, weights=weights, **kwargs)
     if weights is not None:
         log.info("loaded %s from %s", weights, _torchvision_weights_path(weights))
@@ -337,7 +337,7 @@ def _build_timm(name, pretrained, drop_rate):
         model = timm.create_model(name, pretrained=False, **kwargs)
         return model, _load_lite(model, base)
     path, overlay = _local_timm_weights(name)
-    with _offline():
+    with _offline(), _damaged_weights(path):
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     log.info("loaded timm weights for %s from %s", name, path)
     return model, f"timm:{path.name}"
@@ -418,6 +418,21 @@ def _local_timm_weights(name, download=True):
         f"they must be in {where}. On a machine with internet, "
         f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` fetches them "
         "into that machine's cache; copy the cache over, or train with --no-pretrained.")
+
+
+@contextmanager
+def _damaged_weights(path):
+    """A weights file in the cache that cannot be loaded (truncated download, disk error):
+    DataError naming it, instead of a traceback."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        if path is None:
+            raise
+        raise DataError(f"{path}: the cached ImageNet weights cannot be loaded ({type(e).__name__}: "
+                        f"{str(e)[:300]}); delete the file to download it again") from e
 
 
 @contextmanager

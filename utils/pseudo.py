@@ -25,7 +25,6 @@ randomness (seed, epoch, index) and exact resume are untouched; ``WeightedLoss``
 reads a per-row weight carried as one extra target column.
 """
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.io import DataError, read_preds, report_problems
+from utils.io import DataError, read_json, read_preds, report_problems
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ def check_teacher(path, fold):
     """
     run = path.parent.parent if path.parent.name == "preds" else None
     if run is not None and _is_run(run):
-        cfg = json.loads((run / "config.json").read_text())
+        cfg = read_json(run / "config.json")
         if cfg.get("fold") != fold:
             raise DataError(f"--soft-targets {path}: predictions of run {run.name}, trained with validation fold "
                             f"{cfg.get('fold')}, i.e. on fold {fold}, the validation fold of this run: its "
@@ -156,7 +155,7 @@ def check_teacher(path, fold):
                         f"set, not this run's training images; give the teacher run directory instead")
     report = path.parent / "stack_report.json"
     if report.is_file():
-        folds = json.loads(report.read_text()).get("library", {}).get("folds", 0)
+        folds = read_json(report).get("library", {}).get("folds", 0)
         if folds > 1:
             raise DataError(f"--soft-targets {path}: a stack's output over {folds} folds: each image's probability "
                             f"comes from models trained on the other folds, fold {fold} (this run's validation "
