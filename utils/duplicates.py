@@ -178,12 +178,15 @@ class Duplicates:
 
     names: train then test image names (N); split: 'train'/'test' per name; pairs:
     DataFrame with COLUMNS (one row per pair, image_a before image_b in `names`);
-    group: (N,) connected-component id (singletons have their own id).
+    group: (N,) connected-component id (singletons have their own id); i, j: int64
+    positions in `names` of each pair's images (a train and a test image may share a name).
     """
     names: list
     split: list
     pairs: pd.DataFrame
     group: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
 
 
 def find_duplicates(spec, cache_dir, max_distance=DEFAULT_MAX_DISTANCE, max_colour=DEFAULT_MAX_COLOUR,
@@ -198,7 +201,7 @@ def find_duplicates(spec, cache_dir, max_distance=DEFAULT_MAX_DISTANCE, max_colo
     pairs = pd.DataFrame({"image_a": [names[k] for k in i], "image_b": [names[k] for k in j],
                           "split_a": [split[k] for k in i], "split_b": [split[k] for k in j], "distance": d,
                           "colour_distance": c})
-    return Duplicates(names, split, pairs, components(len(names), i, j))
+    return Duplicates(names, split, pairs, components(len(names), i, j), i, j)
 
 
 def read_duplicates(path):
@@ -298,13 +301,10 @@ def leaked_labels(dups, y_train):
     (not through a chain) with at least one training image; 1/0 when the copies agree.
     """
     n_train = len(y_train)
-    index = {n: k for k, n in enumerate(dups.names)}
-    tt = dups.pairs[dups.pairs["split_a"] != dups.pairs["split_b"]]
     partners = {}
-    for a, b in zip(tt["image_a"], tt["image_b"]):
-        ia, ib = index[a], index[b]
-        tr, te = (ia, ib) if ia < n_train else (ib, ia)
-        partners.setdefault(te, set()).add(tr)
+    for a, b in zip(dups.i.tolist(), dups.j.tolist()):  # a < b: a train image comes first
+        if a < n_train <= b:
+            partners.setdefault(b, set()).add(a)
     order = sorted(partners)
     probs = np.array([np.asarray(y_train)[sorted(partners[t])].mean(0) for t in order], np.float64)
     return [dups.names[t] for t in order], probs.reshape(len(order), np.shape(y_train)[1])
