@@ -101,6 +101,7 @@ def check_folds(args, spec, out):
 def main(args):
     from utils.cache import default_cache_dir
     from utils.data import load_dataset
+    from utils.duplicates import DUPLICATES_FILE
 
     for flag, v in (("--max-distance", args.max_distance), ("--max-colour-distance", args.max_colour_distance)):
         if v < 0:
@@ -108,7 +109,7 @@ def main(args):
     if args.size < 16:
         raise DataError(f"--size {args.size}: must be at least 16 px")
     root = Path(args.data)
-    out = Path(args.out) if args.out else root / "duplicates.csv"
+    out = Path(args.out) if args.out else root / DUPLICATES_FILE
     spec = load_dataset(root, args.images, args.test_images, check=False)
     if args.check_folds:
         return check_folds(args, spec, out)

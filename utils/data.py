@@ -358,10 +358,10 @@ def load_or_make_folds(spec, k=5, seed=42, path=None):
 def duplicate_groups(spec, folds_path=None):
     """Near-duplicate group id per training image from DATA/duplicates.csv, else from a
     duplicates.csv beside the folds file (read-only data); None without either."""
-    for path in (spec.root / "duplicates.csv", *([Path(folds_path).parent / "duplicates.csv"] if folds_path else [])):
-        if path.is_file():
-            from utils.duplicates import train_groups
+    from utils.duplicates import DUPLICATES_FILE, train_groups
 
+    for path in (spec.root / DUPLICATES_FILE, *([Path(folds_path).parent / DUPLICATES_FILE] if folds_path else [])):
+        if path.is_file():
             return train_groups(path, spec.names)
     return None
 

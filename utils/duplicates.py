@@ -59,7 +59,7 @@ def _pack(h):
 def image_hashes(images):
     """Perceptual hashes of uint8 images (N, H, W, 3) -> uint64 (N, 2, 3).
 
-    [:, c] is the view: 0 the whole image, 1 its centre without CROP of each side;
+    [:, c] is the view: 0 the whole image, 1 its centre (VIEWS[1] cut from each side);
     [..., h] the hash: 0 pHash (64 bits), 1 dHash (64 bits), 2 colour hash (42 bits),
     from imagehash.phash / dhash / colorhash (github.com/JohannesBuchner/imagehash).
     pHash and dHash see grey levels only, so a red and a blue version of one product
@@ -121,14 +121,16 @@ def distance(a, b):
     return grey, colour
 
 
-def close_pairs(hashes, max_distance, max_colour=None, chunk=512):
+def close_pairs(hashes, max_distance, max_colour=None, chunk=None):
     """Every pair (i < j) within max_distance (grey) and max_colour (colour) of `distance`.
 
-    hashes: uint64 (N, 2, 3) (image_hashes); max_colour None: no colour condition.
-    Returns (i, j, grey, colour) int64 arrays sorted by (i, j). Exact: chunk x N blocks
-    of XOR + popcount (numpy.bitwise_count), memory O(chunk * N).
+    hashes: uint64 (N, 2, 3) (image_hashes); max_colour None: no colour condition;
+    chunk: rows per block (default: 2**24 // N within 64..512, ~12 bytes x chunk x N of
+    buffers, ~200 MB at N = 100,000). Returns (i, j, grey, colour) int64 arrays sorted
+    by (i, j). Exact: chunk x N blocks of XOR + popcount (numpy.bitwise_count).
     """
     n = len(hashes)
+    chunk = chunk or int(np.clip(2**24 // max(n, 1), 64, 512))
     # one contiguous row per (view, hash): XOR over strided rows is an order of magnitude slower
     cols = np.ascontiguousarray(np.asarray(hashes, np.uint64).transpose(1, 2, 0))  # (2, 3, N)
     upper = np.triu(np.ones((chunk, chunk), bool), k=1)
@@ -156,8 +158,8 @@ def close_pairs(hashes, max_distance, max_colour=None, chunk=512):
         m = min(chunk, ok.shape[0])
         ok[:, :m] &= upper[:m, :m]  # pairs i < j only: the chunk's diagonal block
         r, c = np.divmod(np.flatnonzero(ok), ok.shape[1])
-        for lst, v in zip(out, (r + s, c + s, best[0][r, c], best[1][r, c])):
-            lst.append(v.astype(np.int64))
+        for lst, vals in zip(out, (r + s, c + s, best[0][r, c], best[1][r, c])):
+            lst.append(vals.astype(np.int64))
     return tuple(np.concatenate(v) if v else np.zeros(0, np.int64) for v in out)
 
 
