@@ -24,7 +24,7 @@ from pathlib import Path
 
 import submitit
 
-from utils.io import DataError
+from utils.io import DataError, read_text
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -80,8 +80,8 @@ def read_grid(path):
     import yaml
 
     try:
-        grid = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+        grid = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
         raise DataError(f"{path}: cannot read the grid ({e})") from e
     if not isinstance(grid, dict):
         raise DataError(f"{path}: a grid is a mapping with keys archs, folds, seeds, flags")
