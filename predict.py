@@ -207,6 +207,7 @@ def warn_unlisted(unlisted, spec):
 
 def predict_job(job, splits, args, device):
     """Load the job's model and predict each split into job.out (nothing written)."""
+    from utils.bands import image_options
     from utils.cache import default_cache_dir, load_images
     from utils.checkpoint import load_for_inference
     from utils.tta import predict_tta
@@ -222,7 +223,7 @@ def predict_job(job, splits, args, device):
               max_views_per_forward=args.max_views_per_forward or (None if cuda else 1))
     log.info("%s: %s at %d px, TTA %s (%s merge)", job.run.name, meta["arch"], size, args.tta, args.merge)
     # the bands and 8-bit scaling the model was trained with (from the checkpoint alone)
-    bands = dict(channels=meta.get("channels", 3), scaling=meta.get("band_scaling"))
+    bands = image_options(meta)
     if "val" in splits:
         images = load_images(spec.files, size, cache_dir, desc=spec.images, **bands)
         job.out["val"] = (job.val_names, labels, predict_tta(model, images, rows=job.val_rows, **kw))

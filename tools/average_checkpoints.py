@@ -67,6 +67,7 @@ def training_images(run, data=None):
 
 def main(args):
     from utils.averaging import average_run, epoch_checkpoints, has_batchnorm, recompute_bn
+    from utils.bands import image_options
     from utils.cache import default_cache_dir, load_images
     from utils.checkpoint import build_from_meta, load_weights, save_checkpoint
     from utils.paths import load_path_map
@@ -89,7 +90,7 @@ def main(args):
         else:
             spec, rows = training_images(run, args.data)
             cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(spec.root)
-            images = load_images(spec.files, int(meta["size"]), cache, desc=spec.images)
+            images = load_images(spec.files, int(meta["size"]), cache, desc=spec.images, **image_options(meta))
             device = pick_device(args.device)
             recompute_bn(model, images, rows, meta["mean"], meta["std"], args.bs, device)
             avg["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}

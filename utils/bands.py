@@ -230,6 +230,12 @@ def fit_band_scaling(files, channels, max_images=SCALING_IMAGES, percentiles=SCA
             "images": int(len(idx)), "high_depth_images": len(samples)}
 
 
+def image_options(record):
+    """The load_images options a run recorded (config.json or a checkpoint's meta):
+    {"channels": N, "scaling": rule or None}; runs from before bands existed: 3, None."""
+    return {"channels": int(record.get("channels") or 3), "scaling": record.get("band_scaling")}
+
+
 def band_problems(files, channels, what):
     """Check every image's band count against --channels.
 

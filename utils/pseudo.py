@@ -196,13 +196,14 @@ def check_teacher_run(run, fold, fold_ids, names):
 
 def teacher_predictions(run, spec, rows, cache_dir, device, labels):
     """Probabilities (len(rows), L) float32 of a teacher run's best.pt on training images ``rows``."""
+    from utils.bands import image_options
     from utils.cache import load_images
     from utils.checkpoint import load_for_inference
     from utils.engine import predict_logits, sigmoid
 
     model, meta = load_for_inference(Path(run) / "checkpoints" / "best.pt", device)
     cols = _columns(run, list(meta["labels"]), labels)
-    images = load_images(spec.files, int(meta["size"]), cache_dir, desc="teacher")
+    images = load_images(spec.files, int(meta["size"]), cache_dir, desc="teacher", **image_options(meta))
     logits = predict_logits(model, images, 64, device, meta["mean"], meta["std"], rows=rows, desc="teacher")
     return sigmoid(logits)[:, cols].astype(np.float32)
 

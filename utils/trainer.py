@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from utils import distributed as dist
+from utils.bands import image_options
 from utils.cache import load_images
 from utils.accumulation import Accumulation
 from utils.averaging import keep_epoch
@@ -291,8 +292,7 @@ class Trainer:
         if size in self._cache:
             return self._cache[size]
         files = self.spec.files
-        kw = dict(desc=f"{self.spec.images}", channels=self.config.get("channels", 3),
-                  scaling=self.config.get("band_scaling"))
+        kw = dict(desc=f"{self.spec.images}", **image_options(self.config))
         if dist.is_main():
             arr = load_images(files, size, self.opts.cache_dir, **kw)
         dist.barrier()
@@ -305,11 +305,12 @@ class Trainer:
         """The training cache, followed by the test cache when pseudo-labelled test images train too."""
         if not self.extras or not len(self.extras.test_rows):
             return images
+        kw = dict(desc=self.spec.test_images, **image_options(self.config))
         if dist.is_main():
-            test = load_images(self.spec.test_files, size, self.opts.cache_dir, desc=self.spec.test_images)
+            test = load_images(self.spec.test_files, size, self.opts.cache_dir, **kw)
         dist.barrier()
         if not dist.is_main():
-            test = load_images(self.spec.test_files, size, self.opts.cache_dir, desc=self.spec.test_images)
+            test = load_images(self.spec.test_files, size, self.opts.cache_dir, **kw)
         return CombinedImages(images, test)
 
     def _run_stage(self, si, opt_sd, sched_sd, stop):
