@@ -142,8 +142,14 @@ NAMED_CHECKPOINTS = ("best", "avg", "last")
 
 
 def checkpoint_path(run_dir, which):
-    """--checkpoint: a name in NAMED_CHECKPOINTS -> run_dir/checkpoints/<name>.pt; else a file path."""
-    return Path(run_dir) / "checkpoints" / f"{which}.pt" if which in NAMED_CHECKPOINTS else Path(which)
+    """--checkpoint: a name in NAMED_CHECKPOINTS -> run_dir/checkpoints/<name>.pt; else the path
+    of an existing file. DataError for anything else (a mistyped name)."""
+    if which in NAMED_CHECKPOINTS:
+        return Path(run_dir) / "checkpoints" / f"{which}.pt"
+    if not Path(which).is_file():
+        raise DataError(f"--checkpoint {which!r}: not one of {', '.join(NAMED_CHECKPOINTS)} nor an existing "
+                        f"checkpoint file")
+    return Path(which)
 
 
 def plan_jobs(runs, args, splits):

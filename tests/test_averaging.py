@@ -112,3 +112,14 @@ def test_errors_name_what_to_do(run, tmp_path):
     (run / "checkpoints" / "avg.pt").unlink(missing_ok=True)
     r = _predict(run, "--checkpoint", "avg")
     assert r.returncode == 2 and "average_checkpoints.py" in r.stderr
+
+
+def test_checkpoint_names_and_paths(tmp_path):
+    from predict import checkpoint_path
+
+    assert checkpoint_path(tmp_path, "avg") == tmp_path / "checkpoints" / "avg.pt"
+    f = tmp_path / "x.pt"
+    f.write_bytes(b"")
+    assert checkpoint_path(tmp_path, str(f)) == f
+    with pytest.raises(DataError, match="best, avg, last"):
+        checkpoint_path(tmp_path, "bset")
