@@ -260,7 +260,11 @@ class Trainer:
         if self.ema is not None:
             if ckpt.get("ema") is None:
                 raise DataError(f"{self.run_dir}: the checkpoint holds no EMA weights; resume without --ema")
-            self.ema.load_state_dict(ckpt["ema"])
+            try:
+                self.ema.load_state_dict(ckpt["ema"])
+            except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+                raise DataError(f"{path}: the EMA weights do not fit the model ({e}); the file is damaged; "
+                                f"start a new run") from e
         log.info("resuming %s at stage %d, epoch %d, step %d", self.run_dir.name,
                  self.state["stage"] + 1, self.state["epoch"] + 1, self.state["step"])
         return ckpt.get("optimizer"), ckpt.get("scheduler")
@@ -329,10 +333,14 @@ class Trainer:
         bs_local, drop_last, steps = bp.bs_local, bp.drop_last, bp.steps
         acc = Accumulation.of(stage.accum, bp)
         scheduler = build_scheduler(stage, optimizer, acc.updates_per_epoch)
-        if opt_sd is not None:
-            optimizer.load_state_dict(opt_sd)
-        if sched_sd is not None:
-            scheduler.load_state_dict(sched_sd)
+        try:
+            if opt_sd is not None:
+                optimizer.load_state_dict(opt_sd)
+            if sched_sd is not None:
+                scheduler.load_state_dict(sched_sd)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise DataError(f"{self.run_dir / 'checkpoints' / 'last.pt'}: its optimizer or scheduler state does "
+                            f"not fit stage {si + 1} ({type(e).__name__}: {e}); the file is damaged") from e
         images = self._images(stage.size)
         gpu_aug = None
         if self.opts.aug_device == "gpu":
