@@ -74,7 +74,7 @@ def read_json(path):
     try:
         return json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
+        raise DataError(f"{path}: unreadable, not valid JSON ({e})") from e
 
 
 def read_csv(path, **kwargs):
