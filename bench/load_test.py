@@ -136,13 +136,13 @@ def stage_runs(args):
     import pandas as pd
 
     from utils.data import load_dataset, load_or_make_folds
-    from utils.io import atomic_write_json, write_preds
+    from utils.io import atomic_write_json, read_json, write_preds
     from utils.runs import model_key
 
     runs = Path(args.out_runs)
     spec = load_dataset(args.data, check=False)
     folds = load_or_make_folds(spec, args.folds)
-    template = json.loads(sorted(runs.glob("tiny-f*/config.json"))[0].read_text())
+    template = read_json(sorted(runs.glob("tiny-f*/config.json"))[0])
     result = {"finished": True, "best_val_f2": 0.0, "best_epoch": 1, "epochs": 1, "train_seconds": 0.0}
     labels = template["labels"]
     y = pd.DataFrame(spec.y, columns=spec.labels)[labels].to_numpy(np.float64)
@@ -210,7 +210,9 @@ def measure(cmd, log_path):
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        tail = Path(log_path).read_text()[-3000:]
+        from utils.io import read_text
+
+        tail = read_text(log_path)[-3000:]
         raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed ({proc.returncode}):\n{tail}")
     return seconds, usage.ru_maxrss / 1024, max(peak_tree, usage.ru_maxrss) / 1024
 
