@@ -318,7 +318,7 @@ def move_into_place(tmp, out, force):
     """Rename the finished tmp folder to `out`, replacing an empty (or, with force, any) folder."""
     if check_target(out):
         if not force:
-            raise DataError(f"{out} appeared while the demo was being generated; not replacing it")
+            raise DataError(f"{out} appeared while the dataset was being generated; not replacing it")
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
         os.rename(out, old)
         os.rename(tmp, out)
