@@ -142,7 +142,7 @@ predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictio
 for s in a b c d e f x; do "section_$s"; done  # registers every row
 # what a small budget trains first: one or two rows of every section, then the rest
 PRIORITY="base aug-none bs16 gradual size32 static2 bs-ramp lr-decay bs16-bnfrozen all progressive
-  alexnet-aug pca bs64 bs16-lr bs64-lr ft-mult1 size64 no-hflip no-rotate no-shift no-crop"
+  alexnet-aug pca bs64 size64 no-rotate no-shift no-crop no-hflip bs16-lr ft-mult1 bs64-lr"
 
 # table SECTION: the section's rows, scored by scripts/summarise_runs.py
 table() {
