@@ -271,6 +271,9 @@ class Trainer:
 
     def _maybe_die(self, what, n):
         if self.die_what == what and self.die_n == n:
+            # under torchrun every rank reaches this point; wait until rank 0 has written its
+            # checkpoint, or the first rank to die takes rank 0 down in the middle of the write
+            dist.barrier()
             os.kill(os.getpid(), signal.SIGKILL)
 
     # ----- the loop ----------------------------------------------------------------------
