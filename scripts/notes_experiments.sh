@@ -8,7 +8,9 @@
 #
 # Sections: a batch size and BatchNorm, b image size per stage and FixRes, c unfreezing,
 # d which augmentations, e batch-size ramp vs lr decay, f static vs dynamic augmentation,
-# x extra rows (c and f without discriminative lrs / with more static copies).
+# x extra rows (c and f without discriminative lrs / with more static copies),
+# r the training ingredients (EMA, erase, RandAugment, mixup, cutmix, heads, accumulation, the strong recipe)
+# one at a time on top of base (rows r-strong r-ema ... r-accum2, not in PRIORITY: name them).
 # Every row is tf_efficientnet_lite0 (ImageNet weights), 5 epochs (equal images seen),
 # the same folds (DATA/folds.csv, made once). The AdamW rows run the default recipe's
 # shape at 10x its learning rates (--lr 3e-3: head 1e-2, body 3e-3): at the default 3e-4,
@@ -132,6 +134,26 @@ section_x() {  # extra rows, when time allows
   row strong-no-randaug --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,erase:1
 }
 
+section_r() {  # the training ingredients, each alone on top of base, then the strong recipe
+  local b=(--epochs 5 --size 48 --bs 32 --lr 3e-3)
+  row base "${b[@]}"
+  # the strong recipe at this budget: its plan (one stage, everything trained, Adam) at base's
+  # lr, size, batch and epochs (at its 1e-4 ~60 updates learn nothing); EMA decay as r-ema
+  row r-strong --recipe strong "${b[@]}" --ema 0.99
+  # ~65 updates: 0.9997 would average over ~3000; with the warm-up min(d, (1+k)/(10+k)) the
+  # decay reaches only 0.87 by the last update whatever d >= 0.87 is, so 0.99 and 0.9997 are alike
+  row r-ema "${b[@]}" --ema 0.99
+  row r-erase "${b[@]}" --aug default,erase:1
+  row r-randaug "${b[@]}" --aug "default,randaug:2;m=9"
+  row r-mixup "${b[@]}" --mix mixup:0.1
+  row r-cutmix "${b[@]}" --mix cutmix:1.0
+  row r-avgmax "${b[@]}" --head avgmax
+  row r-gem "${b[@]}" --head gem
+  row r-csra "${b[@]}" --head csra
+  row r-accum2 "${b[@]}" --accum 2    # same images seen, half the updates
+}
+RECIPE_ROWS="r-strong r-ema r-erase r-randaug r-mixup r-cutmix r-avgmax r-gem r-csra r-accum2"
+
 predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictions only
   predicted base none --size 64
   predicted size32 none --size 48
@@ -139,7 +161,7 @@ predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictio
   predicted alexnet-aug 10crop
   predicted base 10crop
 }
-for s in a b c d e f x; do "section_$s"; done  # registers every row
+for s in a b c d e f x r; do "section_$s"; done  # registers every row
 # what a small budget trains first: one or two rows of every section, then the rest
 PRIORITY="base aug-none bs16 gradual size32 static2 bs-ramp lr-decay bs16-bnfrozen all progressive
   alexnet-aug pca bs64 size64 no-rotate no-shift no-crop no-hflip bs16-lr ft-mult1 bs64-lr"
@@ -158,6 +180,7 @@ table() {
     e) rows="base bs-ramp lr-decay" ;;
     f) rows="base static2 static5" ;;
     x-strong) rows="base strong strong-no-hflip strong-no-erase strong-no-randaug" ;;
+    r) rows="base $RECIPE_ROWS" ;;
     *) echo "unknown table $1" >&2; return 2 ;;
   esac
   local pats=()
@@ -170,7 +193,7 @@ table() {
 
 if [ "${1:-}" = "--table" ]; then
   shift
-  for s in "${@:-a b b-fixres b-fixres48 c d d-10crop e f x-strong}"; do for t in $s; do table "$t"; done; done
+  for s in "${@:-a b b-fixres b-fixres48 c d d-10crop e f x-strong r}"; do for t in $s; do table "$t"; done; done
   exit 0
 fi
 rows=("$@")
