@@ -10,7 +10,7 @@
 # d which augmentations, e batch-size ramp vs lr decay, f static vs dynamic augmentation,
 # x extra rows (c and f without discriminative lrs / with more static copies),
 # r the training ingredients (EMA, erase, RandAugment, mixup, cutmix, heads, accumulation, the strong recipe)
-# one at a time on top of base (rows r-strong r-ema ... r-accum2, not in PRIORITY: name them).
+# one at a time on top of base (rows r-strong r-ema ... r-accum2; a full run trains them last).
 # Every row is tf_efficientnet_lite0 (ImageNet weights), 5 epochs (equal images seen),
 # the same folds (DATA/folds.csv, made once). The AdamW rows run the default recipe's
 # shape at 10x its learning rates (--lr 3e-3: head 1e-2, body 3e-3): at the default 3e-4,
