@@ -16,7 +16,7 @@ from utils.paths import load_path_map, native_rel, resolve_stored
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
 MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-              "aug", "pretrained", "folds_k", "exclude", "aug_static")
+              "aug", "pretrained", "folds_k", "aug_static")
 
 
 def model_key(config):
@@ -29,6 +29,8 @@ def model_key(config):
         key["mix"] = config["mix"]
     if config.get("head"):
         key["head"] = config["head"]
+    if config.get("exclude"):  # train.py --exclude: the list's SHA-1
+        key["exclude"] = config["exclude"]
     if config.get("channels", 3) != 3:  # RGB models keep the key they had before bands existed
         key["channels"] = config["channels"]
     blob = json.dumps(key, sort_keys=True, default=str)
