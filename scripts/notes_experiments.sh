@@ -10,7 +10,7 @@
 # d which augmentations, e batch-size ramp vs lr decay, f static vs dynamic augmentation,
 # x extra rows (c and f without discriminative lrs / with more static copies),
 # r the training ingredients (EMA, erase, RandAugment, mixup, cutmix, heads, accumulation, the strong recipe)
-# one at a time on top of base (rows r-strong r-ema ... r-accum2; a full run trains them last).
+# one at a time on top of base (rows r-strong r-ema ... r-accum2 r-avg3; a full run trains them last).
 # Every row is tf_efficientnet_lite0 (ImageNet weights), 5 epochs (equal images seen),
 # the same folds (DATA/folds.csv, made once). The AdamW rows run the default recipe's
 # shape at 10x its learning rates (--lr 3e-3: head 1e-2, body 3e-3): at the default 3e-4,
@@ -144,6 +144,7 @@ section_r() {  # the training ingredients, each alone on top of base, then the s
   # decay reaches only 0.87 by the last update whatever d >= 0.87 is, so 0.99 and 0.9997 are alike
   row r-ema "${b[@]}" --ema 0.99
   row r-erase "${b[@]}" --aug default,erase:1
+  row r-erase-quarter "${b[@]}" --aug "default,erase:1;side=0.25"   # boxes of at most a quarter side
   row r-randaug "${b[@]}" --aug "default,randaug:2;m=9"
   row r-mixup "${b[@]}" --mix mixup:0.1
   row r-cutmix "${b[@]}" --mix cutmix:1.0
@@ -151,8 +152,25 @@ section_r() {  # the training ingredients, each alone on top of base, then the s
   row r-gem "${b[@]}" --head gem
   row r-csra "${b[@]}" --head csra
   row r-accum2 "${b[@]}" --accum 2    # same images seen, half the updates
+  # checkpoint averaging: base's training (deterministic, so the same weights) keeping the
+  # last 3 epochs; predictions() replaces its validation predictions by their average's
+  row r-avg3 "${b[@]}" --keep-epochs 3
 }
-RECIPE_ROWS="r-strong r-ema r-erase r-randaug r-mixup r-cutmix r-avgmax r-gem r-csra r-accum2"
+RECIPE_ROWS="r-strong r-ema r-erase r-randaug r-mixup r-cutmix r-avgmax r-gem r-csra r-accum2 r-avg3 r-erase-quarter"
+
+# averaged NAME K: a row's validation predictions from the uniform average of its last K
+# kept epochs (tools/average_checkpoints.py, predict.py --checkpoint avg), once
+averaged() {
+  local tag="$1" k="$2" fold run
+  for ((fold = 0; fold < TRAIN_FOLDS; fold++)); do
+    run="$RUNS/$tag-f$fold"
+    [ -f "$run/result.json" ] || { echo "== $tag-f$fold: not trained yet, no average"; continue; }
+    [ -f "$run/checkpoints/avg.pt" ] && [ "$run/preds/val.none.csv" -nt "$run/checkpoints/avg.pt" ] && continue
+    { "$PYTHON" "$REPO/tools/average_checkpoints.py" --run "$run" --last "$k" &&
+      "$PYTHON" "$REPO/predict.py" --run "$run" --checkpoint avg --tta none --split val; } ||
+      echo "== $tag-f$fold: averaging FAILED"
+  done
+}
 
 predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictions only
   predicted base none --size 64
@@ -160,6 +178,7 @@ predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictio
   predicted size32 none --size 64
   predicted alexnet-aug 10crop
   predicted base 10crop
+  averaged r-avg3 3
 }
 for s in a b c d e f x r; do "section_$s"; done  # registers every row
 # what a small budget trains first: one or two rows of every section, then the rest
