@@ -1,0 +1,30 @@
+"""Wrong flag values exit 2 with a message naming the flag, and nothing is written."""
+import pytest
+
+from conftest import write_dataset
+from test_train import train
+from utils.io import DataError
+from utils.pseudo import load_extras
+
+
+@pytest.mark.parametrize("kw, flag", [({"pseudo_weight": -1.0}, "--pseudo-weight"),
+                                      ({"pseudo_weight": 0.0}, "--pseudo-weight"),
+                                      ({"alpha": 2.0}, "--distill"), ({"alpha": -0.1}, "--distill")])
+def test_extras_values_checked_without_their_file_flag(kw, flag):
+    with pytest.raises(DataError, match=flag):
+        load_extras(None, None, 0, ["a"], **kw)
+
+
+def test_extras_defaults_without_file_flags_are_none():
+    assert load_extras(None, None, 0, ["a"]) is None
+
+
+@pytest.mark.parametrize("extra, flag", [(["--distill", "2"], "--distill"), (["--pseudo-weight", "-1"], "--pseudo-weight")])
+def test_train_refuses_before_writing(tmp_path, extra, flag):
+    data = write_dataset(tmp_path / "data", n=20, size=24)
+    before = sorted(p.name for p in data.iterdir())
+    r = train(data, tmp_path / "runs", "--stages", "epochs=1,size=24,bs=8", *extra, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert flag in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in data.iterdir()) == before
