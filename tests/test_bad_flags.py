@@ -28,3 +28,13 @@ def test_train_refuses_before_writing(tmp_path, extra, flag):
     assert flag in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+def test_resume_diff_says_not_set_rather_than_null():
+    from argparse import Namespace
+
+    from utils.resume import restore_flags
+    with pytest.raises(DataError) as e:
+        restore_flags(Namespace(lr=0.5, bs=8), {"args": {"lr": None, "bs": 8}}, {"lr"}, "runs/R")
+    msg = str(e.value)
+    assert "--lr: the run has not set (default), the command line 0.5" in msg and "null" not in msg

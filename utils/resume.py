@@ -46,6 +46,11 @@ def stored_flags(stored):
     return None
 
 
+def _shown(value):
+    """A flag value as a user reads it: JSON, or 'not set (default)' for None."""
+    return "not set (default)" if value is None else json.dumps(value, default=str)
+
+
 def restore_flags(args, stored, given, run_dir, parse=None):
     """Set every flag not given on the command line to the run's stored value, in place.
 
@@ -65,8 +70,8 @@ def restore_flags(args, stored, given, run_dir, parse=None):
             continue
         if key in given:
             if not _same(getattr(args, key), value):
-                diff.append(f"  --{key.replace('_', '-')}: the run has {json.dumps(value, default=str)}, "
-                            f"the command line {json.dumps(getattr(args, key), default=str)}")
+                diff.append(f"  --{key.replace('_', '-')}: the run has {_shown(value)}, "
+                            f"the command line {_shown(getattr(args, key))}")
         elif not _same(getattr(args, key), value):
             setattr(args, key, value)
             restored.append(key)
