@@ -38,3 +38,17 @@ def test_resume_diff_says_not_set_rather_than_null():
         restore_flags(Namespace(lr=0.5, bs=8), {"args": {"lr": None, "bs": 8}}, {"lr"}, "runs/R")
     msg = str(e.value)
     assert "--lr: the run has not set (default), the command line 0.5" in msg and "null" not in msg
+
+
+@pytest.mark.parametrize("drop", ["size", "mean", "std", "arch", "labels"])
+def test_checkpoint_meta_without_a_needed_key_is_named(tmp_path, drop):
+    import torch
+
+    from utils.checkpoint import load_checkpoint
+    meta = {"arch": "tiny_cnn", "labels": ["a"], "size": 32, "mean": [0.5] * 3, "std": [0.2] * 3}
+    path = tmp_path / "best.pt"
+    torch.save({"model": {}, "meta": {k: v for k, v in meta.items() if k != drop}}, path)
+    with pytest.raises(DataError, match=f"best.pt: the checkpoint's 'meta' lacks {drop}"):
+        load_checkpoint(path)
+    torch.save({"model": {}, "meta": meta}, path)
+    assert load_checkpoint(path)["meta"] == meta

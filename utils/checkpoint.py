@@ -37,12 +37,16 @@ def _some(items, n=5):
     return preview(items, n).replace("'", "")
 
 
+# what predict.py and every reader of best.pt use to rebuild and feed the model
+META_KEYS = ("arch", "labels", "size", "mean", "std")
+
+
 def load_checkpoint(path, map_location="cpu", need=("model", "meta")):
     """Load a checkpoint dict of this project; the one place every checkpoint is opened.
 
     need: keys the caller uses (last.pt for resume: also 'state' and 'rng').
     Raises DataError naming the file when it is missing, truncated or otherwise
-    unreadable, not a dict, lacks a needed key, or its meta lacks arch/labels.
+    unreadable, not a dict, lacks a needed key, or its meta lacks one of META_KEYS.
     """
     path = Path(path)
     if not path.is_file():
@@ -61,8 +65,14 @@ def load_checkpoint(path, map_location="cpu", need=("model", "meta")):
         raise DataError(f"{path}: not a usable checkpoint of this project: no {', '.join(map(repr, missing))} "
                         f"(found keys {_some(sorted(map(str, ckpt)))})")
     meta = ckpt.get("meta")
-    if "meta" in need and not (isinstance(meta, dict) and "arch" in meta and "labels" in meta):
-        raise DataError(f"{path}: the checkpoint's 'meta' lacks arch/labels; it was not written by train.py")
+    if "meta" in need:
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: the checkpoint's 'meta' is a {type(meta).__name__}, not a dict; "
+                            f"it was not written by train.py")
+        lacks = [k for k in META_KEYS if k not in meta]
+        if lacks:
+            raise DataError(f"{path}: the checkpoint's 'meta' lacks {', '.join(lacks)}; the file is damaged or "
+                            f"was not written by train.py; retrain the run or restore the file")
     return ckpt
 
 
