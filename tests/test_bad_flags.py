@@ -52,3 +52,28 @@ def test_checkpoint_meta_without_a_needed_key_is_named(tmp_path, drop):
         load_checkpoint(path)
     torch.save({"model": {}, "meta": meta}, path)
     assert load_checkpoint(path)["meta"] == meta
+
+
+def _near_duplicates():
+    import importlib.util
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("near_duplicates", ROOT / "tools" / "near_duplicates.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("extra, message", [(["--max-distance", "128"], "--max-distance 128: must be in 0..127"),
+                                            (["--max-colour-distance", "42"], "--max-colour-distance 42: must be"),
+                                            (["--leak-labels", "LEAKS"], "--leak-labels: .* has no test images")])
+def test_near_duplicates_refuses_before_writing(tmp_path, extra, message):
+    nd = _near_duplicates()
+    data = write_dataset(tmp_path / "data", n=8, size=24, n_test=0)
+    (data / "sample_submission.csv").unlink()
+    (data / "test").rmdir()
+    before = sorted(p.name for p in data.iterdir())
+    extra = [str(tmp_path / "leaks.csv") if e == "LEAKS" else e for e in extra]
+    with pytest.raises(DataError, match=message):
+        nd.main(nd.get_args_parser().parse_args(["--data", str(data), *extra]))
+    assert sorted(p.name for p in data.iterdir()) == before and not (tmp_path / "leaks.csv").exists()

@@ -103,9 +103,10 @@ def main(args):
     from utils.data import load_dataset
     from utils.duplicates import DUPLICATES_FILE
 
-    for flag, v in (("--max-distance", args.max_distance), ("--max-colour-distance", args.max_colour_distance)):
-        if v < 0:
-            raise DataError(f"{flag} {v}: must be >= 0 (bits)")
+    for flag, v, bits in (("--max-distance", args.max_distance, 128),
+                          ("--max-colour-distance", args.max_colour_distance, 42)):
+        if not 0 <= v < bits:
+            raise DataError(f"{flag} {v}: must be in 0..{bits - 1} (bits of {bits}; {bits} would pair every image)")
     if args.size < 16:
         raise DataError(f"--size {args.size}: must be at least 16 px")
     root = Path(args.data)
@@ -115,6 +116,9 @@ def main(args):
         return check_folds(args, spec, out)
     check_writable(out, "--out")
     if args.leak_labels:
+        if not spec.test_names:
+            raise DataError(f"--leak-labels: {root} has no test images ({args.test_images}/ or "
+                            f"sample_submission.csv), so no test image can leak; drop the flag")
         check_writable(args.leak_labels, "--leak-labels")
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     return write_all(spec, cache_dir, args, out)
