@@ -77,3 +77,9 @@ def test_near_duplicates_refuses_before_writing(tmp_path, extra, message):
     with pytest.raises(DataError, match=message):
         nd.main(nd.get_args_parser().parse_args(["--data", str(data), *extra]))
     assert sorted(p.name for p in data.iterdir()) == before and not (tmp_path / "leaks.csv").exists()
+
+
+@pytest.mark.parametrize("kw, flag", [({"pseudo_weight": 0.5}, "--pseudo-weight"), ({"alpha": 0.3}, "--distill")])
+def test_extras_value_without_its_file_flag_is_refused(kw, flag):
+    with pytest.raises(DataError, match=f"{flag} .*only used with"):
+        load_extras(None, None, 0, ["a"], **kw)
