@@ -182,3 +182,17 @@ def test_no_finished_runs_exit_2(tmp_path):
                         "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "no finished runs" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [(["--threshold", "7"], "--threshold 7.0: must be in [0, 1]"),
+                                            (["--stack-report", "BAD"], "not a readable stack report")])
+def test_bad_threshold_or_given_stack_report_exit_2(tmp_path, flags, message):
+    root, *_ = write_runs(tmp_path, MODELS[1:2], n=60, n_test=5)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"methods": 1}')
+    out = tmp_path / "r.html"
+    flags = [str(bad) if f == "BAD" else f for f in flags]
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "report.py"), "--runs", str(root / "runs"),
+                        "--out", str(out), *flags], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()

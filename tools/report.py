@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 from utils.io import DataError, atomic_write_text  # noqa: E402
 from utils.paths import load_path_map  # noqa: E402
-from utils.report import build_context, render  # noqa: E402
+from utils.report import build_context, render, stack_section  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
 from utils.scores import Truth  # noqa: E402
 from utils.thresholds import FIXED_THRESHOLD  # noqa: E402
@@ -54,6 +54,10 @@ def main(args):
     missing += [p for p in args.stack_report if not Path(p).is_file()]
     if missing:
         raise DataError(f"not found: {', '.join(missing)}")
+    if not 0 <= args.threshold <= 1:
+        raise DataError(f"--threshold {args.threshold}: must be in [0, 1]")
+    for p in args.stack_report:  # given by name: a file that is no stack report is an error, not a note
+        stack_section(p, {}, {}, 0)
     runs, bad = find_runs(args.runs, load_path_map(args.path_map))
     for path, reason in bad:
         print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)

@@ -48,7 +48,8 @@ def add_truth_arguments(group):
     group.add_argument("--data", default=None, metavar="DIR",
                        help="data folder whose train.csv is the truth for every run (default: each run's data root)")
     group.add_argument("--path-map", default=None, metavar="FILE",
-                       help="lines OLD=NEW rewriting stored path prefixes (added to MULTITAG_PATH_MAP)")
+                       help="lines OLD=NEW rewriting stored path prefixes, added to those of the "
+                            "MULTITAG_PATH_MAP environment variable (default: none)")
 
 
 def add_cache_argument(group, what="uint8 image cache"):
