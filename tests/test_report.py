@@ -196,3 +196,13 @@ def test_bad_threshold_or_given_stack_report_exit_2(tmp_path, flags, message):
                         "--out", str(out), *flags], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_stack_report_found_and_given_counts_once(report, tmp_path):
+    root, *_ = report
+    given = sorted(root.rglob("stack_report*.json"))
+    assert len(given) == 1
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "report.py"), "--runs", "runs", "--out",
+                        str(tmp_path / "r.html"), "--stack-report", str(given[0].relative_to(root))],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0 and "1 stack report(s)" in r.stdout, r.stderr

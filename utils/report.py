@@ -267,7 +267,8 @@ def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FI
         draw_model(v)
     model_anchors = {v.key: "#" + v.anchor for v in views}
     run_anchors = {r.name: "#" + anchor("run", r.name) for v in views for r in v.runs}
-    paths = sorted({*(p for f in folders for p in find_stack_reports(f)), *map(Path, stack_reports)})
+    paths = sorted({*(p.resolve() for f in folders for p in find_stack_reports(f)),
+                    *(Path(p).resolve() for p in stack_reports)})  # one file named twice counts once
     stacks, notes = [], [f"skipped run {n}: {why}" for n, why in skipped]
     for i, p in enumerate(paths):
         try:
