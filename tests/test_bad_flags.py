@@ -83,3 +83,17 @@ def test_near_duplicates_refuses_before_writing(tmp_path, extra, message):
 def test_extras_value_without_its_file_flag_is_refused(kw, flag):
     with pytest.raises(DataError, match=f"{flag} .*only used with"):
         load_extras(None, None, 0, ["a"], **kw)
+
+
+def test_label_issues_size_checked_before_reading_runs(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("label_issues", ROOT / "tools" / "label_issues.py")
+    li = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(li)
+    args = li.get_args_parser().parse_args(["--runs", str(tmp_path / "none*"), "--size", "0",
+                                            "--out", str(tmp_path / "li")])
+    with pytest.raises(DataError, match="--size 0: must be at least 16 px"):
+        li.main(args)
+    assert not (tmp_path / "li").exists()

@@ -167,7 +167,7 @@ def test_other_folds_file_is_refused(library):
     cfg = json.loads(cfg_path.read_text())
     cfg["folds_file"] = "folds_other.csv"
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(DataError, match="different folds files"):
+    with pytest.raises(DataError, match="the data folder .* and run net3-s0-f0 use different folds files"):
         load_library([root / "runs" / "*"])
 
 

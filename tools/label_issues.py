@@ -69,6 +69,8 @@ def main(args):
 
     if args.top < 1:
         raise DataError(f"--top {args.top}: must be at least 1")
+    if args.size < 16:
+        raise DataError(f"--size {args.size}: must be at least 16 px")
     library = load_library(args.runs, args.tta, args.data, need_test=False)
     probs = mean_oof(library)
     table = rank_label_issues(library.y, probs, library.names, library.labels, args.method, args.aggregate)

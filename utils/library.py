@@ -231,18 +231,19 @@ def read_fold_ids(runs, root, names):
     must have a fold. DataError names the runs and files that disagree.
     """
     default = Path(root) / runs[0].config.get("folds_file", "folds.csv")
-    paths = {default.resolve(): runs[0]} if default.is_file() else {}
+    # who uses each folds file, as the message names it: the data folder's, or a run's
+    paths = {default.resolve(): f"the data folder {Path(root)}"} if default.is_file() else {}
     for r in runs:
         p = r.folds_file() if r.data_root is not None else None
         if p is not None and Path(p).is_file():
-            paths.setdefault(Path(p).resolve(), r)
+            paths.setdefault(Path(p).resolve(), f"run {r.name}")
     if not paths:
         raise DataError(f"{default}: folds file not found (the runs' out-of-fold rows cannot be placed)")
     items = list(paths.items())
     path, first = items[0]
     for p, r in items[1:]:
         if _digest(p) != _digest(path):
-            raise DataError(f"runs {first.name} and {r.name} use different folds files ({path} and {p}); "
+            raise DataError(f"{first} and {r} use different folds files ({path} and {p}); "
                             f"their out-of-fold predictions do not line up")
     folds = read_folds(path)
     missing = [n for n in names if n not in folds]
