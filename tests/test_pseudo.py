@@ -183,3 +183,16 @@ def test_tool_averages_runs_and_keeps_the_surest(tmp_path):
     assert sorted(names) == sorted(want) and len(names) == 5
     got = pd.DataFrame(t, index=names).loc[want].to_numpy()
     np.testing.assert_array_equal(got, mean[[order.index(n) for n in want]] >= 0.4)
+
+
+@pytest.mark.parametrize("flags, message", [(["--mode", "hard", "--thresholds", "2"], "every label = 2.0"),
+                                            (["--mode", "hard", "--thresholds", "0.5,-1,0.5"], "b = -1.0"),
+                                            (["--thresholds", "0.4"], "only used with --mode hard")])
+def test_tool_bad_thresholds_exit_2_and_write_nothing(tmp_path, flags, message):
+    probs = tmp_path / "test.csv"
+    write_preds(probs, ["t001", "t002"], LABELS, np.array([[0.9, 0.2, 0.5], [0.1, 0.7, 0.4]]))
+    out = tmp_path / "pseudo.csv"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "pseudo_label.py"), "--probs", str(probs),
+                        *flags, "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()

@@ -83,6 +83,10 @@ def hard_thresholds(text, labels, runs, probs_path):
             raise DataError(f"--thresholds {text!r}: expected auto, a number, or one number per label")
         if len(values) not in (1, len(labels)):
             raise DataError(f"--thresholds: {len(values)} values for {len(labels)} labels")
+        bad = [f"{labels[i] if len(values) > 1 else 'every label'} = {v}"
+               for i, v in enumerate(values) if not 0 <= v <= 1]
+        if bad:
+            raise DataError(f"--thresholds: must be in [0, 1]: {', '.join(bad)}")
         return np.broadcast_to(np.array(values), (len(labels),)).copy()
     if probs_path:
         report = Path(probs_path).parent / "stack_report.json"
@@ -107,6 +111,8 @@ def hard_thresholds(text, labels, runs, probs_path):
 def main(args):
     if bool(args.runs) == bool(args.probs):
         raise DataError("give either --runs or --probs")
+    if args.thresholds is not None and args.mode != "hard":
+        raise DataError(f"--thresholds {args.thresholds}: only used with --mode hard; add it or drop the flag")
     if not 0 <= args.quantile < 1:
         raise DataError(f"--quantile {args.quantile}: must be in [0, 1)")
     if args.runs:
