@@ -97,3 +97,19 @@ def test_label_issues_size_checked_before_reading_runs(tmp_path):
     with pytest.raises(DataError, match="--size 0: must be at least 16 px"):
         li.main(args)
     assert not (tmp_path / "li").exists()
+
+
+@pytest.mark.parametrize("extra, message", [(["--kfold", "1"], "--kfold 1: must be 0"),
+                                            (["--kfold", "-2"], "--kfold -2: must be 0"),
+                                            (["--beta", "0"], "--beta 0.0: must be > 0"),
+                                            (["--zero-division", "5"], r"--zero-division 5.0: must be in \[0, 1\]")])
+def test_thresholds_values_checked_first(tmp_path, extra, message):
+    import importlib.util
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("thresholds_tool", ROOT / "tools" / "thresholds.py")
+    th = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(th)
+    with pytest.raises(DataError, match=message):
+        th.load_inputs(th.get_args_parser().parse_args(["--probs", str(tmp_path / "p.csv"),
+                                                        "--truth", str(tmp_path / "t.csv"), *extra]))

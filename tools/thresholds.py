@@ -92,8 +92,19 @@ def resolve_run(run):
     return preds, rec.data_root / "train.csv"
 
 
+def check_values(args):
+    """DataError naming the flag for --kfold 1 or < 0, --beta <= 0, --zero-division outside [0, 1] and not nan."""
+    if args.kfold < 0 or args.kfold == 1:
+        raise DataError(f"--kfold {args.kfold}: must be 0 (no cross-fitting) or at least 2")
+    if not args.beta > 0:
+        raise DataError(f"--beta {args.beta}: must be > 0 (2 for F2)")
+    if not (0 <= args.zero_division <= 1 or np.isnan(args.zero_division)):
+        raise DataError(f"--zero-division {args.zero_division}: must be in [0, 1] (a score) or nan")
+
+
 def load_inputs(args):
     """Returns (labels, Y (N, L), P (N, L), folds (N,) or None, folds description)."""
+    check_values(args)
     if bool(args.run) == bool(args.probs):
         raise DataError("give either --run DIR or --probs FILE (with --truth FILE)")
     probs_path, truth_path = (args.probs, args.truth)
