@@ -102,7 +102,8 @@ def test_label_issues_size_checked_before_reading_runs(tmp_path):
 @pytest.mark.parametrize("extra, message", [(["--kfold", "1"], "--kfold 1: must be 0"),
                                             (["--kfold", "-2"], "--kfold -2: must be 0"),
                                             (["--beta", "0"], "--beta 0.0: must be > 0"),
-                                            (["--zero-division", "5"], r"--zero-division 5.0: must be in \[0, 1\]")])
+                                            (["--zero-division", "5"], r"--zero-division 5.0: must be in \[0, 1\]"),
+                                            (["--zero-division", "nan"], r"--zero-division nan: must be in \[0, 1\]")])
 def test_thresholds_values_checked_first(tmp_path, extra, message):
     import importlib.util
 

@@ -93,13 +93,13 @@ def resolve_run(run):
 
 
 def check_values(args):
-    """DataError naming the flag for --kfold 1 or < 0, --beta <= 0, --zero-division outside [0, 1] and not nan."""
+    """DataError naming the flag for --kfold 1 or < 0, --beta <= 0, --zero-division outside [0, 1] (or NaN)."""
     if args.kfold < 0 or args.kfold == 1:
         raise DataError(f"--kfold {args.kfold}: must be 0 (no cross-fitting) or at least 2")
     if not args.beta > 0:
         raise DataError(f"--beta {args.beta}: must be > 0 (2 for F2)")
-    if not (0 <= args.zero_division <= 1 or np.isnan(args.zero_division)):
-        raise DataError(f"--zero-division {args.zero_division}: must be in [0, 1] (a score) or nan")
+    if not 0 <= args.zero_division <= 1:  # NaN too: the threshold searches need a number
+        raise DataError(f"--zero-division {args.zero_division}: must be in [0, 1] (a score)")
 
 
 def load_inputs(args):
