@@ -140,6 +140,8 @@ section_r() {  # the training ingredients, each alone on top of base, then the s
   # the strong recipe at this budget: its plan (one stage, everything trained, Adam) at base's
   # lr, size, batch and epochs (at its 1e-4 ~60 updates learn nothing); EMA decay as r-ema
   row r-strong --recipe strong "${b[@]}" --ema 0.99
+  row r-strong-bce --recipe strong "${b[@]}" --ema 0.99 --loss bce    # which of its parts costs
+  row r-strong-nomix --recipe strong "${b[@]}" --ema 0.99 --mix none
   # ~65 updates: 0.9997 would average over ~3000; with the warm-up min(d, (1+k)/(10+k)) the
   # decay reaches only 0.87 by the last update whatever d >= 0.87 is, so 0.99 and 0.9997 are alike
   row r-ema "${b[@]}" --ema 0.99
@@ -156,7 +158,7 @@ section_r() {  # the training ingredients, each alone on top of base, then the s
   # last 3 epochs; predictions() replaces its validation predictions by their average's
   row r-avg3 "${b[@]}" --keep-epochs 3
 }
-RECIPE_ROWS="r-strong r-ema r-erase r-randaug r-mixup r-cutmix r-avgmax r-gem r-csra r-accum2 r-avg3 r-erase-quarter"
+RECIPE_ROWS="r-strong r-ema r-erase r-randaug r-mixup r-cutmix r-avgmax r-gem r-csra r-accum2 r-avg3 r-erase-quarter r-strong-bce r-strong-nomix"
 
 # averaged NAME K: a row's validation predictions from the uniform average of its last K
 # kept epochs (tools/average_checkpoints.py, predict.py --checkpoint avg), once
