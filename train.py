@@ -74,8 +74,11 @@ def get_args_parser():
                    "resnet, vgg, densenet, bs-ramp, strong (ASL/ML-Decoder: adam 1e-4 onecycle, and defaults "
                    "--ema 0.9997 --aug strong --loss asl --mix mixup:0.1,cutmix:1.0,switch=0.5 --head avgmax; "
                    "flags given win)")
-    g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';' "
-                   "(keys: epochs, size, bs, lr, train, sched, opt, wd, ...)")
+    g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';', e.g. "
+                   "'epochs=2,size=128,train=head;epochs=8,size=224,train=all' (keys: epochs, size "
+                   "px, bs, lr, opt, momentum, nesterov, wd, sched, train, lr_mult, warmup, pct_start, step, gamma, "
+                   "milestones, patience, factor, max_drops, min_lr, drop_rate, accum, bn, name; utils/stages.py) "
+                   "(default: the --recipe's plan)")
     g.add_argument("--config", default=None, help="JSON/YAML file with 'stages' and optionally other flags' defaults")
     g.add_argument("--size", type=int, default=None, help="final image size in px, earlier stages scale with it "
                    "(default: the recipe's, 224; 96 on the demo data)")
@@ -83,7 +86,8 @@ def get_args_parser():
                    "lr scale linearly with it (default: the recipe's)")
     g.add_argument("--epochs", type=int, default=None, help="total epochs, spread over the stages "
                    "(default: the recipe's, 10; 3 on the demo data)")
-    g.add_argument("--lr", type=float, default=None, help="final stage's learning rate (others scale with it)")
+    g.add_argument("--lr", type=float, default=None, help="final stage's learning rate (others scale with it) "
+                   "(default: the recipe's, scaled with --bs)")
     g = p.add_argument_group("imbalance and augmentation")
     g.add_argument("--loss", default="bce", help="bce | wbce[:mode=odds,cap=50] | focal[:gamma=2,alpha=0.25] | "
                    "asl[:gamma_neg=4,gamma_pos=0,clip=0.05] (default: bce)")
@@ -130,7 +134,7 @@ def get_args_parser():
     g.add_argument("--out", default=str(REPO / "runs"), help="folder of runs (default: runs/ in the repository)")
     g.add_argument("--name", default=None, help="run name (default: <arch>-<images>-f<fold>-<time>)")
     g.add_argument("--resume", action="store_true", help="continue --name (or the newest unfinished matching "
-                   "run) from checkpoints/last.pt")
+                   "run) from checkpoints/last.pt (default: off, a new run)")
     g = p.add_argument_group("speed")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     g.add_argument("--workers", type=int, default=-1, help="data loader workers (default: -1 = by machine)")
@@ -138,11 +142,12 @@ def get_args_parser():
                    help="mixed precision on CUDA (default: auto = bf16 where supported)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
     g.add_argument("--aug-device", default="cpu", choices=["cpu", "gpu"],
                    help="where augmentation runs: cpu (per image, loader workers) or gpu (per batch on the "
                    "training device) (default: cpu)")
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU) "
+                   "(default: off)")
     g.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N optimizer steps (default: 0 = epoch ends)")
     g.add_argument("--ckpt-minutes", type=float, default=10.0, help="checkpoint at least every N minutes (default: 10)")
     g.add_argument("--plots", default="every", choices=["every", "last", "none"],

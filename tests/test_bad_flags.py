@@ -114,3 +114,15 @@ def test_thresholds_values_checked_first(tmp_path, extra, message):
     with pytest.raises(DataError, match=message):
         th.load_inputs(th.get_args_parser().parse_args(["--probs", str(tmp_path / "p.csv"),
                                                         "--truth", str(tmp_path / "t.csv"), *extra]))
+
+
+def test_every_train_flag_states_its_default():
+    import importlib.util
+
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    quiet = [a.option_strings[-1] for a in mod.get_args_parser()._actions
+             if a.option_strings and a.dest != "help" and "default" not in (a.help or "").lower()]
+    assert quiet == []
