@@ -158,7 +158,7 @@ def test_slurm_job_array_and_dependencies(data, tmp_path):
         (bindir / tool).chmod(0o755)
     env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "SBATCH_DIR": str(tmp_path)}
     r = submit("--cluster", "slurm", "--data", data, "--out", tmp_path / "runs", "--arch", "tiny_cnn",
-               "--folds", 0, 1, 2, "--seeds", 0, 1, "--partition", "gpu", "--gpus-per-task", 1,
+               "--folds", 0, 1, 2, "--folds-k", 3, "--seeds", 0, 1, "--partition", "gpu", "--gpus-per-task", 1,
                "--timeout-min", 90, "--array-parallelism", 4, "--slurm-extra", "account=proj", "--", *TRAIN, env=env)
     scripts = [(tmp_path / f"job_{n}.sh").read_text() for n in (101, 102, 103)]
     train, predict, stack = scripts
@@ -170,3 +170,13 @@ def test_slurm_job_array_and_dependencies(data, tmp_path):
     assert "#SBATCH --gpus-per-task=1" in train
     assert "stack job 103" in r.stdout
     assert not (tmp_path / "runs" / "tiny_cnn").exists()  # nothing ran here
+
+
+def test_grid_without_every_fold_trains_and_predicts_without_a_stack_job(data, tmp_path):
+    out = tmp_path / "runs"
+    r = submit("--cluster", "debug", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds", 0,
+               "--folds-k", 2, "--tta", "none", "--", *TRAIN)
+    assert "no stack job" in r.stderr and "tiny_cnn seed 0 folds [0]" in r.stderr
+    (run,) = [p for p in out.iterdir() if p.name.startswith("tiny_cnn")]
+    assert (run / "result.json").is_file() and (run / "preds" / "test.none.csv").is_file()
+    assert not (out / "stack").exists()

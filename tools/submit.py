@@ -214,9 +214,10 @@ def submit_slurm(ex, args, cells, todo, predict, stack):
     waits = sorted({_array_id([j]) for j in pred_jobs})
     ex.update_parameters(slurm_additional_parameters={**extra, **({"dependency": "afterok:" + ":".join(waits)}
                                                                   if waits else {})})
-    stack_job = ex.submit(stack)
+    stack_job = ex.submit(stack) if stack else None
     print(f"submitted: {len(todo)} training runs (array {_array_id(train_jobs) if train_jobs else '-'}), "
-          f"{len(pred_jobs)} predictions, stack job {stack_job.job_id} -> {args.submission}")
+          f"{len(pred_jobs)} predictions, " +
+          (f"stack job {stack_job.job_id} -> {args.submission}" if stack_job else "no stack job"))
     print(f"follow with: squeue --me; logs in {Path(args.logs or Path(args.out) / '.submitit')}")
     return train_jobs, pred_jobs, stack_job
 
@@ -233,9 +234,11 @@ def submit_here(ex, args, cells, todo, predict, stack):
     names = [c.name for c in cells if not predicted(args, c)]
     pred_jobs = ex.map_array(predict, names) if names else []
     wait(pred_jobs, "prediction", names)
-    stack_job = ex.submit(stack)
-    wait([stack_job], "stacking", ["stack.py"])
-    print(f"done: {len(todo)} runs trained, {len(pred_jobs)} predicted, submission {args.submission}")
+    stack_job = ex.submit(stack) if stack else None
+    if stack_job:
+        wait([stack_job], "stacking", ["stack.py"])
+    print(f"done: {len(todo)} runs trained, {len(pred_jobs)} predicted, " +
+          (f"submission {args.submission}" if stack_job else "no stack"))
     return train_jobs, pred_jobs, stack_job
 
 
@@ -261,6 +264,19 @@ def predicted(args, cell):
     return all((run / "preds" / f"{s}.{args.tta}.csv").is_file() for s in ("val", "test"))
 
 
+def folds_of(cells, cell):
+    """The folds the grid trains for cell's architecture and seed, sorted."""
+    return sorted(c.fold for c in cells if (c.arch, c.seed) == (cell.arch, cell.seed))
+
+
+def any_model_complete(cells):
+    """Whether some architecture and seed of the grid has every fold 0..folds_k-1, which
+    stack.py needs (a grid of fold 0 only trains and predicts, with no stack job)."""
+    import train
+    return any(folds_of(cells, c) == list(range(train.parse_args(train_argv(".", ".", c)).folds_k))
+               for c in cells)
+
+
 def main(args):
     args.data, args.out = str(Path(args.data).resolve()), str(Path(args.out).resolve())
     args.submission = str(Path(args.submission).resolve() if args.submission
@@ -280,6 +296,11 @@ def main(args):
     predict = PredictJob(args.out, args.tta)
     stack = StackJob(args.out, [c.name for c in cells], args.tta, args.submission,
                      ["--method", *args.stack_method] if args.stack_method else [])
+    if not any_model_complete(cells):
+        stack = None
+        print("no stack job: stack.py needs every fold 0..K-1 of a model (architecture and seed), and this grid "
+              "has " + ", ".join(sorted({f"{c.arch} seed {c.seed} folds {folds_of(cells, c)}" for c in cells})) +
+              "; give every fold (--folds, or leave it out) to get a submission", file=sys.stderr)
     go = submit_slurm if args.cluster == "slurm" else submit_here
     try:
         return go(ex, args, cells, todo, predict, stack)
