@@ -18,6 +18,7 @@ every file is written at the end, atomically: an error leaves no prediction file
 import argparse
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,8 @@ def get_args_parser():
                    help="test images, the run's validation fold, or both (default: both)")
     g.add_argument("--checkpoint", default="best",
                    help="best | avg | last (the run's checkpoints/<name>.pt; avg from tools/average_checkpoints.py) "
-                   "or a path to a checkpoint file (default: best)")
+                   "or a path to a checkpoint file; files of any but best are named <split>.<tta>-<name>.csv "
+                   "(default: best)")
     g.add_argument("--size", type=int, default=None, metavar="PX",
                    help="image side to predict at, in px; files are then named <split>.<tta>-<PX>px.csv "
                    "(FixRes: testing above the training size) (default: each checkpoint's training size)")
@@ -298,8 +300,14 @@ def make_submission(jobs, args, constraints=None):
 
 
 def preds_name(args):
-    """The <tta> part of the prediction files: the TTA name, plus -<PX>px when --size is given."""
-    return args.tta + (f"-{args.size}px" if args.size else "")
+    """The <tta> part of the prediction files: the TTA name, plus -<PX>px when --size is given,
+    plus -<checkpoint> (avg, last, or a file's stem) for any checkpoint but best, so predictions
+    of other weights never replace the best checkpoint's."""
+    name = args.tta + (f"-{args.size}px" if args.size else "")
+    if args.checkpoint != "best":
+        which = args.checkpoint if args.checkpoint in NAMED_CHECKPOINTS else Path(args.checkpoint).stem
+        name += "-" + re.sub(r"[^A-Za-z0-9_]+", "_", which)
+    return name
 
 
 def main(args):

@@ -167,7 +167,7 @@ averaged() {
   for ((fold = 0; fold < TRAIN_FOLDS; fold++)); do
     run="$RUNS/$tag-f$fold"
     [ -f "$run/result.json" ] || { echo "== $tag-f$fold: not trained yet, no average"; continue; }
-    [ -f "$run/checkpoints/avg.pt" ] && [ "$run/preds/val.none.csv" -nt "$run/checkpoints/avg.pt" ] && continue
+    [ -f "$run/checkpoints/avg.pt" ] && [ "$run/preds/val.none-avg.csv" -nt "$run/checkpoints/avg.pt" ] && continue
     { "$PYTHON" "$REPO/tools/average_checkpoints.py" --run "$run" --last "$k" &&
       "$PYTHON" "$REPO/predict.py" --run "$run" --checkpoint avg --tta none --split val; } ||
       echo "== $tag-f$fold: averaging FAILED"
@@ -202,6 +202,7 @@ table() {
     f) rows="base static2 static5" ;;
     x-strong) rows="base strong strong-no-hflip strong-no-erase strong-no-randaug" ;;
     r) rows="base $RECIPE_ROWS" ;;
+    r-avg) rows="r-avg3"; tta=none-avg ;;  # the averaged weights' predictions (preds/val.none-avg.csv)
     *) echo "unknown table $1" >&2; return 2 ;;
   esac
   local pats=()

@@ -70,12 +70,14 @@ def test_keep_epochs_then_average_then_predict(run):
         if torch.is_floating_point(v):
             torch.testing.assert_close(v, (ckpts[1]["model"][k] + ckpts[2]["model"][k]) / 2, atol=1e-6, rtol=0)
 
+    best_before = (run / "preds" / "val.none.csv").read_bytes()
     r = _predict(run, "--checkpoint", "avg")
     assert r.returncode == 0, r.stderr[-2000:]
-    by_name = pd.read_csv(run / "preds" / "val.none.csv")
+    assert (run / "preds" / "val.none.csv").read_bytes() == best_before  # the best weights' file is kept
+    by_name = pd.read_csv(run / "preds" / "val.none-avg.csv")
     r = _predict(run, "--checkpoint", str(run / "checkpoints" / "avg.pt"))
     assert r.returncode == 0, r.stderr[-2000:]
-    pd.testing.assert_frame_equal(by_name, pd.read_csv(run / "preds" / "val.none.csv"))
+    pd.testing.assert_frame_equal(by_name, pd.read_csv(run / "preds" / "val.none-avg.csv"))
     r = _predict(run, "--checkpoint", "best")
     assert r.returncode == 0
     assert not np.allclose(by_name.iloc[:, 1:], pd.read_csv(run / "preds" / "val.none.csv").iloc[:, 1:])
