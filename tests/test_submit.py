@@ -127,6 +127,10 @@ def test_bad_grid_is_refused_before_anything_is_submitted(data, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "nothing was submitted" in r.stderr
     assert "resnet5O" in r.stderr and "--bogus-flag" in r.stderr and "--fold 7: must be in 0..1" in r.stderr
+    r = submit("--cluster", "local", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds-k", 2,
+               "--", "--bogus", 3, check=False)
+    assert r.returncode == 2 and "train.py refuses its flags: unrecognized arguments: --bogus 3" in r.stderr
+    assert "submit.py: error" not in r.stderr and not out.exists()  # the flags are train.py's
     assert not out.exists()
 
 

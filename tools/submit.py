@@ -146,7 +146,8 @@ def check_cells(cells, data, out):
             build_loss(a.loss, y[:, select_label_group(specs[key].labels, y, a.label_group)])
         except SystemExit:  # argparse has said what is wrong on stderr
             msg = err.getvalue().strip().splitlines()
-            problems.append(f"{where}: train.py refuses its flags: {msg[-1] if msg else 'see above'}")
+            why = msg[-1].split(": error: ", 1)[-1] if msg else "see above"  # argparse's prog here is submit.py
+            problems.append(f"{where}: train.py refuses its flags: {why}")
         except (DataError, ValueError) as e:
             problems.append(f"{where}: {str(e).splitlines()[0]}")
     if problems:
