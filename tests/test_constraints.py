@@ -124,6 +124,9 @@ def test_bad_constraints_name_the_flag():
         parse_constraints(labels, min_tags=3, max_tags=2)
     with pytest.raises(DataError, match=r"--min-tags 3: the groups allow at most 2"):
         parse_constraints(labels, exactly_one=["a,b"], at_most_one=["c,d"], min_tags=3)
+    with pytest.raises(DataError) as e:
+        parse_constraints(labels, max_tags=-3)
+    assert "must be >= 0" in str(e.value) and "below the 0" not in str(e.value)
 
 
 # ----------------------------------------------------------------------------- the scripts

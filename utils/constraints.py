@@ -121,7 +121,7 @@ def parse_constraints(labels, exactly_one=(), at_most_one=(), min_tags=0, max_ta
     elif max_tags is not None and min_tags > max_tags:
         problems.append(f"--min-tags {min_tags} is above --max-tags {max_tags}")
     n_exact = len(groups["--exactly-one"])
-    if max_tags is not None and n_exact > max_tags:
+    if max_tags is not None and n_exact > max_tags >= 0:  # a negative bound is reported above, once
         problems.append(f"--max-tags {max_tags} is below the {n_exact} --exactly-one group(s), each of which "
                         f"needs a tag")
     reachable = len(labels) - len(seen) + n_exact + len(groups["--at-most-one"])
