@@ -314,6 +314,20 @@ def check_target(out):
     return out.exists() and any(out.iterdir())
 
 
+
+def check_settings(what, out_dir, n_train, n_test, size, seed, force):
+    """The resolved output folder of a dataset generator (`what`: demo, mosaic), after checking
+    its counts, size and seed and that the folder is empty (unless force). Raises DataError."""
+    out = Path(out_dir).resolve()
+    problems = [f"{k} must be >= {lo}, got {v}" for k, v, lo in
+                (("n_train", n_train, 1), ("n_test", n_test, 1), ("size", size, 16), ("seed", seed, 0))
+                if v < lo]
+    if problems:
+        raise DataError(f"invalid {what} settings: " + "; ".join(problems))
+    if check_target(out) and not force:
+        raise DataError(f"{out} exists and is not empty; choose another folder or pass --force to replace it")
+    return out
+
 def move_into_place(tmp, out, force):
     """Rename the finished tmp folder to `out`, replacing an empty (or, with force, any) folder."""
     if check_target(out):
@@ -340,14 +354,7 @@ def make_demo(out_dir, n_train=3000, n_test=1000, size=96, seed=0, workers=None,
     half dataset. Raises DataError if out_dir exists and is not empty (unless
     force, which replaces it) or for invalid counts, size or seed.
     """
-    out = Path(out_dir).resolve()
-    problems = [f"{k} must be >= {lo}, got {v}" for k, v, lo in
-                (("n_train", n_train, 1), ("n_test", n_test, 1), ("size", size, 16), ("seed", seed, 0))
-                if v < lo]
-    if problems:
-        raise DataError("invalid demo settings: " + "; ".join(problems))
-    if check_target(out) and not force:
-        raise DataError(f"{out} exists and is not empty; choose another folder or pass --force to replace it")
+    out = check_settings("demo", out_dir, n_train, n_test, size, seed, force)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     out.parent.mkdir(parents=True, exist_ok=True)

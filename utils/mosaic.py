@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from utils.demo import check_target, move_into_place, tag_frequencies
+from utils.demo import check_settings, move_into_place, tag_frequencies
 from utils.io import DataError, atomic_write_csv, atomic_write_text, report_problems
 
 log = logging.getLogger(__name__)
@@ -166,14 +166,7 @@ def make_mosaic(npz, out_dir, size=96, n_train=8000, n_test=2000, seed=0, force=
     Raises DataError for a bad npz (see load_npz), invalid counts, size or seed, or
     an out_dir that exists and is not empty (unless force, which replaces it).
     """
-    out = Path(out_dir).resolve()
-    problems = [f"{k} must be >= {lo}, got {v}" for k, v, lo in
-                (("n_train", n_train, 1), ("n_test", n_test, 1), ("size", size, 16), ("seed", seed, 0))
-                if v < lo]
-    if problems:
-        raise DataError("invalid mosaic settings: " + "; ".join(problems))
-    if check_target(out) and not force:
-        raise DataError(f"{out} exists and is not empty; choose another folder or pass --force to replace it")
+    out = check_settings("mosaic", out_dir, n_train, n_test, size, seed, force)
     data = load_npz(npz)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
