@@ -3,7 +3,9 @@
 Satellite images (Planet's GeoTIFFs: R, G, B, near-infrared, uint16) do not fit PIL's
 modes: PIL reads a 4 x 16-bit TIFF as 8-bit RGBA (the high byte only, the 4th band as
 alpha). So TIFFs, recognised by their magic bytes whatever the extension, are read with
-tifffile; every other format goes through PIL as before (utils/cache.py).
+tifffile; every other format goes through PIL as before (utils/cache.py). Which axis of
+a TIFF holds the bands comes from the file's metadata (samples per pixel, planar
+configuration, pages; `tiff_layout`), not from the array's shape.
 
 Bands. `--channels N` (default 3) keeps the first N bands of every image. A one-band
 image is repeated to N bands when N <= 3 (a grey photo for an RGB model); an image with
@@ -50,47 +52,68 @@ def is_tiff(path):
         return f.read(4) in TIFF_MAGIC
 
 
-def _bands_last(arr, axes):
-    """A tifffile series array -> (H, W, C): samples ('S') or channels ('C') last; a 3-D
-    array with another leading axis (planes stored as pages) is read as bands."""
-    axes = axes.upper()
+def tiff_layout(series):
+    """Where a tifffile series keeps its rows, columns and bands: (row axis, column axis,
+    band axis or None for one band), indices into series.shape.
+
+    Decided from the file's own metadata first, in this order:
+    1. an axis the file names as bands: 'S' (samples per pixel > 1, contiguous or planar:
+       the TIFF tags SamplesPerPixel and PlanarConfiguration) or 'C' (the channel axis of
+       ImageJ, OME or tifffile's shape metadata);
+    2. grey pages only (one sample per pixel): one page is one band. Length-1 axes carry
+       nothing, so a (1, H, W) or (H, W, 1) array is one band;
+    3. one exception to 2, where metadata cannot tell: tifffile's own writer stores an
+       (H, W, C) array it cannot call RGB (C other than 3 or 4, or photometric='minisblack'
+       without planarconfig) as H grey pages of W x C pixels, and a planar (C, H, W) array
+       as C pages of H x W, both as a 'shaped' series of axes 'QYX' and the array's shape.
+       Of the two candidate band axes (the pages, or the page width) the shorter is taken,
+       the pages on a tie: an image is larger than its band count. Write multi-band TIFFs
+       with photometric='minisblack' and planarconfig='contig' or 'separate' (one page of
+       C samples, as GDAL does) and rule 1 applies instead.
+    Other leading axes (time, z, further pages) are not bands: their first index is used.
+    """
+    shape, axes = tuple(series.shape), series.axes.upper()
+    rows, cols = axes.index("Y"), axes.index("X")
     for ax in "SC":
-        if ax in axes and arr.ndim > 2:
-            arr = np.moveaxis(arr, axes.index(ax), -1)
-            axes = axes.replace(ax, "") + ax
-            break
-    else:
-        if arr.ndim == 3:
-            arr = np.moveaxis(arr, 0, -1)
-    while arr.ndim > 3:  # extra leading axes (time, z, pages): the first of each
-        arr = arr[0]
-    return arr[..., None] if arr.ndim == 2 else arr
+        if ax in axes and shape[axes.index(ax)] > 1:
+            return rows, cols, axes.index(ax)
+    stack = [i for i, a in enumerate(axes) if a not in "YX" and shape[i] > 1]
+    if not stack:
+        return rows, cols, None
+    band = stack[-1]  # the axis nearest the page: the pages of one image
+    if getattr(series, "kind", "") == "shaped" and len(shape) == 3 and axes == "QYX" and shape[2] < shape[0]:
+        return 0, 1, 2  # an (H, W, C) array written as H pages of W x C (rule 3)
+    return rows, cols, band
 
 
 def read_tiff(path):
-    """All bands of a TIFF's first image series: (H, W, C) in the file's dtype (no scaling)."""
+    """All bands of a TIFF's first image series: (H, W, C) in the file's dtype (no scaling);
+    which axis holds the bands: `tiff_layout`."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
+        rows, cols, band = tiff_layout(series)
         arr = series.asarray()
-        arr = _bands_last(arr, series.axes)
+    keep = [rows, cols] + ([band] if band is not None else [])
+    arr = np.moveaxis(arr, keep, list(range(-len(keep), 0)))
+    while arr.ndim > len(keep):  # other leading axes: the first of each
+        arr = arr[0]
+    if band is None:
+        arr = arr[..., None]
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     return arr
 
 
 def tiff_band_count(path):
-    """Number of bands of a TIFF's first series, from its header only."""
+    """Number of bands of a TIFF's first series, from its header only (`tiff_layout`)."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        shape, axes = series.shape, series.axes.upper()
-    for ax in "SC":
-        if ax in axes and len(shape) > 2:
-            return int(shape[axes.index(ax)])
-    return int(shape[0]) if len(shape) == 3 else 1
+        _, _, band = tiff_layout(series)
+        return 1 if band is None else int(series.shape[band])
 
 
 def check_tiff_header(path):

@@ -25,7 +25,8 @@ from utils import bands
 from utils.io import DataError, report_problems
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3  # bump when decoding or resizing changes (2: EXIF orientation; 3: tifffile, bands)
+CACHE_VERSION = 4  # bump when decoding or resizing changes (2: EXIF orientation; 3: tifffile, bands;
+#                   4: TIFF band axis from the file's metadata)
 
 
 def to_rgb(im):
