@@ -96,6 +96,47 @@ def test_preempted_training_job_is_requeued_and_resumes(data, tmp_path):
     assert json.loads((out / cell.name / "result.json").read_text())["finished"]
 
 
+@pytest.mark.parametrize("cluster, stdin", [("debug", "closed"), ("debug", "open"), ("local", "closed")])
+def test_failed_job_is_reported_without_a_debugger(tmp_path, cluster, stdin):
+    """A training job that fails (train.py refuses an unreadable image, which the grid check
+    does not read) ends submit.py with the job, its error and where its output is, exit
+    code 1. --cluster debug opens no pdb prompt, whether stdin is closed or a terminal
+    nobody types in (an open pipe: a prompt would wait on it forever, hence the timeout)."""
+    data = write_dataset(tmp_path / "data", n=32, size=24)
+    (data / "train" / "img005.jpg").write_bytes(b"not an image")
+    out = tmp_path / "runs"
+    cmd = [sys.executable, str(SUBMIT), "--cluster", cluster, "--data", str(data), "--out", str(out), "--arch",
+           "tiny_cnn", "--folds", "0", "--folds-k", "2", "--tta", "none", "--", *TRAIN]
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL if stdin == "closed" else read_end,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"submit.py --cluster {cluster} waits on stdin after a failed job: " + (stdout + stderr)[-2000:])
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    name = run_name("tiny_cnn", ["--folds-k", "2", *TRAIN], 0, 0)
+    assert proc.returncode == 1, stdout + stderr
+    assert "(Pdb)" not in stdout + stderr and "Traceback" not in stderr, stdout + stderr
+    (report,) = [line for line in stderr.splitlines() if line.startswith("error: training of")]
+    assert f"error: training of {name} failed (" in report
+    assert f"JobFailed: train.py exited with code 2 for {name}: " in report
+    if cluster == "debug":
+        assert report.endswith("); its output is above: --cluster debug runs every job in this process")
+        assert "img005.jpg: not a readable image" in stderr  # train.py's own message, before the report
+    else:
+        logs = re.search(r"\); log: (\S+) and (\S+)$", report)
+        assert logs, report
+        assert "img005.jpg: not a readable image" in Path(logs[2]).read_text()  # the job's stderr
+    assert not (out / name / "result.json").exists()
+
+
 def test_grid_file_and_run_names():
     cells = make_cells({"a": ["--bs", "8"], "b": []}, [0, 1], [0, 3], ["--epochs", "2"])
     assert [(c.arch, c.seed, c.fold) for c in cells] == [(a, s, f) for a in "ab" for s in (0, 3) for f in (0, 1)]

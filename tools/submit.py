@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from utils.cli import DEFAULT_RUNS, run_script  # noqa: E402
-from utils.cluster import (JobFailed, PredictJob, StackJob, TrainJob, cell_state, make_cells,  # noqa: E402
-                           read_grid, train_argv)
+from utils.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
+                           make_cells, read_grid, train_argv)
 from utils.io import DataError  # noqa: E402
 
 log = logging.getLogger("submit")
@@ -244,16 +244,14 @@ def submit_here(ex, args, cells, todo, predict, stack):
 
 
 def wait(jobs, what, names):
-    """Wait for local jobs; a failed one stops everything with its log's path."""
-    from submitit.core.utils import FailedJobError, UncompletedJobError
-
+    """Wait for local jobs; a failed one stops everything with its error and where its output is."""
     for job, name in zip(jobs, names):
-        try:
-            job.result()
-        except (FailedJobError, UncompletedJobError, JobFailed) as e:  # JobFailed: --cluster debug
-            last = [line for line in str(e).splitlines() if line.strip()][-1:]
-            raise JobError(f"{what} of {name} failed ({' '.join(last)}); log: {job.paths.stdout} and "
-                           f"{job.paths.stderr}") from None
+        err = job_error(job)
+        if err is not None:
+            last = [line for line in err.splitlines() if line.strip()][-1:]
+            where = (f"log: {job.paths.stdout} and {job.paths.stderr}" if not is_debug(job) else
+                     "its output is above: --cluster debug runs every job in this process")
+            raise JobError(f"{what} of {name} failed ({' '.join(last)}); {where}")
 
 
 class JobError(Exception):

@@ -133,6 +133,35 @@ class JobFailed(RuntimeError):
     """A script run by a job exited with an error (its output is in the job's log)."""
 
 
+def is_debug(job):
+    """Whether job is a --cluster debug job (submitit's DebugJob: run in this process when waited for)."""
+    from submitit.local.debug import DebugJob
+    return isinstance(job, DebugJob)
+
+
+def job_error(job):
+    """Wait for a job; None when it succeeded, else its error as text (the last line says
+    what failed: the job's traceback on the local executor, 'ExcType: message' in debug mode).
+
+    Never job.result() on a debug job: submitit's DebugJob.results() meets an error with
+    pdb.post_mortem(), a debugger prompt that waits on stdin (a shell without a terminal
+    or a CI job hangs); DebugJob.exception() runs the job and returns the error instead.
+    """
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        err = job.exception()
+    except UncompletedJobError as e:  # the job never finished (killed, cancelled, out of time)
+        return str(e)
+    if err is None:
+        return None
+    if is_debug(job):
+        return f"{type(err).__name__}: {err}"
+    parts = str(err).split("-" * 22 + "\n")
+    # FailedJobError: a header, the job's traceback between two rules, then the log paths
+    return parts[1] if isinstance(err, FailedJobError) and len(parts) == 3 else str(err)
+
+
 def _script(name, argv):
     cmd = [sys.executable, str(REPO / name), *map(str, argv)]
     log.info("running %s", " ".join(cmd))
