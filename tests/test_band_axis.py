@@ -94,3 +94,64 @@ def test_a_leading_time_axis_is_not_bands(tmp_path):
         tifffile.imwrite(tmp_path / "x.tif", stack, imagej=True, metadata={"axes": "TCYX"})
     assert bands.image_band_count(tmp_path / "x.tif") == 2
     np.testing.assert_array_equal(bands.read_tiff(tmp_path / "x.tif"), img)
+
+
+# ---------------------------------------------------------------------------- band counts in messages
+
+def test_grey_images_pil_reads_count_one_band(tmp_path):
+    from PIL import Image
+
+    grey = np.full((5, 7), 90, np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "l.png")
+    Image.fromarray(grey.astype(np.uint16) * 200).save(tmp_path / "i16.png")
+    Image.fromarray(grey, "L").convert("LA").save(tmp_path / "la.png")
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(tmp_path / "rgb.jpg")
+    Image.fromarray(grey, "L").convert("P").save(tmp_path / "p.png")
+    counts = {n: bands.image_band_count(tmp_path / n) for n in ("l.png", "i16.png", "la.png", "rgb.jpg", "p.png")}
+    assert counts == {"l.png": 1, "i16.png": 1, "la.png": 1, "rgb.jpg": 3, "p.png": 3}
+    # what the count says is what decoding does: the one band repeated to 3, refused at 4
+    out = decode_image(tmp_path / "l.png", None, channels=3)
+    assert (out == 90).all() and out.shape == (5, 7, 3)
+    with pytest.raises(ValueError, match=r"l\.png: has 1 band, fewer than --channels 4; .*--channels 3 or fewer"):
+        decode_image(tmp_path / "l.png", None, channels=4)
+
+
+def hinted_channels(message):
+    import re
+
+    found = re.findall(r"train with --channels (\d+)", message)
+    assert len(found) == 1, message
+    return int(found[0])
+
+
+@pytest.mark.parametrize("extra", [["grey.png"], ["grey.png", "thin.tif"], ["two.tif"], ["grey.png", "two.tif"]])
+def test_too_few_bands_names_the_count_found_and_a_channels_value_that_reads_them(tmp_path, extra):
+    from PIL import Image
+
+    from test_bands import write_planet
+    from utils.data import load_dataset
+    from utils.io import DataError
+
+    root = write_planet(tmp_path / "d", n=8, n_test=2)
+    made = {"grey.png": lambda p: Image.fromarray(np.full((20, 20), 100, np.uint8), "L").save(p),
+            "thin.tif": lambda p: tifffile.imwrite(p, np.full((2, 40, 1), 900, np.uint16)),  # (H, W, 1), H = 2
+            "two.tif": lambda p: tifffile.imwrite(p, image(32, 32, 2))}
+    for name in extra:
+        made[name](root / "train" / name)
+    with open(root / "train.csv", "a") as f:
+        f.write("".join(f"{name.split('.')[0]},a\n" for name in extra))
+    with pytest.raises(DataError) as e:
+        load_dataset(root, channels=4)
+    msg = str(e.value)
+    found = {"grey.png": 1, "thin.tif": 1, "two.tif": 2}
+    for name in extra:
+        assert f"{name} ({bands.bands_text(found[name])})" in msg
+    n = hinted_channels(msg)
+    # the hint is the largest value that reads every image: a larger one is refused, it is not
+    assert n == min(3 if found[name] == 1 else found[name] for name in extra)
+    spec = load_dataset(root, channels=n)
+    for f in spec.files:
+        assert decode_image(f, 16, channels=n).shape == (16, 16, n)
+    if n < 3:
+        with pytest.raises(DataError):
+            load_dataset(root, channels=n + 1)

@@ -8,8 +8,10 @@ a TIFF holds the bands comes from the file's metadata (samples per pixel, planar
 configuration, pages; `tiff_layout`), not from the array's shape.
 
 Bands. `--channels N` (default 3) keeps the first N bands of every image. A one-band
-image is repeated to N bands when N <= 3 (a grey photo for an RGB model); an image with
-fewer bands than N otherwise is an error, named by the data check (`band_problems`).
+image (a grey TIFF, or a grey PNG/JPEG: PIL modes L, I;16, F, ...) is repeated to N bands
+when N <= 3 (a grey photo for an RGB model); an image with fewer bands than N otherwise is
+an error, named by the data check (`band_problems`) with its band count and the largest
+--channels that reads it.
 
 Scaling to 8 bits. 8-bit data is kept as it is. Any other data (uint16, int32, float) is
 mapped per band by the rule fitted on the training images (`fit_band_scaling`):
@@ -134,10 +136,40 @@ def _series_shape(path):
         return tuple(tif.series[0].shape)
 
 
+GREY_MODES = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # PIL: one band (+ alpha)
+
+
 def image_band_count(path):
-    """Bands an image file yields: a TIFF's samples; 3 for anything PIL reads (which
-    becomes RGB). Raises what tifffile raises for a broken TIFF."""
-    return tiff_band_count(path) if is_tiff(path) else 3
+    """Bands an image file holds: a TIFF's bands (`tiff_layout`); for anything PIL reads,
+    1 for a grey image (its one band is repeated like a one-band TIFF's), else 3 (it becomes
+    RGB). Raises what tifffile or PIL raise for a broken file."""
+    if is_tiff(path):
+        return tiff_band_count(path)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return 1 if im.mode in GREY_MODES else 3
+
+
+def readable_channels(count):
+    """The largest --channels that reads an image of `count` bands: a one-band image is
+    repeated to up to 3 bands, any other gives its first N."""
+    return 3 if count == 1 else count
+
+
+def bands_text(count):
+    """'1 band', '4 bands'."""
+    return f"{count} band{'' if count == 1 else 's'}"
+
+
+def channels_hint(counts):
+    """What to do about images of these band counts that a --channels value cannot read:
+    the --channels value that reads all of them, said so that one band reads right."""
+    best = min(readable_channels(c) for c in counts)
+    text = f"train with --channels {best}" + (" or fewer" if best > 1 else "")
+    if 1 in counts:
+        text += " (a one-band image is repeated to 2 or 3 bands; --channels 1 reads its one band as it is)"
+    return text
 
 
 def read_raw(path):
@@ -161,7 +193,8 @@ def select_bands(arr, channels, path=""):
         return arr[..., :channels]
     if c == 1 and channels <= 3:
         return np.repeat(arr, channels, axis=2)
-    raise ValueError(f"{path}: has {c} band(s), --channels {channels} needs {channels}")
+    raise ValueError(f"{path}: has {bands_text(c)}, fewer than --channels {channels}; convert it, or "
+                     f"{channels_hint([c])}")
 
 
 def default_range(dtype, arr):
@@ -278,18 +311,22 @@ def band_problems(files, channels, what):
         return problems, []
     values, n = np.unique(list(counts.values()), return_counts=True)
     usual = int(values[np.argmax(n)])
-    short = [f for f, c in counts.items() if c < channels and not (c == 1 and channels <= 3)]
+    short = [f for f, c in counts.items() if readable_channels(c) < channels]
     if short:
-        shown = ", ".join(f"{os.path.basename(str(f))} ({counts[f]} bands)" for f in short[:20])
+        shown = ", ".join(f"{os.path.basename(str(f))} ({bands_text(counts[f])})" for f in short[:20])
         problems.append(f"{what}: {len(short)} image(s) have fewer bands than --channels {channels} "
                         f"(most images have {usual}): {shown}{' ...' if len(short) > 20 else ''}; "
-                        f"remove or convert them, or train with --channels {min(counts[f] for f in short)}")
-    odd = [f for f, c in counts.items() if c != usual and f not in short]
+                        f"remove or convert them, or {channels_hint({counts[f] for f in short})}")
+    # grey photos among RGB ones are read as designed (repeated): not worth a note
+    odd = [f for f, c in counts.items() if c != usual and f not in short
+           and not (c == 1 and channels <= 3 and usual <= 3)]
     notes = []
     if odd:
-        shown = ", ".join(f"{os.path.basename(str(f))} ({counts[f]} bands)" for f in odd[:20])
+        shown = ", ".join(f"{os.path.basename(str(f))} ({bands_text(counts[f])}"
+                          f"{', repeated' if counts[f] == 1 and channels > 1 else ''})" for f in odd[:20])
         notes.append(f"{what}: {len(odd)} image(s) have another band count than most ({usual}); "
-                     f"their first {channels} band(s) are used: {shown}{' ...' if len(odd) > 20 else ''}")
+                     f"the first {channels} band(s) of each are used, a single band repeated: "
+                     f"{shown}{' ...' if len(odd) > 20 else ''}")
     return problems, notes
 
 

@@ -62,11 +62,15 @@ def decode_image(path, size=None, channels=3, scaling=None):
         im = ImageOps.exif_transpose(im)
         if scaling and im.mode in bands.HIGH_DEPTH_MODES:
             return bands.decode_raw(np.asarray(im)[..., None], size, channels, scaling, path)
+        grey = im.mode in bands.GREY_MODES
         im = to_rgb(im)
         if size:
             im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         arr = np.asarray(im, dtype=np.uint8)
-        return arr if channels == 3 else np.ascontiguousarray(bands.select_bands(arr, channels, path))
+        if channels == 3:
+            return arr
+        # a grey image has one band (utils.bands.image_band_count), repeated or refused as such
+        return np.ascontiguousarray(bands.select_bands(arr[..., :1] if grey else arr, channels, path))
 
 
 def _decode_job(args):
