@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from utils import distributed as dist  # noqa: E402
 from utils.io import DataError, atomic_write_json, read_json  # noqa: E402
-from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.cli import add_cache_argument, pick_device, refuse_idle_flags, run_script  # noqa: E402
 from utils.resume import given_flags  # noqa: E402
 
 log = logging.getLogger("train")
@@ -37,6 +37,9 @@ EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run direct
 RESUME_KEYS = ("arch", "fold", "seed", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
                "aug", "pretrained", "folds_k", "ema", "ema_warmup", "exclude", "mix", "accum", "head",
                "keep_epochs", "pseudo", "soft_targets", "aug_static", "channels")
+# Flags that act only with another flag (its dest, as typed): refused without it, whatever their value.
+NEEDS = {"pseudo_weight": ("pseudo", "--pseudo CSV"), "distill": ("soft_targets", "--soft-targets CSV|RUN"),
+         "ema_warmup": ("ema", "--ema DECAY")}
 # What a run recorded before a key existed meant (older runs resume unchanged).
 RESUME_DEFAULTS = {"channels": 3}
 
@@ -401,6 +404,7 @@ def main(args):
     if args.keep_epochs < 0:
         raise DataError(f"--keep-epochs {args.keep_epochs}: must be >= 0 (0 keeps none)")
     check_aug_static(args)
+    refuse_idle_flags(args, NEEDS, get_args_parser(), getattr(args, "_given", ()), values=not args.resume)
     excluded = exclude_cfg = None
     if args.exclude:
         excluded, digest = read_exclusion(args.exclude, spec.names)

@@ -19,7 +19,12 @@ def test_extras_defaults_without_file_flags_are_none():
     assert load_extras(None, None, 0, ["a"]) is None
 
 
-@pytest.mark.parametrize("extra, flag", [(["--distill", "2"], "--distill"), (["--pseudo-weight", "-1"], "--pseudo-weight")])
+@pytest.mark.parametrize("extra, flag", [(["--distill", "2"], "--distill"), (["--pseudo-weight", "-1"], "--pseudo-weight"),
+                                         # typed without their partner flag, at their default value
+                                         (["--pseudo-weight", "1.0"], "--pseudo-weight 1.0: only used with --pseudo CSV"),
+                                         (["--distill", "0.5"], "--distill 0.5: only used with --soft-targets CSV|RUN"),
+                                         (["--ema-warmup"], "--ema-warmup: only used with --ema DECAY"),
+                                         (["--no-ema-warmup"], "--no-ema-warmup: only used with --ema DECAY")])
 def test_train_refuses_before_writing(tmp_path, extra, flag):
     data = write_dataset(tmp_path / "data", n=20, size=24)
     before = sorted(p.name for p in data.iterdir())
@@ -79,10 +84,44 @@ def test_near_duplicates_refuses_before_writing(tmp_path, extra, message):
     assert sorted(p.name for p in data.iterdir()) == before and not (tmp_path / "leaks.csv").exists()
 
 
-@pytest.mark.parametrize("kw, flag", [({"pseudo_weight": 0.5}, "--pseudo-weight"), ({"alpha": 0.3}, "--distill")])
-def test_extras_value_without_its_file_flag_is_refused(kw, flag):
-    with pytest.raises(DataError, match=f"{flag} .*only used with"):
-        load_extras(None, None, 0, ["a"], **kw)
+@pytest.mark.parametrize("argv, message", [
+    (["--pseudo-weight", "1"], "--pseudo-weight 1.0: only used with --pseudo CSV; give --pseudo or drop --pseudo-weight"),
+    (["--distill", "0.3"], "--distill 0.3: only used with --soft-targets CSV|RUN"),
+    (["--no-ema-warmup"], "--no-ema-warmup: only used with --ema DECAY; give --ema or drop --no-ema-warmup"),
+    (["--config", "CFG"], "--pseudo-weight 0.5: only used with --pseudo CSV"),  # a config file's value
+    (["--config", "CFG", "--distill", "0.5"], "--pseudo-weight 0.5: .*\n--distill 0.5: "),  # every one, one message
+])
+def test_flag_without_its_partner_is_refused(tmp_path, argv, message):
+    import train
+    from utils.cli import refuse_idle_flags
+
+    (tmp_path / "cfg.yaml").write_text("pseudo_weight: 0.5\n")
+    args = train.parse_args([str(tmp_path / "cfg.yaml") if a == "CFG" else a for a in argv])
+    with pytest.raises(DataError, match=message):
+        refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given)
+
+
+@pytest.mark.parametrize("argv", [[], ["--pseudo", "p.csv", "--pseudo-weight", "1.0"],
+                                  ["--soft-targets", "t.csv", "--distill", "0.5"], ["--ema", "0.99", "--no-ema-warmup"],
+                                  ["--recipe", "strong", "--no-ema-warmup"]])  # the recipe turns --ema on
+def test_flag_with_its_partner_or_not_typed_is_accepted(argv):
+    import train
+    from utils.cli import refuse_idle_flags
+
+    args = train.parse_args(argv)
+    refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given)
+
+
+def test_resumed_run_keeps_the_values_it_was_started_with():
+    """--resume restores a run's stored values (not typed): they are not judged again."""
+    import train
+    from utils.cli import refuse_idle_flags
+
+    args = train.parse_args(["--resume"])
+    args.ema_warmup = False  # as restored from a run started before the check
+    refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given, values=False)
+    with pytest.raises(DataError, match="--no-ema-warmup: only used with --ema"):
+        refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given)
 
 
 def test_label_issues_size_checked_before_reading_runs(tmp_path):

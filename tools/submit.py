@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.cli import DEFAULT_RUNS, run_script  # noqa: E402
+from utils.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
 from utils.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
                            make_cells, read_grid, train_argv)
 from utils.io import DataError  # noqa: E402
@@ -135,6 +135,7 @@ def check_cells(cells, data, out):
             with contextlib.redirect_stderr(err):
                 a = train.parse_args(train_argv(data, out, cell))
             resolve_arch(a.arch)
+            refuse_idle_flags(a, train.NEEDS, train.get_args_parser(), a._given)
             resolve_plan(recipe=a.recipe, stages=a.stages, config_file=a.config, bs=a.bs, size=a.size,
                          epochs=a.epochs, lr=a.lr)
             if not 0 <= a.fold < a.folds_k:

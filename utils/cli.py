@@ -1,4 +1,5 @@
 """What every script's `__main__` shares: logging for people, bad input -> exit code 2."""
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -30,6 +31,33 @@ def run_script(main, parse_args, level=logging.INFO):
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def refuse_idle_flags(args, needs, parser, given=(), values=True):
+    """Refuse flags that act only together with another one (their partner) while it is unset.
+
+    args: the parsed namespace; needs: {dest: (partner dest, the partner as typed, e.g.
+    '--pseudo CSV')}; parser: the script's parser (its defaults and option strings);
+    given: the dests typed on the command line (utils.resume.given_flags). A given flag is
+    refused whatever its value, its default included: the command asks for something that
+    would not happen. values: also refuse a value other than the parser's default that came
+    from elsewhere (a --config file); off on --resume, whose values are the run's own.
+    Raises DataError listing every such flag.
+    """
+    actions = {a.dest: a for a in parser._actions}  # argparse has no public way to list the actions
+    problems = []
+    for dest, (partner, typed) in needs.items():
+        value = getattr(args, dest)
+        if getattr(args, partner) is not None or not (dest in given or values and value != parser.get_default(dest)):
+            continue
+        action = actions[dest]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            shown = action.option_strings[0 if value else 1]
+        else:
+            shown = f"{action.option_strings[0]} {value}"
+        problems.append(f"{shown}: only used with {typed}; give {typed.split()[0]} or drop {shown.split()[0]}")
+    if problems:
+        raise DataError("\n".join(problems))
 
 
 def pick_device(name):

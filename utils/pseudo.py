@@ -247,18 +247,13 @@ def load_extras(spec, fold_ids, fold, labels, pseudo=None, pseudo_weight=1.0, so
     The record (config.json keys 'pseudo' and 'soft_targets') holds the files' sha256, the
     number of pseudo rows, the weight and alpha: what --resume compares.
     Raises DataError for --pseudo-weight <= 0 or --distill outside [0, 1], given or not
-    with their file flag, and for a non-default value without its file flag.
+    with their file flag (train.py refuses either flag without its file: utils.cli.refuse_idle_flags).
     """
     # checked even when their file flag is absent, so a wrong value never passes silently
     if not pseudo_weight > 0:
         raise DataError(f"--pseudo-weight {pseudo_weight}: must be > 0")
     if not 0 <= alpha <= 1:
         raise DataError(f"--distill {alpha}: must be in [0, 1]")
-    # a value other than the default without its file flag would be ignored: refuse it
-    if not pseudo and float(pseudo_weight) != 1.0:
-        raise DataError(f"--pseudo-weight {pseudo_weight}: only used with --pseudo CSV; give that file or drop the flag")
-    if not soft_targets and float(alpha) != 0.5:
-        raise DataError(f"--distill {alpha}: only used with --soft-targets CSV|RUN; give the teacher or drop the flag")
     if not pseudo and not soft_targets:
         return None
     ex = Extras()
