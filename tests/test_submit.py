@@ -172,6 +172,9 @@ def test_bad_grid_is_refused_before_anything_is_submitted(data, tmp_path):
                "--", "--bogus", 3, check=False)
     assert r.returncode == 2 and "train.py refuses its flags: unrecognized arguments: --bogus 3" in r.stderr
     assert "submit.py: error" not in r.stderr and not out.exists()  # the flags are train.py's
+    r = submit("--cluster", "local", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds-k", 2,
+               "--", "--pseudo-weight", 1, check=False)  # no effect without --pseudo, at any value
+    assert r.returncode == 2 and "--pseudo-weight 1.0: only used with --pseudo CSV" in r.stderr
     assert not out.exists()
 
 
