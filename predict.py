@@ -160,9 +160,11 @@ def plan_jobs(runs, args, splits):
     A problem of a dataset several runs share is reported once, with the runs it stops.
     """
     from utils.checkpoint import load_for_inference
-    from utils.data import load_dataset, unlisted_test_images
+    from utils.data import check_rows, check_test_images, load_dataset, unlisted_test_images
 
-    specs, failed, jobs, problems = {}, {}, [], []
+    # only the images of the predicted splits are checked: a broken training image does not stop
+    # --split test, and --split val checks the run's own validation fold (check_rows)
+    specs, failed, folds_checked, jobs, problems = {}, {}, {}, [], []
     for run in runs:
         ckpt = checkpoint_path(run.dir, args.checkpoint)
         if not ckpt.is_file():
@@ -184,8 +186,11 @@ def plan_jobs(runs, args, splits):
                run.config.get("channels", 3))
         if key not in specs and key not in failed:
             try:
-                specs[key] = load_dataset(root, key[1], key[2], need_test="test" in splits, channels=key[3])
+                specs[key] = load_dataset(root, key[1], key[2], need_test="test" in splits, channels=key[3],
+                                          splits=("test",) if "test" in splits else ())
                 if "test" in splits:
+                    report_problems(f"{root}: test images that cannot be read; fix or remove them",
+                                    check_test_images(specs[key]))
                     warn_unlisted(unlisted_test_images(specs[key]), specs[key])
             except DataError as e:
                 failed[key] = (str(e), [])
@@ -197,6 +202,10 @@ def plan_jobs(runs, args, splits):
             job = Job(run, ckpt, specs[key])
             if "val" in splits:
                 job.val_names, job.val_rows = val_fold(run, job.spec)
+                fold_key = (key, run.fold)
+                if fold_key not in folds_checked:
+                    folds_checked[fold_key] = check_rows(job.spec, job.val_rows, key[3])
+                    problems += [f"{run.dir}: validation fold {run.fold}: {p}" for p in folds_checked[fold_key]]
             jobs.append(job)
         except DataError as e:
             problems.append(f"{run.dir}: {e}")
@@ -216,7 +225,7 @@ def warn_unlisted(unlisted, spec):
 def predict_job(job, splits, args, device):
     """Load the job's model and predict each split into job.out (nothing written)."""
     from utils.bands import image_options
-    from utils.cache import default_cache_dir, load_images
+    from utils.cache import default_cache_dir, is_cached, load_images
     from utils.checkpoint import load_for_inference
     from utils.tta import predict_tta
 
@@ -233,8 +242,12 @@ def predict_job(job, splits, args, device):
     # the bands and 8-bit scaling the model was trained with (from the checkpoint alone)
     bands = image_options(meta)
     if "val" in splits:
-        images = load_images(spec.files, size, cache_dir, desc=spec.images, **bands)
-        job.out["val"] = (job.val_names, labels, predict_tta(model, images, rows=job.val_rows, **kw))
+        if is_cached(spec.files, size, cache_dir, desc=spec.images, **bands):  # train.py's cache: no decoding
+            images, rows = load_images(spec.files, size, cache_dir, desc=spec.images, **bands), job.val_rows
+        else:  # only this fold's images are decoded (and were checked)
+            images, rows = load_images([spec.files[i] for i in job.val_rows], size, cache_dir,
+                                       desc=f"{spec.images}-fold{job.run.fold}", **bands), None
+        job.out["val"] = (job.val_names, labels, predict_tta(model, images, rows=rows, **kw))
     if "test" in splits:
         images = load_images(spec.test_files, size, cache_dir, desc=spec.test_images, **bands)
         job.out["test"] = (spec.test_names, labels, predict_tta(model, images, **kw))

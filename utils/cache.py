@@ -144,6 +144,22 @@ def _build(files, size, path, workers, desc, channels=3, scaling=None):
         raise
 
 
+def cache_path(files, size, cache_dir, desc="images", channels=3, scaling=None):
+    """The .npy file `load_images` reads or builds for these arguments: (tag, key, path)."""
+    key = cache_key(files, size, channels, scaling)
+    tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in desc)
+    tag += f"-{size}px" + (f"-{channels}ch" if channels != 3 else "")
+    return tag, key, Path(cache_dir) / f"{tag}-{key}.npy"
+
+
+def is_cached(files, size, cache_dir, desc="images", channels=3, scaling=None):
+    """True when `load_images` with these arguments reads an existing cache (decodes nothing)."""
+    try:
+        return cache_path(files, size, cache_dir, desc, channels, scaling)[2].is_file()
+    except (OSError, TypeError):  # a missing file (None, or gone since): not cached
+        return False
+
+
 def load_images(files, size, cache_dir, desc="images", workers=None, channels=3, scaling=None):
     """Decoded uint8 images (N, size, size, channels) for `files`, memory-mapped from the cache.
 
@@ -152,10 +168,7 @@ def load_images(files, size, cache_dir, desc="images", workers=None, channels=3,
     listing every file that cannot be decoded.
     """
     cache_dir = Path(cache_dir)
-    key = cache_key(files, size, channels, scaling)
-    tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in desc)
-    tag += f"-{size}px" + (f"-{channels}ch" if channels != 3 else "")
-    path = cache_dir / f"{tag}-{key}.npy"
+    tag, key, path = cache_path(files, size, cache_dir, desc, channels, scaling)
     if not path.is_file():
         # folders this call creates are removed again when decoding fails: bad data leaves nothing
         made = [d for d in (cache_dir, *cache_dir.parents) if not d.exists()]

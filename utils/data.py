@@ -151,6 +151,26 @@ def check_test_images(spec):
     return [p for p in map(check_tail, (f for f in spec.test_files if f is not None)) if p]
 
 
+def check_rows(spec, rows, channels=None):
+    """Problems of the training images at `rows` (indices into spec.names) only: a missing
+    file, an unreadable or truncated one (check_tail), too few bands for `channels`
+    (band_problems). For a dataset loaded without checking its training images (predict.py
+    predicting one fold's validation images). Returns problem strings naming train.csv rows."""
+    problems, folder = [], spec.root / spec.images
+    for i in rows:
+        f = spec.files[i]
+        if f is None:
+            problems.append(f"train.csv row {i + 2}: no image file for {spec.names[i]!r} in {folder}")
+        elif p := check_tail(f):
+            problems.append(f"train.csv row {i + 2}: {p}")
+    if channels and not problems:
+        bad, notes = band_problems([spec.files[i] for i in rows], channels, "train.csv")
+        problems += bad
+        for note in notes:
+            log.warning("%s", note)
+    return problems
+
+
 def read_labels_txt(path):
     """One label per line (blank lines ignored) -> list; DataError on duplicates."""
     labels = read_lines(path)
@@ -162,16 +182,20 @@ def read_labels_txt(path):
     return labels
 
 
-def _match_files(names, folder, csv_name, problems, check=True):
-    """Resolve image names to files in `folder`, appending problems (row numbers 1-based + header)."""
+def _match_files(names, folder, csv_name, problems, check=True, report=True):
+    """Resolve image names to files in `folder` (None where there is none), appending problems
+    (row numbers 1-based + header); report=False: no problem about these files is added."""
     if not folder.is_dir():
-        problems.append(f"{folder}: image folder not found")
+        if report:
+            problems.append(f"{folder}: image folder not found")
         return [None] * len(names)
     by_name, by_stem = index_folder(folder)
     files = []
     for i, name in enumerate(names):
         f = resolve_file(name, by_name, by_stem)
-        if f is None:
+        if not report:
+            pass
+        elif f is None:
             problems.append(f"{csv_name} row {i + 2}: no image file for {name!r} in {folder}")
         elif check and (p := check_header(f)):
             problems.append(f"{csv_name} row {i + 2}: {p}")
@@ -189,7 +213,8 @@ def _duplicates(names, csv_name, problems):
             seen[s] = i
 
 
-def load_dataset(root, images="train", test_images="test", check=True, need_test=False, channels=None):
+def load_dataset(root, images="train", test_images="test", check=True, need_test=False, channels=None,
+                 splits=("train", "test")):
     """Read and validate a dataset directory; return a DataSpec.
 
     root: data directory; images: train image folder name (variant);
@@ -197,6 +222,9 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
     need_test: a missing test set is a problem (predict.py); channels: the bands a model
     takes (--channels): images with fewer are problems, images whose band count differs
     from the rest are logged (utils.bands.band_problems); None: band counts unchecked.
+    splits: whose image files are checked ("train", "test"); the files of a split left out
+    are only looked up (None where missing), e.g. predict.py --split test needs no
+    training image, and checks one fold's with `check_rows`.
     Raises one DataError listing every problem found (first 20 and a count).
     """
     root = Path(root)
@@ -225,7 +253,7 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
     if not labels:
         problems.append("train.csv: no tags at all; a multi-label dataset needs at least one tag")
 
-    files = _match_files(names, root / images, "train.csv", problems, check)
+    files = _match_files(names, root / images, "train.csv", problems, check, report="train" in splits)
 
     test_names, test_files = [], []
     test_dir = root / test_images
@@ -234,19 +262,22 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
         sdf = read_tags_csv(sub, need_tags=False)
         test_names = sdf["image_name"].str.strip().tolist()
         _duplicates(test_names, "sample_submission.csv", problems)
-        test_files = _match_files(test_names, test_dir, "sample_submission.csv", problems, check)
+        test_files = _match_files(test_names, test_dir, "sample_submission.csv", problems, check,
+                                  report="test" in splits)
     elif test_dir.is_dir():
         test_files = sorted(p for p in test_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         test_names = [p.stem for p in test_files]
-        if check:
+        if check and "test" in splits:
             problems += [p for p in map(check_header, test_files) if p]
-        if not test_files:
+        if not test_files and ("test" in splits or need_test):
             problems.append(f"{test_dir}: test folder has no images ({', '.join(IMAGE_EXTS)})")
     elif need_test:
         problems.append(f"{root}: no test set (neither sample_submission.csv nor {test_images}/)")
 
     if check and channels and not problems:
         for what, fs in (("train.csv", files), ("test images", test_files)):
+            if ("train" if what == "train.csv" else "test") not in splits:
+                continue
             bad, notes = band_problems(fs, channels, what)
             problems += bad
             for note in notes:
