@@ -21,7 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import run_script  # noqa: E402
-from utils.io import DataError, read_json, read_preds, report_problems, write_preds  # noqa: E402
+from utils.io import DataError, read_json, report_problems, write_preds  # noqa: E402
+from utils.prob_file import read_probs  # noqa: E402
 from utils.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
 
@@ -34,7 +35,9 @@ def get_args_parser():
     g = p.add_argument_group("input (one of)")
     g.add_argument("--runs", nargs="+", action="extend", metavar="PATTERN",
                    help="run folders or glob patterns (quote them); their preds/test.<tta>.csv are averaged")
-    g.add_argument("--probs", metavar="CSV", help="a test probability file instead, e.g. stack.py's stack_test.csv")
+    g.add_argument("--probs", metavar="CSV", help="a test probability file instead: image_name, then one column "
+                   "per label with probabilities in [0, 1], as stack.py's stack_test.csv or predict.py's "
+                   "preds/test.<tta>.csv")
     g.add_argument("--tta", default="none", help="which preds/test.<tta>.csv of the runs (default: none)")
     s = p.add_argument_group("selection")
     s.add_argument("--mode", default="soft", choices=MODES,
@@ -63,7 +66,7 @@ def runs_test_probs(patterns, tta):
         if not path.is_file():
             problems.append(f"{path}: missing (python predict.py --run {r.dir} --tta {tta} --split test)")
             continue
-        tables.append(read_preds(path))
+        tables.append(read_probs(path, f"--runs {r.dir}:"))
     report_problems("cannot make pseudo-labels", problems)
     names, labels, _ = tables[0]
     for (n, l, _), r in zip(tables, runs):
@@ -118,7 +121,7 @@ def main(args):
     if args.runs:
         names, labels, probs, runs = runs_test_probs(args.runs, args.tta)
     else:
-        (names, labels, probs), runs = read_preds(args.probs), []
+        (names, labels, probs), runs = read_probs(args.probs, "--probs"), []
     thr = hard_thresholds(args.thresholds, labels, runs, args.probs) if args.mode == "hard" else 0.5
     keep, targets = pseudo_labels(probs, args.mode, args.quantile, thr)
     conf = confidence(probs)
