@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from utils.distributed import is_main
+from utils.distributed import all_reduce_sum, is_main, world_size
 
 
 class CachedImages(Dataset):
@@ -160,8 +160,10 @@ def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, 
     """Run the loader's batches through `step`; accumulate into `stats` in place.
 
     stats: dict with loss_sum, n, steps, data_s, compute_s (kept in checkpoints so a
-    resumed epoch reports the same totals). on_step(step_index) runs after every
-    step (mid-epoch checkpoints, fault injection). Returns stats.
+    resumed epoch reports the same totals). loss_sum and n are totals over every rank
+    under torchrun, the same on each: rank 0 alone writes checkpoints, so its copy must
+    hold the other ranks' share too. on_step(step_index) runs after every step
+    (mid-epoch checkpoints, fault injection). Returns stats.
     """
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, leave=False, dynamic_ncols=True,
                disable=not is_main(), unit="step")
@@ -177,8 +179,11 @@ def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, 
         loss = step(xb, yb, i)
         loss_v = float(loss)  # syncs the device, so compute time below is real
         t2 = time.perf_counter()
-        stats["loss_sum"] += loss_v * len(xb)
-        stats["n"] += len(xb)
+        loss_n = [loss_v * len(xb), len(xb)]
+        if world_size() > 1:  # a sum of two numbers per step; the loss above has synced already
+            loss_n = all_reduce_sum(loss_n, step.device)
+        stats["loss_sum"] += loss_n[0]
+        stats["n"] += int(loss_n[1])
         stats["data_s"] += t1 - t0
         stats["compute_s"] += t2 - t1
         i += 1

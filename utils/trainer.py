@@ -418,8 +418,8 @@ class Trainer:
         return None, None
 
     def _end_epoch(self, si, stage, model, scheduler, stats):
-        """Validate, log a history row, keep the best weights, plot; advance the position."""
-        tr = dist.all_reduce_sum([stats["loss_sum"], stats["n"]], self.device)
+        """Validate, log a history row, keep the best weights, plot; advance the position.
+        stats' loss_sum and n are already every rank's (train_one_epoch)."""
         probs, val_loss = self.evaluate(model, stage)
         thr, f2 = greedy_thresholds(self.y_val, probs)
         f2_02 = fbeta_samples(self.y_val, probs >= 0.2)
@@ -429,10 +429,10 @@ class Trainer:
         elapsed = stats["data_s"] + stats["compute_s"]
         row = {"stage": si + 1, "epoch": self.state["global_epoch"] + 1, "stage_epoch": self.state["epoch"] + 1,
                "lr": stats.get("lr", scheduler.lr), "size": stage.size, "bs": stage.bs, "seen": stats["seen"],
-               "train_loss": tr[0] / max(tr[1], 1), "val_loss": val_loss, "val_f2": f2,
+               "train_loss": stats["loss_sum"] / max(stats["n"], 1), "val_loss": val_loss, "val_f2": f2,
                **({"val_f2_ema": ema["f2"]} if ema else {}), "val_f2_at_0.2": f2_02,
                **{f"f2_{l}": float(v) for l, v in zip(self.labels, per_label)},
-               "seconds": elapsed, "img_per_s": stats["n"] * dist.world_size() / max(elapsed, 1e-9),
+               "seconds": elapsed, "img_per_s": stats["n"] / max(elapsed, 1e-9),
                "data_wait": stats["data_s"] / max(elapsed, 1e-9)}
         self.state["history"].append(row)
         self.state["train_seconds"] += elapsed
