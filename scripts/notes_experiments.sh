@@ -201,7 +201,7 @@ table() {
     e) rows="base bs-ramp lr-decay" ;;
     f) rows="base static1 static2" ;;
     x-strong) rows="base strong strong-no-hflip strong-no-erase strong-no-randaug" ;;
-    r) rows="base $RECIPE_ROWS" ;;
+    r) rows="base ${RECIPE_ROWS/r-avg3/}" ;;  # r-avg3 trains the same model as base: its row is r-avg
     r-avg) rows="r-avg3"; tta=none-avg ;;  # the averaged weights' predictions (preds/val.none-avg.csv)
     *) echo "unknown table $1" >&2; return 2 ;;
   esac
