@@ -25,6 +25,8 @@
 #   FOLDS   number of folds of the split (default: 3)
 #   TRAIN_FOLDS  folds trained per row, 0..N-1 (default: FOLDS; 2 on a small budget:
 #           tables then compare every row on the same folds 0 and 1)
+#   SEED    training seed       (default: 0; give each seed its own RUNS, e.g. SEED=1 RUNS=runs/notes-seed1,
+#           and compare a row's per-fold gains seed by seed)
 #   PYTHON  interpreter         (default: python)
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +35,7 @@ RUNS="$(realpath -m "${RUNS:-$REPO/runs/notes}")"
 FOLDS="${FOLDS:-3}"
 TRAIN_FOLDS="${TRAIN_FOLDS:-$FOLDS}"
 PYTHON="${PYTHON:-python}"
+SEED="${SEED:-0}"
 mkdir -p "$RUNS"
 
 # the default recipe (finetune) written out, so that keys it lacks can be added to it
@@ -62,7 +65,7 @@ train() {
     [ -f "$run/result.json" ] && { echo "== $name: trained"; continue; }
     (
       flock -n 9 || { echo "== $name: another copy is training it"; exit 0; }
-      common=(--data "$DATA" --out "$RUNS" --folds-k "$FOLDS" --fold "$fold" --name "$name" --plots none --workers 0 "$@")
+      common=(--data "$DATA" --out "$RUNS" --folds-k "$FOLDS" --fold "$fold" --name "$name" --plots none --workers 0 --seed "$SEED" "$@")
       if [ -f "$run/checkpoints/last.pt" ]; then
         echo "== $name: resuming"; "$PYTHON" "$REPO/train.py" "${common[@]}" --resume
       else
