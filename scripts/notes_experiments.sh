@@ -29,6 +29,8 @@
 #           and compare a row's per-fold gains seed by seed)
 #   PYTHON  interpreter         (default: python)
 set -uo pipefail
+usage() { sed -n '2,/^set -uo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="$(realpath -m "${DATA:-$REPO/data/mosaic}")"
 RUNS="$(realpath -m "${RUNS:-$REPO/runs/notes}")"
@@ -36,7 +38,7 @@ FOLDS="${FOLDS:-3}"
 TRAIN_FOLDS="${TRAIN_FOLDS:-$FOLDS}"
 PYTHON="${PYTHON:-python}"
 SEED="${SEED:-0}"
-mkdir -p "$RUNS"
+FAILED=0
 
 # the default recipe (finetune) written out, so that keys it lacks can be added to it
 HEAD="name=head,epochs=1,size=32,bs=32,lr=1e-2,train=head,opt=adamw,wd=0.01,sched=onecycle,pct_start=0.3"
@@ -71,7 +73,11 @@ train() {
       else
         echo "== $name: training"; "$PYTHON" "$REPO/train.py" "${common[@]}"
       fi
-    ) 9>"$RUNS/.$name.lock" || echo "== $name: FAILED (rerun to resume)"
+    ) 9>"$RUNS/.$name.lock" || {
+      FAILED=$((FAILED + 1))
+      if [ -f "$run/checkpoints/last.pt" ]; then echo "== $name: FAILED (see above; a rerun resumes it)"
+      else echo "== $name: FAILED (see above)"; fi
+    }
   done
 }
 
@@ -82,9 +88,10 @@ predicted() {
   for a in "$@"; do [[ "$a" =~ ^[0-9]+$ ]] && suffix="-${a}px"; done
   for ((fold = 0; fold < TRAIN_FOLDS; fold++)); do
     run="$RUNS/$tag-f$fold"
-    [ -f "$run/result.json" ] || { echo "== $tag-f$fold: not trained yet, no $tta predictions"; continue; }
+    [ -f "$run/result.json" ] || continue  # not trained (yet): nothing to predict
     [ -f "$run/preds/val.$tta$suffix.csv" ] && continue
-    "$PYTHON" "$REPO/predict.py" --run "$run" --tta "$tta" --split val "$@" || echo "== $tag-f$fold: predict FAILED"
+    "$PYTHON" "$REPO/predict.py" --run "$run" --tta "$tta" --split val "$@" ||
+      { FAILED=$((FAILED + 1)); echo "== $tag-f$fold: predict FAILED"; }
   done
 }
 
@@ -169,11 +176,11 @@ averaged() {
   local tag="$1" k="$2" fold run
   for ((fold = 0; fold < TRAIN_FOLDS; fold++)); do
     run="$RUNS/$tag-f$fold"
-    [ -f "$run/result.json" ] || { echo "== $tag-f$fold: not trained yet, no average"; continue; }
+    [ -f "$run/result.json" ] || continue
     [ -f "$run/checkpoints/avg.pt" ] && [ "$run/preds/val.none-avg.csv" -nt "$run/checkpoints/avg.pt" ] && continue
     { "$PYTHON" "$REPO/tools/average_checkpoints.py" --run "$run" --last "$k" &&
       "$PYTHON" "$REPO/predict.py" --run "$run" --checkpoint avg --tta none --split val; } ||
-      echo "== $tag-f$fold: averaging FAILED"
+      { FAILED=$((FAILED + 1)); echo "== $tag-f$fold: averaging FAILED"; }
   done
 }
 
@@ -206,8 +213,9 @@ table() {
     x-strong) rows="base strong strong-no-hflip strong-no-erase strong-no-randaug" ;;
     r) rows="base ${RECIPE_ROWS/r-avg3/}" ;;  # r-avg3 trains the same model as base: its row is r-avg
     r-avg) rows="r-avg3"; tta=none-avg ;;  # the averaged weights' predictions (preds/val.none-avg.csv)
-    *) echo "unknown table $1" >&2; return 2 ;;
+    *) return 2 ;;
   esac
+  [ -n "${2:-}" ] && return 0  # only checking the name
   local pats=()
   for r in $rows; do pats+=("$RUNS/$r-f*"); done
   local folds=()
@@ -216,13 +224,28 @@ table() {
   "$PYTHON" "$REPO/scripts/summarise_runs.py" --tta "$tta" --rare 0 "${folds[@]}" --runs "${pats[@]}"
 }
 
+die() { echo "notes_experiments.sh: error: $*" >&2; exit 2; }
+
 if [ "${1:-}" = "--table" ]; then
   shift
-  for s in "${@:-a b b-fixres b-fixres48 c d d-10crop e f x-strong r}"; do for t in $s; do table "$t"; done; done
-  exit 0
+  tables=(${@:-a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg})
+  for t in "${tables[@]}"; do
+    table "$t" check || die "unknown table '$t'; tables: a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg"
+  done
+  [ "$TRAIN_FOLDS" -ge 2 ] 2>/dev/null ||
+    die "TRAIN_FOLDS=$TRAIN_FOLDS: cross-fitted thresholds need runs of at least 2 folds"
+  [ -d "$RUNS" ] || die "no runs folder $RUNS: train rows first (or set RUNS)"
+  for t in "${tables[@]}"; do table "$t" || FAILED=$((FAILED + 1)); done
+  exit $((FAILED > 0))
 fi
 rows=("$@")
 [ ${#rows[@]} -eq 0 ] && rows=($PRIORITY "${ORDER[@]}")
+for r in "${rows[@]}"; do
+  [ -n "${ROW_ARGS[$r]+x}" ] || die "unknown row '$r'; rows: ${ORDER[*]} (or --table SECTION, --help)"
+done
+[ -f "$DATA/train.csv" ] || die "no dataset at $DATA (no train.csv): make it with
+  python tools/make_mosaic.py --npz fashion_mnist.npz --out $DATA --size 64 --n-train 600 --n-test 10"
+mkdir -p "$RUNS"
 declare -A done_rows=()
 for r in "${rows[@]}"; do
   [ -n "${done_rows[$r]+x}" ] && continue
@@ -230,3 +253,4 @@ for r in "${rows[@]}"; do
   train "$r"
 done
 predictions
+[ "$FAILED" -eq 0 ] || { echo "== $FAILED step(s) FAILED: see above; a rerun skips what finished" >&2; exit 1; }
