@@ -51,7 +51,8 @@ def get_args_parser():
                    "(default: data/demo in the repository, generated on first use)")
     g.add_argument("--images", default="train", help="image folder (variant) inside --data (default: train)")
     g.add_argument("--test-images", default="test", help="test image folder inside --data (default: test)")
-    g.add_argument("--folds-k", type=int, default=5, help="number of folds when folds.csv is created (default: 5)")
+    g.add_argument("--folds-k", type=int, default=5, help="number of folds when folds.csv is created; an existing folds file's own K is used "
+                   "unless this is given, and must then agree with it (default: 5)")
     g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
     g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
     add_cache_argument(g)
@@ -359,7 +360,7 @@ def check_resume(stored, cfg, run_dir):
 
 
 def main(args):
-    from utils.data import load_dataset, plan_folds, select_label_group, write_folds
+    from utils.data import folds_k_for, load_dataset, plan_folds, select_label_group, write_folds
     from utils.ema import check_decay
     from utils.exclusion import read_exclusion, write_exclusion
     from utils.mix import parse_mix
@@ -391,6 +392,8 @@ def main(args):
     if dist.is_main():
         warn_test_images(spec)
     folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
+    if not args.resume:  # an existing folds file fixes K unless --folds-k was typed
+        args.folds_k = folds_k_for(folds_file, args.folds_k, "folds_k" in getattr(args, "_given", ()))
     # made in memory (the same on every rank) and written only once every check has passed
     fold_ids, folds_file, new_folds = plan_folds(spec, args.folds_k, args.folds_seed, folds_file)
     if not 0 <= args.fold < args.folds_k:

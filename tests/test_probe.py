@@ -189,7 +189,7 @@ def test_tool_reuses_folds_and_names_variants(tmp_path):
     data = write_dataset(tmp_path / "data")
     pd.DataFrame({"image_name": [f"img{i:03d}" for i in range(40)], "fold": np.arange(40) % 4}).to_csv(
         data / "folds.csv", index=False)
-    argv = ["--data", str(data), "--arch", "tiny_cnn", "--no-pretrained", "--size", "24", "--folds-k", "4",
+    argv = ["--data", str(data), "--arch", "tiny_cnn", "--no-pretrained", "--size", "24",  # K=4 from the file
             "--out", str(tmp_path / "runs"), "--workers", "0", "--tta", "hflip", "--C", "auto"]
     linear_probe.main(linear_probe.get_args_parser().parse_args(argv))
     for k in range(4):

@@ -205,6 +205,7 @@ def test_slurm_job_array_and_dependencies(data, tmp_path):
     for tool in ("sbatch", "srun"):
         (bindir / tool).chmod(0o755)
     env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "SBATCH_DIR": str(tmp_path)}
+    data = write_dataset(tmp_path / "data3", n=32, size=24)  # no folds file yet: K=3 is free to choose
     r = submit("--cluster", "slurm", "--data", data, "--out", tmp_path / "runs", "--arch", "tiny_cnn",
                "--folds", 0, 1, 2, "--folds-k", 3, "--seeds", 0, 1, "--partition", "gpu", "--gpus-per-task", 1,
                "--timeout-min", 90, "--array-parallelism", 4, "--slurm-extra", "account=proj", "--", *TRAIN, env=env)
@@ -220,11 +221,33 @@ def test_slurm_job_array_and_dependencies(data, tmp_path):
     assert not (tmp_path / "runs" / "tiny_cnn").exists()  # nothing ran here
 
 
-def test_grid_without_every_fold_trains_and_predicts_without_a_stack_job(data, tmp_path):
+def _folds_file(data, k):
+    names = pd.read_csv(data / "train.csv")["image_name"]
+    pd.DataFrame({"image_name": names, "fold": [i % k for i in range(len(names))]}).to_csv(data / "folds.csv",
+                                                                                          index=False)
+
+
+def test_grid_without_every_fold_trains_and_predicts_without_a_stack_job(tmp_path):
+    data = write_dataset(tmp_path / "data", n=32, size=24)
+    _folds_file(data, 2)  # K=2 from the file: no --folds-k needed
     out = tmp_path / "runs"
     r = submit("--cluster", "debug", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds", 0,
-               "--folds-k", 2, "--tta", "none", "--", *TRAIN)
+               "--tta", "none", "--", *TRAIN)
     assert "no stack job" in r.stderr and "tiny_cnn seed 0 folds [0]" in r.stderr
+    assert "every fold 0..1" in r.stderr and "train every fold: --folds 0 1" in r.stderr
     (run,) = [p for p in out.iterdir() if p.name.startswith("tiny_cnn")]
+    assert json.loads((run / "config.json").read_text())["folds_k"] == 2
     assert (run / "result.json").is_file() and (run / "preds" / "test.none.csv").is_file()
     assert not (out / "stack").exists()
+
+
+def test_grid_takes_k_from_the_folds_file_and_refuses_a_typed_other_k(tmp_path):
+    data = write_dataset(tmp_path / "data", n=32, size=24)
+    _folds_file(data, 3)
+    out = tmp_path / "runs"
+    r = submit("--cluster", "local", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds", 3,
+               "--", *TRAIN, check=False)
+    assert r.returncode == 2 and "--fold 3: must be in 0..2" in r.stderr  # K=3 of the file, not 5
+    r = submit("--cluster", "local", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds-k", 5,
+               "--", *TRAIN, check=False)
+    assert r.returncode == 2 and "has K=3 folds; leave --folds-k out" in r.stderr and not out.exists()

@@ -162,3 +162,18 @@ def test_torchrun_two_processes_and_exact_resume(data, tmp_path):
     r = torchrun(data, out2, "--name", "ddp", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     _same_run(run, out2 / "ddp")
+
+
+def test_an_existing_folds_file_fixes_k_unless_folds_k_is_typed(tmp_path):
+    data = write_dataset(tmp_path / "data", n=24, size=16)
+    folds = np.arange(24) % 3
+    pd.DataFrame({"image_name": [f"img{i:03d}" for i in range(24)], "fold": folds}).to_csv(data / "folds.csv",
+                                                                                          index=False)
+    out = tmp_path / "runs"
+    train(data, out, "--stages", "epochs=1,size=16,bs=8", "--fold", "2")  # K=3 taken from the file
+    assert json.loads((out / "r" / "config.json").read_text())["folds_k"] == 3
+    val = pd.read_csv(out / "r" / "preds" / "val.none.csv")["image_name"]
+    assert sorted(val) == [f"img{i:03d}" for i in range(24) if folds[i] == 2]
+    r = train(data, out, "--stages", "epochs=1,size=16,bs=8", "--folds-k", "5", "--name", "k5", check=False)
+    assert r.returncode == 2 and "K=3" in r.stderr and "leave --folds-k out" in r.stderr
+    assert "Traceback" not in r.stderr and not (out / "k5").exists()

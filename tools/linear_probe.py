@@ -34,7 +34,9 @@ def get_args_parser():
     g.add_argument("--data", required=True, help="dataset directory in the Planet layout")
     g.add_argument("--images", default="train", help="image folder (variant) inside --data (default: train)")
     g.add_argument("--test-images", default="test", help="test image folder inside --data (default: test)")
-    g.add_argument("--folds-k", type=int, default=5, help="number of folds when folds.csv is created (default: 5)")
+    g.add_argument("--folds-k", type=int, default=None,
+                   help="number of folds when folds.csv is created; an existing folds file's own K is used "
+                   "unless this is given, and must then agree with it (default: 5)")
     g.add_argument("--folds-seed", type=int, default=42, help="seed of the fold split (default: 42)")
     g.add_argument("--folds-file", default=None, help="folds file (default: DATA/folds.csv)")
     add_cache_argument(g, "image and feature cache")
@@ -119,7 +121,7 @@ def main(args):
 
     from utils.bands import fit_band_scaling
     from utils.cache import default_cache_dir
-    from utils.data import load_dataset, load_or_make_folds
+    from utils.data import folds_k_for, load_dataset, load_or_make_folds
     from utils.probe import cached_features, f2_scores, prior_probs, probe_folds, write_probe_run
     from utils.thresholds import cross_fit
 
@@ -137,6 +139,7 @@ def main(args):
         raise DataError(f"--channels {args.channels}: must be at least 1")
     spec = load_dataset(root, args.images, args.test_images, channels=args.channels)
     folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"
+    args.folds_k = folds_k_for(folds_file, args.folds_k or 5, args.folds_k is not None)
     folds = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     scaling = fit_band_scaling(spec.files, args.channels)

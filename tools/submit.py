@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from utils.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
 from utils.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
                            make_cells, read_grid, train_argv)
+from utils.data import folds_k_for  # noqa: E402
 from utils.io import DataError  # noqa: E402
 
 log = logging.getLogger("submit")
@@ -58,7 +59,7 @@ def get_args_parser():
     g.add_argument("--folds", nargs="+", type=int, default=None, metavar="K",
                    help="validation folds to train (default: the grid file's, else 0..folds-k-1)")
     g.add_argument("--folds-k", type=int, default=None, metavar="K",
-                   help="number of folds, passed to train.py (default: train.py's, 5)")
+                   help="number of folds, passed to train.py (default: the existing folds file's K, else 5)")
     g.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
                    help="seeds (default: the grid file's, else 0)")
     g.add_argument("--grid", default=None, metavar="FILE", help="YAML grid: archs (with their flags), folds, seeds, "
@@ -110,11 +111,35 @@ def build_cells(args):
         archs.setdefault(a, [])
     if not archs:
         raise DataError("no architecture: pass --arch NAME or a --grid file with archs")
-    k = args.folds_k or 5
+    k = folds_k_for(flag_value(grid["flags"] + args.train_flags, "--folds-file") or Path(args.data) / "folds.csv",
+                    args.folds_k or 5, args.folds_k is not None)
     folds = args.folds if args.folds is not None else grid["folds"] if grid["folds"] is not None else list(range(k))
     seeds = args.seeds if args.seeds is not None else grid["seeds"] or [0]
     common = grid["flags"] + (["--folds-k", str(args.folds_k)] if args.folds_k else []) + args.train_flags
     return make_cells(archs, folds, seeds, common)
+
+
+def flag_value(argv, flag):
+    """The value of `flag` in an argument list (`--f V` or `--f=V`, the last one wins), else None."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+def cell_folds_k(a, data):
+    """K of a cell's parsed train.py flags `a`, as train.py resolves it: the folds file's own
+    K unless --folds-k was given (DataError when a given one disagrees with the file)."""
+    path = Path(a.folds_file) if a.folds_file else Path(data) / "folds.csv"
+    given = "folds_k" in a._given
+    k_file = folds_k_for(path, None, False)
+    if given and k_file is not None and k_file != a.folds_k:
+        raise DataError(f"--folds-k {a.folds_k}: {path} has K={k_file} folds; leave --folds-k out "
+                        f"(the file's K is used) or pass --folds-k {k_file}")
+    return folds_k_for(path, a.folds_k, given)
 
 
 def check_cells(cells, data, out):
@@ -138,8 +163,9 @@ def check_cells(cells, data, out):
             refuse_idle_flags(a, train.NEEDS, train.get_args_parser(), a._given)
             resolve_plan(recipe=a.recipe, stages=a.stages, config_file=a.config, bs=a.bs, size=a.size,
                          epochs=a.epochs, lr=a.lr)
-            if not 0 <= a.fold < a.folds_k:
-                raise DataError(f"--fold {a.fold}: must be in 0..{a.folds_k - 1}")
+            k = cell_folds_k(a, data)
+            if not 0 <= a.fold < k:
+                raise DataError(f"--fold {a.fold}: must be in 0..{k - 1}")
             key = (a.images, a.test_images)
             if key not in specs:
                 specs[key] = load_dataset(Path(data), a.images, a.test_images, check=False, need_test=True)
@@ -269,12 +295,16 @@ def folds_of(cells, cell):
     return sorted(c.fold for c in cells if (c.arch, c.seed) == (cell.arch, cell.seed))
 
 
-def any_model_complete(cells):
-    """Whether some architecture and seed of the grid has every fold 0..folds_k-1, which
-    stack.py needs (a grid of fold 0 only trains and predicts, with no stack job)."""
+def grid_folds_k(cells, data):
+    """K of the grid's runs (the first cell's; every cell shares one folds file)."""
     import train
-    return any(folds_of(cells, c) == list(range(train.parse_args(train_argv(".", ".", c)).folds_k))
-               for c in cells)
+    return cell_folds_k(train.parse_args(train_argv(data, ".", cells[0])), data)
+
+
+def any_model_complete(cells, k):
+    """Whether some architecture and seed of the grid has every fold 0..k-1, which stack.py
+    needs (a grid of fold 0 only trains and predicts, with no stack job)."""
+    return any(folds_of(cells, c) == list(range(k)) for c in cells)
 
 
 def main(args):
@@ -296,11 +326,12 @@ def main(args):
     predict = PredictJob(args.out, args.tta)
     stack = StackJob(args.out, [c.name for c in cells], args.tta, args.submission,
                      ["--method", *args.stack_method] if args.stack_method else [])
-    if not any_model_complete(cells):
+    k = grid_folds_k(cells, args.data)
+    if not any_model_complete(cells, k):
         stack = None
-        print("no stack job: stack.py needs every fold 0..K-1 of a model (architecture and seed), and this grid "
-              "has " + ", ".join(sorted({f"{c.arch} seed {c.seed} folds {folds_of(cells, c)}" for c in cells})) +
-              "; give every fold (--folds, or leave it out) to get a submission", file=sys.stderr)
+        print(f"no stack job: stack.py needs every fold 0..{k - 1} of a model (architecture and seed), and this "
+              "grid has " + ", ".join(sorted({f"{c.arch} seed {c.seed} folds {folds_of(cells, c)}" for c in cells})) +
+              f"; to get a submission, train every fold: --folds {' '.join(map(str, range(k)))}", file=sys.stderr)
     go = submit_slurm if args.cluster == "slurm" else submit_here
     try:
         return go(ex, args, cells, todo, predict, stack)

@@ -325,6 +325,20 @@ def make_folds(y, k=5, seed=42, groups=None):
     return folds
 
 
+def folds_k_for(path, k, given):
+    """The number of folds a run uses: the existing folds file's own K when --folds-k was not
+    typed on the command line (given False), else k. A file that cannot be read gives k
+    (plan_folds then says what is wrong with it)."""
+    path = Path(path)
+    if given or not path.is_file():
+        return k
+    try:
+        folds = pd.read_csv(path, usecols=["fold"])["fold"].astype(int)
+    except (ValueError, OSError, pd.errors.ParserError):
+        return k
+    return int(folds.max()) + 1 if len(folds) else k
+
+
 def plan_folds(spec, k=5, seed=42, path=None):
     """Fold id per training image, read from the folds file or made in memory (not written).
 
@@ -351,7 +365,8 @@ def plan_folds(spec, k=5, seed=42, path=None):
     k_file = max(stored.values()) + 1 if stored else 0
     problems = []
     if k_file != k:
-        problems.append(f"it has K={k_file} folds, this run asks --folds-k {k}: pass --folds-k {k_file}")
+        problems.append(f"it has K={k_file} folds, the command line asks --folds-k {k}: leave --folds-k out "
+                        f"(the file's K is used) or pass --folds-k {k_file}")
     now = set(spec.names)
     added = [n for n in spec.names if n not in stored]
     removed = [n for n in stored if n not in now]
