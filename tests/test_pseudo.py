@@ -152,6 +152,30 @@ def test_bad_inputs_exit_2_and_write_nothing(data, tmp_path):
     assert not out.exists()
 
 
+def test_pseudo_and_soft_targets_name_the_kind_of_file_given(data, tmp_path):
+    """A submission, a folds file, train.csv or out-of-fold predictions get the explanation
+    tools/pseudo_label.py gives for the same file (utils.prob_file), not a leak or NaN message."""
+    out = tmp_path / "runs"
+    one = ["--stages", "epochs=1,size=32,bs=8", "--folds-k", "4"]
+    spec_names = pd.read_csv(data / "train.csv")["image_name"].tolist()
+    stack_dir = tmp_path / "stack"
+    write_preds(stack_dir / "stack_oof.csv", spec_names, LABELS, np.full((len(spec_names), 3), 0.5))
+    (stack_dir / "stack_report.json").write_text(json.dumps({"library": {"folds": 4}}))
+    (stack_dir / "submission.csv").write_text("image_name,tags\nt000,a c\nt001,b\n")
+    folds_csv = tmp_path / "folds.csv"
+    folds_csv.write_text("image_name,fold\n" + "".join(f"{n},{i % 4}\n" for i, n in enumerate(spec_names)))
+    cases = [("--soft-targets", stack_dir / "submission.csv", "not a probability file but a submission"),
+             ("--pseudo", stack_dir / "submission.csv", "not a probability file but a submission"),
+             ("--soft-targets", folds_csv, "not a probability file but a folds file"),
+             ("--pseudo", data / "train.csv", "not a probability file but the training labels of a dataset"),
+             ("--pseudo", stack_dir / "stack_oof.csv", "out-of-fold predictions of the training images")]
+    for flag, path, message in cases:
+        r = train(data, out, *one, flag, path, check=False)
+        assert r.returncode == 2 and f"{flag} {path}: " in r.stderr and message in r.stderr, (flag, r.stderr)
+        assert "leaks" not in r.stderr and "NaN" not in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- tools/pseudo_label.py
 
 def test_confidence_selection_by_hand():

@@ -66,3 +66,23 @@ def test_the_tool_exits_2_without_a_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "not a probability file but a submission" in r.stderr and EXPECTED in r.stderr
     assert not (tmp_path / "pseudo.csv").exists()
+
+
+def test_out_of_fold_predictions_of_training_images_are_refused(tmp_path):
+    """stack_oof.csv, a run's preds/val.<tta>.csv, or a copy of stack_oof.csv under another name
+    hold probabilities of training images: not pseudo-labels for the test set."""
+    probs = np.array([[0.9, 0.2, 0.5], [0.1, 0.7, 0.4]])
+    write_preds(tmp_path / "stack" / "stack_oof.csv", ["i1", "i2"], LABELS, probs)
+    write_preds(tmp_path / "stack" / "oof_copy.csv", ["i2", "i1"], LABELS, probs)
+    write_preds(tmp_path / "run" / "preds" / "val.hflip.csv", ["i1", "i2"], LABELS, probs)
+    (tmp_path / "run" / "config.json").write_text("{}")
+    for path, message in [(tmp_path / "stack" / "stack_oof.csv", "stack_test.csv"),
+                          (tmp_path / "stack" / "oof_copy.csv", "the same images as"),
+                          (tmp_path / "run" / "preds" / "val.hflip.csv", "test.hflip.csv")]:
+        with pytest.raises(DataError, match="this needs probabilities of test images") as e:
+            pseudo_label.main(args(path, tmp_path / "pseudo.csv", "--quantile", "0"))
+        assert message in str(e.value) and str(path) in str(e.value)
+    assert not (tmp_path / "pseudo.csv").exists()
+    write_preds(tmp_path / "stack" / "stack_test.csv", ["t1", "t2"], LABELS, probs)  # test images: accepted
+    pseudo_label.main(args(tmp_path / "stack" / "stack_test.csv", tmp_path / "pseudo.csv", "--quantile", "0"))
+    assert read_preds(tmp_path / "pseudo.csv")[0] == ["t1", "t2"]

@@ -121,7 +121,7 @@ def main(args):
     if args.runs:
         names, labels, probs, runs = runs_test_probs(args.runs, args.tta)
     else:
-        (names, labels, probs), runs = read_probs(args.probs, "--probs"), []
+        (names, labels, probs), runs = read_probs(args.probs, "--probs", test_only=True), []
     thr = hard_thresholds(args.thresholds, labels, runs, args.probs) if args.mode == "hard" else 0.5
     keep, targets = pseudo_labels(probs, args.mode, args.quantile, thr)
     conf = confidence(probs)

@@ -9,6 +9,8 @@ a folds file (image_name,fold), logits or scores (values outside [0, 1]). `read_
 names which of these a file looks like, what was expected, and the first wrong row and
 column, before utils.io.read_preds parses it.
 """
+from pathlib import Path
+
 import numpy as np
 
 from utils.io import DataError, read_csv, read_preds
@@ -26,10 +28,11 @@ def _is_number(text):
     return True
 
 
-def describe(df):
+def describe(df, hard_ok=False, name=""):
     """What a CSV (read as strings, utils.io.read_csv) is when it is not a probability table:
     (what it looks like, where: the first wrong row and column or None); (None, None) when
-    it is one. Rows are the file's lines (the header is row 1)."""
+    it is one. Rows are the file's lines (the header is row 1). hard_ok: a 0/1 table is
+    accepted (pseudo-labels of --mode hard); name: the file's name (train.csv is named so)."""
     cols = [str(c) for c in df.columns]
     if cols[:1] != ["image_name"]:
         if sum(_is_number(c) for c in cols) >= max(1, len(cols) - 1):
@@ -37,6 +40,8 @@ def describe(df):
         return f"a CSV whose first column is {cols[0]!r}, not image_name (columns {cols[:6]})", None
     if cols == ["image_name", "tags"]:
         first = next((f"row {i + 2}: tags {v!r}" for i, v in enumerate(df["tags"]) if v), None)
+        if name == "train.csv":
+            return "the training labels of a dataset (train.csv: image_name,tags, tags as words)", first
         return "a submission (image_name,tags: tags as words)", first
     if cols == ["image_name", "fold"]:
         return "a folds file (image_name,fold)", None
@@ -58,23 +63,47 @@ def describe(df):
         return ("a table of scores or logits, not probabilities after the sigmoid",
                 f"{int(bad.sum())} value(s) outside [0, 1], the first at row {i + 2}, column "
                 f"{values.columns[j]!r} = {values.iat[i, j]}")
-    if np.isin(x, (0.0, 1.0)).all():
+    if np.isin(x, (0.0, 1.0)).all() and not hard_ok:
         return ("a thresholded 0/1 table (a binarised submission or a --mode hard pseudo-label file)",
                 f"every one of its {x.size} values is 0 or 1")
     return None, None
 
 
-def read_probs(path, flag="--probs"):
+def read_probs(path, flag="--probs", hard_ok=False, test_only=False):
     """(names list[str], labels list[str], probs float64 (N, L)) of a probability file.
 
-    Raises DataError naming `flag` and `path`, what the file looks like (`describe`), what
-    was expected (EXPECTED) and the first wrong row and column; then utils.io.read_preds'
-    own checks (duplicate or empty image names).
+    hard_ok: 0/1 values are accepted (a --mode hard pseudo-label file); test_only: the
+    file must hold test predictions, not out-of-fold predictions of training images
+    (`training_predictions`). Raises DataError naming `flag` and `path`, what the file
+    looks like (`describe`), what was expected (EXPECTED) and the first wrong row and
+    column; then utils.io.read_preds' own checks (duplicate or empty image names).
     """
     df = read_csv(path, dtype=str, keep_default_na=False)
-    what, where = describe(df)
+    what, where = describe(df, hard_ok, Path(path).name)
     if what:
         raise DataError(f"{flag} {path}: not a probability file but {what}" + (f" ({where})" if where else "")
                         + f".\n  Expected {EXPECTED}.")
+    why = training_predictions(path, df["image_name"]) if test_only else None
+    if why:
+        raise DataError(f"{flag} {path}: {why}; this needs probabilities of test images")
     return read_preds(path)
+
+
+def training_predictions(path, names):
+    """Why the probability file `path` (image names `names`) holds out-of-fold predictions of
+    training images rather than test predictions, or None when nothing says so: a run's
+    preds/val.<tta>.csv, a stack's stack_oof.csv, or a file with the image names of the
+    stack_oof.csv beside it."""
+    path = Path(path)
+    run = path.parent.parent
+    if path.parent.name == "preds" and path.name.startswith("val.") and (run / "config.json").is_file():
+        return (f"the out-of-fold predictions of run {run.name} for its validation (training) images; "
+                f"use {path.parent / ('test.' + path.name[4:])} (python predict.py --run {run} --split test)")
+    if path.name.startswith("stack_oof"):
+        return (f"a stack's out-of-fold predictions of the training images; use {path.parent / 'stack_test.csv'} "
+                f"beside it")
+    oof = path.parent / "stack_oof.csv"
+    if oof.is_file() and set(read_csv(oof, usecols=["image_name"], dtype=str)["image_name"]) == set(names):
+        return f"the same images as {oof}, the training images; use {path.parent / 'stack_test.csv'}"
+    return None
 

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.io import DataError, read_json, read_preds, report_problems
+from utils.io import DataError, read_json, report_problems
+from utils.prob_file import read_probs
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def load_pseudo(path, spec, labels, weight=1.0):
         raise DataError(f"--pseudo {path}: file not found (make one with tools/pseudo_label.py)")
     if not weight > 0:
         raise DataError(f"--pseudo-weight {weight}: must be > 0")
-    names, file_labels, probs = read_preds(path)
+    names, file_labels, probs = read_probs(path, "--pseudo", hard_ok=True, test_only=True)
     index = {n: i for i, n in enumerate(spec.test_names)}
     unknown = [f"row {i + 2}: {n!r}" for i, n in enumerate(names) if n not in index]
     report_problems(f"{path}: images not in the test set ({spec.test_images}/, sample_submission.csv); "
@@ -228,8 +229,8 @@ def load_soft_targets(source, spec, fold_ids, fold, labels, alpha, cache_dir="",
                          "sha256": file_sha256(path / "checkpoints" / "best.pt")}
     if not path.is_file():
         raise DataError(f"--soft-targets {path}: no such file or run directory")
+    names, file_labels, probs = read_probs(path, "--soft-targets")  # what the file is, before where it is from
     provenance = check_teacher(path, fold)
-    names, file_labels, probs = read_preds(path)
     cols = _columns(path, file_labels, labels)
     index = {n: i for i, n in enumerate(names)}
     missing = [spec.names[i] for i in train_rows if spec.names[i] not in index]
