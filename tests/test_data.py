@@ -85,6 +85,16 @@ def test_all_problems_reported_together(tiny_data):
     assert "6 problem(s)" in msg  # the duplicate row of img004 is also unreadable
 
 
+def test_two_files_for_one_name_are_named_as_candidates(tiny_data):
+    Image.open(tiny_data / "train" / "img002.jpg").save(tiny_data / "train" / "img002.png")
+    msg = _problems(tiny_data)
+    assert "train.csv row 4: 2 candidate files for 'img002'" in msg and "img002.jpg, img002.png" in msg
+    assert "no image file" not in msg and "1 problem(s)" in msg
+    lines = (tiny_data / "train.csv").read_text().replace("img002,", "img002.png,")
+    (tiny_data / "train.csv").write_text(lines)  # the extension written out tells them apart, as the message says
+    assert load_dataset(tiny_data).files[2].name == "img002.png"
+
+
 def test_many_problems_are_capped_with_a_count(tiny_data):
     for i in range(30):
         (tiny_data / "train" / f"img{i:03d}.jpg").unlink()

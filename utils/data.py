@@ -100,6 +100,27 @@ def resolve_file(name, by_name, by_stem):
     return by_stem.get(name)
 
 
+def files_by_stem(by_name):
+    """stem -> sorted file names (image files only) of an index_folder by_name map."""
+    out = {}
+    for n in sorted(by_name):
+        stem, ext = os.path.splitext(n)
+        if ext.lower() in IMAGE_EXTS:
+            out.setdefault(stem, []).append(n)
+    return out
+
+
+def missing_file(name, folder, same_stem):
+    """Why image_name `name` has no file in `folder`: none at all, or several candidates
+    (same stem, other extensions; same_stem from files_by_stem) that it does not tell apart."""
+    stem, ext = os.path.splitext(name)
+    cands = same_stem.get(stem if ext.lower() in IMAGE_EXTS else name, [])
+    if len(cands) > 1:
+        return (f"{len(cands)} candidate files for {name!r} in {folder}: {', '.join(cands)}; keep one of them, or "
+                f"write the extension in image_name (e.g. {cands[0]})")
+    return f"no image file for {name!r} in {folder}"
+
+
 def check_header(path):
     """Open an image's header only (no pixel decode). Returns a problem string or None."""
     try:
@@ -190,13 +211,14 @@ def _match_files(names, folder, csv_name, problems, check=True, report=True):
             problems.append(f"{folder}: image folder not found")
         return [None] * len(names)
     by_name, by_stem = index_folder(folder)
-    files = []
+    files, same_stem = [], None
     for i, name in enumerate(names):
         f = resolve_file(name, by_name, by_stem)
         if not report:
             pass
         elif f is None:
-            problems.append(f"{csv_name} row {i + 2}: no image file for {name!r} in {folder}")
+            same_stem = same_stem or files_by_stem(by_name)
+            problems.append(f"{csv_name} row {i + 2}: " + missing_file(name, folder, same_stem))
         elif check and (p := check_header(f)):
             problems.append(f"{csv_name} row {i + 2}: {p}")
         files.append(f)
