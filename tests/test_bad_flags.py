@@ -42,7 +42,21 @@ def test_resume_diff_says_not_set_rather_than_null():
     with pytest.raises(DataError) as e:
         restore_flags(Namespace(lr=0.5, bs=8), {"args": {"lr": None, "bs": 8}}, {"lr"}, "runs/R")
     msg = str(e.value)
-    assert "--lr: the run has not set (default), the command line 0.5" in msg and "null" not in msg
+    assert "--lr: the run was started with --lr at its default (not set), the command line gives 0.5" in msg
+    assert "null" not in msg
+
+
+def test_resume_with_another_lr_names_the_default_the_run_used(tmp_path):
+    """A run started without --lr, resumed with --lr 1e-2: the message says what the default was."""
+    import signal
+    data = write_dataset(tmp_path / "data", n=20, size=16)
+    plan = ["--stages", "epochs=2,size=16,bs=8,lr=5e-4"]
+    r = train(data, tmp_path / "runs", *plan, check=False, env={"MULTITAG_DIE_AT": "epoch_end:1"})
+    assert r.returncode == -signal.SIGKILL
+    r = train(data, tmp_path / "runs", "--resume", "--lr", "1e-2", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert ("--lr: the run was started with --lr at its default (0.0005, the final stage's), "
+            "the command line gives 0.01") in r.stderr
 
 
 @pytest.mark.parametrize("drop", ["size", "mean", "std", "arch", "labels"])

@@ -233,7 +233,7 @@ def test_train_and_predict_with_channels(tmp_path, planet, channels):
         r = run(ROOT / "train.py", "--data", planet, "--out", out, "--arch", "tiny_cnn", "--no-pretrained",
                 "--name", "r", "--stages", "epochs=1,size=16,bs=8,lr=1e-2,train=all", "--channels", 4,
                 "--aug", "hflip,pca", "--resume", check=False)
-        assert r.returncode == 2 and "--channels: the run has 3, the command line 4" in r.stderr
+        assert r.returncode == 2 and "--channels: the run was started with --channels 3, the command line gives 4" in r.stderr
         return
     run(ROOT / "predict.py", "--run", out / "r", "--tta", "hflip", "--cache-dir", tmp_path / "cache")
     test = pd.read_csv(out / "r" / "preds" / "test.hflip.csv")

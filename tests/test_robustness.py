@@ -388,7 +388,7 @@ def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
     long_plan = ";".join(f"epochs=1,size=16,bs=8,lr={i + 1}e-3,train=all,sched=cosine,wd=0.0{i}" for i in range(4))
     r = resume("--loss", "bce", "--stages", long_plan)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert '--loss: the run has "asl", the command line "bce"' in r.stderr
+    assert '--loss: the run was started with --loss "asl", the command line gives "bce"' in r.stderr
     assert json.dumps(long_plan) in r.stderr and json.dumps(plan) in r.stderr  # shown in full
     assert "--aug" not in r.stderr  # only the flags that differ
     r = resume("--loss", "asl", "--plots", "none")  # a given flag equal to the run's, a free one

@@ -51,11 +51,36 @@ def _shown(value):
     return "not set (default)" if value is None else json.dumps(value, default=str)
 
 
-def restore_flags(args, stored, given, run_dir, parse=None):
+def _run_side(key, value, defaults):
+    """What the run was started with, for a flag that differs: its value, or for one left
+    at its default (stored None) what that default came to (defaults[key]) when known."""
+    flag = f"--{key.replace('_', '-')}"
+    if value is None:
+        return f"the run was started with {flag} at its default ({defaults.get(key, 'not set')})"
+    return f"the run was started with {flag} {json.dumps(value, default=str)}"
+
+
+def plan_defaults(stored):
+    """What --lr, --size, --bs and --epochs left at their default came to in a run, from the
+    stage plan in its config.json: {flag: text} ({} without a plan)."""
+    stages = [s for s in stored.get("stages") or [] if isinstance(s, dict)]
+    if not stages:
+        return {}
+    last = stages[-1]
+    out = {"lr": f"{last.get('lr'):g}, the final stage's" if isinstance(last.get("lr"), (int, float)) else None,
+           "size": f"{last.get('size')} px, the final stage's" if last.get("size") else None,
+           "bs": f"{max(int(s.get('bs') or 0) for s in stages)}, the plan's largest" if last.get("bs") else None,
+           "epochs": f"{sum(int(s.get('epochs') or 0) for s in stages)} in all" if last.get("epochs") else None}
+    return {k: v for k, v in out.items() if v}
+
+
+def restore_flags(args, stored, given, run_dir, parse=None, defaults=None):
     """Set every flag not given on the command line to the run's stored value, in place.
 
     args: the parsed namespace; stored: the run's config.json; given: given_flags();
-    parse: argv -> namespace, used for runs written before flags were stored (their argv).
+    parse: argv -> namespace, used for runs written before flags were stored (their argv);
+    defaults: {flag: text} what a flag stored as None (left at its default) came to in the
+    run, for the message (default: plan_defaults(stored)).
     Raises DataError listing, in full, every given flag whose value differs from the run's.
     Returns the names of the flags restored.
     """
@@ -65,13 +90,14 @@ def restore_flags(args, stored, given, run_dir, parse=None):
             return []
         flags = vars(parse(stored["argv"]))
     diff, restored = [], []
+    defaults = plan_defaults(stored) if defaults is None else defaults
     for key, value in flags.items():
         if key in FREE or not hasattr(args, key):
             continue
         if key in given:
             if not _same(getattr(args, key), value):
-                diff.append(f"  --{key.replace('_', '-')}: the run has {_shown(value)}, "
-                            f"the command line {_shown(getattr(args, key))}")
+                diff.append(f"  --{key.replace('_', '-')}: {_run_side(key, value, defaults)}, "
+                            f"the command line gives {_shown(getattr(args, key))}")
         elif not _same(getattr(args, key), value):
             setattr(args, key, value)
             restored.append(key)
