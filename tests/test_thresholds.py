@@ -303,6 +303,15 @@ def test_tool_errors_exit_2(tmp_path):
         tool.main(tool.get_args_parser().parse_args(["--run", str(run)]))
 
 
+def test_tool_run_that_is_not_a_run_folder_says_so(tmp_path):
+    for run, message in [(tmp_path / "nonexistent", "no such folder"),
+                         (tmp_path, "not a run folder (no config.json)")]:
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "thresholds.py"), "--run", str(run)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and f"--run {run}: {message}" in r.stderr and "Traceback" not in r.stderr
+        assert "preds/val" not in r.stderr
+
+
 def test_tool_refuses_unknown_tags(tmp_path):
     write_case(tmp_path)
     df = pd.read_csv(tmp_path / "train.csv", keep_default_na=False)

@@ -76,6 +76,11 @@ def read_folds(path):
 def resolve_run(run):
     """Run directory -> (val preds path, truth path or None) following its config.json."""
     run = Path(run)
+    if not run.is_dir():
+        raise DataError(f"--run {run}: no such folder; give a run folder (runs/<name>, with config.json)")
+    if not (run / "config.json").is_file():
+        raise DataError(f"--run {run}: not a run folder (no config.json); give a run folder (runs/<name>) "
+                        f"made by train.py, or a probability file with --probs")
     preds = run / "preds" / "val.none.csv"
     if not preds.is_file():
         found = sorted((run / "preds").glob("val.*.csv"), key=lambda p: p.stat().st_mtime)
