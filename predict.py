@@ -18,7 +18,6 @@ every file is written at the end, atomically: an error leaves no prediction file
 import argparse
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +56,9 @@ def get_args_parser():
                    help="test images, the run's validation fold, or both (default: both)")
     g.add_argument("--checkpoint", default="best",
                    help="best | avg | last (the run's checkpoints/<name>.pt; avg from tools/average_checkpoints.py) "
-                   "or a path to a checkpoint file; files of any but best are named <split>.<tta>-<name>.csv "
-                   "(default: best)")
+                   "or a path to a checkpoint file; files of any but best are named <split>.<tta>-<name>.csv, "
+                   "those of another run's file <split>.<tta>-from_<run>_<stem>.csv; --split val/both refuses "
+                   "weights that did not hold out the run's fold (a leak) (default: best)")
     g.add_argument("--size", type=int, default=None, metavar="PX",
                    help="image side to predict at, in px; files are then named <split>.<tta>-<PX>px.csv "
                    "(FixRes: testing above the training size) (default: each checkpoint's training size)")
@@ -99,6 +99,7 @@ class Job:
     val_names: list = field(default_factory=list)
     val_rows: np.ndarray = None
     out: dict = field(default_factory=dict)  # split -> (names, labels, probs)
+    tta: str = "none"  # the <tta> part of its prediction files (preds_name)
 
 
 def find_all_runs(patterns, path_map):
@@ -160,6 +161,7 @@ def plan_jobs(runs, args, splits):
     A problem of a dataset several runs share is reported once, with the runs it stops.
     """
     from utils.checkpoint import load_for_inference
+    from utils.checkpoint_origin import check_val_origin
     from utils.data import check_rows, check_test_images, load_dataset, unlisted_test_images
 
     # only the images of the predicted splits are checked: a broken training image does not stop
@@ -173,9 +175,12 @@ def plan_jobs(runs, args, splits):
                 else "the run has not saved a model (still training, or pruned) - train it or drop it from --run"))
             continue
         try:  # a damaged or foreign checkpoint is found now, not after hours of other runs
-            load_for_inference(ckpt, "cpu", run.labels)
+            _, meta = load_for_inference(ckpt, "cpu", run.labels)
         except DataError as e:
             problems.append(str(e))
+            continue
+        if "val" in splits and (leak := check_val_origin(ckpt, meta, run)):
+            problems.append(leak)
             continue
         root = Path(args.data) if args.data else run.data_root
         if root is None:
@@ -199,7 +204,7 @@ def plan_jobs(runs, args, splits):
             continue
         try:
             run.data_root = root
-            job = Job(run, ckpt, specs[key])
+            job = Job(run, ckpt, specs[key], tta=preds_name(args, ckpt, meta, run.dir))
             if "val" in splits:
                 job.val_names, job.val_rows = val_fold(run, job.spec)
                 fold_key = (key, run.fold)
@@ -253,7 +258,7 @@ def predict_job(job, splits, args, device):
         job.out["test"] = (spec.test_names, labels, predict_tta(model, images, **kw))
 
 
-def check_submission(jobs, splits, tta):
+def check_submission(jobs, splits):
     """Before predicting: one label set, one test set, and out-of-fold predictions to come."""
     problems = []
     label_sets = {tuple(j.run.labels) for j in jobs}
@@ -272,19 +277,19 @@ def check_submission(jobs, splits, tta):
                         f"{len(only_a)} only in the second {preview(only_a)}"
                         + ("" if only_a or only_b else " (the same images in another order)"))
     if "val" not in splits:
-        problems += [f"{j.run.dir}: no preds/val.{tta}.csv for the thresholds; use --split both"
-                     for j in jobs if not j.run.preds_path("val", tta).is_file()]
+        problems += [f"{j.run.dir}: no preds/val.{j.tta}.csv for the thresholds; use --split both"
+                     for j in jobs if not j.run.preds_path("val", j.tta).is_file()]
     report_problems("cannot make a submission", problems)
 
 
-def oof_table(jobs, tta):
+def oof_table(jobs):
     """Out-of-fold probabilities of the runs, averaged per image (repeats of a fold):
     (names, probs (N, L), y (N, L), fold ids (N,))."""
     frames = []
     for j in jobs:
-        names, labels, probs = j.out["val"] if "val" in j.out else read_preds(j.run.preds_path("val", tta))
+        names, labels, probs = j.out["val"] if "val" in j.out else read_preds(j.run.preds_path("val", j.tta))
         if labels != j.run.labels:
-            raise DataError(f"{j.run.preds_path('val', tta)}: columns {labels} differ from the run's labels")
+            raise DataError(f"{j.run.preds_path('val', j.tta)}: columns {labels} differ from the run's labels")
         frames.append(pd.DataFrame(probs, index=names, columns=labels))
     oof = pd.concat(frames).groupby(level=0, sort=False).mean()
     spec, labels = jobs[0].spec, list(oof.columns)
@@ -304,7 +309,7 @@ def make_submission(jobs, args, constraints=None):
 
     names, labels, _ = jobs[0].out["test"]
     test = np.mean([j.out["test"][2] for j in jobs], axis=0)
-    _, oof, y, folds = oof_table(jobs, preds_name(args))
+    _, oof, y, folds = oof_table(jobs)
     thr = fit_thresholds(y, oof, args.threshold, folds=folds, beta=args.beta)
     log.info("thresholds (%s, from %d out-of-fold images): %s", args.threshold, len(oof),
              "expected-F2 decisions" if thr is None else " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
@@ -312,15 +317,20 @@ def make_submission(jobs, args, constraints=None):
     return submission_frame(names, labels, decisions)
 
 
-def preds_name(args):
-    """The <tta> part of the prediction files: the TTA name, plus -<PX>px when --size is given,
-    plus -<checkpoint> (avg, last, or a file's stem) for any checkpoint but best, so predictions
-    of other weights never replace the best checkpoint's."""
+def preds_name(args, ckpt=None, meta=None, run_dir=None):
+    """The <tta> part of a run's prediction files: the TTA name, plus -<PX>px when --size is
+    given, plus -<checkpoint> for any checkpoint but best (avg, last), so predictions of other
+    weights never replace the best checkpoint's. A --checkpoint file (ckpt, its meta) that is
+    not one of run_dir's own is named for the run that trained it: -from_<run>_<stem>
+    (utils.checkpoint_origin.weights_tag), never as if it were the run's own."""
+    from utils.checkpoint_origin import weights_tag
+
     name = args.tta + (f"-{args.size}px" if args.size else "")
-    if args.checkpoint != "best":
-        which = args.checkpoint if args.checkpoint in NAMED_CHECKPOINTS else Path(args.checkpoint).stem
-        name += "-" + re.sub(r"[^A-Za-z0-9_]+", "_", which)
-    return name
+    if args.checkpoint in NAMED_CHECKPOINTS:
+        tag = "" if args.checkpoint == "best" else args.checkpoint
+    else:
+        tag = weights_tag(ckpt, meta or {}, run_dir)
+    return name + (f"-{tag}" if tag else "")
 
 
 def main(args):
@@ -335,7 +345,7 @@ def main(args):
     jobs = plan_jobs(find_all_runs(args.run, args.path_map), args, splits)
     constraints = None
     if args.submission:
-        check_submission(jobs, splits, preds_name(args))
+        check_submission(jobs, splits)
         constraints = parse_constraints(jobs[0].run.labels, args.exactly_one, args.at_most_one, args.min_tags,
                                         args.max_tags)
     elif args.exactly_one or args.at_most_one or args.min_tags or args.max_tags is not None:
@@ -346,7 +356,7 @@ def main(args):
     written = []
     for job in jobs:  # every prediction exists: now write them
         for split, (names, labels, probs) in job.out.items():
-            written.append(write_preds(job.run.preds_path(split, preds_name(args)), names, labels, probs))
+            written.append(write_preds(job.run.preds_path(split, job.tta), names, labels, probs))
     if sub is not None:
         written.append(atomic_write_csv(args.submission, sub))
     print("\n".join(str(p) for p in written))

@@ -494,7 +494,7 @@ def test_different_test_sets_are_named_once_per_set():
     jobs = [job("r0", ["a", "b", "c"], "D1"), job("r1", ["a", "b", "c"], "D1"),
             job("r2", ["a", "b", "d"], "D2"), job("r3", ["a", "b", "d"], "D2")]
     with pytest.raises(DataError) as e:
-        predict_script.check_submission(jobs, ("test", "val"), "none")
+        predict_script.check_submission(jobs, ("test", "val"))
     msg = str(e.value)
     assert "1 problem" in msg and "'r2', 'r3' (D2)" in msg and "only in the first 'd'" in msg
     assert "only in the second 'c'" in msg and msg.count("different test sets") == 1

@@ -25,6 +25,7 @@ from utils.cache import load_images
 from utils.accumulation import Accumulation
 from utils.averaging import keep_epoch
 from utils.checkpoint import check_labels, clean_state_dict, load_checkpoint, load_weights, save_checkpoint
+from utils.checkpoint_origin import ORIGIN_KEYS
 from utils.ema import build_ema
 from utils.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
                           train_one_epoch)
@@ -216,7 +217,9 @@ class Trainer:
                 "head": self.config.get("head"),
                 "label_group": self.config.get("label_group"), "stages": self.config["stages"],
                 "run": self.config.get("name"), "channels": self.config.get("channels", 3),
-                "band_scaling": self.config.get("band_scaling")}
+                "band_scaling": self.config.get("band_scaling"),
+                # the fold split the weights held out: predict.py refuses them for any other fold
+                **{k: self.config.get(k) for k in ORIGIN_KEYS}}
 
     def save_last(self, optimizer=None, scheduler=None):
         """Write checkpoints/last.pt with the full state at the current position."""
