@@ -87,6 +87,16 @@ def test_flipped_labels_rank_first_as_cleanlab_says(oof_set):
         assert im.size[0] > 300
 
 
+def test_outputs_go_beside_the_runs_by_default(oof_set, tmp_path):
+    tmp, runs, names, _, _ = oof_set
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "label_issues.py"), "--runs", str(runs / "*"),
+                        "--top", "4"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = pd.read_csv(runs / "label_issues" / "label_issues.csv", dtype={"image_name": str})
+    assert sorted(table["image_name"]) == sorted(names) and (runs / "label_issues" / "label_issues.png").is_file()
+    assert str(runs / "label_issues" / "label_issues.csv") in r.stdout
+
+
 def test_bad_input_exits_2_and_writes_nothing(oof_set, tmp_path):
     _, runs, _, _, _ = oof_set
     cmd = [sys.executable, str(ROOT / "tools" / "label_issues.py"), "--out", str(tmp_path / "o")]

@@ -15,13 +15,14 @@ The CSV's first rows are an --exclude list for train.py:
 """
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.cli import DEFAULT_RUNS, add_runs_argument, run_script  # noqa: E402
+from utils.cli import add_runs_argument, run_script  # noqa: E402
 from utils.io import DataError  # noqa: E402
 
 log = logging.getLogger("label_issues")
@@ -44,8 +45,9 @@ def get_args_parser():
                         "(default: softmin; measured in EXPERIMENTS.md)")
     g = p.add_argument_group("output")
     g.add_argument("--top", type=int, default=48, help="images on the contact sheet and printed (default: 48)")
-    g.add_argument("--out", default=str(Path(DEFAULT_RUNS) / "label_issues"),
-                   help="output folder (default: runs/label_issues in the repository)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: label_issues/ beside the runs, in the folder that holds them: "
+                   "DIR/label_issues for --runs 'DIR/*', runs/label_issues in the repository for the default --runs)")
     g.add_argument("--size", type=int, default=160, help="thumbnail side on the contact sheet in px (default: 160)")
     return p
 
@@ -58,6 +60,12 @@ def image_files(library, runs, data):
     root = data_root(runs, data)
     spec = load_dataset(root, library.members[0].config.get("images", "train"), check=False)
     return dict(zip(spec.names, spec.files))
+
+
+def beside(runs):
+    """The default output folder: label_issues/ in the folder that holds the runs (their
+    parents' common folder when they lie in several)."""
+    return Path(os.path.commonpath([str(r.dir.resolve().parent) for r in runs])) / "label_issues"
 
 
 def main(args):
@@ -78,7 +86,7 @@ def main(args):
     files = image_files(library, runs, args.data)
     top = table.head(args.top)
     images = [decode_image(files[n], args.size) for n in top["image_name"]]
-    out = Path(args.out)
+    out = Path(args.out) if args.out else beside(runs)
     atomic_write_csv(out / "label_issues.csv", table, float_format="%.6g")
     contact_sheet(top, images, out / "label_issues.png",
                   title=f"most suspicious labels of {len(table)} images, {len(library.members)} model(s)")
