@@ -201,6 +201,22 @@ def test_unknown_recipe_lists_names_and_too_few_epochs():
         resolve_plan("unfreeze-gradual", epochs=3)
 
 
+def test_too_few_epochs_for_the_recipe_shows_a_one_stage_plan_that_runs(tmp_path):
+    import json
+    import shlex
+
+    from conftest import write_dataset
+    from test_train import train
+    data = write_dataset(tmp_path / "data", n=16, size=16)
+    r = train(data, tmp_path / "runs", "--epochs", "1", "--size", "32", check=False)
+    assert r.returncode == 2 and "needs --epochs >= 2" in r.stderr and not (tmp_path / "runs").exists()
+    hint = r.stderr.split("e.g. ", 1)[1].split(" (the whole", 1)[0]
+    assert hint == '--stages "epochs=1,size=32,train=all"'
+    train(data, tmp_path / "runs", *shlex.split(hint), "--epochs", "1")  # the example, as typed, trains one epoch
+    cfg = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert [(s["epochs"], s["size"], s["train"]) for s in cfg["stages"]] == [(1, 32, "all")]
+
+
 # ----- flags ----------------------------------------------------------------------------
 
 def test_bs_linear_scaling_rule():

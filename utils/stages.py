@@ -415,9 +415,12 @@ def _patience(epochs):
     return max(1, epochs // 15)
 
 
-def _need(name, epochs, n):
+def _need(name, epochs, n, size):
     if epochs < n:
-        raise DataError(f"recipe {name!r} needs --epochs >= {n} (one per stage); got {epochs}")
+        raise DataError(f"recipe {name!r} needs --epochs >= {n} (one per stage); got {epochs}. To train "
+                        f"{epochs} epoch(s), give a plan of one stage instead of the recipe, e.g. "
+                        f"--stages \"epochs={epochs},size={size},train=all\" (the whole network; train=head "
+                        f"for the classifier only)")
 
 
 def _finetune(epochs, size):
@@ -425,7 +428,7 @@ def _finetune(epochs, size):
     # head with the body frozen, then everything unfrozen with one-cycle, earlier layers at
     # lower rates (discriminative lrs, ULMFiT: Howard & Ruder 2018); the short head stage
     # runs at a smaller size (fastai progressive resizing) because only the head learns.
-    _need("finetune", epochs, 2)
+    _need("finetune", epochs, 2, size)
     common = dict(opt="adamw", wd=0.01, bs=32, sched="onecycle", pct_start=0.3)
     return [Stage(epochs=1, size=_smaller_size(size, 0.75), lr=1e-3, train="head", name="head", **common),
             Stage(epochs=epochs - 1, size=size, lr=3e-4, train="all", lr_mult=0.5, name="all", **common)]
@@ -435,7 +438,7 @@ def _unfreeze_gradual(epochs, size):
     # ULMFiT gradual unfreezing (Howard & Ruder 2018): unfreeze one more layer group each
     # epoch, then train everything. Same total epochs, sizes, optimizer and lrs as
     # `finetune`, so gradual unfreezing vs training everything is one flag apart.
-    _need("unfreeze-gradual", epochs, 5)
+    _need("unfreeze-gradual", epochs, 5, size)
     head, rest = _finetune(epochs, size)
     steps = [dataclasses.replace(rest, epochs=1, train=str(n), name=f"last{n}") for n in (1, 2, 3)]
     return [head, *steps, dataclasses.replace(rest, epochs=epochs - 4)]
@@ -463,7 +466,7 @@ def _vgg(epochs, size):
     # 5e-4, dropout 0.5 in the first two FC layers, lr 0.01 divided by 10 when validation
     # accuracy stopped improving (3 times); single-scale training at S=256, then S=384
     # initialised from it with lr 1e-3. Here: 2/3 of the epochs at size*256/384, the rest at size.
-    _need("vgg", epochs, 2)
+    _need("vgg", epochs, 2, size)
     second = max(1, round(epochs / 3))
     first = epochs - second
     common = dict(bs=256, opt="sgd", momentum=0.9, wd=5e-4, sched="plateau", factor=0.1,
@@ -487,7 +490,7 @@ def _bs_ramp(epochs, size):
     # size": growing the batch by B has the effect of dividing the lr by B. Three equal
     # stages at batch 64, 128, 256 and a constant lr (the resnet recipe's 0.1 at 256,
     # linearly scaled to the first stage's batch of 64), SGD momentum 0.9, wd 1e-4.
-    _need("bs-ramp", epochs, 3)
+    _need("bs-ramp", epochs, 3, size)
     parts = distribute_epochs(epochs, [1, 1, 1])
     return [Stage(epochs=e, size=size, bs=bs, lr=0.025, opt="sgd", momentum=0.9, wd=1e-4,
                   sched="const", train="all", name=f"bs{bs}")
