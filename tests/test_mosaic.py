@@ -1,7 +1,10 @@
 """The Fashion-MNIST mosaic dataset: npz checks, layout, tags = classes shown, determinism, CLI."""
+import gzip
 import hashlib
+import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -135,10 +138,27 @@ def test_bad_npz_names_file_and_problem(tmp_path, override, match):
 
 def test_unreadable_npz(tmp_path):
     (tmp_path / "x.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="x.npz: not an .npz file"):
         load_npz(tmp_path / "x.npz")
     with pytest.raises(DataError, match="no such file"):
         load_npz(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("kind, write, what", [
+    ("pickle", lambda p: p.write_bytes(pickle.dumps({"x_train": [1, 2]})), "a Python pickle"),
+    ("npy", lambda p: np.save(p.with_suffix(".npy"), np.zeros(3)) or p.with_suffix(".npy").rename(p), "single .npy"),
+    ("gzip", lambda p: p.write_bytes(gzip.compress(b"\x00\x00\x08\x03")), "gzip file"),
+    ("zip", lambda p: zipfile.ZipFile(p, "w").writestr("a.txt", "x"), "missing key(s) x_train"),
+])
+def test_not_an_npz_says_what_it_needs_and_where_to_get_it(tmp_path, kind, write, what):
+    path = tmp_path / f"{kind}.npz"
+    write(path)
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "make_mosaic.py"), "--npz", str(path), "--out",
+                        str(tmp_path / "m")], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "pickled" not in r.stderr
+    assert str(path) in r.stderr and what in r.stderr
+    assert "x_train, y_train, x_test, y_test" in r.stderr and "keras.datasets" in r.stderr
+    assert "zalandoresearch/fashion-mnist" in r.stderr and not (tmp_path / "m").exists()
 
 
 def test_cli(npz, tmp_path):

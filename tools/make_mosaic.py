@@ -24,7 +24,8 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("input and output")
     g.add_argument("--npz", type=Path, required=True,
-                   help=f"Fashion-MNIST .npz with arrays {', '.join(NPZ_KEYS)} (required)")
+                   help=f"Fashion-MNIST .npz with arrays {', '.join(NPZ_KEYS)} (required; e.g. keras.datasets."
+                   f"fashion_mnist.load_data() saved with numpy.savez under those names)")
     g.add_argument("--out", type=Path, default=ROOT / "data" / "mosaic",
                    help="folder to create; must be absent or empty (default: data/mosaic in the repository)")
     g.add_argument("--force", action="store_true", help="replace --out if it already holds files (default: refuse)")

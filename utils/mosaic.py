@@ -42,6 +42,26 @@ _SPLITS = {"train": 0, "test": 1}
 _EMPTY = -1  # a cell left black
 
 
+# How to get the npz load_npz needs; nothing here downloads it.
+OBTAIN = ("Fashion-MNIST as such an .npz: in Python, `from keras.datasets import fashion_mnist; "
+          "(x_train, y_train), (x_test, y_test) = fashion_mnist.load_data(); numpy.savez('fashion_mnist.npz', "
+          "x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)`, or the same from the four .gz files of "
+          "github.com/zalandoresearch/fashion-mnist (data/fashion, read with its utils/mnist_reader.py load_mnist)")
+
+
+def _what_file(path):
+    """What a file that is not a zip archive looks like, from its first bytes (for messages)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file (the raw Fashion-MNIST files are gzip'd IDX: convert them as below)"
+    if head.startswith(b"\x80"):
+        return "a Python pickle"
+    return "not a zip archive"
+
+
 def load_npz(path):
     """Read a Fashion-MNIST npz: {"train": (x, y), "test": (x, y)}.
 
@@ -53,12 +73,16 @@ def load_npz(path):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; pass --npz the Fashion-MNIST .npz (keys {', '.join(NPZ_KEYS)})")
+    need = (f"--npz needs a numpy .npz with arrays {', '.join(NPZ_KEYS)} (uint8 photos (N, 28, 28), integer "
+            f"class ids 0..{len(CLASSES) - 1}). {OBTAIN}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz file ({_what_file(path)}); {need}")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise DataError(f"{path}: missing key(s) {', '.join(missing)}; the file has "
-                                f"{', '.join(z.files) or 'no arrays'}; expected {', '.join(NPZ_KEYS)}")
+                                f"{', '.join(z.files[:10]) or 'no arrays'}; {need}")
             arrays = {k: z[k] for k in NPZ_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: cannot read as .npz ({e})") from e
