@@ -155,3 +155,43 @@ def test_too_few_bands_names_the_count_found_and_a_channels_value_that_reads_the
     if n < 3:
         with pytest.raises(DataError):
             load_dataset(root, channels=n + 1)
+
+
+def write_page_per_band(path, img, series_kw=None):
+    """(h, w, c) written by TiffWriter.write() once per band: c series of one grey page each."""
+    with tifffile.TiffWriter(path) as tif:
+        for b in range(img.shape[2]):
+            tif.write(img[..., b], **(series_kw or {}))
+
+
+@pytest.mark.parametrize("c", [2, 4])
+def test_one_series_per_band_is_a_band_stack(tmp_path, c):
+    img = image(16, 12, c)
+    path = tmp_path / "x.tif"
+    write_page_per_band(path, img)
+    with tifffile.TiffFile(path) as tif:  # the layout this test is about
+        assert len(tif.series) == c and all(s.shape == (16, 12) for s in tif.series)
+    assert bands.image_band_count(path) == c
+    np.testing.assert_array_equal(bands.read_tiff(path), img)
+    # what --channels reads: the file's own first bands, each scaled by its own rule
+    keep = min(c, 3)
+    sc = {"low": [1000.0 + 100 * b for b in range(keep)], "high": [3000.0 + 200 * b for b in range(keep)]}
+    out = decode_image(path, None, channels=keep, scaling=sc)
+    ref = np.stack([np.clip(np.floor((img[..., b] - sc["low"][b]) * 255.0 / (sc["high"][b] - sc["low"][b]) + 0.5),
+                            0, 255) for b in range(keep)], axis=-1)
+    assert np.abs(out.astype(int) - ref).max() <= 1
+    problems, _ = bands.band_problems([path], 3, "train.csv")  # 2 bands are too few for an RGB model
+    assert bool(problems) == (c < 3)
+
+
+def test_series_of_other_shapes_or_dtypes_are_not_bands(tmp_path):
+    img = image(16, 12, 2)
+    with tifffile.TiffWriter(tmp_path / "x.tif") as tif:  # an image and its thumbnail
+        tif.write(img[..., 0])
+        tif.write(img[::2, ::2, 1])
+    assert bands.image_band_count(tmp_path / "x.tif") == 1
+    np.testing.assert_array_equal(bands.read_tiff(tmp_path / "x.tif"), img[..., :1])
+    with tifffile.TiffWriter(tmp_path / "y.tif") as tif:
+        tif.write(img[..., 0])
+        tif.write(img[..., 1].astype(np.float32))
+    assert bands.image_band_count(tmp_path / "y.tif") == 1

@@ -5,7 +5,9 @@ modes: PIL reads a 4 x 16-bit TIFF as 8-bit RGBA (the high byte only, the 4th ba
 alpha). So TIFFs, recognised by their magic bytes whatever the extension, are read with
 tifffile; every other format goes through PIL as before (utils/cache.py). Which axis of
 a TIFF holds the bands comes from the file's metadata (samples per pixel, planar
-configuration, pages; `tiff_layout`), not from the array's shape.
+configuration, pages; `tiff_layout`), not from the array's shape; a file of one grey page
+per band, each its own series (tifffile.TiffWriter.write() once per band), is read as a
+stack of those bands (`band_stack`).
 
 Bands. `--channels N` (default 3) keeps the first N bands of every image. A one-band
 image (a grey TIFF, or a grey PNG/JPEG: PIL modes L, I;16, F, ...) is repeated to N bands
@@ -88,12 +90,41 @@ def tiff_layout(series):
     return rows, cols, band
 
 
+def band_stack(series):
+    """The series of a TIFF written one page per band (tifffile.TiffWriter.write() called once
+    per band files each call as its own series), or None: two or more series, each one band
+    of one page (`tiff_layout` finds no band axis, every other axis has length 1), all of one
+    shape and dtype. Such a file's bands are its series in file order; a file whose series
+    differ (a pyramid, a thumbnail, another page size or dtype) is not a band stack."""
+    if len(series) < 2:
+        return None
+    first = series[0]
+    for s in series:
+        if tuple(s.shape) != tuple(first.shape) or s.dtype != first.dtype:
+            return None
+        rows, cols, band = tiff_layout(s)
+        if band is not None or int(np.prod(s.shape)) != s.shape[rows] * s.shape[cols]:
+            return None
+    return list(series)
+
+
+def _one_band(series):
+    """A one-band series as (H, W): Y precedes X in every tifffile series, other axes have length 1."""
+    rows, cols, _ = tiff_layout(series)
+    return series.asarray().reshape(series.shape[rows], series.shape[cols])
+
+
 def read_tiff(path):
     """All bands of a TIFF's first image series: (H, W, C) in the file's dtype (no scaling);
-    which axis holds the bands: `tiff_layout`."""
+    which axis holds the bands: `tiff_layout`; a file of one single-band series per band
+    (`band_stack`) gives those series as its C bands."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        stack = band_stack(tif.series)
+        if stack:
+            arr = np.stack([_one_band(s) for s in stack], axis=-1)
+            return arr.astype(np.uint8) * 255 if arr.dtype == bool else arr
         series = tif.series[0]
         rows, cols, band = tiff_layout(series)
         arr = series.asarray()
@@ -109,10 +140,14 @@ def read_tiff(path):
 
 
 def tiff_band_count(path):
-    """Number of bands of a TIFF's first series, from its header only (`tiff_layout`)."""
+    """Number of bands of a TIFF's first series, from its header only (`tiff_layout`), or
+    its number of series when it is a `band_stack`."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        stack = band_stack(tif.series)
+        if stack:
+            return len(stack)
         series = tif.series[0]
         _, _, band = tiff_layout(series)
         return 1 if band is None else int(series.shape[band])
