@@ -11,7 +11,7 @@
 # Environment (all optional):
 #   DATA    dataset directory                     (default: data/demo in the repository)
 #   RUNS    folder of runs                        (default: runs/ in the repository)
-#   FOLDS   number of folds                       (default: 5)
+#   FOLDS   number of folds                       (default: K of DATA/folds.csv, else 5)
 #   TTA     predict.py TTA variant                (default: hflip)
 #   TAG     name tag of this configuration        (default: hash of BS and arguments)
 #   PYTHON  Python interpreter                    (default: python)
@@ -24,6 +24,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ARCH="$1"; BS="$2"; shift 2
 DATA="$(realpath -m "${DATA:-$REPO/data/demo}")"
 RUNS="$(realpath -m "${RUNS:-$REPO/runs}")"
+if [ -z "${FOLDS:-}" ] && [ -f "$DATA/folds.csv" ]; then  # an existing folds file fixes K, as in train.py
+  FOLDS="$(awk -F, 'NR > 1 && $NF + 0 >= k { k = $NF + 1 } END { print (k ? k : 5) }' "$DATA/folds.csv")"
+fi
 FOLDS="${FOLDS:-5}"
 TTA="${TTA:-hflip}"
 PYTHON="${PYTHON:-python}"

@@ -40,6 +40,8 @@ def test_cv_sh_resumes_after_a_kill_and_runs_each_fold_once(tmp_path):
         seen += list(val["image_name"])
         assert len(pd.read_csv(run / "preds" / "test.hflip.csv")) == 6
     assert sorted(seen) == sorted(folds["image_name"])  # out-of-fold covers the training set once
-    # a third run has nothing left to do
+    # a third run has nothing left to do, also without FOLDS: K=2 comes from the folds file
+    env.pop("FOLDS")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0 and r.stdout.count(": trained") == 2 and "predicted with hflip" in r.stdout
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny_cnn-t-f0", "tiny_cnn-t-f1"]
