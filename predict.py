@@ -36,6 +36,7 @@ from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 from utils.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
 from utils.io import (DataError, atomic_write_csv, preview, read_csv, read_preds, report_problems,  # noqa: E402
                       submission_frame, write_preds)
+from utils.output_paths import check_output_file  # noqa: E402
 from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
 
 log = logging.getLogger("predict")
@@ -345,6 +346,7 @@ def main(args):
     jobs = plan_jobs(find_all_runs(args.run, args.path_map), args, splits)
     constraints = None
     if args.submission:
+        check_output_file(args.submission, "--submission", {j.run.data_root for j in jobs})
         check_submission(jobs, splits)
         constraints = parse_constraints(jobs[0].run.labels, args.exactly_one, args.at_most_one, args.min_tags,
                                         args.max_tags)

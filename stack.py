@@ -25,6 +25,7 @@ from utils.constraints import (ablation, add_constraint_arguments, check_constra
 from utils.io import (DataError, atomic_write_csv, atomic_write_json, atomic_write_text, submission_frame,
                       write_preds)
 from utils.library import load_library
+from utils.output_paths import check_output_dir, check_output_file
 from utils.stacking import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
 from utils.thresholds import STRATEGIES
 
@@ -103,8 +104,22 @@ def predict_test(lib, scored, args, constraints=None):
     return probs, submission_frame(lib.test_names, lib.labels, decisions)
 
 
+def check_outputs(args, data_root):
+    """The report folder, after refusing (DataError) outputs that would replace the dataset's files or a folder."""
+    if args.report_dir:
+        check_output_dir(args.report_dir, "--report-dir")
+    if args.out:
+        check_output_file(args.out, "--out", [data_root])
+    out_dir = Path(args.report_dir) if args.report_dir else Path(args.out).resolve().parent
+    flag = "--report-dir" if args.report_dir else "--out (its folder takes the report)"
+    for name in ("stack_test.csv", "stack_oof.csv", "stack_report.json", "stack_report.md"):
+        check_output_file(out_dir / name, flag, [data_root])
+    return out_dir
+
+
 def main(args):
     lib = load_library(args.runs, args.tta, args.data, need_test=bool(args.out), groups=args.groups)
+    out_dir = check_outputs(args, lib.root)
     if args.bag:
         lib = lib.bagged()
     groups = group_indices(lib) if args.groups else None
@@ -131,7 +146,6 @@ def main(args):
     if constraints:
         md += "\n".join(render_ablation(report["constraints"], chosen)) + "\n"
     # Everything is computed; only now is anything written.
-    out_dir = Path(args.report_dir) if args.report_dir else Path(args.out).resolve().parent
     if args.out:
         write_preds(out_dir / "stack_test.csv", lib.test_names, lib.labels, np.clip(test_probs, 0, 1))
         atomic_write_csv(args.out, sub)

@@ -102,6 +102,7 @@ class Library:
     test: np.ndarray = None
     notes: list = field(default_factory=list)
     left_out: list = field(default_factory=list)
+    root: Path = None  # the data folder (train.csv, folds.csv, ...)
 
     def inputs(self):
         """Inputs for fitting: OOF probabilities with truth and folds."""
@@ -435,4 +436,4 @@ def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
     log.info("library: %d members (%d configurations) from %d runs, %d labels, %d images, %d folds; %d left out",
              len(members), len(seeds_per_model), len(runs), len(labels), len(names), k, len(left_out))
     return Library(labels, names, y, folds, members, np.stack(oofs, 1), mask, test_names,
-                   np.stack(tests, 1) if need_test else None, notes, left_out)
+                   np.stack(tests, 1) if need_test else None, notes, left_out, root)

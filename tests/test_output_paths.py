@@ -1,0 +1,125 @@
+"""Outputs never replace the dataset's own files, land in its image folders or hit a folder."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_dataset
+from test_stack import run_stack, write_runs
+from test_train import train
+from utils.io import DataError
+from utils.output_paths import check_output_dir, check_output_file
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- the checks
+
+@pytest.mark.parametrize("name", ["train.csv", "labels.txt", "sample_submission.csv", "folds.csv", "duplicates.csv",
+                                  "train/sub.csv", "test/new/sub.csv", "train_seg/sub.csv"])
+def test_dataset_files_and_image_folders_are_refused(tmp_path, name):
+    data = write_dataset(tmp_path / "data", n=4, size=16, n_test=2)
+    shutil.copytree(data / "train", data / "train_seg")  # an image variant: any folder of images
+    with pytest.raises(DataError, match=r"--out .*(dataset's own|image folder)"):
+        check_output_file(data / name, "--out", [data])
+    # the same file through another spelling of the path
+    with pytest.raises(DataError):
+        check_output_file(data / "train" / ".." / name, "--out", [data])
+
+
+def test_other_files_are_allowed(tmp_path):
+    data = write_dataset(tmp_path / "data", n=4, size=16, n_test=2)
+    (data / "notes").mkdir()
+    (data / "notes" / "a.txt").write_text("x")
+    for path in (data / "submission.csv", data / "notes" / "sub.csv", tmp_path / "sub.csv", tmp_path / "new" / "s.csv"):
+        assert check_output_file(path, "--out", [data]) == path
+    assert check_output_file(data / "duplicates.csv", "--out", [data], allow=("duplicates.csv",))
+
+
+def test_folders_and_files_in_the_wrong_place(tmp_path):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is an existing directory"):
+        check_output_file(tmp_path / "dir", "--out")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        check_output_file(tmp_path / "file" / "sub.csv", "--out")
+    with pytest.raises(DataError, match="is an existing file, not a folder"):
+        check_output_dir(tmp_path / "file", "--out")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        check_output_dir(tmp_path / "file" / "runs", "--out")
+    assert check_output_dir(tmp_path / "dir" / "runs", "--out") == tmp_path / "dir" / "runs"
+
+
+# ----------------------------------------------------------------------------- stack.py
+
+@pytest.fixture
+def stacked(tmp_path):
+    root, *_ = write_runs(tmp_path, [dict(arch="net0", signal=1.0), dict(arch="net1", signal=1.5)], n=60, n_test=8)
+    return root
+
+
+@pytest.mark.parametrize("name", ["train.csv", "sample_submission.csv", "folds.csv"])
+def test_stack_refuses_a_dataset_file(stacked, name):
+    data = stacked / "data"
+    before = snapshot(stacked)
+    r = run_stack("--runs", stacked / "runs" / "*", "--method", "mean", "--out", data / name)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"--out {data / name}: is the dataset's own {name}" in r.stderr and "Traceback" not in r.stderr
+    assert snapshot(stacked) == before  # no stack_oof.csv / stack_test.csv / stack_report.* either
+
+
+def test_stack_refuses_an_existing_folder_before_writing(stacked):
+    out = stacked / "subs"
+    out.mkdir()
+    before = snapshot(stacked)
+    r = run_stack("--runs", stacked / "runs" / "*", "--method", "mean", "--out", out)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"--out {out}: is an existing directory" in r.stderr and "Traceback" not in r.stderr
+    assert snapshot(stacked) == before
+
+
+def test_stack_refuses_a_report_folder_inside_the_images(stacked):
+    data = stacked / "data"
+    (data / "train").mkdir()
+    (data / "train" / "img0000.jpg").write_bytes(b"")
+    before = snapshot(stacked)
+    r = run_stack("--runs", stacked / "runs" / "*", "--method", "mean", "--report-dir", data / "train")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "image folder" in r.stderr and snapshot(stacked) == before
+
+
+def test_stack_still_writes_next_to_the_data(stacked):
+    data = stacked / "data"
+    r = run_stack("--runs", stacked / "runs" / "*", "--method", "mean", "--out", data / "submission.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (data / "submission.csv").is_file() and (data / "stack_report.md").is_file()
+
+
+# ----------------------------------------------------------------------------- predict.py
+
+@pytest.fixture(scope="module")
+def two_folds(tmp_path_factory):
+    """Both folds (K=2) of one tiny model; the data folder has a labels.txt."""
+    base = tmp_path_factory.mktemp("o")
+    data = write_dataset(base / "data", n=24, size=16, n_test=4)
+    (data / "labels.txt").write_text("a\nb\nc\n")
+    for fold in (0, 1):
+        train(data, base / "runs", "--stages", "epochs=1,size=16,bs=8", "--folds-k", "2", "--fold", str(fold),
+              "--device", "cpu", "--workers", "0", name=f"f{fold}")
+    return base, data
+
+
+@pytest.mark.parametrize("name", ["labels.txt", "train.csv", "test/sub.csv"])
+def test_predict_refuses_a_dataset_file_as_submission(two_folds, name):
+    base, data = two_folds
+    before = snapshot(base)
+    r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "predict.py"), "--run", str(base / "runs" / "f0"),
+                        str(base / "runs" / "f1"), "--split", "both", "--device", "cpu",
+                        "--submission", str(data / name)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"--submission {data / name}: is" in r.stderr and "Traceback" not in r.stderr
+    assert snapshot(base) == before  # neither the data nor the runs' preds were written
