@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from utils import distributed as dist  # noqa: E402
 from utils.io import DataError, atomic_write_json, read_json  # noqa: E402
 from utils.cli import add_cache_argument, pick_device, refuse_idle_flags, run_script  # noqa: E402
+from utils.output_paths import check_output_dir  # noqa: E402
 from utils.resume import given_flags  # noqa: E402
 
 log = logging.getLogger("train")
@@ -373,8 +374,9 @@ def main(args):
     from utils.stages import describe_plan, resolve_plan
     from utils.tensorboard_log import resolve_flag as resolve_tensorboard
     from utils.trainer import TrainOptions, Trainer, check_batches, seed_everything
-    from utils.transforms import pca_stats
+    from utils.transforms import build_augment, pca_stats
 
+    check_output_dir(args.out, "--out")
     run_dir = restore_run_flags(args) if args.resume else None
     tensorboard = resolve_tensorboard(args.tensorboard)
     device = pick_device(args.device)
@@ -402,6 +404,8 @@ def main(args):
     plan = resolve_plan(recipe=args.recipe, stages=args.stages, config_file=args.config,
                         bs=args.bs, size=args.size, epochs=args.epochs, lr=args.lr, accum=args.accum)
     build_loss(args.loss, spec.y[:, label_idx])  # fail on a bad --loss before anything is written
+    for size in sorted({s.size for s in plan}):  # and on a bad --aug (the trainer builds it per stage)
+        build_augment(args.aug, size, [spec.labels[i] for i in label_idx])
     check_decay(args.ema)
     parse_mix(args.mix)
     if args.keep_epochs < 0:

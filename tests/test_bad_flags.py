@@ -24,7 +24,14 @@ def test_extras_defaults_without_file_flags_are_none():
                                          (["--pseudo-weight", "1.0"], "--pseudo-weight 1.0: only used with --pseudo CSV"),
                                          (["--distill", "0.5"], "--distill 0.5: only used with --soft-targets CSV|RUN"),
                                          (["--ema-warmup"], "--ema-warmup: only used with --ema DECAY"),
-                                         (["--no-ema-warmup"], "--no-ema-warmup: only used with --ema DECAY")])
+                                         (["--no-ema-warmup"], "--no-ema-warmup: only used with --ema DECAY"),
+                                         (["--loss", "asl:gamma_neg=x"], "--loss asl: gamma_neg must be a number"),
+                                         (["--loss", "asl:detach=maybe"], "--loss asl: detach must be true or false"),
+                                         # options the trainer reads stage by stage, checked up front
+                                         (["--aug", "hflip,rotate:abc"], "augmentation rotate: deg must be a number"),
+                                         (["--aug", "hflip,shift:x"], "augmentation shift"),
+                                         (["--mix", "mixup:abc"], "--mix"), (["--head", "gem:p=abc"], "--head gem"),
+                                         (["--stages", "epochs=1,size=24,bs=8,sched=foo"], "sched='foo'")])
 def test_train_refuses_before_writing(tmp_path, extra, flag):
     data = write_dataset(tmp_path / "data", n=20, size=24)
     before = sorted(p.name for p in data.iterdir())
@@ -33,6 +40,38 @@ def test_train_refuses_before_writing(tmp_path, extra, flag):
     assert flag in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+def test_train_out_an_existing_file_is_refused(tmp_path):
+    data = write_dataset(tmp_path / "data", n=20, size=24)
+    before = sorted(p.name for p in data.iterdir())
+    out = tmp_path / "runs.txt"
+    out.write_text("notes\n")
+    r = train(data, out, "--stages", "epochs=1,size=24,bs=8", check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"--out {out}: is an existing file" in r.stderr and "Traceback" not in r.stderr
+    assert out.read_text() == "notes\n" and sorted(p.name for p in data.iterdir()) == before
+
+
+@pytest.mark.parametrize("spec, message", [("asl:gamma_neg=x", "gamma_neg must be a number; got 'x'"),
+                                           ("focal:gamma=two", "gamma must be a number"),
+                                           ("wbce:cap=big", "cap must be a number"),
+                                           ("asl:detach=2", "detach must be true or false")])
+def test_loss_option_of_the_wrong_kind_is_named(spec, message):
+    import numpy as np
+
+    from utils.losses import build_loss
+    with pytest.raises(DataError, match=message):
+        build_loss(spec, np.eye(3, dtype=np.uint8))
+
+
+def test_loss_options_of_the_right_kind_still_build():
+    import numpy as np
+
+    from utils.losses import build_loss
+    assert build_loss("focal:alpha=none,gamma=1")[1] == {"loss": "focal", "gamma": 1, "alpha": None}
+    assert build_loss("asl:gamma_neg=2,detach=false")[1]["detach"] is False
+    assert build_loss("wbce:cap=5", np.eye(3, dtype=np.uint8))[1]["cap"] == 5
 
 
 def test_resume_diff_says_not_set_rather_than_null():

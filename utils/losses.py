@@ -108,6 +108,24 @@ def positive_weights(y, mode="inverse", cap=1000.0):
     return np.minimum(np.where(d > 0, w, cap), cap)
 
 
+def check_option_types(name, opts):
+    """Raise DataError for a loss option whose value is not of its default's kind (number, true/false).
+
+    focal's alpha may also be none (no class weighting, as in torchvision).
+    """
+    for key, value in opts.items():
+        default = DEFAULTS[name][key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise DataError(f"--loss {name}: {key} must be true or false; got {value!r} "
+                                f"(e.g. {name}:{key}={str(default).lower()})")
+        elif isinstance(default, float):
+            if value is None and (name, key) == ("focal", "alpha"):
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise DataError(f"--loss {name}: {key} must be a number; got {value!r} (e.g. {name}:{key}={default:g})")
+
+
 def build_loss(name, y_train=None, **opts):
     """Build a loss by name (or spec such as 'asl:gamma_neg=2'; keyword opts override it).
 
@@ -118,6 +136,7 @@ def build_loss(name, y_train=None, **opts):
     name, spec_opts = parse_spec(name)
     check_choice("loss", name, LOSSES)
     opts = merge_options("loss", name, {**spec_opts, **opts}, DEFAULTS[name])
+    check_option_types(name, opts)
     info = {"loss": name, **opts}
     if name == "bce":
         return BCELoss(), info
