@@ -147,12 +147,24 @@ def load_fold_subset(patterns, tta, keep):
                    np.stack(oofs, 1)[:, :, rows], np.stack(masks))
 
 
+def check_two_folds(lib, folds_flag):
+    """DataError unless the library's images come from at least two folds: every cross-fitted
+    number fits thresholds on the other folds, so a single fold has nothing to fit them on."""
+    found = sorted(int(k) for k in np.unique(lib.folds))
+    if len(found) < 2:
+        given = f" (--folds {folds_flag})" if folds_flag else ""
+        raise DataError(f"the runs cover fold(s) {found} only{given}; cross-fitted thresholds are fitted on the "
+                        f"other folds, so they need runs of at least 2 folds: train another fold "
+                        f"(train.py --fold N) and list its runs" + (" in --folds" if folds_flag else ""))
+
+
 def main(args):
     if args.folds:
         keep = [int(k) for k in args.folds.split(",")]
         lib = load_fold_subset(args.runs, args.tta, keep)
     else:
         lib = load_library(args.runs, args.tta, need_test=False)
+    check_two_folds(lib, args.folds)
     rare_labels, rows = summarise(lib, args.rare)
     dens = dict(zip(lib.labels, lib.y.mean(0)))
     head = ["model", "labels", "F2 at 0.2", "F2 cross-fitted"] + [f"{l} ({dens[l]:.4f})" for l in rare_labels]

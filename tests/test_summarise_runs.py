@@ -46,3 +46,14 @@ def test_table_rows_spread_and_minutes(tmp_path):
         assert cells[-3] == " / ".join(f"{a - b:+.4f}" for a, b in zip(per_fold, first))
         secs = sum(json.loads((runs / f"{tag}-f{k}" / "result.json").read_text())["train_seconds"] for k in (0, 1))
         assert float(cells[-2]) == round(secs / 60, 1) and float(cells[-1]) >= float(cells[-2]) - 0.05
+
+
+def test_a_single_fold_is_refused_with_the_folds_found(tmp_path):
+    data = write_dataset(tmp_path / "data", n=24, size=16)
+    runs = tmp_path / "runs"
+    train(data, runs, "--stages", "epochs=1,size=16,bs=8", "--folds-k", "2", "--fold", "0", name="m-f0")
+    r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "scripts" / "summarise_runs.py"),
+                        "--folds", "0", "--runs", str(runs / "m-f*")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "fold(s) [0] only (--folds 0)" in r.stderr and "at least 2 folds" in r.stderr
+    assert "Traceback" not in r.stderr
