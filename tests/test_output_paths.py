@@ -123,3 +123,34 @@ def test_predict_refuses_a_dataset_file_as_submission(two_folds, name):
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"--submission {data / name}: is" in r.stderr and "Traceback" not in r.stderr
     assert snapshot(base) == before  # neither the data nor the runs' preds were written
+
+
+# ----------------------------------------------------------------------------- tools with an output file flag
+
+def run_tool(name, *args):
+    return subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "tools" / name), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_pseudo_label_refuses_the_labels_file(stacked):
+    data = stacked / "data"
+    before = snapshot(stacked)
+    r = run_tool("pseudo_label.py", "--runs", stacked / "runs" / "*", "--out", data / "train.csv")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"--out {data / 'train.csv'}: is the dataset's own train.csv" in r.stderr
+    assert snapshot(stacked) == before
+
+
+def test_plot_probs_refuses_a_folder(stacked):
+    (stacked / "plots").mkdir()
+    pred = next((stacked / "runs").glob("*/preds/val.none.csv"))
+    r = run_tool("plot_probs.py", "--preds", pred, "--out", stacked / "plots")
+    assert r.returncode == 2 and "--out" in r.stderr and "is an existing directory" in r.stderr, r.stderr[-2000:]
+
+
+def test_near_duplicates_refuses_train_csv(tmp_path):
+    data = write_dataset(tmp_path / "data", n=6, size=16, n_test=2)
+    before = snapshot(data)
+    r = run_tool("near_duplicates.py", "--data", data, "--out", data / "train.csv")
+    assert r.returncode == 2 and "is the dataset's own train.csv" in r.stderr, r.stderr[-2000:]
+    assert snapshot(data) == before

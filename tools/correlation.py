@@ -24,6 +24,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.io import DataError, atomic_write_csv  # noqa: E402
+from utils.output_paths import check_output_file  # noqa: E402
 from utils.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
                              ranked_pairs, stack_matrix)
 from utils.run_filter import matches, parse_where  # noqa: E402
@@ -91,6 +92,14 @@ def collect(args):
 
 
 def output_prefix(args):
+    """--out, or correlation[_LABEL] in the first folder of runs; DataError when one of its files cannot be written."""
+    prefix = _prefix(args)
+    for suffix in (".png", "_pearson.png", "_agreement.csv", "_pearson.csv"):
+        check_output_file(prefix.with_name(prefix.name + suffix), "--out")
+    return prefix
+
+
+def _prefix(args):
     if args.out:
         return Path(args.out)
     first = next((Path(p) for p in args.runs if Path(p).is_dir()), Path("runs"))

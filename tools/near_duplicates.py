@@ -115,11 +115,16 @@ def main(args):
     if args.check_folds:
         return check_folds(args, spec, out)
     check_writable(out, "--out")
+    from utils.output_paths import check_output_file
+
+    for path in (out, out.with_name(f"{out.stem}_groups.csv"), out.with_name(f"{out.stem}_report.md")):
+        check_output_file(path, "--out", [root], allow=(DUPLICATES_FILE,) if path == out else ())
     if args.leak_labels:
         if not spec.test_names:
             raise DataError(f"--leak-labels: {root} has no test images ({args.test_images}/ or "
                             f"sample_submission.csv), so no test image can leak; drop the flag")
         check_writable(args.leak_labels, "--leak-labels")
+        check_output_file(args.leak_labels, "--leak-labels", [root])
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     return write_all(spec, cache_dir, args, out)
 

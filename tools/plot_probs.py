@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.io import DataError, read_preds  # noqa: E402
+from utils.output_paths import check_output_file  # noqa: E402
 from utils.paths import load_path_map  # noqa: E402
 from utils.plots import plot_prob_comparison, plot_prob_distributions  # noqa: E402
 from utils.scores import Truth, load_oof  # noqa: E402
@@ -100,7 +101,8 @@ def main(args):
         if len(args.titles) != len(sources):
             raise DataError(f"{len(args.titles)} --titles for {len(sources)} inputs")
         sources = [(t, *s[1:]) for t, s in zip(args.titles, sources)]
-    out = Path(args.out) if args.out else Path(args.run[0]) / "plots" / f"probs_{args.split}.png"
+    out = check_output_file(Path(args.out) if args.out else Path(args.run[0]) / "plots" / f"probs_{args.split}.png",
+                            "--out", [Path(args.truth).parent] if args.truth else [])
     full = [(t, labs, p, y, None if y is None else greedy_thresholds(y, p)[0]) for t, labs, p, y in sources]
     if len(full) == 1 and full[0][3] is not None:
         title, labels, probs, y, thr = full[0]

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import run_script  # noqa: E402
 from utils.io import DataError, read_json, report_problems, write_preds  # noqa: E402
+from utils.output_paths import check_output_file  # noqa: E402
 from utils.prob_file import read_probs  # noqa: E402
 from utils.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
@@ -125,6 +126,7 @@ def main(args):
     thr = hard_thresholds(args.thresholds, labels, runs, args.probs) if args.mode == "hard" else 0.5
     keep, targets = pseudo_labels(probs, args.mode, args.quantile, thr)
     conf = confidence(probs)
+    check_output_file(args.out, "--out", {r.data_root for r in runs})
     path = write_preds(args.out, [names[i] for i in keep], labels, targets)
     print(f"{path}: {len(keep)} of {len(names)} test images ({args.mode}), confidence >= "
           f"{conf[keep].min() if len(keep) else float('nan'):.3f} (median {np.median(conf):.3f})")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 from utils.io import DataError, atomic_write_text  # noqa: E402
+from utils.output_paths import check_output_file  # noqa: E402
 from utils.paths import load_path_map  # noqa: E402
 from utils.report import build_context, render, stack_section  # noqa: E402
 from utils.runs import find_runs  # noqa: E402
@@ -62,10 +63,11 @@ def main(args):
     for path, reason in bad:
         print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)
     folders = sorted({r.dir.resolve().parent for r in runs}) or [Path(p) for p in args.runs]
+    out = check_output_file(Path(args.out) if args.out else folders[0] / "report.html", "--out",
+                            {r.data_root for r in runs} | ({Path(args.data)} if args.data else set()))
     context = build_context(runs, Truth(args.data), folders, args.tta, args.stack_report, args.threshold,
                             args.title)
     html = render(context)
-    out = Path(args.out) if args.out else folders[0] / "report.html"
     atomic_write_text(out, html)
     print(f"report: {out} ({len(html) / 2 ** 20:.1f} MB, {context['n_models']} models, "
           f"{len(context['stacks'])} stack report(s))")
