@@ -154,3 +154,22 @@ def test_near_duplicates_refuses_train_csv(tmp_path):
     r = run_tool("near_duplicates.py", "--data", data, "--out", data / "train.csv")
     assert r.returncode == 2 and "is the dataset's own train.csv" in r.stderr, r.stderr[-2000:]
     assert snapshot(data) == before
+
+
+def test_statistics_refuses_a_dataset_file_for_its_tables(stacked):
+    data = stacked / "data"
+    before = snapshot(stacked)
+    for flag, name in (("--csv", "train.csv"), ("--md", "labels.txt")):
+        r = run_tool("statistics.py", "--runs", stacked / "runs", flag, data / name)
+        assert r.returncode == 2 and f"{flag} {data / name}: is the dataset's own {name}" in r.stderr, r.stderr[-2000:]
+    assert snapshot(stacked) == before
+
+
+def test_submit_refuses_a_dataset_file_before_submitting(tmp_path):
+    data = write_dataset(tmp_path / "data", n=12, size=16, n_test=2)
+    before = snapshot(data)
+    r = run_tool("submit.py", "--cluster", "local", "--data", data, "--out", tmp_path / "runs", "--arch", "tiny_cnn",
+                 "--folds-k", 2, "--submission", data / "sample_submission.csv")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"--submission {(data / 'sample_submission.csv').resolve()}: is the dataset's own" in r.stderr
+    assert not (tmp_path / "runs").exists() and snapshot(data) == before

@@ -30,6 +30,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.io import DataError, atomic_write_csv, atomic_write_text  # noqa: E402
+from utils.output_paths import check_output_file  # noqa: E402
 from utils.leaderboard import format_table, leaderboard, sort_table, to_markdown  # noqa: E402
 from utils.pruning import PRUNED_FILE, read_pruned  # noqa: E402
 from utils.run_filter import matches, parse_where, row_matches  # noqa: E402
@@ -118,6 +119,10 @@ def main(args):
         print(f"no runs{' matching --where' if where and all_runs else ''} under {' '.join(args.runs)}",
               file=sys.stderr)
         return None, None
+    roots = {r.data_root for r in all_runs} | ({Path(args.data)} if args.data else set())
+    for flag, path in (("--csv", args.csv), ("--md", args.md)):
+        if path:
+            check_output_file(path, flag, roots)
     run_df, model_df, skipped = leaderboard(runs, Truth(args.data), args.tta, pruned, args.threshold)
     for name, reason in skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)

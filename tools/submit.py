@@ -41,6 +41,7 @@ from utils.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
 from utils.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
                            make_cells, read_grid, train_argv)
 from utils.data import folds_k_for  # noqa: E402
+from utils.output_paths import check_output_file  # noqa: E402
 from utils.io import DataError  # noqa: E402
 
 log = logging.getLogger("submit")
@@ -311,6 +312,7 @@ def main(args):
     args.data, args.out = str(Path(args.data).resolve()), str(Path(args.out).resolve())
     args.submission = str(Path(args.submission).resolve() if args.submission
                           else Path(args.out) / "stack" / "submission.csv")
+    check_output_file(args.submission, "--submission", [args.data])  # the stack job writes it, much later
     check_cluster(args)
     cells = build_cells(args)
     check_cells(cells, args.data, args.out)
