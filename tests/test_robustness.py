@@ -77,7 +77,8 @@ def test_folds_mismatch_names_added_and_removed_images(tmp_path):
     msg = str(e.value)
     assert "'img004'" in msg and "added" in msg and "'gone1'" in msg and "removed" in msg
     assert "--folds-k" not in msg
-    with pytest.raises(DataError, match="K=3 folds, this run asks --folds-k 5: pass --folds-k 3"):
+    with pytest.raises(DataError, match=r"K=3 folds, the command line asks --folds-k 5: leave --folds-k out "
+                                        r"\(the file's K is used\) or pass --folds-k 3"):
         load_or_make_folds(spec, k=5)
 
 

@@ -355,8 +355,8 @@ def folds_k_for(path, k, given):
     if given or not path.is_file():
         return k
     try:
-        folds = pd.read_csv(path, usecols=["fold"])["fold"].astype(int)
-    except (ValueError, OSError, pd.errors.ParserError):
+        folds = read_csv(path, usecols=["fold"])["fold"].astype(int)
+    except (DataError, ValueError):
         return k
     return int(folds.max()) + 1 if len(folds) else k
 
