@@ -188,3 +188,21 @@ def test_pairs_beside_the_folds_file_group_folds_of_read_only_data(planted, tmp_
                                path=elsewhere / "folds.csv")
     fold_of = dict(zip(spec.names, folds))
     assert all(fold_of[n] == fold_of[f"img{src:02d}"] for n, (src, _, split) in PLANTED.items() if split == "train")
+
+
+def test_a_dataset_without_copies_writes_empty_pairs_and_a_zero_report(tmp_path):
+    rng = np.random.default_rng(7)
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    for i in range(6):
+        texture(rng).save(root / "train" / f"img{i}.png")
+    texture(rng).save(root / "test" / "t0.png")
+    pd.DataFrame({"image_name": [f"img{i}" for i in range(6)], "tags": [LABELS[i % 3] for i in range(6)]}).to_csv(
+        root / "train.csv", index=False)
+    (root / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    counts = run(root, "--cache-dir", tmp_path / "cache")
+    assert counts["pairs"] == 0 and counts["groups"] == 0
+    pairs = pd.read_csv(root / "duplicates.csv")
+    assert len(pairs) == 0 and list(pairs.columns[:2]) == ["image_a", "image_b"]
+    assert "- pairs: 0" in (root / "duplicates_report.md").read_text()

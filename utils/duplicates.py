@@ -315,7 +315,8 @@ def leaked_labels(dups, y_train):
 def summary(dups, table):
     """Counts for the report: pairs by split kind, groups by kind, disagreeing train groups."""
     p = dups.pairs
-    kinds = (p["split_a"] + "-" + p["split_b"]).replace({"test-train": "train-test"})
+    # astype(str): with no pairs the columns are empty float columns, which cannot be joined
+    kinds = (p["split_a"].astype(str) + "-" + p["split_b"].astype(str)).replace({"test-train": "train-test"})
     return {"pairs": len(p), "train-train pairs": int((kinds == "train-train").sum()),
             "train-test pairs": int((kinds == "train-test").sum()),
             "test-test pairs": int((kinds == "test-test").sum()),
