@@ -390,7 +390,8 @@ def main(args):
         torch.backends.cudnn.benchmark = True
     root = data_root(args)
     check_channels(args)
-    spec = load_dataset(root, args.images, args.test_images, channels=args.channels)
+    # damaged test images are warned about (warn_test_images), damaged training images refused
+    spec = load_dataset(root, args.images, args.test_images, channels=args.channels, warn_test=True)
     if dist.is_main():
         warn_test_images(spec)
     folds_file = Path(args.folds_file) if args.folds_file else root / "folds.csv"

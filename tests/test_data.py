@@ -124,7 +124,9 @@ def test_truncated_image_found_when_decoding(tiny_data, tmp_path):
     Image.fromarray((np.random.default_rng(0).random((200, 200, 3)) * 255).astype(np.uint8)).save(f)
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])
-    spec = load_dataset(tiny_data)  # header is intact: the cheap check passes
+    with pytest.raises(DataError, match="img007.jpg: truncated JPEG"):  # the upfront check finds it
+        load_dataset(tiny_data)
+    spec = load_dataset(tiny_data, check=False)  # unchecked: the decoder still names it
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="img007"):
         load_images(spec.files, 16, cache, "train", workers=1)

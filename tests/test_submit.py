@@ -1,5 +1,6 @@
 """tools/submit.py and utils/cluster.py: a grid through submitit's local executor end to end,
 requeue after preemption, the Slurm job chain (against a stand-in sbatch), bad grids."""
+import io
 import json
 import os
 import re
@@ -9,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from conftest import ROOT, write_dataset
 from utils.cluster import Cell, TrainJob, make_cells, read_grid, run_name
@@ -98,12 +101,17 @@ def test_preempted_training_job_is_requeued_and_resumes(data, tmp_path):
 
 @pytest.mark.parametrize("cluster, stdin", [("debug", "closed"), ("debug", "open"), ("local", "closed")])
 def test_failed_job_is_reported_without_a_debugger(tmp_path, cluster, stdin):
-    """A training job that fails (train.py refuses an unreadable image, which the grid check
-    does not read) ends submit.py with the job, its error and where its output is, exit
+    """A training job that fails (train.py refuses an image whose pixel data is broken, which
+    the grid check of headers and end markers cannot see) ends submit.py with the job, its error and where its output is, exit
     code 1. --cluster debug opens no pdb prompt, whether stdin is closed or a terminal
     nobody types in (an open pipe: a prompt would wait on it forever, hence the timeout)."""
     data = write_dataset(tmp_path / "data", n=32, size=24)
-    (data / "train" / "img005.jpg").write_bytes(b"not an image")
+    png = io.BytesIO()
+    Image.fromarray(np.full((24, 24, 3), 128, np.uint8)).save(png, format="PNG")
+    png = bytearray(png.getvalue())
+    start = png.index(b"IDAT") + 4
+    png[start:start + 8] = b"\0" * 8  # the zlib stream broken; header and IEND intact
+    (data / "train" / "img005.jpg").write_bytes(bytes(png))
     out = tmp_path / "runs"
     cmd = [sys.executable, str(SUBMIT), "--cluster", cluster, "--data", str(data), "--out", str(out), "--arch",
            "tiny_cnn", "--folds", "0", "--folds-k", "2", "--tta", "none", "--", *TRAIN]
@@ -129,11 +137,11 @@ def test_failed_job_is_reported_without_a_debugger(tmp_path, cluster, stdin):
     assert f"JobFailed: train.py exited with code 2 for {name}: " in report
     if cluster == "debug":
         assert report.endswith("); its output is above: --cluster debug runs every job in this process")
-        assert "img005.jpg: not a readable image" in stderr  # train.py's own message, before the report
+        assert "img005.jpg: cannot decode" in stderr  # train.py's own message, before the report
     else:
         logs = re.search(r"\); log: (\S+) and (\S+)$", report)
         assert logs, report
-        assert "img005.jpg: not a readable image" in Path(logs[2]).read_text()  # the job's stderr
+        assert "img005.jpg: cannot decode" in Path(logs[2]).read_text()  # the job's stderr
     assert not (out / name / "result.json").exists()
 
 

@@ -169,7 +169,13 @@ def check_cells(cells, data, out):
                 raise DataError(f"--fold {a.fold}: must be in 0..{k - 1}")
             key = (a.images, a.test_images)
             if key not in specs:
-                specs[key] = load_dataset(Path(data), a.images, a.test_images, check=False, need_test=True)
+                specs[key] = None
+                try:  # train.py's own image checks: a damaged training image stops the grid now
+                    specs[key] = load_dataset(Path(data), a.images, a.test_images, need_test=True, warn_test=True)
+                except DataError as e:  # said once, in full (it names the files), not per cell
+                    problems.append(str(e))
+            if specs[key] is None:
+                continue
             y = specs[key].y
             build_loss(a.loss, y[:, select_label_group(specs[key].labels, y, a.label_group)])
         except SystemExit:  # argparse has said what is wrong on stderr

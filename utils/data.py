@@ -149,7 +149,7 @@ def check_tail(path):
     marker (JPEG EOI, PNG IEND, GIF trailer) is missing, i.e. a truncated file; else None.
     """
     problem = check_header(path)
-    if problem:
+    if problem or is_tiff(path):  # a TIFF has no end marker (and PIL cannot open many)
         return problem
     try:
         with Image.open(path) as im:
@@ -203,9 +203,10 @@ def read_labels_txt(path):
     return labels
 
 
-def _match_files(names, folder, csv_name, problems, check=True, report=True):
+def _match_files(names, folder, csv_name, problems, check=check_header, report=True):
     """Resolve image names to files in `folder` (None where there is none), appending problems
-    (row numbers 1-based + header); report=False: no problem about these files is added."""
+    (row numbers 1-based + header); check: the per-file check (check_header, check_tail; None:
+    the files are only looked up); report=False: no problem about these files is added."""
     if not folder.is_dir():
         if report:
             problems.append(f"{folder}: image folder not found")
@@ -219,7 +220,7 @@ def _match_files(names, folder, csv_name, problems, check=True, report=True):
         elif f is None:
             same_stem = same_stem or files_by_stem(by_name)
             problems.append(f"{csv_name} row {i + 2}: " + missing_file(name, folder, same_stem))
-        elif check and (p := check_header(f)):
+        elif check and (p := check(f)):
             problems.append(f"{csv_name} row {i + 2}: {p}")
         files.append(f)
     return files
@@ -236,17 +237,21 @@ def _duplicates(names, csv_name, problems):
 
 
 def load_dataset(root, images="train", test_images="test", check=True, need_test=False, channels=None,
-                 splits=("train", "test")):
+                 splits=("train", "test"), warn_test=False):
     """Read and validate a dataset directory; return a DataSpec.
 
     root: data directory; images: train image folder name (variant);
-    test_images: folder of images to predict; check: open every image header;
+    test_images: folder of images to predict; check: open every image header, and check
+    that each training image ends with its format's end marker (`check_tail`: a truncated
+    PNG or JPEG whose header still reads is refused now, not when the cache is built);
     need_test: a missing test set is a problem (predict.py); channels: the bands a model
     takes (--channels): images with fewer are problems, images whose band count differs
     from the rest are logged (utils.bands.band_problems); None: band counts unchecked.
     splits: whose image files are checked ("train", "test"); the files of a split left out
     are only looked up (None where missing), e.g. predict.py --split test needs no
     training image, and checks one fold's with `check_rows`.
+    warn_test: damaged test images are not problems here (train.py warns about them with
+    `check_test_images`, predict.py refuses them); missing ones still are.
     Raises one DataError listing every problem found (first 20 and a count).
     """
     root = Path(root)
@@ -275,7 +280,9 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
     if not labels:
         problems.append("train.csv: no tags at all; a multi-label dataset needs at least one tag")
 
-    files = _match_files(names, root / images, "train.csv", problems, check, report="train" in splits)
+    files = _match_files(names, root / images, "train.csv", problems, check_tail if check else None,
+                         report="train" in splits)
+    test_check = check_header if check and not warn_test else None
 
     test_names, test_files = [], []
     test_dir = root / test_images
@@ -284,13 +291,13 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
         sdf = read_tags_csv(sub, need_tags=False)
         test_names = sdf["image_name"].str.strip().tolist()
         _duplicates(test_names, "sample_submission.csv", problems)
-        test_files = _match_files(test_names, test_dir, "sample_submission.csv", problems, check,
+        test_files = _match_files(test_names, test_dir, "sample_submission.csv", problems, test_check,
                                   report="test" in splits)
     elif test_dir.is_dir():
         test_files = sorted(p for p in test_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         test_names = [p.stem for p in test_files]
-        if check and "test" in splits:
-            problems += [p for p in map(check_header, test_files) if p]
+        if test_check and "test" in splits:
+            problems += [p for p in map(test_check, test_files) if p]
         if not test_files and ("test" in splits or need_test):
             problems.append(f"{test_dir}: test folder has no images ({', '.join(IMAGE_EXTS)})")
     elif need_test:
@@ -300,6 +307,8 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
         for what, fs in (("train.csv", files), ("test images", test_files)):
             if ("train" if what == "train.csv" else "test") not in splits:
                 continue
+            if warn_test and what == "test images":  # an unreadable one is warned about, not counted
+                fs = [f for f in fs if f is not None and not check_header(f)]
             bad, notes = band_problems(fs, channels, what)
             problems += bad
             for note in notes:
