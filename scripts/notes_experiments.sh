@@ -5,6 +5,7 @@
 #   scripts/notes_experiments.sh                      train every row (order: PRIORITY), then predict
 #   scripts/notes_experiments.sh ROW ...              train these rows (names as in the sections below)
 #   scripts/notes_experiments.sh --table SECTION ...  print the sections' tables
+#     (tables: a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg; none given: all)
 #
 # Sections: a batch size and BatchNorm, b image size per stage and FixRes, c unfreezing,
 # d which augmentations, e batch-size ramp vs lr decay, f static vs dynamic augmentation,

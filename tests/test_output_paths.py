@@ -20,7 +20,7 @@ def snapshot(folder):
 # ----------------------------------------------------------------------------- the checks
 
 @pytest.mark.parametrize("name", ["train.csv", "labels.txt", "sample_submission.csv", "folds.csv", "duplicates.csv",
-                                  "train/sub.csv", "test/new/sub.csv", "train_seg/sub.csv"])
+                                  "test_labels.csv", "train/sub.csv", "test/new/sub.csv", "train_seg/sub.csv"])
 def test_dataset_files_and_image_folders_are_refused(tmp_path, name):
     data = write_dataset(tmp_path / "data", n=4, size=16, n_test=2)
     shutil.copytree(data / "train", data / "train_seg")  # an image variant: any folder of images

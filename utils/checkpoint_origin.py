@@ -56,7 +56,8 @@ def check_val_origin(path, meta, run):
     split = ", ".join(f"{k} {origin[k]} vs {run.config[k]}" for k in differ)
     return (f"{path}: trained by {who} on fold {origin['fold']}'s training images, which include "
             f"{run.dir}'s validation fold {run.fold} ({split}); its validation predictions would be a leak. "
-            f"Predict --split test only, or pass a checkpoint of a run of fold {run.fold}")
+            f"Predict --split test only, or pass a checkpoint of a run of fold {run.fold} of the same folds file "
+            f"(folds_k {run.config.get('folds_k')}, folds_seed {run.config.get('folds_seed')})")
 
 
 def weights_tag(path, meta, run_dir):

@@ -12,7 +12,8 @@ from utils.data import IMAGE_EXTS
 from utils.io import DataError
 
 # The files of a data folder (see the data layout): reading scripts rely on them.
-DATASET_FILES = ("train.csv", "labels.txt", "sample_submission.csv", "folds.csv", "duplicates.csv")
+DATASET_FILES = ("train.csv", "labels.txt", "sample_submission.csv", "folds.csv", "duplicates.csv",
+                 "test_labels.csv")  # the last: the demo and mosaic generators' held-out answers
 
 
 def image_folders(root):
@@ -48,7 +49,7 @@ def check_output_file(path, flag, data_roots=(), allow=()):
     """
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{flag} {path}: is an existing directory; give a file name, e.g. {path / 'submission.csv'}")
+        raise DataError(f"{flag} {path}: is an existing directory; give a file name, e.g. a submission.csv outside the data folder")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise DataError(f"{flag} {path}: {parent} is a file, not a folder; give a path in a folder")
