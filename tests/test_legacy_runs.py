@@ -1,0 +1,38 @@
+"""Runs and checkpoints written before utils/ became packages still resume and predict."""
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "legacy"
+
+
+def _copy(tmp_path):
+    dest = tmp_path / "legacy"
+    shutil.copytree(FIXTURE, dest)
+    return dest
+
+
+def _run(*args, cwd):
+    return subprocess.run([sys.executable, "-W", "ignore", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_a_killed_run_of_the_old_layout_resumes_to_the_end(tmp_path):
+    d = _copy(tmp_path)
+    r = _run(ROOT / "train.py", "--resume", "--name", "killed", "--out", "runs", cwd=d)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(pd.read_csv(d / "runs" / "killed" / "history.csv")) == 2
+    assert (d / "runs" / "killed" / "result.json").is_file()
+
+
+def test_a_finished_run_of_the_old_layout_predicts_its_test_images(tmp_path):
+    d = _copy(tmp_path)
+    r = _run(ROOT / "predict.py", "--run", "runs/done", "--tta", "hflip", "--split", "both", cwd=d)
+    assert r.returncode == 0, r.stderr[-2000:]
+    test = pd.read_csv(d / "runs" / "done" / "preds" / "test.hflip.csv")
+    assert len(test) == 4 and list(test.columns[-3:]) == ["a", "b", "c"]
+    assert test[["a", "b", "c"]].to_numpy().min() >= 0
