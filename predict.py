@@ -32,19 +32,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
-from utils.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
-from utils.io import (DataError, atomic_write_csv, preview, read_csv, read_preds, report_problems,  # noqa: E402
+from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.metrics.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
+from utils.common.io import (DataError, atomic_write_csv, preview, read_csv, read_preds, report_problems,  # noqa: E402
                       submission_frame, write_preds)
-from utils.output_paths import check_output_file  # noqa: E402
-from utils.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
+from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.predict.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
 
 log = logging.getLogger("predict")
 SPLITS = ("test", "val", "both")
 
 
 def get_args_parser():
-    from utils.thresholds import STRATEGIES
+    from utils.metrics.thresholds import STRATEGIES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to predict")
@@ -105,8 +105,8 @@ class Job:
 
 def find_all_runs(patterns, path_map):
     """Runs for every pattern; DataError when a pattern matches no run or a run is unreadable."""
-    from utils.paths import load_path_map
-    from utils.runs import find_runs
+    from utils.common.paths import load_path_map
+    from utils.runs.directory import find_runs
 
     pairs = load_path_map(path_map)
     runs, problems = [], []
@@ -161,9 +161,9 @@ def plan_jobs(runs, args, splits):
 
     A problem of a dataset several runs share is reported once, with the runs it stops.
     """
-    from utils.checkpoint import load_for_inference
-    from utils.checkpoint_origin import check_val_origin
-    from utils.data import check_rows, check_test_images, load_dataset, unlisted_test_images
+    from utils.runs.checkpoint import load_for_inference
+    from utils.runs.checkpoint_origin import check_val_origin
+    from utils.data.dataset import check_rows, check_test_images, load_dataset, unlisted_test_images
 
     # only the images of the predicted splits are checked: a broken training image does not stop
     # --split test, and --split val checks the run's own validation fold (check_rows)
@@ -230,10 +230,10 @@ def warn_unlisted(unlisted, spec):
 
 def predict_job(job, splits, args, device):
     """Load the job's model and predict each split into job.out (nothing written)."""
-    from utils.bands import image_options
-    from utils.cache import default_cache_dir, is_cached, load_images
-    from utils.checkpoint import load_for_inference
-    from utils.tta import predict_tta
+    from utils.data.bands import image_options
+    from utils.data.cache import default_cache_dir, is_cached, load_images
+    from utils.runs.checkpoint import load_for_inference
+    from utils.predict.tta import predict_tta
 
     model, meta = load_for_inference(job.ckpt, device, job.run.labels)
     labels, size, spec = list(meta["labels"]), int(args.size or meta["size"]), job.spec
@@ -306,7 +306,7 @@ def oof_table(jobs):
 def make_submission(jobs, args, constraints=None):
     """image_name,tags DataFrame: mean test probabilities of the runs, thresholds from their OOF,
     then the --exactly-one/--at-most-one/--min-tags/--max-tags rules."""
-    from utils.thresholds import fit_thresholds
+    from utils.metrics.thresholds import fit_thresholds
 
     names, labels, _ = jobs[0].out["test"]
     test = np.mean([j.out["test"][2] for j in jobs], axis=0)
@@ -323,8 +323,8 @@ def preds_name(args, ckpt=None, meta=None, run_dir=None):
     given, plus -<checkpoint> for any checkpoint but best (avg, last), so predictions of other
     weights never replace the best checkpoint's. A --checkpoint file (ckpt, its meta) that is
     not one of run_dir's own is named for the run that trained it: -from_<run>_<stem>
-    (utils.checkpoint_origin.weights_tag), never as if it were the run's own."""
-    from utils.checkpoint_origin import weights_tag
+    (utils.runs.checkpoint_origin.weights_tag), never as if it were the run's own."""
+    from utils.runs.checkpoint_origin import weights_tag
 
     name = args.tta + (f"-{args.size}px" if args.size else "")
     if args.checkpoint in NAMED_CHECKPOINTS:

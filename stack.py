@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from utils.constraints import (ablation, add_constraint_arguments, check_constraint_args, constrained_decisions,
+from utils.metrics.constraints import (ablation, add_constraint_arguments, check_constraint_args, constrained_decisions,
                                parse_constraints, render_ablation)
-from utils.io import (DataError, atomic_write_csv, atomic_write_json, atomic_write_text, submission_frame,
+from utils.common.io import (DataError, atomic_write_csv, atomic_write_json, atomic_write_text, submission_frame,
                       write_preds)
-from utils.library import load_library
-from utils.output_paths import check_output_dir, check_output_file
-from utils.stacking import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
-from utils.thresholds import STRATEGIES
+from utils.stack.library import load_library
+from utils.common.output_paths import check_output_dir, check_output_file
+from utils.stack.stackers import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
+from utils.metrics.thresholds import STRATEGIES
 
 log = logging.getLogger("stack")
 

@@ -26,11 +26,11 @@ import torch
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
-from utils import distributed as dist  # noqa: E402
-from utils.io import DataError, atomic_write_json, read_json  # noqa: E402
-from utils.cli import add_cache_argument, pick_device, refuse_idle_flags, run_script  # noqa: E402
-from utils.output_paths import check_output_dir  # noqa: E402
-from utils.resume import given_flags  # noqa: E402
+from utils.common import distributed as dist  # noqa: E402
+from utils.common.io import DataError, atomic_write_json, read_json  # noqa: E402
+from utils.common.cli import add_cache_argument, pick_device, refuse_idle_flags, run_script  # noqa: E402
+from utils.common.output_paths import check_output_dir  # noqa: E402
+from utils.runs.resume import given_flags  # noqa: E402
 
 log = logging.getLogger("train")
 EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run directory
@@ -82,7 +82,7 @@ def get_args_parser():
     g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';', e.g. "
                    "'epochs=2,size=128,train=head;epochs=8,size=224,train=all' (keys: epochs, size "
                    "px, bs, lr, opt, momentum, nesterov, wd, sched, train, lr_mult, warmup, pct_start, step, gamma, "
-                   "milestones, patience, factor, max_drops, min_lr, drop_rate, accum, bn, name; utils/stages.py) "
+                   "milestones, patience, factor, max_drops, min_lr, drop_rate, accum, bn, name; utils/train/stages.py) "
                    "(default: the --recipe's plan)")
     g.add_argument("--config", default=None, help="JSON/YAML file with 'stages' and optionally other flags' defaults")
     g.add_argument("--size", type=int, default=None, help="final image size in px, earlier stages scale with it "
@@ -166,7 +166,7 @@ def get_args_parser():
 def parse_args(argv=None):
     """Parse flags; a --config file's non-stage keys and then the --recipe's flags become
     defaults (command line > config file > recipe > argparse defaults)."""
-    from utils.stages import read_config_file, recipe_flags
+    from utils.train.stages import read_config_file, recipe_flags
 
     parser = get_args_parser()
     args, _ = parser.parse_known_args(argv)
@@ -188,7 +188,7 @@ def parse_args(argv=None):
 
 def default_workers(device):
     """Loader workers: on CUDA most cores; on CPU one (the cores are busy computing)."""
-    from utils.cache import default_workers as cores
+    from utils.data.cache import default_workers as cores
 
     return min(8, cores()) if device.type == "cuda" else min(1, cores() - 1)
 
@@ -208,7 +208,7 @@ def data_root(args):
     root = REPO / "data" / "demo"
     if not (root / "train.csv").is_file():
         if dist.is_main():
-            from utils.demo import ensure_demo
+            from utils.data.demo import ensure_demo
 
             log.info("generating the demo dataset in %s (first use)", root)
             ensure_demo(root)
@@ -257,7 +257,7 @@ def find_run(args, out):
 
 def warn_test_images(spec):
     """Say now, not after training, which test images predict.py will not be able to read."""
-    from utils.data import check_test_images
+    from utils.data.dataset import check_test_images
 
     problems = check_test_images(spec)
     if problems:
@@ -269,11 +269,11 @@ def warn_test_images(spec):
 def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, exclude=None):
     """The resolved configuration written to config.json; exclude: the --exclude list's
     SHA-1 (a model and resume key), with its path and count in exclude_file / exclude_n."""
-    from utils.ema import check_decay
-    from utils.mix import parse_mix
-    from utils.models import model_meta
-    from utils.paths import portable
-    from utils.runs import model_key
+    from utils.models.ema import check_decay
+    from utils.augment.mix import parse_mix
+    from utils.models.factory import model_meta
+    from utils.common.paths import portable
+    from utils.runs.directory import model_key
 
     meta = model_meta(model)
     rel, absolute = portable(root, run_dir)
@@ -299,15 +299,15 @@ def build_config(args, spec, label_idx, plan, model, run_dir, root, folds_file, 
 
 def run_flags(args):
     """The flags that define a run (config.json "args"): every flag but the free how/where ones."""
-    from utils.resume import FREE
+    from utils.runs.resume import FREE
 
     return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in FREE}
 
 
 def restore_run_flags(args):
     """--resume: the run to continue, with every flag not given taken from its config.json."""
-    from utils.paths import native_rel
-    from utils.resume import data_of_run, restore_flags
+    from utils.common.paths import native_rel
+    from utils.runs.resume import data_of_run, restore_flags
 
     run_dir = find_run(args, Path(args.out))
     stored = read_json(run_dir / "config.json")
@@ -323,7 +323,7 @@ def restore_run_flags(args):
 
 def check_aug_static(args):
     """--aug-static K needs K >= 0, an augmentation to copy and the per-image (cpu) path."""
-    from utils.transforms import parse_augment
+    from utils.augment.transforms import parse_augment
 
     if args.aug_static < 0:
         raise DataError(f"--aug-static {args.aug_static}: give a number of copies >= 1, or 0 for dynamic")
@@ -336,7 +336,7 @@ def check_aug_static(args):
 
 def check_channels(args):
     """--channels: at least 1; colour augmentation needs R, G, B."""
-    from utils.transforms import OPS, parse_augment
+    from utils.augment.transforms import OPS, parse_augment
 
     if args.channels < 1:
         raise DataError(f"--channels {args.channels}: must be at least 1")
@@ -361,20 +361,20 @@ def check_resume(stored, cfg, run_dir):
 
 
 def main(args):
-    from utils.data import folds_k_for, load_dataset, plan_folds, select_label_group, write_folds
-    from utils.ema import check_decay
-    from utils.exclusion import read_exclusion, write_exclusion
-    from utils.mix import parse_mix
-    from utils.bands import fit_band_scaling
-    from utils.cache import default_cache_dir, load_images
-    from utils.losses import build_loss
-    from utils.heads import parse_head
-    from utils.models import create_model
-    from utils.pseudo import load_extras, sampler_labels
-    from utils.stages import describe_plan, resolve_plan
-    from utils.tensorboard_log import resolve_flag as resolve_tensorboard
-    from utils.trainer import TrainOptions, Trainer, check_batches, seed_everything
-    from utils.transforms import build_augment, pca_stats
+    from utils.data.dataset import folds_k_for, load_dataset, plan_folds, select_label_group, write_folds
+    from utils.models.ema import check_decay
+    from utils.data.exclusion import read_exclusion, write_exclusion
+    from utils.augment.mix import parse_mix
+    from utils.data.bands import fit_band_scaling
+    from utils.data.cache import default_cache_dir, load_images
+    from utils.train.losses import build_loss
+    from utils.models.heads import parse_head
+    from utils.models.factory import create_model
+    from utils.train.pseudo import load_extras, sampler_labels
+    from utils.train.stages import describe_plan, resolve_plan
+    from utils.train.tensorboard import resolve_flag as resolve_tensorboard
+    from utils.train.trainer import TrainOptions, Trainer, check_batches, seed_everything
+    from utils.augment.transforms import build_augment, pca_stats
 
     check_output_dir(args.out, "--out")
     run_dir = restore_run_flags(args) if args.resume else None

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.transforms import PRESETS, build_augment, pca_stats  # noqa: E402
+from utils.augment.transforms import PRESETS, build_augment, pca_stats  # noqa: E402
 
 EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cache import decode_image, default_workers, load_images  # noqa: E402
-from utils.data import load_dataset  # noqa: E402
+from utils.data.cache import decode_image, default_workers, load_images  # noqa: E402
+from utils.data.dataset import load_dataset  # noqa: E402
 
 
 def pil_every_epoch(files, size):

@@ -2,8 +2,8 @@
 
     python bench/duplicates.py --n 1000 5000 20000
 
-Random hashes shaped as utils/duplicates.py makes them (N images x 2 views x 3 hashes,
-uint64), searched with utils.duplicates.close_pairs (chunks of XOR + numpy.bitwise_count)
+Random hashes shaped as utils/data/duplicates.py makes them (N images x 2 views x 3 hashes,
+uint64), searched with utils.data.duplicates.close_pairs (chunks of XOR + numpy.bitwise_count)
 and, for the smallest N, with a plain Python double loop computing the same distances
 with int.bit_count. Prints time, ns per pair and the projected time for 100,000 images
 (5e9 pairs); absolute numbers depend on the machine and its load.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.duplicates import VIEW_PAIRS, close_pairs  # noqa: E402
+from utils.data.duplicates import VIEW_PAIRS, close_pairs  # noqa: E402
 
 
 def python_loop(h, max_grey, max_colour):

@@ -7,7 +7,7 @@
     fp32 against AMP bf16 + channels_last, three ways:
       ceiling  forward, backward and AdamW on a normalised float batch already on the device,
                with no host synchronisation between steps: the compute ceiling
-      Step     utils.engine.Step on a uint8 batch already on the device: the project's step
+      Step     utils.train.engine.Step on a uint8 batch already on the device: the project's step
                (normalisation on the device, lr schedule), no loader, no augmentation
       real     the project's data path: a uint8 image cache in RAM (random pixels) ->
                CachedImages -> make_loader (pinned memory, --workers processes) ->
@@ -18,8 +18,8 @@
     device): eager against torch.compile (default and mode="reduce-overhead") and CUDA graphs
     (torch.cuda.make_graphed_callables for forward + backward with an eager optimizer, and the
     whole step, AdamW included, captured in one torch.cuda.CUDAGraph).
-(c) TTA 10crop on --tta-n images: utils.tta.predict_tta (every view of a batch in one
-    forward) against utils.tta.predict_tta_loop (one forward per view).
+(c) TTA 10crop on --tta-n images: utils.predict.tta.predict_tta (every view of a batch in one
+    forward) against utils.predict.tta.predict_tta_loop (one forward per view).
 
 Every measurement runs --warmup untimed steps first and synchronises the device around its
 timer. A part that fails (no compiler, no CUDA, out of memory) is recorded in its table
@@ -45,16 +45,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cache import default_workers  # noqa: E402
-from utils.engine import CachedImages, Step, make_loader, to_input, train_one_epoch  # noqa: E402
-from utils.io import DataError, atomic_write_text  # noqa: E402
-from utils.losses import build_loss  # noqa: E402
-from utils.models import create_model, model_meta, param_groups  # noqa: E402
-from utils.schedule import build_optimizer, build_scheduler  # noqa: E402
-from utils.stages import Stage  # noqa: E402
-from utils.transforms import GpuAugment  # noqa: E402
-from utils.tta import predict_tta, predict_tta_loop  # noqa: E402
-from utils.cli import run_script  # noqa: E402
+from utils.data.cache import default_workers  # noqa: E402
+from utils.train.engine import CachedImages, Step, make_loader, to_input, train_one_epoch  # noqa: E402
+from utils.common.io import DataError, atomic_write_text  # noqa: E402
+from utils.train.losses import build_loss  # noqa: E402
+from utils.models.factory import create_model, model_meta, param_groups  # noqa: E402
+from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
+from utils.train.stages import Stage  # noqa: E402
+from utils.augment.transforms import GpuAugment  # noqa: E402
+from utils.predict.tta import predict_tta, predict_tta_loop  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
 
 LABELS = 13
 PRECISIONS = {"fp32": (None, False), "bf16+CL": (torch.bfloat16, True)}  # autocast dtype, channels_last
@@ -147,7 +147,7 @@ class Training:
     std: tuple
 
     def step(self, device, gpu_augment=None):
-        """The project's utils.engine.Step over this model."""
+        """The project's utils.train.engine.Step over this model."""
         return Step(self.model, self.loss_fn, self.optimizer, self.scheduler, None, self.amp_dtype, device,
                     self.mean, self.std, self.channels_last, gpu_augment=gpu_augment, seed=0)
 

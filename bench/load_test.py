@@ -4,7 +4,7 @@
 
 For each scale s, a synthetic dataset of round(40,479 s) train and round(61,191 s) test
 images (Planet's counts; tiny --px px JPEGs with the demo's 13 tags and their densities,
-utils/demo.py, so it fits on disk), then every stage in its own process, as a user runs them:
+utils/data/demo.py, so it fits on disk), then every stage in its own process, as a user runs them:
 
   data     write the dataset (all cores)
   check    load_dataset (every image header) and folds.csv (iterative stratification)
@@ -91,8 +91,8 @@ def stage_data(args):
     import numpy as np
     import pandas as pd
 
-    from utils.cache import default_workers
-    from utils.demo import TAGS, sample_labels, tags_to_str
+    from utils.data.cache import default_workers
+    from utils.data.demo import TAGS, sample_labels, tags_to_str
 
     root = Path(args.data)
     rng = np.random.default_rng(0)
@@ -113,15 +113,15 @@ def stage_data(args):
 
 
 def stage_check(args):
-    from utils.data import load_dataset, load_or_make_folds
+    from utils.data.dataset import load_dataset, load_or_make_folds
 
     spec = load_dataset(args.data)
     load_or_make_folds(spec, args.folds)
 
 
 def stage_cache(args):
-    from utils.cache import default_cache_dir, load_images
-    from utils.data import load_dataset
+    from utils.data.cache import default_cache_dir, load_images
+    from utils.data.dataset import load_dataset
 
     spec = load_dataset(args.data, check=False)
     cache = default_cache_dir(args.data)
@@ -135,9 +135,9 @@ def stage_runs(args):
     import numpy as np
     import pandas as pd
 
-    from utils.data import load_dataset, load_or_make_folds
-    from utils.io import atomic_write_json, read_json, write_preds
-    from utils.runs import model_key
+    from utils.data.dataset import load_dataset, load_or_make_folds
+    from utils.common.io import atomic_write_json, read_json, write_preds
+    from utils.runs.directory import model_key
 
     runs = Path(args.out_runs)
     spec = load_dataset(args.data, check=False)
@@ -210,7 +210,7 @@ def measure(cmd, log_path):
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        from utils.io import read_text
+        from utils.common.io import read_text
 
         tail = read_text(log_path)[-3000:]
         raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed ({proc.returncode}):\n{tail}")

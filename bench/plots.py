@@ -16,7 +16,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.plots import plot_history, plot_prob_distributions  # noqa: E402
+from utils.analysis.plots import plot_history, plot_prob_distributions  # noqa: E402
 
 
 def get_args_parser():

@@ -6,9 +6,9 @@ side by side in one run:
 
 1. One selection step for one label (every candidate added to an ensemble of the 10 best,
    each scored by its label F2 at the best threshold):
-     exact      utils.thresholds.best_label_fbeta on the candidates' averaged columns
+     exact      utils.metrics.thresholds.best_label_fbeta on the candidates' averaged columns
                 (a sort per candidate: the vectorised exact search)
-     histogram  utils.ensemble.label_f2_candidates (one log-binned histogram per candidate)
+     histogram  utils.stack.ensemble.label_f2_candidates (one log-binned histogram per candidate)
      pruned     LabelScorer.best (histogram restricted to images that can matter)
 2. Whole per-label selection (``select``: sorted init 3, up to 25 additions with
    replacement, patience 10; and with all 25 additions) for a grid of library sizes,
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
-from utils.ensemble import LabelScorer, Select, label_f2_candidates  # noqa: E402
-from utils.library import Inputs  # noqa: E402
-from utils.thresholds import best_label_fbeta  # noqa: E402
+from utils.stack.ensemble import LabelScorer, Select, label_f2_candidates  # noqa: E402
+from utils.stack.library import Inputs  # noqa: E402
+from utils.metrics.thresholds import best_label_fbeta  # noqa: E402
 
 
 def get_args_parser():

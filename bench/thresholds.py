@@ -10,10 +10,10 @@ Methods, side by side on the same data:
   'samples')`` call per point (1,700 calls). It takes minutes, so by default it runs
   on the first --kernel-labels labels and its time is extrapolated to all labels;
   --full runs it all.
-- grid, fast metric: the same search with the vectorised metric of utils.metrics;
+- grid, fast metric: the same search with the vectorised metric of utils.metrics.fbeta;
   gives the kernel's thresholds and F2 for all labels (checked against the sklearn
   run on the labels that run covered).
-- exact greedy: utils.thresholds.greedy_thresholds (all cut points, passes until no gain).
+- exact greedy: utils.metrics.thresholds.greedy_thresholds (all cut points, passes until no gain).
 - for reference, the exact global threshold and the expected-F2 decisions.
 Also: best_label_fbeta for N x M candidate columns vs a per-column loop over
 sklearn's precision_recall_curve.
@@ -32,8 +32,8 @@ from sklearn.metrics import fbeta_score, precision_recall_curve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.metrics import fbeta_samples  # noqa: E402
-from utils.thresholds import best_label_fbeta, binarize, global_threshold, greedy_thresholds  # noqa: E402
+from utils.metrics.fbeta import fbeta_samples  # noqa: E402
+from utils.metrics.thresholds import best_label_fbeta, binarize, global_threshold, greedy_thresholds  # noqa: E402
 
 # Tag frequencies of Planet's train set (primary, clear, agriculture, ...).
 PLANET_PREVALENCE = np.array([0.93, 0.70, 0.31, 0.20, 0.18, 0.18, 0.11, 0.09, 0.07, 0.05,
@@ -123,7 +123,7 @@ def main(args):
     note = "measured" if k == L else f"extrapolated from {k} of {L} labels, {t_part:.1f} s"
     rows = [("kernel grid, sklearn calls *", t_kernel, f_grid),
             ("kernel grid, vectorised metric", t_grid, f_grid),
-            ("exact greedy (utils.thresholds)", t_greedy, f_greedy),
+            ("exact greedy (utils.metrics.thresholds)", t_greedy, f_greedy),
             ("exact global, one threshold", s_glob, f_glob),
             ("expected F2 per image, no threshold", s_exp, f_exp)]
     print(f"fixed 0.2 thresholds: F2 {f_fixed:.5f}")

@@ -5,7 +5,7 @@
     python bench/train_speed.py --data data/demo        # a dataset's images, from the uint8 cache
 
 Training: --arch (random init: weights do not change speed, 13 labels) at --size px, batch --bs,
-the demo plan's main stage (every layer trained, AdamW, one-cycle; utils.stages.resolve_plan
+the demo plan's main stage (every layer trained, AdamW, one-cycle; utils.train.stages.resolve_plan
 with the demo's size and epochs), through the project's path: uint8 cache -> CachedImages with
 the --aug augmentation per image -> make_loader (--workers processes) -> train_one_epoch ->
 Step. For each torch thread count in --threads and each worker count in --workers it reports
@@ -22,7 +22,7 @@ another and can lose several times their speed (set OMP_WAIT_POLICY=PASSIVE, or 
 
 Without --data the cache is --n-images random uint8 images in RAM (augmentation cost does not
 depend on content); with --data it is the dataset's train images decoded once by
-utils.cache.load_images. Tables go to stdout, progress bars to stderr (`2>/dev/null` keeps
+utils.data.cache.load_images. Tables go to stdout, progress bars to stderr (`2>/dev/null` keeps
 only the tables). Absolute numbers depend on the machine and what else runs on it.
 """
 import argparse
@@ -38,14 +38,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cache import default_cache_dir, load_images  # noqa: E402
-from utils.engine import CachedImages, Step, make_loader, train_one_epoch  # noqa: E402
-from utils.losses import build_loss  # noqa: E402
-from utils.models import create_model, freeze_bn, model_meta, param_groups  # noqa: E402
-from utils.schedule import build_optimizer, build_scheduler  # noqa: E402
-from utils.stages import resolve_plan  # noqa: E402
-from utils.transforms import build_augment  # noqa: E402
-from utils.cli import run_script  # noqa: E402
+from utils.data.cache import default_cache_dir, load_images  # noqa: E402
+from utils.train.engine import CachedImages, Step, make_loader, train_one_epoch  # noqa: E402
+from utils.train.losses import build_loss  # noqa: E402
+from utils.models.factory import create_model, freeze_bn, model_meta, param_groups  # noqa: E402
+from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
+from utils.train.stages import resolve_plan  # noqa: E402
+from utils.augment.transforms import build_augment  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
 
 LABELS = 13
 DEMO = {"size": 96, "epochs": 3}  # the demo plan (train.py without --data)
@@ -79,7 +79,7 @@ def ints(text):
 def image_source(args, size):
     """(uint8 images (N, size, size, 3), labels (N, L) float32, label names, description)."""
     if args.data:
-        from utils.data import load_dataset
+        from utils.data.dataset import load_dataset
 
         spec = load_dataset(args.data)
         cache = args.cache_dir or default_cache_dir(args.data)

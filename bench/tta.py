@@ -5,8 +5,8 @@ side by side in one run:
 
   ttach        ClassificationTTAWrapper(model + sigmoid, ten_crop_transform(c, c)),
                one forward per view (merging on probabilities: the sigmoid is inside)
-  loop         utils.tta.predict_tta_loop, one forward per view
-  batched      utils.tta.predict_tta: all views of a batch in one forward, or
+  loop         utils.predict.tta.predict_tta_loop, one forward per view
+  batched      utils.predict.tta.predict_tta: all views of a batch in one forward, or
                1 view per forward (predict.py's default on CPU)
   CL           channels_last (on a copy of the model)
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from utils.tta import crop_side, predict_tta, predict_tta_loop  # noqa: E402
+from utils.predict.tta import crop_side, predict_tta, predict_tta_loop  # noqa: E402
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # tf_efficientnet_lite0's own
 

@@ -4,7 +4,7 @@
 
 Copies N random training images three ways (JPEG quality 60; resized to 0.8x; cropped
 by 3-5% per side, each side drawn at random), hashes originals, copies and test images
-exactly as the tool does (utils/duplicates.py), and prints, for a grid of thresholds:
+exactly as the tool does (utils/data/duplicates.py), and prints, for a grid of thresholds:
 recall per kind of copy, pairs found among the dataset's own images (true copies in
 the data, or false matches: look at them), and precision on the planted copies (a
 pair with a copy is right when its partner is the copy's original, or another copy of
@@ -23,11 +23,11 @@ from PIL import Image, ImageOps
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.cache import default_cache_dir, to_rgb  # noqa: E402
-from utils.cli import run_script  # noqa: E402
-from utils.data import load_dataset  # noqa: E402
-from utils.leaderboard import to_markdown  # noqa: E402
-from utils.duplicates import (DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE, cached_hashes,  # noqa: E402
+from utils.data.cache import default_cache_dir, to_rgb  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
+from utils.data.dataset import load_dataset  # noqa: E402
+from utils.analysis.leaderboard import to_markdown  # noqa: E402
+from utils.data.duplicates import (DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE, cached_hashes,  # noqa: E402
                               close_pairs, components)
 
 KINDS = ("jpeg60", "resize0.8", "crop3-5%")

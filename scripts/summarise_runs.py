@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cli import run_script  # noqa: E402
-from utils.library import (Library, Member, _read_member, check_labels, data_root, load_library,  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
+from utils.stack.library import (Library, Member, _read_member, check_labels, data_root, load_library,  # noqa: E402
                            read_fold_ids, read_truth)
-from utils.io import DataError, read_json  # noqa: E402
-from utils.runs import find_runs  # noqa: E402
-from utils.metrics import fbeta_per_label, fbeta_samples  # noqa: E402
-from utils.thresholds import best_label_fbeta, binarize, fit_thresholds  # noqa: E402
+from utils.common.io import DataError, read_json  # noqa: E402
+from utils.runs.directory import find_runs  # noqa: E402
+from utils.metrics.fbeta import fbeta_per_label, fbeta_samples  # noqa: E402
+from utils.metrics.thresholds import best_label_fbeta, binarize, fit_thresholds  # noqa: E402
 
 
 def cross_fitted_decisions(y, probs, folds, strategy="greedy"):

@@ -1,12 +1,12 @@
-"""Gradient accumulation (utils/accumulation.py through engine.Step) against one large batch."""
+"""Gradient accumulation (utils/train/accumulation.py through engine.Step) against one large batch."""
 import pytest
 import torch
 from torch import nn
 
-from utils.accumulation import Accumulation
-from utils.engine import Step
-from utils.schedule import build_optimizer, build_scheduler
-from utils.stages import Stage
+from utils.train.accumulation import Accumulation
+from utils.train.engine import Step
+from utils.train.schedule import build_optimizer, build_scheduler
+from utils.train.stages import Stage
 
 S = 8  # image side
 

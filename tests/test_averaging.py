@@ -9,8 +9,8 @@ import torch
 
 from conftest import ROOT, write_dataset
 from test_train import train
-from utils.averaging import average_state_dicts, choose
-from utils.io import DataError
+from utils.models.averaging import average_state_dicts, choose
+from utils.common.io import DataError
 
 
 def test_average_state_dicts_is_the_arithmetic_mean():
@@ -90,10 +90,10 @@ def test_bn_recompute_gives_the_training_images_statistics(run):
     assert avg["averaged"]["bn_recomputed"]
     # brute force: with one batch, the stem's BatchNorm mean is the mean of its input over
     # every training image (all outside fold 0, at the checkpoint's size, normalised)
-    from utils.cache import default_cache_dir, load_images
-    from utils.checkpoint import load_for_inference
-    from utils.data import load_dataset
-    from utils.engine import to_input
+    from utils.data.cache import default_cache_dir, load_images
+    from utils.runs.checkpoint import load_for_inference
+    from utils.data.dataset import load_dataset
+    from utils.train.engine import to_input
 
     cfg = pd.read_json(run / "config.json", typ="series")
     spec = load_dataset(cfg["data_root_abs"])

@@ -3,8 +3,8 @@ import pytest
 
 from conftest import write_dataset
 from test_train import train
-from utils.io import DataError
-from utils.pseudo import load_extras
+from utils.common.io import DataError
+from utils.train.pseudo import load_extras
 
 
 @pytest.mark.parametrize("kw, flag", [({"pseudo_weight": -1.0}, "--pseudo-weight"),
@@ -60,7 +60,7 @@ def test_train_out_an_existing_file_is_refused(tmp_path):
 def test_loss_option_of_the_wrong_kind_is_named(spec, message):
     import numpy as np
 
-    from utils.losses import build_loss
+    from utils.train.losses import build_loss
     with pytest.raises(DataError, match=message):
         build_loss(spec, np.eye(3, dtype=np.uint8))
 
@@ -68,7 +68,7 @@ def test_loss_option_of_the_wrong_kind_is_named(spec, message):
 def test_loss_options_of_the_right_kind_still_build():
     import numpy as np
 
-    from utils.losses import build_loss
+    from utils.train.losses import build_loss
     assert build_loss("focal:alpha=none,gamma=1")[1] == {"loss": "focal", "gamma": 1, "alpha": None}
     assert build_loss("asl:gamma_neg=2,detach=false")[1]["detach"] is False
     assert build_loss("wbce:cap=5", np.eye(3, dtype=np.uint8))[1]["cap"] == 5
@@ -77,7 +77,7 @@ def test_loss_options_of_the_right_kind_still_build():
 def test_resume_diff_says_not_set_rather_than_null():
     from argparse import Namespace
 
-    from utils.resume import restore_flags
+    from utils.runs.resume import restore_flags
     with pytest.raises(DataError) as e:
         restore_flags(Namespace(lr=0.5, bs=8), {"args": {"lr": None, "bs": 8}}, {"lr"}, "runs/R")
     msg = str(e.value)
@@ -102,7 +102,7 @@ def test_resume_with_another_lr_names_the_default_the_run_used(tmp_path):
 def test_checkpoint_meta_without_a_needed_key_is_named(tmp_path, drop):
     import torch
 
-    from utils.checkpoint import load_checkpoint
+    from utils.runs.checkpoint import load_checkpoint
     meta = {"arch": "tiny_cnn", "labels": ["a"], "size": 32, "mean": [0.5] * 3, "std": [0.2] * 3}
     path = tmp_path / "best.pt"
     torch.save({"model": {}, "meta": {k: v for k, v in meta.items() if k != drop}}, path)
@@ -146,7 +146,7 @@ def test_near_duplicates_refuses_before_writing(tmp_path, extra, message):
 ])
 def test_flag_without_its_partner_is_refused(tmp_path, argv, message):
     import train
-    from utils.cli import refuse_idle_flags
+    from utils.common.cli import refuse_idle_flags
 
     (tmp_path / "cfg.yaml").write_text("pseudo_weight: 0.5\n")
     args = train.parse_args([str(tmp_path / "cfg.yaml") if a == "CFG" else a for a in argv])
@@ -159,7 +159,7 @@ def test_flag_without_its_partner_is_refused(tmp_path, argv, message):
                                   ["--recipe", "strong", "--no-ema-warmup"]])  # the recipe turns --ema on
 def test_flag_with_its_partner_or_not_typed_is_accepted(argv):
     import train
-    from utils.cli import refuse_idle_flags
+    from utils.common.cli import refuse_idle_flags
 
     args = train.parse_args(argv)
     refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given)
@@ -168,7 +168,7 @@ def test_flag_with_its_partner_or_not_typed_is_accepted(argv):
 def test_resumed_run_keeps_the_values_it_was_started_with():
     """--resume restores a run's stored values (not typed): they are not judged again."""
     import train
-    from utils.cli import refuse_idle_flags
+    from utils.common.cli import refuse_idle_flags
 
     args = train.parse_args(["--resume"])
     args.ema_warmup = False  # as restored from a run started before the check

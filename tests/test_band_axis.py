@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from utils import bands
-from utils.cache import decode_image
+from utils.data import bands
+from utils.data.cache import decode_image
 
 SIDES = [(2, 2), (2, 3), (3, 2), (3, 3), (4, 4), (2, 32), (32, 2), (4, 32), (32, 4), (32, 32)]
 
@@ -129,8 +129,8 @@ def test_too_few_bands_names_the_count_found_and_a_channels_value_that_reads_the
     from PIL import Image
 
     from test_bands import write_planet
-    from utils.data import load_dataset
-    from utils.io import DataError
+    from utils.data.dataset import load_dataset
+    from utils.common.io import DataError
 
     root = write_planet(tmp_path / "d", n=8, n_test=2)
     made = {"grey.png": lambda p: Image.fromarray(np.full((20, 20), 100, np.uint8), "L").save(p),

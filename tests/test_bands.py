@@ -14,13 +14,13 @@ from PIL import Image
 
 from conftest import ROOT
 
-from utils import bands
-from utils.cache import decode_image, load_images
-from utils.data import load_dataset
-from utils.io import DataError
-from utils.models import create_model
-from utils.transforms import build_augment, warp
-from utils.tta import predict_tta, predict_tta_loop
+from utils.data import bands
+from utils.data.cache import decode_image, load_images
+from utils.data.dataset import load_dataset
+from utils.common.io import DataError
+from utils.models.factory import create_model
+from utils.augment.transforms import build_augment, warp
+from utils.predict.tta import predict_tta, predict_tta_loop
 
 LOW, HIGH = 3_000, 20_000
 

@@ -9,10 +9,10 @@ import pytest
 from conftest import ROOT  # noqa: F401  (puts the repository on sys.path)
 from test_predict import run_script, trained  # noqa: F401  (module fixture: two tiny runs)
 from test_stack import MODELS, run_stack, write_runs
-from utils.constraints import (Constraints, ablation, constrained_decisions, cut_margins, decode, parse_constraints,
+from utils.metrics.constraints import (Constraints, ablation, constrained_decisions, cut_margins, decode, parse_constraints,
                                satisfied)
-from utils.io import DataError
-from utils.thresholds import binarize, decision_thresholds, fit_thresholds, prevalence_thresholds
+from utils.common.io import DataError
+from utils.metrics.thresholds import binarize, decision_thresholds, fit_thresholds, prevalence_thresholds
 
 
 def brute_force(m, c):
@@ -108,7 +108,7 @@ def test_ablation_scores_each_rule_on_held_out_folds():
         for k in range(3):
             te = folds == k
             dec[te] = constrained_decisions(p[te], fitted[k], "greedy", cons)
-        from utils.metrics import fbeta_samples
+        from utils.metrics.fbeta import fbeta_samples
         want = [fbeta_samples(y[folds == k], dec[folds == k]) for k in range(3)]
         assert r["f2_per_fold"] == pytest.approx(want)
     assert rows[1]["truth_obeys"] == 1.0 and rows[0]["changed"] == 0.0

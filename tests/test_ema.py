@@ -1,11 +1,11 @@
-"""Weight EMA (utils/ema.py) against the closed form of an exponential moving average."""
+"""Weight EMA (utils/models/ema.py) against the closed form of an exponential moving average."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from utils.ema import WeightEMA, build_ema, ema_decay
-from utils.io import DataError
+from utils.models.ema import WeightEMA, build_ema, ema_decay
+from utils.common.io import DataError
 
 
 def _model():

@@ -4,9 +4,9 @@ import torch
 
 from conftest import write_dataset
 from test_train import train
-from utils import models as M
-from utils.io import DataError
-from utils.stages import resolve_plan
+from utils.models import factory as M
+from utils.common.io import DataError
+from utils.train.stages import resolve_plan
 
 
 def _running_stats(state):

@@ -9,10 +9,10 @@ import torch
 
 from conftest import write_dataset
 from test_predict import run_script
-from utils.checkpoint import load_for_inference
-from utils.heads import GeM, HeadNet, build_head, parse_head
-from utils.io import DataError, read_preds
-from utils.models import create_model, freeze_bn, named_layer_groups, param_groups
+from utils.runs.checkpoint import load_for_inference
+from utils.models.heads import GeM, HeadNet, build_head, parse_head
+from utils.common.io import DataError, read_preds
+from utils.models.factory import create_model, freeze_bn, named_layer_groups, param_groups
 
 HEADS = ["avg", "max", "avgmax", "gem", "csra", "csra:t=99", "mldecoder"]
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.io import DataError
-from utils.losses import LOSSES, build_loss, positive_weights
-from utils.spec import parse_spec
+from utils.common.io import DataError
+from utils.train.losses import LOSSES, build_loss, positive_weights
+from utils.common.options import parse_spec
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""utils.metrics against scikit-learn's fbeta_score, including rows/columns with no tags."""
+"""utils.metrics.fbeta against scikit-learn's fbeta_score, including rows/columns with no tags."""
 import sys
 import warnings
 from pathlib import Path
@@ -9,7 +9,7 @@ from sklearn.metrics import fbeta_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.metrics import (fbeta_macro, fbeta_micro, fbeta_per_label, fbeta_per_sample,  # noqa: E402
+from utils.metrics.fbeta import (fbeta_macro, fbeta_micro, fbeta_per_label, fbeta_per_sample,  # noqa: E402
                            fbeta_samples, soft_fbeta)
 
 

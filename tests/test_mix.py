@@ -1,11 +1,11 @@
-"""Mixup and CutMix of batches with multi-hot targets (utils/mix.py), and losses on soft targets."""
+"""Mixup and CutMix of batches with multi-hot targets (utils/augment/mix.py), and losses on soft targets."""
 import numpy as np
 import pytest
 import torch
 
-from utils.io import DataError
-from utils.losses import build_loss
-from utils.mix import BatchMix, MixSpec, cutmix, cutmix_box, parse_mix
+from utils.common.io import DataError
+from utils.train.losses import build_loss
+from utils.augment.mix import BatchMix, MixSpec, cutmix, cutmix_box, parse_mix
 
 B, H, W = 6, 16, 12
 

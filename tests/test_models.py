@@ -1,4 +1,4 @@
-"""utils.models: names, heads, offline ImageNet weights, layer groups, freezing, lr groups."""
+"""utils.models.factory: names, heads, offline ImageNet weights, layer groups, freezing, lr groups."""
 import os
 import re
 from pathlib import Path
@@ -12,8 +12,8 @@ from matplotlib import cbook
 from PIL import Image
 from torch import nn
 
-from utils import models as M
-from utils.io import DataError
+from utils.models import factory as M
+from utils.common.io import DataError
 
 
 def build(arch, num_labels=5, **kwargs):

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from utils.data import load_dataset
-from utils.io import DataError
-from utils.mosaic import (CLASSES, DENSITIES, MAX_TAGS, draw_mosaic, layout, load_npz, make_mosaic,
+from utils.data.dataset import load_dataset
+from utils.common.io import DataError
+from utils.data.mosaic import (CLASSES, DENSITIES, MAX_TAGS, draw_mosaic, layout, load_npz, make_mosaic,
                           mosaic_frequencies, sample_labels)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Portable run records: utils/paths.py, reading foreign records, tools/convert_paths.py."""
+"""Portable run records: utils/common/paths.py, reading foreign records, tools/convert_paths.py."""
 import importlib.util
 import json
 import subprocess
@@ -11,10 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.io import DataError, write_preds  # noqa: E402
-from utils.paths import (apply_path_map, native_rel, parse_path_map, reroot, resolve_stored,  # noqa: E402
+from utils.common.io import DataError, write_preds  # noqa: E402
+from utils.common.paths import (apply_path_map, native_rel, parse_path_map, reroot, resolve_stored,  # noqa: E402
                          rewrite_prefix, rewrite_record, split_parts)
-from utils.runs import load_run  # noqa: E402
+from utils.runs.directory import load_run  # noqa: E402
 
 
 def load_tool(name):
@@ -73,7 +73,7 @@ def tree(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-# ----------------------------------------------------------------------------- utils/paths.py
+# ----------------------------------------------------------------------------- utils/common/paths.py
 
 def test_split_parts_both_flavours():
     assert split_parts(WIN_DATA) == ["kaggle", "data", "demo"]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import fbeta_score
 
-from utils.plots import (label_thresholds, plot_correlation, plot_history,
+from utils.analysis.plots import (label_thresholds, plot_correlation, plot_history,
                          plot_prob_distributions)
 
 LABELS = ["haze", "primary", "blow_down", "water", "clear"]

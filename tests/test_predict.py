@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import ROOT, write_dataset
-from utils.cache import decode_image
-from utils.checkpoint import load_for_inference
-from utils.io import read_preds
-from utils.thresholds import binarize, fit_thresholds
+from utils.data.cache import decode_image
+from utils.runs.checkpoint import load_for_inference
+from utils.common.io import read_preds
+from utils.metrics.thresholds import binarize, fit_thresholds
 
 
 def run_script(script, *args, env=None, check=True, cwd=None):

@@ -12,12 +12,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import ROOT, write_dataset
-from utils import probe as P
-from utils.data import load_dataset
-from utils.io import DataError, read_preds
-from utils.metrics import fbeta_samples
-from utils.runs import find_runs, group_models
-from utils.thresholds import greedy_thresholds
+from utils.analysis import probe as P
+from utils.data.dataset import load_dataset
+from utils.common.io import DataError, read_preds
+from utils.metrics.fbeta import fbeta_samples
+from utils.runs.directory import find_runs, group_models
+from utils.metrics.thresholds import greedy_thresholds
 
 sys.path.insert(0, str(ROOT / "tools"))
 import linear_probe  # noqa: E402

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from conftest import ROOT, write_dataset
 from test_train import _same_run, train
-from utils.io import read_preds, write_preds
-from utils.pseudo import confidence, file_sha256, pseudo_labels
+from utils.common.io import read_preds, write_preds
+from utils.train.pseudo import confidence, file_sha256, pseudo_labels
 
 LABELS = ["a", "b", "c"]
 SHORT = ["--stages", "epochs=2,size=32,bs=8", "--deterministic", "--ckpt-every", "2", "--folds-k", "4"]
@@ -71,11 +71,11 @@ def test_kill_and_resume_with_pseudo_labels_is_exact(data, tmp_path):
 
 def test_first_step_loss_is_bce_with_mixed_and_weighted_targets(data, tmp_path):
     """One step over the whole training set: its loss, by hand, from the same initial weights."""
-    from utils.cache import default_cache_dir, load_images
-    from utils.data import load_dataset
-    from utils.engine import to_input
-    from utils.models import create_model
-    from utils.trainer import seed_everything
+    from utils.data.cache import default_cache_dir, load_images
+    from utils.data.dataset import load_dataset
+    from utils.train.engine import to_input
+    from utils.models.factory import create_model
+    from utils.train.trainer import seed_everything
 
     spec = load_dataset(data)
     teacher = np.random.default_rng(1).random((len(spec.names), 3))
@@ -154,7 +154,7 @@ def test_bad_inputs_exit_2_and_write_nothing(data, tmp_path):
 
 def test_pseudo_and_soft_targets_name_the_kind_of_file_given(data, tmp_path):
     """A submission, a folds file, train.csv or out-of-fold predictions get the explanation
-    tools/pseudo_label.py gives for the same file (utils.prob_file), not a leak or NaN message."""
+    tools/pseudo_label.py gives for the same file (utils.runs.prob_file), not a leak or NaN message."""
     out = tmp_path / "runs"
     one = ["--stages", "epochs=1,size=32,bs=8", "--folds-k", "4"]
     spec_names = pd.read_csv(data / "train.csv")["image_name"].tolist()

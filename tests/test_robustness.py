@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, write_dataset
-from utils.io import DataError
+from utils.common.io import DataError
 
 FAST = "epochs=1,size=16,bs=8"
 
@@ -64,7 +64,7 @@ def test_truncated_train_image_writes_nothing_and_the_fixed_dataset_trains(tmp_p
 
 
 def test_folds_mismatch_names_added_and_removed_images(tmp_path):
-    from utils.data import load_dataset, load_or_make_folds
+    from utils.data.dataset import load_dataset, load_or_make_folds
 
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=1)
     spec = load_dataset(data)
@@ -85,7 +85,7 @@ def test_folds_mismatch_names_added_and_removed_images(tmp_path):
 # ----------------------------------------------------------------------------- 2: broken test images found at the start
 
 def test_check_tail_finds_truncated_files(tmp_path):
-    from utils.data import check_tail
+    from utils.data.dataset import check_tail
 
     rng = np.random.default_rng(0)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
@@ -120,8 +120,8 @@ def _dos(text, bom=True):
 
 
 def test_bom_crlf_and_trailing_spaces_everywhere(tmp_path):
-    from utils.data import load_dataset, load_or_make_folds
-    from utils.io import read_preds
+    from utils.data.dataset import load_dataset, load_or_make_folds
+    from utils.common.io import read_preds
 
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=3)
     clean = load_dataset(data)
@@ -141,12 +141,12 @@ def test_bom_crlf_and_trailing_spaces_everywhere(tmp_path):
 
 
 def test_no_text_file_is_read_around_utils_io():
-    """Every CSV/JSON/text read goes through utils/io.py (one tolerance for BOM/CRLF/whitespace)."""
+    """Every CSV/JSON/text read goes through utils/common/io.py (one tolerance for BOM/CRLF/whitespace)."""
     pattern = re.compile(r"pd\.read_csv\(|\.read_text\(|json\.load\(|open\([^)]*['\"]rt?['\"]")
     offenders = []
     for f in sorted(ROOT.glob("**/*.py")):
         rel = f.relative_to(ROOT)
-        if rel.parts[0] in ("tests", ".git") or str(rel) == "utils/io.py":
+        if rel.parts[0] in ("tests", ".git") or str(rel) == "utils/common/io.py":
             continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
             # the one byte-exact copy: convert_paths keeps the old config.json as a backup
@@ -162,8 +162,8 @@ def _batches(n, bs, world, rank, start=0):
     through the BatchSampler a DataLoader uses (make_loader's ListSampler, batch_size, drop_last)."""
     from torch.utils.data import BatchSampler
 
-    from utils import distributed as dist
-    from utils.engine import ListSampler, batch_plan
+    from utils.common import distributed as dist
+    from utils.train.engine import ListSampler, batch_plan
 
     bp = batch_plan(n, bs, world)
     mine = dist.shard(np.arange(n), world=world, rank_=rank)
@@ -173,7 +173,7 @@ def _batches(n, bs, world, rank, start=0):
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_batch_plan_never_makes_a_batch_of_one(world):
-    from utils.engine import batch_plan
+    from utils.train.engine import batch_plan
 
     checked = 0
     for bs in [*range(1, 13), 16, 31, 32, 64]:
@@ -268,7 +268,7 @@ def _damage(kind, src, dst):
     ("other_labels", "other labels"), ("other_head", "other labels"), ("truncated", "cannot read checkpoint"),
     ("text", "cannot read checkpoint"), ("not_ours", "holds a list"), ("no_meta", "'meta'")])
 def test_unusable_checkpoints_are_named_and_refused(two_runs, tmp_path, kind, needle):
-    from utils.checkpoint import load_for_inference, load_weights
+    from utils.runs.checkpoint import load_for_inference, load_weights
 
     _, _, runs = two_runs
     bad = tmp_path / "best.pt"
@@ -279,7 +279,7 @@ def test_unusable_checkpoints_are_named_and_refused(two_runs, tmp_path, kind, ne
     if kind == "other_head":  # a model for 2 labels: the shapes alone refuse the 3-label weights
         import torch
 
-        from utils.models import create_model
+        from utils.models.factory import create_model
 
         with pytest.raises(DataError, match="shape mismatch"):
             load_weights(create_model("tiny_cnn", 2, pretrained=False), torch.load(bad, weights_only=False)["model"],
@@ -349,9 +349,9 @@ def test_stack_names_the_missing_image(two_runs, tmp_path):
     p = work / "f1" / "preds" / "test.none.csv"
     df = pd.read_csv(p)
     df[df["image_name"] != "t002"].to_csv(p, index=False)
-    from utils.library import _place
-    from utils.io import read_preds
-    from utils.runs import load_run
+    from utils.stack.library import _place
+    from utils.common.io import read_preds
+    from utils.runs.directory import load_run
 
     names, labels, probs = read_preds(p)
     with pytest.raises(DataError, match=r"1 of the 3 expected missing: 't002'"):
@@ -402,7 +402,7 @@ def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
 def test_given_flags_are_told_from_defaults():
     sys.path.insert(0, str(ROOT))
     import train as train_script
-    from utils.resume import given_flags
+    from utils.runs.resume import given_flags
 
     given = given_flags(train_script.get_args_parser, ["--loss", "asl", "--no-pretrained", "--bs=16", "--resume"])
     assert given == {"loss", "pretrained", "bs", "resume"}
@@ -433,9 +433,9 @@ def test_threshold_tool_on_fewer_rows_than_folds(tmp_path, n, expect):
 
 
 def test_cross_fitting_helpers_on_few_rows():
-    from utils.data import make_folds
-    from utils.stacking import inner_split
-    from utils.thresholds import greedy_thresholds, smooth_thresholds
+    from utils.data.dataset import make_folds
+    from utils.stack.stackers import inner_split
+    from utils.metrics.thresholds import greedy_thresholds, smooth_thresholds
 
     rng = np.random.default_rng(1)
     y, P = (rng.random((3, 2)) < 0.5).astype(int), rng.random((3, 2))
@@ -454,7 +454,7 @@ def test_cross_fitting_helpers_on_few_rows():
 @pytest.mark.parametrize("orientation,transpose", [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90),
                                                     (3, Image.Transpose.ROTATE_180)])
 def test_exif_orientation_is_applied(tmp_path, orientation, transpose):
-    from utils.cache import cache_key, decode_image
+    from utils.data.cache import cache_key, decode_image
 
     rng = np.random.default_rng(0)
     stored = np.zeros((100, 200, 3), np.uint8)  # 200 wide, 100 high, as written by the camera

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from utils.io import DataError
-from utils.sampling import (SAMPLERS, describe_sampling, epoch_indices, frequent_only,
+from utils.common.io import DataError
+from utils.data.sampling import (SAMPLERS, describe_sampling, epoch_indices, frequent_only,
                             realised_frequencies, repeat_factors, visit_counts)
 
 

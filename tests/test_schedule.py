@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from utils.io import DataError
-from utils.schedule import build_optimizer, build_scheduler, group_lrs, plateau_drops
-from utils.stages import RECIPES, Stage, get_recipe
+from utils.common.io import DataError
+from utils.train.schedule import build_optimizer, build_scheduler, group_lrs, plateau_drops
+from utils.train.stages import RECIPES, Stage, get_recipe
 
 
 def tiny_groups(stage=None, with_lr=True):

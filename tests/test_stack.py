@@ -1,4 +1,4 @@
-"""stack.py and utils/library.py on synthetic libraries written as run directories in tmp_path."""
+"""stack.py and utils/stack/library.py on synthetic libraries written as run directories in tmp_path."""
 import json
 import subprocess
 import sys
@@ -12,8 +12,8 @@ from scipy.special import expit, logit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.io import DataError, read_preds, write_preds  # noqa: E402
-from utils.library import load_library  # noqa: E402
+from utils.common.io import DataError, read_preds, write_preds  # noqa: E402
+from utils.stack.library import load_library  # noqa: E402
 
 LABELS = ("a", "b", "c", "d")
 FAST_METHODS = ["mean", "select", "lr"]

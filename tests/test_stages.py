@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from utils.io import DataError
-from utils.stages import (KEYS, RECIPES, Stage, describe_plan, distribute_epochs, get_recipe,
+from utils.common.io import DataError
+from utils.train.stages import (KEYS, RECIPES, Stage, describe_plan, distribute_epochs, get_recipe,
                           load_plan_file, parse_stages, read_config_file, resolve_plan)
 
 SPEC = "epochs=2,size=128,lr=1e-3,train=head;epochs=8,size=224,lr=3e-4,train=all"

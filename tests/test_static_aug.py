@@ -6,9 +6,9 @@ import pytest
 
 from conftest import write_dataset
 from test_train import _same_run, train
-from utils.engine import CachedImages
-from utils.static_aug import make_static
-from utils.transforms import build_augment
+from utils.train.engine import CachedImages
+from utils.augment.static import make_static
+from utils.augment.transforms import build_augment
 
 PLAN = "epochs=2,size=24,bs=8,lr=1e-2,train=head;epochs=2,size=32,train=all"  # 4 epochs, two sizes
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from utils.io import DataError
-from utils.transforms import Erase, GpuAugment, RandAug, build_augment, parse_augment
+from utils.common.io import DataError
+from utils.augment.transforms import Erase, GpuAugment, RandAug, build_augment, parse_augment
 from test_transforms import textured, to_batch
 
 TV_SPECS = ["erase:1", "randaug", "randaug:n=3;m=15", "trivialaug", "autoaug", "autoaug:svhn", "strong"]

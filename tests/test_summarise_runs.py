@@ -9,7 +9,7 @@ from sklearn.metrics import fbeta_score
 
 from conftest import ROOT, write_dataset
 from test_train import train
-from utils.thresholds import binarize, fit_thresholds
+from utils.metrics.thresholds import binarize, fit_thresholds
 
 
 def test_table_rows_spread_and_minutes(tmp_path):

@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import write_dataset  # noqa: E402
 from test_train import train  # noqa: E402
-from utils.tensorboard_log import TensorBoardLog, hparams_of  # noqa: E402
+from utils.train.tensorboard import TensorBoardLog, hparams_of  # noqa: E402
 
 PLAN = "epochs=2,size=24,bs=8,lr=2e-2,train=head;epochs=1,size=24,train=all"
 SCALARS = ["train_loss", "val_loss", "val_f2", "lr", "img_per_s", "f2_per_label/a", "f2_per_label/b",

@@ -1,4 +1,4 @@
-"""utils.thresholds and tools/thresholds.py against brute force on small problems."""
+"""utils.metrics.thresholds and tools/thresholds.py against brute force on small problems."""
 import importlib.util
 import itertools
 import json
@@ -14,9 +14,9 @@ from scipy.special import expit, logit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.io import DataError, write_preds  # noqa: E402
-from utils.metrics import fbeta_per_label, fbeta_samples  # noqa: E402
-from utils.thresholds import (STRATEGIES, _cut_thresholds, best_label_fbeta, binarize,  # noqa: E402
+from utils.common.io import DataError, write_preds  # noqa: E402
+from utils.metrics.fbeta import fbeta_per_label, fbeta_samples  # noqa: E402
+from utils.metrics.thresholds import (STRATEGIES, _cut_thresholds, best_label_fbeta, binarize,  # noqa: E402
                               compare_strategies, cross_fit, expected_fbeta_decisions,
                               expected_fbeta_topk, fit_thresholds, global_threshold,
                               greedy_thresholds, random_folds, smooth_thresholds)

@@ -1,4 +1,4 @@
-"""tools/statistics, prune, correlation, plot_probs (and utils/leaderboard.py) on synthetic runs."""
+"""tools/statistics, prune, correlation, plot_probs (and utils/analysis/leaderboard.py) on synthetic runs."""
 import importlib.util
 import json
 import os
@@ -14,11 +14,11 @@ from sklearn.metrics import fbeta_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.io import DataError, write_preds  # noqa: E402
-from utils.data import align_names  # noqa: E402
-from utils.diversity import pairwise_agreement, pairwise_pearson  # noqa: E402
-from utils.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402
-from utils.thresholds import greedy_thresholds  # noqa: E402
+from utils.common.io import DataError, write_preds  # noqa: E402
+from utils.data.dataset import align_names  # noqa: E402
+from utils.analysis.diversity import pairwise_agreement, pairwise_pearson  # noqa: E402
+from utils.analysis.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402
+from utils.metrics.thresholds import greedy_thresholds  # noqa: E402
 
 LABELS = ["a", "b", "c"]
 
@@ -349,8 +349,8 @@ def test_agreement_and_pearson_match_direct_loops():
 
 
 def test_correlation_tool(prune_runs, capsys):
-    from utils.scores import Truth, load_oof, merge_oofs
-    from utils.runs import find_runs, group_models
+    from utils.runs.scores import Truth, load_oof, merge_oofs
+    from utils.runs.directory import find_runs, group_models
 
     names, agree, pearson = run_tool(correlation, "--runs", prune_runs)
     runs, _ = find_runs(prune_runs)

@@ -5,8 +5,8 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
-from utils.io import DataError
-from utils.tta import (MERGES, TTA_NAMES, crop_side, merge_probs, multiscale_sizes,
+from utils.common.io import DataError
+from utils.predict.tta import (MERGES, TTA_NAMES, crop_side, merge_probs, multiscale_sizes,
                        n_views, predict_tta, predict_tta_loop, tta_views, view_fns,
                        view_groups)
 

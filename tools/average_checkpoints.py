@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
-from utils.io import DataError, read_csv  # noqa: E402
+from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.common.io import DataError, read_csv  # noqa: E402
 
 log = logging.getLogger("average_checkpoints")
 
@@ -48,7 +48,7 @@ def get_args_parser():
 def training_images(run, data=None):
     """(DataSpec of the run's dataset, rows of its training images: every image outside its
     validation fold). DataError when the data or a fold is missing."""
-    from utils.data import load_dataset
+    from utils.data.dataset import load_dataset
 
     root = Path(data) if data else run.data_root
     if root is None:
@@ -66,12 +66,12 @@ def training_images(run, data=None):
 
 
 def main(args):
-    from utils.averaging import average_run, epoch_checkpoints, has_batchnorm, recompute_bn
-    from utils.bands import image_options
-    from utils.cache import default_cache_dir, load_images
-    from utils.checkpoint import build_from_meta, load_weights, save_checkpoint
-    from utils.paths import load_path_map
-    from utils.runs import load_run
+    from utils.models.averaging import average_run, epoch_checkpoints, has_batchnorm, recompute_bn
+    from utils.data.bands import image_options
+    from utils.data.cache import default_cache_dir, load_images
+    from utils.runs.checkpoint import build_from_meta, load_weights, save_checkpoint
+    from utils.common.paths import load_path_map
+    from utils.runs.directory import load_run
 
     if args.bs < 1:
         raise DataError(f"--bs {args.bs}: must be >= 1")

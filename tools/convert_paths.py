@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.io import DataError, atomic_write_json, atomic_write_text, read_text, report_problems  # noqa: E402
-from utils.paths import (is_foreign_abs, load_path_map, parse_path_map, portable_rel,  # noqa: E402
+from utils.common.io import DataError, atomic_write_json, atomic_write_text, read_text, report_problems  # noqa: E402
+from utils.common.paths import (is_foreign_abs, load_path_map, parse_path_map, portable_rel,  # noqa: E402
                          rewrite_record)
-from utils.runs import find_runs  # noqa: E402
-from utils.cli import add_runs_argument, run_script  # noqa: E402
+from utils.runs.directory import find_runs  # noqa: E402
+from utils.common.cli import add_runs_argument, run_script  # noqa: E402
 
 log = logging.getLogger("convert_paths")
 

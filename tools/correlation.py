@@ -23,18 +23,18 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.io import DataError, atomic_write_csv  # noqa: E402
-from utils.output_paths import check_output_file  # noqa: E402
-from utils.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
+from utils.common.io import DataError, atomic_write_csv  # noqa: E402
+from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.analysis.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
                              ranked_pairs, stack_matrix)
-from utils.run_filter import matches, parse_where  # noqa: E402
-from utils.scores import Truth, load_oof, merge_oofs  # noqa: E402
-from utils.paths import load_path_map  # noqa: E402
-from utils.plots import plot_correlation  # noqa: E402
-from utils.runs import find_runs  # noqa: E402
-from utils.thresholds import greedy_thresholds  # noqa: E402
-from utils.runs import display_name  # noqa: E402
-from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
+from utils.runs.filter import matches, parse_where  # noqa: E402
+from utils.runs.scores import Truth, load_oof, merge_oofs  # noqa: E402
+from utils.common.paths import load_path_map  # noqa: E402
+from utils.analysis.plots import plot_correlation  # noqa: E402
+from utils.runs.directory import find_runs  # noqa: E402
+from utils.metrics.thresholds import greedy_thresholds  # noqa: E402
+from utils.runs.directory import display_name  # noqa: E402
+from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("correlation")
 

@@ -4,7 +4,7 @@
     python tools/label_issues.py --runs 'runs/probe-*' --tta hflip --out runs/label_issues
 
 The runs' out-of-fold probabilities (preds/val.<tta>.csv, every fold of each model)
-are averaged per image and ranked with cleanlab's multi-label scores (utils/label_issues.py).
+are averaged per image and ranked with cleanlab's multi-label scores (utils/analysis/label_issues.py).
 Writes OUT/label_issues.csv (every training image, most suspicious first: rank,
 image_name, tag, given, probability, tag_score, score, issue, given_tags) and
 OUT/label_issues.png, a contact sheet of the top N with the tag to check in red.
@@ -22,14 +22,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.cli import add_runs_argument, run_script  # noqa: E402
-from utils.io import DataError  # noqa: E402
+from utils.common.cli import add_runs_argument, run_script  # noqa: E402
+from utils.common.io import DataError  # noqa: E402
 
 log = logging.getLogger("label_issues")
 
 
 def get_args_parser():
-    from utils.label_issues import AGGREGATES, METHODS
+    from utils.analysis.label_issues import AGGREGATES, METHODS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("input")
@@ -54,8 +54,8 @@ def get_args_parser():
 
 def image_files(library, runs, data):
     """name -> image file of the library's training images (the runs' image variant)."""
-    from utils.data import load_dataset
-    from utils.library import data_root
+    from utils.data.dataset import load_dataset
+    from utils.stack.library import data_root
 
     root = data_root(runs, data)
     spec = load_dataset(root, library.members[0].config.get("images", "train"), check=False)
@@ -69,11 +69,11 @@ def beside(runs):
 
 
 def main(args):
-    from utils.cache import decode_image
-    from utils.io import atomic_write_csv
-    from utils.label_issues import contact_sheet, mean_oof, rank_label_issues
-    from utils.library import load_library
-    from utils.runs import find_runs
+    from utils.data.cache import decode_image
+    from utils.common.io import atomic_write_csv
+    from utils.analysis.label_issues import contact_sheet, mean_oof, rank_label_issues
+    from utils.stack.library import load_library
+    from utils.runs.directory import find_runs
 
     if args.top < 1:
         raise DataError(f"--top {args.top}: must be at least 1")

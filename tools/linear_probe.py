@@ -22,8 +22,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.io import DataError  # noqa: E402
-from utils.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.common.io import DataError  # noqa: E402
+from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("linear_probe")
 
@@ -90,12 +90,12 @@ def run_prefix(args):
 def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
     """The config.json of one fold's run (the keys train.py writes, with the probe as its stage).
 
-    meta: the feature info of utils.probe.cached_features (weights, mean, std)."""
+    meta: the feature info of utils.analysis.probe.cached_features (weights, mean, std)."""
     import sklearn
     import torch
 
-    from utils.paths import portable
-    from utils.runs import model_key
+    from utils.common.paths import portable
+    from utils.runs.directory import model_key
 
     rel, absolute = portable(root, run_dir)
     cfg = {"name": run_dir.name, "arch": args.arch, "fold": fold, "seed": args.seed,
@@ -119,11 +119,11 @@ def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
 def main(args):
     import torch
 
-    from utils.bands import fit_band_scaling
-    from utils.cache import default_cache_dir
-    from utils.data import folds_k_for, load_dataset, load_or_make_folds
-    from utils.probe import cached_features, f2_scores, prior_probs, probe_folds, write_probe_run
-    from utils.thresholds import cross_fit
+    from utils.data.bands import fit_band_scaling
+    from utils.data.cache import default_cache_dir
+    from utils.data.dataset import folds_k_for, load_dataset, load_or_make_folds
+    from utils.analysis.probe import cached_features, f2_scores, prior_probs, probe_folds, write_probe_run
+    from utils.metrics.thresholds import cross_fit
 
     t0 = time.perf_counter()
     C = parse_c(args.C)

@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import run_script  # noqa: E402
-from utils.mosaic import NPZ_KEYS, make_mosaic, mosaic_frequencies  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
+from utils.data.mosaic import NPZ_KEYS, make_mosaic, mosaic_frequencies  # noqa: E402
 
 
 def get_args_parser():

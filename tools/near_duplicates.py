@@ -22,14 +22,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.cli import add_cache_argument, run_script  # noqa: E402
-from utils.io import DataError, preview  # noqa: E402
+from utils.common.cli import add_cache_argument, run_script  # noqa: E402
+from utils.common.io import DataError, preview  # noqa: E402
 
 log = logging.getLogger("near_duplicates")
 
 
 def get_args_parser():
-    from utils.duplicates import DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE, HASH_SIZE
+    from utils.data.duplicates import DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE, HASH_SIZE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
@@ -72,8 +72,8 @@ def check_folds(args, spec, out):
     """Print how many duplicate groups the folds file splits; returns (split groups, all groups)."""
     import pandas as pd
 
-    from utils.duplicates import split_groups, train_groups
-    from utils.runs import read_folds
+    from utils.data.duplicates import split_groups, train_groups
+    from utils.runs.directory import read_folds
 
     folds_file = Path(args.folds_file) if args.folds_file else Path(args.data) / "folds.csv"
     if not out.is_file():
@@ -99,9 +99,9 @@ def check_folds(args, spec, out):
 
 
 def main(args):
-    from utils.cache import default_cache_dir
-    from utils.data import load_dataset
-    from utils.duplicates import DUPLICATES_FILE
+    from utils.data.cache import default_cache_dir
+    from utils.data.dataset import load_dataset
+    from utils.data.duplicates import DUPLICATES_FILE
 
     for flag, v, bits in (("--max-distance", args.max_distance, 128),
                           ("--max-colour-distance", args.max_colour_distance, 42)):
@@ -115,7 +115,7 @@ def main(args):
     if args.check_folds:
         return check_folds(args, spec, out)
     check_writable(out, "--out")
-    from utils.output_paths import check_output_file
+    from utils.common.output_paths import check_output_file
 
     for path in (out, out.with_name(f"{out.stem}_groups.csv"), out.with_name(f"{out.stem}_report.md")):
         check_output_file(path, "--out", [root], allow=(DUPLICATES_FILE,) if path == out else ())
@@ -131,8 +131,8 @@ def main(args):
 
 def write_all(spec, cache_dir, args, out):
     """Find the pairs, write the pairs file, report, groups and leak labels; print the report."""
-    from utils.duplicates import find_duplicates, group_table, leaked_labels, report_markdown, summary
-    from utils.io import atomic_write_csv, atomic_write_text, write_preds
+    from utils.data.duplicates import find_duplicates, group_table, leaked_labels, report_markdown, summary
+    from utils.common.io import atomic_write_csv, atomic_write_text, write_preds
 
     dups = find_duplicates(spec, cache_dir, args.max_distance, args.max_colour_distance, args.size)
     table = group_table(dups, spec.y, spec.labels)

@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.io import DataError, read_preds  # noqa: E402
-from utils.output_paths import check_output_file  # noqa: E402
-from utils.paths import load_path_map  # noqa: E402
-from utils.plots import plot_prob_comparison, plot_prob_distributions  # noqa: E402
-from utils.scores import Truth, load_oof  # noqa: E402
-from utils.runs import load_run  # noqa: E402
-from utils.thresholds import greedy_thresholds  # noqa: E402
-from utils.cli import run_script  # noqa: E402
+from utils.common.io import DataError, read_preds  # noqa: E402
+from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.common.paths import load_path_map  # noqa: E402
+from utils.analysis.plots import plot_prob_comparison, plot_prob_distributions  # noqa: E402
+from utils.runs.scores import Truth, load_oof  # noqa: E402
+from utils.runs.directory import load_run  # noqa: E402
+from utils.metrics.thresholds import greedy_thresholds  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
 
 log = logging.getLogger("plot_probs")
 

@@ -23,14 +23,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.io import DataError, report_problems  # noqa: E402
-from utils.pruning import (PRUNED_FILE, RANK_COL, append_pruned, coverage_refusals,  # noqa: E402
+from utils.common.io import DataError, report_problems  # noqa: E402
+from utils.analysis.pruning import (PRUNED_FILE, RANK_COL, append_pruned, coverage_refusals,  # noqa: E402
                            delete_artifacts, find_stack_reports, now, rank_runs, read_pruned,
                            run_artifacts, stack_usage, usable)
-from utils.scores import F2_BEST, F2_FIXED, LABEL_COL, Truth, load_oof, score_oof  # noqa: E402
-from utils.paths import load_path_map  # noqa: E402
-from utils.runs import find_runs  # noqa: E402
-from utils.cli import DEFAULT_RUNS, add_truth_arguments, run_script  # noqa: E402
+from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, Truth, load_oof, score_oof  # noqa: E402
+from utils.common.paths import load_path_map  # noqa: E402
+from utils.runs.directory import find_runs  # noqa: E402
+from utils.common.cli import DEFAULT_RUNS, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("prune")
 

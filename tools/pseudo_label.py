@@ -20,12 +20,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import run_script  # noqa: E402
-from utils.io import DataError, read_json, report_problems, write_preds  # noqa: E402
-from utils.output_paths import check_output_file  # noqa: E402
-from utils.prob_file import read_probs  # noqa: E402
-from utils.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
-from utils.runs import find_runs  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
+from utils.common.io import DataError, read_json, report_problems, write_preds  # noqa: E402
+from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.runs.prob_file import read_probs  # noqa: E402
+from utils.train.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
+from utils.runs.directory import find_runs  # noqa: E402
 
 log = logging.getLogger("pseudo_label")
 

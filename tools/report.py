@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
-from utils.io import DataError, atomic_write_text  # noqa: E402
-from utils.output_paths import check_output_file  # noqa: E402
-from utils.paths import load_path_map  # noqa: E402
-from utils.report import build_context, render, stack_section  # noqa: E402
-from utils.runs import find_runs  # noqa: E402
-from utils.scores import Truth  # noqa: E402
-from utils.thresholds import FIXED_THRESHOLD  # noqa: E402
+from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
+from utils.common.io import DataError, atomic_write_text  # noqa: E402
+from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.common.paths import load_path_map  # noqa: E402
+from utils.analysis.report import build_context, render, stack_section  # noqa: E402
+from utils.runs.directory import find_runs  # noqa: E402
+from utils.runs.scores import Truth  # noqa: E402
+from utils.metrics.thresholds import FIXED_THRESHOLD  # noqa: E402
 
 log = logging.getLogger("report")
 

@@ -29,15 +29,15 @@ import pandas as pd
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.io import DataError, atomic_write_csv, atomic_write_text  # noqa: E402
-from utils.output_paths import check_output_file  # noqa: E402
-from utils.leaderboard import format_table, leaderboard, sort_table, to_markdown  # noqa: E402
-from utils.pruning import PRUNED_FILE, read_pruned  # noqa: E402
-from utils.run_filter import matches, parse_where, row_matches  # noqa: E402
-from utils.scores import F2_BEST, Truth  # noqa: E402
-from utils.paths import load_path_map  # noqa: E402
-from utils.runs import find_runs  # noqa: E402
-from utils.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
+from utils.common.io import DataError, atomic_write_csv, atomic_write_text  # noqa: E402
+from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.analysis.leaderboard import format_table, leaderboard, sort_table, to_markdown  # noqa: E402
+from utils.analysis.pruning import PRUNED_FILE, read_pruned  # noqa: E402
+from utils.runs.filter import matches, parse_where, row_matches  # noqa: E402
+from utils.runs.scores import F2_BEST, Truth  # noqa: E402
+from utils.common.paths import load_path_map  # noqa: E402
+from utils.runs.directory import find_runs  # noqa: E402
+from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("statistics")
 

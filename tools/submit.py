@@ -37,12 +37,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
-from utils.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
+from utils.common.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
+from utils.runs.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
                            make_cells, read_grid, train_argv)
-from utils.data import folds_k_for  # noqa: E402
-from utils.output_paths import check_output_file  # noqa: E402
-from utils.io import DataError  # noqa: E402
+from utils.data.dataset import folds_k_for  # noqa: E402
+from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.common.io import DataError  # noqa: E402
 
 log = logging.getLogger("submit")
 CLUSTERS = ("slurm", "local", "debug")
@@ -148,10 +148,10 @@ def check_cells(cells, data, out):
     loss, label group, dataset) before anything is submitted; one DataError listing
     every problem."""
     import train
-    from utils.data import load_dataset, select_label_group
-    from utils.losses import build_loss
-    from utils.models import resolve_arch
-    from utils.stages import resolve_plan
+    from utils.data.dataset import load_dataset, select_label_group
+    from utils.train.losses import build_loss
+    from utils.models.factory import resolve_arch
+    from utils.train.stages import resolve_plan
 
     problems, specs = [], {}
     for cell in cells:
@@ -199,7 +199,7 @@ def check_cluster(args):
         raise DataError(f"Slurm is not reachable from here (no {' or '.join(missing)} on PATH): run on the "
                         f"cluster's login node, or run the grid on this machine with --cluster local")
     if args.stack_method:
-        from utils.stacking import parse_method
+        from utils.stack.stackers import parse_method
         for spec in args.stack_method:
             try:
                 parse_method(spec)
@@ -328,7 +328,7 @@ def main(args):
         n = sum(s == state for s in states.values())
         if n:
             print(f"{n} run(s) {state}" + {"finished": " (skipped)", "unfinished": " (resumed)", "new": ""}[state])
-    # the jobs unpickle utils.cluster: make the repository importable wherever they run
+    # the jobs unpickle utils.runs.cluster: make the repository importable wherever they run
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     ex = make_executor(args)
     predict = PredictJob(args.out, args.tta)

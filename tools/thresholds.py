@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.data import align_names, read_truth  # noqa: E402
-from utils.io import DataError, preview, read_csv, read_preds, report_problems  # noqa: E402
-from utils.runs import load_run  # noqa: E402
-from utils.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
-from utils.cli import run_script  # noqa: E402
+from utils.data.dataset import align_names, read_truth  # noqa: E402
+from utils.common.io import DataError, preview, read_csv, read_preds, report_problems  # noqa: E402
+from utils.runs.directory import load_run  # noqa: E402
+from utils.metrics.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
+from utils.common.cli import run_script  # noqa: E402
 
 log = logging.getLogger("thresholds")
 

@@ -1,0 +1,1 @@
+"""Looking at runs: the HTML report, plots, leaderboard, diversity, pruning, label issues, linear probe."""

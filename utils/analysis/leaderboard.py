@@ -1,0 +1,166 @@
+"""The leaderboard: scores of runs and models in one table (tools/statistics.py, the report).
+
+Per run: its validation fold; per model (runs sharing a configuration except fold and
+seed): the runs' out-of-fold predictions joined and averaged over seeds
+(utils/runs/scores.py). Also the table helpers: sorting, text and markdown rendering.
+"""
+import numpy as np
+import pandas as pd
+
+from utils.common.io import DataError, read_csv
+from utils.runs.directory import display_name
+from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
+from utils.metrics.thresholds import FIXED_THRESHOLD
+
+CONVERTED = ("mapped", "rerooted")
+
+
+def _stage_sizes(config):
+    sizes = [s.get("size") for s in config.get("stages", []) if isinstance(s, dict)]
+    return ">".join(str(s) for i, s in enumerate(sizes) if s is not None and (i == 0 or s != sizes[i - 1]))
+
+
+def _history(run):
+    path = run.dir / "history.csv"
+    try:
+        return read_csv(path) if path.is_file() else None
+    except DataError:  # a torn or empty history only loses the epoch count
+        return None
+
+
+def run_info(run):
+    """Descriptive leaderboard columns of a run (no scores)."""
+    hist = _history(run)
+    epochs = run.result.get("epochs", None if hist is None else len(hist))
+    seconds = run.result.get("train_seconds")
+    if seconds is None and hist is not None and "seconds" in hist:
+        seconds = float(hist["seconds"].sum())
+    status = "ok" if run.finished else "unfinished"
+    return {"run": run.name, "model": run.model, "arch": run.config.get("arch"),
+            "images": run.config.get("images", "train"), "fold": run.fold, "seed": run.seed,
+            "epochs": epochs, "size": _stage_sizes(run.config),
+            "minutes": None if seconds is None else round(seconds / 60, 1),
+            "tta": ",".join(run.tta_available("val")), "paths": run.data_how, "status": status}
+
+
+def _score_cols(scores):
+    out = {F2_FIXED: scores[F2_FIXED], F2_BEST: scores[F2_BEST]}
+    out.update({LABEL_COL + k: v for k, v in scores["per_label"].items()})
+    return out
+
+
+def _model_row(model, runs, oof, scores, n_pruned):
+    infos = [run_info(r) for r in runs]
+    minutes = [i["minutes"] for i in infos if i["minutes"] is not None]
+    epochs = [i["epochs"] for i in infos if i["epochs"] is not None]
+    hows = sorted({r.data_how for r in runs})
+    return {"model": model, "name": display_name(model, [r.name for r in runs], infos[0]["images"]),
+            "arch": infos[0]["arch"], "images": infos[0]["images"], "runs": len(runs),
+            "folds": ",".join(str(f) for f in sorted({r.fold for r in runs})),
+            "seeds": ",".join(str(s) for s in sorted({r.seed for r in runs})), "n_images": len(oof.names),
+            "epochs": float(np.mean(epochs)) if epochs else None, "size": infos[0]["size"],
+            "minutes": round(sum(minutes), 1) if minutes else None, "tta_used": oof.tta,
+            **_score_cols(scores), "paths": ",".join(hows),
+            "converted": any(h in CONVERTED for h in hows), "pruned": n_pruned}
+
+
+def leaderboard(runs, truth, tta=None, pruned=None, threshold=FIXED_THRESHOLD):
+    """Score every run and model.
+
+    runs: utils.runs.directory.Run list; truth: Truth; tta: TTA name or None (best per run);
+    pruned: DataFrame of PRUNED.csv rows (their runs appear with status 'pruned').
+    Returns (runs DataFrame, models DataFrame, skipped: list of (run name, reason)).
+    """
+    pruned = pruned if pruned is not None else pd.DataFrame(columns=["run"])
+    pruned_rows = {r["run"]: r for r in pruned.to_dict("records")}
+    rows, by_model, skipped, seen = [], {}, [], set()
+    for run in runs:
+        seen.add(run.name)
+        info = run_info(run)
+        info["tta_used"] = None
+        info["converted"] = run.converted
+        if not run.tta_available("val") and run.name in pruned_rows:
+            rows.append({**info, **_pruned_scores(pruned_rows[run.name]), "status": "pruned"})
+            continue
+        try:
+            oof = load_oof(run, truth, tta)
+            scores = score_oof(oof, threshold)
+        except DataError as e:
+            skipped.append((run.name, str(e).splitlines()[0]))
+            continue
+        info["tta_used"] = oof.tta
+        rows.append({**info, **_score_cols(scores)})
+        by_model.setdefault(run.model, []).append((run, oof))
+    for name, row in pruned_rows.items():
+        if name not in seen:  # the run folder itself is gone: show what PRUNED.csv kept
+            keep = {k: row.get(k) for k in ("model", "arch", "images", "fold", "seed")}
+            rows.append({"run": name, **keep, **_pruned_scores(row), "status": "pruned"})
+    n_pruned = pruned["model"].value_counts().to_dict() if "model" in pruned else {}
+    models = []
+    for model, items in by_model.items():
+        oof = merge_oofs([o for _, o in items])
+        models.append(_model_row(model, [r for r, _ in items], oof, score_oof(oof, threshold),
+                                 int(n_pruned.get(model, 0))))
+    return _order_columns(pd.DataFrame(rows)), _order_columns(pd.DataFrame(models)), skipped
+
+
+def _pruned_scores(row):
+    return {k: row[k] for k in row if k in (F2_FIXED, F2_BEST) or str(k).startswith(LABEL_COL)}
+
+
+def _order_columns(df):
+    """Descriptive columns, then the overall scores, then per-label F2, then the rest."""
+    if df.empty:
+        return df
+    labels = [c for c in df.columns if str(c).startswith(LABEL_COL)]
+    scores = [c for c in (F2_FIXED, F2_BEST) if c in df.columns]
+    tail = [c for c in ("paths", "converted", "status", "pruned") if c in df.columns]
+    head = [c for c in df.columns if c not in labels + scores + tail]
+    return df[head + scores + labels + tail]
+
+
+def sort_table(df, key, ascending=None):
+    """Sort by a column name or 'label:NAME' (the f2:NAME column). Numbers sort high
+    first and text A-Z unless `ascending` says otherwise; missing values last."""
+    if df.empty:
+        return df
+    col = LABEL_COL + key.split(":", 1)[1] if key.startswith("label:") else key
+    if col not in df.columns:
+        raise DataError(f"--sort {key!r}: no such column; choose from {', '.join(map(str, df.columns))} "
+                        f"or label:NAME")
+    if ascending is None:
+        ascending = not pd.api.types.is_numeric_dtype(df[col])
+    return df.sort_values(col, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def format_table(df, brief=False):
+    """Aligned text table; `brief` drops the per-label columns."""
+    if brief:
+        df = df[[c for c in df.columns if not str(c).startswith(LABEL_COL)]]
+    return df.to_string(index=False, na_rep="-", formatters=_formatters(df))
+
+
+def _formatters(df):
+    """Scores with 4 decimals, other numbers as short as they allow."""
+    def fmt(spec):
+        return lambda x: "-" if pd.isna(x) else format(x, spec)
+    return {c: fmt(".4f" if _is_score(c) else ".6g") for c in df.columns
+            if pd.api.types.is_float_dtype(df[c])}
+
+
+def _is_score(col):
+    return col in (F2_FIXED, F2_BEST) or str(col).startswith(LABEL_COL)
+
+
+def to_markdown(df):
+    """A GitHub markdown table of df (floats with 4 decimals, missing as '-')."""
+    fmt = _formatters(df)
+
+    def cell(col, v):
+        if col in fmt:
+            return fmt[col](v)
+        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).replace("|", "\\|")
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(df.columns, row)) + " |"
+              for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

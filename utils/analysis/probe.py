@@ -1,0 +1,273 @@
+"""Linear probe: frozen ImageNet features + one logistic regression per label.
+
+The strong simple baseline to beat by fine-tuning. A network from utils/models/factory.py with
+its classifier removed turns each cached uint8 image into a pooled feature vector
+(computed once, cached as .npy next to the image cache). For each cross-validation
+fold the features are standardised on the training folds and one
+sklearn LogisticRegression per label is fitted (C fixed, or chosen per label by an
+inner stratified CV with LogisticRegressionCV); the held-out fold and the test set are
+predicted. A label without positives (or without negatives) in a training split gets
+its training prior as a constant probability.
+
+`write_probe_run` writes the fold's results as a run directory (DESIGN.md section 3),
+so the leaderboard and stack.py treat the probe like any trained model.
+"""
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from utils.data.cache import cache_key, load_images
+from utils.train.engine import predict_logits
+from utils.common.io import atomic_write, atomic_write_csv, atomic_write_json, read_json, write_preds
+from utils.metrics.fbeta import fbeta_per_label, fbeta_samples
+from utils.models.factory import create_model
+from utils.metrics.thresholds import FIXED_THRESHOLD, greedy_thresholds
+
+log = logging.getLogger(__name__)
+
+FEATURE_VERSION = 1   # bump when feature extraction changes
+TTAS = ("none", "hflip")
+C_GRID = tuple(np.logspace(-4, 1, 6))  # --C auto searches these decades (inverse regularisation)
+FALLBACK_C = 1.0      # --C auto on a label too rare for an inner CV (fewer than 2 of a class)
+MAX_ITER = 2000       # lbfgs on a few thousand standardised features converges well within this
+PROB_EPS = 1e-7       # log loss clip
+
+
+# ---------------------------------------------------------------------------- features
+
+class FlipMean(nn.Module):
+    """Wraps a feature network: the mean of its outputs on x and on x flipped left-right."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return 0.5 * (self.model(x) + self.model(torch.flip(x, dims=[3])))
+
+
+def feature_model(arch, pretrained=True, tta="none", channels=3):
+    """Network `arch` (utils.models.factory names) returning pooled features (B, D) instead of logits.
+
+    timm models: reset_classifier(0) (pooled pre-logits); torchvision and builtin models:
+    the final 1000-way layer becomes Identity. Random weights (pretrained False) are
+    seeded, so features are reproducible. tta 'hflip' averages the features of each
+    image and its mirror. channels: input bands (first conv adapted, utils/data/bands.py).
+    Returns the module, in eval mode, with `.meta` from create_model.
+    """
+    if tta not in TTAS:
+        raise ValueError(f"tta {tta!r}: choose one of {', '.join(TTAS)}")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # random weights (--no-pretrained) are the same every time
+        model = create_model(arch, None, pretrained=pretrained, channels=channels)
+    meta = dict(model.meta)
+    if meta["source"] == "timm":
+        model.reset_classifier(0)
+    else:
+        parent, _, attr = meta["head"][0].rpartition(".")
+        setattr(model.get_submodule(parent), attr, nn.Identity())
+    if tta == "hflip":
+        model = FlipMean(model)
+    model.meta = meta
+    return model.eval()
+
+
+def extract_features(model, images, bs=64, device="cpu", workers=0, desc="features"):
+    """Pooled features float32 (N, D) of uint8 images (N, S, S, C) with a feature_model.
+
+    Normalisation (mean, std) comes from the model's meta; batches of `bs` images.
+    """
+    meta = model.meta
+    device = torch.device(device)
+    return predict_logits(model.to(device), images, bs, device, meta["mean"], meta["std"],
+                          workers=workers, desc=desc)
+
+
+def feature_cache_path(cache_dir, files, size, arch, pretrained=True, tta="none", desc="images",
+                       channels=3, scaling=None):
+    """Where the features of `files` at `size` px by `arch` are cached (a .npy in cache_dir).
+
+    The name carries the image folder, arch, size and TTA; the hash covers the image
+    cache key (every file's path, byte size and mtime), the weights choice and versions.
+    """
+    key = hashlib.sha1(json.dumps([FEATURE_VERSION, cache_key(files, size, channels, scaling), arch,
+                                   bool(pretrained), tta]).encode()).hexdigest()[:16]
+    tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{desc}-{arch}")
+    return Path(cache_dir) / f"feat-{tag}-{size}px-{tta}-{key}.npy"
+
+
+def cached_features(files, size, cache_dir, arch, pretrained=True, tta="none", desc="images",
+                    bs=64, device="cpu", workers=0, channels=3, scaling=None):
+    """Features (N, D) float32 of image files at `size` px, computed once and then read back.
+
+    Images come from the uint8 cache (utils.data.cache.load_images, desc = image folder; the
+    first `channels` bands, 16-bit data scaled by `scaling`, see utils/data/bands.py).
+    Returns (features, info): info has 'path', 'seconds' (time decoding and extraction took
+    when it was made), 'cached' (True when read back) and the network's 'weights', 'mean',
+    'std'. Stale feature files of the same images, arch, size and TTA are removed.
+    """
+    path = feature_cache_path(cache_dir, files, size, arch, pretrained, tta, desc, channels, scaling)
+    side = path.with_suffix(".json")
+    if path.is_file() and side.is_file():
+        feats = np.load(path)
+        if feats.shape[0] == len(files):
+            return feats, {**read_json(side), "path": str(path), "cached": True}
+    t0 = time.perf_counter()
+    images = load_images(files, size, cache_dir, desc=desc, channels=channels, scaling=scaling)
+    model = feature_model(arch, pretrained, tta, channels)
+    feats = extract_features(model, images, bs, device, workers, desc=f"features {desc}")
+    info = {"seconds": time.perf_counter() - t0, "arch": arch, "size": size, "tta": tta,
+            "pretrained": bool(pretrained), "weights": model.meta["weights"], "mean": list(model.meta["mean"]),
+            "std": list(model.meta["std"]), "shape": list(feats.shape)}
+    stem = path.name.rsplit("-", 1)[0]
+    for old in path.parent.glob(f"{stem}-*.npy"):
+        if old != path:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+    atomic_write(path, lambda f: np.save(f, feats))
+    atomic_write_json(side, info)
+    log.info("features %s: %s in %.1f s -> %s", desc, feats.shape, info["seconds"], path)
+    return feats, {**info, "path": str(path), "cached": False}
+
+
+# ---------------------------------------------------------------------------- fitting
+
+def make_logreg(C, y, inner_k=3, seed=0):
+    """An unfitted classifier for one label with 0/1 targets `y`; returns (estimator, note).
+
+    C: float (LogisticRegression) or 'auto' (LogisticRegressionCV over C_GRID by log loss,
+    stratified inner CV with min(inner_k, minority count) splits; FALLBACK_C when the
+    minority class has fewer than 2 images).
+    """
+    if C != "auto":
+        return LogisticRegression(C=float(C), max_iter=MAX_ITER), "fixed"
+    minority = int(min(y.sum(), len(y) - y.sum()))
+    if minority < 2:
+        return LogisticRegression(C=FALLBACK_C, max_iter=MAX_ITER), "fallback"
+    cv = StratifiedKFold(n_splits=min(inner_k, minority), shuffle=True, random_state=seed)
+    return LogisticRegressionCV(Cs=list(C_GRID), cv=cv, scoring="neg_log_loss", l1_ratios=(0.0,),
+                                max_iter=MAX_ITER, use_legacy_attributes=False), "cv"
+
+
+def fit_predict(X_train, Y_train, X_eval, C=1.0, inner_k=3, seed=0):
+    """Fit one logistic regression per label on standardised X_train; predict each of X_eval.
+
+    X_train: (N, D); Y_train: (N, L) 0/1; X_eval: list of (M_i, D) arrays. A label with
+    a single class in Y_train predicts its training prior (a constant 0 or 1).
+    Returns (list of (M_i, L) float64 probabilities, list of L chosen C values, None
+    where the label was constant).
+    """
+    scaler = StandardScaler().fit(X_train)
+    Xs = scaler.transform(X_train)
+    Xe = [scaler.transform(x) if len(x) else x for x in X_eval]  # no test set: an empty array
+    Y_train = np.asarray(Y_train).astype(np.int64)
+    out = [np.empty((len(x), Y_train.shape[1])) for x in X_eval]
+    chosen = []
+    for j in range(Y_train.shape[1]):
+        y = Y_train[:, j]
+        if y.min() == y.max():
+            for o in out:
+                o[:, j] = float(y[0])
+            chosen.append(None)
+            continue
+        clf, _ = make_logreg(C, y, inner_k, seed)
+        clf.fit(Xs, y)
+        for o, x in zip(out, Xe):
+            if len(x):
+                o[:, j] = clf.predict_proba(x)[:, 1]
+        chosen.append(float(clf.C_) if hasattr(clf, "C_") else float(clf.C))
+    return out, chosen
+
+
+def mean_log_loss(y, p):
+    """Binary cross-entropy averaged over all (image, label) entries; probs clipped at 1e-7."""
+    p = np.clip(np.asarray(p, np.float64), PROB_EPS, 1 - PROB_EPS)
+    y = np.asarray(y, np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+@dataclass
+class FoldResult:
+    """One fold of the probe: validation rows and their OOF probabilities, test probabilities,
+    the C chosen per label, log losses, fit seconds."""
+    fold: int
+    val_rows: np.ndarray
+    val_probs: np.ndarray
+    test_probs: np.ndarray
+    C: list
+    train_loss: float
+    val_loss: float
+    seconds: float
+
+
+def probe_folds(X, Y, folds, X_test=None, C=1.0, inner_k=3, seed=0, only=None):
+    """Cross-validated linear probe: for each fold k, fit on the others, predict k and the test set.
+
+    X: (N, D) features; Y: (N, L) 0/1; folds: (N,) fold ids 0..K-1; X_test: (T, D) or
+    None; only: fold ids to run (default all). Returns a list of FoldResult.
+    """
+    X_test = np.zeros((0, X.shape[1]), X.dtype) if X_test is None else X_test
+    results = []
+    for k in (sorted(set(int(f) for f in folds)) if only is None else only):
+        t0 = time.perf_counter()
+        tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        (p_tr, p_va, p_te), chosen = fit_predict(X[tr], Y[tr], [X[tr], X[va], X_test], C, inner_k, seed)
+        results.append(FoldResult(k, va, p_va, p_te, chosen, mean_log_loss(Y[tr], p_tr),
+                                  mean_log_loss(Y[va], p_va), time.perf_counter() - t0))
+        log.info("fold %d: %d train / %d val, val log loss %.4f, %.1f s", k, len(tr), len(va),
+                 results[-1].val_loss, results[-1].seconds)
+    return results
+
+
+def f2_scores(y, probs):
+    """(F2 at the fixed 0.2 threshold, F2 at greedy per-label thresholds, thresholds) of (N, L) probs."""
+    thr, f2 = greedy_thresholds(y, probs)
+    return fbeta_samples(y, probs >= FIXED_THRESHOLD), f2, thr
+
+
+def prior_probs(Y_train, n):
+    """The label-prior baseline: each label's training frequency, repeated for n images."""
+    return np.tile(np.asarray(Y_train, np.float64).mean(0), (n, 1))
+
+
+# ---------------------------------------------------------------------------- run directory
+
+def write_probe_run(run_dir, config, res, names, y, labels, test_names=None, tta="none", extra_seconds=0.0):
+    """Write one fold of the probe as a run directory: config.json, preds/val.<tta>.csv,
+    preds/test.<tta>.csv (when there is a test set), history.csv (one row), result.json.
+
+    config: the run's config dict; res: FoldResult; names: all training image names;
+    y: (N, L) truth; labels: L names; extra_seconds: this fold's share of the feature
+    extraction, added to train_seconds. Returns the result dict (also result.json).
+    Files are written atomically; result.json last, so a run is finished only when complete.
+    """
+    run_dir = Path(run_dir)
+    y_val = np.asarray(y)[res.val_rows]
+    f2_fixed, f2_best, thr = f2_scores(y_val, res.val_probs)
+    atomic_write_json(run_dir / "config.json", config)
+    write_preds(run_dir / "preds" / f"val.{tta}.csv", [names[i] for i in res.val_rows], labels, res.val_probs)
+    if test_names:
+        write_preds(run_dir / "preds" / f"test.{tta}.csv", test_names, labels, res.test_probs)
+    seconds = res.seconds + float(extra_seconds)
+    per_label = fbeta_per_label(y_val, res.val_probs >= thr)
+    row = {"stage": 1, "epoch": 1, "stage_epoch": 1, "lr": None, "size": config.get("size"), "bs": None,
+           "train_loss": res.train_loss, "val_loss": res.val_loss, "val_f2": f2_best, "val_f2_at_0.2": f2_fixed,
+           **{f"f2_{l}": float(v) for l, v in zip(labels, per_label)}, "seconds": seconds}
+    atomic_write_csv(run_dir / "history.csv", pd.DataFrame([row]))
+    result = {"finished": True, "best_val_f2": f2_best, "val_f2_at_0.2": f2_fixed, "best_epoch": 1,
+              "epochs": 1, "train_seconds": seconds, "fit_seconds": res.seconds,
+              "thresholds": [float(t) for t in thr], "C": res.C, "val_loss": res.val_loss,
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_json(run_dir / "result.json", result)
+    return result

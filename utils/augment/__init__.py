@@ -1,0 +1,1 @@
+"""Training-time augmentation: per-sample ops, static copies, batch mixing."""

@@ -1,0 +1,1 @@
+"""What every script shares: the error type, atomic writes, tolerant reads, command-line helpers, option strings, paths, output checks, torchrun."""

@@ -1,0 +1,87 @@
+"""What every script's `__main__` shares: logging for people, bad input -> exit code 2."""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from utils.common.io import DataError
+
+# train.py writes runs here unless told otherwise (--out); every tool reads them here.
+DEFAULT_RUNS = str(Path(__file__).resolve().parents[2] / "runs")
+
+
+def add_runs_argument(group):
+    """--runs PATTERN...: run folders, folders of runs or glob patterns (default: the repository's runs/)."""
+    group.add_argument("--runs", nargs="+", default=[DEFAULT_RUNS], metavar="PATTERN",
+                       help="run folders, folders of runs or glob patterns (default: runs/ in the repository)")
+
+VERBOSE = "%(asctime)s %(levelname)s %(message)s"
+QUIET = "%(levelname)s: %(message)s"
+
+
+def run_script(main, parse_args, level=logging.INFO):
+    """Configure logging, parse the arguments and call main(args).
+
+    A DataError (from parsing or from main) prints its message to stderr and exits
+    with code 2; anything else is a bug and keeps its traceback.
+    """
+    logging.basicConfig(level=level, format=VERBOSE if level <= logging.INFO else QUIET, datefmt="%H:%M:%S")
+    try:
+        return main(parse_args())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def refuse_idle_flags(args, needs, parser, given=(), values=True):
+    """Refuse flags that act only together with another one (their partner) while it is unset.
+
+    args: the parsed namespace; needs: {dest: (partner dest, the partner as typed, e.g.
+    '--pseudo CSV')}; parser: the script's parser (its defaults and option strings);
+    given: the dests typed on the command line (utils.runs.resume.given_flags). A given flag is
+    refused whatever its value, its default included: the command asks for something that
+    would not happen. values: also refuse a value other than the parser's default that came
+    from elsewhere (a --config file); off on --resume, whose values are the run's own.
+    Raises DataError listing every such flag.
+    """
+    actions = {a.dest: a for a in parser._actions}  # argparse has no public way to list the actions
+    problems = []
+    for dest, (partner, typed) in needs.items():
+        value = getattr(args, dest)
+        if getattr(args, partner) is not None or not (dest in given or values and value != parser.get_default(dest)):
+            continue
+        action = actions[dest]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            shown = action.option_strings[0 if value else 1]
+        else:
+            shown = f"{action.option_strings[0]} {value}"
+        problems.append(f"{shown}: only used with {typed}; give {typed.split()[0]} or drop {shown.split()[0]}")
+    if problems:
+        raise DataError("\n".join(problems))
+
+
+def pick_device(name):
+    """--device value (auto | cpu | cuda | cuda:N) -> torch.device; DataError if CUDA is absent."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def add_truth_arguments(group):
+    """--data and --path-map: where the runs' truth (train.csv) is found on this machine."""
+    group.add_argument("--data", default=None, metavar="DIR",
+                       help="data folder whose train.csv is the truth for every run (default: each run's data root)")
+    group.add_argument("--path-map", default=None, metavar="FILE",
+                       help="lines OLD=NEW rewriting stored path prefixes, added to those of the "
+                            "MULTITAG_PATH_MAP environment variable (default: none)")
+
+
+def add_cache_argument(group, what="uint8 image cache"):
+    """--cache-dir: where decoded images (and derived arrays) are cached (utils.data.cache.default_cache_dir)."""
+    group.add_argument("--cache-dir", default=None,
+                       help=f"{what} (default: DATA/.cache, or ~/.cache/multitag when DATA is read-only; "
+                            f"env MULTITAG_CACHE)")

@@ -1,0 +1,1 @@
+"""Scores and decisions: F-beta, thresholds, constrained decisions."""

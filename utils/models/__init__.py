@@ -1,0 +1,1 @@
+"""Models: the factory and weights, pooling heads, EMA, checkpoint averaging."""

@@ -1,0 +1,1 @@
+"""Prediction: test-time augmentation."""

@@ -1,0 +1,1 @@
+"""Run directories: finding and reading runs, resume, checkpoints, scores, cluster grids."""

@@ -1,0 +1,254 @@
+"""Grids of runs on a cluster with submitit: the grid, its run names, and the jobs (tools/submit.py).
+
+A grid is architectures x folds x seeds, each architecture with its own train.py flags.
+Each cell is one run whose name is a pure function of the cell (architecture, a hash of
+its flags, seed, fold), so a job that is requeued, or a second submission of the same
+grid, finds the run again: finished runs (result.json) are skipped, unfinished ones
+continue with `train.py --resume`.
+
+Jobs run train.py, predict.py and stack.py as child processes (the scripts' own flags,
+logs and exit codes; a CUDA context never outlives its job). TrainJob is submitit
+Checkpointable: on preemption or time-out (SIGUSR2 from Slurm, or the local executor)
+its checkpoint() sends the child Ctrl-C, which makes train.py finish the current step and
+write checkpoints/last.pt, then resubmits itself; the requeued job resumes exactly.
+"""
+import hashlib
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import submitit
+
+from utils.common.io import DataError, read_text
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+STOP_WAIT_S = 60   # how long a preempted train.py may take to write its checkpoint
+
+
+# ----------------------------------------------------------------------------- the grid
+
+@dataclass
+class Cell:
+    """One run of a grid: train.py --arch arch --fold fold --seed seed --name name *flags."""
+    arch: str
+    fold: int
+    seed: int
+    flags: list = field(default_factory=list)
+    name: str = ""
+
+
+def flags_from(value, where):
+    """train.py flags from a grid entry: a list of strings ('--bs', '16') or a mapping
+    {flag: value} (true -> --flag, false -> --no-flag, a list -> several values).
+    Raises DataError naming `where` for anything else."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected a list of train.py flags or a mapping flag: value, got {value!r}")
+    out = []
+    for k, v in value.items():
+        flag = "--" + str(k).lstrip("-").replace("_", "-")
+        if v is True:
+            out.append(flag)
+        elif v is False:
+            out.append("--no-" + flag[2:])
+        elif isinstance(v, (list, tuple)):
+            out += [flag, *map(str, v)]
+        elif v is not None:
+            out += [flag, str(v)]
+    return out
+
+
+def run_name(arch, flags, seed, fold):
+    """Deterministic run name of a cell: <arch>-<hash of the flags>-s<seed>-f<fold>
+    (':' of tv:/timm: replaced), so resubmitting finds the same run."""
+    tag = hashlib.sha1(json.dumps([arch, list(flags)]).encode()).hexdigest()[:8]
+    return f"{arch.replace(':', '_')}-{tag}-s{seed}-f{fold}"
+
+
+def read_grid(path):
+    """A grid file (YAML or JSON): {archs: {ARCH: flags} or [ARCH, ...], folds: [...],
+    seeds: [...], flags: common train.py flags}. Every key optional. Raises DataError."""
+    import yaml
+
+    try:
+        grid = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: cannot read the grid ({e})") from e
+    if not isinstance(grid, dict):
+        raise DataError(f"{path}: a grid is a mapping with keys archs, folds, seeds, flags")
+    unknown = sorted(set(grid) - {"archs", "folds", "seeds", "flags"})
+    if unknown:
+        raise DataError(f"{path}: unknown key(s) {unknown}; a grid has archs, folds, seeds, flags")
+    archs = grid.get("archs") or {}
+    if isinstance(archs, (list, tuple)):
+        archs = {a: None for a in archs}
+    if not isinstance(archs, dict):
+        raise DataError(f"{path}: 'archs' must be a list of names or a mapping name: flags")
+    for key in ("folds", "seeds"):
+        if key in grid and not (isinstance(grid[key], list) and all(isinstance(v, int) for v in grid[key])):
+            raise DataError(f"{path}: '{key}' must be a list of integers")
+    return {"archs": {str(a): flags_from(f, f"{path}: archs.{a}") for a, f in archs.items()},
+            "folds": grid.get("folds"), "seeds": grid.get("seeds"),
+            "flags": flags_from(grid.get("flags"), f"{path}: flags")}
+
+
+def make_cells(archs, folds, seeds, common):
+    """Cells of archs ({arch: its flags}) x seeds x folds; common flags come after each
+    architecture's own (argparse: the last value wins, so the command line overrides the grid)."""
+    cells = []
+    for arch, own in archs.items():
+        flags = list(own) + list(common)
+        for seed in seeds:
+            for fold in folds:
+                cells.append(Cell(arch, fold, seed, flags, run_name(arch, flags, seed, fold)))
+    return cells
+
+
+def cell_state(out, cell):
+    """'finished' (result.json), 'unfinished' (checkpoints/last.pt) or 'new'."""
+    run = Path(out) / cell.name
+    if (run / "result.json").is_file():
+        return "finished"
+    return "unfinished" if (run / "checkpoints" / "last.pt").is_file() else "new"
+
+
+def train_argv(data, out, cell, resume=False):
+    """train.py arguments of a cell (without the interpreter and script)."""
+    return ["--data", str(data), "--out", str(out), "--arch", cell.arch, "--fold", str(cell.fold),
+            "--seed", str(cell.seed), "--name", cell.name, *cell.flags, *(["--resume"] if resume else [])]
+
+
+# ----------------------------------------------------------------------------- jobs
+
+class JobFailed(RuntimeError):
+    """A script run by a job exited with an error (its output is in the job's log)."""
+
+
+def is_debug(job):
+    """Whether job is a --cluster debug job (submitit's DebugJob: run in this process when waited for)."""
+    from submitit.local.debug import DebugJob
+    return isinstance(job, DebugJob)
+
+
+def job_error(job):
+    """Wait for a job; None when it succeeded, else its error as text (the last line says
+    what failed: the job's traceback on the local executor, 'ExcType: message' in debug mode).
+
+    Never job.result() on a debug job: submitit's DebugJob.results() meets an error with
+    pdb.post_mortem(), a debugger prompt that waits on stdin (a shell without a terminal
+    or a CI job hangs); DebugJob.exception() runs the job and returns the error instead.
+    """
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        err = job.exception()
+    except UncompletedJobError as e:  # the job never finished (killed, cancelled, out of time)
+        return str(e)
+    if err is None:
+        return None
+    if is_debug(job):
+        return f"{type(err).__name__}: {err}"
+    parts = str(err).split("-" * 22 + "\n")
+    # FailedJobError: a header, the job's traceback between two rules, then the log paths
+    return parts[1] if isinstance(err, FailedJobError) and len(parts) == 3 else str(err)
+
+
+def _script(name, argv):
+    cmd = [sys.executable, str(REPO / name), *map(str, argv)]
+    log.info("running %s", " ".join(cmd))
+    return cmd
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Train one cell: skip it when finished, resume it when it has a checkpoint, else start it.
+
+    data, out: dataset and runs folders. Called with the Cell; returns the run directory.
+    """
+
+    def __init__(self, data, out):
+        self.data, self.out = str(data), str(out)
+        self._proc = None
+
+    def __call__(self, cell):
+        run = Path(self.out) / cell.name
+        state = cell_state(self.out, cell)
+        if state == "finished":
+            return str(run)
+        cmd = _script("train.py", train_argv(self.data, self.out, cell, resume=state == "unfinished"))
+        # its own session: signals meant for this job (Slurm's, a terminal's) do not reach
+        # train.py directly; checkpoint() stops it in order
+        proc = self._proc = subprocess.Popen(cmd, start_new_session=True)
+        try:
+            # poll, not wait(): checkpoint() runs in a signal handler meanwhile and must be
+            # able to reap the process itself (Popen.wait holds a lock the handler would need)
+            while (rc := proc.poll()) is None:
+                time.sleep(1.0)
+        finally:
+            self._stop_child()
+        if rc != 0:
+            raise JobFailed(f"train.py exited with code {rc} for {cell.name}: {' '.join(cmd)}")
+        return str(run)
+
+    def _stop_child(self):
+        """Ctrl-C to a running train.py (it checkpoints at the end of its step), then wait;
+        SIGKILL after STOP_WAIT_S (the run then resumes from its previous checkpoint)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+            time.sleep(0.2)
+
+    def checkpoint(self, cell):
+        """Preempted or timed out: let train.py write its checkpoint, then requeue this cell
+        (the requeued job sees checkpoints/last.pt and passes --resume)."""
+        self._stop_child()
+        return submitit.helpers.DelayedSubmission(TrainJob(self.data, self.out), cell)
+
+    def __getstate__(self):
+        return {"data": self.data, "out": self.out, "_proc": None}  # a process does not pickle
+
+
+class PredictJob:
+    """predict.py --run RUN --tta TTA --split both, unless both prediction files exist."""
+
+    def __init__(self, out, tta, extra=()):
+        self.out, self.tta, self.extra = str(out), tta, list(extra)
+
+    def __call__(self, name):
+        run = Path(self.out) / name
+        if all((run / "preds" / f"{s}.{self.tta}.csv").is_file() for s in ("val", "test")):
+            return str(run)
+        cmd = _script("predict.py", ["--run", run, "--tta", self.tta, "--split", "both", *self.extra])
+        rc = subprocess.run(cmd).returncode
+        if rc != 0:
+            raise JobFailed(f"predict.py exited with code {rc} for {name}: {' '.join(cmd)}")
+        return str(run)
+
+
+class StackJob:
+    """stack.py over the grid's runs: submission, stack_report.md/.json next to it."""
+
+    def __init__(self, out, names, tta, submission, extra=()):
+        self.out, self.names, self.tta = str(out), list(names), tta
+        self.submission, self.extra = str(submission), list(extra)
+
+    def __call__(self):
+        runs = [str(Path(self.out) / n) for n in self.names]
+        cmd = _script("stack.py", ["--runs", *runs, "--tta", self.tta, "--out", self.submission, *self.extra])
+        rc = subprocess.run(cmd).returncode
+        if rc != 0:
+            raise JobFailed(f"stack.py exited with code {rc}: {' '.join(cmd)}")
+        return self.submission

@@ -1,0 +1,179 @@
+"""Run directories (DESIGN.md section 3): finding, reading, grouping into models.
+
+A run is a folder with config.json. `load_run` resolves its stored data path on
+this machine (utils/common/paths.py), so records written elsewhere read the same.
+"""
+import glob
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+from utils.common.io import DataError, read_csv, read_json
+from utils.common.paths import load_path_map, native_rel, resolve_stored
+
+# Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
+MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
+              "aug", "pretrained", "folds_k", "aug_static")
+
+
+def model_key(config):
+    """Short hash of the configuration that defines a model (fold and seed excluded)."""
+    key = {k: config.get(k) for k in MODEL_KEYS}
+    # training ingredients added later count only when on, so runs without them keep their ids
+    if config.get("ema"):
+        key.update(ema=config["ema"], ema_warmup=config.get("ema_warmup", True))
+    if config.get("mix"):
+        key["mix"] = config["mix"]
+    if config.get("head"):
+        key["head"] = config["head"]
+    if config.get("exclude"):  # train.py --exclude: the list's SHA-1
+        key["exclude"] = config["exclude"]
+    if config.get("channels", 3) != 3:  # RGB models keep the key they had before bands existed
+        key["channels"] = config["channels"]
+    blob = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+@dataclass
+class Run:
+    """One run directory: its config, where its data lives here, and how that was found."""
+    dir: Path
+    config: dict
+    data_root: Path = None
+    data_how: str = "missing"
+    result: dict = field(default_factory=dict)
+
+    @property
+    def name(self):
+        return self.dir.name
+
+    @property
+    def labels(self):
+        return list(self.config["labels"])
+
+    @property
+    def fold(self):
+        return int(self.config["fold"])
+
+    @property
+    def seed(self):
+        return int(self.config.get("seed", 0))
+
+    @property
+    def model(self):
+        """Model id: the config hash plus a readable prefix."""
+        return f"{self.config.get('arch')}-{self.config.get('images', 'train')}-{model_key(self.config)}"
+
+    @property
+    def finished(self):
+        return bool(self.result.get("finished"))
+
+    @property
+    def converted(self):
+        """True when the stored data path had to be converted to be found here."""
+        return self.data_how in ("mapped", "rerooted")
+
+    def preds_path(self, split, tta="none"):
+        return self.dir / "preds" / f"{split}.{tta}.csv"
+
+    def tta_available(self, split):
+        """TTA names with a preds/<split>.<tta>.csv file, sorted."""
+        return sorted(p.name[len(split) + 1:-4] for p in (self.dir / "preds").glob(f"{split}.*.csv"))
+
+    def folds_file(self):
+        """Path of the folds.csv this run used (None if the data root is not found here)."""
+        if self.data_root is None:
+            return None
+        return self.data_root / native_rel(self.config.get("folds_file", "folds.csv"))
+
+
+def load_run(run_dir, pairs=None, roots=None):
+    """Read run_dir/config.json (+ result.json); resolve its data root on this machine.
+
+    pairs: path map (list of (old, new)); roots: extra folders for re-rooting
+    (default: the current directory and the parents of the run directory).
+    Raises DataError when config.json is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise DataError(f"{run_dir}: not a run (no config.json)")
+    config = read_json(cfg_path)
+    if not isinstance(config, dict):
+        raise DataError(f"{cfg_path}: expected a JSON object")
+    for k in ("arch", "fold", "labels"):
+        if k not in config:
+            raise DataError(f"{cfg_path}: missing key {k!r}")
+    result = {}
+    if (run_dir / "result.json").is_file():
+        try:
+            result = read_json(run_dir / "result.json")
+        except DataError:
+            result = {}
+    if pairs is None:
+        pairs = load_path_map()
+    if roots is None:
+        r = run_dir.resolve()
+        roots = [Path.cwd(), *list(r.parents)[:4]]
+    root, how = resolve_stored(config.get("data_root"), config.get("data_root_abs"), run_dir, roots, pairs,
+                               accept=lambda p: (p / "train.csv").is_file())
+    return Run(run_dir, config, root, how, result)
+
+
+def display_name(model, run_names, images="train"):
+    """A readable member name: the runs' shared name without its fold part ('resnet50-wbce'
+    for resnet50-wbce-f0..f4), the image variant unless the name has it, and the start of
+    the configuration hash; else the model id."""
+    stems = {re.sub(r"-f\d+(-\d{8}-\d{6})?$", "", n) for n in run_names}
+    if len(stems) == 1:
+        stem = stems.pop()
+        if stem and stem not in run_names:
+            variant = "" if images == "train" or images in stem.split("-") else f"-{images}"
+            return f"{stem}{variant}-{model.rsplit('-', 1)[-1][:6]}"
+    return model
+
+
+def find_runs(patterns, pairs=None, roots=None):
+    """Runs matching glob patterns or folders (a folder of runs counts as all its runs).
+
+    Returns (runs sorted by name, skipped: list of (path, reason)).
+    """
+    if isinstance(patterns, (str, Path)):
+        patterns = [patterns]
+    dirs = []
+    for pat in patterns:
+        hits = sorted(glob.glob(str(pat))) or []
+        for h in hits:
+            h = Path(h)
+            if (h / "config.json").is_file():
+                dirs.append(h)
+            elif h.is_dir():
+                dirs += sorted(p.parent for p in h.glob("*/config.json"))
+    runs, skipped, seen = [], [], set()
+    for d in dirs:
+        key = d.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            runs.append(load_run(d, pairs, roots))
+        except DataError as e:
+            skipped.append((d, str(e)))
+    return sorted(runs, key=lambda r: r.name), skipped
+
+
+def read_folds(path):
+    """folds.csv -> dict image_name -> fold."""
+    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+    return dict(zip(df["image_name"], df["fold"].astype(int)))
+
+
+def group_models(runs):
+    """dict model id -> list of runs (every fold and seed of one configuration)."""
+    out = {}
+    for r in runs:
+        out.setdefault(r.model, []).append(r)
+    return out

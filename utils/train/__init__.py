@@ -1,0 +1,1 @@
+"""Training one run: the Trainer, its loops, stage plans, schedules, losses, pseudo-labels, TensorBoard."""

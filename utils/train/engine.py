@@ -1,0 +1,260 @@
+"""The inner loops: a dataset over the uint8 cache, loaders, one training epoch, evaluation.
+
+Augmentation randomness comes from a numpy Generator seeded by (seed, epoch,
+index) for every sample, and the visiting order from utils/data/sampling.py as a pure
+function of (seed, epoch). So an epoch can be resumed at any step, with any number
+of loader workers, and see exactly the same batches.
+"""
+import contextlib
+import functools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from utils.common.distributed import all_reduce_sum, is_main, world_size
+
+
+class CachedImages(Dataset):
+    """Items (uint8 HWC tensor, float32 label vector) from a cached image array.
+
+    images: (M, S, S, C) uint8 (memmap, never copied); rows: item i is images[rows[i]]
+    (default: all rows); y: (N, L) labels of the items; augment: callable
+    (img, y, rng) -> (img, y) or None; seed/epoch make each item's randomness.
+    """
+
+    def __init__(self, images, y, rows=None, augment=None, seed=0, epoch=0):
+        self.images, self.y = images, np.asarray(y, np.float32)
+        self.rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+        self.augment, self.seed, self.epoch = augment, seed, epoch
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        img, y = np.array(self.images[self.rows[i]]), self.y[i]  # a writable copy of the memmap row
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            img, y = self.augment(img, y.copy(), rng)
+        return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(np.asarray(y, np.float32))
+
+
+class ListSampler(Sampler):
+    """Yields a fixed list of indices (an epoch's order, possibly resumed mid-way)."""
+
+    def __init__(self, indices):
+        self.indices = [int(i) for i in indices]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def make_loader(dataset, indices, bs, workers, device, drop_last=False):
+    """DataLoader over `indices` in order. A private generator keeps the global torch
+    RNG untouched by loader creation (exact resume of dropout randomness)."""
+    kw = {}
+    if workers > 0:
+        kw = dict(persistent_workers=False, prefetch_factor=4)
+    return DataLoader(dataset, batch_size=bs, sampler=ListSampler(indices), num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(0), **kw)
+
+
+@functools.lru_cache(maxsize=8)
+def _norm_tensors(mean, std, device):
+    """mean/std as (1, C, 1, 1) tensors on `device` (C bands), made once (a host-to-device copy
+    per step would make every step wait for the GPU)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def to_float(batch_u8, device):
+    """uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1] on `device`. The uint8 batch crosses
+    to the GPU (4x fewer bytes than float) and becomes float there."""
+    return batch_u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalise(x, mean, std, channels_last=False):
+    """(x - mean) / std per channel, optionally in channels_last memory format."""
+    m, s = _norm_tensors(tuple(mean), tuple(std), x.device)
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def to_input(batch_u8, mean, std, device, channels_last=False):
+    """uint8 (B, H, W, C) -> the normalised float batch the network takes."""
+    return normalise(to_float(batch_u8, device), mean, std, channels_last)
+
+
+class Step:
+    """Everything one optimisation step needs (the small dataclass, not 18 arguments)."""
+
+    def __init__(self, model, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, mean, std,
+                 channels_last=False, grad_clip=0.0, gpu_augment=None, seed=0, after_update=None,
+                 accumulation=None, mix=None):
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.scaler, self.amp_dtype, self.device = scaler, amp_dtype, device
+        self.mean, self.std, self.channels_last, self.grad_clip = mean, std, channels_last, grad_clip
+        self.gpu_augment, self.seed, self.epoch = gpu_augment, seed, 0
+        self.after_update = after_update  # called after every optimizer step (weight EMA)
+        self.accumulation = accumulation  # utils/train/accumulation.py Accumulation; None: a step per batch
+        self.mix = mix                    # utils/augment/mix.py BatchMix (mixup/cutmix) or None
+
+    def _grouping(self, index, n):
+        """(opens a group, closes it, loss weight) for the index-th micro-batch of n images."""
+        acc = self.accumulation
+        if acc is None:
+            return True, True, 1.0
+        return acc.opens_group(index), acc.closes_group(index), acc.loss_weight(index, n)
+
+    def __call__(self, xb, yb, index=0):
+        """One forward/backward on a uint8 batch (the index-th of the epoch), and the optimizer
+        step when it closes an accumulation group; returns the batch's mean loss (detached)."""
+        y = yb.to(self.device, non_blocking=True)
+        x = to_float(xb, self.device)
+        if self.gpu_augment is not None:
+            # randomness from (seed, epoch, batch index), resumable like the CPU path; a CPU
+            # generator, so drawing the batch's seed does not wait for the GPU
+            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) % 2**62)
+            x, y = self.gpu_augment(x, y, g)
+        if self.mix is not None:
+            x, y = self.mix(x, y, self.seed, self.epoch, index)
+        x = normalise(x, self.mean, self.std, self.channels_last)
+        opens, closes, weight = self._grouping(index, len(xb))
+        # DDP: gradients are all-reduced once per group, at its last micro-batch (no_sync must
+        # cover the forward pass too)
+        no_sync = getattr(self.model, "no_sync", None) if not closes else None
+        with no_sync() if no_sync is not None else contextlib.nullcontext():
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                logits = self.model(x)
+            loss = self.loss_fn(logits.float(), y)
+            if opens:
+                self.optimizer.zero_grad(set_to_none=True)
+            scaled = loss if weight == 1.0 else loss * weight
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if not closes:
+            return loss.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step_batch()
+        if self.after_update is not None:
+            self.after_update()
+        return loss.detach()
+
+
+def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, desc="train"):
+    """Run the loader's batches through `step`; accumulate into `stats` in place.
+
+    stats: dict with loss_sum, n, steps, data_s, compute_s (kept in checkpoints so a
+    resumed epoch reports the same totals). loss_sum and n are totals over every rank
+    under torchrun, the same on each: rank 0 alone writes checkpoints, so its copy must
+    hold the other ranks' share too. on_step(step_index) runs after every step
+    (mid-epoch checkpoints, fault injection). Returns stats.
+    """
+    bar = tqdm(total=total_steps, initial=start_step, desc=desc, leave=False, dynamic_ncols=True,
+               disable=not is_main(), unit="step")
+    it = iter(loader)
+    i = start_step
+    t0 = time.perf_counter()
+    while True:
+        try:
+            xb, yb = next(it)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        loss = step(xb, yb, i)
+        loss_v = float(loss)  # syncs the device, so compute time below is real
+        t2 = time.perf_counter()
+        loss_n = [loss_v * len(xb), len(xb)]
+        if world_size() > 1:  # a sum of two numbers per step; the loss above has synced already
+            loss_n = all_reduce_sum(loss_n, step.device)
+        stats["loss_sum"] += loss_n[0]
+        stats["n"] += int(loss_n[1])
+        stats["data_s"] += t1 - t0
+        stats["compute_s"] += t2 - t1
+        i += 1
+        stats["steps"] = i
+        elapsed = stats["data_s"] + stats["compute_s"]
+        bar.set_postfix(loss=f"{stats['loss_sum'] / stats['n']:.4f}", lr=f"{step.scheduler.lr:.2e}",
+                        img_s=f"{stats['n'] / max(elapsed, 1e-9):.0f}", refresh=False)
+        bar.update()
+        if on_step is not None:
+            on_step(i)
+        t0 = time.perf_counter()
+    bar.close()
+    return stats
+
+
+@torch.inference_mode()
+def predict_logits(model, images, bs, device, mean, std, channels_last=False, amp_dtype=None,
+                   workers=0, desc="predict", rows=None):
+    """Logits (N, L) float32 numpy for uint8 images[rows] (images: (M, S, S, C)), no augmentation."""
+    model.eval()
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    ds = CachedImages(images, np.zeros((len(rows), 1), np.float32), rows)
+    loader = make_loader(ds, range(len(rows)), bs, workers, device)
+    out = []
+    for xb, _ in tqdm(loader, desc=desc, leave=False, disable=not is_main(), dynamic_ncols=True):
+        x = to_input(xb, mean, std, device, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def sigmoid(x):
+    """Numerically stable logistic function on numpy arrays (float64 out)."""
+    x = np.asarray(x, np.float64)
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def steps_in_epoch(n_items, bs, drop_last):
+    """Number of batches an epoch of n_items makes."""
+    return n_items // bs if drop_last else math.ceil(n_items / bs)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one process cuts an epoch into training batches (see batch_plan)."""
+    n_local: int     # items this process visits per epoch
+    bs_local: int    # its batch size
+    drop_last: bool  # the last, partial batch is left out
+    steps: int       # batches per epoch (the same on every process)
+
+
+def batch_plan(n_epoch, bs, world=1, where="training"):
+    """Cut an epoch of n_epoch items into batches of bs (over all `world` processes).
+
+    Each process visits ceil(n_epoch / world) items (utils.common.distributed.shard pads by
+    wrapping) in batches of bs // world. A training batch of one image breaks BatchNorm
+    ("Expected more than 1 value per channel when training"), so the last partial batch
+    is left out whenever it would hold one image, and also (the rule since the first
+    version, kept so results do not change) whenever the epoch has two full batches.
+    Raises DataError, naming `where`, when a process would see fewer than 2 images or
+    batches of 1. Resuming mid-epoch slices the same order at a batch boundary, so the
+    batches stay the same.
+    """
+    from utils.common.io import DataError
+
+    n_local, bs_local = math.ceil(n_epoch / world), bs // world
+    if bs_local < 2:
+        raise DataError(f"{where}: batch size {bs} over {world} process(es) makes batches of {bs_local} "
+                        f"image(s); BatchNorm needs at least 2 per batch: use a batch size >= {2 * world}")
+    if n_local < 2:
+        raise DataError(f"{where}: {n_epoch} training image(s) per epoch over {world} process(es) is too few "
+                        f"to train (BatchNorm needs batches of at least 2); use more images or another fold")
+    drop_last = n_epoch >= 2 * bs or n_local % bs_local == 1
+    return BatchPlan(n_local, bs_local, drop_last, steps_in_epoch(n_local, bs_local, drop_last))
