@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.common.io import DataError, write_preds  # noqa: E402
 from utils.data.dataset import align_names  # noqa: E402
-from utils.analysis.diversity import pairwise_agreement, pairwise_pearson  # noqa: E402
+from utils.analysis.diversity import pairwise_agreement, pairwise_pearson, similar_pairs  # noqa: E402
 from utils.analysis.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402
 from utils.metrics.thresholds import greedy_thresholds  # noqa: E402
 
@@ -193,6 +193,47 @@ def test_statistics_seeds_averaged_and_best_tta(tmp_path):
     assert set(run_df["tta_used"]) == {"none"}
 
 
+def many_label_runs(root, n_labels=40):
+    """Two folds of one model (arch m0) over many long label names, with hflip predictions
+    made by predict.py besides train.py's val.none.csv. Returns the runs folder."""
+    rng = np.random.default_rng(0)
+    labels = [f"label_with_a_long_name_{j:03d}" for j in range(n_labels)]
+    names = [f"img{i:03d}" for i in range(40)]
+    y = (rng.random((40, n_labels)) < 0.4).astype(np.uint8)
+    data = root / "data"
+    data.mkdir(parents=True)
+    tags = [" ".join(lab for lab, v in zip(labels, row) if v) for row in y]
+    pd.DataFrame({"image_name": names, "tags": tags}).to_csv(data / "train.csv", index=False)
+    pd.DataFrame({"image_name": names, "fold": np.arange(40) % 2}).to_csv(data / "folds.csv", index=False)
+    runs = root / "runs"
+    for f in (0, 1):
+        rows = np.arange(40) % 2 == f
+        sub = [n for n, v in zip(names, rows) if v]
+        d = write_run(runs, f"m0-x-f{f}", data, f, sub, random_probs(y[rows], f, 2.0), labels=labels)
+        # hflip scores below none here: the run still counts as predicted with hflip
+        write_preds(d / "preds" / "val.hflip.csv", sub, labels, random_probs(y[rows], 10 + f, 0.2))
+    return runs
+
+
+def test_statistics_tables_fit_the_terminal(tmp_path, capsys):
+    runs = many_label_runs(tmp_path)
+    run_df, model_df = run_tool(statistics, "--runs", runs)
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 120
+    for j in (0, 39):  # every label's F2 is printed, in the second table
+        assert f"f2:label_with_a_long_name_{j:03d}" in out.split("per-label F2")[1]
+    assert "train " not in out and "paths" not in out  # the image folder and path columns go to --csv
+    assert list(run_df["n_images"]) == [20, 20]
+    assert set(run_df["tta_used"]) == {"hflip"} and model_df.iloc[0]["tta_used"] == "hflip"
+    # the runs table names the model as the models table does
+    name = model_df.iloc[0]["name"]
+    runs_part = out.split("runs (2)")[1]
+    assert runs_part.count(name) == 2 and model_df.iloc[0]["model"] not in out
+    run_tool(statistics, "--runs", runs, "--wide", "--level", "model")
+    wide = capsys.readouterr().out.strip().splitlines()
+    assert len(wide) == 3 and len(wide[1]) > 120 and "label_with_a_long_name_039" in wide[1]
+
+
 def test_statistics_sort_where_and_bad_input(tmp_path, capsys):
     data = tmp_path / "data"
     names, y, folds = make_data(data)
@@ -348,6 +389,34 @@ def test_agreement_and_pearson_match_direct_loops():
             assert R[i, j] == pytest.approx(np.corrcoef(P[i, ok], P[j, ok])[0, 1])
 
 
+def known_correlations(rhos, n=20000, seed=0):
+    """Rows 1.. correlated with row 0 by rhos[i] (population values): (P (M, n), names)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=n)
+    rows = [base] + [r * base + np.sqrt(1 - r * r) * rng.normal(size=n) for r in rhos]
+    return np.array(rows), [f"m{i}" for i in range(len(rows))]
+
+
+def test_similar_pairs_are_the_highest_and_lowest_correlations():
+    P, names = known_correlations([0.95, 0.8, 0.5, 0.1, -0.3])
+    R = pairwise_pearson(P)
+    most, least = similar_pairs(R, names, 3)
+    values = sorted(R[np.triu_indices(len(names), 1)])
+    assert [v for *_, v, _ in most] == pytest.approx(values[::-1][:3])
+    assert [v for *_, v, _ in least] == pytest.approx(values[:3])
+    assert most[0][:2] == ("m0", "m1") and most[0][2] == pytest.approx(0.95, abs=0.02)
+    assert least[0][:2] == ("m0", "m5") and least[0][2] == pytest.approx(-0.3, abs=0.02)
+
+
+@pytest.mark.parametrize("n_models, top, sizes", [(3, 5, (2, 1)), (4, 5, (3, 3)), (5, 5, (5, 5)), (2, 5, (1, 0))])
+def test_similar_pairs_never_share_a_pair(n_models, top, sizes):
+    P, names = known_correlations(np.linspace(0.9, -0.5, n_models - 1))
+    most, least = similar_pairs(pairwise_pearson(P), names, top)
+    assert (len(most), len(least)) == sizes
+    assert not {p[:2] for p in most} & {p[:2] for p in least}
+    assert min((p[2] for p in most), default=1) >= max((p[2] for p in least), default=-1)
+
+
 def test_correlation_tool(prune_runs, capsys):
     from utils.runs.scores import Truth, load_oof, merge_oofs
     from utils.runs.directory import find_runs, group_models
@@ -373,7 +442,13 @@ def test_correlation_tool(prune_runs, capsys):
     assert (prune_runs / "correlation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (prune_runs / "correlation_pearson.png").is_file()
     out = capsys.readouterr().out
-    assert "most similar" in out and "least similar" in out
+    most, least = out.split("least similar")
+    top = [tuple(line.split()[:2]) for line in most.splitlines() if "~" in line]
+    bottom = [tuple(line.split()[:2]) for line in least.splitlines() if "~" in line]
+    upper = sorted(pearson[np.triu_indices(4, 1)])
+    assert (len(top), len(bottom)) == (3, 3) and not set(top) & set(bottom)  # 6 pairs: 3 at each end
+    assert [float(r) for r, _ in top] == pytest.approx(upper[::-1][:3], abs=1e-4)
+    assert [float(r) for r, _ in bottom] == pytest.approx(upper[:3], abs=1e-4)
     names, agree, _ = run_tool(correlation, "--runs", prune_runs, "--label", "b", "--per-run",
                                "--out", prune_runs.parent / "c")
     assert len(names) == 8 and (prune_runs.parent / "c.png").is_file()

@@ -11,7 +11,8 @@ over seeds; --per-run: each run alone) are binarised at its own greedy threshold
 (image, label) cells both predict, all labels or --label only. Pearson = correlation
 of the probabilities over the same cells. Writes PREFIX.png (agreement heatmap, models
 in hierarchical-clustering order), PREFIX_pearson.png, and both matrices as CSV
-(PREFIX_agreement.csv, PREFIX_pearson.csv); prints the most and least similar pairs.
+(PREFIX_agreement.csv, PREFIX_pearson.csv); prints the --top most similar pairs (highest
+Pearson correlation) and least similar pairs (lowest), two lists that share no pair.
 """
 import argparse
 import logging
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.common.io import DataError, atomic_write_csv  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.analysis.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
-                             ranked_pairs, stack_matrix)
+                             similar_pairs, stack_matrix)
 from utils.runs.filter import matches, parse_where  # noqa: E402
 from utils.runs.scores import Truth, load_oof, merge_oofs  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
@@ -49,7 +50,7 @@ def get_args_parser():
     g.add_argument("--per-run", action="store_true",
                    help="compare runs, not models (runs of different folds share no images)")
     g.add_argument("--tta", default=None, metavar="NAME",
-                   help="use preds/val.NAME.csv (default: the best TTA each run has)")
+                   help="use preds/val.NAME.csv (default: the best TTA predict.py made for each run; none only without one)")
     add_truth_arguments(g)
     c = p.add_argument_group("comparison")
     c.add_argument("--label", default=None, metavar="NAME", help="compare on this label only (default: all labels)")
@@ -124,12 +125,11 @@ def main(args):
     for tag, m in (("agreement", agree), ("pearson", pearson)):
         atomic_write_csv(prefix.with_name(f"{prefix.name}_{tag}.csv"),
                          pd.DataFrame(m, index=names, columns=names), index=True, index_label="name")
-    pairs = ranked_pairs(agree, names, pearson)
-    k = min(args.top, len(pairs))
-    for title, rows in (("most similar", pairs[:k]), ("least similar", pairs[::-1][:k])):
-        print(f"{title} ({scope}): agreement  pearson  pair")
-        for a, b, v, r in rows:
-            print(f"  {v:.4f}  {r:8.4f}  {a}  ~  {b}")
+    most, least = similar_pairs(pearson, names, args.top, agree)
+    for title, rows in (("most similar", most), ("least similar", least)):
+        print(f"{title} ({scope}), by Pearson correlation of probabilities:\n  pearson  agreement  pair")
+        for a, b, r, v in rows:
+            print(f"  {r:7.4f}  {v:9.4f}  {a}  ~  {b}")
     print(f"wrote {prefix}.png, {prefix}_pearson.png, {prefix}_agreement.csv, {prefix}_pearson.csv")
     return names, agree, pearson
 

@@ -37,7 +37,7 @@ def get_args_parser():
     g = p.add_argument_group("runs")
     add_runs_argument(g)
     g.add_argument("--tta", default=None, metavar="NAME",
-                   help="score preds/val.NAME.csv (default: the best TTA each run has)")
+                   help="score preds/val.NAME.csv (default: the best TTA predict.py made for each run; none only without one)")
     g.add_argument("--stack-report", nargs="+", default=[], metavar="FILE",
                    help="stack_report.json files to include besides those found next to the runs (default: none)")
     g.add_argument("--threshold", type=float, default=FIXED_THRESHOLD,

@@ -4,12 +4,14 @@
     python tools/statistics.py --where arch=resnet50 --sort label:red --csv board.csv --md board.md
     python tools/statistics.py --runs /mnt/old/runs --path-map paths.txt
 
-Per run: its validation fold (preds/val.<tta>.csv, the best TTA available unless
---tta). Per model (runs sharing a configuration except fold and seed): the runs'
+Per run: its validation fold (preds/val.<tta>.csv: unless --tta, the best of the TTA
+predictions predict.py made, train.py's val.none.csv only when there is none). Per model (runs sharing a configuration except fold and seed): the runs'
 out-of-fold predictions joined, averaged over seeds. f2@0.2 thresholds every label
 at 0.2, f2_best uses greedy per-label thresholds, f2:<label> is each label's own F2
 at its best threshold. Runs removed by tools/prune.py appear with the scores kept in
-PRUNED.csv.
+PRUNED.csv. The printed tables fit 120 columns: the per-label F2 in a second table,
+column blocks that repeat the row's name, the model hash, image folder and path
+columns left to --csv/--md (--wide prints every column in one table).
 
 Records written on other machines need nothing done: a stored data path that does
 not exist here is converted (a path map from --path-map or MULTITAG_PATH_MAP, else
@@ -31,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.io import DataError, atomic_write_csv, atomic_write_text  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
-from utils.analysis.leaderboard import format_table, leaderboard, sort_table, to_markdown  # noqa: E402
+from utils.analysis.leaderboard import (TERMINAL_WIDTH, format_table, leaderboard, sort_table, to_markdown,  # noqa: E402
+                                          with_model_names)
 from utils.analysis.pruning import PRUNED_FILE, read_pruned  # noqa: E402
 from utils.runs.filter import matches, parse_where, row_matches  # noqa: E402
 from utils.runs.scores import F2_BEST, Truth  # noqa: E402
@@ -51,7 +54,7 @@ def get_args_parser():
                    help="keep runs whose config KEY matches VALUE (shell pattern, case-insensitive; "
                         "keys: any config.json key, dotted for nested values, or name, model); repeatable")
     g.add_argument("--tta", default=None, metavar="NAME",
-                   help="score preds/val.NAME.csv (default: the best TTA each run has)")
+                   help="score preds/val.NAME.csv (default: the best TTA predict.py made for each run; none only without one)")
     g.add_argument("--threshold", type=float, default=0.2, help="fixed threshold of the f2@0.2 column (default 0.2)")
     d = p.add_argument_group("data paths")
     add_truth_arguments(d)
@@ -62,6 +65,9 @@ def get_args_parser():
                    help=f"sort by a column or label:NAME (that label's F2) (default {F2_BEST})")
     o.add_argument("--ascending", action="store_true", help="sort low to high (default: scores high first)")
     o.add_argument("--brief", action="store_true", help="leave the per-label columns out of the printed table")
+    o.add_argument("--wide", action="store_true",
+                   help="print each level as one table with every column, however wide (default: tables that "
+                        "fit 120 columns, the per-label F2 in a second table)")
     o.add_argument("--csv", default=None, metavar="FILE", help="also write the table(s) as CSV (a 'level' column)")
     o.add_argument("--md", default=None, metavar="FILE", help="also write the table(s) as markdown")
     return p
@@ -126,13 +132,13 @@ def main(args):
     run_df, model_df, skipped = leaderboard(runs, Truth(args.data), args.tta, pruned, args.threshold)
     for name, reason in skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    tables = {"model": model_df, "run": run_df}
+    tables = {"model": model_df, "run": run_df if args.wide else with_model_names(run_df, model_df)}
     tables = {k: sort_table(v, args.sort, True if args.ascending else None)
               for k, v in tables.items() if args.level in (k, "both") and not v.empty}
     if not tables:
         print("no run could be scored (reasons above)", file=sys.stderr)
     for level, df in tables.items():
-        print(f"\n{level}s ({len(df)})\n{format_table(df, args.brief)}")
+        print(f"\n{level}s ({len(df)})\n{format_table(df, args.brief, None if args.wide else TERMINAL_WIDTH)}")
     if args.csv and tables:
         both = pd.concat([df.assign(level=lvl) for lvl, df in tables.items()], ignore_index=True)
         atomic_write_csv(args.csv, both[["level", *[c for c in both.columns if c != "level"]]])

@@ -76,3 +76,16 @@ def ranked_pairs(matrix, names, other=None):
     out = [(names[i], names[j], float(matrix[i, j]), None if other is None else float(other[i, j]))
            for i in range(m) for j in range(i + 1, m) if np.isfinite(matrix[i, j])]
     return sorted(out, key=lambda t: -t[2])
+
+
+def similar_pairs(matrix, names, top, other=None):
+    """The `top` most similar pairs (highest value first) and the `top` least similar
+    (lowest first) of an (M, M) similarity matrix, as ranked_pairs tuples.
+
+    The two lists never share a pair: with fewer than 2 * top pairs the most similar
+    list takes the upper half (rounded up) and the least similar the rest.
+    """
+    pairs = ranked_pairs(matrix, names, other)
+    n_most = min(top, (len(pairs) + 1) // 2)
+    n_least = min(top, len(pairs) - n_most)
+    return pairs[:n_most], pairs[::-1][:n_least]

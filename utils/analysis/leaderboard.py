@@ -88,7 +88,7 @@ def leaderboard(runs, truth, tta=None, pruned=None, threshold=FIXED_THRESHOLD):
         except DataError as e:
             skipped.append((run.name, str(e).splitlines()[0]))
             continue
-        info["tta_used"] = oof.tta
+        info["tta_used"], info["n_images"] = oof.tta, len(oof.names)
         rows.append({**info, **_score_cols(scores)})
         by_model.setdefault(run.model, []).append((run, oof))
     for name, row in pruned_rows.items():
@@ -102,6 +102,14 @@ def leaderboard(runs, truth, tta=None, pruned=None, threshold=FIXED_THRESHOLD):
         models.append(_model_row(model, [r for r, _ in items], oof, score_oof(oof, threshold),
                                  int(n_pruned.get(model, 0))))
     return _order_columns(pd.DataFrame(rows)), _order_columns(pd.DataFrame(models)), skipped
+
+
+def with_model_names(run_df, model_df):
+    """run_df with its model column showing each model's name as the models table does."""
+    if run_df.empty or model_df.empty or "model" not in run_df:
+        return run_df
+    names = dict(zip(model_df["model"], model_df["name"]))
+    return run_df.assign(model=[names.get(m, m) for m in run_df["model"]])
 
 
 def _pruned_scores(row):
@@ -133,11 +141,52 @@ def sort_table(df, key, ascending=None):
     return df.sort_values(col, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
 
 
-def format_table(df, brief=False):
-    """Aligned text table; `brief` drops the per-label columns."""
-    if brief:
-        df = df[[c for c in df.columns if not str(c).startswith(LABEL_COL)]]
+TERMINAL_WIDTH = 120
+# Columns the terminal table leaves to --csv/--md: the model hash (the name column shows the
+# model), the image folder when every run used train/, and how the data paths were found
+# when nothing had to be converted.
+HIDDEN = {"model": lambda df: "name" in df, "images": lambda df: set(df["images"]) <= {"train"},
+          "paths": lambda df: not df.get("converted", pd.Series(dtype=bool)).any(),
+          "converted": lambda df: not df["converted"].any()}
+
+
+def format_table(df, brief=False, width=TERMINAL_WIDTH):
+    """Text tables of a leaderboard that fit `width` characters (None: one wide table).
+
+    The descriptive and overall score columns come first; the per-label F2 columns
+    follow in a second table (left out with `brief`), both split into blocks of columns
+    that fit the width, each block repeating the row's name. Columns that say nothing
+    here (HIDDEN) are left out unless `width` is None.
+    """
+    if width is None:
+        cols = [c for c in df.columns if not (brief and str(c).startswith(LABEL_COL))]
+        return _text(df[cols])
+    df = df[[c for c in df.columns if not (c in HIDDEN and HIDDEN[c](df))]]
+    key = next(c for c in ("run", "name", "model") if c in df.columns)
+    labels = [c for c in df.columns if str(c).startswith(LABEL_COL)]
+    main = [c for c in df.columns if c not in labels and c != key]
+    text = _blocks(df, key, main, width)
+    if labels and not brief:
+        text += "\n\nper-label F2 at each label's best threshold (f2:<label>):\n" + _blocks(df, key, labels, width)
+    return text
+
+
+def _text(df):
     return df.to_string(index=False, na_rep="-", formatters=_formatters(df))
+
+
+def _blocks(df, key, cols, width):
+    """df's `cols` as tables of at most `width` characters, each starting with the `key` column."""
+    widths = {c: max(len(line) for line in _text(df[[c]]).splitlines()) + 1 for c in [key, *cols]}
+    blocks, current, used = [], [], widths[key]
+    for c in cols:
+        if current and used + widths[c] > width:
+            blocks.append(current)
+            current, used = [], widths[key]
+        current.append(c)
+        used += widths[c]
+    blocks.append(current)
+    return "\n\n".join(_text(df[[key, *b]]) for b in blocks if b)
 
 
 def _formatters(df):

@@ -86,8 +86,9 @@ class Truth:
 def load_oof(run, truth, tta=None):
     """The run's validation predictions with their truth, as an OOF.
 
-    tta: a TTA name, or None for the best available one (highest F2 at greedy
-    thresholds). Raises DataError for a run without such predictions or truth.
+    tta: a TTA name, or None for the best of the TTA predictions predict.py made (highest
+    F2 at greedy thresholds); 'none' (train.py's own file) only when there is no other.
+    Raises DataError for a run without such predictions or truth.
     """
     available = run.tta_available("val")
     if not available:
@@ -95,7 +96,7 @@ def load_oof(run, truth, tta=None):
     if tta is not None and tta not in available:
         raise DataError(f"no preds/val.{tta}.csv (available: {', '.join(available)})")
     oofs = []
-    for name in [tta] if tta else available:
+    for name in [tta] if tta else [t for t in available if t != "none"] or available:
         names, labels, probs = read_preds(run.preds_path("val", name))
         oofs.append(OOF(names, labels, probs, truth.labels_for(run, names, labels), name))
     if len(oofs) == 1:
