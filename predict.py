@@ -359,9 +359,12 @@ def main(args):
     for job in jobs:  # every prediction exists: now write them
         for split, (names, labels, probs) in job.out.items():
             written.append(write_preds(job.run.preds_path(split, job.tta), names, labels, probs))
+    print(f"wrote {len(written)} prediction file(s):\n" + "\n".join(f"  {p}" for p in written))
     if sub is not None:
         written.append(atomic_write_csv(args.submission, sub))
-    print("\n".join(str(p) for p in written))
+        print(f"wrote the submission {args.submission}: {len(sub)} test images, "
+              f"{sub['tags'].str.split().str.len().mean():.2f} tags per image on average, from the mean test "
+              f"probabilities of {len(jobs)} run(s) and --threshold {args.threshold} thresholds")
     return written
 
 

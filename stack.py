@@ -13,6 +13,7 @@ with the best cross-fitted F2, refitted on all out-of-fold data.
 """
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -25,11 +26,14 @@ from utils.metrics.constraints import (ablation, add_constraint_arguments, check
 from utils.common.io import (DataError, atomic_write_csv, atomic_write_json, atomic_write_text, submission_frame,
                       write_preds)
 from utils.stack.library import load_library
+from utils.runs.directory import find_runs
 from utils.common.output_paths import check_output_dir, check_output_file
-from utils.stack.stackers import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
+from utils.stack.stackers import (METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report,
+                                  split_methods)
 from utils.metrics.thresholds import STRATEGIES
 
 log = logging.getLogger("stack")
+OUTPUTS = ("stack_test.csv", "stack_oof.csv", "stack_report.json", "stack_report.md")
 
 
 def get_args_parser():
@@ -43,7 +47,8 @@ def get_args_parser():
     m = p.add_argument_group("methods")
     m.add_argument("--method", nargs="+", action="extend", metavar="NAME[:k=v,...]",
                    help=f"methods to score, any of {', '.join(METHODS)}, with options such as "
-                        f"select:bags=20,frac=0.3 (default: all). The submission uses the best by cross-fitted F2")
+                        f"select:bags=20,frac=0.3; several as separate words or ';'-separated (README "
+                        f"\"Option strings\") (default: all). The submission uses the best by cross-fitted F2")
     m.add_argument("--threshold", default="greedy", choices=STRATEGIES,
                    help="threshold strategy, fitted inside every fold and for the submission (default greedy)")
     m.add_argument("--groups", metavar="KEY|NAME=GLOB;...",
@@ -74,11 +79,11 @@ def check_args(parser, args):
     """Fail early, with argparse's exit code 2, on options that cannot work."""
     if not args.out and not args.report_dir:
         parser.error("give --out (submission) or --report-dir (report only)")
-    args.method = args.method or [s for s in METHODS if s != "prior"]
+    args.method = split_methods(args.method) if args.method else [s for s in METHODS if s != "prior"]
     for spec in args.method + ([args.top] if args.top else []):
         try:
             parse_method(spec)
-        except ValueError as e:
+        except DataError as e:
             parser.error(str(e))
     if args.top and not args.groups:
         parser.error("--top needs --groups")
@@ -104,17 +109,36 @@ def predict_test(lib, scored, args, constraints=None):
     return probs, submission_frame(lib.test_names, lib.labels, decisions)
 
 
+def report_folder(args):
+    """--report-dir, else the folder that holds the runs (their common parent, e.g. runs/)."""
+    if args.report_dir:
+        return Path(args.report_dir)
+    runs, _ = find_runs(args.runs)
+    return Path(os.path.commonpath([str(r.dir.resolve().parent) for r in runs]))
+
+
 def check_outputs(args, data_root):
     """The report folder, after refusing (DataError) outputs that would replace the dataset's files or a folder."""
     if args.report_dir:
         check_output_dir(args.report_dir, "--report-dir")
     if args.out:
         check_output_file(args.out, "--out", [data_root])
-    out_dir = Path(args.report_dir) if args.report_dir else Path(args.out).resolve().parent
-    flag = "--report-dir" if args.report_dir else "--out (its folder takes the report)"
-    for name in ("stack_test.csv", "stack_oof.csv", "stack_report.json", "stack_report.md"):
+    out_dir = report_folder(args)
+    flag = "--report-dir" if args.report_dir else "--report-dir (default: the runs' folder)"
+    for name in OUTPUTS:
         check_output_file(out_dir / name, flag, [data_root])
     return out_dir
+
+
+def say_written(out_dir, args, rows):
+    """Print what was written where."""
+    lines = [f"wrote, next to the runs, into {out_dir}:" if not args.report_dir else f"wrote into {out_dir}:",
+             "  stack_report.md, stack_report.json   the report (each method's cross-fitted F2, per label)",
+             "  stack_oof.csv                        the chosen method's out-of-fold probabilities"]
+    if args.out:
+        lines += ["  stack_test.csv                       its test probabilities",
+                  f"and the submission {args.out} ({rows} rows)"]
+    print("\n" + "\n".join(lines))
 
 
 def main(args):
@@ -155,7 +179,7 @@ def main(args):
     print(md.split("## Per-label")[0].rstrip())
     if constraints:
         print("\n".join(render_ablation(report["constraints"], chosen)))
-    print(f"\nreport: {out_dir / 'stack_report.md'}" + (f"\nsubmission: {args.out} ({len(sub)} rows)" if args.out else ""))
+    say_written(out_dir, args, len(sub) if args.out else 0)
     return report
 
 

@@ -140,10 +140,10 @@ def test_stack_submission_obeys_the_rules_and_reports_each(tmp_path):
     sub = pd.read_csv(out, dtype=str, keep_default_na=False)
     tags = sub["tags"].str.split()
     assert tags.map(lambda t: ("a" in t) + ("b" in t) == 1).all() and tags.map(len).between(2, 3).all()
-    rep = json.loads((out.parent / "stack_report.json").read_text())
+    rep = json.loads((root / "runs" / "stack_report.json").read_text())
     assert [x["rule"] for x in rep["constraints"]] == ["none", "--exactly-one a,b", "--min-tags 2",
                                                        "--max-tags 3", "all"]
-    assert "## Constraints" in (out.parent / "stack_report.md").read_text() and "## Constraints" in r.stdout
+    assert "## Constraints" in (root / "runs" / "stack_report.md").read_text() and "## Constraints" in r.stdout
     # the methods' cross-fitted scores are of the constrained decisions
     assert rep["methods"][rep["chosen"]]["f2_per_fold"] == pytest.approx(rep["constraints"][-1]["f2_per_fold"])
 

@@ -96,7 +96,7 @@ def test_stack_still_writes_next_to_the_data(stacked):
     data = stacked / "data"
     r = run_stack("--runs", stacked / "runs" / "*", "--method", "mean", "--out", data / "submission.csv")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (data / "submission.csv").is_file() and (data / "stack_report.md").is_file()
+    assert (data / "submission.csv").is_file() and (stacked / "runs" / "stack_report.md").is_file()
 
 
 # ----------------------------------------------------------------------------- predict.py

@@ -92,8 +92,11 @@ def test_test_split_in_sample_submission_order_with_tta(trained):
 def test_submission_from_two_folds(trained, tmp_path):
     base, data, runs = trained
     sub = tmp_path / "sub.csv"
-    run_script("predict.py", "--run", runs / "f*", "--tta", "d4", "--merge", "gmean", "--submission", sub)
+    r = run_script("predict.py", "--run", runs / "f*", "--tta", "d4", "--merge", "gmean", "--submission", sub)
     df = pd.read_csv(sub, dtype=str, keep_default_na=False)
+    said = r.stdout.split("wrote 4 prediction file(s):")[1]  # what was written, and where
+    assert all(str(runs / f / "preds" / f"{s}.d4.csv") in said for f in ("f0", "f1") for s in ("val", "test"))
+    assert f"wrote the submission {sub}: 6 test images" in said and "of 2 run(s)" in said
     order = pd.read_csv(data / "sample_submission.csv")["image_name"].tolist()
     assert list(df.columns) == ["image_name", "tags"] and df["image_name"].tolist() == order
     # the reference: mean of the runs' test files, greedy thresholds on their val files

@@ -125,8 +125,13 @@ def test_incomplete_models_are_left_out_and_reported(tmp_path):
 
 def test_missing_tta_is_reported(library):
     root, *_ = library
-    with pytest.raises(DataError, match=r"empty library(.|\n)*val\.10crop\.csv \(available: none\)"):
+    with pytest.raises(DataError) as e:
         load_library([root / "runs" / "*"], tta="10crop")
+    msg = str(e.value)
+    assert msg.startswith("empty library") and "net0-s0-f0 (fold 0), net0-s0-f1 (fold 1), net0-s0-f2 (fold 2): lacks " \
+        "preds/val.10crop.csv and preds/test.10crop.csv (has val.none.csv, test.none.csv)" in msg
+    runs = " ".join(str(root / "runs" / f"net0-s0-f{f}") for f in range(3))
+    assert f"make them with: python predict.py --run {runs} --tta 10crop --split both" in msg
 
 
 def test_label_order_mismatch(library):
@@ -196,6 +201,31 @@ def test_unknown_method_is_refused(library, tmp_path):
     assert r.returncode == 2 and "Only prior, best, mean" in r.stderr
 
 
+def test_empty_library_says_which_run_lacks_which_file_and_how_to_make_it(tmp_path):
+    root, *_ = write_runs(tmp_path, [dict(arch="one", signal=1, skip_folds=[1, 2])])
+    run = root / "runs" / "one-s0-f0"
+    (run / "preds" / "test.none.csv").unlink()
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    r = run_stack("--runs", root / "runs" / "*", "--tta", "10crop", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = r.stderr
+    assert "missing fold(s) [0, 1, 2]" not in err and "fold(s) none of 0..2" in err
+    assert "one-s0-f0 (fold 0): lacks preds/val.10crop.csv and preds/test.10crop.csv (it has val.none.csv)" in err
+    assert f"python predict.py --run {run} --tta 10crop --split both" in err
+    assert "fold(s) [1, 2] have no run" in err and "every fold" in err and "scripts/cv.sh" in err
+    r = run_stack("--runs", root / "runs" / "*", "--out", tmp_path / "sub.csv")  # only the test file is missing
+    assert r.returncode == 2 and "lacks preds/test.none.csv (it has val.none.csv)" in r.stderr
+    assert f"--run {run} --tta none --split test" in r.stderr
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before and not (tmp_path / "sub.csv").exists()
+
+
+def test_left_out_runs_name_the_command_that_completes_them(tmp_path):
+    root, *_ = write_runs(tmp_path, MODELS[:2] + [dict(arch="crashed", signal=1, unfinished_folds=[2])])
+    r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--report-dir", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    assert f"python train.py --resume --out {root / 'runs'} --name crashed-s0-f2" in r.stderr
+
+
 # ----------------------------------------------------------------------------- the command
 
 def test_submission_and_report(library, tmp_path):
@@ -203,11 +233,16 @@ def test_submission_and_report(library, tmp_path):
     out = tmp_path / "out" / "sub.csv"
     r = run_stack("--runs", root / "runs" / "*", "--method", *FAST_METHODS, "--out", out)
     assert r.returncode == 0, r.stderr
+    rep_dir = root / "runs"  # the report and probabilities go next to the runs, not beside --out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sub.csv"]
+    said = r.stdout.split("wrote")[-1]
+    assert str(rep_dir) in said and str(out) in said and all(f in said for f in
+                                                              ("stack_report.md", "stack_oof.csv", "stack_test.csv"))
     sub = pd.read_csv(out, keep_default_na=False)
     assert list(sub.columns) == ["image_name", "tags"]
     assert sub["image_name"].tolist() == [f"t{i:03d}" for i in range(30)]
     assert all(set(t.split()) <= set(LABELS) for t in sub["tags"])
-    rep = json.loads((out.parent / "stack_report.json").read_text())
+    rep = json.loads((rep_dir / "stack_report.json").read_text())
     assert set(rep["methods"]) == {"prior", *FAST_METHODS}
     assert rep["chosen"] == max(FAST_METHODS, key=lambda m: rep["methods"][m]["f2_cross_fitted"])
     for m in rep["methods"].values():
@@ -215,11 +250,11 @@ def test_submission_and_report(library, tmp_path):
     assert rep["best_single"]["name"].startswith("net1")
     assert rep["methods"]["select"]["f2_cross_fitted"] > rep["methods"]["prior"]["f2_cross_fitted"] + 0.2
     assert set(rep["methods"]["select"]["weights"]) == set(LABELS)
-    md = (out.parent / "stack_report.md").read_text()
+    md = (rep_dir / "stack_report.md").read_text()
     assert "cross-fitted F2" in md and "best single model" in md
-    _, _, test_probs = read_preds(out.parent / "stack_test.csv")
+    _, _, test_probs = read_preds(rep_dir / "stack_test.csv")
     assert test_probs.shape == (30, 4)
-    oof_names, _, _ = read_preds(out.parent / "stack_oof.csv")
+    oof_names, _, _ = read_preds(rep_dir / "stack_oof.csv")
     assert len(oof_names) == len(y)
 
 
@@ -239,7 +274,7 @@ def test_groups_stack_in_layers(library, tmp_path, groups):
     r = run_stack("--runs", root / "runs" / "*", "--groups", groups, "--method", "select", "--top", "mean",
                   "--bag", "--out", tmp_path / "sub.csv")
     assert r.returncode == 0, r.stderr
-    rep = json.loads((tmp_path / "stack_report.json").read_text())
+    rep = json.loads((root / "runs" / "stack_report.json").read_text())
     assert rep["settings"]["groups"] == groups
     weights = rep["methods"]["select"]["weights"]["a"]
     assert any("train_seg" in k for k in weights) and any("train_seg" not in k for k in weights)

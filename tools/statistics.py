@@ -5,8 +5,9 @@
     python tools/statistics.py --runs /mnt/old/runs --path-map paths.txt
 
 Per run: its validation fold (preds/val.<tta>.csv: unless --tta, the best of the TTA
-predictions predict.py made, train.py's val.none.csv only when there is none). Per model (runs sharing a configuration except fold and seed): the runs'
-out-of-fold predictions joined, averaged over seeds. f2@0.2 thresholds every label
+predictions predict.py made, train.py's val.none.csv only when there is none). Per
+model (runs sharing a configuration except fold and seed): the runs' out-of-fold
+predictions joined, averaged over seeds. f2@0.2 thresholds every label
 at 0.2, f2_best uses greedy per-label thresholds, f2:<label> is each label's own F2
 at its best threshold. Runs removed by tools/prune.py appear with the scores kept in
 PRUNED.csv. The printed tables fit 120 columns: the per-label F2 in a second table,

@@ -268,17 +268,20 @@ def _member_runs(runs, k, tta, need_test):
 
     Returns (complete: dict (model, seed) -> list of k runs, left_out: list of dicts,
     notes: list of str). A run is usable when finished and its prediction files exist.
+    A left-out dict holds model, seed, runs, missing_folds (every fold without a usable
+    run), no_run_folds (folds without any run), reasons (one line per unusable run) and
+    unusable (per unusable run: run, fold, dir, reason, fix: the command that makes it usable).
     """
     by_member = {}
     for r in runs:
         by_member.setdefault((r.model, r.seed), []).append(r)
     complete, left_out, notes = {}, [], []
     for (model, seed), rs in sorted(by_member.items()):
-        per_fold, why = {}, []
+        per_fold, unusable = {}, []
         for r in sorted(rs, key=lambda r: r.name):
-            reason = _unusable(r, tta, need_test)
+            reason, fix = _unusable(r, tta, need_test)
             if reason:
-                why.append(f"{r.name} (fold {r.fold}): {reason}")
+                unusable.append({"run": r.name, "fold": r.fold, "dir": str(r.dir), "reason": reason, "fix": fix})
                 continue
             if r.fold in per_fold:
                 notes.append(f"{model} seed {seed}: fold {r.fold} has several runs; using {r.name}, "
@@ -286,22 +289,47 @@ def _member_runs(runs, k, tta, need_test):
             per_fold[r.fold] = r
         missing = [f for f in range(k) if f not in per_fold]
         if missing:
+            have = {r.fold for r in rs}
             left_out.append({"model": model, "seed": seed, "runs": [r.name for r in rs],
-                             "missing_folds": missing, "reasons": why})
+                             "missing_folds": missing, "no_run_folds": [f for f in missing if f not in have],
+                             "reasons": [f"{u['run']} (fold {u['fold']}): {u['reason']}" for u in unusable],
+                             "unusable": unusable})
         else:
             complete[(model, seed)] = [per_fold[f] for f in range(k)]
     return complete, left_out, notes
 
 
 def _unusable(run, tta, need_test):
-    """Why a run cannot be used (str), or None."""
+    """(why a run cannot be used, the command that fixes it), or (None, None); runs whose
+    fix differs only by the run take one predict.py command together."""
     if not run.finished:
-        return "unfinished (no result.json with finished=true)"
-    for split in ("val", "test") if need_test else ("val",):
-        if not run.preds_path(split, tta).is_file():
-            have = run.tta_available(split)
-            return f"no preds/{split}.{tta}.csv (available: {', '.join(have) or 'none'})"
-    return None
+        return ("unfinished (no result.json with finished=true)",
+                f"python train.py --resume --out {run.dir.parent} --name {run.name}")
+    lacking = [s for s in (("val", "test") if need_test else ("val",)) if not run.preds_path(s, tta).is_file()]
+    if not lacking:
+        return None, None
+    files = " and ".join(f"preds/{s}.{tta}.csv" for s in lacking)
+    have = [f"{s}.{t}.csv" for s in ("val", "test") for t in run.tta_available(s)]
+    split = lacking[0] if len(lacking) == 1 else "both"
+    return (f"lacks {files} (it has {', '.join(have) or 'no prediction files'})",
+            f"python predict.py --run {{runs}} --tta {tta} --split {split}")
+
+
+def _left_out_lines(lo, k):
+    """Lines saying why a model is left out of the library and what makes it complete."""
+    lines = [f"{lo['model']} seed {lo['seed']}: usable runs for fold(s) "
+             f"{[f for f in range(k) if f not in lo['missing_folds']] or 'none'} of 0..{k - 1}"]
+    by_fix = {}
+    for u in lo["unusable"]:
+        by_fix.setdefault((u["fix"], u["reason"]), []).append(u)
+    for (fix, _), us in by_fix.items():
+        names = ", ".join(f"{u['run']} (fold {u['fold']})" for u in us)
+        lines.append(f"  {names}: {us[0]['reason'].replace('(it has', '(has' if len(us) > 1 else '(it has')}; "
+                     f"make {'them' if len(us) > 1 else 'it'} with: {fix.replace('{runs}', ' '.join(u['dir'] for u in us))}")
+    if lo["no_run_folds"]:
+        lines.append(f"  fold(s) {lo['no_run_folds']} have no run: stacking needs out-of-fold predictions of "
+                     f"every fold; train them (scripts/cv.sh trains and predicts every fold of a configuration)")
+    return lines
 
 
 def _place(path, names, labels, probs, run, want_names, want_labels):
@@ -405,15 +433,13 @@ def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
         raise DataError(f"runs {preview(bad_k)} were made for another number of folds than {folds_path} (K={k})")
     complete, left_out, more = _member_runs(runs, k, tta, need_test)
     notes += more
-    for lo in left_out:
-        log.warning("left out %s seed %s: missing fold(s) %s; %s", lo["model"], lo["seed"],
-                    lo["missing_folds"], "; ".join(lo["reasons"]) or "no runs for them")
+    for lo in left_out if complete else []:  # with no member at all, the error below says it
+        log.warning("left out %s", "\n".join(_left_out_lines(lo, k)))
     if not complete:
-        raise DataError(f"empty library: none of the {len(runs)} runs forms a model with all {k} folds "
-                        f"for --tta {tta}" + (" and test predictions" if need_test else "") +
-                        "".join(f"\n  - {lo['model']} seed {lo['seed']}: missing folds {lo['missing_folds']}"
-                                f"{' (' + '; '.join(lo['reasons'][:2]) + ')' if lo['reasons'] else ''}"
-                                for lo in left_out[:10]))
+        files = f"preds/val.{tta}.csv" + (f" and preds/test.{tta}.csv" if need_test else "")
+        raise DataError(f"empty library: stacking needs {files} from a run of every fold 0..{k - 1} of a model "
+                        f"(one configuration and seed), and none of the {len(runs)} runs completes one:\n  - " +
+                        "\n  - ".join("\n    ".join(_left_out_lines(lo, k)) for lo in left_out[:10]))
     test_names = _test_order(root, complete, tta) if need_test else []
     seeds_per_model = {}
     for model, seed in complete:
