@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 from utils.metrics.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
-from utils.common.io import (DataError, atomic_write_csv, preview, read_csv, read_preds, report_problems,  # noqa: E402
-                      submission_frame, write_preds)
+from utils.common.atomic import atomic_write_csv  # noqa: E402
+from utils.common.errors import DataError, preview, report_problems  # noqa: E402
+from utils.common.text import read_csv  # noqa: E402
+from utils.runs.pred_files import read_preds, submission_frame, write_preds  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.predict.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
 

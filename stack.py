@@ -23,8 +23,9 @@ from threadpoolctl import threadpool_limits
 
 from utils.metrics.constraints import (ablation, add_constraint_arguments, check_constraint_args, constrained_decisions,
                                parse_constraints, render_ablation)
-from utils.common.io import (DataError, atomic_write_csv, atomic_write_json, atomic_write_text, submission_frame,
-                      write_preds)
+from utils.common.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
+from utils.common.errors import DataError
+from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
 from utils.common.output_paths import check_output_dir, check_output_file

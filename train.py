@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
 from utils.common import distributed as dist  # noqa: E402
-from utils.common.io import DataError, atomic_write_json, read_json  # noqa: E402
+from utils.common.atomic import atomic_write_json  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
+from utils.common.text import read_json  # noqa: E402
 from utils.common.cli import add_cache_argument, pick_device, refuse_idle_flags, run_script  # noqa: E402
 from utils.common.output_paths import check_output_dir  # noqa: E402
 from utils.runs.resume import given_flags  # noqa: E402

@@ -47,7 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.data.cache import default_workers  # noqa: E402
 from utils.train.engine import CachedImages, Step, make_loader, to_input, train_one_epoch  # noqa: E402
-from utils.common.io import DataError, atomic_write_text  # noqa: E402
+from utils.common.atomic import atomic_write_text  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
 from utils.train.losses import build_loss  # noqa: E402
 from utils.models.factory import create_model, model_meta, param_groups  # noqa: E402
 from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402

@@ -136,7 +136,9 @@ def stage_runs(args):
     import pandas as pd
 
     from utils.data.dataset import load_dataset, load_or_make_folds
-    from utils.common.io import atomic_write_json, read_json, write_preds
+    from utils.common.atomic import atomic_write_json
+    from utils.common.text import read_json
+    from utils.runs.pred_files import write_preds
     from utils.runs.directory import model_key
 
     runs = Path(args.out_runs)
@@ -210,7 +212,7 @@ def measure(cmd, log_path):
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        from utils.common.io import read_text
+        from utils.common.text import read_text
 
         tail = read_text(log_path)[-3000:]
         raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed ({proc.returncode}):\n{tail}")

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.common.cli import run_script  # noqa: E402
 from utils.stack.library import (Library, Member, _read_member, check_labels, data_root, load_library,  # noqa: E402
                            read_fold_ids, read_truth)
-from utils.common.io import DataError, read_json  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
+from utils.common.text import read_json  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples  # noqa: E402
 from utils.metrics.thresholds import best_label_fbeta, binarize, fit_thresholds  # noqa: E402

@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT, write_dataset
 from test_train import train
 from utils.models.averaging import average_state_dicts, choose
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 
 def test_average_state_dicts_is_the_arithmetic_mean():

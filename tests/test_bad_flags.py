@@ -3,7 +3,7 @@ import pytest
 
 from conftest import write_dataset
 from test_train import train
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.train.pseudo import load_extras
 
 

@@ -130,7 +130,7 @@ def test_too_few_bands_names_the_count_found_and_a_channels_value_that_reads_the
 
     from test_bands import write_planet
     from utils.data.dataset import load_dataset
-    from utils.common.io import DataError
+    from utils.common.errors import DataError
 
     root = write_planet(tmp_path / "d", n=8, n_test=2)
     made = {"grey.png": lambda p: Image.fromarray(np.full((20, 20), 100, np.uint8), "L").save(p),

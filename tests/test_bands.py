@@ -17,7 +17,7 @@ from conftest import ROOT
 from utils.data import bands
 from utils.data.cache import decode_image, load_images
 from utils.data.dataset import load_dataset
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.models.factory import create_model
 from utils.augment.transforms import build_augment, warp
 from utils.predict.tta import predict_tta, predict_tta_loop

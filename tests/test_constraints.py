@@ -11,7 +11,7 @@ from test_predict import run_script, trained  # noqa: F401  (module fixture: two
 from test_stack import MODELS, run_stack, write_runs
 from utils.metrics.constraints import (Constraints, ablation, constrained_decisions, cut_margins, decode, parse_constraints,
                                satisfied)
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.metrics.thresholds import binarize, decision_thresholds, fit_thresholds, prevalence_thresholds
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import ROOT, write_dataset
 from utils.data.cache import decode_image, load_images
 from utils.data.dataset import load_dataset, load_or_make_folds, make_folds, select_label_group
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 
 def test_load_dataset_reads_labels_and_files(tiny_data):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import utils.data.demo as demo
 from utils.data.demo import DENSITIES, ON_TOP, TAGS, draw_outfit, make_demo, sample_labels, tag_frequencies
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_train=60, n_test=20, size=32, seed=0)

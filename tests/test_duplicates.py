@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 from conftest import ROOT
 from utils.data.dataset import load_dataset, load_or_make_folds
 from utils.data.duplicates import close_pairs, distance, group_folds, split_groups
-from utils.common.io import DataError, read_preds
+from utils.common.errors import DataError
+from utils.runs.pred_files import read_preds
 
 spec_ = importlib.util.spec_from_file_location("near_duplicates", ROOT / "tools" / "near_duplicates.py")
 near_duplicates = importlib.util.module_from_spec(spec_)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from utils.models.ema import WeightEMA, build_ema, ema_decay
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 
 def _model():

@@ -5,7 +5,7 @@ import torch
 from conftest import write_dataset
 from test_train import train
 from utils.models import factory as M
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.train.stages import resolve_plan
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from utils.common.io import write_preds
+from utils.runs.pred_files import write_preds
 
 LABELS = ["a", "b", "c", "d"]
 N, K, FLIPPED = 120, 2, {3: 0, 17: 2, 40: 1, 77: 3, 95: 0, 110: 2}  # image -> flipped tag

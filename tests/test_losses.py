@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.train.losses import LOSSES, build_loss, positive_weights
 from utils.common.options import parse_spec
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.train.losses import build_loss
 from utils.augment.mix import BatchMix, MixSpec, cutmix, cutmix_box, parse_mix
 

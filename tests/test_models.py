@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from utils.models import factory as M
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 
 def build(arch, num_labels=5, **kwargs):

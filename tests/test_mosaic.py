@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from utils.data.dataset import load_dataset
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.data.mosaic import (CLASSES, DENSITIES, MAX_TAGS, draw_mosaic, layout, load_npz, make_mosaic,
                           mosaic_frequencies, sample_labels)
 

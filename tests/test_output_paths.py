@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, write_dataset
 from test_stack import run_stack, write_runs
 from test_train import train
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.common.output_paths import check_output_dir, check_output_file
 
 

@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.common.io import DataError, write_preds  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
+from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.common.paths import (apply_path_map, native_rel, parse_path_map, reroot, resolve_stored,  # noqa: E402
                          rewrite_prefix, rewrite_record, split_parts)
 from utils.runs.directory import load_run  # noqa: E402

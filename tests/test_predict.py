@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, write_dataset
 from utils.data.cache import decode_image
 from utils.runs.checkpoint import load_for_inference
-from utils.common.io import read_preds
+from utils.runs.pred_files import read_preds
 from utils.metrics.thresholds import binarize, fit_thresholds
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import write_dataset
 from test_predict import run_script
-from utils.common.io import read_preds
+from utils.runs.pred_files import read_preds
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from sklearn.preprocessing import StandardScaler
 from conftest import ROOT, write_dataset
 from utils.analysis import probe as P
 from utils.data.dataset import load_dataset
-from utils.common.io import DataError, read_preds
+from utils.common.errors import DataError
+from utils.runs.pred_files import read_preds
 from utils.metrics.fbeta import fbeta_samples
 from utils.runs.directory import find_runs, group_models
 from utils.metrics.thresholds import greedy_thresholds

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import ROOT, write_dataset
 from test_train import _same_run, train
-from utils.common.io import read_preds, write_preds
+from utils.runs.pred_files import read_preds, write_preds
 from utils.train.pseudo import confidence, file_sha256, pseudo_labels
 
 LABELS = ["a", "b", "c"]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from utils.common.io import DataError, read_preds, write_preds
+from utils.common.errors import DataError
+from utils.runs.pred_files import read_preds, write_preds
 
 sys.path.insert(0, str(ROOT / "tools"))
 import pseudo_label  # noqa: E402

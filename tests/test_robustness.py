@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, write_dataset
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 FAST = "epochs=1,size=16,bs=8"
 
@@ -121,7 +121,7 @@ def _dos(text, bom=True):
 
 def test_bom_crlf_and_trailing_spaces_everywhere(tmp_path):
     from utils.data.dataset import load_dataset, load_or_make_folds
-    from utils.common.io import read_preds
+    from utils.runs.pred_files import read_preds
 
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=3)
     clean = load_dataset(data)
@@ -141,12 +141,12 @@ def test_bom_crlf_and_trailing_spaces_everywhere(tmp_path):
 
 
 def test_no_text_file_is_read_around_utils_io():
-    """Every CSV/JSON/text read goes through utils/common/io.py (one tolerance for BOM/CRLF/whitespace)."""
+    """Every CSV/JSON/text read goes through utils/common/text.py (one tolerance for BOM/CRLF/whitespace)."""
     pattern = re.compile(r"pd\.read_csv\(|\.read_text\(|json\.load\(|open\([^)]*['\"]rt?['\"]")
     offenders = []
     for f in sorted(ROOT.glob("**/*.py")):
         rel = f.relative_to(ROOT)
-        if rel.parts[0] in ("tests", ".git") or str(rel) == "utils/common/io.py":
+        if rel.parts[0] in ("tests", ".git") or str(rel) == "utils/common/text.py":
             continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
             # the one byte-exact copy: convert_paths keeps the old config.json as a backup
@@ -350,7 +350,7 @@ def test_stack_names_the_missing_image(two_runs, tmp_path):
     df = pd.read_csv(p)
     df[df["image_name"] != "t002"].to_csv(p, index=False)
     from utils.stack.library import _place
-    from utils.common.io import read_preds
+    from utils.runs.pred_files import read_preds
     from utils.runs.directory import load_run
 
     names, labels, probs = read_preds(p)

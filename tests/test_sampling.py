@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.data.sampling import (SAMPLERS, describe_sampling, epoch_indices, frequent_only,
                             realised_frequencies, repeat_factors, visit_counts)
 

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.train.schedule import build_optimizer, build_scheduler, group_lrs, plateau_drops
 from utils.train.stages import RECIPES, Stage, get_recipe
 

@@ -12,7 +12,8 @@ from scipy.special import expit, logit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.common.io import DataError, read_preds, write_preds  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
+from utils.runs.pred_files import read_preds, write_preds  # noqa: E402
 from utils.stack.library import load_library  # noqa: E402
 
 LABELS = ("a", "b", "c", "d")

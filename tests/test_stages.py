@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.train.stages import (KEYS, RECIPES, Stage, describe_plan, distribute_epochs, get_recipe,
                           load_plan_file, parse_stages, read_config_file, resolve_plan)
 

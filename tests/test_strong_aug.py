@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.augment.transforms import Erase, GpuAugment, RandAug, build_augment, parse_augment
 from test_transforms import textured, to_batch
 

@@ -14,7 +14,8 @@ from scipy.special import expit, logit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.common.io import DataError, write_preds  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
+from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples  # noqa: E402
 from utils.metrics.thresholds import (STRATEGIES, _cut_thresholds, best_label_fbeta, binarize,  # noqa: E402
                               compare_strategies, cross_fit, expected_fbeta_decisions,

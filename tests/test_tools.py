@@ -14,7 +14,8 @@ from sklearn.metrics import fbeta_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.common.io import DataError, write_preds  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
+from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.data.dataset import align_names  # noqa: E402
 from utils.analysis.diversity import pairwise_agreement, pairwise_pearson, similar_pairs  # noqa: E402
 from utils.analysis.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402

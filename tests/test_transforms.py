@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.augment.transforms import (AUGMENTS, PRESETS, build_augment, hue_matrix, parse_augment,
                               pca_stats, warp)
 

@@ -5,7 +5,7 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.predict.tta import (MERGES, TTA_NAMES, crop_side, merge_probs, multiscale_sizes,
                        n_views, predict_tta, predict_tta_loop, tta_views, view_fns,
                        view_groups)

@@ -20,7 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
-from utils.common.io import DataError, read_csv  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
+from utils.common.text import read_csv  # noqa: E402
 
 log = logging.getLogger("average_checkpoints")
 

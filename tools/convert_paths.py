@@ -24,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.common.io import DataError, atomic_write_json, atomic_write_text, read_text, report_problems  # noqa: E402
+from utils.common.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from utils.common.errors import DataError, report_problems  # noqa: E402
+from utils.common.text import read_text  # noqa: E402
 from utils.common.paths import (is_foreign_abs, load_path_map, parse_path_map, portable_rel,  # noqa: E402
                          rewrite_record)
 from utils.runs.directory import find_runs  # noqa: E402

@@ -24,7 +24,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.common.io import DataError, atomic_write_csv  # noqa: E402
+from utils.common.atomic import atomic_write_csv  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.analysis.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
                              similar_pairs, stack_matrix)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from utils.common.cli import add_runs_argument, run_script  # noqa: E402
-from utils.common.io import DataError  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
 
 log = logging.getLogger("label_issues")
 
@@ -70,7 +70,7 @@ def beside(runs):
 
 def main(args):
     from utils.data.cache import decode_image
-    from utils.common.io import atomic_write_csv
+    from utils.common.atomic import atomic_write_csv
     from utils.analysis.label_issues import contact_sheet, mean_oof, rank_label_issues
     from utils.stack.library import load_library
     from utils.runs.directory import find_runs

@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.common.io import DataError  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
 from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
 
 log = logging.getLogger("linear_probe")

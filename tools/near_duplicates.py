@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from utils.common.cli import add_cache_argument, run_script  # noqa: E402
-from utils.common.io import DataError, preview  # noqa: E402
+from utils.common.errors import DataError, preview  # noqa: E402
 
 log = logging.getLogger("near_duplicates")
 
@@ -132,7 +132,8 @@ def main(args):
 def write_all(spec, cache_dir, args, out):
     """Find the pairs, write the pairs file, report, groups and leak labels; print the report."""
     from utils.data.duplicates import find_duplicates, group_table, leaked_labels, report_markdown, summary
-    from utils.common.io import atomic_write_csv, atomic_write_text, write_preds
+    from utils.common.atomic import atomic_write_csv, atomic_write_text
+    from utils.runs.pred_files import write_preds
 
     dups = find_duplicates(spec, cache_dir, args.max_distance, args.max_colour_distance, args.size)
     table = group_table(dups, spec.y, spec.labels)

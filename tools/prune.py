@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.common.io import DataError, report_problems  # noqa: E402
+from utils.common.errors import DataError, report_problems  # noqa: E402
 from utils.analysis.pruning import (PRUNED_FILE, RANK_COL, append_pruned, coverage_refusals,  # noqa: E402
                            delete_artifacts, find_stack_reports, now, rank_runs, read_pruned,
                            run_artifacts, stack_usage, usable)

@@ -21,7 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.cli import run_script  # noqa: E402
-from utils.common.io import DataError, read_json, report_problems, write_preds  # noqa: E402
+from utils.common.errors import DataError, report_problems  # noqa: E402
+from utils.common.text import read_json  # noqa: E402
+from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.runs.prob_file import read_probs  # noqa: E402
 from utils.train.pseudo import MODES, confidence, pseudo_labels  # noqa: E402

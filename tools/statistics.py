@@ -32,7 +32,8 @@ import pandas as pd
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.common.io import DataError, atomic_write_csv, atomic_write_text  # noqa: E402
+from utils.common.atomic import atomic_write_csv, atomic_write_text  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.analysis.leaderboard import (TERMINAL_WIDTH, format_table, leaderboard, sort_table, to_markdown,  # noqa: E402
                                           with_model_names)

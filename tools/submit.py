@@ -42,7 +42,7 @@ from utils.runs.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_d
                            make_cells, read_grid, train_argv)
 from utils.data.dataset import folds_k_for  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
-from utils.common.io import DataError  # noqa: E402
+from utils.common.errors import DataError  # noqa: E402
 
 log = logging.getLogger("submit")
 CLUSTERS = ("slurm", "local", "debug")

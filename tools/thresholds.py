@@ -21,7 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.data.dataset import align_names, read_truth  # noqa: E402
-from utils.common.io import DataError, preview, read_csv, read_preds, report_problems  # noqa: E402
+from utils.common.errors import DataError, preview, report_problems  # noqa: E402
+from utils.common.text import read_csv  # noqa: E402
+from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.runs.directory import load_run  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
 from utils.common.cli import run_script  # noqa: E402

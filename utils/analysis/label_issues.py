@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def contact_sheet(table, images, path, cols=6, title=None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from utils.common.io import atomic_write
+    from utils.common.atomic import atomic_write
 
     n = len(table)
     rows = max(1, -(-n // cols))

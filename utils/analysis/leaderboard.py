@@ -7,7 +7,8 @@ seed): the runs' out-of-fold predictions joined and averaged over seeds
 import numpy as np
 import pandas as pd
 
-from utils.common.io import DataError, read_csv
+from utils.common.errors import DataError
+from utils.common.text import read_csv
 from utils.runs.directory import display_name
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
 from utils.metrics.thresholds import FIXED_THRESHOLD

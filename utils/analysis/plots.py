@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from utils.common.io import atomic_write
+from utils.common.atomic import atomic_write
 from utils.metrics.fbeta import fbeta_per_label
 from utils.metrics.thresholds import best_label_fbeta
 

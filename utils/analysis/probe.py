@@ -29,7 +29,9 @@ from torch import nn
 
 from utils.data.cache import cache_key, load_images
 from utils.train.engine import predict_logits
-from utils.common.io import atomic_write, atomic_write_csv, atomic_write_json, read_json, write_preds
+from utils.common.atomic import atomic_write, atomic_write_csv, atomic_write_json
+from utils.common.text import read_json
+from utils.runs.pred_files import write_preds
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples
 from utils.models.factory import create_model
 from utils.metrics.thresholds import FIXED_THRESHOLD, greedy_thresholds

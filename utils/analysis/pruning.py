@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import rankdata
 
-from utils.common.io import DataError, atomic_write_csv, read_json, read_csv
+from utils.common.atomic import atomic_write_csv
+from utils.common.errors import DataError
+from utils.common.text import read_json, read_csv
 from utils.runs.scores import LABEL_COL
 
 PRUNED_FILE = "PRUNED.csv"

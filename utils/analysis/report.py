@@ -22,7 +22,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from utils.analysis.diversity import cluster_order, pairwise_agreement, pairwise_pearson, stack_matrix
-from utils.common.io import DataError, read_csv, read_json
+from utils.common.errors import DataError
+from utils.common.text import read_csv, read_json
 from utils.analysis.leaderboard import leaderboard
 from utils.analysis.plots import plot_correlation, plot_history, plot_label_f2, plot_prob_distributions
 from utils.analysis.pruning import PRUNED_FILE, find_stack_reports, read_pruned

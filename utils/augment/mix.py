@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.common.options import parse_value
 
 _STREAM = 0x6D6978  # keeps mixing's random stream apart from the other (seed, epoch, index) streams

@@ -60,7 +60,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.common.options import check_choice, merge_options, parse_spec
 
 log = logging.getLogger(__name__)

@@ -1,1 +1,1 @@
-"""What every script shares: the error type, atomic writes, tolerant reads, command-line helpers, option strings, paths, output checks, torchrun."""
+"""What every script shares: errors (DataError, report_problems), text (read_text, read_csv, read_json), atomic (atomic_write, atomic_write_csv/json/text, atomic_save_torch), cli (run_script, pick_device), options (parse_value, parse_item, parse_items), paths (resolve_stored, portable), output_paths (check_output_file/dir), distributed (torchrun: init_distributed, shard)."""

@@ -4,7 +4,7 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 # train.py writes runs here unless told otherwise (--out); every tool reads them here.
 DEFAULT_RUNS = str(Path(__file__).resolve().parents[2] / "runs")

@@ -7,7 +7,7 @@
 
 Values become int, float, bool (true/false), None (none) or stay strings.
 """
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 
 def parse_value(text):

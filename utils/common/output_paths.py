@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from utils.data.dataset import IMAGE_EXTS
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 # The files of a data folder (see the data layout): reading scripts rely on them.
 DATASET_FILES = ("train.csv", "labels.txt", "sample_submission.csv", "folds.csv", "duplicates.csv",

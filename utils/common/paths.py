@@ -15,7 +15,8 @@ import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from utils.common.io import DataError, read_text
+from utils.common.errors import DataError
+from utils.common.text import read_text
 
 _WIN = re.compile(r"^[A-Za-z]:[\\/]|^\\\\")
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from utils.data import bands
-from utils.common.io import DataError, report_problems
+from utils.common.errors import DataError, report_problems
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 4  # bump when decoding or resizing changes (2: EXIF orientation; 3: tifffile, bands;

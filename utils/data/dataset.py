@@ -17,7 +17,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from utils.data.bands import band_problems, check_tiff_header, is_tiff
-from utils.common.io import DataError, atomic_write_csv, preview, read_csv, read_lines, read_text, report_problems
+from utils.common.atomic import atomic_write_csv
+from utils.common.errors import DataError, preview, report_problems
+from utils.common.text import read_csv, read_lines, read_text
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,9 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from utils.common.io import DataError, atomic_write_csv, atomic_write_text, read_csv
+from utils.common.atomic import atomic_write_csv, atomic_write_text
+from utils.common.errors import DataError
+from utils.common.text import read_csv
 
 log = logging.getLogger(__name__)
 

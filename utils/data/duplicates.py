@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from utils.common.io import DataError, read_csv, report_problems
+from utils.common.errors import DataError, report_problems
+from utils.common.text import read_csv
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def cached_hashes(files, cache_dir, desc, size=HASH_SIZE):
     when missing). Raises DataError for undecodable images (from load_images).
     """
     from utils.data.cache import cache_key, load_images
-    from utils.common.io import atomic_write
+    from utils.common.atomic import atomic_write
 
     cache_dir = Path(cache_dir)
     key = hashlib.sha1(f"h{HASH_VERSION}|{cache_key(files, size)}".encode()).hexdigest()[:16]

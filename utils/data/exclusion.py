@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from utils.data.dataset import image_stem
-from utils.common.io import DataError, atomic_write_csv, read_csv, report_problems
+from utils.common.atomic import atomic_write_csv
+from utils.common.errors import DataError, report_problems
+from utils.common.text import read_csv
 
 
 def read_exclusion(path, names):

@@ -25,7 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.data.demo import check_settings, move_into_place, tag_frequencies
-from utils.common.io import DataError, atomic_write_csv, atomic_write_text, report_problems
+from utils.common.atomic import atomic_write_csv, atomic_write_text
+from utils.common.errors import DataError, report_problems
 
 log = logging.getLogger(__name__)
 

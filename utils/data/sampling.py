@@ -16,7 +16,7 @@ slices the same list where it stopped. Options come from a string: `oversample:t
 """
 import numpy as np
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.common.options import check_choice, merge_options, parse_spec
 
 SAMPLERS = ("none", "oversample", "undersample")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.metrics.fbeta import ZERO_DIVISION, fbeta_samples
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from utils.runs.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 

@@ -26,7 +26,7 @@ validation would otherwise need. Integer buffers (num_batches_tracked) are copie
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 
 def ema_decay(decay, k, warmup=True):

@@ -41,7 +41,7 @@ import torchvision
 from torch import nn
 
 from utils.models.heads import HeadNet, attach_head, parse_head
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.common.options import check_choice, merge_options, parse_spec
 
 HEADS = {"avg": {}, "max": {}, "avgmax": {}, "gem": {"p": 3.0}, "csra": {"lam": 0.1, "t": 1.0},

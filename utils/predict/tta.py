@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 log = logging.getLogger(__name__)
 

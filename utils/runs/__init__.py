@@ -1,1 +1,1 @@
-"""Run directories: finding and reading runs, resume, checkpoints, scores, cluster grids."""
+"""Run directories: directory (load_run, find_runs), pred_files (read_preds, write_preds, submission_frame), prob_file (read_probs), scores (load_oof, score_oof), checkpoint (save_checkpoint, load_for_inference), checkpoint_origin, resume (restore_flags), filter (parse_where, matches), cluster (cluster grids: TrainJob, read_grid)."""

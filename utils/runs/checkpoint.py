@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from utils.common.io import DataError, atomic_save_torch, preview
+from utils.common.atomic import atomic_save_torch
+from utils.common.errors import DataError, preview
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 

@@ -12,7 +12,8 @@ holds them (RUN/checkpoints/X.pt).
 import re
 from pathlib import Path
 
-from utils.common.io import DataError, read_json
+from utils.common.errors import DataError
+from utils.common.text import read_json
 
 # the fold split a run's weights held out (config.json keys, copied into checkpoint meta)
 ORIGIN_KEYS = ("fold", "folds_k", "folds_seed")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import submitit
 
-from utils.common.io import DataError, read_text
+from utils.common.errors import DataError
+from utils.common.text import read_text
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]

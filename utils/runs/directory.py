@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from utils.common.io import DataError, read_csv, read_json
+from utils.common.errors import DataError
+from utils.common.text import read_csv, read_json
 from utils.common.paths import load_path_map, native_rel, resolve_stored
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.

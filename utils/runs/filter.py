@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 
 def _value_str(v):

@@ -7,13 +7,15 @@ project look alike and are easy to pass by mistake: a submission (image_name,tag
 words), a thresholded 0/1 table (a binarised submission, a --mode hard pseudo-label file),
 a folds file (image_name,fold), logits or scores (values outside [0, 1]). `read_probs`
 names which of these a file looks like, what was expected, and the first wrong row and
-column, before utils.common.io.read_preds parses it.
+column, before utils.runs.pred_files.read_preds parses it.
 """
 from pathlib import Path
 
 import numpy as np
 
-from utils.common.io import DataError, read_csv, read_preds
+from utils.common.errors import DataError
+from utils.common.text import read_csv
+from utils.runs.pred_files import read_preds
 
 EXPECTED = ("a predictions csv of probabilities as predict.py (runs/<run>/preds/test.<tta>.csv) or "
             "stack.py (stack_test.csv) writes it: a header image_name,<label>,... (one column per label) and one "
@@ -29,7 +31,7 @@ def _is_number(text):
 
 
 def describe(df, hard_ok=False, name=""):
-    """What a CSV (read as strings, utils.common.io.read_csv) is when it is not a probability table:
+    """What a CSV (read as strings, utils.common.text.read_csv) is when it is not a probability table:
     (what it looks like, where: the first wrong row and column or None); (None, None) when
     it is one. Rows are the file's lines (the header is row 1). hard_ok: a 0/1 table is
     accepted (pseudo-labels of --mode hard); name: the file's name (train.csv is named so)."""
@@ -76,7 +78,7 @@ def read_probs(path, flag="--probs", hard_ok=False, test_only=False):
     file must hold test predictions, not out-of-fold predictions of training images
     (`training_predictions`). Raises DataError naming `flag` and `path`, what the file
     looks like (`describe`), what was expected (EXPECTED) and the first wrong row and
-    column; then utils.common.io.read_preds' own checks (duplicate or empty image names).
+    column; then utils.runs.pred_files.read_preds' own checks (duplicate or empty image names).
     """
     df = read_csv(path, dtype=str, keep_default_na=False)
     what, where = describe(df, hard_ok, Path(path).name)

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 log = logging.getLogger(__name__)
 

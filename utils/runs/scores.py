@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from utils.data.dataset import align_names, read_tags_csv, split_tags
-from utils.common.io import DataError, read_preds
+from utils.common.errors import DataError
+from utils.runs.pred_files import read_preds
 from utils.metrics.fbeta import fbeta_samples
 from utils.metrics.thresholds import FIXED_THRESHOLD, best_label_fbeta, greedy_thresholds
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from utils.data import dataset as data
 from utils.data.dataset import read_tags_csv
-from utils.common.io import DataError, preview, read_preds, report_problems
+from utils.common.errors import DataError, preview, report_problems
+from utils.runs.pred_files import read_preds
 from utils.runs.directory import display_name, find_runs, read_folds
 
 log = logging.getLogger(__name__)

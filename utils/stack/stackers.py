@@ -26,7 +26,7 @@ import numpy as np
 
 from utils.metrics.constraints import constrained_decisions
 from utils.stack.ensemble import LEVEL1, Prior
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.stack.library import Inputs
 from utils.metrics.fbeta import ZERO_DIVISION, fbeta_per_label, fbeta_samples
 from utils.metrics.thresholds import fit_thresholds, random_folds

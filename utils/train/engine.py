@@ -247,7 +247,7 @@ def batch_plan(n_epoch, bs, world=1, where="training"):
     batches of 1. Resuming mid-epoch slices the same order at a batch boundary, so the
     batches stay the same.
     """
-    from utils.common.io import DataError
+    from utils.common.errors import DataError
 
     n_local, bs_local = math.ceil(n_epoch / world), bs // world
     if bs_local < 2:

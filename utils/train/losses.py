@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.common.options import check_choice, merge_options, parse_spec
 
 LOSSES = ("bce", "wbce", "focal", "asl")

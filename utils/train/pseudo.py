@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.common.io import DataError, read_json, report_problems
+from utils.common.errors import DataError, report_problems
+from utils.common.text import read_json
 from utils.runs.prob_file import read_probs
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 from utils.train.stages import OPTIMIZERS, SCHEDULES
 
 ONECYCLE_DIV = 25.0          # OneCycleLR's div_factor: start at lr/25

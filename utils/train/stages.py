@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from utils.common.io import DataError, read_text, report_problems
+from utils.common.errors import DataError, report_problems
+from utils.common.text import read_text
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("const", "step", "multistep", "cosine", "onecycle", "plateau")

@@ -18,7 +18,7 @@ from numbers import Number
 
 import numpy as np
 
-from utils.common.io import DataError
+from utils.common.errors import DataError
 
 LABEL_PREFIX = "f2_"
 HIST_BINS = np.linspace(0.0, 1.0, 41)

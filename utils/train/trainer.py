@@ -29,7 +29,9 @@ from utils.runs.checkpoint_origin import ORIGIN_KEYS
 from utils.models.ema import build_ema
 from utils.train.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
                           train_one_epoch)
-from utils.common.io import DataError, atomic_write, atomic_write_csv, atomic_write_json, write_preds
+from utils.common.atomic import atomic_write, atomic_write_csv, atomic_write_json
+from utils.common.errors import DataError
+from utils.runs.pred_files import write_preds
 from utils.train.losses import build_loss
 from utils.augment.mix import build_mix
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples

@@ -1,0 +1,81 @@
+"""Atomic file writes.
+
+Every file another script reads (checkpoints, predictions, records) is written to a
+temporary name in the same folder, fsynced, then moved into place with os.replace,
+so a reader sees the old file or the new one, never half of one.
+"""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Write `path` atomically: `write_fn(fileobj)` fills a temp file, then os.replace.
+
+    Returns the Path written. On any error the temp file is removed and the old
+    file (if any) is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path, text):
+    """Write a string to `path` atomically (UTF-8)."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path, obj):
+    """Write `obj` as indented JSON to `path` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_save_torch(path, obj):
+    """torch.save `obj` to `path` atomically (temp file, fsync, os.replace)."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_csv(path, df, **kwargs):
+    """Write a DataFrame as CSV atomically (no index unless asked)."""
+    kwargs.setdefault("index", False)
+    return atomic_write_text(path, df.to_csv(**kwargs))
