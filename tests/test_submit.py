@@ -241,8 +241,14 @@ def test_grid_without_every_fold_trains_and_predicts_without_a_stack_job(tmp_pat
     out = tmp_path / "runs"
     r = submit("--cluster", "debug", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds", 0,
                "--tta", "none", "--", *TRAIN)
-    assert "no stack job" in r.stderr and "tiny_cnn seed 0 folds [0]" in r.stderr
-    assert "every fold 0..1" in r.stderr and "train every fold: --folds 0 1" in r.stderr
+    said = r.stdout.split("1 run(s) new")[1]  # between the count and the end, in order
+    assert "no stack job" in said and "tiny_cnn seed 0 folds [0]" in said
+    assert "every fold 0..1" in said and "train every fold: --folds 0 1" in said
+    name = [p.name for p in out.iterdir() if p.name.startswith("tiny_cnn")][0]
+    steps = [f"training: submitted 1 job(s): {name}", f"training of {name}: finished",
+             f"prediction: submitted 1 job(s): {name}", f"prediction of {name}: finished", "done: 1 run(s) trained"]
+    assert [said.index(s) for s in steps] == sorted(said.index(s) for s in steps)
+    assert "no stack job (see above why)" in said.split("done:")[1]
     (run,) = [p for p in out.iterdir() if p.name.startswith("tiny_cnn")]
     assert json.loads((run / "config.json").read_text())["folds_k"] == 2
     assert (run / "result.json").is_file() and (run / "preds" / "test.none.csv").is_file()
@@ -259,3 +265,25 @@ def test_grid_takes_k_from_the_folds_file_and_refuses_a_typed_other_k(tmp_path):
     r = submit("--cluster", "local", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds-k", 5,
                "--", *TRAIN, check=False)
     assert r.returncode == 2 and "has K=3 folds; leave --folds-k out" in r.stderr and not out.exists()
+
+
+def test_help_examples_make_a_stack_job(tmp_path):
+    """Every example in submit.py --help trains every fold of its models, so it ends in a submission."""
+    import importlib.util
+    import shlex
+    spec = importlib.util.spec_from_file_location("submit_tool", SUBMIT)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    data = write_dataset(tmp_path / "data", n=32, size=24)
+    examples = [line.split("submit.py", 1)[1] for line in tool.__doc__.splitlines() if "tools/submit.py" in line]
+    assert examples
+    for example in examples:
+        argv = shlex.split(example)
+        argv[argv.index("--data") + 1] = str(data)
+        if "--grid" in argv:  # the grid file of the docstring, written out
+            grid = tmp_path / "grid.yaml"
+            grid.write_text(tool.__doc__.split("A grid file:")[1].split("On Slurm")[0])
+            argv[argv.index("--grid") + 1] = str(grid)
+        args = tool.parse_args(argv)
+        cells = tool.build_cells(args)
+        assert tool.any_model_complete(cells, tool.grid_folds_k(cells, str(data))), example

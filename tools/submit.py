@@ -2,7 +2,7 @@
 
     python tools/submit.py --data data/planet --out runs --arch resnet50 densenet201 -- --epochs 20
     python tools/submit.py --cluster slurm --partition gpu --timeout-min 720 --grid grid.yaml --data data/planet
-    python tools/submit.py --cluster local --data data/demo --arch tiny_cnn --folds 0 1 -- --no-pretrained
+    python tools/submit.py --cluster local --data data/demo --arch tiny_cnn -- --no-pretrained --epochs 2
 
 The grid is architectures x seeds x folds (--arch/--seeds/--folds, or a YAML --grid;
 the command line wins). Flags after `--` go to every train.py run. A grid file:
@@ -23,7 +23,10 @@ so submitting the same grid again skips finished runs (result.json) and resumes 
 others. --cluster local runs the same jobs on this machine through submitit's
 LocalExecutor (--array-parallelism runs at a time), --cluster debug in this process.
 Every cell is checked the way train.py checks its flags before anything is submitted.
-Job logs: OUT/.submitit/.
+stack.py needs every fold of a model: a grid of some folds only (--folds 0 1 of K=5)
+trains and predicts, and says that it makes no stack job and which folds to add. On
+this machine each job is reported as it is submitted, finishes or fails. Job logs:
+OUT/.submitit/.
 """
 import argparse
 import contextlib
@@ -263,8 +266,9 @@ def submit_here(ex, args, cells, todo, predict, stack):
     width = args.array_parallelism or 1
     train_jobs = []
     for i in range(0, len(todo), width):
+        names = [c.name for c in todo[i:i + width]]
         chunk = ex.map_array(TrainJob(args.data, args.out), todo[i:i + width])
-        wait(chunk, "training", [c.name for c in todo[i:i + width]])
+        wait(chunk, "training", names)
         train_jobs += chunk
     names = [c.name for c in cells if not predicted(args, c)]
     pred_jobs = ex.map_array(predict, names) if names else []
@@ -272,20 +276,26 @@ def submit_here(ex, args, cells, todo, predict, stack):
     stack_job = ex.submit(stack) if stack else None
     if stack_job:
         wait([stack_job], "stacking", ["stack.py"])
-    print(f"done: {len(todo)} runs trained, {len(pred_jobs)} predicted, " +
-          (f"submission {args.submission}" if stack_job else "no stack"))
+    print(f"done: {len(todo)} run(s) trained, {len(pred_jobs)} predicted, " +
+          (f"submission {args.submission}, stack report beside it" if stack_job else
+           "no stack job (see above why)"))
     return train_jobs, pred_jobs, stack_job
 
 
 def wait(jobs, what, names):
-    """Wait for local jobs; a failed one stops everything with its error and where its output is."""
+    """Wait for local jobs, saying when each is submitted and when it finishes; a failed one
+    stops everything with its error and where its output is."""
+    if jobs:
+        print(f"{what}: submitted {len(jobs)} job(s): {', '.join(names)}", flush=True)
     for job, name in zip(jobs, names):
         err = job_error(job)
         if err is not None:
             last = [line for line in err.splitlines() if line.strip()][-1:]
             where = (f"log: {job.paths.stdout} and {job.paths.stderr}" if not is_debug(job) else
                      "its output is above: --cluster debug runs every job in this process")
+            print(f"{what} of {name}: failed", flush=True)
             raise JobError(f"{what} of {name} failed ({' '.join(last)}); {where}")
+        print(f"{what} of {name}: finished", flush=True)
 
 
 class JobError(Exception):
@@ -339,7 +349,8 @@ def main(args):
         stack = None
         print(f"no stack job: stack.py needs every fold 0..{k - 1} of a model (architecture and seed), and this "
               "grid has " + ", ".join(sorted({f"{c.arch} seed {c.seed} folds {folds_of(cells, c)}" for c in cells})) +
-              f"; to get a submission, train every fold: --folds {' '.join(map(str, range(k)))}", file=sys.stderr)
+              f"; to get a submission, train every fold: --folds {' '.join(map(str, range(k)))} (or leave --folds "
+              "out)", flush=True)
     go = submit_slurm if args.cluster == "slurm" else submit_here
     try:
         return go(ex, args, cells, todo, predict, stack)

@@ -240,7 +240,8 @@ class PredictJob:
 
 
 class StackJob:
-    """stack.py over the grid's runs: submission, stack_report.md/.json next to it."""
+    """stack.py over the grid's runs: submission, and stack_report.md/.json, stack_oof.csv and
+    stack_test.csv next to it (--report-dir, so that a grid's stack stays in its own folder)."""
 
     def __init__(self, out, names, tta, submission, extra=()):
         self.out, self.names, self.tta = str(out), list(names), tta
@@ -248,7 +249,8 @@ class StackJob:
 
     def __call__(self):
         runs = [str(Path(self.out) / n) for n in self.names]
-        cmd = _script("stack.py", ["--runs", *runs, "--tta", self.tta, "--out", self.submission, *self.extra])
+        cmd = _script("stack.py", ["--runs", *runs, "--tta", self.tta, "--out", self.submission,
+                                   "--report-dir", Path(self.submission).parent, *self.extra])
         rc = subprocess.run(cmd).returncode
         if rc != 0:
             raise JobFailed(f"stack.py exited with code {rc}: {' '.join(cmd)}")
