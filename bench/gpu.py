@@ -50,7 +50,8 @@ from utils.train.engine import CachedImages, Step, make_loader, to_input, train_
 from utils.common.atomic import atomic_write_text  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.train.losses import build_loss  # noqa: E402
-from utils.models.factory import create_model, model_meta, param_groups  # noqa: E402
+from utils.models.factory import create_model, model_meta  # noqa: E402
+from utils.models.layer_groups import param_groups  # noqa: E402
 from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
 from utils.train.stages import Stage  # noqa: E402
 from utils.augment.transforms import GpuAugment  # noqa: E402

@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.data.cache import default_cache_dir, load_images  # noqa: E402
 from utils.train.engine import CachedImages, Step, make_loader, train_one_epoch  # noqa: E402
 from utils.train.losses import build_loss  # noqa: E402
-from utils.models.factory import create_model, freeze_bn, model_meta, param_groups  # noqa: E402
+from utils.models.factory import create_model, model_meta  # noqa: E402
+from utils.models.layer_groups import freeze_bn, param_groups  # noqa: E402
 from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
 from utils.train.stages import resolve_plan  # noqa: E402
 from utils.augment.transforms import build_augment  # noqa: E402

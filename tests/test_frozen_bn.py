@@ -5,6 +5,7 @@ import torch
 from conftest import write_dataset
 from test_train import train
 from utils.models import factory as M
+from utils.models import layer_groups as G
 from utils.common.errors import DataError
 from utils.train.stages import resolve_plan
 
@@ -16,11 +17,11 @@ def _running_stats(state):
 def test_all_layers_freezes_statistics_but_not_weights():
     torch.manual_seed(0)
     model = M.create_model("tiny_cnn", 3)
-    M.set_trainable(model, "all")
+    G.set_trainable(model, "all")
     model.train()
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert M.freeze_bn(model) == 0  # every layer trainable: nothing frozen by default
-    assert M.freeze_bn(model, all_layers=True) == n_bn > 0
+    assert G.freeze_bn(model) == 0  # every layer trainable: nothing frozen by default
+    assert G.freeze_bn(model, all_layers=True) == n_bn > 0
     before = _running_stats(model.state_dict())
     x = torch.randn(6, 3, 32, 32) * 3 + 1  # statistics far from the initial 0 / 1
     model(x).sum().backward()

@@ -13,7 +13,8 @@ from utils.runs.checkpoint import load_for_inference
 from utils.models.heads import GeM, HeadNet, build_head, parse_head
 from utils.common.errors import DataError
 from utils.runs.pred_files import read_preds
-from utils.models.factory import create_model, freeze_bn, named_layer_groups, param_groups
+from utils.models.factory import create_model
+from utils.models.layer_groups import freeze_bn, named_layer_groups, param_groups
 
 HEADS = ["avg", "max", "avgmax", "gem", "csra", "csra:t=99", "mldecoder"]
 

@@ -1,4 +1,4 @@
-"""utils.models.factory: names, heads, offline ImageNet weights, layer groups, freezing, lr groups."""
+"""utils.models.factory, weights and layer_groups: names, heads, offline ImageNet weights, layer groups, freezing, lr groups."""
 import os
 import re
 from pathlib import Path
@@ -13,6 +13,8 @@ from PIL import Image
 from torch import nn
 
 from utils.models import factory as M
+from utils.models import layer_groups as G
+from utils.models import weights as W
 from utils.common.errors import DataError
 
 
@@ -28,13 +30,13 @@ def hub_dir(tmp_path):
     """Point torch.hub (and the Hugging Face cache lookup) at empty folders; restore after."""
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "torch"))
-    saved = M._hf_cache_dir
-    M._hf_cache_dir = lambda: str(tmp_path / "hf")
+    saved = W._hf_cache_dir
+    W._hf_cache_dir = lambda: str(tmp_path / "hf")
     try:
         yield tmp_path
     finally:
         torch.hub.set_dir(old)
-        M._hf_cache_dir = saved
+        W._hf_cache_dir = saved
 
 
 @pytest.mark.parametrize("arch, size", [("tf_efficientnet_lite0", 224),
@@ -171,7 +173,7 @@ def test_torchvision_weights_from_the_torch_cache(hub_dir, monkeypatch):
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     monkeypatch.delenv("HF_HUB_OFFLINE")  # online, yet the cached file is used: nothing downloaded
-    monkeypatch.setattr(M, "_download_torchvision", lambda w: pytest.fail(f"downloaded {w}"))
+    monkeypatch.setattr(W, "_download_torchvision", lambda w: pytest.fail(f"downloaded {w}"))
     model = M.create_model("squeezenet1_1", 4, pretrained=True)
     assert torch.equal(model.features[0].weight, reference.features[0].weight)
     assert model.classifier[1].out_channels == 4
@@ -230,7 +232,7 @@ def test_failed_download_says_which_file_to_put_where(hub_dir, monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(M, "_download_torchvision", no_network)
+    monkeypatch.setattr(W, "_download_torchvision", no_network)
     with pytest.raises(DataError) as e:
         M.create_model("resnet18", 3, pretrained=True)
     msg = str(e.value)
@@ -288,13 +290,13 @@ GROUP_ARCHS = ["resnet50", "densenet121", "vgg16_bn", "alexnet", "inception_v3",
 @pytest.mark.parametrize("arch", GROUP_ARCHS)
 def test_layer_groups_cover_every_parameter_once(arch):
     model = build(arch)
-    groups = M.named_layer_groups(model)
+    groups = G.named_layer_groups(model)
     names = [n for g in groups for n, _ in g]
     assert sorted(names) == sorted(n for n, _ in model.named_parameters())
     assert len(names) == len(set(names))
-    assert 3 <= len(groups) <= M.BODY_GROUPS + 1 and all(groups)
+    assert 3 <= len(groups) <= G.BODY_GROUPS + 1 and all(groups)
     head = model.meta["head"]
-    assert [n for n, _ in groups[-1]] == [n for n, _ in model.named_parameters() if M._in_head(n, head)]
+    assert [n for n, _ in groups[-1]] == [n for n, _ in model.named_parameters() if M.in_head(n, head)]
     assert groups[0][0][0] == next(iter(model.named_parameters()))[0]  # the stem comes first
     # Order is kept: the groups concatenate to the network's parameter order.
     order = {n: i for i, (n, _) in enumerate(model.named_parameters())}
@@ -303,10 +305,10 @@ def test_layer_groups_cover_every_parameter_once(arch):
 
 
 def test_resnet_groups_are_its_stages():
-    groups = M.named_layer_groups(build("resnet18"))
+    groups = G.named_layer_groups(build("resnet18"))
     tops = [sorted({n.split(".")[0] for n, _ in g}) for g in groups]
     assert tops == [["bn1", "conv1", "layer1"], ["layer2"], ["layer3"], ["layer4"], ["fc"]]
-    assert len(M.layer_groups(nn.DataParallel(build("resnet18")))) == 5
+    assert len(G.layer_groups(nn.DataParallel(build("resnet18")))) == 5
 
 
 def trainable_names(model):
@@ -315,30 +317,30 @@ def trainable_names(model):
 
 def test_set_trainable():
     model = build("resnet18")
-    groups = M.named_layer_groups(model)
+    groups = G.named_layer_groups(model)
     names = lambda gs: {n for g in gs for n, _ in g}  # noqa: E731
-    out = M.set_trainable(model, "head")
+    out = G.set_trainable(model, "head")
     assert trainable_names(model) == names(groups[-1:]) and len(out) == 1
-    out = M.set_trainable(model, 2)
+    out = G.set_trainable(model, 2)
     assert trainable_names(model) == names(groups[-3:]) and len(out) == 3
     assert [p for g in out for p in g] == [p for g in groups[-3:] for _, p in g]
-    M.set_trainable(model, "1")
+    G.set_trainable(model, "1")
     assert trainable_names(model) == names(groups[-2:])
-    M.set_trainable(model, "all")
+    G.set_trainable(model, "all")
     assert trainable_names(model) == names(groups)
-    M.set_trainable(model, 99)  # more groups than the network has: everything
+    G.set_trainable(model, 99)  # more groups than the network has: everything
     assert trainable_names(model) == names(groups)
     for bad in ("some", -1, 1.5, None):
         with pytest.raises(DataError, match="head"):
-            M.set_trainable(model, bad)
+            G.set_trainable(model, bad)
 
 
 def test_freeze_bn_keeps_frozen_running_stats():
     torch.manual_seed(0)
     model = M.create_model("tiny_cnn", 3)
-    trainable = M.set_trainable(model, 1)  # layer2 + head
+    trainable = G.set_trainable(model, 1)  # layer2 + head
     model.train()
-    assert M.freeze_bn(model) == 2
+    assert G.freeze_bn(model) == 2
     assert not model.stem[1].training and not model.layer1[1].training and model.layer2[1].training
     before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
     model(torch.randn(4, 3, 32, 32))
@@ -346,12 +348,12 @@ def test_freeze_bn_keeps_frozen_running_stats():
     assert torch.equal(before["stem.1.running_mean"], after["stem.1.running_mean"])
     assert not torch.equal(before["layer2.1.running_mean"], after["layer2.1.running_mean"])
     model.train()  # the same answer from the groups set_trainable returned
-    assert M.freeze_bn(model, trainable) == 2 and not model.layer1[1].training
+    assert G.freeze_bn(model, trainable) == 2 and not model.layer1[1].training
 
 
 def test_param_groups_discriminative_lrs_and_no_decay():
     model = M.create_model("tiny_cnn", 3)
-    groups = M.param_groups(model, 2, lr=1.0, lr_mult=0.1, weight_decay=1e-4)
+    groups = G.param_groups(model, 2, lr=1.0, lr_mult=0.1, weight_decay=1e-4)
     lrs = {g["name"]: g["lr"] for g in groups}
     assert lrs == pytest.approx({"group1": 0.01, "group1.no_wd": 0.01, "group2": 0.1,
                                  "group2.no_wd": 0.1, "head": 1.0, "head.no_wd": 1.0})
@@ -368,14 +370,14 @@ def test_param_groups_discriminative_lrs_and_no_decay():
 
 def test_param_groups_all_and_head():
     model = M.create_model("tiny_cnn", 3)
-    groups = M.param_groups(model, "all", lr=0.1, lr_mult=0.5)
+    groups = G.param_groups(model, "all", lr=0.1, lr_mult=0.5)
     assert sorted({g["lr"] for g in groups}) == pytest.approx([0.0125, 0.025, 0.05, 0.1])
-    groups = M.param_groups(model, "head", lr=0.1, lr_mult=0.5, weight_decay=0.01)
+    groups = G.param_groups(model, "head", lr=0.1, lr_mult=0.5, weight_decay=0.01)
     assert [g["name"] for g in groups] == ["head", "head.no_wd"]
     # timm's no_weight_decay() (position embedding, class token) is honoured too.
     vit = build("vit_tiny_patch16_224")
     names = {id(p): n for n, p in vit.named_parameters()}
-    no_wd = {names[id(p)] for g in M.param_groups(vit, "all", 0.1, weight_decay=0.05)
+    no_wd = {names[id(p)] for g in G.param_groups(vit, "all", 0.1, weight_decay=0.05)
              if g["weight_decay"] == 0 for p in g["params"]}
     assert {"pos_embed", "cls_token"} <= no_wd and "blocks.0.attn.qkv.weight" not in no_wd
 
@@ -383,6 +385,6 @@ def test_param_groups_all_and_head():
 def test_tiny_cnn_is_tiny():
     model = M.create_model("tiny_cnn", 13)
     assert sum(p.numel() for p in model.parameters()) < 10_000
-    assert len(M.layer_groups(model)) == 4
+    assert len(G.layer_groups(model)) == 4
     with pytest.raises(DataError, match="pretrained"):
         M.create_model("tiny_cnn", 3, pretrained=True)

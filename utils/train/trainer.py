@@ -35,7 +35,7 @@ from utils.runs.pred_files import write_preds
 from utils.train.losses import build_loss
 from utils.augment.mix import build_mix
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples
-from utils.models.factory import freeze_bn, param_groups
+from utils.models.layer_groups import freeze_bn, param_groups
 from utils.models.factory import unwrap_model as unwrap
 from utils.train.pseudo import CombinedImages, WeightedLoss, sampler_labels, training_targets
 from utils.data.sampling import epoch_indices
