@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import fbeta_score
 
+import utils.analysis.plots as plots
 from utils.analysis.plots import (label_thresholds, plot_correlation, plot_history,
                          plot_prob_distributions)
 
@@ -44,7 +45,8 @@ def test_prob_distributions_png(tmp_path, preds):
     y, probs = preds
     out = plot_prob_distributions(y, probs, LABELS, tmp_path / "plots" / "probs_e001.png",
                                   title="epoch 1", dpi=50)
-    check_png(out, width=round(2.4 * 3 * 50), height=round((1.9 * 2 + 0.35) * 50))
+    assert matplotlib.image.imread(out).shape[1] == round(2.6 * 3 * 50)
+    check_png(out, width=round(2.6 * 3 * 50), height=matplotlib.image.imread(out).shape[0])
     out2 = plot_prob_distributions(y, probs, LABELS, tmp_path / "fixed.png",
                                    thresholds=[0.5] * len(LABELS))
     assert out2.stat().st_size > 5000
@@ -59,6 +61,67 @@ def test_history_png_with_stage_restarts_and_missing_columns(tmp_path):
                          **{f"f2_{name}": rng.random(5) for name in LABELS}})
     out = plot_history(hist, tmp_path / "history.png", dpi=50)
     check_png(out, width=14 * 50, height=round(3.6 * 50))
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, kept to look inside (list of Figure)."""
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: figures.append(fig) or save(fig, path, dpi))
+    return figures
+
+
+def boxes(fig, texts):
+    renderer = fig.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts if t.get_text()]
+
+
+def overlapping(a, b):
+    return any(x.overlaps(y) for x in a for y in b)
+
+
+def test_history_of_one_epoch_shows_points_and_last_values(tmp_path, drawn):
+    hist = pd.DataFrame({"stage": [0], "epoch": [1], "train_loss": [0.6], "val_loss": [0.7], "val_f2": [0.4],
+                         "f2_haze": [0.0], "f2_water": [0.0], "f2_clear": [0.5]})
+    plot_history(hist, tmp_path / "history.png", dpi=50)
+    ax_lab = drawn[0].axes[2]
+    assert all(line.get_marker() == "o" for line in ax_lab.lines)  # a single epoch is a visible point
+    legend = [t.get_text() for t in ax_lab.get_legend().get_texts()]
+    assert legend == ["haze (0.00)", "water (0.00)", "clear (0.50)"]  # two labels on top of each other at 0
+    lo, hi = drawn[0].axes[0].get_xlim()
+    assert lo < 1 < hi and hi - lo >= 1
+
+
+def test_history_of_many_labels_names_every_label(tmp_path, drawn):
+    names = [f"label_{j:03d}" for j in range(120)]
+    hist = pd.DataFrame({"stage": [0, 0, 1], "epoch": [1, 2, 3], "train_loss": [0.6, 0.5, 0.4],
+                         **{f"f2_{n}": [0.0, 0.1 * (j % 3), 0.2] for j, n in enumerate(names)}})
+    out = plot_history(hist, tmp_path / "history.png", dpi=50)
+    heat = next(ax for ax in drawn[0].axes if ax.images)
+    assert [t.get_text() for t in heat.get_yticklabels()] == names
+    assert heat.images[0].get_array().shape == (120, 3)
+    fig = drawn[0]
+    inside = fig.bbox  # every label name lies inside the figure (none cut off)
+    assert all(inside.x0 <= b.x0 and b.y0 >= inside.y0 - 1 and b.y1 <= inside.y1 + 1
+               for b in boxes(fig, heat.get_yticklabels()))
+    assert matplotlib.image.imread(out).shape[0] > 120 * 0.1 * 50
+
+
+@pytest.mark.parametrize("n_labels", [3, 120])
+def test_prob_panels_keep_clear_of_their_titles_and_explain_d(tmp_path, drawn, n_labels):
+    rng = np.random.default_rng(0)
+    names = [f"a_long_label_name_{j:03d}" for j in range(n_labels)]
+    y = (rng.random((200, n_labels)) < 0.3).astype(int)
+    plot_prob_distributions(y, rng.random(y.shape), names, tmp_path / "p.png", title="epoch 3", dpi=40)
+    fig = drawn[0]
+    head = fig._suptitle
+    assert "d: share of images with the tag" in head.get_text() and "epoch 3" in head.get_text()
+    titles = boxes(fig, [ax.title for ax in fig.axes])
+    ticks = boxes(fig, [t for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()])
+    assert not overlapping(boxes(fig, [head]), titles + ticks)
+    assert not overlapping(titles, ticks)
+    assert not any(a.overlaps(b) for i, a in enumerate(titles) for b in titles[i + 1:])
+    assert boxes(fig, [head])[0].x0 >= 0 and boxes(fig, [head])[0].x1 <= fig.bbox.x1
 
 
 def test_correlation_png(tmp_path):

@@ -4,6 +4,7 @@ Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no windows, no
 backend switch, nothing left open) and written atomically, so a viewer never sees half a file.
 """
 import math
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -54,8 +55,8 @@ def _grid(n):
 
 def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", bins=40, dpi=80):
     """One small panel per label: histograms (log counts) of predicted probabilities for
-    images with the label (orange) and without it (blue), the label's density and positive
-    count in the title, and its threshold as a red line (best-F2 on these data unless
+    images with the label (orange) and without it (blue), the label's density d (share of
+    the images that have it) and positive count n in the title (explained in the figure), and its threshold as a red line (best-F2 on these data unless
     `thresholds` (L,) is given; value and F2 written in the corner).
 
     y: (N, L) 0/1; probs: (N, L) in [0, 1]; labels: L names. Returns the PNG's Path.
@@ -64,11 +65,16 @@ def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", b
     if y.shape != probs.shape or y.shape[1] != len(labels):
         raise ValueError(f"y {y.shape}, probs {probs.shape} and {len(labels)} labels disagree")
     rows, cols = _grid(len(labels))
-    # fixed margins: constrained layout would take most of the time of this many panels
-    fig = _figure(2.4 * cols, 1.9 * rows + 0.35, layout=None)
-    fig.subplots_adjust(left=0.35 / (2.4 * cols), right=1 - 0.08 / (2.4 * cols),
-                        bottom=0.3 / (1.9 * rows + 0.35), top=1 - 0.55 / (1.9 * rows + 0.35),
-                        wspace=0.25, hspace=0.45)
+    # fixed margins, in inches: constrained layout would take most of the time of this many panels
+    width = 2.6 * cols
+    head = ([title] if title else []) + textwrap.wrap(
+        "blue: images without the tag, orange: with it (log counts); red: threshold t, F2 at it; "
+        "d: share of images with the tag, n: their number", int(width * 13))
+    top = 0.45 + 0.17 * len(head)  # the figure's title lines, then the panels' two-line titles
+    height = 2.1 * rows + top
+    fig = _figure(width, height, layout=None)
+    fig.subplots_adjust(left=0.35 / width, right=1 - 0.08 / width, bottom=0.3 / height, top=1 - top / height,
+                        wspace=0.25, hspace=0.75)
     edges = np.linspace(0, 1, bins + 1)
     thr, f2 = label_thresholds(y, probs, thresholds)
     for j, name in enumerate(labels):
@@ -87,10 +93,10 @@ def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", b
             ax.text(0.97 if right else 0.03, 0.95, f"t={thr[j]:.2f}\nF2={f2[j]:.2f}",
                     transform=ax.transAxes, ha="right" if right else "left", va="top",
                     fontsize=7)
-        ax.set_title(f"{name}  d={y[:, j].mean():.3g} (n={int(y[:, j].sum())})", fontsize=8)
+        short = name if len(name) <= 28 else name[:27] + "…"
+        ax.set_title(f"{short}\nd={y[:, j].mean():.3g} (n={int(y[:, j].sum())})", fontsize=8)
         ax.tick_params(labelsize=6)
-    fig.suptitle(f"{title}  (blue: without the tag, orange: with it; red: threshold)".strip(),
-                 fontsize=9)
+    fig.suptitle("\n".join(head), fontsize=9, y=1 - 0.08 / height, va="top")
     return _save(fig, path, dpi)
 
 
@@ -164,39 +170,78 @@ def _epoch_axis(history):
     return np.arange(1, len(history) + 1), "epoch (row)"
 
 
+LINES_UP_TO = 10  # more labels than this: per-label F2 as a heatmap, one row per label
+
+
 def plot_history(history, path, dpi=80):
     """Loss (train/val), validation F2 and per-label F2 (columns f2_<label>) against the
-    epoch, with dashed lines where the `stage` column changes. history: the DataFrame of
-    history.csv (missing columns are skipped). Returns the PNG's Path."""
+    epoch, with dashed lines where the `stage` column changes. Every epoch is a marker, so
+    a one-epoch run shows its points. Up to LINES_UP_TO labels the per-label F2 are lines
+    whose legend gives each label's last F2 (labels on top of each other, at 0 say, stay
+    apart there); with more, a heatmap below with one named row per label. history: the
+    DataFrame of history.csv (missing columns are skipped). Returns the PNG's Path."""
     x, xlabel = _epoch_axis(history)
     label_cols = [c for c in history.columns if c.startswith("f2_")]
-    fig = _figure(14, 3.6)
-    ax_loss, ax_f2, ax_lab = fig.subplots(1, 3)
+    as_lines = len(label_cols) <= LINES_UP_TO
+    heat_h = 0 if as_lines else 1.0 + 0.14 * len(label_cols)
+    fig = _figure(14, 3.6 + heat_h)
+    grid = fig.add_gridspec(1 if as_lines else 2, 3 if as_lines else 2,
+                            height_ratios=None if as_lines else [3.6, heat_h])
+    ax_loss, ax_f2 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    ax_lab = fig.add_subplot(grid[0, 2]) if as_lines else None
     for col, style in (("train_loss", "-o"), ("val_loss", "-s")):
         if col in history:
             ax_loss.plot(x, history[col], style, ms=3, label=col)
     if "val_f2" in history:
         ax_f2.plot(x, history["val_f2"], "-o", ms=3, color="k", label="val_f2")
-    colours = colormaps["tab20"].colors  # tab10 would repeat colours beyond ten labels
-    for k, col in enumerate(label_cols):
-        ax_lab.plot(x, history[col], lw=1, color=colours[k % 20], label=col[3:])
-    if "stage" in history and len(history):
-        stage = history["stage"].to_numpy()
-        for i in np.flatnonzero(stage[1:] != stage[:-1]) + 1:
-            for ax in (ax_loss, ax_f2, ax_lab):
-                ax.axvline((x[i - 1] + x[i]) / 2, color="grey", ls="--", lw=0.8)
-    for ax, title in ((ax_loss, "loss"), (ax_f2, "validation F2"), (ax_lab, "per-label F2")):
+    axes = [ax_loss, ax_f2] + ([ax_lab] if as_lines else [])
+    if as_lines:
+        colours = colormaps["tab10"].colors
+        for k, col in enumerate(label_cols):
+            last = history[col].dropna()
+            ax_lab.plot(x, history[col], "-o", ms=3, lw=1, color=colours[k % 10],
+                        label=f"{col[3:]} ({last.iloc[-1]:.2f})" if len(last) else col[3:])
+    for i in _stage_changes(history):
+        for ax in axes:
+            ax.axvline((x[i - 1] + x[i]) / 2, color="grey", ls="--", lw=0.8)
+    titles = ["loss", "validation F2"] + (["per-label F2 (legend: last value)"] if as_lines else [])
+    for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(x) == 1:  # one epoch: a readable axis around its point
+            ax.set_xlim(x[0] - 1, x[0] + 1)
     for ax in (ax_loss, ax_f2):
-        if ax.lines:
+        if any(not line.get_label().startswith("_") for line in ax.lines):  # stage lines have no label
             ax.legend(fontsize=7)
-    if label_cols:
-        ax_lab.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                      ncol=1 if len(label_cols) <= 16 else 2)
+    if as_lines and label_cols:
+        ax_lab.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if not as_lines:
+        _label_heatmap(fig.add_subplot(grid[1, :]), history, label_cols, x, xlabel)
     return _save(fig, path, dpi)
+
+
+def _stage_changes(history):
+    """Row indices where the `stage` column changes."""
+    if "stage" not in history or not len(history):
+        return []
+    stage = history["stage"].to_numpy()
+    return list(np.flatnonzero(stage[1:] != stage[:-1]) + 1)
+
+
+def _label_heatmap(ax, history, label_cols, x, xlabel):
+    """Per-label F2 as an image: one row per label (named), one column per epoch."""
+    values = history[label_cols].to_numpy(np.float64).T
+    image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
+                      extent=(x[0] - 0.5, x[-1] + 0.5, len(label_cols) - 0.5, -0.5))
+    ax.figure.colorbar(image, ax=ax, fraction=0.02, pad=0.01, label="F2")
+    ax.set_yticks(range(len(label_cols)), [c[3:] for c in label_cols], fontsize=6)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_title(f"per-label F2 of {len(label_cols)} labels, each row one label (dark: 0, yellow: 1)", fontsize=10)
+    for i in _stage_changes(history):
+        ax.axvline((x[i - 1] + x[i]) / 2, color="w", ls="--", lw=0.8)
 
 
 def plot_correlation(matrix, names, path, title="", dpi=80):
