@@ -18,6 +18,7 @@ from utils.data import bands
 from utils.data.cache import decode_image, load_images
 from utils.data.dataset import load_dataset
 from utils.common.errors import DataError
+from utils.models.channels import first_conv
 from utils.models.factory import create_model
 from utils.augment.transforms import build_augment, warp
 from utils.predict.tta import predict_tta, predict_tta_loop
@@ -161,9 +162,9 @@ def test_first_conv_keeps_rgb_weights_and_adds_the_mean_for_extra_bands(arch):
     m3 = create_model(arch, 2, pretrained=False)
     torch.manual_seed(0)
     m4 = create_model(arch, 2, pretrained=False, channels=4)
-    _, c3 = bands.first_conv(m3)
+    _, c3 = first_conv(m3)
     w3 = c3.weight.detach()
-    w4 = dict(m4.named_parameters())[bands.first_conv(m3)[0] + ".weight"].detach()
+    w4 = dict(m4.named_parameters())[first_conv(m3)[0] + ".weight"].detach()
     assert w4.shape == (w3.shape[0], 4, *w3.shape[2:])
     torch.testing.assert_close(w4[:, :3], w3, rtol=0, atol=0)
     torch.testing.assert_close(w4[:, 3], w3.mean(1))

@@ -65,7 +65,7 @@ def feature_model(arch, pretrained=True, tta="none", channels=3):
     timm models: reset_classifier(0) (pooled pre-logits); torchvision and builtin models:
     the final 1000-way layer becomes Identity. Random weights (pretrained False) are
     seeded, so features are reproducible. tta 'hflip' averages the features of each
-    image and its mirror. channels: input bands (first conv adapted, utils/data/bands.py).
+    image and its mirror. channels: input bands (first conv adapted, utils/models/channels.py).
     Returns the module, in eval mode, with `.meta` from create_model.
     """
     if tta not in TTAS:

@@ -1,4 +1,4 @@
-"""Multi-band and high-bit-depth images: reading, 8-bit scaling, band counts, first-conv adaptation.
+"""Multi-band and high-bit-depth images: reading, 8-bit scaling, band counts.
 
 Satellite images (Planet's GeoTIFFs: R, G, B, near-infrared, uint16) do not fit PIL's
 modes: PIL reads a 4 x 16-bit TIFF as 8-bit RGBA (the high byte only, the 4th band as
@@ -13,7 +13,7 @@ Bands. `--channels N` (default 3) keeps the first N bands of every image. A one-
 image (a grey TIFF, or a grey PNG/JPEG: PIL modes L, I;16, F, ...) is repeated to N bands
 when N <= 3 (a grey photo for an RGB model); an image with fewer bands than N otherwise is
 an error, named by the data check (`band_problems`) with its band count and the largest
---channels that reads it.
+--channels that reads it. A model takes N bands through utils.models.channels.
 
 Scaling to 8 bits. 8-bit data is kept as it is. Any other data (uint16, int32, float) is
 mapped per band by the rule fitted on the training images (`fit_band_scaling`):
@@ -27,14 +27,6 @@ and in best.pt's meta, so prediction scales test images identically, and it is p
 the image cache key. Without a fitted rule (data that is all 8-bit, or a tool decoding a
 single file) the dtype's full range is used: 0..65535 for 16-bit integers, 0..255 or
 0..65535 for 32-bit integers, 0..1 or 0..255 for floats (PIL's I;16 rule of old).
-
-Models. `adapt_first_conv` gives a network's first convolution N input channels: for
-N > 3 the first three keep their (ImageNet) weights exactly and every extra band gets the
-mean of the three RGB filters (it is seen like a grey image); for N < 3 timm's
-adapt_input_conv is used (N = 1 sums the RGB filters). timm's own in_chans rescales the
-RGB filters by 3/N as well; this does not, so RGB-only weights carry over unchanged.
-The normalisation of an extra band (`band_mean_std`) is the mean of the RGB means and
-of the RGB standard deviations.
 """
 import logging
 import os
@@ -363,60 +355,3 @@ def band_problems(files, channels, what):
                      f"the first {channels} band(s) of each are used, a single band repeated: "
                      f"{shown}{' ...' if len(odd) > 20 else ''}")
     return problems, notes
-
-
-# ---------------------------------------------------------------------------- models
-
-def band_mean_std(mean, std, channels):
-    """Per-band normalisation for `channels` bands from the RGB (3-value) mean and std."""
-    mean, std = [float(v) for v in mean[:3]], [float(v) for v in std[:3]]
-    if channels == 3:
-        return tuple(mean), tuple(std)
-    if channels == 1:
-        return (sum(mean) / 3,), (sum(std) / 3,)
-    if channels == 2:
-        return tuple(mean[:2]), tuple(std[:2])
-    extra = channels - 3
-    return tuple(mean + [sum(mean) / 3] * extra), tuple(std + [sum(std) / 3] * extra)
-
-
-def first_conv(model):
-    """(qualified name, module) of the network's first convolution on the RGB input:
-    timm's pretrained_cfg['first_conv'] when given, else the first Conv2d with 3 inputs."""
-    from torch import nn
-
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    names = cfg.get("first_conv") or []
-    for name in [names] if isinstance(names, str) else list(names):
-        try:
-            mod = model.get_submodule(name)
-        except AttributeError:
-            continue
-        if isinstance(mod, nn.Conv2d) and mod.in_channels == 3:
-            return name, mod
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d) and mod.in_channels == 3:
-            return name, mod
-    raise ValueError(f"{type(model).__name__}: no convolution with 3 input channels found")
-
-
-def adapt_first_conv(model, channels):
-    """Give `model` `channels` input channels in place (see the module doc for the rule);
-    returns the name of the adapted convolution. Keeps the layer's class (e.g. timm's
-    Conv2dSame) by replacing only its weight."""
-    import torch
-    from timm.models import adapt_input_conv
-    from torch import nn
-
-    name, conv = first_conv(model)
-    if conv.groups != 1:
-        raise ValueError(f"{name}: a grouped first convolution cannot be adapted to {channels} bands")
-    w = conv.weight.detach()
-    if channels > 3:
-        extra = w.mean(dim=1, keepdim=True).expand(-1, channels - 3, -1, -1)
-        new = torch.cat([w, extra], dim=1)
-    else:
-        new = adapt_input_conv(channels, w)
-    conv.weight = nn.Parameter(new.clone().contiguous(), requires_grad=conv.weight.requires_grad)
-    conv.in_channels = channels
-    return name

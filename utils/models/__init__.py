@@ -1,1 +1,1 @@
-"""Models: factory (create_model, model_meta, load_pretrained), weights (local and downloaded ImageNet weights), layer_groups (set_trainable, param_groups, freeze_bn), heads (pooling heads: parse_head, HeadNet), ema (EMA), averaging (checkpoint averaging)."""
+"""Models: factory (create_model, model_meta, load_pretrained), weights (local and downloaded ImageNet weights), channels (N input bands: adapt_first_conv, band_mean_std), layer_groups (set_trainable, param_groups, freeze_bn), heads (pooling heads: parse_head, HeadNet), ema (EMA), averaging (checkpoint averaging)."""

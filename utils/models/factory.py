@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 from utils.common.errors import DataError
+from utils.models.channels import adapt_channels
 from utils.models.heads import attach_head, parse_head
 from utils.models.weights import (LITE_ARCHS, damaged_weights, load_lite, local_timm_weights, local_torchvision_weights,
                                   offline, torchvision_weights_path)
@@ -114,7 +115,7 @@ def create_model(arch, num_labels, pretrained=False, drop_rate=None, head=None, 
     replaces both, giving a utils.models.heads.HeadNet (needs num_labels). forward() always
     returns one (B, num_labels) tensor, in train mode too (auxiliary heads of
     inception_v3/googlenet are removed). channels: input bands; other than 3, the first
-    convolution is adapted and mean/std extended (utils/data/bands.py). The model gets
+    convolution is adapted and mean/std extended (utils.models.channels). The model gets
     `model.meta`, see model_meta().
     """
     head_spec = parse_head(head)
@@ -142,19 +143,8 @@ def create_model(arch, num_labels, pretrained=False, drop_rate=None, head=None, 
     meta["head_name"] = head_spec
     model.meta = meta
     if channels != 3:
-        _adapt_channels(model, name, channels)
+        adapt_channels(model, name, channels)
     return model
-
-
-def _adapt_channels(model, name, channels):
-    from utils.data.bands import adapt_first_conv, band_mean_std
-
-    if getattr(model, "transform_input", False):
-        raise DataError(f"{name} re-normalises exactly 3 input channels (transform_input); "
-                        f"use another architecture for --channels {channels}")
-    adapt_first_conv(model, channels)
-    mean, std = band_mean_std(model.meta["mean"], model.meta["std"], channels)
-    model.meta.update(channels=channels, mean=mean, std=std)
 
 
 def model_meta(model):
