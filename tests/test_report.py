@@ -123,10 +123,18 @@ def test_report_numbers_match_references(report):
         want = fbeta_score(y[:, cols], p >= 0.2, beta=2, average="samples", zero_division=1.0)
         got = [v for n, v in f2_fixed.items() if n.startswith(m["arch"] + "-")]
         assert got == [pytest.approx(want, abs=1e-9)]
-    assert {f"f2:{lab}" for lab in LABELS} <= set(page.tables["models-table"]["head"])
-    assert len(page.tables["runs-table"]["rows"]) == 3 * 2 + 3 + 3
+    # per-label F2 in tables of their own, so that the leaderboard needs no scrolling
+    assert not [c for t in ("models-table", "runs-table") for c in page.tables[t]["head"] if c.startswith("f2:")]
+    assert page.tables["models-labels"]["head"] == ["name"] + [f"f2:{lab}" for lab in LABELS]
+    assert page.tables["runs-labels"]["head"] == ["run"] + [f"f2:{lab}" for lab in LABELS]
+    for hidden in ("images", "paths", "converted"):  # the same for every run here: nothing to read
+        assert hidden not in page.tables["runs-table"]["head"]
+    assert len(page.tables["runs-table"]["rows"]) == len(page.tables["runs-labels"]["rows"]) == 3 * 2 + 3 + 3
+    # a run's model reads as in the models table, and links to it
+    models = {t for t, _ in page.column("models-table", "name")}
+    assert {t for t, _ in page.column("runs-table", "model")} == models
     # the stack report: every method's cross-fitted F2 and spread, the chosen thresholds
-    rep = json.loads((root / "sub" / "stack_report.json").read_text())
+    rep = json.loads((root / "runs" / "stack_report.json").read_text())
     methods = {t.replace(" (chosen)", ""): (float(f), float(s)) for (t, _), (_, f), (_, s) in
                zip(page.column("stack0-methods", "method"), page.column("stack0-methods", "cross-fitted F2"),
                    page.column("stack0-methods", "± std (folds)"))}
@@ -163,14 +171,35 @@ def test_report_in_headless_chromium(report, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (1600, 1280) and pixels.std() > 10  # not blank
     # the sorting script ran: ?sort=runs-table:f2:a orders the runs table by label a's F2, high first
-    dom, log = browse(out.as_uri() + "?sort=runs-table:f2:a", tmp_path, "--dump-dom")
+    dom, log = browse(out.as_uri() + "?sort=runs-labels:f2:a", tmp_path, "--dump-dom")
     assert not [line for line in log.splitlines() if ":CONSOLE" in line]
     page = Page(dom)
     assert page.attrs["body"][0].get("data-ready") == "1"
-    keys = [float(k) for _, k in page.column("runs-table", "f2:a")]
+    keys = [float(k) for _, k in page.column("runs-labels", "f2:a")]
     assert len(keys) == 12 and keys == sorted(keys, reverse=True) and keys != sorted(keys)
-    before = [float(k) for _, k in Page(out.read_text()).column("runs-table", "f2:a")]
+    before = [float(k) for _, k in Page(out.read_text()).column("runs-labels", "f2:a")]
     assert sorted(before) == sorted(keys) and before != keys
+
+
+@pytest.mark.skipif(chromium() is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_report_fits_the_window_and_figures_open_full_size(report, tmp_path):
+    """In a 1400 px window the leaderboard needs no horizontal scrolling, figures are shown
+    at least at their own size up to the page width, and a click shows a figure full size."""
+    *_, out = report
+    probe = tmp_path / "probe.html"
+    probe.write_text(out.read_text().replace("</body>", """<script>
+window.addEventListener("load", function () {
+  var t = document.getElementById("models-table").parentNode, r = document.getElementById("runs-table").parentNode;
+  var img = document.querySelector(".runs img"), zoom = document.getElementById("zoom");
+  var shown = img.getBoundingClientRect().width;
+  img.click();
+  document.body.setAttribute("data-probe", [t.scrollWidth <= t.clientWidth, r.scrollWidth <= r.clientWidth,
+    shown >= Math.min(img.naturalWidth, document.body.clientWidth) - 2,
+    getComputedStyle(zoom).display, zoom.querySelector("img").src === img.src].join(","));
+});
+</script></body>"""))
+    dom, _ = browse(probe.as_uri(), tmp_path, "--window-size=1400,1000", "--dump-dom")
+    assert Page(dom).attrs["body"][0].get("data-probe") == "true,true,true,block,true"
 
 
 def test_no_finished_runs_exit_2(tmp_path):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from utils.analysis.diversity import cluster_order, pairwise_agreement, pairwise_pearson, stack_matrix
 from utils.common.errors import DataError
 from utils.common.text import read_csv, read_json
-from utils.analysis.leaderboard import leaderboard
+from utils.analysis.leaderboard import HIDDEN, leaderboard, with_model_names
 from utils.analysis.plots import plot_correlation, plot_history, plot_label_f2, plot_prob_distributions
 from utils.analysis.pruning import PRUNED_FILE, find_stack_reports, read_pruned
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
@@ -33,6 +33,7 @@ from utils.metrics.thresholds import FIXED_THRESHOLD
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
+FIGURE_DPI = 90  # figures are shown at most page-wide; a click shows one at this full resolution
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -129,7 +130,7 @@ def model_views(runs, truth, tta, names, threshold=FIXED_THRESHOLD):
     return views
 
 
-def draw_model(view, dpi=60):
+def draw_model(view, dpi=FIGURE_DPI):
     """Figures of a model: per-label F2 bars, probability distributions, each run's history."""
     s = view.scores
     view.figures["label_f2"] = png_uri(lambda p: plot_label_f2(
@@ -148,7 +149,7 @@ def draw_model(view, dpi=60):
             view.figures["history"][run.name] = png_uri(lambda p: plot_history(hist, p, dpi=dpi))
 
 
-def correlation_section(views, dpi=70):
+def correlation_section(views, dpi=FIGURE_DPI):
     """Agreement heatmap of the models' decisions at their own greedy thresholds (clustered
     order) and the Pearson heatmap of their probabilities, as in tools/correlation.py; None
     with fewer than two models."""
@@ -246,6 +247,17 @@ def _pruned(folders):
     return pd.concat(tables, ignore_index=True).drop_duplicates("run", keep="last") if tables else None
 
 
+def split_label_columns(df):
+    """(the leaderboard's own columns, its per-label F2 columns), each with the row's name
+    first, so that the first fits the page; columns that say nothing here (leaderboard.HIDDEN:
+    the model hash, the image folder when always train/, unconverted data paths) are left out."""
+    key = df.columns[0]
+    labels = [c for c in df.columns if str(c).startswith(LABEL_COL)]
+    hidden = [c for c in df.columns if c in HIDDEN and HIDDEN[c](df)]
+    own = [c for c in df.columns if c not in labels and c not in hidden]
+    return df[own], df[[key, *labels]]
+
+
 def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FIXED_THRESHOLD, title=None):
     """Everything the template shows, as plain data.
 
@@ -277,13 +289,20 @@ def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FI
         except DataError as e:
             notes.append(str(e))
     model_df = model_df[["name"] + [c for c in model_df.columns if c != "name"]]
-    models = table_from_frame(model_df, "models-table", links={"name": lambda r: model_anchors.get(r["model"])})
-    runs_table = table_from_frame(run_df, "runs-table", links={"run": lambda r: run_anchors.get(r["run"]),
-                                                         "model": lambda r: model_anchors.get(r["model"])})
+    model_of = dict(zip(run_df["run"], run_df["model"])) if not run_df.empty else {}
+    model_by_name = dict(zip(model_df["name"], model_df["model"]))
+    model_link = {"name": lambda r: model_anchors.get(model_by_name[r["name"]])}
+    run_links = {"run": lambda r: run_anchors.get(r["run"]), "model": lambda r: model_anchors.get(model_of[r["run"]])}
+    run_df = with_model_names(run_df, model_df)
+    models, models_labels = (table_from_frame(df, tid, links=model_link) for df, tid in
+                             zip(split_label_columns(model_df), ("models-table", "models-labels")))
+    runs_table, runs_labels = (table_from_frame(df, tid, links=run_links) for df, tid in
+                               zip(split_label_columns(run_df), ("runs-table", "runs-labels")))
     return {"title": title or f"Report: {', '.join(Path(f).name for f in folders)}",
             "generated": time.strftime("%Y-%m-%d %H:%M"), "folders": [str(f) for f in folders],
             "n_runs": len(runs), "n_finished": sum(r.finished for r in runs), "n_models": len(views),
             "models_table": models, "runs_table": runs_table, "models": views,
+            "models_labels": models_labels, "runs_labels": runs_labels,
             "run_anchor": lambda name: anchor("run", name),
             "correlation": correlation_section(views), "stacks": stacks,
             "thresholds": threshold_table(views, stacks), "notes": notes,
