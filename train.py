@@ -363,7 +363,8 @@ def check_resume(stored, cfg, run_dir):
 
 
 def main(args):
-    from utils.data.dataset import folds_k_for, load_dataset, plan_folds, select_label_group, write_folds
+    from utils.data.dataset import load_dataset, select_label_group
+    from utils.data.folds import folds_k_for, plan_folds, write_folds
     from utils.models.ema import check_decay
     from utils.data.exclusion import read_exclusion, write_exclusion
     from utils.augment.mix import parse_mix

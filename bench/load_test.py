@@ -113,7 +113,8 @@ def stage_data(args):
 
 
 def stage_check(args):
-    from utils.data.dataset import load_dataset, load_or_make_folds
+    from utils.data.dataset import load_dataset
+    from utils.data.folds import load_or_make_folds
 
     spec = load_dataset(args.data)
     load_or_make_folds(spec, args.folds)
@@ -135,7 +136,8 @@ def stage_runs(args):
     import numpy as np
     import pandas as pd
 
-    from utils.data.dataset import load_dataset, load_or_make_folds
+    from utils.data.dataset import load_dataset
+    from utils.data.folds import load_or_make_folds
     from utils.common.atomic import atomic_write_json
     from utils.common.text import read_json
     from utils.runs.pred_files import write_preds

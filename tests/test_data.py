@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import ROOT, write_dataset
 from utils.data.cache import decode_image, load_images
-from utils.data.dataset import load_dataset, load_or_make_folds, make_folds, select_label_group
+from utils.data.dataset import load_dataset, select_label_group
+from utils.data.folds import load_or_make_folds, make_folds
 from utils.common.errors import DataError
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import ROOT
-from utils.data.dataset import load_dataset, load_or_make_folds
+from utils.data.dataset import load_dataset
+from utils.data.folds import load_or_make_folds
 from utils.data.duplicates import close_pairs, distance, group_folds, split_groups
 from utils.common.errors import DataError
 from utils.runs.pred_files import read_preds

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, write_dataset
-from utils.data.dataset import load_dataset, load_or_make_folds
+from utils.data.dataset import load_dataset
+from utils.data.folds import load_or_make_folds
 from utils.runs.directory import model_key
 
 PLAN = "epochs=1,size=24,bs=8,lr=1e-2,train=all"

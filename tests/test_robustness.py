@@ -64,7 +64,8 @@ def test_truncated_train_image_writes_nothing_and_the_fixed_dataset_trains(tmp_p
 
 
 def test_folds_mismatch_names_added_and_removed_images(tmp_path):
-    from utils.data.dataset import load_dataset, load_or_make_folds
+    from utils.data.dataset import load_dataset
+    from utils.data.folds import load_or_make_folds
 
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=1)
     spec = load_dataset(data)
@@ -120,7 +121,8 @@ def _dos(text, bom=True):
 
 
 def test_bom_crlf_and_trailing_spaces_everywhere(tmp_path):
-    from utils.data.dataset import load_dataset, load_or_make_folds
+    from utils.data.dataset import load_dataset
+    from utils.data.folds import load_or_make_folds
     from utils.runs.pred_files import read_preds
 
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=3)
@@ -433,7 +435,7 @@ def test_threshold_tool_on_fewer_rows_than_folds(tmp_path, n, expect):
 
 
 def test_cross_fitting_helpers_on_few_rows():
-    from utils.data.dataset import make_folds
+    from utils.data.folds import make_folds
     from utils.stack.stackers import inner_split
     from utils.metrics.thresholds import greedy_thresholds, smooth_thresholds
 

@@ -121,7 +121,8 @@ def main(args):
 
     from utils.data.bands import fit_band_scaling
     from utils.data.cache import default_cache_dir
-    from utils.data.dataset import folds_k_for, load_dataset, load_or_make_folds
+    from utils.data.dataset import load_dataset
+    from utils.data.folds import folds_k_for, load_or_make_folds
     from utils.analysis.probe import cached_features, f2_scores, prior_probs, probe_folds, write_probe_run
     from utils.metrics.thresholds import cross_fit
 

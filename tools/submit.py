@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from utils.common.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
 from utils.runs.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
                            make_cells, read_grid, train_argv)
-from utils.data.dataset import folds_k_for  # noqa: E402
+from utils.data.folds import folds_k_for  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 

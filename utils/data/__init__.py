@@ -1,1 +1,1 @@
-"""Datasets in the Kaggle/Planet layout: reading and validation, folds, bands, the image cache, sampling, exclusion, near-duplicates, the demo and mosaic sets."""
+"""Datasets in the Kaggle/Planet layout: dataset (load_dataset, DataSpec, read_truth), folds (plan_folds, write_folds, load_or_make_folds), bands (multi-band/16-bit reading and 8-bit scaling), cache (load_images), loader (make_loader, batch_plan), sampling (resolve_sampler), exclusion, duplicates (find_duplicates), demo (make_demo) and mosaic (make_mosaic) sets."""

@@ -1,7 +1,7 @@
-"""A dataset in the Kaggle/Planet layout: reading, validation, labels and folds.
+"""A dataset in the Kaggle/Planet layout: reading, validation, labels, ground truth.
 
 DATA/train.csv (image_name,tags), DATA/<images>/ (default train/), DATA/test/,
-optional sample_submission.csv, labels.txt, folds.csv (see DESIGN.md section 2).
+optional sample_submission.csv, labels.txt; folds.csv is utils.data.folds'.
 
 `load_dataset` finds every problem in one pass and raises one DataError listing
 them; it only opens image headers (cheap). Pixels are decoded once, when the
@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from utils.data.bands import band_problems, check_tiff_header, is_tiff
-from utils.common.atomic import atomic_write_csv
-from utils.common.errors import DataError, preview, report_problems
+from utils.common.errors import DataError, report_problems
 from utils.common.text import read_csv, read_lines, read_text
 
 log = logging.getLogger(__name__)
@@ -333,116 +331,6 @@ def unlisted_test_images(spec):
     listed = {os.path.basename(str(f)) for f in spec.test_files if f is not None}
     return sorted(e.name for e in os.scandir(folder)
                   if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and e.name not in listed)
-
-
-def make_folds(y, k=5, seed=42, groups=None):
-    """Fold id per row (0..k-1) by iterative stratification of the (N, L) label matrix.
-
-    groups: optional (N,) ids of near-duplicate groups; rows of one group share a fold
-    (utils.data.duplicates.group_folds stratifies the groups' label vectors instead).
-    """
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
-    if k < 2:
-        raise DataError(f"--folds-k {k}: cross-validation needs at least 2 folds")
-    if len(y) < k:
-        raise DataError(f"{len(y)} images cannot be split into {k} folds; use --folds-k {max(2, len(y))} or fewer")
-    if groups is not None:
-        from utils.data.duplicates import group_folds
-
-        return group_folds(y, groups, k, seed)
-    folds = np.zeros(len(y), np.int64)
-    mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for f, (_, val) in enumerate(mskf.split(np.zeros((len(y), 1)), y)):
-        folds[val] = f
-    return folds
-
-
-def folds_k_for(path, k, given):
-    """The number of folds a run uses: the existing folds file's own K when --folds-k was not
-    typed on the command line (given False), else k. A file that cannot be read gives k
-    (plan_folds then says what is wrong with it)."""
-    path = Path(path)
-    if given or not path.is_file():
-        return k
-    try:
-        folds = read_csv(path, usecols=["fold"])["fold"].astype(int)
-    except (DataError, ValueError):
-        return k
-    return int(folds.max()) + 1 if len(folds) else k
-
-
-def plan_folds(spec, k=5, seed=42, path=None):
-    """Fold id per training image, read from the folds file or made in memory (not written).
-
-    Returns (folds int64 (N,), path, new): `new` is True when the file does not exist yet
-    and must be written with `write_folds` once every other check has passed. Making folds
-    is a pure function of (labels, k, seed), so every process computes the same ones.
-    Raises DataError when an existing file has another K or another image set (naming the
-    added and removed images), or when a new one could not be written.
-    """
-    path = Path(path) if path else spec.root / "folds.csv"
-    if not path.is_file():
-        parent = next(d for d in (path.parent, *path.parent.parents) if d.exists())
-        if not os.access(parent, os.W_OK):
-            raise DataError(f"{path.parent}: not writable, cannot create {path.name}; "
-                            f"copy the dataset or pass --folds-file PATH")
-        return make_folds(spec.y, k, seed, groups=duplicate_groups(spec, path)), path, True
-    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
-    if list(df.columns[:2]) != ["image_name", "fold"]:
-        raise DataError(f"{path}: expected columns image_name,fold; got {list(df.columns)}")
-    try:
-        stored = dict(zip(df["image_name"], df["fold"].astype(int)))
-    except ValueError as e:
-        raise DataError(f"{path}: the fold column must hold integers ({e})") from e
-    k_file = max(stored.values()) + 1 if stored else 0
-    problems = []
-    if k_file != k:
-        problems.append(f"it has K={k_file} folds, the command line asks --folds-k {k}: leave --folds-k out "
-                        f"(the file's K is used) or pass --folds-k {k_file}")
-    now = set(spec.names)
-    added = [n for n in spec.names if n not in stored]
-    removed = [n for n in stored if n not in now]
-    if added:
-        problems.append(f"{len(added)} image(s) of train.csv are not in it (added since): {preview(added)}")
-    if removed:
-        problems.append(f"{len(removed)} image(s) in it are no longer in train.csv (removed since): "
-                        f"{preview(removed)}")
-    if problems:
-        fix = ("restore those rows of train.csv, or move " if added or removed else "or move ") + \
-            f"{path.name} away to make new folds (earlier runs' out-of-fold predictions will no longer line up)"
-        raise DataError(f"{path}: the existing folds do not match this run; every run must share one "
-                        f"folds file:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{fix}")
-    return np.array([stored[n] for n in spec.names], np.int64), path, False
-
-
-def write_folds(spec, folds, path):
-    """Write image_name,fold for the training images atomically."""
-    atomic_write_csv(path, pd.DataFrame({"image_name": spec.names, "fold": folds}))
-
-
-def load_or_make_folds(spec, k=5, seed=42, path=None):
-    """Fold id per training image, from folds.csv (made and written once, then reused).
-
-    spec: DataSpec; k, seed: used only when the file is created; path: defaults to
-    DATA/folds.csv. Raises DataError as plan_folds. Callers that check more before
-    writing anything use plan_folds and write_folds.
-    """
-    folds, path, new = plan_folds(spec, k, seed, path)
-    if new:
-        write_folds(spec, folds, path)
-    return folds
-
-
-def duplicate_groups(spec, folds_path=None):
-    """Near-duplicate group id per training image from DATA/duplicates.csv, else from a
-    duplicates.csv beside the folds file (read-only data); None without either."""
-    from utils.data.duplicates import DUPLICATES_FILE, train_groups
-
-    for path in (spec.root / DUPLICATES_FILE, *([Path(folds_path).parent / DUPLICATES_FILE] if folds_path else [])):
-        if path.is_file():
-            return train_groups(path, spec.names)
-    return None
 
 
 def select_label_group(labels, y, group):
