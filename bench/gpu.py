@@ -7,7 +7,7 @@
     fp32 against AMP bf16 + channels_last, three ways:
       ceiling  forward, backward and AdamW on a normalised float batch already on the device,
                with no host synchronisation between steps: the compute ceiling
-      Step     utils.train.engine.Step on a uint8 batch already on the device: the project's step
+      Step     utils.train.loop.Step on a uint8 batch already on the device: the project's step
                (normalisation on the device, lr schedule), no loader, no augmentation
       real     the project's data path: a uint8 image cache in RAM (random pixels) ->
                CachedImages -> make_loader (pinned memory, --workers processes) ->
@@ -46,7 +46,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.data.cache import default_workers  # noqa: E402
-from utils.train.engine import CachedImages, Step, make_loader, to_input, train_one_epoch  # noqa: E402
+from utils.data.loader import CachedImages, make_loader, to_input  # noqa: E402
+from utils.train.loop import Step, train_one_epoch  # noqa: E402
 from utils.common.atomic import atomic_write_text  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.train.losses import build_loss  # noqa: E402
@@ -149,7 +150,7 @@ class Training:
     std: tuple
 
     def step(self, device, gpu_augment=None):
-        """The project's utils.train.engine.Step over this model."""
+        """The project's utils.train.loop.Step over this model."""
         return Step(self.model, self.loss_fn, self.optimizer, self.scheduler, None, self.amp_dtype, device,
                     self.mean, self.std, self.channels_last, gpu_augment=gpu_augment, seed=0)
 

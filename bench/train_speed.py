@@ -39,7 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.data.cache import default_cache_dir, load_images  # noqa: E402
-from utils.train.engine import CachedImages, Step, make_loader, train_one_epoch  # noqa: E402
+from utils.data.loader import CachedImages, make_loader  # noqa: E402
+from utils.train.loop import Step, train_one_epoch  # noqa: E402
 from utils.train.losses import build_loss  # noqa: E402
 from utils.models.factory import create_model, model_meta  # noqa: E402
 from utils.models.layer_groups import freeze_bn, param_groups  # noqa: E402

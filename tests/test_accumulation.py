@@ -1,10 +1,10 @@
-"""Gradient accumulation (utils/train/accumulation.py through engine.Step) against one large batch."""
+"""Gradient accumulation (utils/train/accumulation.py through utils/train/loop.py Step) against one large batch."""
 import pytest
 import torch
 from torch import nn
 
 from utils.train.accumulation import Accumulation
-from utils.train.engine import Step
+from utils.train.loop import Step
 from utils.train.schedule import build_optimizer, build_scheduler
 from utils.train.stages import Stage
 

@@ -93,7 +93,7 @@ def test_bn_recompute_gives_the_training_images_statistics(run):
     from utils.data.cache import default_cache_dir, load_images
     from utils.runs.checkpoint import load_for_inference
     from utils.data.dataset import load_dataset
-    from utils.train.engine import to_input
+    from utils.data.loader import to_input
 
     cfg = pd.read_json(run / "config.json", typ="series")
     spec = load_dataset(cfg["data_root_abs"])

@@ -73,7 +73,7 @@ def test_first_step_loss_is_bce_with_mixed_and_weighted_targets(data, tmp_path):
     """One step over the whole training set: its loss, by hand, from the same initial weights."""
     from utils.data.cache import default_cache_dir, load_images
     from utils.data.dataset import load_dataset
-    from utils.train.engine import to_input
+    from utils.data.loader import to_input
     from utils.models.factory import create_model
     from utils.train.trainer import seed_everything
 

@@ -165,7 +165,7 @@ def _batches(n, bs, world, rank, start=0):
     from torch.utils.data import BatchSampler
 
     from utils.common import distributed as dist
-    from utils.train.engine import ListSampler, batch_plan
+    from utils.data.loader import ListSampler, batch_plan
 
     bp = batch_plan(n, bs, world)
     mine = dist.shard(np.arange(n), world=world, rank_=rank)
@@ -175,7 +175,7 @@ def _batches(n, bs, world, rank, start=0):
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_batch_plan_never_makes_a_batch_of_one(world):
-    from utils.train.engine import batch_plan
+    from utils.data.loader import batch_plan
 
     checked = 0
     for bs in [*range(1, 13), 16, 31, 32, 64]:

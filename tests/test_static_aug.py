@@ -6,7 +6,7 @@ import pytest
 
 from conftest import write_dataset
 from test_train import _same_run, train
-from utils.train.engine import CachedImages
+from utils.data.loader import CachedImages
 from utils.augment.static import make_static
 from utils.augment.transforms import build_augment
 

@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from utils.data.cache import cache_key, load_images
-from utils.train.engine import predict_logits
+from utils.train.loop import predict_logits
 from utils.common.atomic import atomic_write, atomic_write_csv, atomic_write_json
 from utils.common.text import read_json
 from utils.runs.pred_files import write_preds

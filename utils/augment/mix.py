@@ -23,7 +23,7 @@ share of the image that stays). timm's Mixup class itself is not used: it turns 
 indices into one-hot targets with label smoothing, and it draws from the global numpy
 RNG; as fastai's MixUp does for non-integer targets, targets here interpolate linearly,
 and every draw comes from a generator seeded by (seed, epoch, batch index), the rule
-of the GPU augmentation in utils/train/engine.py Step, so a resumed epoch mixes the same.
+of the GPU augmentation in utils/train/loop.py Step, so a resumed epoch mixes the same.
 """
 from dataclasses import dataclass
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from utils.common.distributed import is_main
-from utils.train.engine import CachedImages
+from utils.data.loader import CachedImages
 
 
 class StaticAugImages(Dataset):

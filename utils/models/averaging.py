@@ -125,7 +125,7 @@ def recompute_bn(model, images, rows, mean, std, bs=64, device="cpu"):
     from torch.optim.swa_utils import update_bn
     from tqdm import tqdm
 
-    from utils.train.engine import CachedImages, make_loader, to_input
+    from utils.data.loader import CachedImages, make_loader, to_input
 
     device = torch.device(device)
     ds = CachedImages(images, np.zeros((len(rows), 1), np.float32), rows)

@@ -4,7 +4,7 @@
     forward pass, N forward/backward passes per optimizer step).
 
 What goes in: the number of micro-batches per group and the epoch's BatchPlan
-(utils/train/engine.py: items and batch size per process, batches per epoch). What comes
+(utils/data/loader.py: items and batch size per process, batches per epoch). What comes
 out: for the micro-batch of index i, whether it opens a group (zero the gradients),
 whether it closes one (step the optimizer), and the weight of its mean loss, so
 that the accumulated gradient is the gradient of the mean loss over the whole group,
@@ -45,7 +45,7 @@ class Accumulation:
 
     @classmethod
     def of(cls, accum, plan):
-        """From the stage's accum and an engine.BatchPlan."""
+        """From the stage's accum and a utils.data.loader.BatchPlan."""
         return cls(max(1, int(accum)), plan.steps, plan.bs_local, plan.n_local)
 
     @property

@@ -20,7 +20,7 @@ trained with the student's fold (``--soft-targets runs/teacher-f{fold}``) is hon
 by construction and is predicted here on the student's training rows.
 
 Both change only what one training row looks like: ``CombinedImages`` puts the test
-cache after the training cache in one index space, so the engine's per-index
+cache after the training cache in one index space, so the loader's per-index
 randomness (seed, epoch, index) and exact resume are untouched; ``WeightedLoss``
 reads a per-row weight carried as one extra target column.
 """
@@ -201,7 +201,7 @@ def teacher_predictions(run, spec, rows, cache_dir, device, labels):
     from utils.data.bands import image_options
     from utils.data.cache import load_images
     from utils.runs.checkpoint import load_for_inference
-    from utils.train.engine import predict_logits, sigmoid
+    from utils.train.loop import predict_logits, sigmoid
 
     model, meta = load_for_inference(Path(run) / "checkpoints" / "best.pt", device)
     cols = _columns(run, list(meta["labels"]), labels)

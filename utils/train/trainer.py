@@ -5,7 +5,7 @@ always meaning "the next thing to do". last.pt stores it together with the model
 optimizer, scheduler, AMP scaler, every RNG state, the partial epoch's totals, the
 best score and the history, so a resumed run computes exactly what an
 uninterrupted one would. Sample order and augmentation are pure functions of
-(seed, epoch, index) (utils/train/engine.py), which is what makes mid-epoch resume exact.
+(seed, epoch, index) (utils/data/loader.py), which is what makes mid-epoch resume exact.
 """
 import logging
 import os
@@ -27,8 +27,8 @@ from utils.models.averaging import keep_epoch
 from utils.runs.checkpoint import check_labels, clean_state_dict, load_checkpoint, load_weights, save_checkpoint
 from utils.runs.checkpoint_origin import ORIGIN_KEYS
 from utils.models.ema import build_ema
-from utils.train.engine import (CachedImages, Step, batch_plan, make_loader, predict_logits, sigmoid,
-                          train_one_epoch)
+from utils.data.loader import CachedImages, batch_plan, make_loader
+from utils.train.loop import Step, predict_logits, sigmoid, train_one_epoch
 from utils.common.atomic import atomic_write, atomic_write_csv, atomic_write_json
 from utils.common.errors import DataError
 from utils.runs.pred_files import write_preds
