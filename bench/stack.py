@@ -6,7 +6,7 @@ side by side in one run:
 
 1. One selection step for one label (every candidate added to an ensemble of the 10 best,
    each scored by its label F2 at the best threshold):
-     exact      utils.metrics.thresholds.best_label_fbeta on the candidates' averaged columns
+     exact      utils.metrics.threshold_search.best_label_fbeta on the candidates' averaged columns
                 (a sort per candidate: the vectorised exact search)
      histogram  utils.stack.ensemble.label_f2_candidates (one log-binned histogram per candidate)
      pruned     LabelScorer.best (histogram restricted to images that can matter)
@@ -29,7 +29,7 @@ from scipy.special import expit  # noqa: E402
 
 from utils.stack.ensemble import LabelScorer, Select, label_f2_candidates  # noqa: E402
 from utils.stack.library import Inputs  # noqa: E402
-from utils.metrics.thresholds import best_label_fbeta  # noqa: E402
+from utils.metrics.threshold_search import best_label_fbeta  # noqa: E402
 
 
 def get_args_parser():

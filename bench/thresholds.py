@@ -13,7 +13,7 @@ Methods, side by side on the same data:
 - grid, fast metric: the same search with the vectorised metric of utils.metrics.fbeta;
   gives the kernel's thresholds and F2 for all labels (checked against the sklearn
   run on the labels that run covered).
-- exact greedy: utils.metrics.thresholds.greedy_thresholds (all cut points, passes until no gain).
+- exact greedy: utils.metrics.threshold_search.greedy_thresholds (all cut points, passes until no gain).
 - for reference, the exact global threshold and the expected-F2 decisions.
 Also: best_label_fbeta for N x M candidate columns vs a per-column loop over
 sklearn's precision_recall_curve.
@@ -33,7 +33,8 @@ from sklearn.metrics import fbeta_score, precision_recall_curve
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.metrics.fbeta import fbeta_samples  # noqa: E402
-from utils.metrics.thresholds import best_label_fbeta, binarize, global_threshold, greedy_thresholds  # noqa: E402
+from utils.metrics.threshold_search import best_label_fbeta, global_threshold, greedy_thresholds  # noqa: E402
+from utils.metrics.thresholds import binarize  # noqa: E402
 
 # Tag frequencies of Planet's train set (primary, clear, agriculture, ...).
 PLANET_PREVALENCE = np.array([0.93, 0.70, 0.31, 0.20, 0.18, 0.18, 0.11, 0.09, 0.07, 0.05,

@@ -37,7 +37,8 @@ from utils.common.errors import DataError  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples  # noqa: E402
-from utils.metrics.thresholds import best_label_fbeta, binarize, fit_thresholds  # noqa: E402
+from utils.metrics.threshold_search import best_label_fbeta  # noqa: E402
+from utils.metrics.thresholds import binarize, fit_thresholds  # noqa: E402
 
 
 def cross_fitted_decisions(y, probs, folds, strategy="greedy"):

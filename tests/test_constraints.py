@@ -12,7 +12,8 @@ from test_stack import MODELS, run_stack, write_runs
 from utils.metrics.constraints import (Constraints, ablation, constrained_decisions, cut_margins, decode, parse_constraints,
                                satisfied)
 from utils.common.errors import DataError
-from utils.metrics.thresholds import binarize, decision_thresholds, fit_thresholds, prevalence_thresholds
+from utils.metrics.threshold_search import prevalence_thresholds
+from utils.metrics.thresholds import binarize, decision_thresholds, fit_thresholds
 
 
 def brute_force(m, c):

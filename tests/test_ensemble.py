@@ -1,6 +1,6 @@
 """Level-1 and level-2 methods on synthetic libraries given as matrices (no files).
 
-Scores are checked against brute force (utils.metrics.thresholds.best_label_fbeta, plain
+Scores are checked against brute force (utils.metrics.threshold_search.best_label_fbeta, plain
 loops) and methods against each other by their cross-fitted F2.
 """
 import itertools
@@ -18,7 +18,7 @@ from utils.stack.ensemble import (LabelScorer, beam_label, forward_select, label
 from utils.stack.library import Inputs, Library  # noqa: E402
 from utils.metrics.fbeta import fbeta_from_counts  # noqa: E402
 from utils.stack.stackers import cross_fit, cross_predict, method_factory, parse_method  # noqa: E402
-from utils.metrics.thresholds import best_label_fbeta  # noqa: E402
+from utils.metrics.threshold_search import best_label_fbeta  # noqa: E402
 
 FAST = {"xgb": "xgb:trees=20", "lgbm": "lgbm:trees=20", "nn": "nn:iters=60"}
 

@@ -18,7 +18,7 @@ from utils.common.errors import DataError
 from utils.runs.pred_files import read_preds
 from utils.metrics.fbeta import fbeta_samples
 from utils.runs.directory import find_runs, group_models
-from utils.metrics.thresholds import greedy_thresholds
+from utils.metrics.threshold_search import greedy_thresholds
 
 sys.path.insert(0, str(ROOT / "tools"))
 import linear_probe  # noqa: E402

@@ -437,7 +437,7 @@ def test_threshold_tool_on_fewer_rows_than_folds(tmp_path, n, expect):
 def test_cross_fitting_helpers_on_few_rows():
     from utils.data.folds import make_folds
     from utils.stack.stackers import inner_split
-    from utils.metrics.thresholds import greedy_thresholds, smooth_thresholds
+    from utils.metrics.threshold_search import greedy_thresholds, smooth_thresholds
 
     rng = np.random.default_rng(1)
     y, P = (rng.random((3, 2)) < 0.5).astype(int), rng.random((3, 2))

@@ -17,10 +17,10 @@ sys.path.insert(0, str(ROOT))
 from utils.common.errors import DataError  # noqa: E402
 from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples  # noqa: E402
-from utils.metrics.thresholds import (STRATEGIES, _cut_thresholds, best_label_fbeta, binarize,  # noqa: E402
-                              compare_strategies, cross_fit, expected_fbeta_decisions,
-                              expected_fbeta_topk, fit_thresholds, global_threshold,
-                              greedy_thresholds, random_folds, smooth_thresholds)
+from utils.metrics.threshold_search import (_cut_thresholds, best_label_fbeta, global_threshold, greedy_thresholds,  # noqa: E402
+                                            random_folds, smooth_thresholds)
+from utils.metrics.thresholds import (STRATEGIES, binarize, compare_strategies, cross_fit, expected_fbeta_decisions,  # noqa: E402
+                                      expected_fbeta_topk, fit_thresholds)
 
 _spec = importlib.util.spec_from_file_location("tools_thresholds", ROOT / "tools" / "thresholds.py")
 tool = importlib.util.module_from_spec(_spec)

@@ -19,7 +19,7 @@ from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.data.dataset import align_names  # noqa: E402
 from utils.analysis.diversity import pairwise_agreement, pairwise_pearson, similar_pairs  # noqa: E402
 from utils.analysis.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402
-from utils.metrics.thresholds import greedy_thresholds  # noqa: E402
+from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
 
 LABELS = ["a", "b", "c"]
 

@@ -34,7 +34,7 @@ from utils.runs.scores import Truth, load_oof, merge_oofs  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.plots import plot_correlation  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
-from utils.metrics.thresholds import greedy_thresholds  # noqa: E402
+from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
 from utils.runs.directory import display_name  # noqa: E402
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 

@@ -27,7 +27,7 @@ from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.plots import plot_prob_comparison, plot_prob_distributions  # noqa: E402
 from utils.runs.scores import Truth, load_oof  # noqa: E402
 from utils.runs.directory import load_run  # noqa: E402
-from utils.metrics.thresholds import greedy_thresholds  # noqa: E402
+from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
 from utils.common.cli import run_script  # noqa: E402
 
 log = logging.getLogger("plot_probs")

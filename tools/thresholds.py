@@ -25,7 +25,8 @@ from utils.common.errors import DataError, preview, report_problems  # noqa: E40
 from utils.common.text import read_csv  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.runs.directory import load_run  # noqa: E402
-from utils.metrics.thresholds import STRATEGIES, compare_strategies, random_folds  # noqa: E402
+from utils.metrics.threshold_search import random_folds  # noqa: E402
+from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
 from utils.common.cli import run_script  # noqa: E402
 
 log = logging.getLogger("thresholds")

@@ -11,7 +11,7 @@ from utils.common.errors import DataError
 from utils.common.text import read_csv
 from utils.runs.directory import display_name
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
-from utils.metrics.thresholds import FIXED_THRESHOLD
+from utils.metrics.threshold_search import FIXED_THRESHOLD
 
 CONVERTED = ("mapped", "rerooted")
 

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from utils.common.atomic import atomic_write
 from utils.metrics.fbeta import fbeta_per_label
-from utils.metrics.thresholds import best_label_fbeta
+from utils.metrics.threshold_search import best_label_fbeta
 
 NEG_COLOUR, POS_COLOUR, THR_COLOUR = "tab:blue", "tab:orange", "tab:red"
 
@@ -32,7 +32,7 @@ def _save(fig, path, dpi):
 def label_thresholds(y, probs, thresholds=None):
     """Per-label threshold and that label's F2 over images: (thr (L,), f2 (L,)).
 
-    Best-F2 cut of each label (utils.metrics.thresholds.best_label_fbeta) unless `thresholds`
+    Best-F2 cut of each label (utils.metrics.threshold_search.best_label_fbeta) unless `thresholds`
     (scalar or (L,)) is given; NaN for a label without positives.
     """
     y, probs = np.asarray(y) > 0.5, np.asarray(probs, dtype=np.float64)

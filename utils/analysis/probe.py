@@ -34,7 +34,7 @@ from utils.common.text import read_json
 from utils.runs.pred_files import write_preds
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples
 from utils.models.factory import create_model
-from utils.metrics.thresholds import FIXED_THRESHOLD, greedy_thresholds
+from utils.metrics.threshold_search import FIXED_THRESHOLD, greedy_thresholds
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from utils.analysis.leaderboard import HIDDEN, leaderboard, with_model_names
 from utils.analysis.plots import plot_correlation, plot_history, plot_label_f2, plot_prob_distributions
 from utils.analysis.pruning import PRUNED_FILE, find_stack_reports, read_pruned
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
-from utils.metrics.thresholds import FIXED_THRESHOLD
+from utils.metrics.threshold_search import FIXED_THRESHOLD
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -19,7 +19,7 @@ from utils.data.dataset import align_names, read_tags_csv, split_tags
 from utils.common.errors import DataError
 from utils.runs.pred_files import read_preds
 from utils.metrics.fbeta import fbeta_samples
-from utils.metrics.thresholds import FIXED_THRESHOLD, best_label_fbeta, greedy_thresholds
+from utils.metrics.threshold_search import FIXED_THRESHOLD, best_label_fbeta, greedy_thresholds
 
 F2_FIXED = "f2@0.2"
 F2_BEST = "f2_best"
@@ -123,7 +123,7 @@ def merge_oofs(oofs):
 def score_oof(oof, threshold=FIXED_THRESHOLD):
     """Scores of one OOF: dict with F2_FIXED (every label at `threshold`), F2_BEST
     (greedy per-label thresholds), 'thresholds' (L,) and 'per_label' {label: the
-    label's own F2 at its best threshold (utils.metrics.thresholds.best_label_fbeta)}."""
+    label's own F2 at its best threshold (utils.metrics.threshold_search.best_label_fbeta)}."""
     thr, f_best = greedy_thresholds(oof.y, oof.probs)
     per_label = {lab: float(best_label_fbeta(oof.y[:, j], oof.probs[:, j:j + 1])[0][0])
                  for j, lab in enumerate(oof.labels)}

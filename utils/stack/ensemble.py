@@ -65,7 +65,7 @@ def label_f2_candidates(y, P, base=None, rows=None, top=None, beta=2.0, zero_div
     ``base + P[c] >= t`` at its best threshold t (equal to thresholding the average).
     Thresholds are searched between 128 log-spaced bins per octave, so the score is
     exact up to ~0.5% changes in the threshold (a lower bound of the exact optimum,
-    ``utils.metrics.thresholds.best_label_fbeta``, within a few 1e-3).
+    ``utils.metrics.threshold_search.best_label_fbeta``, within a few 1e-3).
 
     Pruned scoring (``LabelScorer.best``): cols restricts the images to those that can
     reach ``min_value``; only thresholds >= min_value are searched and ``npos`` (the

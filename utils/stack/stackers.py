@@ -29,7 +29,8 @@ from utils.stack.ensemble import LEVEL1, Prior
 from utils.common.errors import DataError
 from utils.stack.library import Inputs
 from utils.metrics.fbeta import ZERO_DIVISION, fbeta_per_label, fbeta_samples
-from utils.metrics.thresholds import fit_thresholds, random_folds
+from utils.metrics.threshold_search import random_folds
+from utils.metrics.thresholds import fit_thresholds
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from utils.train.schedule import build_optimizer, build_scheduler
 from utils.train.stages import Stage
 from utils.augment.static import make_static
 from utils.train.tensorboard import TensorBoardLog
-from utils.metrics.thresholds import greedy_thresholds
+from utils.metrics.threshold_search import greedy_thresholds
 from utils.augment.transforms import GpuAugment, build_augment
 
 log = logging.getLogger(__name__)
