@@ -8,7 +8,7 @@ side by side in one run:
    each scored by its label F2 at the best threshold):
      exact      utils.metrics.threshold_search.best_label_fbeta on the candidates' averaged columns
                 (a sort per candidate: the vectorised exact search)
-     histogram  utils.stack.ensemble.label_f2_candidates (one log-binned histogram per candidate)
+     histogram  utils.stack.selection.label_f2_candidates (one log-binned histogram per candidate)
      pruned     LabelScorer.best (histogram restricted to images that can matter)
 2. Whole per-label selection (``select``: sorted init 3, up to 25 additions with
    replacement, patience 10; and with all 25 additions) for a grid of library sizes,
@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
-from utils.stack.ensemble import LabelScorer, Select, label_f2_candidates  # noqa: E402
+from utils.stack.ensemble import Select  # noqa: E402
+from utils.stack.selection import LabelScorer, label_f2_candidates  # noqa: E402
 from utils.stack.library import Inputs  # noqa: E402
 from utils.metrics.threshold_search import best_label_fbeta  # noqa: E402
 

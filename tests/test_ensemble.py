@@ -13,8 +13,7 @@ from scipy.special import expit, logit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.stack.ensemble import (LabelScorer, beam_label, forward_select, label_f2_candidates,  # noqa: E402
-                            select_label)
+from utils.stack.selection import LabelScorer, beam_label, forward_select, label_f2_candidates, select_label  # noqa: E402
 from utils.stack.library import Inputs, Library  # noqa: E402
 from utils.metrics.fbeta import fbeta_from_counts  # noqa: E402
 from utils.stack.stackers import cross_fit, cross_predict, method_factory, parse_method  # noqa: E402

@@ -1,1 +1,1 @@
-"""Stacking: the model library, level-1 ensembles, level-2 stackers with cross-fitting."""
+"""Stacking: library (load_library, Inputs), ensemble (level-1 kinds: prior, best, mean, bag, topk, select, beam, select-model; LEVEL1), selection (fitting them: LabelScorer, forward_select, beam_label), stackers (level-2 stackers with cross-fitting: method_factory, cross_fit, choose)."""

@@ -523,7 +523,7 @@ def member_scores(lib, strategy="greedy", beta=2.0, zero_division=ZERO_DIVISION,
     Returns a list of dicts (name, model, seed, group, labels, runs, label_f2 {label: f},
     and f2_cross_fitted, std, f2_in_sample where computed), in library order.
     """
-    from utils.stack.ensemble import LabelScorer
+    from utils.stack.selection import LabelScorer
     from utils.metrics.thresholds import cross_fit as thr_cross_fit
 
     L, M, _ = lib.oof.shape
