@@ -29,7 +29,8 @@ from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
 from utils.common.output_paths import check_output_dir, check_output_file
-from utils.stack.stackers import METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report
+from utils.stack.stackers import (METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report,
+                                  split_methods)
 from utils.metrics.thresholds import STRATEGIES
 
 log = logging.getLogger("stack")
@@ -47,7 +48,8 @@ def get_args_parser():
     m = p.add_argument_group("methods")
     m.add_argument("--method", nargs="+", action="extend", metavar="NAME[:k=v,...]",
                    help=f"methods to score, any of {', '.join(METHODS)}, with options such as "
-                        f"select:bags=20,frac=0.3 (default: all). The submission uses the best by cross-fitted F2")
+                        f"select:bags=20,frac=0.3; several as separate words or ';'-separated (README "
+                        f"\"Option strings\") (default: all). The submission uses the best by cross-fitted F2")
     m.add_argument("--threshold", default="greedy", choices=STRATEGIES,
                    help="threshold strategy, fitted inside every fold and for the submission (default greedy)")
     m.add_argument("--groups", metavar="KEY|NAME=GLOB;...",
@@ -78,11 +80,11 @@ def check_args(parser, args):
     """Fail early, with argparse's exit code 2, on options that cannot work."""
     if not args.out and not args.report_dir:
         parser.error("give --out (submission) or --report-dir (report only)")
-    args.method = args.method or [s for s in METHODS if s != "prior"]
+    args.method = split_methods(args.method) if args.method else [s for s in METHODS if s != "prior"]
     for spec in args.method + ([args.top] if args.top else []):
         try:
             parse_method(spec)
-        except ValueError as e:
+        except DataError as e:
             parser.error(str(e))
     if args.top and not args.groups:
         parser.error("--top needs --groups")

@@ -32,7 +32,7 @@ from utils.common.errors import DataError  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
 from utils.common.cli import add_cache_argument, pick_device, refuse_idle_flags, run_script  # noqa: E402
 from utils.common.output_paths import check_output_dir  # noqa: E402
-from utils.runs.resume import given_flags  # noqa: E402
+from utils.runs.resume import given_flags, modern_spelling  # noqa: E402
 
 log = logging.getLogger("train")
 EXCLUDED_COPY = "excluded.csv"  # --exclude's images, copied into the run directory
@@ -79,9 +79,9 @@ def get_args_parser():
     g = p.add_argument_group("stage plan (one of --recipe, --stages, --config; flags below override)")
     g.add_argument("--recipe", default=None, help="named recipe: finetune (default), unfreeze-gradual, alexnet, "
                    "resnet, vgg, densenet, bs-ramp, strong (ASL/ML-Decoder: adam 1e-4 onecycle, and defaults "
-                   "--ema 0.9997 --aug strong --loss asl --mix mixup:0.1,cutmix:1.0,switch=0.5 --head avgmax; "
+                   "--ema 0.9997 --aug strong --loss asl --mix 'mixup:0.1;cutmix:1.0;switch=0.5' --head avgmax; "
                    "flags given win)")
-    g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';', e.g. "
+    g.add_argument("--stages", default=None, help="'key=value,...;key=value,...' one stage per ';' (README \"Option strings\"), e.g. "
                    "'epochs=2,size=128,train=head;epochs=8,size=224,train=all' (keys: epochs, size "
                    "px, bs, lr, opt, momentum, nesterov, wd, sched, train, lr_mult, warmup, pct_start, step, gamma, "
                    "milestones, patience, factor, max_drops, min_lr, drop_rate, accum, bn, name; utils/train/stages.py) "
@@ -99,8 +99,10 @@ def get_args_parser():
     g.add_argument("--loss", default="bce", help="bce | wbce[:mode=odds,cap=50] | focal[:gamma=2,alpha=0.25] | "
                    "asl[:gamma_neg=4,gamma_pos=0,clip=0.05] (default: bce)")
     g.add_argument("--sampler", default="none", help="none | oversample[:t=0.1] | undersample[:frac=0.5] (default: none)")
-    g.add_argument("--aug", default="default", help="comma list (hflip,vflip,rotate:15,shift:0.1,crop,rrc,pca,"
-                   "colorswap) or a preset: none, light, default, heavy (default: default)")
+    g.add_argument("--aug", default="default", help="';'-separated augmentations with ','-separated options, "
+                   "e.g. 'hflip;rotate:15;erase:p=0.5,side=0.25' (hflip, vflip, rotate, shift, crop, rrc, pca, "
+                   "colorswap, erase, randaug, trivialaug, autoaug) and presets: none, light, default, heavy, strong "
+                   "(README \"Option strings\") (default: default)")
     g.add_argument("--aug-static", type=int, default=0, metavar="K",
                    help="static augmentation: K augmented copies of every training image made once per "
                    "stage, epoch e reads copy e mod K (default: 0 = dynamic, a new draw every epoch)")
@@ -112,8 +114,8 @@ def get_args_parser():
                    help="EMA decay warm-up min(decay, (1+k)/(10+k)) at update k (default: on)")
     g.add_argument("--mix", default=None, help="mixup/cutmix of whole batches with soft targets: mixup:ALPHA, "
                    "cutmix:ALPHA, or both with switch=P (P(cutmix), default 0.5); p=P mixes a share of the "
-                   "batches, off_epochs=N none in the last N epochs; e.g. mixup:0.2,cutmix:1.0,switch=0.5 "
-                   "(default: none)")
+                   "batches, off_epochs=N none in the last N epochs; the methods ';'-separated, the options "
+                   "in a last item, e.g. 'mixup:0.2;cutmix:1.0;switch=0.5,off_epochs=2' (default: none)")
     g.add_argument("--accum", type=int, default=None, metavar="N",
                    help="gradient accumulation: N micro-batches of --bs per optimizer step, in every stage "
                    "(default: the plan's accum=, 1)")
@@ -312,7 +314,7 @@ def restore_run_flags(args):
     from utils.runs.resume import data_of_run, restore_flags
 
     run_dir = find_run(args, Path(args.out))
-    stored = read_json(run_dir / "config.json")
+    stored = modern_spelling(read_json(run_dir / "config.json"))
     restore_flags(args, stored, args._given, run_dir, parse=parse_args)
     if "data" not in args._given:
         root = data_of_run(run_dir).data_root
@@ -438,7 +440,7 @@ def main(args):
     check_batches(plan, args.sampler, sampler_labels(spec.y[train_rows][:, label_idx], extras), args.seed,
                   dist.world_size())
     if args.resume:
-        stored = read_json(run_dir / "config.json")
+        stored = modern_spelling(read_json(run_dir / "config.json"))
         check_resume(stored, cfg, run_dir)
         cfg = stored
         if dist.is_main() and new_folds:  # the folds file was moved away: the same folds again

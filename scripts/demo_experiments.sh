@@ -25,7 +25,7 @@ TAG=bce         "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss bce
 TAG=wbce        "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss wbce
 TAG=asl         "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss asl
 TAG=oversample  "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss bce --sampler oversample
-TAG=colorswap   "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss bce --aug default,colorswap:perm
+TAG=colorswap   "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss bce --aug 'default;colorswap:perm'
 for i in 0 1 2; do
   TAG=group$i   "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss bce --label-group "auto:3/$i"
 done

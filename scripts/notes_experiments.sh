@@ -119,12 +119,12 @@ section_c() {  # gradual unfreezing vs all at once vs head-then-all; discriminat
 section_d() {  # which augmentations are needed
   row base --epochs 5 --size 48 --bs 32 --lr 3e-3
   row aug-none --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug none
-  row no-hflip --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug rotate:10,shift:0.0625,crop:0.125
-  row no-rotate --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,shift:0.0625,crop:0.125
-  row no-shift --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,rotate:10,crop:0.125
-  row no-crop --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,rotate:10,shift:0.0625
-  row alexnet-aug --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,crop:0.125
-  row pca --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug default,pca:0.1
+  row no-hflip --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug 'rotate:10;shift:0.0625;crop:0.125'
+  row no-rotate --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug 'hflip;shift:0.0625;crop:0.125'
+  row no-shift --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug 'hflip;rotate:10;crop:0.125'
+  row no-crop --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug 'hflip;rotate:10;shift:0.0625'
+  row alexnet-aug --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug 'hflip;crop:0.125'
+  row pca --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug 'default;pca:0.1'
 }
 section_e() {  # increasing the batch instead of decaying the lr (Smith et al. 2018)
   row base --epochs 5 --size 48 --bs 32 --lr 3e-3
@@ -140,9 +140,9 @@ section_x() {  # extra rows, when time allows
   row all-mult1 --stages "$ALL,lr_mult=1"
   row static1 --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug-static 1   # one copy, seen every epoch (K >= epochs per stage reproduces dynamic exactly)
   row strong --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug strong
-  row strong-no-hflip --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug "erase:1,randaug:2;m=9"
-  row strong-no-erase --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug "hflip,randaug:2;m=9"
-  row strong-no-randaug --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug hflip,erase:1
+  row strong-no-hflip --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug "erase:1;randaug:2,m=9"
+  row strong-no-erase --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug "hflip;randaug:2,m=9"
+  row strong-no-randaug --epochs 5 --size 48 --bs 32 --lr 3e-3 --aug 'hflip;erase:1'
 }
 
 section_r() {  # the training ingredients, each alone on top of base, then the strong recipe
@@ -156,9 +156,9 @@ section_r() {  # the training ingredients, each alone on top of base, then the s
   # ~65 updates: 0.9997 would average over ~3000; with the warm-up min(d, (1+k)/(10+k)) the
   # decay reaches only 0.87 by the last update whatever d >= 0.87 is, so 0.99 and 0.9997 are alike
   row r-ema "${b[@]}" --ema 0.99
-  row r-erase "${b[@]}" --aug default,erase:1
-  row r-erase-quarter "${b[@]}" --aug "default,erase:1;side=0.25"   # boxes of at most a quarter side
-  row r-randaug "${b[@]}" --aug "default,randaug:2;m=9"
+  row r-erase "${b[@]}" --aug 'default;erase:1'
+  row r-erase-quarter "${b[@]}" --aug "default;erase:1,side=0.25"   # boxes of at most a quarter side
+  row r-randaug "${b[@]}" --aug "default;randaug:2,m=9"
   row r-mixup "${b[@]}" --mix mixup:0.1
   row r-cutmix "${b[@]}" --mix cutmix:1.0
   row r-avgmax "${b[@]}" --head avgmax

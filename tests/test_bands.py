@@ -186,7 +186,7 @@ def test_pretrained_imagenet_first_conv_is_kept():
 
 def test_geometric_steps_move_every_band_colour_steps_only_rgb():
     img = np.random.default_rng(5).integers(0, 256, (24, 24, 4), dtype=np.uint8)
-    aug = build_augment("hflip,rotate:20,shift:0.1,pca:0.5,colorswap:perm;p=1", 20)
+    aug = build_augment("hflip;rotate:20;shift:0.1;pca:0.5;colorswap:perm,p=1", 20)
     y = np.zeros(2, np.float32)
     out, _ = aug(img, y, np.random.default_rng(7))
     rgb, _ = aug(np.ascontiguousarray(img[..., :3]), y, np.random.default_rng(7))
@@ -221,7 +221,7 @@ def test_train_and_predict_with_channels(tmp_path, planet, channels):
     out = tmp_path / "runs"
     run(ROOT / "train.py", "--data", planet, "--out", out, "--arch", "tiny_cnn", "--no-pretrained", "--name", "r",
         "--plots", "none", "--stages", "epochs=1,size=16,bs=8,lr=1e-2,train=all", "--channels", channels,
-        "--aug", "hflip,pca", "--cache-dir", tmp_path / "cache")
+        "--aug", "hflip;pca", "--cache-dir", tmp_path / "cache")
     cfg = json.loads((out / "r" / "config.json").read_text())
     assert cfg["channels"] == channels and len(cfg["mean"]) == channels
     sc = cfg["band_scaling"]
@@ -233,7 +233,7 @@ def test_train_and_predict_with_channels(tmp_path, planet, channels):
     if channels == 3:  # the RGB variant: only that resuming with other bands is refused
         r = run(ROOT / "train.py", "--data", planet, "--out", out, "--arch", "tiny_cnn", "--no-pretrained",
                 "--name", "r", "--stages", "epochs=1,size=16,bs=8,lr=1e-2,train=all", "--channels", 4,
-                "--aug", "hflip,pca", "--resume", check=False)
+                "--aug", "hflip;pca", "--resume", check=False)
         assert r.returncode == 2 and "--channels: the run was started with --channels 3, the command line gives 4" in r.stderr
         return
     run(ROOT / "predict.py", "--run", out / "r", "--tta", "hflip", "--cache-dir", tmp_path / "cache")
@@ -260,8 +260,8 @@ def test_rgb_only_augmentations_are_refused_with_other_band_counts():
 
     import train
 
-    train.check_channels(argparse.Namespace(channels=4, aug="heavy,erase"))  # colour on RGB, erase too: fine
+    train.check_channels(argparse.Namespace(channels=4, aug="heavy;erase"))  # colour on RGB, erase too: fine
     with pytest.raises(DataError, match="randaug"):
-        train.check_channels(argparse.Namespace(channels=4, aug="hflip,randaug"))
+        train.check_channels(argparse.Namespace(channels=4, aug="hflip;randaug"))
     with pytest.raises(DataError, match="colour steps"):
         train.check_channels(argparse.Namespace(channels=1, aug="pca"))

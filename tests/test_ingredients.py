@@ -14,7 +14,7 @@ from test_train import _same_run, train
 # micro-batches, the last one partial; mixing off in the last epoch
 PLAN = "epochs=2,size=32,bs=4,lr=2e-2,train=head;epochs=2,size=24,train=all,sched=cosine"
 ARGS = ["--stages", PLAN, "--deterministic", "--ckpt-every", "1", "--ema", "0.9",
-        "--mix", "mixup:0.4,cutmix:1.0,switch=0.5,off_epochs=1", "--accum", "2"]
+        "--mix", "mixup:0.4;cutmix:1.0;switch=0.5,off_epochs=1", "--accum", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_torchrun_with_accumulation_ema_and_mix_resumes_exactly(data, tmp_path):
     # DistributedDataParallel: gradients all-reduced once per accumulation group (no_sync)
     from test_train import torchrun
 
-    extra = ["--accum", "2", "--ema", "0.9", "--mix", "mixup:0.4,cutmix:1.0", "--ckpt-every", "1"]
+    extra = ["--accum", "2", "--ema", "0.9", "--mix", "mixup:0.4;cutmix:1.0", "--ckpt-every", "1"]
     r = torchrun(data, tmp_path / "a", "--name", "ddp", *extra)
     assert r.returncode == 0, r.stderr[-3000:]
     r = torchrun(data, tmp_path / "b", "--name", "ddp", *extra, env={"MULTITAG_DIE_AT": "step:3"})

@@ -6,7 +6,6 @@ import torch
 
 from utils.common.errors import DataError
 from utils.train.losses import LOSSES, build_loss, positive_weights
-from utils.common.options import parse_spec
 
 
 @pytest.fixture
@@ -128,12 +127,8 @@ def test_errors_list_valid_choices(y_train):
         build_loss("wbce:mode=log", y_train)
 
 
-def test_parse_spec():
-    assert parse_spec("asl:gamma_neg=4,clip=0.05") == ("asl", {"gamma_neg": 4, "clip": 0.05})
-    assert parse_spec("Focal:alpha=None,x=true") == ("focal", {"alpha": None, "x": True})
-    assert parse_spec("rotate:15", positional=("deg",)) == ("rotate", {"deg": 15})
-    assert parse_spec("c:rb;remap=Blue/red", sep=";", positional=("mode", "p")) == \
-        ("c", {"mode": "rb", "remap": "Blue/red"})
-    for bad in ("", "asl:gamma", "asl:a=1,a=2", "asl:=3"):
-        with pytest.raises(DataError):
-            parse_spec(bad)
+def test_loss_booleans_take_the_option_vocabulary():
+    for text, want in (("1", True), ("off", False), ("yes", True)):
+        assert build_loss(f"asl:detach={text}")[1]["detach"] is want
+    with pytest.raises(DataError, match="--loss asl: detach='maybe' .* not a boolean"):
+        build_loss("asl:detach=maybe")

@@ -86,9 +86,12 @@ def test_p_leaves_some_batches_unmixed():
 
 
 @pytest.mark.parametrize("text, msg", [
-    ("mixup", "method:ALPHA"), ("mixup:0", "ALPHA > 0"), ("mixup:0.2,switch=0.3", "give both"),
-    ("blend:1", "unknown method"), ("cutmix:1,off_epochs=-1", ">= 0"), ("mixup:1,q=2", "unknown option"),
-    ("p=0.5", "name a method"), ("mixup:1,mixup:2", "twice"),
+    ("mixup", "method:ALPHA"), ("mixup:0", "ALPHA > 0"), ("mixup:0.2;switch=0.3", "give both"),
+    ("blend:1", "unknown method"), ("cutmix:1;off_epochs=-1", ">= 0"), ("mixup:1;q=2", "unknown option"),
+    ("p=0.5", "name a method"), ("mixup:1;mixup:2", "twice"), ("mixup:alpha=1,beta=2", "one option"),
+    # the former spelling, `,` between every item, is refused with the new form
+    ("mixup:0.2,cutmix:1.0,switch=0.3", "write --mix 'mixup:0.2;cutmix:1.0;switch=0.3'"),
+    ("mixup:0.2,p=0.5,off_epochs=2", "write --mix 'mixup:0.2;p=0.5,off_epochs=2'"),
 ])
 def test_bad_mix_names_the_flag(text, msg):
     with pytest.raises(DataError, match=msg) as e:
@@ -98,8 +101,9 @@ def test_bad_mix_names_the_flag(text, msg):
 
 def test_parse_mix():
     assert parse_mix(None) is None and parse_mix("none") is None
-    assert parse_mix("mixup:0.2,cutmix:1.0,switch=0.3,off_epochs=2") == \
+    assert parse_mix("mixup:0.2;cutmix:1.0;switch=0.3,off_epochs=2") == \
         MixSpec(mixup=0.2, cutmix=1.0, switch=0.3, p=1.0, off_epochs=2)
+    assert parse_mix("cutmix:alpha=0.5;p=0.5") == MixSpec(cutmix=0.5, p=0.5)
 
 
 @pytest.mark.parametrize("name", ["bce", "wbce"])

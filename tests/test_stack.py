@@ -199,7 +199,7 @@ def test_empty_library_exits_2(tmp_path):
 def test_unknown_method_is_refused(library, tmp_path):
     root, *_ = library
     r = run_stack("--runs", root / "runs" / "*", "--method", "caruana", "--out", tmp_path / "sub.csv")
-    assert r.returncode == 2 and "Only prior, best, mean" in r.stderr
+    assert r.returncode == 2 and "valid: prior, best, mean" in r.stderr
 
 
 def test_empty_library_says_which_run_lacks_which_file_and_how_to_make_it(tmp_path):

@@ -74,12 +74,17 @@ def test_round_trip_through_json():
     ("momentum=1.5", ["stage 1", "momentum=1.5", "[0, 1)"]),
     ("epochs=4,sched=multistep,milestones=2/4", ["stage 1", "milestones=4", "4 epoch"]),
     ("sched=step", ["stage 1", "sched=step needs step="]),
-    ("epochs=2,size", ["stage 1", "'size' is not key=value"]),
-    ("epochs=2;;epochs=3", ["stage 2", "empty"]),
+    ("epochs=2,size", ["stage 1", "'size' needs a name (write key=value)"]),
+    (" ; ", ["empty"]),
+    ("epochs=2;opt:adam", ["stage 2", "'opt:adam' is not key=value"]),
+    ("nesterov=yes,opt=sgd,momentum=0.9;nesterov=off", []),
     ("epochs=2,epochs=3", ["stage 1", "'epochs' given twice"]),
     ("opt=sgd,momentum=0,nesterov=1", ["stage 1", "nesterov", "momentum > 0"]),
 ])
 def test_errors_name_stage_field_and_value(spec, parts):
+    if not parts:  # the option language's booleans: yes/no/on/off as well as true/false/1/0
+        assert [s.nesterov for s in parse_stages(spec)] == [True, False]
+        return
     with pytest.raises(DataError) as e:
         parse_stages(spec)
     msg = str(e.value)

@@ -18,7 +18,7 @@ def test_copies_are_the_dynamic_draws_of_their_epoch():
     images = rng.integers(0, 256, (7, 20, 20, 3), dtype=np.uint8)
     y = rng.random((5, 3)).astype(np.float32)
     rows = np.array([6, 0, 3, 2, 5])
-    aug = build_augment("default,colorswap:rb;remap=a/b", 16, labels=["a", "b", "c"])
+    aug = build_augment("default;colorswap:rb,remap=a/b", 16, labels=["a", "b", "c"])
     dyn = CachedImages(images, y, rows, aug, seed=3)
     static = make_static(dyn, 3)
     assert static.copies.shape == (3, 5, 16, 16, 3) and static.copies.dtype == np.uint8

@@ -8,7 +8,7 @@ from utils.common.errors import DataError
 from utils.augment.transforms import Erase, GpuAugment, RandAug, build_augment, parse_augment
 from test_transforms import textured, to_batch
 
-TV_SPECS = ["erase:1", "randaug", "randaug:n=3;m=15", "trivialaug", "autoaug", "autoaug:svhn", "strong"]
+TV_SPECS = ["erase:1", "randaug", "randaug:n=3,m=15", "trivialaug", "autoaug", "autoaug:svhn", "strong"]
 
 
 def run(spec, img, seed, size=None):
@@ -60,8 +60,8 @@ def _erased_box(out, fill):
     return h, w
 
 
-@pytest.mark.parametrize("size, opts", [(32, "p=1;fill=0"), (33, "p=1;fill=0"), (48, "p=1;fill=0;ratio=0.3"),
-                                        (40, "p=1;fill=0;side=0.25")])
+@pytest.mark.parametrize("size, opts", [(32, "p=1,fill=0"), (33, "p=1,fill=0"), (48, "p=1,fill=0,ratio=0.3"),
+                                        (40, "p=1,fill=0,side=0.25")])
 def test_erase_box_is_bounded_by_side(size, opts):
     side = float(opts.split("side=")[1]) if "side=" in opts else 0.5
     img = textured(size, size, low=40)  # no pixel is black: fill=0 marks the erased box exactly
@@ -85,7 +85,7 @@ def test_erase_probability_and_random_solid_fill():
                                                                                    axis=-1)], axis=0)[0])
 
 
-@pytest.mark.parametrize("op, spec", [(Erase, "erase:p=1"), (RandAug, "randaug:n=2;m=12")])
+@pytest.mark.parametrize("op, spec", [(Erase, "erase:p=1"), (RandAug, "randaug:n=2,m=12")])
 def test_batch_of_one_matches_the_cpu_path_exactly(op, spec):
     opts = parse_augment(spec)[0][1]
     img = textured(24, 24)
@@ -98,7 +98,7 @@ def test_batch_of_one_matches_the_cpu_path_exactly(op, spec):
 def test_gpu_path_draws_per_image_where_v2_on_a_batch_draws_once():
     img = textured(32, 32, low=40)
     x = to_batch([img] * 8)
-    out, _ = GpuAugment("erase:p=1;fill=0", 32)(x, torch.zeros(8, 2), torch.Generator().manual_seed(0))
+    out, _ = GpuAugment("erase:p=1,fill=0", 32)(x, torch.zeros(8, 2), torch.Generator().manual_seed(0))
     boxes = {_erased_box((o.permute(1, 2, 0) * 255).round().byte().numpy(), 0) for o in out}
     assert len(boxes) > 1 and (0, 0) not in boxes
     # what v2 itself does with a batch: one box for every image (why the GPU path loops)
@@ -133,7 +133,7 @@ def test_strong_preset():
     ("erase:fill=blue", "erase: fill must be"),
     ("erase:p=3", "erase: p must be"),
     ("autoaug:coco", "autoaug policy 'coco'; valid: imagenet"),
-    ("randaug:n=2,m=9", r"'m=9'.*separated by ';'"),
+    ("randaug:n=2;m=9", r"write --aug 'randaug:n=2,m=9'"),
 ])
 def test_parse_errors_name_the_op(spec, match):
     with pytest.raises(DataError, match=match):

@@ -76,11 +76,11 @@ def test_warp_quarter_turn_is_rot90():
     assert np.abs(out.astype(int) - np.rot90(img, k=1)).max() <= 1  # out[r, c] = img[c, -1 - r]
 
 
-@pytest.mark.parametrize("spec", ["rotate:30", "shift:0.25", "rotate:20,shift:0.2", "heavy"])
+@pytest.mark.parametrize("spec", ["rotate:30", "shift:0.25", "rotate:20;shift:0.2", "heavy"])
 def test_reflect_padding_leaves_no_black_border(spec):
     img = textured(48, 48, low=40)
     for seed in range(10):
-        out, _ = run(spec.replace("heavy", "hflip,vflip,rotate:15,shift:0.1,rrc:0.35"),
+        out, _ = run(spec.replace("heavy", "hflip;vflip;rotate:15;shift:0.1;rrc:0.35"),
                      img, seed)
         border = np.concatenate([out[0], out[-1], out[:, 0], out[:, -1]])
         assert border.min() >= 40 and out.min() >= 40
@@ -145,7 +145,7 @@ def test_pca_stats_matches_numpy_covariance():
 
 def test_colorswap_rb_swaps_channels_exactly():
     img = textured(8, 8)
-    out, y = run("colorswap:rb;p=1", img, 0)
+    out, y = run("colorswap:rb,p=1", img, 0)
     assert np.array_equal(out, img[..., [2, 1, 0]])
     assert np.array_equal(y, [1, 0, 0, 1])  # no remap: labels untouched
 
@@ -154,20 +154,20 @@ def test_colorswap_perm_and_hue():
     img = textured(8, 8)
     seen = set()
     for seed in range(40):
-        out, _ = run("colorswap:perm;p=1", img, seed)
+        out, _ = run("colorswap:perm,p=1", img, seed)
         perm = tuple(next(c for c in range(3) if np.array_equal(out[..., k], img[..., c]))
                      for k in range(3))
         seen.add(perm)
     assert (0, 1, 2) not in seen and len(seen) == 5
     assert hue_matrix(120) == pytest.approx(np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]]), abs=1e-12)
     grey = np.full((4, 4, 3), 77, np.uint8)
-    assert np.array_equal(run("colorswap:hue;p=1", grey, 3)[0], grey)
+    assert np.array_equal(run("colorswap:hue,p=1", grey, 3)[0], grey)
 
 
 def test_remap_swaps_label_columns_only_when_channels_swap():
     img = textured(8, 8)
     y0 = np.array([1, 0, 0, 1], dtype=np.float32)
-    aug = build_augment("colorswap:rb;remap=red/blue", 8, labels=LABELS)
+    aug = build_augment("colorswap:rb,remap=red/blue", 8, labels=LABELS)
     swapped = kept = 0
     for seed in range(40):
         out, y = aug(img, y0, np.random.default_rng(seed))
@@ -182,16 +182,16 @@ def test_remap_swaps_label_columns_only_when_channels_swap():
 
 
 def test_remap_over_a_label_subset():
-    aug = build_augment("colorswap:rb;p=1;remap=red/blue+navy/maroon", 8, labels=["blue", "red"])
+    aug = build_augment("colorswap:rb,p=1,remap=red/blue+navy/maroon", 8, labels=["blue", "red"])
     _, y = aug(textured(8, 8), np.array([1, 0], np.float32), np.random.default_rng(0))
     assert np.array_equal(y, [0, 1])
     with pytest.raises(DataError, match="navy"):
-        build_augment("colorswap:rb;remap=red/navy", 8, labels=["blue", "red"])
+        build_augment("colorswap:rb,remap=red/navy", 8, labels=["blue", "red"])
 
 
 def test_spec_parsing_presets_and_round_trip():
-    aug = build_augment("default,rotate:30,colorswap:rb;remap=red/blue", 32, labels=LABELS)
-    assert aug.spec == "hflip,rotate:30,shift:0.0625,crop:0.125,colorswap:rb;remap=red/blue"
+    aug = build_augment("default;rotate:30;colorswap:rb,remap=red/blue", 32, labels=LABELS)
+    assert aug.spec == "hflip;rotate:30;shift:0.0625;crop:0.125;colorswap:rb,remap=red/blue"
     assert str(build_augment(aug.spec, 32, labels=LABELS)) == aug.spec
     assert build_augment("none", 8).spec == "none" and build_augment("", 8).spec == "none"
     for name, spec in PRESETS.items():
@@ -206,14 +206,14 @@ def test_spec_parsing_presets_and_round_trip():
 
 
 @pytest.mark.parametrize("spec, match", [
-    ("hflip,blur", "valid: hflip, vflip, rotate"),
-    ("rotate:deg=10;angle=3", "unknown option"),
+    ("hflip;blur", "valid: hflip, vflip, rotate"),
+    ("rotate:deg=10,angle=3", "unknown option"),
     ("rotate:abc", "must be a number"),
     ("crop:1.5", "crop"),
     ("hflip:p=2", "p must be"),
     ("colorswap:xy", "rb, rg, gb, perm, hue"),
-    ("colorswap:hue;remap=red/blue", "fixed swap"),
-    ("colorswap:rb;remap=red", "pair"),
+    ("colorswap:hue,remap=red/blue", "fixed swap"),
+    ("colorswap:rb,remap=red", "pair"),
     ("default:3", "takes no options"),
 ])
 def test_bad_specs_raise_data_error(spec, match):
@@ -223,7 +223,7 @@ def test_bad_specs_raise_data_error(spec, match):
 
 def test_remap_needs_labels():
     with pytest.raises(DataError, match="label list"):
-        build_augment("colorswap:rb;remap=red/blue", 32)
+        build_augment("colorswap:rb,remap=red/blue", 32)
 
 
 def test_large_input_is_reduced_without_aliasing():
@@ -245,7 +245,7 @@ def test_warp_batch_matches_warp():
     from utils.augment.transforms import warp_batch
 
     imgs = [textured(32, 32, seed=s) for s in range(3)]
-    aug = build_augment("rotate:15,shift:0.05,crop:0.125", 32)
+    aug = build_augment("rotate:15;shift:0.05;crop:0.125", 32)
     rng = np.random.default_rng(0)
     mats = np.stack([aug.matrix(rng) for _ in imgs])
     out = (warp_batch(to_batch(imgs), mats, 32).permute(0, 2, 3, 1).numpy() * 255)
@@ -269,7 +269,7 @@ def test_gpu_augment_determinism_flips_and_colour():
     assert a.shape == (4, 3, 16, 16) and 0 <= a.min() and a.max() <= 1
     flipped, _ = GpuAugment("hflip:1", 16)(x, y, torch.Generator().manual_seed(0))
     assert torch.allclose(flipped, x.flip(3), atol=1e-5)
-    sw, y2 = GpuAugment("colorswap:rb;p=1;remap=red/blue", 16, labels=LABELS)(
+    sw, y2 = GpuAugment("colorswap:rb,p=1,remap=red/blue", 16, labels=LABELS)(
         x, y, torch.Generator().manual_seed(0))
     assert torch.equal(sw, x[:, [2, 1, 0]])
     assert torch.equal(y2, torch.tensor([[0.0, 0, 1, 1]] * 4)) and y[0, 0] == 1

@@ -2,12 +2,13 @@
 
     --mix mixup:0.2                          mixup, lambda ~ Beta(0.2, 0.2)
     --mix cutmix:1.0                         cutmix, lambda ~ Beta(1, 1)
-    --mix mixup:0.2,cutmix:1.0,switch=0.5    per batch: cutmix with probability 0.5, else mixup
-    --mix mixup:0.2,p=0.5,off_epochs=2       mix half the batches; none in the last 2 epochs
+    --mix 'mixup:0.2;cutmix:1.0;switch=0.5'  per batch: cutmix with probability 0.5, else mixup
+    --mix 'mixup:0.2;p=0.5,off_epochs=2'     mix half the batches; none in the last 2 epochs
     --mix none                               off (the default)
 
-Items are `,`-separated: `mixup:ALPHA` and `cutmix:ALPHA` (ALPHA > 0, each at most
-once) choose the methods; `switch=P` (both methods given; default 0.5) is the
+Items are `;`-separated (README "Option strings"): `mixup:ALPHA` and `cutmix:ALPHA`
+(ALPHA > 0, each at most once) choose the methods; one item without a name holds the
+options of the whole mix: `switch=P` (both methods given; default 0.5) is the
 probability of cutmix; `p=P` (default 1) the probability that a batch is mixed;
 `off_epochs=N` (default 0) turns mixing off in the run's last N epochs.
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from utils.common.errors import DataError
-from utils.common.options import parse_value
+from utils.common.options import parse_items
 
 _STREAM = 0x6D6978  # keeps mixing's random stream apart from the other (seed, epoch, index) streams
 
@@ -46,46 +47,75 @@ class MixSpec:
     off_epochs: int = 0
 
 
-def _number(flag, item, value, kind, ok, rule):
-    v = parse_value(value)
+_USAGE = "write e.g. mixup:0.2 | cutmix:1.0 | mixup:0.2;cutmix:1.0;switch=0.5,p=1,off_epochs=0"
+# option -> (type, test, what it must be)
+_CHECKS = {"mixup": (float, lambda v: v > 0, "ALPHA > 0, e.g. mixup:0.2"),
+           "cutmix": (float, lambda v: v > 0, "ALPHA > 0, e.g. cutmix:1.0"),
+           "switch": (float, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+           "p": (float, lambda v: 0 < v <= 1, "a probability in (0, 1]"),
+           "off_epochs": (int, lambda v: v >= 0, "an integer >= 0")}
+
+
+def _number(flag, key, v):
+    kind, ok, rule = _CHECKS[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
             or not ok(v):
-        raise DataError(f"{flag} {item!r}: must be {rule}")
+        shown = f"{key}:{v}" if key in ("mixup", "cutmix") else f"{key}={v}"
+        raise DataError(f"{flag} {shown}: must be {rule}")
     return kind(v)
+
+
+def _values(text, flag):
+    """{option: raw value} from the items: mixup:ALPHA, cutmix:ALPHA, and one item without a
+    name holding switch=, p=, off_epochs=."""
+    vals = {}
+    for name, opts in parse_items(text, flag, lambda name: ("alpha",)):
+        if name and name not in ("mixup", "cutmix"):
+            raise DataError(f"{flag} {text!r}: unknown method {name!r} (valid: mixup, cutmix); {_USAGE}")
+        if name and set(opts) != {"alpha"}:
+            raise DataError(f"{flag} {text!r}: {name} takes one option: write method:ALPHA ({name}:0.2); {_USAGE}")
+        unknown = sorted(set(opts) - set(_CHECKS)) if not name else []
+        if unknown:
+            raise DataError(f"{flag} {text!r}: unknown option(s) {', '.join(unknown)} "
+                            f"(valid: switch, p, off_epochs); {_USAGE}")
+        new = {name: opts["alpha"]} if name else opts
+        if set(new) & set(vals):
+            raise DataError(f"{flag} {text!r}: {', '.join(sorted(set(new) & set(vals)))} given twice")
+        vals.update(new)
+    return vals
+
+
+def _old_form(text):
+    """A --mix typed in the former spelling (all items `,`-separated) in today's: methods
+    `;`-separated, then the options as one item. None when it does not look like one."""
+    parts = [s.strip() for s in str(text).split(",") if s.strip()]
+    methods = [s for s in parts if ":" in s and "=" not in s]
+    opts = [s for s in parts if "=" in s and ":" not in s]
+    if ";" in str(text) or not methods or len(methods) + len(opts) != len(parts) or len(parts) < 2:
+        return None
+    return ";".join(methods + ([",".join(opts)] if opts else []))
+
+
+def modern_mix(text):
+    """A --mix string in today's spelling: the former one (`,` between all items) converted."""
+    return _old_form(text) or text
 
 
 def parse_mix(text, flag="--mix"):
     """A --mix string -> MixSpec, or None when mixing is off (None, '', 'none', 'off').
 
-    Raises DataError naming `flag`, the bad item and the valid syntax.
+    Raises DataError naming `flag`, the bad item and the valid syntax; a string in the former
+    spelling (`mixup:0.2,cutmix:1.0,switch=0.5`) is refused with its new form.
     """
     if text is None or str(text).strip().lower() in ("", "none", "off"):
         return None
-    usage = "write e.g. mixup:0.2 | cutmix:1.0 | mixup:0.2,cutmix:1.0,switch=0.5,p=1,off_epochs=0"
-    vals, seen = {}, set()
-    for item in (s.strip() for s in str(text).split(",")):
-        if ":" in item:
-            key, _, value = item.partition(":")
-            key = key.strip().lower()
-            if key not in ("mixup", "cutmix"):
-                raise DataError(f"{flag} {item!r}: unknown method {key!r} (valid: mixup, cutmix); {usage}")
-            vals[key] = _number(flag, item, value, float, lambda v: v > 0, "ALPHA > 0, e.g. mixup:0.2")
-        elif "=" in item:
-            key, _, value = item.partition("=")
-            key = key.strip().lower()
-            checks = {"switch": (float, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-                      "p": (float, lambda v: 0 < v <= 1, "a probability in (0, 1]"),
-                      "off_epochs": (int, lambda v: v >= 0, "an integer >= 0")}
-            if key not in checks:
-                raise DataError(f"{flag} {item!r}: unknown option {key!r} (valid: {', '.join(checks)}); {usage}")
-            vals[key] = _number(flag, item, value, *checks[key])
-        else:
-            raise DataError(f"{flag} {item!r}: not method:ALPHA or option=value; {usage}")
-        if key in seen:
-            raise DataError(f"{flag} {text!r}: {key!r} given twice")
-        seen.add(key)
+    old = _old_form(text)
+    if old is not None:
+        raise DataError(f"{flag} {text!r}: ';' now separates the methods and a last item holds the "
+                        f"options; write {flag} '{old}'")
+    vals = {k: _number(flag, k, v) for k, v in _values(text, flag).items()}
     if "mixup" not in vals and "cutmix" not in vals:
-        raise DataError(f"{flag} {text!r}: name a method (mixup:ALPHA and/or cutmix:ALPHA); {usage}")
+        raise DataError(f"{flag} {text!r}: name a method (mixup:ALPHA and/or cutmix:ALPHA); {_USAGE}")
     if "switch" in vals and not ("mixup" in vals and "cutmix" in vals):
         raise DataError(f"{flag} {text!r}: switch= chooses between mixup and cutmix; give both")
     return MixSpec(**vals)

@@ -1,7 +1,7 @@
 """Training-time augmentation of uint8 RGB images (--aug), run per sample in the loader workers.
 
---aug is a comma list of names, each with optional `;`-separated options after a colon; a
-bare value sets the first option listed below:
+--aug is a `;` list of names, each with optional `,`-separated options after a colon
+(README "Option strings"); a bare value sets the first option listed below:
 
     hflip[:p]              horizontal flip with probability p (0.5)
     vflip[:p]              vertical flip (p 0.5)
@@ -9,11 +9,11 @@ bare value sets the first option listed below:
     shift[:frac]           shift by U(-frac, frac) of the side on each axis (0.1), reflect padding
     crop[:frac]            AlexNet/ResNet crop: keep a square (1 - U(0, frac)) of the side (0.125)
                            at a random place, resized back
-    rrc[:scale;ratio]      random-resized crop (Inception/torchvision): area U(scale, 1) (0.08),
+    rrc[:scale,ratio]      random-resized crop (Inception/torchvision): area U(scale, 1) (0.08),
                            aspect log-uniform in [ratio, 1/ratio] (0.75), resized back
     pca[:std]              AlexNet lighting: add eigvec @ (N(0, std) * eigval) to every pixel (0.1),
                            eigen-decomposition of the training pixels' RGB covariance (pca_stats)
-    colorswap[:mode;p;deg;remap]
+    colorswap[:mode,p,deg,remap]
                            with probability p (0.5): mode rb / rg / gb exchanges two channels,
                            perm applies a random non-identity channel permutation, hue rotates
                            hue by U(-deg, deg) degrees (180) about the grey axis.
@@ -21,26 +21,26 @@ bare value sets the first option listed below:
                            label columns whenever the channels are swapped, for data where
                            colour is a tag; without it the labels never change.
 
-    erase[:p;side;ratio;fill]
+    erase[:p,side,ratio,fill]
                            random erasing / cutout (Zhong et al. 2017; DeVries & Taylor 2017),
                            torchvision v2 RandomErasing: with probability p (0.5) a box whose
                            sides are at most `side` of the image side (0.5), aspect ratio in
                            [ratio, 1/ratio] (1: squares, as cutout), filled with `fill`: a grey
                            level 0-255 or random, a random solid colour per image as in the
                            ASL scripts' CutoutPIL (random)
-    randaug[:n;m;bins]     RandAugment (Cubuk et al. 2020), torchvision v2: n ops (2) at
+    randaug[:n,m,bins]     RandAugment (Cubuk et al. 2020), torchvision v2: n ops (2) at
                            magnitude m (9) of bins levels (31)
     trivialaug[:bins]      TrivialAugmentWide (Mueller & Hutter 2021), torchvision v2 (31 bins)
     autoaug[:policy]       AutoAugment (Cubuk et al. 2019), torchvision v2, policy imagenet,
                            cifar10 or svhn (imagenet)
 
-Presets: none; light = hflip; default = hflip,rotate:10,shift:0.0625,crop:0.125;
-heavy = hflip,vflip,rotate:15,shift:0.1,rrc:0.35,pca:0.1,colorswap:rb (assumes colour is not a
-tag; add `;remap=...` otherwise); strong = hflip,erase:1,randaug:2;m=9 (the ASL scripts'
+Presets: none; light = hflip; default = hflip;rotate:10;shift:0.0625;crop:0.125,
+heavy = hflip;vflip;rotate:15;shift:0.1;rrc:0.35;pca:0.1;colorswap:rb (assumes colour is not a
+tag; add `,remap=...` otherwise); strong = hflip;erase:1;randaug:2,m=9 (the ASL scripts'
 combination, Ridnik et al. 2021: cutout of up to half the side on every image, then
-RandAugment, on top of flips). Presets and names mix (`default,vflip`); a name given again
-replaces the earlier one's options in place (`default,rotate:30`). Quote specs in a shell:
-`--aug 'light,colorswap:rb;remap=blue/red'`.
+RandAugment, on top of flips). Presets and names mix (`default;vflip`); a name given again
+replaces the earlier one's options in place (`default;rotate:30`). Quote specs in a shell:
+`--aug 'light;colorswap:rb,remap=blue/red'`.
 
 The input (any H x W) is treated as stretched to size x size. All geometric steps, in the
 order listed, are composed into one affine map and applied with a single bilinear resample
@@ -61,16 +61,16 @@ import numpy as np
 from PIL import Image
 
 from utils.common.errors import DataError
-from utils.common.options import check_choice, merge_options, parse_spec
+from utils.common.options import check_choice, merge_options, old_separators, parse_items, refuse_old_list
 
 log = logging.getLogger(__name__)
 
 PRESETS = {
     "none": "",
     "light": "hflip",
-    "default": "hflip,rotate:10,shift:0.0625,crop:0.125",
-    "heavy": "hflip,vflip,rotate:15,shift:0.1,rrc:0.35,pca:0.1,colorswap:rb",
-    "strong": "hflip,erase:1,randaug:2;m=9",
+    "default": "hflip;rotate:10;shift:0.0625;crop:0.125",
+    "heavy": "hflip;vflip;rotate:15;shift:0.1;rrc:0.35;pca:0.1;colorswap:rb",
+    "strong": "hflip;erase:1;randaug:2,m=9",
 }
 
 # ImageNet RGB statistics (pixels in [0, 1]) from fb.resnet.torch, used by `pca` when no
@@ -114,7 +114,7 @@ class Op:
         parts = [f"{k}={_fmt(self.opts[k])}" for k in keys[1:] if self.opts[k] != self.defaults[k]]
         if keys and (keys[0] != "p" or self.opts["p"] != self.defaults["p"] or parts):
             parts.insert(0, _fmt(self.opts[keys[0]]))
-        return self.name + (":" + ";".join(parts) if parts else "")
+        return self.name + (":" + ",".join(parts) if parts else "")
 
     def matrix(self, rng):
         """3x3 map from output to input in normalised coordinates ([-1, 1] spans the image)."""
@@ -465,23 +465,40 @@ _POSITIONAL = {name: tuple(cls.defaults)[:1] for name, cls in OPS.items()}
 
 def parse_augment(spec):
     """Expand an --aug spec into an ordered list of (name, options); presets expanded,
-    a repeated name replacing the earlier one in place. DataError lists valid names."""
+    a repeated name replacing the earlier one in place. DataError lists valid names, and
+    shows the `;`-separated form of a list typed with the former `,` between augmentations."""
+    try:
+        return _parse_augment(spec)
+    except DataError:
+        refuse_old_list("--aug", spec, _parse_augment)
+        raise
+
+
+def modern_aug(spec):
+    """An --aug spec in today's spelling: one typed with the former separators (`,` between
+    augmentations, `;` inside one) converted; any other spec unchanged."""
+    try:
+        parse_augment(spec)
+    except DataError:
+        new = old_separators(spec)
+        try:
+            _parse_augment(new)
+            return new
+        except DataError:
+            pass
+    return spec
+
+
+def _parse_augment(spec):
     items = {}
-    for text in str(spec or "").split(","):
-        if not text.strip():
-            continue
-        name, _, rest = text.strip().partition(":")
-        name = name.strip().lower()
-        if "=" in name:
-            raise DataError(f"--aug item {text.strip()!r}: inside --aug one augmentation's options are "
-                            f"separated by ';' (e.g. randaug:n=2;m=9), since ',' separates augmentations")
-        if name in PRESETS and not rest:
-            items.update((n, o) for n, o in parse_augment(PRESETS[name]))
+    for name, opts in parse_items(spec, "--aug", lambda name: _POSITIONAL.get(name, ("value",))):
+        if name in PRESETS and not opts:
+            items.update(_parse_augment(PRESETS[name]))
             continue
         check_choice("augmentation", name, (*OPS, *PRESETS))
         if name in PRESETS:
-            raise DataError(f"preset {name!r} takes no options; got {text!r}")
-        items[name] = parse_spec(text, sep=";", positional=_POSITIONAL[name])[1]
+            raise DataError(f"--aug preset {name!r} takes no options; got {opts}")
+        items[name] = opts
     return list(items.items())
 
 
@@ -498,7 +515,7 @@ class Augment:
     @property
     def spec(self):
         """Canonical spec string; build_augment(aug.spec, ...) rebuilds the same pipeline."""
-        return ",".join(op.spec for op in self.ops) or "none"
+        return ";".join(op.spec for op in self.ops) or "none"
 
     def __str__(self):
         return self.spec

@@ -17,7 +17,7 @@ slices the same list where it stopped. Options come from a string: `oversample:t
 import numpy as np
 
 from utils.common.errors import DataError
-from utils.common.options import check_choice, merge_options, parse_spec
+from utils.common.options import check_choice, merge_options, parse_item
 
 SAMPLERS = ("none", "oversample", "undersample")
 
@@ -33,7 +33,7 @@ def resolve_sampler(name, **opts):
 
     Raises DataError for an unknown sampler or option, or an option out of range.
     """
-    name, spec_opts = parse_spec(name)
+    name, spec_opts = parse_item(name, "--sampler")
     check_choice("sampler", name, SAMPLERS)
     opts = merge_options("sampler", name, {**spec_opts, **opts}, DEFAULTS[name])
     if name == "oversample" and not 0 < float(opts["t"]) <= 1:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.common.errors import DataError
+from utils.common.options import split_items, split_options
 from utils.metrics.fbeta import ZERO_DIVISION, fbeta_samples
 
 
@@ -66,12 +67,13 @@ class Constraints:
 
 def add_constraint_arguments(group):
     """Add --exactly-one, --at-most-one, --min-tags, --max-tags to an argparse group."""
-    group.add_argument("--exactly-one", action="append", default=[], metavar="TAG,TAG,...",
-                       help="every image has exactly one of these tags (comma-separated); repeat the flag "
-                            "for several groups; the tag with the largest margin over its threshold wins "
-                            "(default: none)")
-    group.add_argument("--at-most-one", action="append", default=[], metavar="TAG,TAG,...",
-                       help="every image has at most one of these tags; repeatable (default: none)")
+    group.add_argument("--exactly-one", action="append", default=[], metavar="TAG,TAG,...[;TAG,...]",
+                       help="every image has exactly one of these tags (comma-separated); several groups "
+                            "are ';'-separated or the flag repeated (README \"Option strings\"); the tag "
+                            "with the largest margin over its threshold wins (default: none)")
+    group.add_argument("--at-most-one", action="append", default=[], metavar="TAG,TAG,...[;TAG,...]",
+                       help="every image has at most one of these tags; several groups ';'-separated or the "
+                            "flag repeated (default: none)")
     group.add_argument("--min-tags", type=int, default=0, metavar="N",
                        help="at least N tags per image: the best by margin over their thresholds are added "
                             "(default: 0)")
@@ -91,7 +93,8 @@ def check_constraint_args(parser, args):
 def parse_constraints(labels, exactly_one=(), at_most_one=(), min_tags=0, max_tags=None):
     """Constraints over ``labels`` from the flags' strings. Raises DataError naming the flag.
 
-    exactly_one, at_most_one: lists of 'tag,tag,...' strings. Errors: a tag that is
+    exactly_one, at_most_one: lists of 'tag,tag,...' strings, each possibly several groups
+    'a,b;c,d' (`;` between groups, README "Option strings"). Errors: a tag that is
     not a label, a group of fewer than two tags (exactly-one of one tag is allowed: it
     forces the tag), a tag in two groups, min_tags > max_tags, or rules no tag set can
     satisfy (more exactly-one groups than max_tags, min_tags above what the groups allow).
@@ -100,8 +103,8 @@ def parse_constraints(labels, exactly_one=(), at_most_one=(), min_tags=0, max_ta
     index = {t: i for i, t in enumerate(labels)}
     problems, seen, groups, names = [], {}, {"--exactly-one": [], "--at-most-one": []}, []
     for flag, specs in (("--exactly-one", exactly_one), ("--at-most-one", at_most_one)):
-        for spec in specs:
-            tags = [t.strip() for t in spec.split(",") if t.strip()]
+        for spec in (group for value in specs for group in split_items(value)):
+            tags = split_options(spec)
             unknown = [t for t in tags if t not in index]
             if unknown:
                 problems.append(f"{flag} {spec}: {', '.join(map(repr, unknown))} not among the labels "

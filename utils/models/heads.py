@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.common.errors import DataError
-from utils.common.options import check_choice, merge_options, parse_spec
+from utils.common.options import check_choice, merge_options, parse_item
 
 HEADS = {"avg": {}, "max": {}, "avgmax": {}, "gem": {"p": 3.0}, "csra": {"lam": 0.1, "t": 1.0},
          "mldecoder": {}}
@@ -42,7 +42,7 @@ def parse_head(spec):
     """
     if spec is None or str(spec).strip().lower() in ("", "default", "none"):
         return None
-    name, opts = parse_spec(spec)
+    name, opts = parse_item(spec, "--head")
     check_choice("head", name, tuple(HEADS))
     opts = merge_options("head", name, opts, HEADS[name])
     for key, value in opts.items():
@@ -168,7 +168,7 @@ def build_head(spec, in_features, num_labels, drop_rate=None):
     """The head module for a parse_head spec: (B, in_features, H, W) -> (B, num_labels) logits."""
     from timm.layers import SelectAdaptivePool2d
 
-    name, opts = parse_spec(parse_head(spec))
+    name, opts = parse_item(parse_head(spec), "--head")
     opts = {**HEADS[name], **opts}
     if name in ("avg", "max", "avgmax"):
         pool = SelectAdaptivePool2d(pool_type="catavgmax" if name == "avgmax" else name, flatten=True)

@@ -110,6 +110,28 @@ def restore_flags(args, stored, given, run_dir, parse=None, defaults=None):
     return restored
 
 
+def modern_spelling(stored):
+    """A run's config.json with --aug and --mix written in the former spelling (`,` between
+    items) turned into today's, in a copy, so that older runs resume and train the same.
+
+    A value valid in both spellings means the same in both and is left as it is.
+    """
+    from utils.augment.mix import modern_mix
+    from utils.augment.transforms import modern_aug
+
+    out = dict(stored)
+    places = [out]
+    if isinstance(out.get("args"), dict):
+        out["args"] = dict(out["args"])
+        places.append(out["args"])
+    for place in places:
+        if isinstance(place.get("aug"), str):
+            place["aug"] = modern_aug(place["aug"])
+        if isinstance(place.get("mix"), str):
+            place["mix"] = modern_mix(place["mix"])
+    return out
+
+
 def data_of_run(run_dir):
     """The run's data directory on this machine (stored paths converted), or DataError."""
     from utils.runs.directory import load_run

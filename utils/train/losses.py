@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from utils.common.errors import DataError
-from utils.common.options import check_choice, merge_options, parse_spec
+from utils.common.options import as_bool, check_choice, merge_options, parse_item
 
 LOSSES = ("bce", "wbce", "focal", "asl")
 
@@ -109,16 +109,15 @@ def positive_weights(y, mode="inverse", cap=1000.0):
 
 
 def check_option_types(name, opts):
-    """Raise DataError for a loss option whose value is not of its default's kind (number, true/false).
+    """Raise DataError for a loss option whose value is not of its default's kind (number, boolean);
+    booleans given as 1/0 become True/False in `opts`.
 
     focal's alpha may also be none (no class weighting, as in torchvision).
     """
     for key, value in opts.items():
         default = DEFAULTS[name][key]
         if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise DataError(f"--loss {name}: {key} must be true or false; got {value!r} "
-                                f"(e.g. {name}:{key}={str(default).lower()})")
+            opts[key] = as_bool(value, f"--loss {name}: {key}={value!r} (e.g. {name}:{key}={str(default).lower()})")
         elif isinstance(default, float):
             if value is None and (name, key) == ("focal", "alpha"):
                 continue
@@ -133,7 +132,7 @@ def build_loss(name, y_train=None, **opts):
     Returns (module mapping (logits, targets) -> scalar mean loss, info dict for config.json).
     Raises DataError for an unknown loss or option, listing the valid ones.
     """
-    name, spec_opts = parse_spec(name)
+    name, spec_opts = parse_item(name, "--loss")
     check_choice("loss", name, LOSSES)
     opts = merge_options("loss", name, {**spec_opts, **opts}, DEFAULTS[name])
     check_option_types(name, opts)

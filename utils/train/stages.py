@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from utils.common.errors import DataError, report_problems
+from utils.common.options import as_bool, as_float, as_int, as_str, parse_item, parse_value, split_items, split_options
 from utils.common.text import read_text
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -117,74 +118,37 @@ class Stage:
 
 # ----- fields: how each is read and checked ---------------------------------------------
 
-def _as_int(v):
-    if isinstance(v, bool):
-        raise ValueError("is not an integer")
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, int):
-        return v
-    try:
-        return int(str(v).strip())
-    except ValueError:
-        raise ValueError("is not an integer") from None
+def _int(v, what):
+    return as_int(v, what)
 
 
-def _as_float(v):
-    if isinstance(v, bool):
-        raise ValueError("is not a number")
-    try:
-        x = float(str(v).strip()) if isinstance(v, str) else float(v)
-    except (TypeError, ValueError):
-        raise ValueError("is not a number") from None
-    if not math.isfinite(x):
-        raise ValueError("is not a finite number")
-    return x
+def _float(v, what):
+    return as_float(v, what)
 
 
-def _as_opt_float(v):
-    if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "null", "")):
-        return None
-    try:
-        return _as_float(v)
-    except ValueError:
-        raise ValueError("is not a number or 'none'") from None
+def _opt_float(v, what):
+    return as_float("none" if isinstance(v, str) and not v.strip() else v, what, optional=True)
 
 
-def _as_bool(v):
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("is not a boolean (true/false)")
+def _bool(v, what):
+    return as_bool(v, what)
 
 
 def _choice(choices):
-    def conv(v):
-        s = str(v).strip().lower()
-        if s not in choices:
-            raise ValueError(f"is not one of {', '.join(choices)}")
-        return s
-    return conv
+    return lambda v, what: as_str(v, what, choices)
 
 
-def _as_train(v):
+def _train(v, what):
     s = str(v).strip().lower()
     if s in ("head", "all"):
         return s
-    try:
-        n = _as_int(v)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError("is not 'head', 'all' or a number of layer groups >= 1")
+    n = parse_value(v)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DataError(f"{what} is not 'head', 'all' or a number of layer groups >= 1")
     return str(n)
 
 
-def _as_milestones(v):
+def _milestones(v, what):
     if isinstance(v, str):
         parts = [p for p in v.replace(" ", "").split("/") if p]
     elif isinstance(v, (list, tuple)):
@@ -192,22 +156,23 @@ def _as_milestones(v):
     else:
         parts = [v]
     try:
-        return tuple(_as_float(p) for p in parts)
-    except ValueError:
-        raise ValueError("is not a '/'-separated list of numbers (e.g. 0.5/0.75)") from None
+        return tuple(as_float(p, what) for p in parts)
+    except DataError:
+        raise DataError(f"{what} is not a '/'-separated list of numbers (e.g. 0.5/0.75)") from None
 
 
-def _as_name(v):
+def _name(v, what):
     return "" if v is None else str(v).strip()
 
 
+# field -> converter(value, what): the value as typed (parse_value's vocabulary) or native (JSON/YAML)
 _CONVERT = {
-    "epochs": _as_int, "size": _as_int, "bs": _as_int, "lr": _as_float,
-    "opt": _choice(OPTIMIZERS), "momentum": _as_float, "nesterov": _as_bool, "wd": _as_float,
-    "sched": _choice(SCHEDULES), "train": _as_train, "lr_mult": _as_float, "warmup": _as_float,
-    "pct_start": _as_float, "step": _as_opt_float, "gamma": _as_float, "milestones": _as_milestones,
-    "patience": _as_int, "factor": _as_float, "max_drops": _as_int, "min_lr": _as_float,
-    "drop_rate": _as_opt_float, "accum": _as_int, "bn": _choice(BN_MODES), "name": _as_name,
+    "epochs": _int, "size": _int, "bs": _int, "lr": _float,
+    "opt": _choice(OPTIMIZERS), "momentum": _float, "nesterov": _bool, "wd": _float,
+    "sched": _choice(SCHEDULES), "train": _train, "lr_mult": _float, "warmup": _float,
+    "pct_start": _float, "step": _opt_float, "gamma": _float, "milestones": _milestones,
+    "patience": _int, "factor": _float, "max_drops": _int, "min_lr": _float,
+    "drop_rate": _opt_float, "accum": _int, "bn": _choice(BN_MODES), "name": _name,
 }
 KEYS = tuple(f.name for f in dataclasses.fields(Stage))
 assert set(KEYS) == set(_CONVERT)
@@ -283,7 +248,7 @@ def _build(raw_stages, where, defaults=None, inherit=True):
     for k, v in (defaults or {}).items():
         if k not in _CONVERT:
             raise ValueError(f"unknown Stage field in defaults: {k!r}")
-        setattr(base, k, _CONVERT[k](v))
+        setattr(base, k, _CONVERT[k](v, f"{k}={v!r}"))
     stages, prev = [], base
     for i, raw in enumerate(raw_stages, 1):
         tag = f"stage {i}"
@@ -298,9 +263,9 @@ def _build(raw_stages, where, defaults=None, inherit=True):
                 problems.append(f"{tag}: {_unknown_key(key)}")
                 continue
             try:
-                values[key] = _CONVERT[key](v)
-            except ValueError as e:
-                problems.append(f"{tag}: {key}={v!r} {e}")
+                values[key] = _CONVERT[key](v, f"{key}={v!r}")
+            except DataError as e:
+                problems.append(f"{tag}: {e}")
         values["milestones"] = tuple(values["milestones"])
         stage, bad = _check(Stage(**values))
         problems += [f"{tag}: {p}" for p in bad]
@@ -315,33 +280,33 @@ def _build(raw_stages, where, defaults=None, inherit=True):
 # ----- sources --------------------------------------------------------------------------
 
 def _split_spec(spec):
-    """'a=1,b=2;c=3' -> ([{'a': '1', 'b': '2'}, {'c': '3'}], problems)."""
-    parts = [p.strip() for p in str(spec).split(";")]
-    if parts and parts[-1] == "" and len(parts) > 1:
-        parts.pop()  # a trailing ';' is harmless
+    """'a=1,b=2;c=3' -> ([{'a': '1', 'b': '2'}, {'c': '3'}], problems): the option language's
+    items without names, values kept as typed (each key's converter reads them)."""
     raw, problems = [], []
-    for i, part in enumerate(parts, 1):
-        d = {}
-        items = [x.strip() for x in part.split(",") if x.strip()]
-        if not items:
-            problems.append(f"stage {i}: empty (write key=value,... between the ';')")
-        for item in items:
-            key, eq, value = item.partition("=")
-            key = key.strip().lower()
-            if not eq or not key:
-                problems.append(f"stage {i}: {item!r} is not key=value")
-            elif key in d:
-                problems.append(f"stage {i}: key {key!r} given twice")
-            else:
-                d[key] = value.strip()
-        raw.append(d)
+    for i, part in enumerate(split_items(spec), 1):
+        try:
+            if ":" in part:  # a stage has no name: only its key=value options
+                raise DataError(f"{part!r} is not key=value,key=value")
+            parse_item(part, "--stages")
+            raw.append(dict(_raw_options(part)))
+        except DataError as e:
+            problems.append(f"stage {i}: {e}")
+    if not raw and not problems:
+        problems.append("empty (write key=value,... and ';' between stages)")
     return raw, problems
+
+
+def _raw_options(part):
+    """(key, value as typed) of one stage; parse_item has checked the syntax."""
+    for item in split_options(part):
+        key, _, value = item.partition("=")
+        yield key.strip().lower(), value.strip()
 
 
 def parse_stages(spec, defaults=None, where="--stages"):
     """Parse a --stages string into a list of validated Stages.
 
-    spec: "key=value,...;key=value,..." (DESIGN.md section 4); keys are Stage's fields,
+    spec: "key=value,...;key=value,..." (README "Option strings"); keys are Stage's fields,
     `milestones` as "0.5/0.75". A key left out inherits from the previous stage.
     defaults: optional {field: value} the first stage starts from.
     Raises DataError naming the stage (1-based), the field, the bad value and the choices.
@@ -515,7 +480,7 @@ STRONG_FLAGS = {
     "loss": "asl",      # ASL: gamma_neg=4, gamma_pos=0, clip=0.05 (utils/train/losses.py defaults)
     # mixup 0.1 + cutmix 1.0, switch 0.5: the batch-mixing of timm's "ResNet strikes back"
     # A2/A3 procedures (Wightman, Touvron & Jegou 2021); not in the ASL scripts
-    "mix": "mixup:0.1,cutmix:1.0,switch=0.5",
+    "mix": "mixup:0.1;cutmix:1.0;switch=0.5",
     # concatenated average and max pooling (fastai's AdaptiveConcatPool2d): a cheap head that
     # fine-tunes well on small data; ML-Decoder's own head is one flag away (--head mldecoder)
     "head": "avgmax",
@@ -623,10 +588,7 @@ def _scale_lr(stages, lr):
 
 def _check_flag(name, value, convert, ok, rule):
     """A flag's value converted and checked; DataError saying what it must be otherwise."""
-    try:
-        v = convert(value)
-    except ValueError as e:
-        raise DataError(f"{name} {value!r} {e}") from None
+    v = convert(value, f"{name} {value!r}")
     if not ok(v):
         raise DataError(f"{name} {value!r} must be {rule}")
     return v
@@ -660,15 +622,15 @@ def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None,
     if recipe is not None and stages is not None:
         raise DataError("give one stage plan source, not --recipe and --stages")
     if epochs is not None:
-        epochs = _check_flag("--epochs", epochs, _as_int, lambda v: v >= 1, ">= 1")
+        epochs = _check_flag("--epochs", epochs, _int, lambda v: v >= 1, ">= 1")
     if size is not None:
-        size = _check_flag("--size", size, _as_int, lambda v: v >= 8, ">= 8 px")
+        size = _check_flag("--size", size, _int, lambda v: v >= 8, ">= 8 px")
     if bs is not None:
-        bs = _check_flag("--bs", bs, _as_int, lambda v: v >= 1, ">= 1")
+        bs = _check_flag("--bs", bs, _int, lambda v: v >= 1, ">= 1")
     if lr is not None:
-        lr = _check_flag("--lr", lr, _as_float, lambda v: v > 0, "> 0")
+        lr = _check_flag("--lr", lr, _float, lambda v: v > 0, "> 0")
     if accum is not None:
-        accum = _check_flag("--accum", accum, _as_int, lambda v: v >= 1, ">= 1")
+        accum = _check_flag("--accum", accum, _int, lambda v: v >= 1, ">= 1")
     raw = None
     data = read_config_file(config_file) if config_file is not None else {}
     if "stages" in data:
