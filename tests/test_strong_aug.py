@@ -5,7 +5,9 @@ import torch
 from torchvision.transforms import v2
 
 from utils.common.errors import DataError
-from utils.augment.transforms import Erase, GpuAugment, RandAug, build_augment, parse_augment
+from utils.augment.gpu import GpuAugment
+from utils.augment.torchvision_ops import Erase, RandAug
+from utils.augment.transforms import build_augment, parse_augment
 from test_transforms import textured, to_batch
 
 TV_SPECS = ["erase:1", "randaug", "randaug:n=3,m=15", "trivialaug", "autoaug", "autoaug:svhn", "strong"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from utils.common.errors import DataError
-from utils.augment.transforms import (AUGMENTS, PRESETS, build_augment, hue_matrix, parse_augment,
-                              pca_stats, warp)
+from utils.augment.ops import hue_matrix
+from utils.augment.transforms import AUGMENTS, PRESETS, build_augment, parse_augment, pca_stats, warp
 
 LABELS = ["red", "green", "blue", "dress"]
 PCA = {"eigval": [0.05, 0.01, 0.002],
@@ -242,7 +242,7 @@ def to_batch(images):
 
 
 def test_warp_batch_matches_warp():
-    from utils.augment.transforms import warp_batch
+    from utils.augment.gpu import warp_batch
 
     imgs = [textured(32, 32, seed=s) for s in range(3)]
     aug = build_augment("rotate:15;shift:0.05;crop:0.125", 32)
@@ -258,7 +258,7 @@ def test_warp_batch_matches_warp():
 def test_gpu_augment_determinism_flips_and_colour():
     import torch
 
-    from utils.augment.transforms import GpuAugment
+    from utils.augment.gpu import GpuAugment
 
     imgs = [textured(16, 16, seed=s) for s in range(4)]
     x, y = to_batch(imgs), torch.tensor([[1.0, 0, 0, 1]] * 4)

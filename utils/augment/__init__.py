@@ -1,1 +1,1 @@
-"""Training-time augmentation: per-sample ops, static copies, batch mixing."""
+"""Training-time augmentation: transforms (the --aug language and per-sample pipeline: parse_augment, build_augment, PRESETS, pca_stats), ops (geometric and colour ops), torchvision_ops (erase, randaug, trivialaug, autoaug), gpu (the --aug-device gpu path: GpuAugment), static (static copies), mix (batch mixing)."""

@@ -44,7 +44,8 @@ from utils.train.stages import Stage
 from utils.augment.static import make_static
 from utils.train.tensorboard import TensorBoardLog
 from utils.metrics.threshold_search import greedy_thresholds
-from utils.augment.transforms import GpuAugment, build_augment
+from utils.augment.gpu import GpuAugment
+from utils.augment.transforms import build_augment
 
 log = logging.getLogger(__name__)
 
