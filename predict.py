@@ -1,8 +1,8 @@
 """Probabilities for the test set and the out-of-fold validation rows, with batched TTA.
 
-    python predict.py --run runs/A --tta 10crop                    # test + val, mean merge
-    python predict.py --run 'runs/resnet50-train-f*' --tta hflip --split test
-    python predict.py --run 'runs/resnet50-train-f*' --tta d4 --submission sub.csv
+    python predict.py --runs runs/A --tta 10crop                    # test + val, mean merge
+    python predict.py --runs 'runs/resnet50-train-f*' --tta hflip --split test
+    python predict.py --runs 'runs/resnet50-train-f*' --tta d4 --submission sub.csv
 
 Each run gets preds/test.<tta>.csv (test images in sample_submission.csv order) and/or
 preds/val.<tta>.csv (its own validation fold, in folds.csv order). The model, labels,
@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.common.cli import add_cache_argument, add_hidden_alias, pick_device, run_script  # noqa: E402
 from utils.metrics.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
 from utils.common.atomic import atomic_write_csv  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
@@ -50,7 +50,7 @@ def get_args_parser():
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to predict")
-    g.add_argument("--run", nargs="+", action="extend", required=True, metavar="RUN",
+    g.add_argument("--runs", nargs="+", action="extend", required=True, metavar="RUN",
                    help="run folders or glob patterns (quote them); a folder of runs counts as all of them")
     g.add_argument("--tta", default="none", choices=TTA_NAMES, help="test-time augmentation (default: none)")
     g.add_argument("--merge", default="mean", choices=MERGES,
@@ -86,10 +86,13 @@ def get_args_parser():
                    help="most views of a batch in one forward pass (default: 0 = auto: all on CUDA, "
                    "1 on CPU, where larger forwards were slower in bench/tta.py)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast on CUDA (default: on where supported)")
+    g.add_argument("--amp", default="auto", nargs="?", const="bf16", choices=["auto", "off", "bf16"],
+                   help="mixed precision on CUDA, as train.py's: bf16 autocast (default: auto = bf16 where "
+                   "supported)")
+    g.add_argument("--no-amp", dest="amp", action="store_const", const="off", help=argparse.SUPPRESS)
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
+    add_hidden_alias(p, "--run", "--runs")  # the former name
     return p
 
 
@@ -174,8 +177,8 @@ def plan_jobs(runs, args, splits):
         ckpt = checkpoint_path(run.dir, args.checkpoint)
         if not ckpt.is_file():
             problems.append(f"{run.dir}: no {ckpt}; " + (
-                f"make it with: python tools/average_checkpoints.py --run {run.dir}" if args.checkpoint == "avg"
-                else "the run has not saved a model (still training, or pruned) - train it or drop it from --run"))
+                f"make it with: python tools/average_checkpoints.py --runs {run.dir}" if args.checkpoint == "avg"
+                else "the run has not saved a model (still training, or pruned) - train it or drop it from --runs"))
             continue
         try:  # a damaged or foreign checkpoint is found now, not after hours of other runs
             _, meta = load_for_inference(ckpt, "cpu", run.labels)
@@ -243,7 +246,7 @@ def predict_job(job, splits, args, device):
     cuda = device.type == "cuda"
     kw = dict(tta=args.tta, merge=args.merge, mean=meta["mean"], std=meta["std"], bs=args.bs,
               device=device, crop_frac=args.crop_frac,
-              amp=cuda and torch.cuda.is_bf16_supported() if args.amp is None else args.amp,
+              amp=args.amp == "bf16" or (args.amp == "auto" and cuda and torch.cuda.is_bf16_supported()),
               channels_last=cuda if args.channels_last is None else args.channels_last,
               max_views_per_forward=args.max_views_per_forward or (None if cuda else 1))
     log.info("%s: %s at %d px, TTA %s (%s merge)", job.run.name, meta["arch"], size, args.tta, args.merge)
@@ -345,7 +348,7 @@ def main(args):
     if args.size is not None and args.size < 8:
         raise DataError(f"--size {args.size}: give an image side of at least 8 px")
     device = pick_device(args.device)
-    jobs = plan_jobs(find_all_runs(args.run, args.path_map), args, splits)
+    jobs = plan_jobs(find_all_runs(args.runs, args.path_map), args, splits)
     constraints = None
     if args.submission:
         check_output_file(args.submission, "--submission", {j.run.data_root for j in jobs})

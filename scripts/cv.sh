@@ -49,7 +49,7 @@ for ((fold = 0; fold < FOLDS; fold++)); do
   if [ -f "$run/preds/val.$TTA.csv" ] && [ -f "$run/preds/test.$TTA.csv" ]; then
     echo "== $name: predicted with $TTA"
   else
-    "$PYTHON" "$REPO/predict.py" --run "$run" --tta "$TTA" --split both
+    "$PYTHON" "$REPO/predict.py" --runs "$run" --tta "$TTA" --split both
   fi
 done
 echo "runs of $ARCH (bs $BS, tag $TAG):"

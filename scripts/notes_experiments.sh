@@ -91,7 +91,7 @@ predicted() {
     run="$RUNS/$tag-f$fold"
     [ -f "$run/result.json" ] || continue  # not trained (yet): nothing to predict
     [ -f "$run/preds/val.$tta$suffix.csv" ] && continue
-    "$PYTHON" "$REPO/predict.py" --run "$run" --tta "$tta" --split val "$@" ||
+    "$PYTHON" "$REPO/predict.py" --runs "$run" --tta "$tta" --split val "$@" ||
       { FAILED=$((FAILED + 1)); echo "== $tag-f$fold: predict FAILED"; }
   done
 }
@@ -179,8 +179,8 @@ averaged() {
     run="$RUNS/$tag-f$fold"
     [ -f "$run/result.json" ] || continue
     [ -f "$run/checkpoints/avg.pt" ] && [ "$run/preds/val.none-avg.csv" -nt "$run/checkpoints/avg.pt" ] && continue
-    { "$PYTHON" "$REPO/tools/average_checkpoints.py" --run "$run" --last "$k" &&
-      "$PYTHON" "$REPO/predict.py" --run "$run" --checkpoint avg --tta none --split val; } ||
+    { "$PYTHON" "$REPO/tools/average_checkpoints.py" --runs "$run" --last "$k" &&
+      "$PYTHON" "$REPO/predict.py" --runs "$run" --checkpoint avg --tta none --split val; } ||
       { FAILED=$((FAILED + 1)); echo "== $tag-f$fold: averaging FAILED"; }
   done
 }

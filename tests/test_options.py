@@ -110,3 +110,18 @@ def test_train_refuses_the_former_spelling_with_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "write --aug 'hflip;erase:p=0.5'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_flag_names_agree_and_former_names_still_parse():
+    import predict
+    from tools import average_checkpoints, plot_probs, thresholds
+
+    p = predict.get_args_parser()
+    assert p.parse_args(["--run", "a", "b"]).runs == p.parse_args(["--runs", "a", "b"]).runs == ["a", "b"]
+    assert "--runs" in p.format_help() and "--run " not in p.format_help() and "--no-amp" not in p.format_help()
+    assert [p.parse_args(["--runs", "a", *amp]).amp for amp in ([], ["--amp"], ["--amp", "off"], ["--no-amp"])] == \
+        ["auto", "bf16", "off", "off"]
+    for tool, argv in ((average_checkpoints, ["--run", "r"]), (thresholds, ["--run", "r"]), (plot_probs, ["--run", "r"])):
+        parser = tool.get_args_parser()
+        assert parser.parse_args(argv).run == parser.parse_args(["--runs", *argv[1:]]).run
+        assert "--run " not in parser.format_help()

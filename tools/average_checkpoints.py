@@ -1,9 +1,9 @@
 """Average a run's kept epoch checkpoints into checkpoints/avg.pt (same format as best.pt).
 
     python train.py ... --keep-epochs 5                          # keeps the last 5 epochs' weights
-    python tools/average_checkpoints.py --run runs/X --last 5    # uniform average of those
-    python tools/average_checkpoints.py --run runs/X --top 3 --bn-recompute
-    python predict.py --run runs/X --checkpoint avg
+    python tools/average_checkpoints.py --runs runs/X --last 5    # uniform average of those
+    python tools/average_checkpoints.py --runs runs/X --top 3 --bn-recompute
+    python predict.py --runs runs/X --checkpoint avg
 
 --bn-recompute recomputes the BatchNorm statistics of the averaged weights over the
 run's training images (every image not in its validation fold, at the checkpoint's
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.common.cli import add_cache_argument, pick_device, run_script  # noqa: E402
+from utils.common.cli import add_cache_argument, add_hidden_alias, pick_device, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.common.text import read_csv  # noqa: E402
 
@@ -28,7 +28,9 @@ log = logging.getLogger("average_checkpoints")
 
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="run directory with checkpoints/epoch_*.pt (train.py --keep-epochs)")
+    p.add_argument("--runs", dest="run", required=True, metavar="RUN",
+                   help="one run directory with checkpoints/epoch_*.pt (train.py --keep-epochs)")
+    add_hidden_alias(p, "--run", "--runs")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--last", type=int, default=None, metavar="K",
                      help="average the K latest kept epochs (default: all kept epochs)")
@@ -102,7 +104,7 @@ def main(args):
     print(f"{out}: mean of epochs {', '.join(map(str, a['epochs']))} ({a['how']}; their F2 "
           f"{', '.join(f'{f:.4f}' for f in a['val_f2'])})"
           f"{', BatchNorm statistics recomputed' if a['bn_recomputed'] else ''}\n"
-          f"predict with: python predict.py --run {run.dir} --checkpoint avg")
+          f"predict with: python predict.py --runs {run.dir} --checkpoint avg")
     return avg
 
 

@@ -1,12 +1,12 @@
 """Per-label probability histograms, images with the tag vs without, for one or several
 prediction sets side by side (e.g. a run with and one without oversampling).
 
-    python tools/plot_probs.py --run runs/A                       # runs/A/plots/probs_val.png
-    python tools/plot_probs.py --run runs/A runs/B --out cmp.png  # A and B side by side
+    python tools/plot_probs.py --runs runs/A                       # runs/A/plots/probs_val.png
+    python tools/plot_probs.py --runs runs/A runs/B --out cmp.png  # A and B side by side
     python tools/plot_probs.py --preds x.csv y.csv --truth data/demo/train.csv --out cmp.png
-    python tools/plot_probs.py --run runs/A --split test --out test.png   # no truth: one colour
+    python tools/plot_probs.py --runs runs/A --split test --out test.png   # no truth: one colour
 
---run takes the run's preds/<split>.<tta>.csv (the best TTA for val, else 'none' or
+--runs takes the run's preds/<split>.<tta>.csv (the best TTA for val, else 'none' or
 the only one, unless --tta) and, for val, the truth in its data root. --preds takes
 any prediction file (image_name, then one probability column per label), with
 --truth for the two colours. With truth the red line is the greedy threshold. One
@@ -28,7 +28,7 @@ from utils.analysis.plots import plot_prob_comparison, plot_prob_distributions  
 from utils.runs.scores import Truth, load_oof  # noqa: E402
 from utils.runs.directory import load_run  # noqa: E402
 from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
-from utils.common.cli import run_script  # noqa: E402
+from utils.common.cli import add_hidden_alias, run_script  # noqa: E402
 
 log = logging.getLogger("plot_probs")
 
@@ -37,17 +37,18 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("inputs (one or more, in this order)")
-    g.add_argument("--run", nargs="+", default=[], metavar="DIR", help="run folders")
+    g.add_argument("--runs", dest="run", nargs="+", default=[], metavar="DIR", help="run folders")
+    add_hidden_alias(p, "--run", "--runs")
     g.add_argument("--preds", nargs="+", default=[], metavar="FILE", help="prediction CSV files")
     g.add_argument("--truth", default=None, metavar="CSV",
                    help="image_name,tags file colouring --preds files (default: none, one colour)")
-    g.add_argument("--split", choices=("val", "test"), default="val", help="--run predictions to plot (default val)")
-    g.add_argument("--tta", default=None, metavar="NAME", help="TTA name of --run predictions (default: see above)")
+    g.add_argument("--split", choices=("val", "test"), default="val", help="--runs predictions to plot (default val)")
+    g.add_argument("--tta", default=None, metavar="NAME", help="TTA name of --runs predictions (default: see above)")
     g.add_argument("--titles", nargs="+", default=None, metavar="TEXT",
                    help="column titles, one per input (default: run folder or file name)")
     g.add_argument("--labels", nargs="+", default=None, metavar="NAME", help="plot these labels only (default: all)")
     g.add_argument("--path-map", default=None, metavar="FILE",
-                   help="lines OLD=NEW rewriting stored path prefixes of --run records")
+                   help="lines OLD=NEW rewriting stored path prefixes of --runs records")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, metavar="PNG",
                    help="PNG to write (default with --run: <first run>/plots/probs_<split>.png)")

@@ -4,7 +4,7 @@ In-sample F2 fits the thresholds on the rows it scores (optimistic); cross-fitte
 fits them on K-1 folds and scores the held-out fold (what to expect on test data).
 
     python tools/thresholds.py --probs runs/X/preds/val.none.csv --truth data/demo/train.csv
-    python tools/thresholds.py --run runs/X --strategy greedy smooth --json
+    python tools/thresholds.py --runs runs/X --strategy greedy smooth --json
 
 Folds: --folds FILE, else folds.csv next to the truth file; when those give the rows
 fewer than two folds (one run's val file covers one fold), a seeded random --kfold
@@ -27,7 +27,7 @@ from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.runs.directory import load_run  # noqa: E402
 from utils.metrics.threshold_search import random_folds  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
-from utils.common.cli import run_script  # noqa: E402
+from utils.common.cli import add_hidden_alias, run_script  # noqa: E402
 
 log = logging.getLogger("thresholds")
 
@@ -38,8 +38,10 @@ def get_args_parser():
     g = p.add_argument_group("inputs")
     g.add_argument("--probs", help="predictions CSV: image_name, then one probability column per label")
     g.add_argument("--truth", help="truth CSV in train.csv format (image_name,tags; tags space-separated); "
-                                   "with --run the default is train.csv in the run's data root")
-    g.add_argument("--run", help="run directory: uses DIR/preds/val.none.csv, else the newest DIR/preds/val.*.csv")
+                                   "with --runs the default is train.csv in the run's data root")
+    g.add_argument("--runs", dest="run", metavar="RUN", help="one run directory: uses RUN/preds/val.none.csv, else the "
+                   "newest RUN/preds/val.*.csv")
+    add_hidden_alias(p, "--run", "--runs")
     g.add_argument("--folds", help="folds CSV (image_name,fold); default: folds.csv next to the truth file, if any")
     g.add_argument("--kfold", type=int, default=5,
                    help="random K-way split used when the folds give the rows fewer than 2 folds; "

@@ -15,6 +15,16 @@ def add_runs_argument(group):
     group.add_argument("--runs", nargs="+", default=[DEFAULT_RUNS], metavar="PATTERN",
                        help="run folders, folders of runs or glob patterns (default: runs/ in the repository)")
 
+def add_hidden_alias(parser, alias, flag):
+    """Accept `alias`, a former spelling, for the option `flag` of `parser`, left out of --help.
+
+    Flag names follow README "Option strings": --runs for the runs a script reads, --out for
+    what it writes. A command written with the old name keeps working; messages name `flag`.
+    """
+    action = parser._option_string_actions[flag]  # argparse has no public way to alias an option
+    parser._option_string_actions[alias] = action
+
+
 VERBOSE = "%(asctime)s %(levelname)s %(message)s"
 QUIET = "%(levelname)s: %(message)s"
 

@@ -100,7 +100,7 @@ def training_predictions(path, names):
     run = path.parent.parent
     if path.parent.name == "preds" and path.name.startswith("val.") and (run / "config.json").is_file():
         return (f"the out-of-fold predictions of run {run.name} for its validation (training) images; "
-                f"use {path.parent / ('test.' + path.name[4:])} (python predict.py --run {run} --split test)")
+                f"use {path.parent / ('test.' + path.name[4:])} (python predict.py --runs {run} --split test)")
     if path.name.startswith("stack_oof"):
         return (f"a stack's out-of-fold predictions of the training images; use {path.parent / 'stack_test.csv'} "
                 f"beside it")
