@@ -37,6 +37,7 @@ from utils.metrics.constraints import add_constraint_arguments, constrained_deci
 from utils.common.atomic import atomic_write_csv  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
 from utils.common.text import read_csv  # noqa: E402
+from utils.data.dataset import name_key  # noqa: E402
 from utils.runs.pred_files import read_preds, submission_frame, write_preds  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.predict.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
@@ -131,6 +132,7 @@ def folds_table(run):
     if not path.is_file():
         raise DataError(f"folds file {path} not found; it was written when the run trained")
     df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
+    df["image_name"] = df["image_name"].map(name_key)  # as train.csv's names (NFC)
     df["fold"] = df["fold"].astype(int)
     return df
 

@@ -9,6 +9,7 @@ uint8 cache is built (utils/data/cache.py), which reports undecodable files the 
 """
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,13 @@ class DataSpec:
     test_files: list = field(default_factory=list)
 
 
+def name_key(name):
+    """An image name as a person sees it: Unicode NFC. macOS writes file names decomposed
+    (NFD, 'e' + combining accent) while a CSV typed elsewhere holds them composed (NFC);
+    every match of an image name against a file or another list goes through this."""
+    return unicodedata.normalize("NFC", name)
+
+
 def split_tags(s):
     """'a b  c' -> ['a', 'b', 'c']; NaN/empty -> []."""
     if not isinstance(s, str):
@@ -74,24 +82,32 @@ def read_tags_csv(path, need_tags=True):
 
 
 def index_folder(folder):
-    """Map file names in `folder` to Paths: by exact name and by stem (image files only).
+    """Map file names in `folder` to Paths: by name and by stem (image files only), both keyed
+    by `name_key` (NFC).
 
     Returns (by_name, by_stem); a stem shared by several files maps to None (ambiguous).
+    Raises DataError naming both files when two names are equal after normalisation.
     """
     by_name, by_stem = {}, {}
     with os.scandir(folder) as it:
         for e in it:
             if not e.is_file():
                 continue
-            stem, ext = os.path.splitext(e.name)
-            by_name[e.name] = Path(e.path)
+            key = name_key(e.name)
+            if key in by_name:
+                raise DataError(f"{folder}: files {by_name[key].name!r} and {e.name!r} have the same name once "
+                                f"Unicode-normalised (NFC; they differ only in how accents are encoded); "
+                                f"rename or remove one of them")
+            stem, ext = os.path.splitext(key)
+            by_name[key] = Path(e.path)
             if ext.lower() in IMAGE_EXTS:
                 by_stem[stem] = None if stem in by_stem else Path(e.path)
     return by_name, by_stem
 
 
 def resolve_file(name, by_name, by_stem):
-    """The file for an image_name with or without extension, or None."""
+    """The file for an image_name with or without extension (matched by `name_key`), or None."""
+    name = name_key(name)
     if name in by_name:
         return by_name[name]
     stem, ext = os.path.splitext(name)
@@ -113,7 +129,7 @@ def files_by_stem(by_name):
 def missing_file(name, folder, same_stem):
     """Why image_name `name` has no file in `folder`: none at all, or several candidates
     (same stem, other extensions; same_stem from files_by_stem) that it does not tell apart."""
-    stem, ext = os.path.splitext(name)
+    stem, ext = os.path.splitext(name_key(name))
     cands = same_stem.get(stem if ext.lower() in IMAGE_EXTS else name, [])
     if len(cands) > 1:
         return (f"{len(cands)} candidate files for {name!r} in {folder}: {', '.join(cands)}; keep one of them, or "
@@ -227,7 +243,7 @@ def _match_files(names, folder, csv_name, problems, check=check_header, report=T
 
 
 def _duplicates(names, csv_name, problems):
-    stems = [os.path.splitext(n)[0] if os.path.splitext(n)[1].lower() in IMAGE_EXTS else n for n in names]
+    stems = [image_stem(n) for n in names]
     seen = {}
     for i, s in enumerate(stems):
         if s in seen:
@@ -259,7 +275,7 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
         raise DataError(f"{root}: data directory not found (expected train.csv, train/, test/ inside)")
     problems = []
     df = read_tags_csv(root / "train.csv")
-    names = df["image_name"].str.strip().tolist()
+    names = [name_key(n) for n in df["image_name"].str.strip()]
     tags = [split_tags(t) for t in df["tags"]]
     for i, n in enumerate(names):
         if not n:
@@ -294,6 +310,7 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
         test_files = _match_files(test_names, test_dir, "sample_submission.csv", problems, test_check,
                                   report="test" in splits)
     elif test_dir.is_dir():
+        index_folder(test_dir)  # refuses two names that are one after normalisation
         test_files = sorted(p for p in test_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         test_names = [p.stem for p in test_files]
         if test_check and "test" in splits:
@@ -328,9 +345,9 @@ def unlisted_test_images(spec):
     folder = spec.root / spec.test_images
     if not (spec.root / "sample_submission.csv").is_file() or not folder.is_dir():
         return []
-    listed = {os.path.basename(str(f)) for f in spec.test_files if f is not None}
-    return sorted(e.name for e in os.scandir(folder)
-                  if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and e.name not in listed)
+    listed = {name_key(os.path.basename(str(f))) for f in spec.test_files if f is not None}
+    return sorted(e.name for e in os.scandir(folder) if e.is_file() and os.path.splitext(e.name)[1].lower()
+                  in IMAGE_EXTS and name_key(e.name) not in listed)
 
 
 def select_label_group(labels, y, group):
@@ -361,22 +378,22 @@ def select_label_group(labels, y, group):
 
 
 def image_stem(name):
-    """An image name without its image extension (any case); other names unchanged."""
-    stem, ext = os.path.splitext(name)
+    """An image name (NFC, `name_key`) without its image extension (any case); other names unchanged."""
+    stem, ext = os.path.splitext(name_key(name))
     return stem if ext.lower() in IMAGE_EXTS else name
 
 
 def align_names(names, ref_names, what):
-    """Row of `ref_names` for each of `names`: exact match, else the same name without an
-    image extension. Returns int64 (len(names),); one DataError (naming `what`) lists names
-    that are missing or match several rows."""
-    exact = {n: i for i, n in enumerate(ref_names)}
+    """Row of `ref_names` for each of `names`: the same name (after `name_key`), else the same
+    name without an image extension. Returns int64 (len(names),); one DataError (naming `what`)
+    lists names that are missing or match several rows."""
+    exact = {name_key(n): i for i, n in enumerate(ref_names)}
     stems = {}
     for i, n in enumerate(ref_names):
         stems.setdefault(image_stem(n), []).append(i)
     index, problems = [], []
     for n in names:
-        i = exact.get(n)
+        i = exact.get(name_key(n))
         if i is None:
             hits = stems.get(image_stem(n), [])
             if len(hits) != 1:
@@ -393,7 +410,7 @@ def read_truth(path, labels, strict=True):
     strict: a tag outside `labels` is a DataError naming the file and row (else ignored).
     """
     df = read_tags_csv(path)
-    names = df["image_name"].str.strip().tolist()
+    names = [name_key(n) for n in df["image_name"].str.strip()]
     col = {t: j for j, t in enumerate(labels)}
     y = np.zeros((len(names), len(labels)), np.uint8)
     problems = []

@@ -232,14 +232,16 @@ def train_groups(path, names):
     one connected component share an id; an image without a copy has its own id.
     Raises DataError naming the file and rows whose train images are not in `names`.
     """
+    from utils.data.dataset import name_key
+
     df = read_duplicates(path)
     tt = df[(df["split_a"] == "train") & (df["split_b"] == "train")]
-    index = {n: k for k, n in enumerate(names)}
+    index = {name_key(n): k for k, n in enumerate(names)}
     problems = [f"row {r + 2}: train image {n!r} is not in train.csv"
-                for r, a, b in zip(tt.index, tt["image_a"], tt["image_b"]) for n in (a, b) if n not in index]
+                for r, a, b in zip(tt.index, tt["image_a"], tt["image_b"]) for n in (a, b) if name_key(n) not in index]
     report_problems(f"{path}: stale near-duplicate pairs; rerun tools/near_duplicates.py", problems)
-    i = np.array([index[n] for n in tt["image_a"]], np.int64)
-    j = np.array([index[n] for n in tt["image_b"]], np.int64)
+    i = np.array([index[name_key(n)] for n in tt["image_a"]], np.int64)
+    j = np.array([index[name_key(n)] for n in tt["image_b"]], np.int64)
     return components(len(names), i, j).astype(np.int64)
 
 

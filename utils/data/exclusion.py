@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.data.dataset import image_stem
+from utils.data.dataset import image_stem, name_key
 from utils.common.atomic import atomic_write_csv
 from utils.common.errors import DataError, report_problems
 from utils.common.text import read_csv
@@ -22,7 +22,7 @@ from utils.common.text import read_csv
 def read_exclusion(path, names):
     """Rows of `names` (train.csv order) listed in the image_name column of the file `path`.
 
-    Names match exactly or without their image extension. Returns (sorted unique int64
+    Names match after Unicode normalisation (`name_key`), with or without their image extension. Returns (sorted unique int64
     rows, SHA-1 hex digest of the file's bytes). Raises DataError naming the file for a
     missing or unreadable file, a missing image_name column, or (with their rows)
     names that are not training images.
@@ -37,11 +37,11 @@ def read_exclusion(path, names):
     if "image_name" not in df.columns:
         raise DataError(f"--exclude {path}: no image_name column (found {list(df.columns)[:5]}); "
                         f"expected a CSV with a header line image_name, e.g. tools/label_issues.py's output")
-    exact = {n: i for i, n in enumerate(names)}
+    exact = {name_key(n): i for i, n in enumerate(names)}
     stems = {image_stem(n): i for i, n in enumerate(names)}
     rows, problems = [], []
     for r, n in enumerate(df["image_name"].str.strip()):
-        i = exact.get(n, stems.get(image_stem(n)))
+        i = exact.get(name_key(n), stems.get(image_stem(n)))
         if i is None:
             problems.append(f"row {r + 2}: {n!r} is not a training image (train.csv)")
         else:

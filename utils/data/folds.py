@@ -15,6 +15,7 @@ import pandas as pd
 from utils.common.atomic import atomic_write_csv
 from utils.common.errors import DataError, preview
 from utils.common.text import read_csv
+from utils.data.dataset import name_key
 
 
 def make_folds(y, k=5, seed=42, groups=None):
@@ -74,7 +75,7 @@ def plan_folds(spec, k=5, seed=42, path=None):
     if list(df.columns[:2]) != ["image_name", "fold"]:
         raise DataError(f"{path}: expected columns image_name,fold; got {list(df.columns)}")
     try:
-        stored = dict(zip(df["image_name"], df["fold"].astype(int)))
+        stored = dict(zip(map(name_key, df["image_name"]), df["fold"].astype(int)))
     except ValueError as e:
         raise DataError(f"{path}: the fold column must hold integers ({e})") from e
     k_file = max(stored.values()) + 1 if stored else 0

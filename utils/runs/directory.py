@@ -167,9 +167,11 @@ def find_runs(patterns, pairs=None, roots=None):
 
 
 def read_folds(path):
-    """folds.csv -> dict image_name -> fold."""
+    """folds.csv -> dict image_name (NFC, utils.data.dataset.name_key) -> fold."""
+    from utils.data.dataset import name_key
+
     df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
-    return dict(zip(df["image_name"], df["fold"].astype(int)))
+    return dict(zip(map(name_key, df["image_name"]), df["fold"].astype(int)))
 
 
 def group_models(runs):

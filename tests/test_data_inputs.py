@@ -1,0 +1,73 @@
+"""Inputs that used to fail or train silently wrong: names in another Unicode form, tags
+joined by another separator, one label, a label never positive in the training folds."""
+import unicodedata
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_dataset
+from utils.common.errors import DataError
+from utils.data.dataset import load_dataset
+
+NFC = unicodedata.normalize("NFC", "café")
+NFD = unicodedata.normalize("NFD", "café")
+
+
+def rename_first(root, folder, old, new):
+    (root / folder / old).rename(root / folder / new)
+
+
+def replace_in(path, old, new):
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+@pytest.mark.parametrize("disk,csv", [(NFD, NFC), (NFC, NFD)])
+def test_names_match_in_either_unicode_form(tmp_path, disk, csv):
+    assert disk != csv
+    root = write_dataset(tmp_path / "d", n=12)
+    rename_first(root, "train", "img000.jpg", f"{disk}_1.jpg")
+    replace_in(root / "train.csv", "img000,", f"{csv}_1,")
+    rename_first(root, "test", "t000.jpg", f"{disk}_t.jpg")
+    replace_in(root / "sample_submission.csv", "t000,", f"{csv}_t,")
+    spec = load_dataset(root)
+    assert spec.names[0] == f"{NFC}_1" and spec.files[0].name == f"{disk}_1.jpg"
+    assert spec.test_names[0] == f"{csv}_t"  # the submission echoes sample_submission's spelling
+    assert spec.test_files[0].name == f"{disk}_t.jpg"
+
+
+def test_folds_and_exclusion_lists_match_in_either_form(tmp_path):
+    from utils.data.exclusion import read_exclusion
+    from utils.data.folds import plan_folds
+    from utils.runs.directory import read_folds
+
+    root = write_dataset(tmp_path / "d", n=12)
+    rename_first(root, "train", "img000.jpg", f"{NFC}.jpg")
+    replace_in(root / "train.csv", "img000,", f"{NFC},")
+    spec = load_dataset(root)
+    folds = pd.DataFrame({"image_name": [NFD if n == NFC else n for n in spec.names], "fold": np.arange(12) % 3})
+    folds.to_csv(root / "folds.csv", index=False)
+    got, _, new = plan_folds(spec, k=3)
+    assert not new and got.tolist() == (np.arange(12) % 3).tolist()
+    assert read_folds(root / "folds.csv")[NFC] == 0
+    pd.DataFrame({"image_name": [f"{NFD}.jpg"]}).to_csv(tmp_path / "ex.csv", index=False)
+    assert read_exclusion(tmp_path / "ex.csv", spec.names)[0].tolist() == [0]
+
+
+def test_files_equal_after_normalisation_are_refused_by_name(tmp_path):
+    root = write_dataset(tmp_path / "d", n=12)
+    rename_first(root, "train", "img000.jpg", f"{NFC}.jpg")
+    rename_first(root, "train", "img001.jpg", f"{NFD}.jpg")
+    replace_in(root / "train.csv", "img000,", f"{NFC},")
+    with pytest.raises(DataError, match="same name once Unicode-normalised") as e:
+        load_dataset(root)
+    assert repr(f"{NFC}.jpg") in str(e.value) and repr(f"{NFD}.jpg") in str(e.value)
+
+
+def test_csv_rows_equal_after_normalisation_are_duplicates(tmp_path):
+    root = write_dataset(tmp_path / "d", n=12)
+    rename_first(root, "train", "img000.jpg", f"{NFC}.jpg")
+    replace_in(root / "train.csv", "img000,", f"{NFC},")
+    replace_in(root / "train.csv", "img001,", f"{NFD},")
+    with pytest.raises(DataError, match="duplicate image name"):
+        load_dataset(root)
