@@ -378,7 +378,9 @@ def main(args):
     from utils.train.pseudo import load_extras, sampler_labels
     from utils.train.stages import describe_plan, resolve_plan
     from utils.train.tensorboard import resolve_flag as resolve_tensorboard
-    from utils.train.trainer import TrainOptions, Trainer, check_batches, seed_everything
+    from utils.train.fold_data import FoldData
+    from utils.train.run_state import seed_everything
+    from utils.train.trainer import TrainOptions, Trainer, check_batches
     from utils.augment.transforms import build_augment, pca_stats
 
     check_output_dir(args.out, "--out")
@@ -448,10 +450,7 @@ def main(args):
     else:
         cfg["band_scaling"] = fit_band_scaling(spec.files, args.channels)
         kw = dict(desc=args.images, channels=args.channels, scaling=cfg["band_scaling"])
-        if dist.is_main():
-            imgs = load_images(spec.files, plan[0].size, cache_dir, **kw)
-        dist.barrier()
-        imgs = load_images(spec.files, plan[0].size, cache_dir, **kw)
+        imgs = dist.main_first(lambda: load_images(spec.files, plan[0].size, cache_dir, **kw))
         if args.channels >= 3:  # PCA lighting changes R, G, B only
             cfg["pca"] = pca_stats(imgs[train_rows[:: max(1, len(train_rows) // 500)]][..., :3])
         cfg["loss"] = build_loss(args.loss, spec.y[train_rows][:, label_idx])[1]
@@ -472,8 +471,8 @@ def main(args):
                         amp=args.amp, compile=args.compile, plots=args.plots, cache_dir=str(cache_dir),
                         aug_device=args.aug_device, tensorboard=tensorboard)
     model = model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
-    trainer = Trainer(model, cfg, spec, fold_ids, label_idx, run_dir, device, opts, exclude=excluded,
-                      extras=extras)
+    fold_data = FoldData.split(spec, fold_ids, cfg["fold"], label_idx, excluded, extras)
+    trainer = Trainer(model, cfg, fold_data, run_dir, device, opts)
     result = trainer.fit(resume=args.resume)
     if dist.is_main():
         print(f"run: {run_dir}\nbest validation F2: {result['best_val_f2']:.4f} (epoch {result['best_epoch']}), "

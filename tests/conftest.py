@@ -14,6 +14,14 @@ sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def script_argv(script, kill=None):
+    """The argv (after the interpreter) that runs ROOT/script; with kill='what:N' through
+    tests/kill_at.py, which kills the process at that trainer event."""
+    if kill:
+        return [str(ROOT / "tests" / "kill_at.py"), kill, str(ROOT / script)]
+    return [str(ROOT / script)]
+
+
 def write_dataset(root, n=40, labels=("a", "b", "c"), size=24, seed=0, n_test=6, ext=".jpg"):
     """A small Planet-layout dataset whose tag 'a' is a bright square, 'b' a dark bar, 'c' a red dot."""
     rng = np.random.default_rng(seed)

@@ -90,7 +90,7 @@ def test_resume_with_another_lr_names_the_default_the_run_used(tmp_path):
     import signal
     data = write_dataset(tmp_path / "data", n=20, size=16)
     plan = ["--stages", "epochs=2,size=16,bs=8,lr=5e-4"]
-    r = train(data, tmp_path / "runs", *plan, check=False, env={"MULTITAG_DIE_AT": "epoch_end:1"})
+    r = train(data, tmp_path / "runs", *plan, check=False, kill="epoch_end:1")
     assert r.returncode == -signal.SIGKILL
     r = train(data, tmp_path / "runs", "--resume", "--lr", "1e-2", check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -51,10 +51,10 @@ def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path):
     # micro-batch 3 and 23 (stage 2, epoch 1, micro-batch 6 of 9) are in the middle of an
     # accumulation group: the resumed run redoes the group from its start
     kills = ["step:3", "epoch_end:1", "step:23", "ckpt:14"]
-    r = train(data, out, *ARGS, env={"MULTITAG_DIE_AT": kills[0]}, check=False)
+    r = train(data, out, *ARGS, kill=kills[0], check=False)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     for k in kills[1:]:
-        r = train(data, out, *ARGS, "--resume", env={"MULTITAG_DIE_AT": k}, check=False)
+        r = train(data, out, *ARGS, "--resume", kill=k, check=False)
         assert r.returncode == -signal.SIGKILL, (k, r.stderr[-2000:])
     train(data, out, *ARGS, "--resume")
     _same_run(reference, out / "r")
@@ -104,7 +104,7 @@ def test_torchrun_with_accumulation_ema_and_mix_resumes_exactly(data, tmp_path):
     extra = ["--accum", "2", "--ema", "0.9", "--mix", "mixup:0.4;cutmix:1.0", "--ckpt-every", "1"]
     r = torchrun(data, tmp_path / "a", "--name", "ddp", *extra)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = torchrun(data, tmp_path / "b", "--name", "ddp", *extra, env={"MULTITAG_DIE_AT": "step:3"})
+    r = torchrun(data, tmp_path / "b", "--name", "ddp", *extra, kill="step:3")
     assert r.returncode != 0 and not (tmp_path / "b" / "ddp" / "result.json").exists()
     r = torchrun(data, tmp_path / "b", "--name", "ddp", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -53,7 +53,7 @@ def test_kill_and_resume_with_pseudo_labels_is_exact(data, tmp_path):
     csv, _ = pseudo_file(tmp_path / "pseudo.csv", ["t000", "t002", "t003", "t007"])
     ref, out = tmp_path / "ref", tmp_path / "runs"
     train(data, ref, *SHORT, "--pseudo", csv, "--pseudo-weight", "2")
-    r = train(data, out, *SHORT, "--pseudo", csv, "--pseudo-weight", "2", env={"MULTITAG_DIE_AT": "step:3"},
+    r = train(data, out, *SHORT, "--pseudo", csv, "--pseudo-weight", "2", kill="step:3",
               check=False)
     assert r.returncode == -9, r.stderr[-2000:]
     r = train(data, out, *SHORT, "--pseudo-weight", "3", "--resume", check=False)  # another weight: refused
@@ -75,7 +75,7 @@ def test_first_step_loss_is_bce_with_mixed_and_weighted_targets(data, tmp_path):
     from utils.data.dataset import load_dataset
     from utils.data.loader import to_input
     from utils.models.factory import create_model
-    from utils.train.trainer import seed_everything
+    from utils.train.run_state import seed_everything
 
     spec = load_dataset(data)
     teacher = np.random.default_rng(1).random((len(spec.names), 3))

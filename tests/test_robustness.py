@@ -16,14 +16,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT, write_dataset
+from conftest import ROOT, script_argv, write_dataset
 from utils.common.errors import DataError
 
 FAST = "epochs=1,size=16,bs=8"
 
 
-def train(data, out, *extra, env=None, name="r", check=True, arch=("--arch", "tiny_cnn")):
-    cmd = [sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--data", str(data), "--out", str(out),
+def train(data, out, *extra, env=None, name="r", check=True, arch=("--arch", "tiny_cnn"), kill=None):
+    """Run train.py; kill='what:N' kills it at that trainer event (tests/kill_at.py)."""
+    cmd = [sys.executable, "-W", "ignore", *script_argv("train.py", kill), "--data", str(data), "--out", str(out),
            *arch, "--no-pretrained", "--plots", "none", *(["--name", name] if name else []), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
@@ -380,7 +381,7 @@ def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
     flags = ["--loss", "asl", "--aug", "light", "--stages", plan, "--seed", "3", "--folds-k", "3",
              "--deterministic", "--ckpt-every", "1"]
     train(data, tmp_path / "ref", *flags)
-    r = train(data, tmp_path / "runs", *flags, env={"MULTITAG_DIE_AT": "step:3"}, check=False)
+    r = train(data, tmp_path / "runs", *flags, kill="step:3", check=False)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
 
     def resume(*extra):

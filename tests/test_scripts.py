@@ -20,7 +20,10 @@ def test_cv_sh_resumes_after_a_kill_and_runs_each_fold_once(tmp_path):
     cmd = ["bash", str(ROOT / "scripts" / "cv.sh"), "tiny_cnn", "8", "--no-pretrained",
            "--stages", "epochs=2,size=24", "--plots", "none", "--workers", "0"]
     # the first fold is killed in its second epoch: cv.sh stops (set -e) with the fold half done
-    r = subprocess.run(cmd, env=dict(env, MULTITAG_DIE_AT="epoch_end:1"), capture_output=True, text=True,
+    killing = tmp_path / "python-killed-at-epoch-end-1"  # an interpreter for cv.sh's PYTHON
+    killing.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "kill_at.py"}" epoch_end:1 "$@"\n')
+    killing.chmod(0o755)
+    r = subprocess.run(cmd, env=dict(env, PYTHON=str(killing)), capture_output=True, text=True,
                        cwd=tmp_path, timeout=300)
     assert r.returncode != 0
     assert (runs / "tiny_cnn-t-f0" / "checkpoints" / "last.pt").is_file()

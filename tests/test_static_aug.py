@@ -59,7 +59,7 @@ def test_one_copy_differs_and_resumes_exactly(data, dynamic, tmp_path):
     out = tmp_path / "killed"
     for kill in ("step:3", "stage_end:0", "step:11"):  # mid-epoch, at the size change, in stage 2
         r = train(data, out, *args, *(["--resume"] if (out / "r").exists() else []),
-                  env={"MULTITAG_DIE_AT": kill}, check=False)
+                  kill=kill, check=False)
         assert r.returncode == -signal.SIGKILL, (kill, r.stderr[-2000:])
     train(data, out, *args, "--resume")
     _same_run(tmp_path / "ref" / "r", out / "r")

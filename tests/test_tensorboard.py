@@ -70,7 +70,7 @@ def test_run_writes_scalars_histograms_and_hparams(data, tmp_path):
 def test_resumed_run_continues_without_duplicate_steps(data, tmp_path):
     # killed while writing the checkpoint at the end of epoch 2: tb/ already has epoch 2,
     # the resumed run trains epoch 2 again and must replace it, not add a second one
-    r = train(data, tmp_path, "--stages", PLAN, env={"MULTITAG_DIE_AT": "ckpt:2"}, check=False)
+    r = train(data, tmp_path, "--stages", PLAN, kill="ckpt:2", check=False)
     assert r.returncode != 0
     assert [e.step for e in events(tmp_path / "r" / "tb").Scalars("val_f2")] == [1, 2]
     train(data, tmp_path, "--stages", PLAN, "--resume")

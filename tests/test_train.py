@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, write_dataset
+from conftest import ROOT, script_argv, write_dataset
 
 PLAN = "epochs=2,size=32,bs=8,lr=2e-2,train=head;epochs=1,size=24,train=1,lr_mult=0.5;epochs=2,size=32,train=all,sched=cosine"
 
 
-def train(data, out, *extra, env=None, name="r", check=True):
-    cmd = [sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--data", str(data), "--out", str(out),
+def train(data, out, *extra, env=None, name="r", check=True, kill=None):
+    """Run train.py; kill='what:N' kills it at that trainer event (tests/kill_at.py)."""
+    cmd = [sys.executable, "-W", "ignore", *script_argv("train.py", kill), "--data", str(data), "--out", str(out),
            "--arch", "tiny_cnn", "--no-pretrained", "--name", name, "--plots", "none", *extra]
     e = dict(os.environ, **(env or {}))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=e)
@@ -81,10 +82,10 @@ def test_three_stage_run_writes_the_run_directory(reference):
 def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path, kills):
     out = tmp_path / "runs"
     args = ["--stages", PLAN, "--deterministic", "--ckpt-every", "2"]
-    r = train(data, out, *args, env={"MULTITAG_DIE_AT": kills[0]}, check=False)
+    r = train(data, out, *args, kill=kills[0], check=False)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     for k in kills[1:]:
-        r = train(data, out, *args, "--resume", env={"MULTITAG_DIE_AT": k}, check=False)
+        r = train(data, out, *args, "--resume", kill=k, check=False)
         assert r.returncode == -signal.SIGKILL, (k, r.stderr[-2000:])
     train(data, out, *args, "--resume")
     _same_run(reference, out / "r")
@@ -94,7 +95,7 @@ def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path, kill
 def test_ctrl_c_leaves_a_resumable_checkpoint(data, reference, tmp_path):
     out = tmp_path / "runs"
     args = ["--stages", PLAN, "--deterministic", "--ckpt-every", "2"]
-    r = train(data, out, *args, env={"MULTITAG_DIE_AT": "sigint:5"}, check=False)
+    r = train(data, out, *args, kill="sigint:5", check=False)
     assert r.returncode == 130, r.stderr[-2000:]
     assert "--resume" in r.stderr and (out / "r" / "checkpoints" / "last.pt").is_file()
     train(data, out, *args, "--resume")
@@ -103,10 +104,11 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(data, reference, tmp_path):
 
 def test_resume_without_a_name_takes_the_newest_unfinished_matching_run(data, tmp_path):
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--data", str(data), "--out", str(out),
-           "--arch", "tiny_cnn", "--no-pretrained", "--plots", "none", "--stages", "epochs=2,size=32,bs=8"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, MULTITAG_DIE_AT="epoch_end:1"))
+    flags = ["--data", str(data), "--out", str(out), "--arch", "tiny_cnn", "--no-pretrained", "--plots", "none",
+             "--stages", "epochs=2,size=32,bs=8"]
+    cmd = [sys.executable, "-W", "ignore", str(ROOT / "train.py"), *flags]
+    r = subprocess.run([sys.executable, "-W", "ignore", *script_argv("train.py", "epoch_end:1"), *flags],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL
     (killed,) = list(out.iterdir())
     assert killed.name.startswith("tiny_cnn-train-f0-")  # the default name: <arch>-<variant>-f<fold>-<time>
@@ -120,7 +122,7 @@ def test_resume_without_a_name_takes_the_newest_unfinished_matching_run(data, tm
 
 def test_resume_refuses_a_changed_plan(data, tmp_path):
     out = tmp_path / "runs"
-    r = train(data, out, "--stages", "epochs=2,size=32,bs=8", env={"MULTITAG_DIE_AT": "epoch_end:1"}, check=False)
+    r = train(data, out, "--stages", "epochs=2,size=32,bs=8", kill="epoch_end:1", check=False)
     assert r.returncode == -signal.SIGKILL
     r = train(data, out, "--stages", "epochs=3,size=32,bs=8", "--resume", check=False)
     assert r.returncode == 2 and "stages" in r.stderr and "Traceback" not in r.stderr
@@ -135,12 +137,12 @@ def test_bad_flags_exit_2(data, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def torchrun(data, out, *extra, env=None):
+def torchrun(data, out, *extra, env=None, kill=None):
     # --standalone: a local rendezvous on a free port, so parallel or repeated runs never clash
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "train.py"), "--data", str(data), "--out", str(out), "--arch", "tiny_cnn", "--no-pretrained",
-           "--stages", "epochs=2,size=32,bs=8;epochs=1,size=24,train=head", "--plots", "none", "--device", "cpu",
-           "--workers", "0", "--deterministic", *extra]
+           *script_argv("train.py", kill), "--data", str(data), "--out", str(out), "--arch", "tiny_cnn",
+           "--no-pretrained", "--stages", "epochs=2,size=32,bs=8;epochs=1,size=24,train=head", "--plots", "none",
+           "--device", "cpu", "--workers", "0", "--deterministic", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
 
@@ -157,7 +159,7 @@ def test_torchrun_two_processes_and_exact_resume(data, tmp_path):
     assert sorted(preds["image_name"]) == sorted(folds.loc[folds["fold"] == 0, "image_name"])
     # killed after its first epoch, then resumed by a new torchrun: the same result
     out2 = tmp_path / "runs2"
-    r = torchrun(data, out2, "--name", "ddp", env={"MULTITAG_DIE_AT": "epoch_end:1"})
+    r = torchrun(data, out2, "--name", "ddp", kill="epoch_end:1")
     assert r.returncode != 0 and not (out2 / "ddp" / "result.json").exists()
     r = torchrun(data, out2, "--name", "ddp", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""torchrun support: process group setup, rank-0-only writes, gathering predictions.
+"""torchrun support: process groups, rank-0-only writes, shared files built by rank 0 first, gathered predictions.
 
 Launched with `torchrun --nproc_per_node N train.py ...`, torchrun sets RANK,
 WORLD_SIZE and LOCAL_RANK; without them everything here is a no-op (world of 1).
@@ -30,14 +30,17 @@ def is_main():
 
 
 def world_size():
+    """Number of processes (1 when not distributed)."""
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def rank():
+    """This process's rank (0 when not distributed)."""
     return dist.get_rank() if dist.is_initialized() else 0
 
 
 def barrier():
+    """Wait until every process gets here (nothing to wait for when not distributed)."""
     if dist.is_initialized():
         dist.barrier()
 
@@ -83,5 +86,20 @@ def shard_eval(n):
 
 
 def cleanup():
+    """End the process group, if one was started."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def main_first(make):
+    """make() on every process, rank 0 first while the others wait at a barrier.
+
+    For work whose first call writes a shared file (an image cache): rank 0 builds it,
+    then the other ranks read what it wrote. Returns this process's make() result.
+    """
+    if is_main():
+        out = make()
+    barrier()
+    if not is_main():
+        out = make()
+    return out

@@ -1,1 +1,1 @@
-"""Training one run: the Trainer, its loops, stage plans, schedules, losses, pseudo-labels, TensorBoard."""
+"""Training one run: the Trainer and its loops, run state and exact resume, the best weights, plots, Ctrl-C, stage plans, schedules, losses, pseudo-labels, TensorBoard."""
