@@ -71,3 +71,26 @@ def test_csv_rows_equal_after_normalisation_are_duplicates(tmp_path):
     replace_in(root / "train.csv", "img001,", f"{NFD},")
     with pytest.raises(DataError, match="duplicate image name"):
         load_dataset(root)
+
+
+@pytest.mark.parametrize("sep", ["|", ",", ";"])
+def test_tags_joined_by_another_separator_are_refused_naming_it(tmp_path, sep):
+    root = write_dataset(tmp_path / "d", n=12)
+    df = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    df.loc[[1, 4], "tags"] = f"a{sep}b{sep}c"
+    df.to_csv(root / "train.csv", index=False)
+    with pytest.raises(DataError) as e:
+        load_dataset(root)
+    msg = str(e.value)
+    assert f"tags joined by {sep!r} in 2 row(s) (rows 3, 6" in msg and "'a b c'" in msg
+
+
+def test_a_separator_inside_a_listed_label_is_meant(tmp_path):
+    root = write_dataset(tmp_path / "d", n=12)
+    df = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    df.loc[1, "tags"] = "a rock|pop"
+    df.to_csv(root / "train.csv", index=False)
+    (root / "labels.txt").write_text("a\nb\nc\nrock|pop\n")
+    assert load_dataset(root).labels[-1] == "rock|pop"
+
+

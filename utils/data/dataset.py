@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from utils.data.bands import band_problems, check_tiff_header, is_tiff
-from utils.common.errors import DataError, report_problems
+from utils.common.errors import DataError, preview, report_problems
 from utils.common.text import read_csv, read_lines, read_text
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,26 @@ def split_tags(s):
     if not isinstance(s, str):
         return []
     return s.split()
+
+
+TAG_SEPARATORS = "|,;"  # what other tools join tags with; tags here are separated by spaces
+
+
+def joined_tags(tags, known=()):
+    """A problem string when tags look joined by a separator other than space, else None.
+
+    tags: per row, the list of `split_tags`; known: labels.txt's labels (a tag listed there is
+    meant). Names the separator, how many rows and the first of them (train.csv row numbers),
+    and what to do: every joined string would otherwise train as one label of its own.
+    """
+    for sep in TAG_SEPARATORS:
+        rows = [i for i, ts in enumerate(tags) if any(sep in t and t not in known for t in ts)]
+        if rows:
+            example = next(t for t in tags[rows[0]] if sep in t)
+            return (f"train.csv: tags joined by {sep!r} in {len(rows)} row(s) (rows {preview([r + 2 for r in rows])}; "
+                    f"e.g. {example!r}): tags are separated by spaces here, so each joined string would train as "
+                    f"one label; replace {sep!r} by a space in the tags column (e.g. {example.replace(sep, ' ')!r})")
+    return None
 
 
 def read_tags_csv(path, need_tags=True):
@@ -293,6 +313,8 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
                 problems.append(f"train.csv row {i + 2}: tag(s) {bad} not in labels.txt")
     else:
         labels = present
+    if joined := joined_tags(tags, set(labels) if labels_file.is_file() else ()):
+        problems.append(joined)
     if not labels:
         problems.append("train.csv: no tags at all; a multi-label dataset needs at least one tag")
 
