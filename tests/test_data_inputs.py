@@ -94,3 +94,16 @@ def test_a_separator_inside_a_listed_label_is_meant(tmp_path):
     assert load_dataset(root).labels[-1] == "rock|pop"
 
 
+@pytest.mark.parametrize("every", [True, False])
+def test_one_label_makes_folds(tmp_path, every):
+    from utils.data.duplicates import group_folds
+    from utils.data.folds import make_folds
+
+    y = np.ones((20, 1), np.uint8) if every else (np.arange(20) % 4 == 0).astype(np.uint8)[:, None]
+    folds = make_folds(y, k=5)
+    assert sorted(np.bincount(folds).tolist()) == [4] * 5
+    if not every:  # the one label is stratified: one positive per fold
+        assert np.bincount(folds[y[:, 0] == 1]).tolist() == [1] * 5
+    assert len(set(group_folds(y, np.arange(20) // 2, k=5).tolist())) == 5
+
+

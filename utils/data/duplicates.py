@@ -255,6 +255,8 @@ def group_folds(y, groups, k=5, seed=42):
     """
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
+    from utils.data.folds import stratify_target
+
     uniq, inv = np.unique(groups, return_inverse=True)
     if len(uniq) < k:
         raise DataError(f"{len(uniq)} duplicate groups cannot be split into {k} folds")
@@ -262,7 +264,7 @@ def group_folds(y, groups, k=5, seed=42):
     np.maximum.at(gy, inv, np.asarray(y, np.uint8))
     gfold = np.zeros(len(uniq), np.int64)
     mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for f, (_, val) in enumerate(mskf.split(np.zeros((len(uniq), 1)), gy)):
+    for f, (_, val) in enumerate(mskf.split(np.zeros((len(uniq), 1)), stratify_target(gy))):
         gfold[val] = f
     return gfold[inv]
 

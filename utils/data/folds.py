@@ -17,7 +17,6 @@ from utils.common.errors import DataError, preview
 from utils.common.text import read_csv
 from utils.data.dataset import name_key
 
-
 def make_folds(y, k=5, seed=42, groups=None):
     """Fold id per row (0..k-1) by iterative stratification of the (N, L) label matrix.
 
@@ -36,9 +35,17 @@ def make_folds(y, k=5, seed=42, groups=None):
         return group_folds(y, groups, k, seed)
     folds = np.zeros(len(y), np.int64)
     mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for f, (_, val) in enumerate(mskf.split(np.zeros((len(y), 1)), y)):
+    for f, (_, val) in enumerate(mskf.split(np.zeros((len(y), 1)), stratify_target(y))):
         folds[val] = f
     return folds
+
+
+def stratify_target(y):
+    """The (N, L) 0/1 label matrix as iterstrat takes it: with one label (L = 1, e.g. one tag on
+    every image) scikit-learn reads it as a 'binary' target and refuses it, so its complement is
+    added as a second column (stratifying one label and its absence is the same split)."""
+    y = np.asarray(y, np.uint8).reshape(len(y), -1)
+    return np.hstack([y, 1 - y]) if y.shape[1] < 2 else y
 
 
 def folds_k_for(path, k, given):
