@@ -107,3 +107,35 @@ def test_one_label_makes_folds(tmp_path, every):
     assert len(set(group_folds(y, np.arange(20) // 2, k=5).tolist())) == 5
 
 
+def test_one_tag_on_every_image_loads_and_warns(tmp_path, caplog):
+    from utils.data.folds import load_or_make_folds, warn_unlearnable_labels
+
+    root = write_dataset(tmp_path / "d", n=12)
+    df = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    df["tags"] = "a"
+    df.to_csv(root / "train.csv", index=False)
+    spec = load_dataset(root)
+    folds = load_or_make_folds(spec, k=3)
+    assert spec.y.shape == (12, 1) and sorted(np.bincount(folds).tolist()) == [4, 4, 4]
+    none, every = warn_unlearnable_labels(spec, np.flatnonzero(folds != 0), [0], 0)
+    assert (none, every) == ([], ["a"]) and "every training image carries label(s) 'a'" in caplog.text
+
+
+def test_label_without_training_positive_is_named_and_wbce_stays_sane(tmp_path, caplog):
+    import torch
+
+    from utils.data.folds import warn_unlearnable_labels
+    from utils.train.losses import build_loss
+
+    root = write_dataset(tmp_path / "d", n=12)
+    df = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    df["tags"] = ["a c" if i < 3 else "a b" for i in range(12)]
+    df.to_csv(root / "train.csv", index=False)
+    spec = load_dataset(root)
+    train_rows = np.arange(3, 12)  # 'c' only on the validation rows 0-2
+    none, _ = warn_unlearnable_labels(spec, train_rows, [0, 1, 2], 0)
+    assert none == ["c"] and "no training image carries label(s) 'c' (3 in the dataset)" in caplog.text
+    loss, info = build_loss("wbce", spec.y[train_rows])
+    assert info["pos_weight"][2] == 1.0
+    val = torch.tensor(spec.y[:3], dtype=torch.float32)
+    assert float(loss(torch.zeros(3, 3), val)) < 2  # log 2 per entry at most, not cap x log 2

@@ -43,9 +43,9 @@ def test_bce_matches_numpy(batch):
 
 def test_wbce_weights_inverse_odds_and_cap(y_train):
     w = positive_weights(y_train)
-    assert w == pytest.approx([20.0, 2.0, 1.0, 1000.0])  # absent label gets the cap, not inf
+    assert w == pytest.approx([20.0, 2.0, 1.0, 1.0])  # absent label: 1, neither inf nor the cap
     w = positive_weights(y_train, mode="odds", cap=10)
-    assert w == pytest.approx([10.0, 1.0, 0.0, 10.0])    # 19 capped at 10
+    assert w == pytest.approx([10.0, 1.0, 0.0, 1.0])  # 19 capped at 10
 
 
 def test_wbce_equals_torch_pos_weight_and_numpy(batch, y_train):

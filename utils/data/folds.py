@@ -6,6 +6,7 @@ later run: `plan_folds` reads or makes them without writing, `write_folds` write
 other check has passed, `load_or_make_folds` does both. A folds file whose K or image set no longer
 matches train.csv is refused with what to do.
 """
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from utils.common.atomic import atomic_write_csv
 from utils.common.errors import DataError, preview
 from utils.common.text import read_csv
 from utils.data.dataset import name_key
+
+log = logging.getLogger(__name__)
+
 
 def make_folds(y, k=5, seed=42, groups=None):
     """Fold id per row (0..k-1) by iterative stratification of the (N, L) label matrix.
@@ -133,3 +137,34 @@ def duplicate_groups(spec, folds_path=None):
         if path.is_file():
             return train_groups(path, spec.names)
     return None
+
+
+def unlearnable_labels(y_train, labels):
+    """Labels the training rows cannot teach: (no positive, positive on every row) name lists.
+
+    y_train: (n, L) 0/1 tags of one fold's training rows; labels: the L names.
+    """
+    y = np.asarray(y_train).reshape(len(y_train), len(labels))
+    pos = y.sum(0)
+    return [l for l, p in zip(labels, pos) if p == 0], [l for l, p in zip(labels, pos) if p == len(y) > 0]
+
+
+def warn_unlearnable_labels(spec, train_rows, label_idx, fold):
+    """Log a warning naming each label with no positive image among the fold's training rows
+    (it cannot be learned, whatever the loss: its validation positives are all missed) and
+    each label on every training image (the model can only learn to always predict it).
+
+    spec: DataSpec; train_rows: int rows (into spec.names) trained on; label_idx: the run's
+    label columns; fold: the validation fold, for the message. Returns the two name lists.
+    """
+    labels = [spec.labels[j] for j in label_idx]
+    none, every = unlearnable_labels(spec.y[np.asarray(train_rows)][:, label_idx], labels)
+    if none:
+        counts = ", ".join(f"{l!r} ({int(spec.y[:, spec.labels.index(l)].sum())} in the dataset)" for l in none)
+        log.warning("fold %d: no training image carries label(s) %s, so the model cannot learn them (their "
+                    "validation positives will be missed); add examples, or train without them (--label-group)",
+                    fold, counts)
+    if every:
+        log.warning("fold %d: every training image carries label(s) %s; the model can only learn to always "
+                    "predict them", fold, preview(every))
+    return none, every

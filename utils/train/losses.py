@@ -4,7 +4,8 @@
     wbce    BCE with a per-label positive weight from the training fold's densities d:
             mode=inverse (default) w = 1/d, which scales each label's density up to 1;
             mode=odds w = (1-d)/d, which balances positives against negatives;
-            w is capped at `cap` (default 1000), and a label absent from the fold gets `cap`
+            w is capped at `cap` (default 1000); a label absent from the fold gets 1 (it has no
+            positive to weight, and `cap` would only inflate its validation loss)
     focal   focal loss (Lin et al., ICCV 2017): gamma (default 2), alpha (default 0.25, none = off)
     asl     asymmetric loss (Ridnik et al., ICCV 2021): gamma_neg=4, gamma_pos=0, clip=0.05,
             eps=1e-8; detach=true treats the focusing weight as a constant, as the
@@ -97,7 +98,8 @@ def label_density(y):
 def positive_weights(y, mode="inverse", cap=1000.0):
     """Per-label positive weight for wbce from an (N, L) 0/1 matrix -> float64 (L,).
 
-    inverse: 1/d; odds: (1-d)/d; both capped at `cap`; a label with d = 0 gets `cap`.
+    inverse: 1/d; odds: (1-d)/d; both capped at `cap`; a label with d = 0 gets 1 (no positive
+    to weight up; a large weight would only inflate the validation loss of its positives).
     """
     check_choice("wbce mode", mode, ("inverse", "odds"))
     if not cap or cap <= 0:
@@ -105,7 +107,7 @@ def positive_weights(y, mode="inverse", cap=1000.0):
     d = label_density(y)
     with np.errstate(divide="ignore"):
         w = 1.0 / d if mode == "inverse" else (1.0 - d) / d
-    return np.minimum(np.where(d > 0, w, cap), cap)
+    return np.minimum(np.where(d > 0, w, 1.0), cap)
 
 
 def check_option_types(name, opts):
