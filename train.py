@@ -366,7 +366,7 @@ def check_resume(stored, cfg, run_dir):
 
 def main(args):
     from utils.data.dataset import load_dataset, select_label_group
-    from utils.data.folds import folds_k_for, plan_folds, write_folds
+    from utils.data.folds import folds_k_for, plan_folds, warn_unlearnable_labels, write_folds
     from utils.models.ema import check_decay
     from utils.data.exclusion import read_exclusion, write_exclusion
     from utils.augment.mix import parse_mix
@@ -439,6 +439,7 @@ def main(args):
     train_rows = (fold_ids != args.fold).nonzero()[0]
     if excluded is not None:
         train_rows = train_rows[~np.isin(train_rows, excluded)]
+    warn_unlearnable_labels(spec, train_rows, label_idx, args.fold)
     check_batches(plan, args.sampler, sampler_labels(spec.y[train_rows][:, label_idx], extras), args.seed,
                   dist.world_size())
     if args.resume:
