@@ -139,3 +139,37 @@ def test_label_without_training_positive_is_named_and_wbce_stays_sane(tmp_path, 
     assert info["pos_weight"][2] == 1.0
     val = torch.tensor(spec.y[:3], dtype=torch.float32)
     assert float(loss(torch.zeros(3, 3), val)) < 2  # log 2 per entry at most, not cap x log 2
+
+
+def write_float_tiffs(folder, scales, seed=0):
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    files = []
+    for i, s in enumerate(scales):
+        files.append(folder / f"f{i:02d}.tif")
+        tifffile.imwrite(files[-1], (rng.random((16, 16, 3)) * s).astype(np.float32), photometric="rgb")
+    return files
+
+
+def test_float_tiffs_of_different_ranges_are_refused_naming_them(tmp_path):
+    from utils.data.bands import fit_band_scaling
+
+    files = write_float_tiffs(tmp_path, [1000.0] * 8 + [1.0] * 3)
+    with pytest.raises(DataError) as e:
+        fit_band_scaling(files, 3)
+    msg = str(e.value)
+    assert "3 image(s) far below" in msg and "f08.tif" in msg and "f10.tif" in msg and "f00.tif" not in msg
+    assert "cache them black" in msg and "rescale" in msg
+    files = write_float_tiffs(tmp_path / "b", [1.0] * 8 + [1000.0])
+    with pytest.raises(DataError, match="1 image\\(s\\) far above.*f08.tif.*cache them white"):
+        fit_band_scaling(files, 3)
+
+
+def test_consistent_ranges_with_dark_and_blank_images_pass(tmp_path):
+    from utils.data.bands import fit_band_scaling
+
+    files = write_float_tiffs(tmp_path, [1000.0] * 8 + [80.0, 0.0])  # a dark image, a blank one
+    rule = fit_band_scaling(files, 3)
+    assert rule["high_depth_images"] == 10 and 900 < rule["high"][0] <= 1000

@@ -27,11 +27,19 @@ and in best.pt's meta, so prediction scales test images identically, and it is p
 the image cache key. Without a fitted rule (data that is all 8-bit, or a tool decoding a
 single file) the dtype's full range is used: 0..65535 for 16-bit integers, 0..255 or
 0..65535 for 32-bit integers, 0..1 or 0..255 for floats (PIL's I;16 rule of old).
+
+One rule per band needs one range: sampled images whose values are 100 times smaller or
+larger than the others' (float TIFFs in 0..1 next to ones in 0..1000) would be cached all
+black or all white, so `fit_band_scaling` refuses them (DataError naming both groups of
+files; `check_ranges`). Rescale such files to the others' range; scaling each image on its
+own would hide real differences of brightness between images, so it is not done.
 """
 import logging
 import os
 
 import numpy as np
+
+from utils.common.errors import DataError, preview
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL modes th
 SCALING_PERCENTILES = (1.0, 99.0)
 SCALING_IMAGES = 256          # images sampled to fit the scaling
 SCALING_PIXELS = 16384        # pixels per sampled image (an even stride over the image)
+RANGE_RATIO = 100.0           # an image's magnitude this far from the median one: another range
 
 
 def is_tiff(path):
@@ -280,13 +289,14 @@ def fit_band_scaling(files, channels, max_images=SCALING_IMAGES, percentiles=SCA
     read; 8-bit ones are skipped. Returns None when none of them is high-bit-depth, else a
     JSON-ready dict {"rule": "percentile", "percentiles": [1, 99], "low": [C floats],
     "high": [C floats], "images": n sampled, "high_depth_images": n used}. Files that
-    cannot be read are skipped (the image cache reports them).
+    cannot be read are skipped (the image cache reports them). Raises DataError when the
+    sampled images' ranges differ by RANGE_RATIO or more (`check_ranges`).
     """
     files = list(files)
     if not files:
         return None
     idx = np.unique(np.linspace(0, len(files) - 1, min(len(files), max_images)).round().astype(int))
-    samples = []
+    samples, used = [], []
     for i in idx:
         try:
             raw = read_raw(files[i])
@@ -297,8 +307,10 @@ def fit_band_scaling(files, channels, max_images=SCALING_IMAGES, percentiles=SCA
         raw = raw[..., :channels].reshape(-1, min(raw.shape[2], channels))
         step = max(1, len(raw) // max_pixels)
         samples.append(raw[::step].astype(np.float64))
+        used.append(files[i])
     if not samples:
         return None
+    check_ranges([magnitude(s) for s in samples], used)
     width = max(s.shape[1] for s in samples)
     low, high = [], []
     for b in range(width):
@@ -311,6 +323,38 @@ def fit_band_scaling(files, channels, max_images=SCALING_IMAGES, percentiles=SCA
              len(samples), list(percentiles), [round(v, 1) for v in low], [round(v, 1) for v in high])
     return {"rule": "percentile", "percentiles": list(percentiles), "low": low, "high": high,
             "images": int(len(idx)), "high_depth_images": len(samples)}
+
+
+def magnitude(px):
+    """The 99th percentile of |x| over finite pixel values (any shape) -> float; 0.0 for none."""
+    px = np.abs(np.asarray(px, np.float64).ravel())
+    px = px[np.isfinite(px)]
+    return float(np.percentile(px, 99)) if len(px) else 0.0
+
+
+def check_ranges(magnitudes, files, ratio=RANGE_RATIO):
+    """Raise DataError when images' magnitudes (`magnitude`) differ from their median by `ratio`
+    or more (blank images, magnitude 0, are left out): the message names the files below and
+    above, their magnitudes against the median's, and what to do. Otherwise returns None.
+    """
+    m = np.asarray(magnitudes, np.float64)
+    pos = m > 0
+    if pos.sum() < 2:
+        return
+    med = float(np.median(m[pos]))
+    low, high = pos & (m * ratio <= med), pos & (m >= med * ratio)
+    if not (low.any() or high.any()):
+        return
+    def group(sel, word):
+        names = [str(f) for f, s in zip(files, sel) if s]
+        return (f"{len(names)} image(s) {word}, values up to ~{float(np.median(m[sel])):.3g}: "
+                f"{preview(names, 4)}")
+    parts = [group(s, w) for s, w in ((low, "far below"), (high, "far above")) if s.any()]
+    raise DataError(f"high-bit-depth images in different ranges: most sampled images have values up to "
+                    f"~{med:.3g}, but " + "; ".join(parts) + f". One 8-bit scaling per band (1st-99th "
+                    f"percentile of all images) would cache them {'black' if low.any() else 'white'}; "
+                    f"rescale those files to the others' range (e.g. multiply 0..1 floats by "
+                    f"{med:.3g}) and run again")
 
 
 def image_options(record):
