@@ -258,10 +258,10 @@ def test_linear_probe_on_four_bands(tmp_path, planet):
 def test_rgb_only_augmentations_are_refused_with_other_band_counts():
     import argparse
 
-    import train
+    from utils.train.run_setup import check_channels
 
-    train.check_channels(argparse.Namespace(channels=4, aug="heavy;erase"))  # colour on RGB, erase too: fine
+    check_channels(argparse.Namespace(channels=4, aug="heavy;erase"))  # colour on RGB, erase too: fine
     with pytest.raises(DataError, match="randaug"):
-        train.check_channels(argparse.Namespace(channels=4, aug="hflip;randaug"))
+        check_channels(argparse.Namespace(channels=4, aug="hflip;randaug"))
     with pytest.raises(DataError, match="colour steps"):
-        train.check_channels(argparse.Namespace(channels=1, aug="pca"))
+        check_channels(argparse.Namespace(channels=1, aug="pca"))

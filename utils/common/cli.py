@@ -90,8 +90,10 @@ def add_truth_arguments(group):
                             "MULTITAG_PATH_MAP environment variable (default: none)")
 
 
+CACHE_HELP = ("uint8 image cache (default: DATA/.cache, or ~/.cache/multitag when DATA is read-only; "
+              "env MULTITAG_CACHE)")
+
+
 def add_cache_argument(group, what="uint8 image cache"):
     """--cache-dir: where decoded images (and derived arrays) are cached (utils.data.cache.default_cache_dir)."""
-    group.add_argument("--cache-dir", default=None,
-                       help=f"{what} (default: DATA/.cache, or ~/.cache/multitag when DATA is read-only; "
-                            f"env MULTITAG_CACHE)")
+    group.add_argument("--cache-dir", default=None, help=CACHE_HELP.replace("uint8 image cache", what, 1))

@@ -3,9 +3,10 @@
 `python train.py --resume --name R` continues R with the stored flags. A flag given on
 the command line is checked against the stored value: equal is fine, different is
 refused (the run would not continue exactly), except for the flags that only say how
-or where to run (FREE). Which flags were given is found by parsing the command line a
-second time with every default suppressed (argparse.SUPPRESS), so any flag the parser
-has, now or later, takes part as long as train.py stores it in config.json ("args").
+or where to run (resume=FREE in the table of utils/train/flags.py). Which flags were given
+is found by parsing the command line a second time with every default suppressed
+(argparse.SUPPRESS), so any flag the parser has, now or later, takes part as long as
+train.py stores it in config.json ("args").
 """
 import argparse
 import json
@@ -15,12 +16,6 @@ import sys
 from utils.common.errors import DataError
 
 log = logging.getLogger(__name__)
-
-# Flags that say how or where to run, not what is learnt: never restored from the run,
-# free to differ on resume (another machine, another device or loader setting).
-FREE = frozenset({"resume", "name", "out", "data", "folds_file", "cache_dir", "device", "workers", "amp",
-                  "channels_last", "compile", "ckpt_every", "ckpt_minutes", "plots", "tensorboard"})
-
 
 def given_flags(make_parser, argv=None):
     """Destinations of the flags present on the command line (argv; default sys.argv[1:]).
@@ -75,39 +70,53 @@ def plan_defaults(stored):
 
 
 def restore_flags(args, stored, given, run_dir, parse=None, defaults=None):
-    """Set every flag not given on the command line to the run's stored value, in place.
+    """The run's stored value of every flag not given on the command line: {dest: value} of
+    those that differ from `args` (args itself is left as it is).
 
     args: the parsed namespace; stored: the run's config.json; given: given_flags();
     parse: argv -> namespace, used for runs written before flags were stored (their argv);
     defaults: {flag: text} what a flag stored as None (left at its default) came to in the
-    run, for the message (default: plan_defaults(stored)).
+    run, for the message (default: plan_defaults(stored)). Flags that say how or where to
+    run (FREE_FLAGS) are never restored.
     Raises DataError listing, in full, every given flag whose value differs from the run's.
-    Returns the names of the flags restored.
     """
+    from utils.train.flags import FREE_FLAGS
+
     flags = stored_flags(stored)
     if flags is None:
         if parse is None or not isinstance(stored.get("argv"), list):
-            return []
+            return {}
         flags = vars(parse(stored["argv"]))
-    diff, restored = [], []
+    diff, restored = [], {}
     defaults = plan_defaults(stored) if defaults is None else defaults
     for key, value in flags.items():
-        if key in FREE or not hasattr(args, key):
+        if key in FREE_FLAGS or not hasattr(args, key) or _same(getattr(args, key), value):
             continue
         if key in given:
-            if not _same(getattr(args, key), value):
-                diff.append(f"  --{key.replace('_', '-')}: {_run_side(key, value, defaults)}, "
-                            f"the command line gives {_shown(getattr(args, key))}")
-        elif not _same(getattr(args, key), value):
-            setattr(args, key, value)
-            restored.append(key)
+            diff.append(f"  --{key.replace('_', '-')}: {_run_side(key, value, defaults)}, "
+                        f"the command line gives {_shown(getattr(args, key))}")
+        else:
+            restored[key] = value
     if diff:
         raise DataError(f"{run_dir}: cannot resume exactly, flags differ from the run's:\n" + "\n".join(diff) +
                         "\ndrop them (the run's own values are used), or start a new run")
     if restored:
         log.info("resuming with the run's flags: %s",
-                 ", ".join(f"--{k.replace('_', '-')} {json.dumps(flags[k], default=str)}" for k in restored))
+                 ", ".join(f"--{k.replace('_', '-')} {json.dumps(v, default=str)}" for k, v in restored.items()))
     return restored
+
+
+def check_same_config(stored, cfg, run_dir):
+    """Refuse (DataError) to resume when the config.json keys a run must keep (the table's
+    checked flags, the labels and the stage plan) differ between the run's and the new one;
+    a key a run recorded before it existed counts as its legacy value."""
+    from utils.train.flags import RESUME_DEFAULTS, RESUME_KEYS
+
+    diff = [k for k in RESUME_KEYS if stored.get(k, RESUME_DEFAULTS.get(k)) != cfg.get(k)]
+    if diff:
+        lines = [f"  {k}: run has {json.dumps(stored.get(k))}, now {json.dumps(cfg.get(k))}" for k in diff]
+        raise DataError(f"{run_dir}: cannot resume exactly, the configuration changed:\n" + "\n".join(lines) +
+                        "\nresume with the run's original flags, or start a new run")
 
 
 def modern_spelling(stored):
