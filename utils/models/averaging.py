@@ -1,8 +1,8 @@
 """Checkpoint averaging: the weights of a run's last (or best) epochs, averaged.
 
     python train.py ... --keep-epochs 5            # keeps checkpoints/epoch_NNN.pt of the last 5 epochs
-    python tools/average_checkpoints.py --run runs/X --last 5 [--bn-recompute]
-    python predict.py --run runs/X --checkpoint avg
+    python tools/average_checkpoints.py --runs runs/X --last 5 [--bn-recompute]
+    python predict.py --runs runs/X --checkpoint avg
 
 Files: checkpoints/epoch_NNN.pt = {"model": state dict, "meta": as in best.pt, "epoch": N
 (1-based over the run), "val_f2": the epoch's validation F2 of these (raw) weights,
@@ -20,7 +20,7 @@ SWA itself (Izmailov et al. 2018: a final phase at a constant or cyclic lr, its 
 weights averaged, BatchNorm recomputed) is this with a constant-lr last stage:
 
     python train.py --stages "...;epochs=5,sched=const,lr=1e-4" --keep-epochs 5
-    python tools/average_checkpoints.py --run runs/X --last 5 --bn-recompute
+    python tools/average_checkpoints.py --runs runs/X --last 5 --bn-recompute
 """
 import re
 from pathlib import Path
