@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from utils.common.errors import DataError
 from scipy.special import expit, logit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -200,9 +202,9 @@ def test_ridge_corr_uses_label_correlations():
 def test_parse_method():
     name, _, params = parse_method("select:bags=4,frac=0.25,replace=false")
     assert (name, params["bags"], params["frac"], params["replace"]) == ("select", 4, 0.25, False)
-    with pytest.raises(ValueError, match="Only prior"):
+    with pytest.raises(DataError, match="valid: prior"):
         parse_method("caruana")
-    with pytest.raises(ValueError, match="it takes"):
+    with pytest.raises(DataError, match="it takes"):
         parse_method("select:depth=3")
 
 

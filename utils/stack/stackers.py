@@ -27,6 +27,7 @@ import numpy as np
 from utils.metrics.constraints import constrained_decisions
 from utils.stack.ensemble import LEVEL1, Prior
 from utils.common.errors import DataError
+from utils.common.options import as_bool, as_float, as_int, parse_item, split_items
 from utils.stack.library import Inputs
 from utils.metrics.fbeta import ZERO_DIVISION, fbeta_per_label, fbeta_samples
 from utils.metrics.threshold_search import random_folds
@@ -295,41 +296,43 @@ METHODS = {
 LEVEL2 = ("lr", "ridge", "ridge-corr", "xgb", "lgbm", "nn")
 
 
-def _parse_value(text, default):
+def _typed(name, key, value, default):
+    """An option value (parse_value's) checked against its default's type; DataError otherwise."""
+    what = f"--method {name}: {key}={value!r}"
     if isinstance(default, bool):
-        low = text.lower()
-        if low not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"expected true/false, got {text!r}")
-        return low in ("1", "true", "yes")
+        return as_bool(value, what)
     if isinstance(default, int):
-        return int(text)
+        return as_int(value, what)
     if isinstance(default, float):
-        return float(text)
-    return text
+        return as_float(value, what)
+    return str(value)
 
 
 def parse_method(spec, logits=False):
-    """'NAME[:key=value,...]' -> (name, class, params). Raises ValueError naming the valid choices.
+    """'NAME[:key=value,...]' -> (name, class, params). Raises DataError naming the valid choices.
 
     logits: default of the stackers' ``logits`` option (--logits).
     """
-    name, _, rest = spec.partition(":")
-    name = name.strip()
+    name, opts = parse_item(spec, "--method")
     if name not in METHODS:
-        raise ValueError(f"Invalid method {name!r}. Only {', '.join(METHODS)} are supported.")
+        raise DataError(f"--method {name!r}: unknown method; valid: {', '.join(METHODS)}")
     cls, defaults = METHODS[name]
     params = dict(defaults)
     if "logits" in params:
         params["logits"] = bool(logits)
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or key not in defaults:
-            raise ValueError(f"method {name!r}: invalid option {item!r}; it takes "
-                             f"{', '.join(f'{k}={v}' for k, v in defaults.items()) or 'no options'}")
-        params[key] = _parse_value(value.strip(), defaults[key])
+    for key, value in opts.items():
+        if key not in defaults:
+            raise DataError(f"--method {name}: invalid option {key!r}; it takes "
+                            f"{', '.join(f'{k}={v}' for k, v in defaults.items()) or 'no options'}")
+        params[key] = _typed(name, key, value, defaults[key])
     if params.get("objective", "f2") not in ("f2", "soft"):
-        raise ValueError(f"method {name!r}: objective must be f2 or soft")
+        raise DataError(f"--method {name}: objective must be f2 or soft")
     return name, cls, params
+
+
+def split_methods(specs):
+    """--method values -> one method spec per item: each value may hold several, `;`-separated."""
+    return [item for spec in specs for item in split_items(spec)]
 
 
 def method_factory(spec, seed=0, logits=False, beta=2.0, zero_division=ZERO_DIVISION):
@@ -697,6 +700,6 @@ def _weights_section(rep):
     return lines
 
 
-__all__ = ["METHODS", "LEVEL2", "Prior", "parse_method", "method_factory", "build_factory", "Layered",
+__all__ = ["METHODS", "LEVEL2", "Prior", "parse_method", "split_methods", "method_factory", "build_factory", "Layered",
            "cross_predict", "cross_fit", "evaluate", "choose", "member_scores", "Scored",
            "build_report", "render_report"]
