@@ -1,1 +1,7 @@
-"""Looking at runs: the HTML report, plots, leaderboard, diversity, pruning, label issues, linear probe."""
+"""Looking at runs.
+
+leaderboard (leaderboard, format_table), report (the HTML report: build_context, render), plots
+(plot_prob_distributions, plot_history, plot_correlation), diversity (pairwise_agreement,
+pairwise_pearson, cluster_order), pruning (rank_runs, delete_artifacts), label_issues
+(rank_label_issues), probe (the linear probe: probe_folds).
+"""

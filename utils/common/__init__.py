@@ -1,1 +1,9 @@
-"""What every script shares: errors (DataError, report_problems), text (read_text, read_csv, read_json), atomic (atomic_write, atomic_write_csv/json/text, atomic_save_torch), cli (run_script, pick_device), options (parse_value, parse_item, parse_items), paths (resolve_stored, portable), output_paths (check_output_file/dir), distributed (torchrun: init_distributed, shard)."""
+"""What every script shares.
+
+errors (DataError, report_problems), text (read_text, read_csv, read_json), atomic (atomic_write,
+atomic_write_csv/json/text, atomic_save_torch), temp_files (make_temp, sweep), write_errors (WriteFault,
+write_fault), termination (Terminated, raise_on_sigterm), cli (run_script, exit_cleanly, pick_device,
+add_runs_argument, refuse_idle_flags), options (parse_value, parse_item, parse_items), paths
+(resolve_stored, portable, rewrite_record), output_paths (check_output_file, check_output_dir),
+distributed (torchrun: init_distributed, main_first, shard, gather_rows).
+"""

@@ -1,1 +1,7 @@
-"""Datasets in the Kaggle/Planet layout: dataset (load_dataset, DataSpec, read_truth), folds (plan_folds, write_folds, load_or_make_folds), bands (multi-band/16-bit reading and 8-bit scaling), cache (load_images), loader (make_loader, batch_plan), sampling (resolve_sampler), exclusion, duplicates (find_duplicates), demo (make_demo) and mosaic (make_mosaic) sets."""
+"""Datasets in the Kaggle/Planet layout, from files to batches.
+
+dataset (load_dataset, DataSpec, read_truth), folds (plan_folds, write_folds, load_or_make_folds),
+bands (multi-band/16-bit reading, fit_band_scaling), cache (load_images, default_cache_dir), loader
+(CachedImages, make_loader, batch_plan), sampling (resolve_sampler), exclusion (read_exclusion),
+duplicates (find_duplicates, group_folds), demo (make_demo, ensure_demo) and mosaic (make_mosaic) sets.
+"""

@@ -1,1 +1,4 @@
-"""Prediction: test-time augmentation."""
+"""Prediction.
+
+tta (test-time augmentation: TTA_NAMES, MERGES, view_fns, predict_tta, predict_tta_loop).
+"""

@@ -1,1 +1,8 @@
-"""Run directories: directory (load_run, find_runs), pred_files (read_preds, write_preds, submission_frame), prob_file (read_probs), scores (load_oof, score_oof), checkpoint (save_checkpoint, load_for_inference), checkpoint_origin, resume (restore_flags), filter (parse_where, matches), cluster (cluster grids: TrainJob, read_grid)."""
+"""Run folders and the files in them.
+
+directory (load_run, find_runs, model_key), run_name (default_run_name), run_guard (RunLock, RunFolder),
+resume (given_flags, restore_flags, check_same_config), checkpoint (save_checkpoint, load_checkpoint,
+load_for_inference), checkpoint_origin (check_val_origin), pred_files (read_preds, write_preds,
+submission_frame), prob_file (read_probs), scores (load_oof, score_oof), filter (parse_where, matches),
+cluster (Slurm grids: read_grid, TrainJob, PredictJob, StackJob).
+"""
