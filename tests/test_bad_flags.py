@@ -123,7 +123,7 @@ def _near_duplicates():
 
 
 @pytest.mark.parametrize("extra, message", [(["--max-distance", "128"], "--max-distance 128: must be in 0..127"),
-                                            (["--max-colour-distance", "42"], "--max-colour-distance 42: must be"),
+                                            (["--max-colour-difference", "255"], "--max-colour-difference 255: must be"),
                                             (["--leak-labels", "LEAKS"], "--leak-labels: .* has no test images")])
 def test_near_duplicates_refuses_before_writing(tmp_path, extra, message):
     nd = _near_duplicates()

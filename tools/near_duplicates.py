@@ -1,10 +1,10 @@
-"""Near-duplicate and leaked images by perceptual hashes (pHash + dHash, and a colour hash).
+"""Near-duplicate and leaked images by perceptual hashes (pHash + dHash, and the colours of thumbnails).
 
     python tools/near_duplicates.py --data data/planet                  # DATA/duplicates.csv + report
     python tools/near_duplicates.py --data data/planet --leak-labels leaks.csv
     python tools/near_duplicates.py --data data/planet --check-folds    # groups an existing folds.csv splits
 
-Writes DATA/duplicates.csv (image_a, image_b, split_a, split_b, distance), and beside
+Writes DATA/duplicates.csv (image_a, image_b, split_a, split_b, distance, colour_difference), and beside
 it duplicates_report.md and duplicates_groups.csv: training groups whose tags
 disagree (label noise), train-test groups (leaks) and test-only groups. When
 duplicates.csv exists before folds.csv is made, train.py and every tool make folds
@@ -29,7 +29,7 @@ log = logging.getLogger("near_duplicates")
 
 
 def get_args_parser():
-    from utils.data.duplicates import DEFAULT_MAX_COLOUR, DEFAULT_MAX_DISTANCE, HASH_SIZE
+    from utils.data.duplicates import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_COLOUR, HASH_SIZE, THUMB
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
@@ -42,9 +42,10 @@ def get_args_parser():
     g.add_argument("--max-distance", type=int, default=DEFAULT_MAX_DISTANCE,
                    help=f"largest pHash + dHash Hamming distance of a near-duplicate pair, in bits of 128 "
                         f"(default: {DEFAULT_MAX_DISTANCE}; measured in EXPERIMENTS.md)")
-    g.add_argument("--max-colour-distance", type=int, default=DEFAULT_MAX_COLOUR,
-                   help=f"largest colour-hash Hamming distance of a pair, in bits of 42; tells a red from a blue "
-                        f"version of one photo (default: {DEFAULT_MAX_COLOUR})")
+    g.add_argument("--max-colour-difference", type=float, default=DEFAULT_MAX_COLOUR,
+                   help=f"largest colour difference of a pair: mean absolute difference of the chroma of "
+                        f"{THUMB}x{THUMB} thumbnails, of 255; keeps a red and a blue version of one image apart "
+                        f"(default: {DEFAULT_MAX_COLOUR:g}; measured in EXPERIMENTS.md)")
     g.add_argument("--size", type=int, default=HASH_SIZE,
                    help=f"side in px of the cached images the hashes are computed from (default: {HASH_SIZE})")
     g = p.add_argument_group("output")
@@ -103,10 +104,12 @@ def main(args):
     from utils.data.dataset import load_dataset
     from utils.data.duplicates import DUPLICATES_FILE
 
-    for flag, v, bits in (("--max-distance", args.max_distance, 128),
-                          ("--max-colour-distance", args.max_colour_distance, 42)):
-        if not 0 <= v < bits:
-            raise DataError(f"{flag} {v}: must be in 0..{bits - 1} (bits of {bits}; {bits} would pair every image)")
+    if not 0 <= args.max_distance < 128:
+        raise DataError(f"--max-distance {args.max_distance}: must be in 0..127 (bits of 128; 128 would pair "
+                        f"every image)")
+    if not 0 <= args.max_colour_difference < 255:
+        raise DataError(f"--max-colour-difference {args.max_colour_difference:g}: must be in 0..254 (of 255; "
+                        f"255 would pair every image the hashes pair)")
     if args.size < 16:
         raise DataError(f"--size {args.size}: must be at least 16 px")
     root = Path(args.data)
@@ -135,10 +138,10 @@ def write_all(spec, cache_dir, args, out):
     from utils.common.atomic import atomic_write_csv, atomic_write_text
     from utils.runs.pred_files import write_preds
 
-    dups = find_duplicates(spec, cache_dir, args.max_distance, args.max_colour_distance, args.size)
+    dups = find_duplicates(spec, cache_dir, args.max_distance, args.max_colour_difference, args.size)
     table = group_table(dups, spec.y, spec.labels)
     counts = summary(dups, table)
-    report = report_markdown(counts, table, args.max_distance, args.max_colour_distance)
+    report = report_markdown(counts, table, args.max_distance, args.max_colour_difference)
     atomic_write_csv(out, dups.pairs)
     atomic_write_csv(out.with_name(f"{out.stem}_groups.csv"), table)
     atomic_write_text(out.with_name(f"{out.stem}_report.md"), report + "\n")

@@ -4,18 +4,24 @@ Winners of image competitions look for copies before they train: the Human Prote
 Atlas 2018 winner removed ~6,000 near-duplicates found by perceptual hashes and
 copied the training labels of ~1,000 test images that had a training copy. Here:
 
-- every train and test image gets a 64-bit pHash (DCT of a 32x32 grey image), a
-  64-bit dHash (signs of horizontal gradients of a 9x8 grey image) and a 42-bit
-  colour hash (hue/saturation bin fractions), all from the `imagehash` package, of
-  the whole image and of its centre (4% cut from each side); computed from the
-  decoded uint8 cache (utils/data/cache.py) and cached on disk under the same key;
+- every train and test image gets a 64-bit pHash (DCT of a 32x32 grey image) and a
+  64-bit dHash (signs of horizontal gradients of a 9x8 grey image), both from the
+  `imagehash` package, and an 8x8 RGB thumbnail, each of the whole image and of its
+  centre (4% cut from each side); computed from the decoded uint8 cache
+  (utils/data/cache.py) and cached on disk under the same key;
 - two images are near-duplicates when the summed Hamming distance of their pHashes
-  and dHashes is at most `max_distance` (of 128 bits) and that of their colour
-  hashes at most `max_colour` (of 42): grey hashes alone pair a red and a blue
-  version of one product photo. Each distance is the smallest over the views
-  whole/whole, whole/centre and centre/whole, so a copy cropped by 3-5% per side
-  still matches (EXPERIMENTS.md "Near-duplicates" measures planted copies against
-  distinct photos to choose the defaults);
+  and dHashes is at most `max_distance` (of 128 bits) and their colour difference at
+  most `max_colour` (of 255): the mean absolute difference of their thumbnails' chroma
+  (each pixel's R, G, B less its grey mean). Grey hashes alone pair a red and a blue
+  version of one product photo; the chroma sees the colour and not the edges a crop
+  moves. Each is the smallest over the views whole/whole, whole/centre and
+  centre/whole, so a copy cropped by 3-5% per side still matches. This replaced a
+  42-bit colour hash (hue/saturation bin fractions), which moved by 2-8 bits under a
+  JPEG re-encode or a 1-px crop of a flat synthetic image and could not tell such
+  copies from hue-rotated recolours; a plain RGB thumbnail difference could not either
+  on high-contrast synthetic images, whose crops move it as much as a recolour
+  (EXPERIMENTS.md "Near-duplicates beyond photos" measures planted copies, recolours
+  and distinct images on photos and on synthetic images to choose the defaults);
 - pairs become groups by connected components (scipy.sparse.csgraph);
 - folds keep each group in one fold (`group_folds`), so a copy never sits on both
   sides of a validation split.
@@ -39,14 +45,15 @@ from utils.common.text import read_csv
 
 log = logging.getLogger(__name__)
 
-HASH_VERSION = 1           # bump when the hashes or their source images change
+HASH_VERSION = 2           # bump when the hashes or their source images change
 HASH_SIZE = 64             # px: side of the cached image the hashes are computed from
 VIEWS = (0.0, 0.04)        # fraction cut from each side: the whole image, and its centre
 VIEW_PAIRS = ((0, 0), (0, 1), (1, 0))
 DEFAULT_MAX_DISTANCE = 10  # bits of 128 (pHash + dHash); EXPERIMENTS.md "Near-duplicates"
-DEFAULT_MAX_COLOUR = 3     # bits of 42 (colour hash)
+DEFAULT_MAX_COLOUR = 4.0   # of 255: colour difference (colour_difference); EXPERIMENTS.md
+THUMB = 8                  # px: side of the thumbnails
 DUPLICATES_FILE = "duplicates.csv"
-COLUMNS = ["image_a", "image_b", "split_a", "split_b", "distance"]  # then colour_distance
+COLUMNS = ["image_a", "image_b", "split_a", "split_b", "distance"]  # then colour_difference
 
 
 # ----------------------------------------------------------------------------- hashes
@@ -57,33 +64,48 @@ def _pack(h):
     return np.packbits(np.pad(bits, (0, 64 - len(bits)))).view(">u8")[0]
 
 
-def image_hashes(images):
-    """Perceptual hashes of uint8 images (N, H, W, 3) -> uint64 (N, 2, 3).
+@dataclass
+class Hashes:
+    """What two images are compared by: grey uint64 (N, 2, 2) hashes ([:, view, 0] pHash,
+    [..., 1] dHash; view 0 the whole image, 1 its centre) and thumbs uint8 (N, 2, THUMB,
+    THUMB, 3), the RGB thumbnails of the same views."""
+    grey: np.ndarray
+    thumbs: np.ndarray
 
-    [:, c] is the view: 0 the whole image, 1 its centre (VIEWS[1] cut from each side);
-    [..., h] the hash: 0 pHash (64 bits), 1 dHash (64 bits), 2 colour hash (42 bits),
-    from imagehash.phash / dhash / colorhash (github.com/JohannesBuchner/imagehash).
-    pHash and dHash see grey levels only, so a red and a blue version of one product
-    photo match; the colour hash (fractions of hue/saturation bins) tells them apart.
+    def __len__(self):
+        return len(self.grey)
+
+    @staticmethod
+    def concat(parts):
+        return Hashes(np.concatenate([p.grey for p in parts]), np.concatenate([p.thumbs for p in parts]))
+
+
+def image_hashes(images):
+    """Hashes of uint8 images (N, H, W, 3) of the views whole and centre (VIEWS[1] cut from
+    each side): pHash and dHash from imagehash (github.com/JohannesBuchner/imagehash) and a
+    THUMB x THUMB RGB thumbnail. pHash and dHash see grey levels only, so a red and a blue
+    version of one product photo match; their thumbnails tell them apart. Returns Hashes.
     """
     import imagehash
     from PIL import Image
 
     lanczos = Image.Resampling.LANCZOS
-    out = np.zeros((len(images), len(VIEWS), 3), np.uint64)
+    out = Hashes(np.zeros((len(images), len(VIEWS), 2), np.uint64),
+                 np.zeros((len(images), len(VIEWS), THUMB, THUMB, 3), np.uint8))
     for i in tqdm(range(len(images)), desc="hashes", unit="img", leave=False, dynamic_ncols=True):
-        im = Image.fromarray(np.asarray(images[i]))
+        im = Image.fromarray(np.asarray(images[i])).convert("RGB")
         w, h = im.size
         for c, f in enumerate(VIEWS):
             box = (f * w, f * h, w - f * w, h - f * h)  # sub-pixel crop while resizing
             small = im.resize((32, 32), lanczos, box=box)
-            out[i, c] = (_pack(imagehash.phash(small)), _pack(imagehash.dhash(im.resize((9, 8), lanczos, box=box))),
-                         _pack(imagehash.colorhash(small)))
+            out.grey[i, c] = (_pack(imagehash.phash(small)),
+                              _pack(imagehash.dhash(im.resize((9, 8), lanczos, box=box))))
+            out.thumbs[i, c] = np.asarray(im.resize((THUMB, THUMB), Image.Resampling.BOX, box=box))
     return out
 
 
 def cached_hashes(files, cache_dir, desc, size=HASH_SIZE):
-    """uint64 (N, 2, 3) hashes (image_hashes) of image files, from DIR/hashes-<desc>-<size>px-<key>.npy.
+    """Hashes (image_hashes) of image files, from DIR/hashes-<desc>-<size>px-<key>.npz.
 
     The key covers the hash version, the size and every file's path, byte size and
     mtime (utils.data.cache.cache_key); images come from the uint8 cache at `size` (built
@@ -93,15 +115,16 @@ def cached_hashes(files, cache_dir, desc, size=HASH_SIZE):
     from utils.common.atomic import atomic_write
 
     cache_dir = Path(cache_dir)
-    key = hashlib.sha1(f"h{HASH_VERSION}|{cache_key(files, size)}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"h{HASH_VERSION}t{THUMB}|{cache_key(files, size)}".encode()).hexdigest()[:16]
     tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in desc)
-    path = cache_dir / f"hashes-{tag}-{size}px-{key}.npy"
+    path = cache_dir / f"hashes-{tag}-{size}px-{key}.npz"
     if path.is_file():
-        return np.load(path)
+        with np.load(path) as z:
+            return Hashes(z["grey"], z["thumbs"])
     hashes = image_hashes(load_images(files, size, cache_dir, desc=desc))
-    for old in cache_dir.glob(f"hashes-{tag}-{size}px-*.npy"):
+    for old in (*cache_dir.glob(f"hashes-{tag}-{size}px-*.npy"), *cache_dir.glob(f"hashes-{tag}-{size}px-*.npz")):
         old.unlink(missing_ok=True)
-    atomic_write(path, lambda f: np.save(f, hashes))
+    atomic_write(path, lambda f: np.savez(f, grey=hashes.grey, thumbs=hashes.thumbs))
     return hashes
 
 
@@ -111,55 +134,76 @@ def hamming(a, b):
 
 
 def distance(a, b):
-    """Distances of image hashes (..., 2, 3) x (..., 2, 3) -> (grey, colour) int64 arrays (...).
+    """pHash + dHash Hamming distance of grey hashes (..., 2, 2) x (..., 2, 2) -> int64 (...)
+    (0..128 bits), the smallest over the view pairs whole/whole, whole/centre and
+    centre/whole, so a copy cropped by a few percent per side meets its original's centre."""
+    return np.min([hamming(a[..., p, :], b[..., q, :]) for p, q in VIEW_PAIRS], 0)
 
-    grey: pHash + dHash Hamming distance (0..128 bits); colour: colour-hash distance
-    (0..42 bits); each the smallest over the view pairs whole/whole, whole/centre and
-    centre/whole, so a copy cropped by a few percent per side meets its original's centre.
+
+def colour_difference(thumbs, i, j, chroma=True):
+    """Mean absolute difference (0..255) of the thumbnails of images i and j (int arrays (P,)),
+    the smallest over the view pairs as `distance`: thumbs uint8 (N, 2, T, T, 3) -> float64 (P,).
+
+    chroma: compare each pixel's R, G, B less its grey mean (the colour difference of the
+    gate: planted re-encodes, resizes and crops moved it by at most 3.4, visible hue-rotated
+    recolours by at least 5.6, on photos and synthetic images, EXPERIMENTS.md); False: plain RGB.
     """
-    grey = np.min([hamming(a[..., p, :2], b[..., q, :2]) for p, q in VIEW_PAIRS], 0)
-    colour = np.min([hamming(a[..., p, 2:], b[..., q, 2:]) for p, q in VIEW_PAIRS], 0)
-    return grey, colour
+    out = np.full(len(i), np.inf)
+    for s in range(0, len(i), 4096):
+        a, b = (np.asarray(thumbs[k[s:s + 4096]], np.float32) for k in (i, j))
+        if chroma:
+            a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
+        out[s:s + 4096] = np.min([np.abs(a[:, p] - b[:, q]).mean((1, 2, 3)) for p, q in VIEW_PAIRS], 0)
+    return out
+
 
 
 def close_pairs(hashes, max_distance, max_colour=None, chunk=None):
-    """Every pair (i < j) within max_distance (grey) and max_colour (colour) of `distance`.
+    """Every pair (i < j) within max_distance of `distance` and max_colour of `colour_difference`.
 
-    hashes: uint64 (N, 2, 3) (image_hashes); max_colour None: no colour condition;
-    chunk: rows per block (default: 2**24 // N within 64..512, ~12 bytes x chunk x N of
-    buffers, ~200 MB at N = 100,000). Returns (i, j, grey, colour) int64 arrays sorted
-    by (i, j). Exact: chunk x N blocks of XOR + popcount (numpy.bitwise_count).
+    hashes: Hashes (image_hashes); max_colour None: no colour condition.
+    Returns (i, j, grey int64, colour float64) arrays sorted by (i, j); see grey_pairs.
     """
-    n = len(hashes)
+    i, j, d = grey_pairs(hashes.grey, max_distance, chunk)
+    t = colour_difference(hashes.thumbs, i, j)
+    keep = t <= max_colour if max_colour is not None else np.ones(len(i), bool)
+    return i[keep], j[keep], d[keep], t[keep]
+
+
+def grey_pairs(grey, max_distance, chunk=None):
+    """Every pair (i < j) whose grey hashes (N, 2, 2) are within max_distance of `distance`.
+
+    chunk: rows per block (default: 2**24 // N within 64..512, ~11 bytes x chunk x N of
+    buffers, ~200 MB at N = 100,000). Returns (i, j, grey) int64 arrays sorted by (i, j).
+    Exact: chunk x N blocks of XOR + popcount (numpy.bitwise_count).
+    """
+    n = len(grey)
     chunk = chunk or int(np.clip(2**24 // max(n, 1), 64, 512))
     # one contiguous row per (view, hash): XOR over strided rows is an order of magnitude slower
-    cols = np.ascontiguousarray(np.asarray(hashes, np.uint64).transpose(1, 2, 0))  # (2, 3, N)
+    cols = np.ascontiguousarray(np.asarray(grey, np.uint64).transpose(1, 2, 0))  # (2, 2, N)
     upper = np.triu(np.ones((chunk, chunk), bool), k=1)
     # buffers reused across chunks: fresh chunk x N temporaries cost more in page faults than in XORs
     buf = {name: np.empty(min(chunk, n) * n, dtype) for name, dtype in
-           (("xor", np.uint64), ("pop", np.uint8), ("d", np.uint8), ("grey", np.uint8), ("colour", np.uint8))}
-    out = [[], [], [], []]
+           (("xor", np.uint64), ("pop", np.uint8), ("d", np.uint8), ("best", np.uint8))}
+    out = [[], [], []]
     for s in tqdm(range(0, n, chunk), desc="pairs", unit="chunk", leave=False, dynamic_ncols=True,
                   disable=n <= 4 * chunk):
         block, rest = cols[:, :, s:s + chunk], cols[:, :, s:]
         shape = (block.shape[2], rest.shape[2])
-        x, pop, d, *best = (buf[k][:shape[0] * shape[1]].reshape(shape) for k in ("xor", "pop", "d", "grey", "colour"))
+        x, pop, d, best = (buf[k][:shape[0] * shape[1]].reshape(shape) for k in ("xor", "pop", "d", "best"))
         for v, (p, q) in enumerate(VIEW_PAIRS):
-            for k, hs in enumerate(((0, 1), (2,))):
-                target = best[k] if v == 0 else d
-                target.fill(0)
-                for h in hs:
-                    np.bitwise_xor(block[p, h][:, None], rest[q, h][None, :], out=x)
-                    target += np.bitwise_count(x, out=pop)
-                if v:
-                    np.minimum(best[k], d, out=best[k])
-        ok = best[0] <= max_distance
-        if max_colour is not None:
-            ok &= best[1] <= max_colour
+            target = best if v == 0 else d
+            target.fill(0)
+            for h in (0, 1):
+                np.bitwise_xor(block[p, h][:, None], rest[q, h][None, :], out=x)
+                target += np.bitwise_count(x, out=pop)
+            if v:
+                np.minimum(best, d, out=best)
+        ok = best <= max_distance
         m = min(chunk, ok.shape[0])
         ok[:, :m] &= upper[:m, :m]  # pairs i < j only: the chunk's diagonal block
         r, c = np.divmod(np.flatnonzero(ok), ok.shape[1])
-        for lst, vals in zip(out, (r + s, c + s, best[0][r, c], best[1][r, c])):
+        for lst, vals in zip(out, (r + s, c + s, best[r, c])):
             lst.append(vals.astype(np.int64))
     return tuple(np.concatenate(v) if v else np.zeros(0, np.int64) for v in out)
 
@@ -197,13 +241,13 @@ def find_duplicates(spec, cache_dir, max_distance=DEFAULT_MAX_DISTANCE, max_colo
     """Near-duplicate pairs among a DataSpec's train and test images (see module doc and close_pairs)."""
     h = cached_hashes(spec.files, cache_dir, spec.images, size)
     if spec.test_files:
-        h = np.concatenate([h, cached_hashes(spec.test_files, cache_dir, spec.test_images, size)])
+        h = Hashes.concat([h, cached_hashes(spec.test_files, cache_dir, spec.test_images, size)])
     names = list(spec.names) + list(spec.test_names)
     split = ["train"] * len(spec.names) + ["test"] * len(spec.test_names)
-    i, j, d, c = close_pairs(h, max_distance, max_colour)
+    i, j, d, t = close_pairs(h, max_distance, max_colour)
     pairs = pd.DataFrame({"image_a": [names[k] for k in i], "image_b": [names[k] for k in j],
                           "split_a": [split[k] for k in i], "split_b": [split[k] for k in j], "distance": d,
-                          "colour_distance": c})
+                          "colour_difference": t.round(2)})
     return Duplicates(names, split, pairs, components(len(names), i, j), i, j)
 
 
@@ -333,7 +377,7 @@ def summary(dups, table):
 def report_markdown(counts, table, max_distance, max_colour, top=30):
     """The report as markdown: counts, then the groups whose labels disagree, leaks and test groups."""
     lines = [f"# Near-duplicates (pHash + dHash distance <= {max_distance} of 128 bits, "
-             f"colour hash <= {max_colour} of 42)", ""]
+             f"colour difference <= {max_colour:g} of 255)", ""]
     lines += [f"- {k}: {v}" for k, v in counts.items()] + [""]
     sections = [("Training groups whose labels disagree (label noise)", table["labels_agree"].eq(False)),
                 ("Train-test groups (leaks)", table["kind"] == "train+test"),
