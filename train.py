@@ -47,7 +47,8 @@ def parse_args(argv=None):
     """Parse flags; a --config file's non-stage keys and then the --recipe's flags become
     defaults (command line > config file > recipe > argparse defaults). The namespace's
     `_given` holds the flags typed (what --resume checks against the run's flags)."""
-    from utils.train.stages import read_config_file, recipe_flags
+    from utils.train.config_file import read_config_file
+    from utils.train.recipes import recipe_flags
 
     parser = get_args_parser()
     args, _ = parser.parse_known_args(argv)
@@ -112,7 +113,8 @@ def main(args):
     from utils.models.factory import create_model
     from utils.train.losses import build_loss
     from utils.train.pseudo import load_extras, sampler_labels
-    from utils.train.stages import describe_plan, resolve_plan
+    from utils.train.plan import resolve_plan
+    from utils.train.plan_table import describe_plan
     from utils.train.tensorboard import resolve_flag as resolve_tensorboard
     from utils.train.run_state import seed_everything
     from utils.train.fold_data import FoldData

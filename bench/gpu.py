@@ -54,7 +54,7 @@ from utils.train.losses import build_loss  # noqa: E402
 from utils.models.factory import create_model, model_meta  # noqa: E402
 from utils.models.layer_groups import param_groups  # noqa: E402
 from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
-from utils.train.stages import Stage  # noqa: E402
+from utils.train.stage import Stage  # noqa: E402
 from utils.augment.gpu import GpuAugment  # noqa: E402
 from utils.predict.tta import predict_tta, predict_tta_loop  # noqa: E402
 from utils.common.cli import run_script  # noqa: E402

@@ -5,7 +5,7 @@
     python bench/train_speed.py --data data/demo        # a dataset's images, from the uint8 cache
 
 Training: --arch (random init: weights do not change speed, 13 labels) at --size px, batch --bs,
-the demo plan's main stage (every layer trained, AdamW, one-cycle; utils.train.stages.resolve_plan
+the demo plan's main stage (every layer trained, AdamW, one-cycle; utils.train.plan.resolve_plan
 with the demo's size and epochs), through the project's path: uint8 cache -> CachedImages with
 the --aug augmentation per image -> make_loader (--workers processes) -> train_one_epoch ->
 Step. For each torch thread count in --threads and each worker count in --workers it reports
@@ -45,7 +45,7 @@ from utils.train.losses import build_loss  # noqa: E402
 from utils.models.factory import create_model, model_meta  # noqa: E402
 from utils.models.layer_groups import freeze_bn, param_groups  # noqa: E402
 from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
-from utils.train.stages import resolve_plan  # noqa: E402
+from utils.train.plan import resolve_plan  # noqa: E402
 from utils.augment.transforms import build_augment  # noqa: E402
 from utils.common.cli import run_script  # noqa: E402
 

@@ -6,7 +6,7 @@ from torch import nn
 from utils.train.accumulation import Accumulation
 from utils.train.loop import Step
 from utils.train.schedule import build_optimizer, build_scheduler
-from utils.train.stages import Stage
+from utils.train.stage import Stage
 
 S = 8  # image side
 

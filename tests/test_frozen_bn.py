@@ -7,7 +7,7 @@ from test_train import train
 from utils.models import factory as M
 from utils.models import layer_groups as G
 from utils.common.errors import DataError
-from utils.train.stages import resolve_plan
+from utils.train.plan import resolve_plan
 
 
 def _running_stats(state):

@@ -67,7 +67,7 @@ def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path):
 def test_recipe_flags_are_defaults_below_config_and_command_line(tmp_path):
     import train
     from utils.augment.mix import parse_mix
-    from utils.train.stages import get_recipe
+    from utils.train.recipes import get_recipe
 
     a = train.parse_args(["--recipe", "strong"])
     assert (a.ema, a.aug, a.loss, a.head) == (0.9997, "strong", "asl", "avgmax")

@@ -13,7 +13,7 @@ from utils.common.options import as_bool, as_float, as_int, parse_item, parse_it
 from utils.metrics.constraints import parse_constraints
 from utils.runs.resume import modern_spelling
 from utils.stack.stackers import parse_method, split_methods
-from utils.train.stages import parse_stages
+from utils.train.stage import parse_stages
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,8 @@ import torch
 
 from utils.common.errors import DataError
 from utils.train.schedule import build_optimizer, build_scheduler, group_lrs, plateau_drops
-from utils.train.stages import RECIPES, Stage, get_recipe
+from utils.train.recipes import RECIPES, get_recipe
+from utils.train.stage import Stage
 
 
 def tiny_groups(stage=None, with_lr=True):

@@ -4,8 +4,12 @@ import json
 import pytest
 
 from utils.common.errors import DataError
-from utils.train.stages import (KEYS, RECIPES, Stage, describe_plan, distribute_epochs, get_recipe,
-                          load_plan_file, parse_stages, read_config_file, resolve_plan)
+from utils.train.config_file import load_plan_file, read_config_file
+from utils.train.plan import resolve_plan
+from utils.train.plan_scaling import distribute_epochs
+from utils.train.plan_table import describe_plan
+from utils.train.recipes import RECIPES, get_recipe
+from utils.train.stage import KEYS, Stage, parse_stages
 
 SPEC = "epochs=2,size=128,lr=1e-3,train=head;epochs=8,size=224,lr=3e-4,train=all"
 

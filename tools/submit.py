@@ -154,7 +154,7 @@ def check_cells(cells, data, out):
     from utils.data.dataset import load_dataset, select_label_group
     from utils.train.losses import build_loss
     from utils.models.factory import resolve_arch
-    from utils.train.stages import resolve_plan
+    from utils.train.plan import resolve_plan
 
     problems, specs = [], {}
     for cell in cells:

@@ -15,7 +15,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from utils.common.errors import DataError
-from utils.train.stages import OPTIMIZERS, SCHEDULES
+from utils.train.stage import OPTIMIZERS, SCHEDULES
 
 ONECYCLE_DIV = 25.0          # OneCycleLR's div_factor: start at lr/25
 ONECYCLE_FINAL_DIV = 1e4     # OneCycleLR's final_div_factor: end at lr/25/1e4 when min_lr is 0

@@ -44,7 +44,7 @@ from utils.train.run_state import (last_checkpoint, last_path, model_meta, new_e
                                    restore_optimizer, resume)
 from utils.train.schedule import build_optimizer, build_scheduler
 from utils.train.signals import Interrupted, StopRequest
-from utils.train.stages import Stage
+from utils.train.stage import Stage
 from utils.train.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
