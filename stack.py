@@ -29,8 +29,9 @@ from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
 from utils.common.output_paths import check_output_dir, check_output_file
-from utils.stack.stackers import (METHODS, build_report, choose, evaluate, member_scores, parse_method, render_report,
-                                  split_methods)
+from utils.stack.evaluation import choose, evaluate, member_scores
+from utils.stack.methods import METHODS, parse_method, split_methods
+from utils.stack.stack_report import build_report, render_report
 from utils.metrics.thresholds import STRATEGIES
 
 log = logging.getLogger("stack")

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.stack.selection import LabelScorer, beam_label, forward_select, label_f2_candidates, select_label  # noqa: E402
 from utils.stack.library import Inputs, Library  # noqa: E402
 from utils.metrics.fbeta import fbeta_from_counts  # noqa: E402
-from utils.stack.stackers import cross_fit, cross_predict, method_factory, parse_method  # noqa: E402
+from utils.stack.crossfit import cross_fit, cross_predict  # noqa: E402
+from utils.stack.methods import method_factory, parse_method  # noqa: E402
 from utils.metrics.threshold_search import best_label_fbeta  # noqa: E402
 
 FAST = {"xgb": "xgb:trees=20", "lgbm": "lgbm:trees=20", "nn": "nn:iters=60"}
@@ -284,7 +285,7 @@ def test_layered_groups_match_manual_two_stage():
     y = truth(rng, 600, [0.3, 0.15])
     P = members(rng, y, [[1.2, 1.2]] * 6, shared=0.3)
     inp = inputs_of(P, y, np.arange(600) % 3)
-    from utils.stack.stackers import build_factory
+    from utils.stack.layers import build_factory
     layered = build_factory("mean", groups={"g0": [0, 1, 2], "g1": [3, 4, 5]})().fit(inp)
     # mean inside each group, then the mean of the two groups = the mean of all six.
     np.testing.assert_allclose(layered.predict(P), P.astype(np.float64).mean(1).T, rtol=1e-5)

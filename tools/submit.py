@@ -202,7 +202,7 @@ def check_cluster(args):
         raise DataError(f"Slurm is not reachable from here (no {' or '.join(missing)} on PATH): run on the "
                         f"cluster's login node, or run the grid on this machine with --cluster local")
     if args.stack_method:
-        from utils.stack.stackers import parse_method
+        from utils.stack.methods import parse_method
         for spec in args.stack_method:
             try:
                 parse_method(spec)
