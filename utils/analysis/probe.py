@@ -9,7 +9,7 @@ inner stratified CV with LogisticRegressionCV); the held-out fold and the test s
 predicted. A label without positives (or without negatives) in a training split gets
 its training prior as a constant probability.
 
-`write_probe_run` writes the fold's results as a run directory (DESIGN.md section 3),
+`write_probe_run` writes the fold's results as a run directory (ARCHITECTURE.md, "Run directory"),
 so the leaderboard and stack.py treat the probe like any trained model.
 """
 import hashlib

@@ -1,4 +1,4 @@
-"""Portable paths in run records (DESIGN.md section 5).
+"""Portable paths in run records (ARCHITECTURE.md, "Portable paths").
 
 Records store paths relative to the run directory plus the absolute path as
 written. On another machine the absolute path may not exist: `resolve_stored`

@@ -1,6 +1,6 @@
 """A library of models for stacking: every model's out-of-fold and test probabilities.
 
-Runs (DESIGN.md section 3) are grouped into *members*: the runs of one configuration
+Runs (ARCHITECTURE.md, "Run directory") are grouped into *members*: the runs of one configuration
 (utils.runs.directory.model_key) and one seed, one run per fold. A member's validation files
 together cover the training set once; they are assembled into its full out-of-fold
 (OOF) matrix in train.csv order, and its test files are averaged over the folds.
