@@ -93,7 +93,7 @@ def check_flags(flags, spec, plan, label_idx):
 
     build_loss(flags.loss, spec.y[:, label_idx])
     for size in sorted({s.size for s in plan}):
-        build_augment(flags.aug, size, [spec.labels[i] for i in label_idx])
+        build_augment(flags.aug, size, [spec.labels[i] for i in label_idx], check_only=True)
     check_decay(flags.ema)
     parse_mix(flags.mix)
     if flags.keep_epochs < 0:

@@ -125,6 +125,17 @@ def test_pca_keeps_range():
     assert out.dtype == np.uint8 and not np.array_equal(out, img)
 
 
+def test_pca_without_statistics_warns_naming_the_flag_unless_only_checking(caplog):
+    with caplog.at_level("WARNING"):
+        build_augment("pca:0.1", 8, check_only=True)
+        build_augment("pca:0.1", 8, pca=PCA)
+    assert caplog.text == ""
+    with caplog.at_level("WARNING"):
+        aug = build_augment("hflip;pca:0.1", 8)
+    assert "--aug's `pca` op" in caplog.text and "ImageNet" in caplog.text
+    assert aug.info()["pca"]["source"] == "imagenet"
+
+
 def test_pca_stats_matches_numpy_covariance():
     rng = np.random.default_rng(0)
     mix = np.array([[1.0, 0.5, 0.2], [0.0, 0.6, 0.3], [0.0, 0.0, 0.2]])

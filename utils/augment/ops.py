@@ -141,11 +141,16 @@ class RandomResizedCrop(Op):
 class PCALighting(Op):
     name, defaults, geometric = "pca", {"std": 0.1}, False
 
-    def __init__(self, stats=None, **opts):
+    def __init__(self, stats=None, warn=True, **opts):
+        """stats: {"eigval", "eigvec"} of the training pixels (pca_stats); None takes
+        ImageNet's, with a warning unless `warn` is False (a pipeline built only to check
+        the --aug spec, before the statistics exist)."""
         super().__init__(**opts)
         self.source = "train" if stats is not None else "imagenet"
-        if stats is None:
-            log.warning("pca: no statistics of the training images given; using ImageNet's")
+        if stats is None and warn:
+            log.warning("--aug's `pca` op: no RGB statistics of the training images were given, so its "
+                        "lighting noise follows ImageNet's colour eigenvectors (pca_stats computes the "
+                        "training images' own)")
         stats = IMAGENET_PCA if stats is None else stats
         self.eigval = np.asarray(stats["eigval"], dtype=np.float64).reshape(3)
         self.eigvec = np.asarray(stats["eigvec"], dtype=np.float64).reshape(3, 3)

@@ -172,17 +172,19 @@ class Augment:
         return np.ascontiguousarray(rgb), y
 
 
-def build_augment(spec, size, labels=None, pca=None):
+def build_augment(spec, size, labels=None, pca=None, check_only=False):
     """Build an Augment from an --aug spec (names, options, presets; see the module doc).
 
     size: output side in pixels; labels: label names (needed by colorswap remap);
-    pca: {"eigval": [3], "eigvec": [[3x3]]} from pca_stats (ImageNet's when None).
+    pca: {"eigval": [3], "eigvec": [[3x3]]} from pca_stats (ImageNet's when None, with a
+    warning unless check_only: a pipeline built only to check the spec, before the
+    training images' statistics exist).
     Raises DataError for unknown names or options, listing the valid ones.
     """
     ops = []
     for name, opts in parse_augment(spec):
         if name == "pca":
-            ops.append(PCALighting(stats=pca, **opts))
+            ops.append(PCALighting(stats=pca, warn=not check_only, **opts))
         elif name == "colorswap":
             ops.append(ColorSwap(labels=labels, **opts))
         else:
