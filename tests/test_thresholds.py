@@ -309,7 +309,7 @@ def test_tool_run_that_is_not_a_run_folder_says_so(tmp_path):
                          (tmp_path, "not a run folder (no config.json)")]:
         r = subprocess.run([sys.executable, str(ROOT / "tools" / "thresholds.py"), "--run", str(run)],
                            capture_output=True, text=True)
-        assert r.returncode == 2 and f"--run {run}: {message}" in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 2 and f"--runs {run}: {message}" in r.stderr and "Traceback" not in r.stderr
         assert "preds/val" not in r.stderr
 
 

@@ -480,6 +480,8 @@ def test_plot_probs_one_and_several(prune_runs, tmp_path):
     assert out.is_file()
     with pytest.raises(DataError, match="--out"):
         run_tool(plot_probs, "--preds", prune_runs / "A" / "preds" / "val.none.csv")
+    with pytest.raises(DataError, match="give --runs DIR"):
+        run_tool(plot_probs)
 
 
 def test_align_names_by_stem():

@@ -51,7 +51,7 @@ def get_args_parser():
                    help="lines OLD=NEW rewriting stored path prefixes of --runs records")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, metavar="PNG",
-                   help="PNG to write (default with --run: <first run>/plots/probs_<split>.png)")
+                   help="PNG to write (default with --runs: <first run>/plots/probs_<split>.png)")
     o.add_argument("--bins", type=int, default=40, help="histogram bins over [0, 1] (default 40)")
     return p
 
@@ -92,7 +92,7 @@ def select_labels(source, wanted):
 
 def main(args):
     if not args.run and not args.preds:
-        raise DataError("give --run DIR... and/or --preds FILE...")
+        raise DataError("give --runs DIR... and/or --preds FILE...")
     if args.out is None and not args.run:
         raise DataError("--preds needs --out PNG")
     pairs, truth = load_path_map(args.path_map), Truth()

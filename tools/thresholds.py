@@ -82,9 +82,9 @@ def resolve_run(run):
     """Run directory -> (val preds path, truth path or None) following its config.json."""
     run = Path(run)
     if not run.is_dir():
-        raise DataError(f"--run {run}: no such folder; give a run folder (runs/<name>, with config.json)")
+        raise DataError(f"--runs {run}: no such folder; give a run folder (runs/<name>, with config.json)")
     if not (run / "config.json").is_file():
-        raise DataError(f"--run {run}: not a run folder (no config.json); give a run folder (runs/<name>) "
+        raise DataError(f"--runs {run}: not a run folder (no config.json); give a run folder (runs/<name>) "
                         f"made by train.py, or a probability file with --probs")
     preds = run / "preds" / "val.none.csv"
     if not preds.is_file():
@@ -116,7 +116,7 @@ def load_inputs(args):
     """Returns (labels, Y (N, L), P (N, L), folds (N,) or None, folds description)."""
     check_values(args)
     if bool(args.run) == bool(args.probs):
-        raise DataError("give either --run DIR or --probs FILE (with --truth FILE)")
+        raise DataError("give either --runs DIR or --probs FILE (with --truth FILE)")
     probs_path, truth_path = (args.probs, args.truth)
     if args.run:
         probs_path, run_truth = resolve_run(args.run)
