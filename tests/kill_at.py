@@ -8,13 +8,16 @@ N-th epoch of the run), stage_end:N / stage_start:N (stage N, 0-based). There th
 dies by SIGKILL, as a power cut would kill it: under torchrun every rank reaches the point
 and waits at a barrier first, so rank 0 is not cut in the middle of its checkpoint. At
 ckpt:N the write is torn instead: the temp file is written, and the process dies before it
-replaces last.pt. sigint:N sends Ctrl-C at step N. SCRIPT then runs as `python SCRIPT ARGS`
-would run it; the hook is set as soon as SCRIPT imports the trainer.
+replaces last.pt. sigint:N sends Ctrl-C at step N, sigterm:N SIGTERM. rmrun:N deletes the
+run folder after the N-th epoch of the run (as a user cleaning up might) and goes on.
+SCRIPT then runs as `python SCRIPT ARGS` would run it; the hook is set as soon as SCRIPT
+imports the trainer.
 """
 import importlib.abc
 import importlib.util
 import os
 import runpy
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -30,9 +33,13 @@ class KillAt:
         self.what, self.n = what, int(n)
 
     def event(self, name, n, **detail):
-        if self.what == "sigint":
+        if self.what in ("sigint", "sigterm"):
             if name == "step" and n == self.n:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT if self.what == "sigint" else signal.SIGTERM)
+            return
+        if self.what == "rmrun":
+            if name == "epoch_end" and n == self.n:
+                shutil.rmtree(detail["run_dir"])
             return
         if name != self.what or n != self.n:
             return

@@ -1,6 +1,7 @@
 """train.py end to end: stage plans, the run directory, exact resume after SIGKILL, torchrun."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -111,7 +112,8 @@ def test_resume_without_a_name_takes_the_newest_unfinished_matching_run(data, tm
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL
     (killed,) = list(out.iterdir())
-    assert killed.name.startswith("tiny_cnn-train-f0-")  # the default name: <arch>-<variant>-f<fold>-<time>
+    # the default name: <arch>-<variant>-<configuration tag>-f<fold>-<time>-<pid>
+    assert re.fullmatch(r"tiny_cnn-train-[0-9a-f]{8}-f0-\d{8}-\d{6}-\d+", killed.name)
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert list(out.iterdir()) == [killed] and (killed / "result.json").is_file()

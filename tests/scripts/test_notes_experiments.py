@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "notes_experiments.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "notes_experiments.sh"
 
 
 def run(tmp_path, *args, **env):

@@ -17,7 +17,7 @@ from utils.common.errors import DataError
 from utils.data.mosaic import (CLASSES, DENSITIES, MAX_TAGS, draw_mosaic, layout, load_npz, make_mosaic,
                           mosaic_frequencies, sample_labels)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(n_train=40, n_test=12, size=32, seed=0)
 TRAIN_VALUE, TEST_VALUE = 255, 60  # fake photos: train ones white, test ones dark grey
 

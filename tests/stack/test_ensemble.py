@@ -13,7 +13,7 @@ import pytest
 from utils.common.errors import DataError
 from scipy.special import expit, logit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from utils.stack.selection import LabelScorer, beam_label, forward_select, label_f2_candidates, select_label  # noqa: E402
 from utils.stack.library import Inputs, Library  # noqa: E402

@@ -15,7 +15,7 @@ from utils.runs.resume import modern_spelling
 from utils.stack.methods import parse_method, split_methods
 from utils.train.stage import parse_stages
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("text, want", [

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from utils.common.errors import DataError  # noqa: E402

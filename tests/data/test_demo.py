@@ -13,7 +13,7 @@ import utils.data.demo as demo
 from utils.data.demo import DENSITIES, ON_TOP, TAGS, draw_outfit, make_demo, sample_labels, tag_frequencies
 from utils.common.errors import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(n_train=60, n_test=20, size=32, seed=0)
 
 

@@ -70,17 +70,17 @@ def test_recipe_flags_are_defaults_below_config_and_command_line(tmp_path):
     from utils.train.recipes import get_recipe
 
     a = train.parse_args(["--recipe", "strong"])
-    assert (a.ema, a.aug, a.loss, a.head) == (0.9997, "strong", "asl", "avgmax")
+    assert (a.ema, a.aug, a.loss, a.head) == (0.9997, "hflip;erase:1", "bce", "avgmax")
     assert parse_mix(a.mix).mixup == 0.1 and parse_mix(a.mix).cutmix == 1.0
-    b = train.parse_args(["--recipe", "strong", "--ema", "0", "--mix", "none", "--head", "gem", "--loss", "bce"])
-    assert (b.ema, b.mix, b.head, b.loss, b.aug) == (0.0, "none", "gem", "bce", "strong")
+    b = train.parse_args(["--recipe", "strong", "--ema", "0", "--mix", "none", "--head", "gem", "--loss", "asl"])
+    assert (b.ema, b.mix, b.head, b.loss, b.aug) == (0.0, "none", "gem", "asl", "hflip;erase:1")
     cfg = tmp_path / "c.json"
     cfg.write_text('{"recipe": "strong", "aug": "light"}')
     c = train.parse_args(["--config", str(cfg)])
     assert (c.recipe, c.aug, c.ema) == ("strong", "light", 0.9997)
     assert train.parse_args(["--config", str(cfg), "--aug", "heavy"]).aug == "heavy"
     d = train.parse_args(["--recipe", "resnet", "--ema", "0.99", "--mix", "cutmix:1", "--accum", "2"])
-    assert (d.ema, d.mix, d.accum, d.aug, d.head) == (0.99, "cutmix:1", 2, "default", None)
+    assert (d.ema, d.mix, d.accum, d.aug, d.head) == (0.99, "cutmix:1", 2, "hflip;crop:0.125", None)
     (s,) = get_recipe("strong")(epochs=4, size=64)
     assert (s.opt, s.lr, s.wd, s.sched, s.pct_start, s.bs, s.train) == ("adam", 1e-4, 1e-4, "onecycle", 0.2, 56, "all")
 
@@ -91,7 +91,7 @@ def test_strong_recipe_trains_end_to_end(data, tmp_path):
     out = tmp_path / "runs"
     train(data, out, "--recipe", "strong", "--epochs", "2", "--size", "32", "--bs", "8", "--accum", "2")
     cfg = json.loads((out / "r" / "config.json").read_text())
-    assert (cfg["ema"], cfg["aug"], cfg["loss_spec"], cfg["recipe"]) == (0.9997, "strong", "asl", "strong")
+    assert (cfg["ema"], cfg["aug"], cfg["loss_spec"], cfg["recipe"]) == (0.9997, "hflip;erase:1", "bce", "strong")
     assert cfg["mix"].startswith("mixup:0.1") and cfg["stages"][0]["accum"] == 2
     hist = pd.read_csv(out / "r" / "history.csv")
     assert len(hist) == 2 and hist["val_f2_ema"].notna().all()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import fbeta_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from utils.metrics.fbeta import (fbeta_macro, fbeta_micro, fbeta_per_label, fbeta_per_sample,  # noqa: E402
                            fbeta_samples, soft_fbeta)

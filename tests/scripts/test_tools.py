@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import fbeta_score
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from utils.common.errors import DataError  # noqa: E402
