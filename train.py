@@ -139,7 +139,8 @@ def main(args):
         raise DataError(f"--fold {flags.fold}: must be in 0..{flags.folds_k - 1}")
     label_idx = select_label_group(spec.labels, spec.y, flags.label_group)
     plan = resolve_plan(recipe=flags.recipe, stages=flags.stages, config_file=flags.config,
-                        bs=flags.bs, size=flags.size, epochs=flags.epochs, lr=flags.lr, accum=flags.accum)
+                        bs=flags.bs, size=flags.size, epochs=flags.epochs, lr=flags.lr, accum=flags.accum,
+                        opt=flags.opt, layer_decay=flags.layer_decay)
     check_flags(flags, spec, plan, label_idx)
     excluded = exclude_cfg = None
     if flags.exclude:

@@ -23,16 +23,19 @@ def test_parse_design_example():
 def test_every_key_parses():
     spec = ("epochs=4,size=96,bs=16,lr=0.1,opt=SGD,momentum=0.8,nesterov=true,wd=5e-4,sched=multistep,"
             "train=3,lr_mult=0.3,warmup=0.5,pct_start=0.25,step=2,gamma=0.5,milestones=0.5/3,"
-            "patience=3,factor=0.2,max_drops=1,min_lr=1e-5,drop_rate=0.5,accum=2,bn=frozen,name=warm")
+            "patience=3,factor=0.2,max_drops=1,min_lr=1e-5,drop_rate=0.5,accum=2,bn=frozen,name=warm,"
+            "layer_decay=0.7,opt.dampening=0.1")
     (s,) = parse_stages(spec)
     assert s == Stage(epochs=4, size=96, bs=16, lr=0.1, opt="sgd", momentum=0.8, nesterov=True, wd=5e-4,
                       sched="multistep", train="3", lr_mult=0.3, warmup=0.5, pct_start=0.25, step=0.5,
                       gamma=0.5, milestones=(0.5, 0.75), patience=3, factor=0.2, max_drops=1,
-                      min_lr=1e-5, drop_rate=0.5, accum=2, bn="frozen", name="warm")
+                      min_lr=1e-5, drop_rate=0.5, accum=2, bn="frozen", name="warm", layer_decay=0.7,
+                      opt_args={"dampening": 0.1})
     assert set(s.to_dict()) == set(KEYS)
     # accum is stored only when it accumulates, so plans written before it existed compare equal
     assert "accum" not in Stage().to_dict() and Stage.from_dict(Stage().to_dict()) == Stage()
     assert "bn" not in Stage().to_dict()  # the same for bn at its default, 'train'
+    assert not {"layer_decay", "opt_args"} & set(Stage().to_dict())  # and for these, unset
 
 
 
@@ -68,7 +71,8 @@ def test_round_trip_through_json():
     ("epochs=x", ["stage 1", "epochs='x' is not an integer"]),
     ("epochs=1;epochs=2.5", ["stage 2", "epochs='2.5' is not an integer"]),
     ("lr=fast", ["stage 1", "lr='fast' is not a number"]),
-    ("epochs=2;epochs=2,opt=rmsprop", ["stage 2", "opt='rmsprop'", "sgd, adam, adamw"]),
+    ("epochs=2;epochs=2,opt=rmsprob", ["stage 2", "opt='rmsprob'", "sgd, adam, adamw, schedulefree_adamw"]),
+    ("opt=lion,opt.betas=0.9/0.99,opt.bogus=1", ["stage 1", "unknown option(s) bogus", "betas"]),
     ("sched=linear", ["stage 1", "sched='linear'", "const, step, multistep, cosine, onecycle, plateau"]),
     ("train=some", ["stage 1", "train='some'", "'head', 'all'"]),
     ("nesterov=maybe", ["stage 1", "nesterov='maybe'", "true/false"]),

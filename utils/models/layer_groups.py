@@ -3,8 +3,9 @@
 `layer_groups` splits the parameters of a model from utils.models.factory stem -> head into
 a handful of groups; `set_trainable(model, "head" | "all" | N)` freezes all but the head and
 the last N body groups; `param_groups` gives the optimizer discriminative learning rates
-(lr * lr_mult**k for the group k steps before the head) with no weight decay on biases
-and norm weights. After every `model.train()`, call `freeze_bn(model)` so frozen
+(lr * lr_mult**k for the group k steps before the head), or with a layer decay D per-block
+rates (lr * D**k over `fine_blocks`: timm's fine group_matcher, else module order), with
+no weight decay on biases and norm weights. After every `model.train()`, call `freeze_bn(model)` so frozen
 BatchNorm layers keep their ImageNet running statistics.
 """
 from torch import nn
@@ -49,14 +50,14 @@ def _numel(names, params):
     return sum(params[n].numel() for n in names)
 
 
-def _timm_units(model, head):
-    """Ordered lists of parameter names from timm's coarse group_matcher, or None."""
+def _timm_units(model, head, coarse=True):
+    """Ordered lists of parameter names from timm's coarse (or fine) group_matcher, or None."""
     from timm.models._manipulate import group_parameters
 
     # a timm model under a --head: its groups, named as HeadNet names them
     inner, prefix = (model.body, "body.") if isinstance(model, HeadNet) else (model, "")
     try:
-        groups = group_parameters(inner, inner.group_matcher(coarse=True))
+        groups = group_parameters(inner, inner.group_matcher(coarse=coarse))
     except (AttributeError, NotImplementedError):
         return None
     units = [[prefix + n for n in names if not in_head(prefix + n, head)]
@@ -123,6 +124,40 @@ def _module_units(model, head):
             break
         units[i:i + 1] = parts
     return [names for _, names in units]
+
+
+def fine_blocks(model):
+    """The blocks of layer decay: lists of (name, Parameter), stem first, the head last.
+
+    timm models: one block per group of timm's fine group_matcher (a stem, each block of
+    each stage, a final norm); other networks: their top-level layers, each split once into
+    its children (resnet: stem, then every bottleneck). The head is its own last block;
+    every parameter is in exactly one block.
+    """
+    model = unwrap_model(model)
+    head = model_meta(model)["head"]
+    params = dict(model.named_parameters())
+    units = _timm_units(model, head, coarse=False) if model_meta(model)["source"] == "timm" else None
+    if units is None:
+        units = _module_blocks(model, head)
+    blocks = [[(n, params[n]) for n in u] for u in units if u]
+    blocks.append([(n, p) for n, p in params.items() if in_head(n, head)])
+    if sorted(n for b in blocks for n, _ in b) != sorted(params):
+        raise RuntimeError(f"blocks of {model_meta(model)['arch']} do not cover every parameter exactly once")
+    return blocks
+
+
+def _module_blocks(model, head):
+    """Parameter names of any nn.Module in blocks: top-level units (inside a lone wrapper),
+    each module unit split once into its own units."""
+    units = _children_units(model, "", head)
+    while len(units) == 1 and units[0][0] is not None:
+        units = _children_units(*units[0][0], head)
+    blocks = []
+    for mod, names in units:
+        parts = _children_units(mod[0], mod[1], head) if mod is not None else []
+        blocks += [n for _, n in parts] if len(parts) >= 2 else [names]
+    return blocks
 
 
 def _merge_units(units, n_groups):
@@ -214,11 +249,13 @@ def _no_decay_names(model):
     return names
 
 
-def param_groups(model, train, lr, lr_mult=1.0, weight_decay=0.0):
+def param_groups(model, train, lr, lr_mult=1.0, weight_decay=0.0, layer_decay=None):
     """Apply set_trainable(model, train) and return optimizer param groups for it.
 
     The head trains at `lr`; the trainable body group k steps before it at
     lr * lr_mult**k (discriminative learning rates, lr_mult < 1 slows earlier layers).
+    With `layer_decay` D the groups are fine_blocks instead (named 'block<i>'), block k
+    steps before the head at lr * D**k, and lr_mult is not used.
     Each layer group gives up to two dicts: its weights with `weight_decay`, and its
     biases / norm weights / embeddings with none (name suffix '.no_wd'). Every dict has
     params, lr, initial_lr, lr_scale (lr / base lr, for schedulers) weight_decay and name
@@ -227,14 +264,17 @@ def param_groups(model, train, lr, lr_mult=1.0, weight_decay=0.0):
     n_trainable = len(set_trainable(model, train))
     base = unwrap_model(model)
     groups = named_layer_groups(base)
+    first, kind, mult = len(groups) - n_trainable, "group", lr_mult
+    if layer_decay is not None:  # the same trainable parameters, in finer blocks
+        groups, kind, mult, first = fine_blocks(base), "block", layer_decay, 0
     no_decay = _no_decay_names(base)
     out = []
-    for i in range(len(groups) - n_trainable, len(groups)):
+    for i in range(first, len(groups)):
         k = len(groups) - 1 - i  # steps before the head
-        scale = float(lr_mult) ** k
-        name = "head" if k == 0 else f"group{i}"
+        scale = float(mult) ** k
+        name = "head" if k == 0 else f"{kind}{i}"
         for suffix, wd, keep in (("", weight_decay, False), (".no_wd", 0.0, True)):
-            params = [p for n, p in groups[i] if (n in no_decay) == keep]
+            params = [p for n, p in groups[i] if (n in no_decay) == keep and p.requires_grad]
             if params:
                 out.append(dict(params=params, lr=lr * scale, initial_lr=lr * scale,
                                 lr_scale=scale, weight_decay=float(wd), name=name + suffix))

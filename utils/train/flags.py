@@ -133,6 +133,14 @@ FLAGS = (
          help="total epochs, spread over the stages (default: the recipe's, 10; 3 on the demo data)"),
     flag("--lr", PLAN, type=float, default=None,
          help="final stage's learning rate (others scale with it) (default: the recipe's, scaled with --bs)"),
+    flag("--opt", PLAN, default=None, metavar="NAME[:key=value,...]",
+         help="every stage's optimizer, with its options in README \"Option strings\": sgd, adam, adamw (torch), "
+              "schedulefree_adamw (package schedulefree), or any timm.optim.list_optimizers() name, e.g. "
+              "'lion:betas=0.9/0.99' (stage keys opt=, opt.KEY=) (default: the plan's)"),
+    flag("--layer-decay", PLAN, type=float, default=None, metavar="D",
+         help="layer-wise lr decay in every stage: the head at the stage's lr, each block k places before it at "
+              "lr x D^k (blocks: timm's fine layer groups, else module order); replaces the stage's lr_mult "
+              "(stage key layer_decay=) (default: the plan's, off)"),
     # augment
     flag("--loss", AUGMENT, default="bce", config="loss_spec", checked=True,
          help="bce | wbce[:mode=odds,cap=50] | focal[:gamma=2,alpha=0.25] | asl[:gamma_neg=4,gamma_pos=0,clip=0.05]"

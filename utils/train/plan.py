@@ -10,7 +10,7 @@ A plan comes from exactly one source:
                       (a mapping may also hold a "recipe" name instead, or other settings;
                       utils/train/config_file.py)
 
-Then the flags --epochs, --size, --bs, --lr and --accum adjust the plan (see `resolve_plan`;
+Then the flags --epochs, --size, --bs, --lr, --accum, --opt and --layer-decay adjust the plan (see `resolve_plan`;
 utils/train/plan_scaling.py). Precedence: Stage defaults < caller defaults < config file <
 --recipe or --stages < flags.
 """
@@ -19,6 +19,7 @@ import dataclasses
 from utils.common.errors import DataError, report_problems
 from utils.common.options import as_float, as_int
 from utils.train.config_file import file_stages, read_config_file
+from utils.train.optimizers import optimizer_problems, parse_opt_flag
 from utils.train.plan_scaling import scale_bs, scale_epochs, scale_lr, scale_sizes
 from utils.train.recipes import DEFAULT_RECIPE, get_recipe
 from utils.train.stage import build_stages, split_spec
@@ -30,6 +31,7 @@ _FLAG_RULES = {
     "bs": (as_int, lambda v: v >= 1, ">= 1"),
     "lr": (as_float, lambda v: v > 0, "> 0"),
     "accum": (as_int, lambda v: v >= 1, ">= 1"),
+    "layer_decay": (as_float, lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 
 
@@ -38,9 +40,10 @@ def _check_flag(name, value):
     if value is None:
         return None
     convert, ok, rule = _FLAG_RULES[name]
-    v = convert(value, f"--{name} {value!r}")
+    flag = "--" + name.replace("_", "-")
+    v = convert(value, f"{flag} {value!r}")
     if not ok(v):
-        raise DataError(f"--{name} {value!r} must be {rule}")
+        raise DataError(f"{flag} {value!r} must be {rule}")
     return v
 
 
@@ -59,7 +62,7 @@ def _raw_source(recipe, stages, config_file):
 
 
 def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None, epochs=None,
-                 lr=None, defaults=None, accum=None):
+                 lr=None, defaults=None, accum=None, opt=None, layer_decay=None):
     """The run's list of Stages from one plan source and the override flags.
 
     Source: recipe: a RECIPES name, built for `epochs` and `size` (its own defaults when
@@ -80,6 +83,8 @@ def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None,
         --stages/--config plan that sets no bs anywhere just takes bs, lrs unchanged.
       lr: the last stage's lr becomes lr exactly; the others keep their ratio to it.
       accum: every stage's gradient accumulation (micro-batches per optimizer step).
+      opt: every stage's optimizer, 'NAME[:key=value,...]' (its options replace the stages').
+      layer_decay: every stage's layer-wise lr decay (utils/train/stage.py).
     Precedence: Stage defaults < `defaults` < config file < --recipe or --stages < flags.
     Raises DataError for --recipe with --stages, an unknown recipe or any malformed value.
     """
@@ -87,6 +92,8 @@ def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None,
         raise DataError("give one stage plan source, not --recipe and --stages")
     epochs, size, bs = _check_flag("epochs", epochs), _check_flag("size", size), _check_flag("bs", bs)
     lr, accum = _check_flag("lr", lr), _check_flag("accum", accum)
+    layer_decay = _check_flag("layer_decay", layer_decay)
+    opt = None if opt is None else parse_opt_flag(opt)
     raw, where, recipe = _raw_source(recipe, stages, config_file)
     if raw is not None:
         if bs is not None and not any(isinstance(r, dict) and "bs" in r for r in raw):
@@ -102,4 +109,16 @@ def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None,
         plan = scale_lr(plan, lr)
     if accum is not None:
         plan = [dataclasses.replace(s, accum=accum) for s in plan]
+    if layer_decay is not None:
+        plan = [dataclasses.replace(s, layer_decay=layer_decay) for s in plan]
+    if opt is not None:
+        plan = _set_optimizer(plan, *opt)
     return plan
+
+
+def _set_optimizer(plan, name, options):
+    """Every stage with optimizer `name` and its `options` (from --opt); DataError naming --opt."""
+    problems = optimizer_problems(name, options)
+    if problems:
+        raise DataError(f"--opt: {'; '.join(problems)}")
+    return [dataclasses.replace(s, opt=name, opt_args=dict(options)) for s in plan]

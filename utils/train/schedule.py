@@ -11,11 +11,11 @@ optimizer would overwrite, and has no cap on the number of drops.
 """
 import math
 
-import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from utils.common.errors import DataError
-from utils.train.stage import OPTIMIZERS, SCHEDULES
+from utils.train.optimizers import create_optimizer
+from utils.train.stage import SCHEDULES
 
 ONECYCLE_DIV = 25.0          # OneCycleLR's div_factor: start at lr/25
 ONECYCLE_FINAL_DIV = 1e4     # OneCycleLR's final_div_factor: end at lr/25/1e4 when min_lr is 0
@@ -30,17 +30,16 @@ def group_lrs(stage, n_groups):
 
 
 def build_optimizer(stage, param_groups):
-    """A torch optimizer for `stage` over `param_groups` (dicts with 'params', maybe 'lr',
+    """The optimizer named by `stage` over `param_groups` (dicts with 'params', maybe 'lr',
     'weight_decay', 'name', ... ordered from earliest layer group to the head).
 
     A group's own 'lr' is kept; when no group has one, group_lrs(stage, n) applies
     stage.lr_mult by position. Weight decay is stage.wd unless the group sets 0 (no decay
-    on norms and biases). sgd: momentum, nesterov; adam/adamw: betas=(momentum, 0.999).
-    Each group also records its 'base_lr', which the schedule scales.
-    Raises DataError for an unknown optimizer name.
+    on norms and biases). sgd: momentum, nesterov; adam/adamw: betas=(momentum, 0.999);
+    other names and stage.opt_args: utils/train/optimizers.py. Each group also records its
+    'base_lr', which the schedule scales.
+    Raises DataError for an unknown optimizer name or bad options.
     """
-    if stage.opt not in OPTIMIZERS:
-        raise DataError(f"unknown optimizer {stage.opt!r} (valid: {', '.join(OPTIMIZERS)})")
     groups = [dict(g) for g in param_groups]
     if not groups:
         raise ValueError("no parameter groups to optimize")
@@ -51,11 +50,7 @@ def build_optimizer(stage, param_groups):
         g.setdefault("lr", stage.lr)
         g["base_lr"] = g["lr"]
         g["weight_decay"] = 0.0 if g.get("weight_decay") == 0 else stage.wd
-    if stage.opt == "sgd":
-        return torch.optim.SGD(groups, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.wd,
-                               nesterov=stage.nesterov and stage.momentum > 0)
-    cls = torch.optim.Adam if stage.opt == "adam" else torch.optim.AdamW
-    return cls(groups, lr=stage.lr, betas=(stage.momentum, 0.999), weight_decay=stage.wd)
+    return create_optimizer(stage, groups)
 
 
 def _cos(start, end, t):

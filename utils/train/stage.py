@@ -9,6 +9,9 @@ Epoch-valued schedule keys (`step`, `milestones`) accept a fraction of the stage
 `milestones=30/60` in a 90-epoch stage). Both are stored as fractions, so a plan keeps
 its shape when --epochs rescales it, and an inherited value means the same part of the
 next stage.
+
+Optimizer options are keys `opt.KEY=value` (`opt=lion,opt.betas=0.9/0.99`), gathered into
+the stage's `opt_args`; a stage that names another optimizer starts with none.
 """
 import dataclasses
 import difflib
@@ -16,8 +19,9 @@ from dataclasses import dataclass
 
 from utils.common.errors import DataError, report_problems
 from utils.common.options import as_bool, as_float, as_int, as_str, parse_item, parse_value, split_items, split_options
+from utils.train.optimizers import OWN, optimizer_names, optimizer_problems, option_value
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = OWN  # built from torch.optim; every name: utils.train.optimizers.optimizer_names()
 SCHEDULES = ("const", "step", "multistep", "cosine", "onecycle", "plateau")
 BN_MODES = ("train", "frozen")
 
@@ -29,8 +33,14 @@ class Stage:
     epochs: epochs in this stage; size: image side in px; bs: global batch size.
     lr: the head's peak learning rate; earlier layer groups get lr * lr_mult**k (k = 1 for
       the group just before the head, 2 for the one before that, ...).
-    opt: 'sgd' | 'adam' | 'adamw'; momentum: SGD momentum, or Adam's beta1;
+    opt: 'sgd' | 'adam' | 'adamw' (torch.optim), 'schedulefree_adamw', or any name of
+      timm.optim.list_optimizers() (utils/train/optimizers.py); momentum: SGD momentum, or
+      Adam's beta1 (also schedulefree_adamw's; timm's momentum optimizers take it too);
       nesterov: Nesterov momentum (SGD only; ignored by adam/adamw).
+    opt_args: the optimizer's own options ({'betas': (0.9, 0.99)}), typed `opt.betas=0.9/0.99`.
+    layer_decay: per-block lr decay D: the head at lr, each block k places before it at
+      lr * D**k (blocks: timm's fine group_matcher, else module order); replaces lr_mult's
+      four coarse groups while set (None: off).
     wd: weight decay (L2 for sgd/adam, decoupled for adamw).
     sched: lr shape within the stage, per optimizer step:
       'const'; 'step' (x gamma every `step` epochs); 'multistep' (x gamma at each of
@@ -66,6 +76,8 @@ class Stage:
     sched: str = "cosine"
     train: str = "all"
     lr_mult: float = 1.0
+    layer_decay: float | None = None
+    opt_args: dict = dataclasses.field(default_factory=dict)
     warmup: float = 0.0
     pct_start: float = 0.3
     step: float | None = None
@@ -82,9 +94,13 @@ class Stage:
 
     def to_dict(self):
         """JSON-friendly dict of every field (milestones as a list; accum only when > 1, bn
-        only when not 'train')."""
+        only when not 'train', layer_decay only when set, opt_args only when not empty)."""
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        d["opt_args"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.opt_args.items()}
+        for key, unset in (("layer_decay", None), ("opt_args", {})):
+            if d[key] == unset:  # left out unset, so plans stored before the key existed compare equal
+                del d[key]
         if d["accum"] == 1:  # left out at its default, so plans stored before it existed compare equal
             del d["accum"]
         if d["bn"] == "train":  # likewise
@@ -146,6 +162,16 @@ def _milestones(v, what):
         raise DataError(f"{what} is not a '/'-separated list of numbers (e.g. 0.5/0.75)") from None
 
 
+def _opt_args(v, what):
+    if not isinstance(v, dict):
+        raise DataError(f"{what} is not a mapping of option: value (in --stages write opt.KEY=value)")
+    return {str(k).strip().lower(): option_value(x) for k, x in v.items()}
+
+
+def _opt_name(v, what):
+    return as_str(v, what, optimizer_names())
+
+
 def _name(v, what):
     return "" if v is None else str(v).strip()
 
@@ -153,8 +179,9 @@ def _name(v, what):
 # field -> converter(value, what): the value as typed (parse_value's vocabulary) or native (JSON/YAML)
 _CONVERT = {
     "epochs": _int, "size": _int, "bs": _int, "lr": _float,
-    "opt": _choice(OPTIMIZERS), "momentum": _float, "nesterov": _bool, "wd": _float,
-    "sched": _choice(SCHEDULES), "train": _train, "lr_mult": _float, "warmup": _float,
+    "opt": _opt_name, "momentum": _float, "nesterov": _bool, "wd": _float,
+    "sched": _choice(SCHEDULES), "train": _train, "lr_mult": _float,
+    "layer_decay": _opt_float, "opt_args": _opt_args, "warmup": _float,
     "pct_start": _float, "step": _opt_float, "gamma": _float, "milestones": _milestones,
     "patience": _int, "factor": _float, "max_drops": _int, "min_lr": _float,
     "drop_rate": _opt_float, "accum": _int, "bn": _choice(BN_MODES), "name": _name,
@@ -171,6 +198,7 @@ _RANGES = [
     ("momentum", lambda s: 0 <= s.momentum < 1, "must be in [0, 1)"),
     ("wd", lambda s: s.wd >= 0, "must be >= 0"),
     ("lr_mult", lambda s: s.lr_mult > 0, "must be > 0"),
+    ("layer_decay", lambda s: s.layer_decay is None or 0 < s.layer_decay <= 1, "must be in (0, 1] or none"),
     ("warmup", lambda s: 0 <= s.warmup <= s.epochs, "must be in [0, epochs]"),
     ("pct_start", lambda s: 0 < s.pct_start < 1, "must be in (0, 1)"),
     ("gamma", lambda s: 0 < s.gamma <= 1, "must be in (0, 1]"),
@@ -203,6 +231,7 @@ def _to_fractions(values, epochs, key):
 def _check(stage):
     """Range checks; epoch-valued step/milestones become fractions. Returns (stage, problems)."""
     problems = [f"{k}={getattr(stage, k)!r} {msg}" for k, ok, msg in _RANGES if not ok(stage)]
+    problems += optimizer_problems(stage.opt, stage.opt_args)
     try:
         stage.milestones = tuple(sorted(_to_fractions(stage.milestones, stage.epochs, "milestones")))
         if stage.step is not None:
@@ -220,6 +249,22 @@ def _unknown_key(key):
     close = difflib.get_close_matches(key, KEYS, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return f"unknown key {key!r} ({hint}valid: {', '.join(KEYS)})"
+
+
+def _gather_opt_args(raw, values, tag, problems):
+    """`raw` with its `opt.KEY` keys gathered into `opt_args`; `values` (the inherited ones)
+    lose their opt_args when the stage names another optimizer."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = {str(k).strip().lower(): v for k, v in raw.items()}
+    dotted = {k[4:]: raw.pop(k) for k in list(raw) if k.startswith("opt.")}
+    if "opt" in raw and str(raw["opt"]).strip().lower() != values["opt"]:
+        values["opt_args"] = {}
+    if dotted:
+        if "opt_args" in raw:
+            problems.append(f"{tag}: give the optimizer's options as opt_args or as opt.KEY=, not both")
+        raw["opt_args"] = {**values["opt_args"], **dotted}
+    return raw
 
 
 def build_stages(raw_stages, where, defaults=None, inherit=True):
@@ -242,6 +287,7 @@ def build_stages(raw_stages, where, defaults=None, inherit=True):
             continue
         values = dataclasses.asdict(prev if inherit else base)
         values["name"] = base.name
+        raw = _gather_opt_args(raw, values, tag, problems)
         for key, v in raw.items():
             key = str(key).strip().lower()
             if key not in _CONVERT:

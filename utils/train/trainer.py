@@ -39,6 +39,7 @@ from utils.train.epoch_plots import EpochPlots
 from utils.train.fold_data import RunImages
 from utils.train.loop import Step, predict_logits, sigmoid, train_one_epoch
 from utils.train.losses import build_loss
+from utils.train.optimizers import eval_weights, record_param_groups, weights_mode
 from utils.train.pseudo import WeightedLoss
 from utils.train.run_state import (last_checkpoint, last_path, model_meta, new_epoch_stats, new_state,
                                    restore_optimizer, resume)
@@ -248,7 +249,8 @@ class Trainer:
     def _build_stage(self, si, stage, opt_sd, sched_sd):
         """Model wrapper, optimizer, scheduler (restored from opt_sd/sched_sd when given), data and step."""
         raw, cfg = unwrap(self.model), self.config
-        groups = param_groups(raw, stage.train, stage.lr, stage.lr_mult, stage.wd)  # before DDP sees the model
+        groups = param_groups(raw, stage.train, stage.lr, stage.lr_mult, stage.wd,
+                              stage.layer_decay)  # before DDP sees the model
         model = wrap_model(raw, self.device, self.opts.compile)
         optimizer = build_optimizer(stage, groups)
         n_epoch = len(epoch_indices(cfg["sampler"], self.data.fit_y, cfg["seed"], 0))
@@ -256,6 +258,9 @@ class Trainer:
         acc = Accumulation.of(stage.accum, plan)
         scheduler = build_scheduler(stage, optimizer, acc.updates_per_epoch)
         restore_optimizer(optimizer, scheduler, opt_sd, sched_sd, last_path(self.run_dir), f"stage {si + 1}")
+        if dist.is_main():
+            self.folder.check()
+            record_param_groups(self.run_dir / "param_groups.csv", si + 1, optimizer)
         dataset, gpu_augment = stage_dataset(self.images.with_test(stage.size, self.data.extras), self.data, cfg, stage,
                                              self.opts.aug_device == "gpu")
         step = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
@@ -297,6 +302,7 @@ class Trainer:
         loader = make_loader(parts.dataset, dist.shard(order)[start * plan.bs_local:], plan.bs_local,
                              self.opts.workers, self.device, plan.drop_last)
         parts.model.train()
+        weights_mode(parts.optimizer, train=True)  # schedule-free: gradients at the train-mode weights
         freeze_bn(unwrap(self.model), all_layers=stage.bn == "frozen")  # frozen BatchNorm keeps its statistics
 
         def on_step(i):
@@ -308,7 +314,8 @@ class Trainer:
             due = (self.opts.ckpt_every and acc.updates_done(i) % self.opts.ckpt_every == 0) or \
                 (time.time() - self._last_ckpt_time > 60 * self.opts.ckpt_minutes)
             if (due or stop.requested) and i < plan.steps:
-                self._save_last(parts.optimizer, parts.scheduler)
+                with eval_weights(parts.optimizer):  # on every rank, so their weights stay equal
+                    self._save_last(parts.optimizer, parts.scheduler)
                 if stop.requested:
                     raise Interrupted()
 
@@ -322,6 +329,7 @@ class Trainer:
     def _end_epoch(self, si, stage, model, scheduler):
         """Validate, log a history row, keep the best weights, plot; advance the position.
         The stats' loss_sum and n are already every rank's (train_one_epoch)."""
+        weights_mode(scheduler.optimizer, train=False)  # schedule-free: validate and save the averaged weights
         probs, val_loss = self.evaluate(model, stage)
         raw = Candidate.scored("raw", unwrap(model), self.data.y_val, probs)
         scheduler.step_epoch(raw.f2)
