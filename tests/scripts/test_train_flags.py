@@ -31,7 +31,10 @@ def test_extras_defaults_without_file_flags_are_none():
                                          (["--aug", "hflip;rotate:abc"], "augmentation rotate: deg must be a number"),
                                          (["--aug", "hflip;shift:x"], "augmentation shift"),
                                          (["--mix", "mixup:abc"], "--mix"), (["--head", "gem:p=abc"], "--head gem"),
-                                         (["--stages", "epochs=1,size=24,bs=8,sched=foo"], "sched='foo'")])
+                                         (["--stages", "epochs=1,size=24,bs=8,sched=foo"], "sched='foo'"),
+                                         (["--opt", "lion:momentum=0.9"], "--opt: opt=lion: unknown option(s) momentum"),
+                                         (["--opt", "lionn"], "opt='lionn' is not an optimizer"),
+                                         (["--layer-decay", "1.5"], "--layer-decay 1.5 must be in (0, 1]")])
 def test_train_refuses_before_writing(tmp_path, extra, flag):
     data = write_dataset(tmp_path / "data", n=20, size=24)
     before = sorted(p.name for p in data.iterdir())
