@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from utils.metrics.constraints import (ablation, add_constraint_arguments, check_constraint_args, constrained_decisions,
                                parse_constraints, render_ablation)
 from utils.common.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
+from utils.common.cli import exit_cleanly
 from utils.common.errors import DataError
 from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
@@ -190,9 +191,5 @@ if __name__ == "__main__":
     parser = get_args_parser()
     args = parser.parse_args()
     check_args(parser, args)
-    try:
-        with threadpool_limits(limits=args.threads):
-            main(args)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    with threadpool_limits(limits=args.threads):
+        exit_cleanly(lambda: main(args))

@@ -2,12 +2,17 @@
 
 Every file another script reads (checkpoints, predictions, records) is written to a
 temporary name in the same folder, fsynced, then moved into place with os.replace,
-so a reader sees the old file or the new one, never half of one.
+so a reader sees the old file or the new one, never half of one. A write the machine
+refuses (disk full, quota, read-only, permission) raises WriteFault naming the file, with
+the temp file removed and the previous file intact; temp files that killed processes left
+beside the file are removed first (utils/common/temp_files.py).
 """
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from utils.common.temp_files import make_temp, sweep
+from utils.common.write_errors import write_fault
 
 
 def _current_umask():
@@ -36,11 +41,17 @@ def atomic_write(path, write_fn, mode="wb"):
     """Write `path` atomically: `write_fn(fileobj)` fills a temp file, then os.replace.
 
     Returns the Path written. On any error the temp file is removed and the old
-    file (if any) is untouched.
+    file (if any) is untouched; a refused write (full disk, quota, file size limit,
+    read-only, permission; in write_fn's exception chain too) raises
+    utils.common.write_errors.WriteFault naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = make_temp(path)
+    except OSError as e:
+        raise write_fault(e, path) or e
+    sweep(path.parent, path.name)
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)
@@ -48,11 +59,14 @@ def atomic_write(path, write_fn, mode="wb"):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        fault = write_fault(e, path) if isinstance(e, Exception) else None
+        if fault is not None:
+            raise fault from None
         raise
     _fsync_dir(path.parent)
     return path

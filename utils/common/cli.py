@@ -1,10 +1,13 @@
-"""What every script's `__main__` shares: logging for people, bad input -> exit code 2."""
+"""What every script's `__main__` shares: logging for people, bad input -> exit code 2,
+a refused write -> exit code 1, Ctrl-C -> 130, SIGTERM -> 143, each as one line."""
 import argparse
 import logging
 import sys
 from pathlib import Path
 
 from utils.common.errors import DataError
+from utils.common.termination import Terminated, raise_on_sigterm
+from utils.common.write_errors import fault_message
 
 # train.py writes runs here unless told otherwise (--out); every tool reads them here.
 DEFAULT_RUNS = str(Path(__file__).resolve().parents[2] / "runs")
@@ -30,17 +33,39 @@ QUIET = "%(levelname)s: %(message)s"
 
 
 def run_script(main, parse_args, level=logging.INFO):
-    """Configure logging, parse the arguments and call main(args).
-
-    A DataError (from parsing or from main) prints its message to stderr and exits
-    with code 2; anything else is a bug and keeps its traceback.
-    """
+    """Configure logging, parse the arguments and call main(args), under `exit_cleanly`."""
     logging.basicConfig(level=level, format=VERBOSE if level <= logging.INFO else QUIET, datefmt="%H:%M:%S")
+    return exit_cleanly(lambda: main(parse_args()))
+
+
+def exit_cleanly(call):
+    """call() with the exits every script shares; returns what it returns.
+
+    A DataError prints its message to stderr and exits with code 2. A write the machine
+    refuses (full disk, quota, file size limit, read-only, permission:
+    utils.common.write_errors) prints one line naming the file and exits with code 1.
+    Ctrl-C exits with 130 and SIGTERM with 143 (utils.common.termination), each after one
+    line, once every `finally` and cleanup on the way has run. Anything else is a bug and
+    keeps its traceback.
+    """
+    raise_on_sigterm()
     try:
-        return main(parse_args())
+        return call()
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(130)
+    except Terminated:
+        print("stopped by SIGTERM", file=sys.stderr)
+        sys.exit(143)
+    except Exception as e:
+        message = fault_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
 
 
 def refuse_idle_flags(args, needs, parser, given=(), values=True):
