@@ -8,13 +8,24 @@ cache key covers the size, the bands and scaling, and every source file's path, 
 and mtime, so a changed file makes a new cache. Building uses all cores and shows a progress bar;
 undecodable or truncated files are collected and reported together (DataError),
 and no cache file is left behind.
+
+The cache is written through a temp file whose full size is reserved first
+(utils.common.write_errors.preallocate): a disk without room fails at once with a
+WriteFault naming the file, the megabytes needed and free, instead of a bus error
+halfway through the memory map. On any failure, Ctrl-C or SIGTERM the decoder workers
+are stopped and joined and the temp file is removed; temp files of killed processes are
+swept before the next build (utils/common/temp_files.py).
 """
+import ctypes
+import errno
 import hashlib
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+from contextlib import contextmanager
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +34,11 @@ from tqdm import tqdm
 
 from utils.data import bands
 from utils.common.errors import DataError, report_problems
+from utils.common.temp_files import make_temp, sweep
+from utils.common.write_errors import WriteFault, found_in_chain, no_room, preallocate, write_fault
 
 log = logging.getLogger(__name__)
+NO_ROOM_FIX = "free space or pass --cache-dir"
 CACHE_VERSION = 4  # bump when decoding or resizing changes (2: EXIF orientation; 3: tifffile, bands;
 #                   4: TIFF band axis from the file's metadata)
 
@@ -110,25 +124,106 @@ def default_workers():
         return max(1, os.cpu_count() or 1)
 
 
-def _build(files, size, path, workers, desc, channels=3, scaling=None):
-    n = len(files)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, channels))
-    problems = []
-    jobs = [(i, str(f), size, channels, scaling) for i, f in enumerate(files)]
+def _worker_init(parent):
+    """Decoder processes leave Ctrl-C to the parent (which stops them) and die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        bar = tqdm(total=n, desc=f"cache {desc} {size}px", unit="img", leave=False, dynamic_ncols=True)
-        if workers > 1 and n > 64:
-            # fork: workers only run PIL, and start instantly with the file list inherited
-            with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as ex:
-                for i, img, err in ex.map(_decode_job, jobs, chunksize=32):
-                    if err:
-                        problems.append(err)
-                    else:
-                        arr[i] = img
-                    bar.update()
-        else:
-            for i, img, err in map(_decode_job, jobs):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux): no orphans if the parent is killed
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker(jobs, conn, parent):
+    """A decoder process: _decode_job for each of its jobs, results sent through `conn`."""
+    _worker_init(parent)
+    for job in jobs:
+        conn.send(_decode_job(job))
+    conn.close()
+
+
+def _results(conns, n):
+    """The n results the workers send through `conns`, as they come."""
+    conns, got = list(conns), 0
+    while conns:
+        for conn in wait(conns):
+            try:
+                yield conn.recv()
+                got += 1
+            except EOFError:  # this worker is done (or died: counted below)
+                conns.remove(conn)
+    if got < n:
+        raise RuntimeError(f"an image decoder process died after {got} of {n} images (out of memory?)")
+
+
+@contextmanager
+def _decoded(jobs, workers):
+    """An iterator of _decode_job results (in any order); with workers > 1 (and more than 64
+    jobs) forked processes, each decoding every workers-th job, stopped and joined on the way
+    out whatever happened (an error, Ctrl-C, SIGTERM)."""
+    if workers <= 1 or len(jobs) <= 64:
+        yield map(_decode_job, jobs)
+        return
+    # fork: workers only run PIL, and start instantly with the file list inherited
+    ctx, procs, conns = get_context("fork"), [], []
+    try:
+        for w in range(workers):
+            recv, send = ctx.Pipe(duplex=False)
+            procs.append(ctx.Process(target=_worker, args=(jobs[w::workers], send, os.getpid()), daemon=True))
+            procs[-1].start()
+            send.close()
+            conns.append(recv)
+        yield _results(conns, len(jobs))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join()
+        for c in conns:
+            c.close()
+
+
+def _open_reserved(tmp, shape, path):
+    """A writable uint8 .npy memory map of `shape` at `tmp`, its whole size reserved on disk;
+    WriteFault naming `path` when there is no room."""
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        preallocate(fd, os.fstat(fd).st_size, path, NO_ROOM_FIX)
+    finally:
+        os.close(fd)
+    return arr
+
+
+def _cache_fault(exc, path, nbytes):
+    """The WriteFault to raise for `exc` while writing the cache `path` of nbytes; None if not a write fault."""
+    os_err = found_in_chain(exc)
+    if os_err is None or isinstance(os_err, WriteFault):
+        return os_err
+    if os_err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return no_room(os_err.errno, path, nbytes, NO_ROOM_FIX)
+    return write_fault(os_err, path, "pass --cache-dir with a writable folder")
+
+
+def _build(files, size, path, workers, desc, channels=3, scaling=None):
+    shape = (len(files), size, size, channels)
+    try:
+        fd, tmp = make_temp(path)
+    except OSError as e:
+        raise _cache_fault(e, path, int(np.prod(shape))) or e
+    os.close(fd)
+    tmp = Path(tmp)
+    jobs = [(i, str(f), size, channels, scaling) for i, f in enumerate(files)]
+    bar = tqdm(total=len(files), desc=f"cache {desc} {size}px", unit="img", leave=False, dynamic_ncols=True)
+    arr = None
+    try:
+        arr = _open_reserved(tmp, shape, path)
+        problems = []
+        with _decoded(jobs, workers) as results:
+            for i, img, err in results:
                 if err:
                     problems.append(err)
                 else:
@@ -137,10 +232,15 @@ def _build(files, size, path, workers, desc, channels=3, scaling=None):
         bar.close()
         report_problems(f"{desc}: images that cannot be decoded; fix or remove them", problems)
         arr.flush()
-        del arr
+        arr = None
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        bar.close()
+        arr = None  # unmapped, so the removed file's blocks are free at once
         tmp.unlink(missing_ok=True)
+        fault = _cache_fault(e, path, int(np.prod(shape))) if isinstance(e, Exception) else None
+        if fault is not None:
+            raise fault from None
         raise
 
 
@@ -165,14 +265,20 @@ def load_images(files, size, cache_dir, desc="images", workers=None, channels=3,
 
     Builds the cache file on first use or when any source file changed (size or
     mtime); removes stale caches of the same `desc` and size. Raises DataError
-    listing every file that cannot be decoded.
+    listing every file that cannot be decoded, and utils.common.write_errors.WriteFault
+    (an OSError) when the cache cannot be written: no room (with the megabytes needed
+    and free), quota, read-only or no permission.
     """
     cache_dir = Path(cache_dir)
     tag, key, path = cache_path(files, size, cache_dir, desc, channels, scaling)
     if not path.is_file():
         # folders this call creates are removed again when decoding fails: bad data leaves nothing
         made = [d for d in (cache_dir, *cache_dir.parents) if not d.exists()]
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_fault(e, cache_dir, "pass --cache-dir with a writable folder") or e
+        sweep(cache_dir)  # temp files of builds that were killed
         log.info("decoding %d images at %dpx into %s", len(files), size, path)
         try:
             _build(files, size, path, workers or default_workers(), desc, channels, scaling)
