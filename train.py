@@ -30,6 +30,7 @@ from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_output_dir  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
 from utils.runs.resume import check_same_config, given_flags, modern_spelling  # noqa: E402
+from utils.runs.run_guard import hold_run  # noqa: E402
 from utils.train.flags import NEEDS, add_flags, train_options  # noqa: E402
 from utils.train.run_setup import (EXCLUDED_COPY, build_config, check_aug_static, check_channels,  # noqa: E402
                                    data_root, default_workers, find_run, resolve_flags, updated, warn_test_images)
@@ -150,6 +151,8 @@ def main(args):
     extras = load_extras(spec, fold_ids, flags.fold, [spec.labels[i] for i in label_idx], flags.pseudo,
                          flags.pseudo_weight, flags.soft_targets, flags.distill, cache_dir, device)
     run_dir = run_dir or find_run(flags, Path(flags.out))
+    if dist.is_main():  # one train.py per run folder: a second one is refused naming this one
+        hold_run(run_dir)
     seed_everything(flags.seed)
     model = create_model(flags.arch, len(label_idx), pretrained=flags.pretrained,
                          drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=flags.head,

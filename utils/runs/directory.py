@@ -1,4 +1,4 @@
-"""Run directories (DESIGN.md section 3): finding, reading, grouping into models.
+"""Run directories: finding, reading, grouping into models.
 
 A run is a folder with config.json. `load_run` resolves its stored data path on
 this machine (utils/common/paths.py), so records written elsewhere read the same.
@@ -128,7 +128,7 @@ def display_name(model, run_names, images="train"):
     """A readable member name: the runs' shared name without its fold part ('resnet50-wbce'
     for resnet50-wbce-f0..f4), the image variant unless the name has it, and the start of
     the configuration hash; else the model id."""
-    stems = {re.sub(r"-f\d+(-\d{8}-\d{6})?$", "", n) for n in run_names}
+    stems = {re.sub(r"-f\d+(-\d{8}-\d{6}(-\d+)?)?$", "", n) for n in run_names}
     if len(stems) == 1:
         stem = stems.pop()
         if stem and stem not in run_names:

@@ -18,6 +18,7 @@ from utils.common import distributed as dist
 from utils.common.errors import DataError
 from utils.common.text import read_json
 from utils.runs.resume import modern_spelling
+from utils.runs.run_name import default_run_name
 from utils.train.flags import recorded, stored_args
 
 log = logging.getLogger("train")
@@ -90,7 +91,7 @@ def find_run(flags, out):
     """The run directory to create or resume; raises DataError when that is impossible."""
     if flags.resume:
         return _run_to_resume(flags, out)
-    name = flags.name or f"{flags.arch.replace(':', '_')}-{flags.images}-f{flags.fold}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = flags.name or default_run_name(flags)
     if dist.world_size() > 1:  # every rank must use rank 0's name
         obj = [name]
         torch.distributed.broadcast_object_list(obj, src=0)

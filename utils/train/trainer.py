@@ -5,8 +5,10 @@ optimizer, data and step, then runs its epochs (`_train_epoch`, mid-epoch checkp
 in `on_step`), and `_end_epoch` validates, records history and keeps the best weights.
 The collaborators: utils/train/run_state.py (the position and last.pt, exact resume),
 utils/train/best_weights.py (raw or EMA weights into best.pt), utils/train/epoch_plots.py,
-utils/train/tensorboard.py, utils/train/signals.py (Ctrl-C), utils/train/loop.py (one
+utils/train/tensorboard.py, utils/train/signals.py (Ctrl-C, SIGTERM), utils/train/loop.py (one
 step, one epoch, prediction) and utils/data/loader.py (the dataset over the image cache).
+Before each write rank 0 checks that the run directory is still the one training started
+in (utils/runs/run_guard.py RunFolder): a deleted folder stops the run, never recreated.
 """
 import logging
 import time
@@ -32,6 +34,7 @@ from utils.models.layer_groups import freeze_bn, param_groups
 from utils.models.factory import unwrap_model as unwrap
 from utils.runs.checkpoint import clean_state_dict, save_checkpoint
 from utils.runs.pred_files import write_preds
+from utils.runs.run_guard import RunFolder
 from utils.train import best_weights
 from utils.train.accumulation import Accumulation
 from utils.train.best_weights import Candidate
@@ -203,13 +206,14 @@ class Trainer:
                                 opts.plots if dist.is_main() else "none", sum(s.epochs for s in self.stages))
         self._tb = TensorBoardLog(run_dir, self.labels, config) if dist.is_main() and opts.tensorboard else None
         self._last_ckpt_time = time.time()
+        self.folder = RunFolder(run_dir) if dist.is_main() else None
         self.images = RunImages(data.spec, config, opts.cache_dir)
         self.ema = build_ema(unwrap(model), config.get("ema"), config.get("ema_warmup", True))
 
     def fit(self, resume=False):
         """Train every remaining stage, then predict the validation fold with the best weights.
 
-        Returns the result dict also written to result.json; SystemExit(130) after a Ctrl-C.
+        Returns the result dict also written to result.json; SystemExit(130/143) after Ctrl-C/SIGTERM.
         """
         opt_sd = sched_sd = None
         if resume:
@@ -219,7 +223,7 @@ class Trainer:
                 self._run_stage(self.state["stage"], opt_sd, sched_sd, stop)
                 opt_sd = sched_sd = None  # a later stage starts with a fresh optimizer and scheduler
                 if stop.requested:
-                    raise SystemExit(130)
+                    raise SystemExit(stop.exit_status)
         return self.finish()
 
     def _event(self, name, n, **detail):
@@ -238,6 +242,7 @@ class Trainer:
         """Write checkpoints/last.pt with the full state at the current position (rank 0 only)."""
         if not dist.is_main():
             return
+        self.folder.check()
         self.state["n_ckpt"] = self.state.get("n_ckpt", 0) + 1
         stage = self.stages[min(self.state["stage"], len(self.stages) - 1)]
         ckpt = last_checkpoint(self.model, model_meta(self.config, stage), self.state, self.config["stages"],
@@ -282,7 +287,7 @@ class Trainer:
             self._end_epoch(si, stage, parts.model, parts.scheduler)
             if self.state["epoch"] < stage.epochs:
                 self._save_last(parts.optimizer, parts.scheduler)
-                self._event("epoch_end", self.state["global_epoch"])
+                self._event("epoch_end", self.state["global_epoch"], run_dir=self.run_dir)
             else:
                 self.state.update(stage=si + 1, epoch=0)
                 self._save_last()  # stage boundary: the next stage starts fresh optimizer/scheduler
@@ -340,6 +345,7 @@ class Trainer:
         self.state["train_seconds"] += row["seconds"]
         if dist.is_main():
             log_epoch(row)
+            self.folder.check()
             atomic_write_csv(self.run_dir / "history.csv", pd.DataFrame(self.state["history"]))
             if self._tb is not None:
                 self._tb.log_epoch(row, probs, self.data.y_val)
@@ -374,6 +380,7 @@ class Trainer:
         probs, _ = self.evaluate(raw, Stage.from_dict({**self.stages[-1].to_dict(), "size": best["meta"]["size"]}))
         result = run_result(self.state, self.config, self.data.excluded_val)
         if dist.is_main():
+            self.folder.check()
             write_preds(self.run_dir / "preds" / "val.none.csv", [self.data.spec.names[i] for i in self.data.val_idx],
                         self.labels, probs)
             atomic_write_json(self.run_dir / "result.json", result)
