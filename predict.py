@@ -53,7 +53,13 @@ def get_args_parser():
     g = p.add_argument_group("what to predict")
     g.add_argument("--runs", nargs="+", action="extend", required=True, metavar="RUN",
                    help="run folders or glob patterns (quote them); a folder of runs counts as all of them")
-    g.add_argument("--tta", default="none", choices=TTA_NAMES, help="test-time augmentation (default: none)")
+    # none: the file train.py writes itself (preds/val.none.csv), which stack.py and the tools read by
+    # default; 10crop is the test of the default --aug's crops, +0.017 with it on 6 of 6 folds
+    # (EXPERIMENTS.md#d-which-augmentations-are-unnecessary, EXPERIMENTS.md#s-a-second-seed-which-answers-hold)
+    g.add_argument("--tta", default="none", choices=TTA_NAMES,
+                   help="test-time augmentation (default: none; use 10crop for models trained with crops, train.py's "
+                        "default --aug: +0.017 over none on every fold of two seeds; evidence: EXPERIMENTS.md "
+                        "sections d, s)")
     g.add_argument("--merge", default="mean", choices=MERGES,
                    help="how the views' probabilities are merged (default: mean)")
     g.add_argument("--split", default="both", choices=SPLITS,

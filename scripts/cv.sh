@@ -12,12 +12,13 @@
 #   DATA    dataset directory                     (default: data/demo in the repository)
 #   RUNS    folder of runs                        (default: runs/ in the repository)
 #   FOLDS   number of folds                       (default: K of DATA/folds.csv, else 5)
-#   TTA     predict.py TTA variant                (default: hflip)
+#   TTA     predict.py TTA variant                (default: 10crop, the test of the default
+#           --aug's crops; evidence: EXPERIMENTS.md#d-which-augmentations-are-unnecessary)
 #   TAG     name tag of this configuration        (default: hash of BS and arguments)
 #   PYTHON  Python interpreter                    (default: python)
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +29,7 @@ if [ -z "${FOLDS:-}" ] && [ -f "$DATA/folds.csv" ]; then  # an existing folds fi
   FOLDS="$(awk -F, 'NR > 1 && $NF + 0 >= k { k = $NF + 1 } END { print (k ? k : 5) }' "$DATA/folds.csv")"
 fi
 FOLDS="${FOLDS:-5}"
-TTA="${TTA:-hflip}"
+TTA="${TTA:-10crop}"
 PYTHON="${PYTHON:-python}"
 TAG="${TAG:-$(printf '%s ' "$BS" "$@" | sha1sum | cut -c1-8)}"
 SAFE_ARCH="${ARCH//:/_}"

@@ -19,7 +19,8 @@ export TTA="${TTA:-none}"
 ARCH="${ARCH:-tf_efficientnet_lite0}"
 BS="${BS:-32}"
 [ -f "$DATA/train.csv" ] || python "$REPO/tools/make_demo.py" --out "$DATA"
-common=(--size 64 --epochs 3 --folds-file "$DATA/folds$FOLDS.csv" --plots last)
+# --aug default: train.py's default --aug when these rows were measured (a row's own --aug wins)
+common=(--size 64 --epochs 3 --folds-file "$DATA/folds$FOLDS.csv" --plots last --aug default)
 
 TAG=bce         "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss bce
 TAG=wbce        "$REPO/scripts/cv.sh" "$ARCH" "$BS" "${common[@]}" --loss wbce

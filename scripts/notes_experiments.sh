@@ -68,7 +68,8 @@ train() {
     [ -f "$run/result.json" ] && { echo "== $name: trained"; continue; }
     (
       flock -n 9 || { echo "== $name: another copy is training it"; exit 0; }
-      common=(--data "$DATA" --out "$RUNS" --folds-k "$FOLDS" --fold "$fold" --name "$name" --plots none --workers 0 --seed "$SEED" "$@")
+      # --aug default: train.py's default --aug when these rows were measured (a row's own --aug wins)
+      common=(--data "$DATA" --out "$RUNS" --folds-k "$FOLDS" --fold "$fold" --name "$name" --plots none --workers 0 --seed "$SEED" --aug default "$@")
       if [ -f "$run/checkpoints/last.pt" ]; then
         echo "== $name: resuming"; "$PYTHON" "$REPO/train.py" "${common[@]}" --resume
       else
@@ -150,9 +151,10 @@ section_r() {  # the training ingredients, each alone on top of base, then the s
   row base "${b[@]}"
   # the strong recipe at this budget: its plan (one stage, everything trained, Adam) at base's
   # lr, size, batch and epochs (at its 1e-4 ~60 updates learn nothing); EMA decay as r-ema
-  row r-strong --recipe strong "${b[@]}" --ema 0.99
-  row r-strong-bce --recipe strong "${b[@]}" --ema 0.99 --loss bce    # which of its parts costs
-  row r-strong-nomix --recipe strong "${b[@]}" --ema 0.99 --mix none
+  # --loss asl --aug strong: the recipe's defaults when these rows were measured (now bce, 'hflip;erase:1')
+  row r-strong --recipe strong "${b[@]}" --ema 0.99 --loss asl --aug strong
+  row r-strong-bce --recipe strong "${b[@]}" --ema 0.99 --loss bce --aug strong    # which of its parts costs
+  row r-strong-nomix --recipe strong "${b[@]}" --ema 0.99 --mix none --loss asl --aug strong
   # ~65 updates: 0.9997 would average over ~3000; with the warm-up min(d, (1+k)/(10+k)) the
   # decay reaches only 0.87 by the last update whatever d >= 0.87 is, so 0.99 and 0.9997 are alike
   row r-ema "${b[@]}" --ema 0.99

@@ -14,7 +14,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export DATA="$(realpath -m "${DATA:-$REPO/data/demo}")"
 export RUNS="$(realpath -m "${RUNS:-$REPO/runs}")"
-export TTA="${TTA:-hflip}"
+export TTA="${TTA:-10crop}"  # as cv.sh
 PYTHON="${PYTHON:-python}"
 ARCHS="${ARCHS:-tf_efficientnet_lite0 resnet18}"
 BS="${BS:-32}"

@@ -69,7 +69,10 @@ def get_args_parser():
     g.add_argument("--grid", default=None, metavar="FILE", help="YAML grid: archs (with their flags), folds, seeds, "
                    "flags (default: none)")
     g = p.add_argument_group("prediction and stacking")
-    g.add_argument("--tta", default="hflip", metavar="NAME", help="predict.py TTA of every run (default: hflip)")
+    # EXPERIMENTS.md#d-which-augmentations-are-unnecessary: 10 crops on a model trained with crops
+    g.add_argument("--tta", default="10crop", metavar="NAME",
+                   help="predict.py TTA of every run (default: 10crop, the test of train.py's default --aug; "
+                        "evidence: EXPERIMENTS.md sections d, s)")
     g.add_argument("--submission", default=None, metavar="FILE",
                    help="stack.py submission; stack_report.* are written beside it (default: OUT/stack/submission.csv)")
     g.add_argument("--stack-method", nargs="+", default=None, metavar="NAME",

@@ -102,19 +102,28 @@ FLAGS = (
          help="train on a subset of tags: 'a,b,c' or 'auto:K/i' (i-th of K groups of similar frequency, rarest "
               "first) (default: all tags)"),
     # model
+    # EXPERIMENTS.md#real-photos-the-apparel-dataset-end-to-end
     flag("--arch", MODEL, default="tf_efficientnet_lite0", config="arch", checked=True,
-         help="torchvision or timm model name (prefix tv: or timm: to choose) (default: tf_efficientnet_lite0)"),
+         help="torchvision or timm model name (prefix tv: or timm: to choose) (default: tf_efficientnet_lite0, the "
+              "model of every experiment; Lite1 was level with it on real photos; evidence: EXPERIMENTS.md section "
+              "'Real photos')"),
     flag("--pretrained", MODEL, action=argparse.BooleanOptionalAction, default=True, config="pretrained", checked=True,
          help="start from ImageNet weights: the local torch/Hugging Face cache, downloaded there when missing and "
               "online (default: on)"),
+    # EXPERIMENTS.md#r-the-training-ingredients-one-at-a-time
     flag("--head", MODEL, default=None, config="head", record=BY_USE, checked=True,
          help="pooling head replacing the architecture's pooling and classifier: avg | max | avgmax | gem[:p=3] | "
-              "csra[:lam=0.1,t=1] (t=99: max) | mldecoder (default: the architecture's own)"),
+              "csra[:lam=0.1,t=1] (t=99: max) | mldecoder (default: the architecture's own; avgmax, gem and csra "
+              "were level with it; evidence: EXPERIMENTS.md section r)"),
     # plan
+    # None = finetune (utils/train/recipes.py DEFAULT_RECIPE): EXPERIMENTS.md#s-a-second-seed-which-answers-hold
     flag("--recipe", PLAN, default=None, config="recipe",
-         help="named recipe: finetune (default), unfreeze-gradual, alexnet, resnet, vgg, densenet, bs-ramp, strong "
-              "(ASL/ML-Decoder: adam 1e-4 onecycle, and defaults --ema 0.9997 --aug strong --loss asl --mix "
-              "'mixup:0.1;cutmix:1.0;switch=0.5' --head avgmax; flags given win)"),
+         help="named recipe: finetune (default: its AdamW beat the papers' SGD recipes and the strong recipe was "
+              "level with it; evidence: EXPERIMENTS.md sections c, e, s), unfreeze-gradual, alexnet, resnet, vgg, "
+              "densenet, bs-ramp, strong (ML-Decoder's plan: adam 1e-4 onecycle, and defaults --ema 0.9997 --aug "
+              "'hflip;erase:1' --loss bce --mix 'mixup:0.1;cutmix:1.0;switch=0.5' --head avgmax; BCE and no "
+              "RandAugment where the papers have ASL and RandAugment, evidence: EXPERIMENTS.md section s; flags "
+              "given win)"),
     flag("--stages", PLAN, default=None,
          help="'key=value,...;key=value,...' one stage per ';' (README \"Option strings\"), e.g. "
               "'epochs=2,size=128,train=head;epochs=8,size=224,train=all' (keys: epochs, size px, bs, lr, opt, "
@@ -123,16 +132,23 @@ FLAGS = (
               "--recipe's plan)"),
     flag("--config", PLAN, default=None,
          help="JSON/YAML file with 'stages' and optionally other flags' defaults"),
+    # EXPERIMENTS.md#b-image-size-per-stage-and-testing-larger-fixres
     flag("--size", PLAN, type=int, default=None,
          help="final image size in px, earlier stages scale with it (default: the recipe's, 224; 96 on the demo "
-              "data)"),
+              "data; sizes 32-64 px and their schedules were level; evidence: EXPERIMENTS.md section b)"),
+    # EXPERIMENTS.md#a-batch-size-and-batchnorm
     flag("--bs", PLAN, type=int, default=None,
          help="the plan's largest batch size; every stage's batch and lr scale linearly with it (default: the "
-              "recipe's)"),
+              "recipe's, 32 for finetune; 16, 32 and 64 were level; evidence: EXPERIMENTS.md section a)"),
+    # not measured (the experiments ran 3-5 epochs): EXPERIMENTS.md#defaults-and-their-evidence
     flag("--epochs", PLAN, type=int, default=None,
-         help="total epochs, spread over the stages (default: the recipe's, 10; 3 on the demo data)"),
+         help="total epochs, spread over the stages (default: the recipe's, 10; 3 on the demo data; not measured, "
+              "evidence: EXPERIMENTS.md section 'Defaults and their evidence')"),
+    # EXPERIMENTS.md#open-questions-from-the-notes-on-a-small-cpu-budget
     flag("--lr", PLAN, type=float, default=None,
-         help="final stage's learning rate (others scale with it) (default: the recipe's, scaled with --bs)"),
+         help="final stage's learning rate (others scale with it) (default: the recipe's, scaled with --bs; "
+              "finetune's 3e-4 learns in the demo's ~200 updates, at ~60 updates 10x was needed; evidence: "
+              "EXPERIMENTS.md sections 'Demo data', 'Open questions')"),
     flag("--opt", PLAN, default=None, metavar="NAME[:key=value,...]",
          help="every stage's optimizer, with its options in README \"Option strings\": sgd, adam, adamw (torch), "
               "schedulefree_adamw (package schedulefree), or any timm.optim.list_optimizers() name, e.g. "
@@ -142,51 +158,82 @@ FLAGS = (
               "lr x D^k (blocks: timm's fine layer groups, else module order); replaces the stage's lr_mult "
               "(stage key layer_decay=) (default: the plan's, off)"),
     # augment
+    # EXPERIMENTS.md#demo-data-label-imbalance-colour-swap-label-groups,
+    # EXPERIMENTS.md#s-a-second-seed-which-answers-hold
     flag("--loss", AUGMENT, default="bce", config="loss_spec", checked=True,
          help="bce | wbce[:mode=odds,cap=50] | focal[:gamma=2,alpha=0.25] | asl[:gamma_neg=4,gamma_pos=0,clip=0.05]"
-              " (default: bce)"),
+              " (default: bce; wbce and asl were level with it after threshold search, and asl lost to it in the "
+              "strong recipe; evidence: EXPERIMENTS.md sections 'Demo data', s)"),
+    # EXPERIMENTS.md#demo-data-label-imbalance-colour-swap-label-groups
     flag("--sampler", AUGMENT, default="none", config="sampler", checked=True,
-         help="none | oversample[:t=0.1] | undersample[:frac=0.5] (default: none)"),
-    flag("--aug", AUGMENT, default="default", config="aug", checked=True,
+         help="none | oversample[:t=0.1] | undersample[:frac=0.5] (default: none; oversample's +0.005 was inside "
+              "the folds' spread; evidence: EXPERIMENTS.md section 'Demo data')"),
+    # the AlexNet/ResNet crop + flip: level with the preset 'default' without TTA, and with its
+    # 10-crop test (predict.py --tta 10crop) the best row measured, +0.014 over the preset
+    # 'default' without TTA on 5 of 6 folds: EXPERIMENTS.md#d-which-augmentations-are-unnecessary,
+    # EXPERIMENTS.md#s-a-second-seed-which-answers-hold
+    flag("--aug", AUGMENT, default="hflip;crop:0.125", config="aug", checked=True,
          help="';'-separated augmentations with ','-separated options, e.g. 'hflip;rotate:15;erase:p=0.5,side=0.25'"
               " (hflip, vflip, rotate, shift, crop, rrc, pca, colorswap, erase, randaug, trivialaug, autoaug) and "
-              "presets: none, light, default, heavy, strong (README \"Option strings\") (default: default)"),
+              "presets: none, light, default (hflip;rotate:10;shift:0.0625;crop:0.125), heavy, strong (README "
+              "\"Option strings\") (default: hflip;crop:0.125, the AlexNet/ResNet crop + flip; predict with --tta "
+              "10crop; evidence: EXPERIMENTS.md sections d, s)"),
+    # EXPERIMENTS.md#f-static-or-dynamic-augmentation
     flag("--aug-static", AUGMENT, type=int, default=0, metavar="K", config="aug_static", record=_count_or_none,
          checked=True,
          help="static augmentation: K augmented copies of every training image made once per stage, epoch e reads "
-              "copy e mod K (default: 0 = dynamic, a new draw every epoch)"),
+              "copy e mod K (default: 0 = dynamic, a new draw every epoch; K=1 and 2 were level with it; evidence: "
+              "EXPERIMENTS.md section f)"),
     # ingredients
+    # EXPERIMENTS.md#r-the-training-ingredients-one-at-a-time
     flag("--ema", INGREDIENTS, type=float, default=None, metavar="DECAY", config="ema", record=_ema_decay, checked=True,
          help="keep an EMA of the weights with this decay per optimizer step, e.g. 0.9997; every epoch validates "
-              "both, best.pt keeps the better (default: off)"),
+              "both, best.pt keeps the better (default: off; no measurable difference in a run still climbing; "
+              "evidence: EXPERIMENTS.md section r)"),
+    # tf.train.ExponentialMovingAverage's num_updates rule, not compared:
+    # EXPERIMENTS.md#r-the-training-ingredients-one-at-a-time
     flag("--ema-warmup", INGREDIENTS, action=argparse.BooleanOptionalAction, default=True, config="ema_warmup",
          checked=True, needs=("ema", "--ema DECAY"),
-         help="EMA decay warm-up min(decay, (1+k)/(10+k)) at update k (default: on)"),
+         help="EMA decay warm-up min(decay, (1+k)/(10+k)) at update k (default: on, TensorFlow's rule; not "
+              "compared, EXPERIMENTS.md section r)"),
+    # EXPERIMENTS.md#r-the-training-ingredients-one-at-a-time,
+    # EXPERIMENTS.md#s-a-second-seed-which-answers-hold
     flag("--mix", INGREDIENTS, default=None, config="mix", record=_mix_or_none, checked=True,
          help="mixup/cutmix of whole batches with soft targets: mixup:ALPHA, cutmix:ALPHA, or both with switch=P "
               "(P(cutmix), default 0.5); p=P mixes a share of the batches, off_epochs=N none in the last N epochs; "
               "the methods ';'-separated, the options in a last item, e.g. "
-              "'mixup:0.2;cutmix:1.0;switch=0.5,off_epochs=2' (default: none)"),
+              "'mixup:0.2;cutmix:1.0;switch=0.5,off_epochs=2' (default: none; mixup and cutmix made no measurable "
+              "difference over two seeds; evidence: EXPERIMENTS.md sections r, s)"),
+    # EXPERIMENTS.md#r-the-training-ingredients-one-at-a-time,
+    # EXPERIMENTS.md#s-a-second-seed-which-answers-hold
     flag("--accum", INGREDIENTS, type=int, default=None, metavar="N", config="accum", checked=True,
          help="gradient accumulation: N micro-batches of --bs per optimizer step, in every stage (default: the "
-              "plan's accum=, 1)"),
+              "plan's accum=, 1; a memory tool: 2 made no measurable difference over two seeds; evidence: "
+              "EXPERIMENTS.md sections r, s)"),
+    # EXPERIMENTS.md#r-the-training-ingredients-one-at-a-time
     flag("--keep-epochs", INGREDIENTS, type=int, default=0, metavar="K", config="keep_epochs", checked=True,
          help="keep the last K epochs' weights as checkpoints/epoch_NNN.pt for tools/average_checkpoints.py "
-              "(default: 0 = none)"),
+              "(default: 0 = none; averaging the last 3 made no measurable difference; evidence: EXPERIMENTS.md "
+              "section r)"),
     # pseudo
     flag("--pseudo", PSEUDO, default=None, metavar="CSV", config="pseudo", record=BY_USE, checked=True,
          help="add these test images to the training set (never to validation) with the file's targets: image_name "
               "+ one column per label in [0, 1], from tools/pseudo_label.py (default: none)"),
+    # EXPERIMENTS.md#pseudo-labels-and-distillation-vs-the-same-model-without-apparel
     flag("--pseudo-weight", PSEUDO, type=float, default=1.0, needs=("pseudo", "--pseudo CSV"),
-         help="loss weight of each pseudo-labelled image relative to a training image (default: 1.0)"),
+         help="loss weight of each pseudo-labelled image relative to a training image (default: 1.0, the weight "
+              "measured; evidence: EXPERIMENTS.md section 'Pseudo-labels and distillation')"),
     flag("--soft-targets", PSEUDO, default=None, metavar="CSV|RUN", config="soft_targets", record=BY_USE, checked=True,
          help="teacher probabilities for distillation: a teacher run directory trained with the same --fold on the "
               "same folds (honest; '{fold}' in the path becomes --fold), or a CSV (image_name + one column per "
               "label) covering every training image; a run's or a stack's out-of-fold file is refused, as it leaks "
               "this fold's labels (default: none)"),
+    # EXPERIMENTS.md#pseudo-labels-and-distillation-vs-the-same-model-without-apparel
     flag("--distill", PSEUDO, type=float, default=0.5, metavar="ALPHA",
          needs=("soft_targets", "--soft-targets CSV|RUN"),
-         help="with --soft-targets, training targets are (1-ALPHA)*tags + ALPHA*teacher (default: 0.5)"),
+         help="with --soft-targets, training targets are (1-ALPHA)*tags + ALPHA*teacher (default: 0.5, the value "
+              "measured, which lost with the student's own model as teacher; evidence: EXPERIMENTS.md section "
+              "'Pseudo-labels and distillation')"),
     # run
     flag("--fold", RUN, type=int, default=0, config="fold", checked=True,
          help="validation fold (default: 0)"),
