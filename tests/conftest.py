@@ -12,6 +12,16 @@ sys.path.insert(0, str(ROOT))
 # Tests never touch the network: weights missing from the caches are not downloaded (the
 # download path is tested with the download replaced), here and in the scripts tests run.
 os.environ["HF_HUB_OFFLINE"] = "1"
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def pytest_collection_modifyitems(items):
+    """The suites that drive the scripts end to end (tests/scripts/) are slow; elsewhere a test
+    that trains a model says so itself with @pytest.mark.slow. `pytest -m "not slow"` is the
+    quick tier for the edit-test loop."""
+    for item in items:
+        if SCRIPTS in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 def script_argv(script, kill=None):

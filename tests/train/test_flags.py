@@ -9,7 +9,7 @@ from utils.train.flags import FLAGS, FREE_FLAGS, NEEDS, OPTIONS, RESUME_DEFAULTS
 from utils.train.run_setup import demo_values, resolve_flags
 from utils.train.trainer import TrainOptions
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy" / "runs" / "done" / "config.json"
+LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy" / "runs" / "done" / "config.json"
 
 
 def test_every_flag_is_one_row_of_the_parser():
