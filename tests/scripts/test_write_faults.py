@@ -288,3 +288,15 @@ def test_default_names_carry_the_configuration_and_differ_within_a_second():
     same_config = default_run_name(Namespace(**{**vars(flags), "fold": 2, "workers": 0}), now=0, pid=10)
     other_config = default_run_name(Namespace(**{**vars(flags), "bs": 32}), now=0, pid=10)
     assert same_config.split("-")[2] == a.split("-")[2] != other_config.split("-")[2]
+
+
+def test_sigterm_during_training_writes_a_resumable_checkpoint_and_exits_143(tmp_path):
+    data = write_dataset(tmp_path / "data", n=24, size=24)
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-W", "ignore", *script_argv("train.py", "sigterm:2"), "--data", str(data), "--out",
+           str(out), "--arch", "tiny_cnn", "--no-pretrained", "--name", "r", "--plots", "none",
+           "--stages", "epochs=2,size=24,bs=4"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 143, r.stderr[-2000:]
+    assert "--resume" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "r" / "checkpoints" / "last.pt").is_file() and _temps(out) == []

@@ -32,12 +32,12 @@ class RunLock:
 
     def __init__(self, run_dir):
         self.run_dir, self.path = Path(run_dir), Path(run_dir) / LOCK_NAME
-        self._fd, self._made_dir = None, False
+        self._fd, self._made = None, []
 
     def acquire(self):
-        """Take the lock, creating the run folder if needed; DataError naming the holder when
-        another live process holds it. Returns self."""
-        self._made_dir = not self.run_dir.exists()
+        """Take the lock, creating the run folder (and its parents) if needed; DataError naming
+        the holder when another live process holds it. Returns self."""
+        self._made = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         while self._fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -76,8 +76,8 @@ class RunLock:
             return False
 
     def release(self):
-        """Remove the lock file and give the lock back; the run folder goes too when acquire made
-        it and nothing else was written there."""
+        """Remove the lock file and give the lock back; the run folder (and the parents) go too
+        when acquire made them and nothing else was written there."""
         if self._fd is None:
             return
         try:
@@ -90,11 +90,11 @@ class RunLock:
         self._undo_dir()
 
     def _undo_dir(self):
-        if self._made_dir:
+        for d in self._made:
             try:
-                self.run_dir.rmdir()
+                d.rmdir()
             except OSError:
-                pass
+                break
 
 
 def holder():
