@@ -1,0 +1,141 @@
+"""utils/runs/budget.py and budget_presets.py: the budget planner as pure functions of a fake
+speed measurement (no model is built, nothing is timed)."""
+from dataclasses import replace
+
+import pytest
+
+from utils.common.errors import DataError
+from utils.runs.budget import (MARGIN, Facts, Measured, Speed, complete_members, format_duration, make_plan,
+                               minimum_seconds, parse_duration, replan, round_up_budget, speed_key)
+from utils.runs.budget_presets import PRESETS, candidates, more_seeds
+from utils.runs.plan_file import check_same_command, plan_table
+
+FACTS = Facts(n_train=1000, n_test=200, n_labels=5, folds_k=3)
+ARCHS = {"tf_efficientnet_lite0": [], "tf_efficientnet_lite1": []}
+
+
+def measured(slow=1.0):
+    """Lite1 half as fast as Lite0; `slow` divides every speed."""
+    speeds = {}
+    for arch, ips in (("tf_efficientnet_lite0", 200.0), ("tf_efficientnet_lite1", 100.0), ("tiny_cnn", 5000.0)):
+        for size in (64, 128):
+            scale = (128 / size) ** 2
+            speeds[speed_key(arch, size, 32)] = Speed(ips * scale / slow, 4 * ips * scale / slow)
+    return Measured(speeds, start_s=3.0, probe_s=10.0)
+
+
+def preset(name="balanced", **kw):
+    return replace(PRESETS[name], folds_k=FACTS.folds_k, **kw)
+
+
+def cands(p, archs=ARCHS, sizes=(128,), seeds=(0,)):
+    return candidates(p, archs, sizes, seeds, [], ["tf_efficientnet_lite0"])
+
+
+@pytest.mark.parametrize("text,seconds", [("45s", 45), ("4m", 240), ("90m", 5400), ("2h", 7200), ("1d", 86400),
+                                          ("1h30m", 5400), ("300", 300), (" 2H ", 7200)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "4 minutes", "-5m", "0s", "5x"])
+def test_bad_durations_name_the_flag(text):
+    with pytest.raises(DataError, match="--budget"):
+        parse_duration(text)
+
+
+def test_format_and_round_durations():
+    assert [format_duration(s) for s in (44.2, 240, 250, 3900, 90000)] == ["45s", "4m", "4m10s", "1h05m", "1d01h"]
+    assert round_up_budget(41) == 45 and round_up_budget(61) == 120
+
+
+def test_plan_is_deterministic_and_fits_the_budget():
+    p = preset()
+    a = make_plan(cands(p), measured(), FACTS, 3600, p)
+    b = make_plan(cands(p), measured(), FACTS, 3600, p)
+    assert [j.id for j in a.jobs] == [j.id for j in b.jobs]
+    assert [j.predicted_s for j in a.jobs] == [j.predicted_s for j in b.jobs]
+    assert a.predicted_s == pytest.approx(sum(j.predicted_s for j in a.jobs))
+    assert a.predicted_s <= 3600 * (1 - MARGIN)
+    assert [j.kind for j in a.jobs[-2:]] == ["stack", "report"]
+    # a probe first, then every fold of each trained member followed by its prediction
+    kinds = [j.kind for j in a.jobs if j.member == a.members[1].id]
+    assert a.members[0].kind == "probe" and kinds == ["train"] * FACTS.folds_k + ["predict"]
+
+
+def test_more_budget_buys_more_members_then_more_epochs():
+    p = preset()
+    sizes = [(len(pl.members), max(m.epochs for m in pl.members)) for pl in
+             (make_plan(cands(p), measured(), FACTS, s, p) for s in (150, 400, 3600))]
+    assert sizes[0][0] < sizes[1][0] or sizes[0][1] < sizes[1][1]
+    assert sizes[2] == (3, max(p.epochs))       # probe + Lite0 + Lite1 (max_trained 2), at the longest epochs
+    assert sizes[0][1] == min(p.epochs)
+
+
+def test_plans_never_exceed_the_budget_less_the_margin():
+    p = preset("best")
+    for budget in (60, 200, 900, 5000, 20000):
+        plan = make_plan(cands(p, seeds=(0, 1)), measured(), FACTS, budget, p)
+        assert plan.predicted_s <= budget * (1 - MARGIN) or not plan.members
+
+
+def test_presets_favour_what_they_say():
+    fast, best = preset("fast"), preset("best")
+    f = make_plan(cands(fast), measured(), FACTS, 10 ** 6, fast)
+    b = make_plan(cands(best, seeds=(0, 1)), measured(), FACTS, 10 ** 6, best)
+    assert len(f.trained) == 1 and len(b.trained) == 4       # 2 archs x 2 seeds here
+    assert not any(m.kind == "probe" for m in b.members)       # 10crop: a probe cannot make it
+    assert all("--aug" in j.flags for j in b.jobs if j.kind == "train")
+    for p in PRESETS.values():
+        assert p.evidence and all("EXPERIMENTS.md" in v or "stack.py" in v for v in p.evidence.values())
+
+
+def test_too_small_a_budget_plans_nothing_and_names_the_minimum():
+    p = preset()
+    c = cands(p)
+    plan = make_plan(c, measured(), FACTS, 5, p)
+    assert plan.members == []
+    need, cheapest = minimum_seconds(c, measured(), FACTS, p, spent_s=10.0)
+    assert cheapest.kind == "probe"
+    assert make_plan(c, measured(), FACTS, need - 10.0 + 1e-6, p).members == [cheapest]
+    assert make_plan(c, measured(), FACTS, need - 10.0 - 1.0, p).members == []
+
+
+def test_replan_drops_the_members_that_would_overrun():
+    p = preset()
+    budget = make_plan(cands(p), measured(), FACTS, 10 ** 6, p).predicted_s / (1 - MARGIN) + 1  # a tight fit
+    plan = make_plan(cands(p), measured(), FACTS, budget, p)
+    jobs = plan.jobs
+    first = next(j for j in jobs if j.kind == "probe")
+    first.state, first.actual_s = "finished", first.predicted_s
+    assert replan(jobs, budget - first.actual_s) == []          # on time: nothing dropped
+    train = next(j for j in jobs if j.kind == "train")
+    train.state, train.actual_s = "finished", train.predicted_s * 1.5  # training slower than measured
+    left = budget - first.actual_s - train.actual_s
+    dropped = replan(jobs, left)
+    assert dropped == [plan.members[-1].id]                     # the last member goes, the earlier stays
+    assert all(j.state == "dropped" and j.why for j in jobs if j.member == dropped[0])
+    assert {j.state for j in jobs if j.member is None} == {"planned"}
+    assert complete_members(jobs) == [plan.members[0].id]
+
+
+def test_replan_with_no_time_left_keeps_only_the_finish():
+    p = preset()
+    jobs = make_plan(cands(p), measured(), FACTS, 3600, p).jobs
+    assert len(replan(jobs, 0.0)) == 3
+    assert [j.kind for j in jobs if j.state == "planned"] == ["stack", "report"]
+
+
+def test_more_seeds_fill_the_members():
+    assert more_seeds([0], 1, 3) == [0, 1, 2]
+    assert more_seeds([0], 2, 2) == [0]
+
+
+def test_plan_table_and_command_check():
+    p = preset()
+    plan = make_plan(cands(p), measured(), FACTS, 600, p)
+    lines = plan_table(plan.jobs, 600, 12)
+    assert len(lines) == len(plan.jobs) + 3 and "of a budget of 10m" in lines[-1]
+    check_same_command({"command": {"budget": "4m"}}, {"budget": "4m"}, "plan.json")
+    with pytest.raises(DataError, match="budget: '4m' then, '5m' now"):
+        check_same_command({"command": {"budget": "4m"}}, {"budget": "5m"}, "plan.json")

@@ -1,0 +1,120 @@
+"""The presets of tools/submit.py --budget (fast, balanced, best) and the members they offer.
+
+Each preset says what a plan favours, and every choice cites the EXPERIMENTS.md section
+behind it (`evidence`, printed with the plan). `candidates` turns a preset, the
+architectures available here and the command line's overrides into the ordered list of
+members the planner (utils/runs/budget.py) takes from: linear probes first (cheap, and at a
+CPU budget the best single model measured), then trained models, seed by seed, cheapest
+architecture and size first.
+"""
+from dataclasses import dataclass, field
+
+PROBE_TTAS = ("none", "hflip")   # the views tools/linear_probe.py can average
+CROP_FLIP = "hflip;crop:0.125"   # the AlexNet/ResNet scheme, whose own test is --tta 10crop
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a plan favours. archs: candidates, cheapest first (those with weights here are
+    used); sizes (px); epochs: the options, fewest first (members start at the fewest, the plan
+    lengthens them when the budget allows); seeds; folds_k when no folds file exists;
+    max_trained: trained members at most; probes: linear probes as members; tta: predict.py's
+    TTA of every member (stack.py reads one); train_flags: train.py flags of every trained
+    member; stack_methods: stack.py --method; evidence: choice -> the EXPERIMENTS.md section."""
+    name: str
+    archs: tuple
+    sizes: tuple
+    epochs: tuple
+    seeds: tuple
+    folds_k: int
+    max_trained: int
+    probes: bool
+    tta: str
+    train_flags: tuple = ()
+    stack_methods: tuple = ("best", "mean", "ridge-corr")
+    evidence: dict = field(default_factory=dict)
+
+
+_REAL = "EXPERIMENTS.md 'Real photos'"
+PRESETS = {
+    "fast": Preset(
+        "fast", archs=("tf_efficientnet_lite0",), sizes=(128,), epochs=(3, 5), seeds=(0,), folds_k=3,
+        max_trained=1, probes=True, tta="hflip", stack_methods=("best", "mean", "ridge-corr"),
+        evidence={
+            "one small model": "EXPERIMENTS.md section b: sizes 32-64 px and their schedules were level; "
+                               "section a: batch 16, 32, 64 level",
+            "a linear probe": f"{_REAL}: frozen Lite0 features + logistic regression was the best single model "
+                              "at a CPU budget",
+            "3 folds": "EXPERIMENTS.md 'Open questions': two folds were not enough, judge on three or more",
+            "tta hflip": f"{_REAL}: hflip was within the folds' spread but cheap, and the probe makes it too",
+            "ridge-corr, best, mean": f"EXPERIMENTS.md 'Demo data' and {_REAL}: ridge-corr stacked best"}),
+    "balanced": Preset(
+        "balanced", archs=("tf_efficientnet_lite0", "tf_efficientnet_lite1"), sizes=(128,), epochs=(4, 8),
+        seeds=(0,), folds_k=5, max_trained=2, probes=True, tta="hflip",
+        stack_methods=("best", "mean", "select", "lr", "ridge-corr"),
+        evidence={
+            "probe + Lite0 + Lite1": f"{_REAL}: the three stacked gained +0.006 over the best one",
+            "5 folds": "EXPERIMENTS.md 'Open questions': judge on every fold of the split, five on real data",
+            "tta hflip": f"{_REAL}: the zoo's TTA; stack.py reads one TTA and the probe makes hflip",
+            "select, lr, ridge-corr": f"EXPERIMENTS.md 'Demo data' and {_REAL}: each cross-fitted above the "
+                                      "best single model"}),
+    "best": Preset(
+        "best", archs=("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"),
+        sizes=(224,), epochs=(8, 16), seeds=(0, 1), folds_k=5, max_trained=6, probes=False, tta="10crop",
+        train_flags=("--aug", CROP_FLIP),
+        stack_methods=("best", "mean", "select", "beam", "lr", "ridge-corr", "xgb"),
+        evidence={
+            "crop + flip with 10 crops": "EXPERIMENTS.md sections d and s: the best row, +0.014 over the default "
+                                         "without TTA, held on 5 of 6 folds x seeds",
+            "two seeds per model": "EXPERIMENTS.md section s: the seed moves a fold's F2 as much as most settings",
+            "three architectures": f"{_REAL}: stacking different models gained the most",
+            "no probes": "stack.py reads one TTA and a probe makes none or hflip, not 10crop",
+            "5 folds": "EXPERIMENTS.md 'Open questions': judge on every fold of the split, five on real data"}),
+}
+
+
+@dataclass(frozen=True)
+class Member:
+    """A model the stack can use. kind: 'probe' (tools/linear_probe.py over every fold, run
+    prefix `prefix`) or 'train' (train.py per fold with `flags`, then predict.py). size: px;
+    epochs: trained members only; bs: the batch the speed is measured at; tta: the probe's."""
+    id: str
+    kind: str
+    arch: str
+    size: int
+    epochs: int = 0
+    seed: int = 0
+    flags: tuple = ()
+    bs: int = 32
+    prefix: str = ""
+    tta: str = "none"
+
+
+def more_seeds(seeds, n_configs, max_trained):
+    """seeds, then further seeds (lower priority) until n_configs x seeds reaches max_trained:
+    with fewer architectures and sizes than members, more seeds of them (EXPERIMENTS.md
+    section s: the seed moves a fold's F2 as much as most settings)."""
+    seeds = list(seeds)
+    while n_configs * len(seeds) < max_trained:
+        seeds.append(max(seeds) + 1)
+    return seeds
+
+
+def candidates(preset, archs, sizes, seeds, train_flags, probe_archs, bs=32):
+    """Ordered members for the planner. archs: {arch: its own train.py flags} usable here;
+    probe_archs: architectures with ImageNet weights here (a probe of random features is
+    useless); sizes, seeds: the preset's or the command line's; train_flags: every trained
+    member's flags (the preset's, then the command line's after `--`)."""
+    out = []
+    if preset.probes and preset.tta in PROBE_TTAS:
+        for arch in probe_archs[:1]:
+            for size in sizes[-1:]:
+                prefix = f"{arch.replace(':', '_')}-probe{size}-{preset.tta}"
+                out.append(Member(f"probe-{arch}-{size}", "probe", arch, size, bs=bs, prefix=prefix, tta=preset.tta))
+    for seed in seeds:
+        for arch, own in archs.items():
+            for size in sizes:
+                flags = (*own, *preset.train_flags, *train_flags)
+                out.append(Member(f"{arch.replace(':', '_')}-{size}px-s{seed}", "train", arch, size,
+                                  min(preset.epochs), seed, flags, bs))
+    return out

