@@ -112,6 +112,7 @@ def main(args):
     from utils.data.exclusion import read_exclusion, write_exclusion
     from utils.data.folds import folds_k_for, plan_folds, warn_unlearnable_labels, write_folds
     from utils.models.factory import create_model
+    from utils.models.weights import load_weights_file
     from utils.train.losses import build_loss
     from utils.train.pseudo import load_extras, sampler_labels
     from utils.train.plan import resolve_plan
@@ -150,14 +151,17 @@ def main(args):
     cache_dir = Path(flags.cache_dir) if flags.cache_dir else default_cache_dir(root)
     extras = load_extras(spec, fold_ids, flags.fold, [spec.labels[i] for i in label_idx], flags.pseudo,
                          flags.pseudo_weight, flags.soft_targets, flags.distill, cache_dir, device)
+    seed_everything(flags.seed)
+    model = create_model(flags.arch, len(label_idx), pretrained=flags.pretrained and not flags.weights,
+                         drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=flags.head,
+                         channels=flags.channels)
+    weights = load_weights_file(model, flags.weights) if flags.weights else None  # refused before any write
     run_dir = run_dir or find_run(flags, Path(flags.out))
     if dist.is_main():  # one train.py per run folder: a second one is refused naming this one
         hold_run(run_dir)
-    seed_everything(flags.seed)
-    model = create_model(flags.arch, len(label_idx), pretrained=flags.pretrained,
-                         drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=flags.head,
-                         channels=flags.channels)
     cfg = build_config(flags, spec, label_idx, plan, model, run_dir, root, folds_file, exclude_cfg)
+    if weights is not None:  # the file's sha256: a model key, and in best.pt's meta
+        cfg["weights"] = weights
     cfg.update(extras.record if extras else {})
     train_rows = (fold_ids != flags.fold).nonzero()[0]
     if excluded is not None:

@@ -34,7 +34,9 @@ def test_extras_defaults_without_file_flags_are_none():
                                          (["--stages", "epochs=1,size=24,bs=8,sched=foo"], "sched='foo'"),
                                          (["--opt", "lion:momentum=0.9"], "--opt: opt=lion: unknown option(s) momentum"),
                                          (["--opt", "lionn"], "opt='lionn' is not an optimizer"),
-                                         (["--layer-decay", "1.5"], "--layer-decay 1.5 must be in (0, 1]")])
+                                         (["--layer-decay", "1.5"], "--layer-decay 1.5 must be in (0, 1]"),
+                                         (["--weights", "no_such_file.pth"], "--weights no_such_file.pth: no such"),
+                                         (["--weights", "."], "a folder without weights")])
 def test_train_refuses_before_writing(tmp_path, extra, flag):
     data = write_dataset(tmp_path / "data", n=20, size=24)
     before = sorted(p.name for p in data.iterdir())

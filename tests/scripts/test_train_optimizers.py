@@ -17,11 +17,14 @@ KILLS = ["step:3", "epoch_end:1", "ckpt:9", "step:21"]  # ckpt:9: a torn write m
 pytestmark = pytest.mark.slow
 
 
-def train(data, out, *extra, name="r", kill=None, arch="tiny_cnn"):
-    """Run train.py (kill='what:N': killed at that trainer event, tests/kill_at.py)."""
+def train(data, out, *extra, name="r", kill=None, arch="tiny_cnn", check=True):
+    """Run train.py (kill='what:N': killed at that trainer event, tests/kill_at.py); the run
+    folder, or the finished process with check=False."""
     cmd = [sys.executable, "-W", "ignore", *script_argv("train.py", kill), "--data", str(data), "--out", str(out),
            "--arch", arch, "--no-pretrained", "--name", name, "--plots", "none", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    if not check:
+        return r
     if kill is None:
         assert r.returncode == 0, r.stderr[-3000:]
     else:

@@ -211,3 +211,108 @@ def offline():
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = old_env
+
+
+# ---------------------------------------------------------------------------- --weights FILE
+
+# the file a Hugging Face-style model folder holds its weights in, in order of preference
+FOLDER_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
+_NESTED = ("state_dict", "model", "model_state_dict", "module")  # {'state_dict': {...}} and similar
+
+
+def weights_file(path, flag="--weights"):
+    """The weights file `path` names: the file itself, or a model folder's FOLDER_FILES entry.
+    DataError naming `flag` when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        for name in FOLDER_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise DataError(f"{flag} {path}: a folder without weights (looked for {', '.join(FOLDER_FILES)})")
+    if not path.is_file():
+        raise DataError(f"{flag} {path}: no such file or folder")
+    return path
+
+
+def file_sha256(path):
+    """Hex SHA-256 of the file at `path` (str), read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path, flag="--weights"):
+    """{name: tensor} from a .safetensors file or a torch file (.pth/.pt/.bin, a state dict or
+    one nested under 'state_dict'/'model'), wrapper prefixes (module., _orig_mod.) removed.
+    DataError naming `flag` for a file that is not readable as either."""
+    from utils.runs.checkpoint import clean_state_dict
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged or foreign file: say which, not a traceback
+        raise DataError(f"{flag} {path}: not a readable weights file ({type(e).__name__}: {e})") from None
+    while isinstance(sd, dict) and not any(torch.is_tensor(v) for v in sd.values()):
+        key = next((k for k in _NESTED if isinstance(sd.get(k), dict)), None)
+        if key is None:
+            break
+        sd = sd[key]
+    if not isinstance(sd, dict) or not any(torch.is_tensor(v) for v in sd.values()):
+        raise DataError(f"{flag} {path}: holds no state dict of tensors")
+    return clean_state_dict({k: v for k, v in sd.items() if torch.is_tensor(v)})
+
+
+def match_weights(model_sd, file_sd, is_head):
+    """Which file tensors load into which model keys: (matched {model key: tensor},
+    dropped [head keys whose shape differs], problems [str]).
+
+    A file key matches a model key of the same name, or under a --head model's 'body.'
+    prefix. Problems: a body tensor whose shape differs, a body tensor the file lacks.
+    """
+    matched, dropped, problems, seen = {}, [], [], set()
+    for key, value in file_sd.items():
+        target = key if key in model_sd else f"body.{key}" if f"body.{key}" in model_sd else None
+        if target is None:
+            continue
+        seen.add(target)
+        if tuple(value.shape) == tuple(model_sd[target].shape):
+            matched[target] = value
+        elif is_head(target):
+            dropped.append(target)
+        else:
+            problems.append(f"{target}: file {tuple(value.shape)}, model {tuple(model_sd[target].shape)}")
+    missing = [k for k in model_sd if k not in seen and not is_head(k) and not k.endswith("num_batches_tracked")]
+    problems += [f"{k}: not in the file" for k in missing]
+    return matched, dropped, problems
+
+
+def load_weights_file(model, path, flag="--weights"):
+    """Load the weights file (or model folder) `path` into `model`, offline.
+
+    The classifier (the model's head) loads when its shapes fit and is dropped (left as
+    initialised) when they do not; any other shape difference or body tensor missing from
+    the file is a DataError naming the tensors (exit 2), and nothing is loaded.
+    Returns the record {'file': path as given, 'sha256': the file's}.
+    """
+    from utils.models.factory import in_head, model_meta
+
+    file = weights_file(path, flag)
+    head = model_meta(model)["head"]
+    model_sd = model.state_dict()
+    matched, dropped, problems = match_weights(model_sd, read_state_dict(file, flag), lambda k: in_head(k, head))
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; ... {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise DataError(f"{flag} {file} does not fit {model_meta(model)['arch']}: {shown}. Give the --arch the "
+                        f"file was saved from")
+    model.load_state_dict(matched, strict=False)
+    if dropped:
+        log.info("%s: the classifier's %s left as initialised (shapes differ)", file, ", ".join(dropped))
+    return {"file": str(path), "sha256": file_sha256(file)}

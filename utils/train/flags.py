@@ -111,6 +111,11 @@ FLAGS = (
          help="start from ImageNet weights: the local torch/Hugging Face cache, downloaded there when missing and "
               "online (default: on)"),
     # EXPERIMENTS.md#r-the-training-ingredients-one-at-a-time
+    flag("--weights", MODEL, default=None, metavar="PATH", config="weights", record=BY_USE, checked=True,
+         help="start from this file's weights instead of ImageNet's: a .pth/.bin/.safetensors state dict or a "
+              "Hugging Face-style model folder, read offline into --arch; a classifier of another shape is left as "
+              "initialised, any other mismatch is refused naming the tensors; its sha256 goes into config.json and "
+              "best.pt (default: none)"),
     flag("--head", MODEL, default=None, config="head", record=BY_USE, checked=True,
          help="pooling head replacing the architecture's pooling and classifier: avg | max | avgmax | gem[:p=3] | "
               "csra[:lam=0.1,t=1] (t=99: max) | mldecoder (default: the architecture's own; avgmax, gem and csra "

@@ -77,7 +77,7 @@ def model_meta(config, stage):
             "head": config.get("head"),
             "label_group": config.get("label_group"), "stages": config["stages"],
             "run": config.get("name"), "channels": config.get("channels", 3),
-            "band_scaling": config.get("band_scaling"),
+            "band_scaling": config.get("band_scaling"), "weights": config.get("weights"),
             # the fold split the weights held out: predict.py refuses them for any other fold
             **{k: config.get(k) for k in ORIGIN_KEYS}}
 
