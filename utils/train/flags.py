@@ -133,7 +133,8 @@ FLAGS = (
          help="'key=value,...;key=value,...' one stage per ';' (README \"Option strings\"), e.g. "
               "'epochs=2,size=128,train=head;epochs=8,size=224,train=all' (keys: epochs, size px, bs, lr, opt, "
               "momentum, nesterov, wd, sched, train, lr_mult, warmup, pct_start, step, gamma, milestones, patience,"
-              " factor, max_drops, min_lr, drop_rate, accum, bn, name; utils/train/stage.py) (default: the "
+              " factor, max_drops, min_lr, drop_rate, accum, bn, name, layer_decay, opt.KEY (the optimizer's "
+              "options); utils/train/stage.py) (default: the "
               "--recipe's plan)"),
     flag("--config", PLAN, default=None,
          help="JSON/YAML file with 'stages' and optionally other flags' defaults"),
