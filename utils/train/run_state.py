@@ -123,7 +123,10 @@ def resume(run_dir, model, config, scaler=None, ema=None):
         scaler.load_state_dict(ckpt["scaler"])
     if ema is not None:
         _load_ema(ema, ckpt.get("ema"), run_dir, path)
-    return ckpt["state"], ckpt.get("optimizer"), ckpt.get("scheduler")
+    state = ckpt["state"]
+    log.info("resuming %s at stage %d, epoch %d, step %d", run_dir.name, state["stage"] + 1, state["epoch"] + 1,
+             state["step"])
+    return state, ckpt.get("optimizer"), ckpt.get("scheduler")
 
 
 def _load_ema(ema, state_dict, run_dir, path):

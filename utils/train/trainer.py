@@ -45,7 +45,8 @@ from utils.train.losses import build_loss
 from utils.train.optimizers import eval_weights, record_param_groups, weights_mode
 from utils.train.pseudo import WeightedLoss
 from utils.train.run_state import (last_checkpoint, last_path, model_meta, new_epoch_stats, new_state,
-                                   restore_optimizer, resume)
+                                   restore_optimizer)
+from utils.train.run_state import resume as resume_run
 from utils.train.schedule import build_optimizer, build_scheduler
 from utils.train.signals import Interrupted, StopRequest
 from utils.train.stage import Stage
@@ -217,7 +218,8 @@ class Trainer:
         """
         opt_sd = sched_sd = None
         if resume:
-            opt_sd, sched_sd = self._resume()
+            state, opt_sd, sched_sd = resume_run(self.run_dir, self.model, self.config, self.scaler, self.ema)
+            self.state.update(state)
         with StopRequest() as stop:
             while self.state["stage"] < len(self.stages):
                 self._run_stage(self.state["stage"], opt_sd, sched_sd, stop)
@@ -230,13 +232,6 @@ class Trainer:
         """The run reached point `name` for the n-th time: tell the test hooks, if any."""
         if self.hooks is not None:
             self.hooks.event(name, n, **detail)
-
-    def _resume(self):
-        state, opt_sd, sched_sd = resume(self.run_dir, self.model, self.config, self.scaler, self.ema)
-        self.state.update(state)
-        log.info("resuming %s at stage %d, epoch %d, step %d", self.run_dir.name,
-                 self.state["stage"] + 1, self.state["epoch"] + 1, self.state["step"])
-        return opt_sd, sched_sd
 
     def _save_last(self, optimizer=None, scheduler=None):
         """Write checkpoints/last.pt with the full state at the current position (rank 0 only)."""
