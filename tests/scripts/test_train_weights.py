@@ -9,7 +9,7 @@ from conftest import write_dataset
 from test_predict import run_script
 from test_train_optimizers import train
 from utils.models.factory import create_model, in_head, model_meta
-from utils.models.weights import file_sha256
+from utils.common.checksum import file_sha256
 
 pytestmark = pytest.mark.slow
 

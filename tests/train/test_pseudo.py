@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from conftest import ROOT, write_dataset
 from test_train import _same_run, train
 from utils.runs.pred_files import read_preds, write_preds
-from utils.train.pseudo import confidence, file_sha256, pseudo_labels
+from utils.common.checksum import file_sha256
+from utils.train.pseudo import confidence, pseudo_labels
 
 LABELS = ["a", "b", "c"]
 SHORT = ["--stages", "epochs=2,size=32,bs=8", "--deterministic", "--ckpt-every", "2", "--folds-k", "4"]

@@ -21,6 +21,7 @@ import torch
 import torchvision
 
 from utils.common.errors import DataError
+from utils.common.checksum import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +233,6 @@ def weights_file(path, flag="--weights"):
     if not path.is_file():
         raise DataError(f"{flag} {path}: no such file or folder")
     return path
-
-
-def file_sha256(path):
-    """Hex SHA-256 of the file at `path` (str), read in 1 MiB blocks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path, flag="--weights"):

@@ -24,7 +24,6 @@ cache after the training cache in one index space, so the loader's per-index
 randomness (seed, epoch, index) and exact resume are untouched; ``WeightedLoss``
 reads a per-row weight carried as one extra target column.
 """
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import nn
 from utils.common.errors import DataError, report_problems
 from utils.common.text import read_json
 from utils.runs.prob_file import read_probs
+from utils.common.checksum import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,6 @@ def pseudo_labels(probs, mode="soft", quantile=0.5, thresholds=0.5):
     keep = np.flatnonzero(conf >= np.quantile(conf, quantile)) if len(P) else np.zeros(0, np.int64)
     targets = P[keep] if mode == "soft" else (P[keep] >= np.asarray(thresholds, dtype=np.float64)).astype(np.float64)
     return keep, targets
-
-
-def file_sha256(path):
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- reading them for training
@@ -338,6 +329,6 @@ class WeightedLoss(nn.Module):
         return total / len(w)
 
 
-__all__ = ["MODES", "confidence", "pseudo_labels", "file_sha256", "Extras", "load_extras", "load_pseudo", "check_teacher",
+__all__ = ["MODES", "confidence", "pseudo_labels", "Extras", "load_extras", "load_pseudo", "check_teacher",
            "check_teacher_run", "teacher_predictions", "load_soft_targets", "training_targets", "sampler_labels",
            "CombinedImages", "WeightedLoss"]
