@@ -16,3 +16,10 @@ def test_the_weights_file_is_part_of_the_model_by_its_checksum_not_its_path():
     other = {**BASE, "weights": {"file": "/a/w.pth", "sha256": "2" * 64}}
     assert model_key(a) == model_key(moved)
     assert len({model_key(BASE), model_key(a), model_key(other)}) == 3
+
+
+def test_a_run_recorded_in_the_former_option_spelling_keeps_its_model():
+    old = {**BASE, "aug": "hflip,erase:p=0.5", "mix": "mixup:0.2,cutmix:1.0,switch=0.5"}
+    new = {**BASE, "aug": "hflip;erase:p=0.5", "mix": "mixup:0.2;cutmix:1.0;switch=0.5"}
+    assert model_key(old) == model_key(new)
+    assert model_key(new) != model_key({**new, "aug": "hflip"})
