@@ -3,6 +3,7 @@
     python tools/submit.py --data data/planet --out runs --arch resnet50 densenet201 -- --epochs 20
     python tools/submit.py --cluster slurm --partition gpu --timeout-min 720 --grid grid.yaml --data data/planet
     python tools/submit.py --cluster local --data data/demo --arch tiny_cnn -- --no-pretrained --epochs 2
+    python tools/submit.py --cluster local --data data/planet --budget 2h --preset balanced --exactly-one clear,haze
 
 The grid is architectures x seeds x folds (--arch/--seeds/--folds, or a YAML --grid;
 the command line wins). Flags after `--` go to every train.py run. A grid file:
@@ -27,6 +28,17 @@ stack.py needs every fold of a model: a grid of some folds only (--folds 0 1 of 
 trains and predicts, and says that it makes no stack job and which folds to add. On
 this machine each job is reported as it is submitted, finishes or fails. Job logs:
 OUT/.submitit/.
+
+With --budget DURATION (45s, 4m, 90m, 2h, 1d) the grid is planned for the time: a short
+probe measures each candidate's speed on the device, then linear probes and trained models
+(architectures with weights here, sizes, epochs, seeds: --preset fast|balanced|best, whose
+choices cite EXPERIMENTS.md) are taken while their predicted time fits the budget less a
+safety margin; the plan is printed (--dry-run stops there), then run one job at a time,
+re-planned after each job with the measured speeds (members that would overrun are
+dropped), predicted with the preset's TTA, stacked (with the decision rules given) and
+reported: OUT/plan.json (each job's predicted and actual seconds and state), the
+submission, OUT/report.html. Killed, the same command continues within what is left of
+the budget. A budget too small for the cheapest model exits 2 naming the minimum.
 """
 import argparse
 import contextlib
@@ -35,17 +47,22 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
+
+T0 = time.perf_counter()  # a budget counts from the start of the command
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from utils.common.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
-from utils.runs.cluster import (PredictJob, StackJob, TrainJob, cell_state, is_debug, job_error,  # noqa: E402
-                           make_cells, read_grid, train_argv)
+from utils.runs.cluster import (PredictJob, StackJob, TrainJob, cell_state, flag_value, is_debug,  # noqa: E402
+                                job_error, make_cells, read_grid, train_argv)
 from utils.data.folds import folds_k_for  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
+from utils.metrics.constraints import add_constraint_arguments, check_constraint_args  # noqa: E402
+from utils.runs.budget_presets import PRESETS  # noqa: E402
 
 log = logging.getLogger("submit")
 CLUSTERS = ("slurm", "local", "debug")
@@ -76,7 +93,18 @@ def get_args_parser():
     g.add_argument("--submission", default=None, metavar="FILE",
                    help="stack.py submission; stack_report.* are written beside it (default: OUT/stack/submission.csv)")
     g.add_argument("--stack-method", nargs="+", default=None, metavar="NAME",
-                   help="stack.py --method values (default: stack.py's, every method)")
+                   help="stack.py --method values (default: stack.py's, every method; with --budget the preset's)")
+    add_constraint_arguments(p.add_argument_group("decision rules", "passed to stack.py (README \"A tour\")"))
+    g = p.add_argument_group("budget", "a whole competition within a time budget (README \"A whole competition "
+                             "in one command\")")
+    g.add_argument("--budget", default=None, metavar="DURATION",
+                   help="plan the grid to end within this wall time, e.g. 45s, 4m, 90m, 2h, 1d (default: off)")
+    g.add_argument("--preset", default="balanced", choices=sorted(PRESETS),
+                   help="with --budget: fast (fewer, smaller models), balanced, best (more folds, seeds and "
+                        "members) (default: balanced)")
+    g.add_argument("--sizes", nargs="+", type=int, default=None, metavar="PX",
+                   help="with --budget: image sizes to plan (default: the preset's)")
+    g.add_argument("--dry-run", action="store_true", help="with --budget: print the plan and stop (default: off)")
     g = p.add_argument_group("cluster")
     g.add_argument("--cluster", default="slurm", choices=CLUSTERS,
                    help="slurm: submit and return; local: run the jobs on this machine; debug: in this process "
@@ -103,8 +131,11 @@ def parse_args(argv=None):
     if "--" in argv:
         i = argv.index("--")
         argv, tail = argv[:i], argv[i + 1:]
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_constraint_args(parser, args)
     args.train_flags = tail
+    args.tta_given = any(a == "--tta" or a.startswith("--tta=") for a in argv)
     return args
 
 
@@ -124,17 +155,6 @@ def build_cells(args):
     seeds = args.seeds if args.seeds is not None else grid["seeds"] or [0]
     common = grid["flags"] + (["--folds-k", str(args.folds_k)] if args.folds_k else []) + args.train_flags
     return make_cells(archs, folds, seeds, common)
-
-
-def flag_value(argv, flag):
-    """The value of `flag` in an argument list (`--f V` or `--f=V`, the last one wins), else None."""
-    value = None
-    for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif a.startswith(flag + "="):
-            value = a.split("=", 1)[1]
-    return value
 
 
 def cell_folds_k(a, data):
@@ -327,12 +347,77 @@ def any_model_complete(cells, k):
     return any(folds_of(cells, c) == list(range(k)) for c in cells)
 
 
+def rule_flags(args):
+    """stack.py's decision-rule flags as given to this command."""
+    out = [f for spec in args.exactly_one for f in ("--exactly-one", spec)]
+    out += [f for spec in args.at_most_one for f in ("--at-most-one", spec)]
+    out += ["--min-tags", str(args.min_tags)] if args.min_tags else []
+    return out + (["--max-tags", str(args.max_tags)] if args.max_tags is not None else [])
+
+
+# ----------------------------------------------------------------------------- --budget
+
+def budget_plan(args):
+    """plan.json's plan: the one in OUT (the same command continues it) or a new one, measured
+    and planned here (DataError naming the minimum budget when nothing fits). Printed."""
+    from utils.runs.budget_setup import budget_setup, measure_and_plan
+    from utils.runs.plan_file import PLAN_FILE, check_same_command, new_plan, plan_table, read_plan
+
+    budget_s, preset, facts, command = budget_setup(args)
+    command["rules"] = rule_flags(args)
+    plan_path = Path(args.out) / PLAN_FILE
+    plan = read_plan(plan_path)
+    if plan is not None:
+        check_same_command(plan, command, plan_path)
+        print(f"continuing {plan_path}: {plan['used_s']:.0f} s of the {budget_s:.0f} s used by earlier attempts")
+    else:
+        made, measured = measure_and_plan(args, budget_s, preset, facts,
+                                          lambda cells: check_cells(cells, args.data, args.out), T0)
+        plan = new_plan(command, budget_s, measured, facts, preset, made.members, made.jobs, time.perf_counter() - T0)
+        print(f"preset {preset.name}; TTA {preset.tta}; stack methods {' '.join(preset.stack_methods)}; evidence:")
+        print("\n".join(f"  {k}: {v}" for k, v in preset.evidence.items()))
+    print("\n".join(plan_table(plan["jobs"], budget_s, plan["used_s"])), flush=True)
+    return plan, plan_path
+
+
+def budget_main(args):
+    """Plan (or continue) a budgeted competition, run it, print the plan and the leaderboard."""
+    from utils.common.text import read_json
+    from utils.runs.budget_run import Context, run_plan
+    from utils.runs.plan_file import leaderboard_table, plan_table
+
+    plan, plan_path = budget_plan(args)
+    if args.dry_run:
+        return plan
+    used_before = plan["used_s"] if plan["attempts"] else 0.0  # a first attempt counts from T0
+    plan["attempts"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "used_s": 0.0})
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    report = str(Path(args.out) / "report.html")
+    ctx = Context(plan, plan_path, make_executor(args), args.data, args.out, args.submission, report,
+                  ["--method", *plan["stack_methods"], *plan["command"]["rules"]], used_before, T0, args.cluster)
+    members = run_plan(ctx)
+    print("\n".join(plan_table(plan["jobs"], plan["budget_s"], plan["used_s"])))
+    stack_report = Path(args.submission).parent / "stack_report.json"
+    if not (stack_report.is_file() and Path(args.submission).is_file()):
+        print("error: no submission was made (see the plan above)", file=sys.stderr)
+        sys.exit(1)
+    print("\n".join(leaderboard_table(read_json(stack_report))))
+    print(f"wrote: {args.submission} ({len(members)} member(s)), {plan_path}" +
+          (f", {report}" if Path(report).is_file() else ""))
+    return plan
+
+
 def main(args):
     args.data, args.out = str(Path(args.data).resolve()), str(Path(args.out).resolve())
     args.submission = str(Path(args.submission).resolve() if args.submission
                           else Path(args.out) / "stack" / "submission.csv")
     check_output_file(args.submission, "--submission", [args.data])  # the stack job writes it, much later
     check_cluster(args)
+    if args.budget:
+        return budget_main(args)
+    idle = [f for f, v in (("--dry-run", args.dry_run), ("--sizes", args.sizes)) if v]
+    if idle or args.preset != "balanced":
+        raise DataError(f"{' and '.join(idle) or '--preset'}: only with --budget DURATION")
     cells = build_cells(args)
     check_cells(cells, args.data, args.out)
     states = {c.name: cell_state(args.out, c) for c in cells}
@@ -346,7 +431,7 @@ def main(args):
     ex = make_executor(args)
     predict = PredictJob(args.out, args.tta)
     stack = StackJob(args.out, [c.name for c in cells], args.tta, args.submission,
-                     ["--method", *args.stack_method] if args.stack_method else [])
+                     (["--method", *args.stack_method] if args.stack_method else []) + rule_flags(args))
     k = grid_folds_k(cells, args.data)
     if not any_model_complete(cells, k):
         stack = None

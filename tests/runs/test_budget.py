@@ -139,3 +139,18 @@ def test_plan_table_and_command_check():
     check_same_command({"command": {"budget": "4m"}}, {"budget": "4m"}, "plan.json")
     with pytest.raises(DataError, match="budget: '4m' then, '5m' now"):
         check_same_command({"command": {"budget": "4m"}}, {"budget": "5m"}, "plan.json")
+
+
+def test_every_preset_cites_sections_the_page_has():
+    from conftest import ROOT
+    import re
+
+    headings = [line.lstrip("#").strip() for line in (ROOT / "EXPERIMENTS.md").read_text().splitlines()
+                if line.startswith("## ") or line.startswith("### ")]
+    for p in PRESETS.values():
+        for choice, why in p.evidence.items():
+            letters = [x for m in re.findall(r"sections? ([a-z](?: and [a-z])?)\b", why) for x in m.split(" and ")]
+            names = re.findall(r"'([^']+)'", why)
+            assert letters or names or "stack.py" in why, (p.name, choice)
+            assert all(any(h.startswith(f"{x}. ") for h in headings) for x in letters), (p.name, choice, letters)
+            assert all(any(h.startswith(n) for h in headings) for n in names), (p.name, choice, names)

@@ -11,6 +11,9 @@ logs and exit codes; a CUDA context never outlives its job). TrainJob is submiti
 Checkpointable: on preemption or time-out (SIGUSR2 from Slurm, or the local executor)
 its checkpoint() sends the child Ctrl-C, which makes train.py finish the current step and
 write checkpoints/last.pt, then resubmits itself; the requeued job resumes exactly.
+PredictJob predicts one run or several in one predict.py; ProbeJob runs tools/linear_probe.py
+(a run per fold). tools/submit.py --budget submits the same jobs one at a time
+(utils/runs/budget_run.py).
 """
 import hashlib
 import json
@@ -122,6 +125,17 @@ def cell_state(out, cell):
     return "unfinished" if (run / "checkpoints" / "last.pt").is_file() else "new"
 
 
+def flag_value(argv, flag):
+    """The value of `flag` in an argument list (`--f V` or `--f=V`, the last one wins), else None."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
 def train_argv(data, out, cell, resume=False):
     """train.py arguments of a cell (without the interpreter and script)."""
     return ["--data", str(data), "--out", str(out), "--arch", cell.arch, "--fold", str(cell.fold),
@@ -223,20 +237,45 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 class PredictJob:
-    """predict.py --run RUN --tta TTA --split both, unless both prediction files exist."""
+    """predict.py --runs RUN... --tta TTA --split both for the runs (one name or a list) that
+    lack either prediction file; nothing when every run has both."""
 
     def __init__(self, out, tta, extra=()):
         self.out, self.tta, self.extra = str(out), tta, list(extra)
 
-    def __call__(self, name):
-        run = Path(self.out) / name
-        if all((run / "preds" / f"{s}.{self.tta}.csv").is_file() for s in ("val", "test")):
-            return str(run)
-        cmd = _script("predict.py", ["--run", run, "--tta", self.tta, "--split", "both", *self.extra])
-        rc = subprocess.run(cmd).returncode
-        if rc != 0:
-            raise JobFailed(f"predict.py exited with code {rc} for {name}: {' '.join(cmd)}")
-        return str(run)
+    def __call__(self, names):
+        runs = [Path(self.out) / n for n in ([names] if isinstance(names, str) else names)]
+        todo = [r for r in runs if not all((r / "preds" / f"{s}.{self.tta}.csv").is_file() for s in ("val", "test"))]
+        if todo:
+            cmd = _script("predict.py", ["--runs", *todo, "--tta", self.tta, "--split", "both", *self.extra])
+            rc = subprocess.run(cmd).returncode
+            if rc != 0:
+                raise JobFailed(f"predict.py exited with code {rc} for {', '.join(r.name for r in todo)}: "
+                                f"{' '.join(cmd)}")
+        return str(runs[0]) if isinstance(names, str) else [str(r) for r in runs]
+
+
+class ProbeJob:
+    """tools/linear_probe.py over every fold (runs OUT/PREFIX-f<k>), unless each of them has
+    result.json and both prediction files. argv: the probe's flags besides --data, --out, --name."""
+
+    def __init__(self, data, out, prefix, folds_k, tta, argv=()):
+        self.data, self.out, self.prefix = str(data), str(out), prefix
+        self.folds_k, self.tta, self.argv = int(folds_k), tta, list(argv)
+
+    def runs(self):
+        return [Path(self.out) / f"{self.prefix}-f{k}" for k in range(self.folds_k)]
+
+    def __call__(self):
+        done = [(r / "result.json").is_file() and all((r / "preds" / f"{s}.{self.tta}.csv").is_file()
+                                                      for s in ("val", "test")) for r in self.runs()]
+        if not all(done):
+            cmd = _script("tools/linear_probe.py", ["--data", self.data, "--out", self.out, "--name", self.prefix,
+                                                    "--tta", self.tta, *self.argv])
+            rc = subprocess.run(cmd).returncode
+            if rc != 0:
+                raise JobFailed(f"tools/linear_probe.py exited with code {rc}: {' '.join(cmd)}")
+        return [str(r) for r in self.runs()]
 
 
 class StackJob:

@@ -1,0 +1,111 @@
+"""tools/submit.py --budget end to end on an 80-image dataset at 24 px: a killed competition
+continues within what is left of its budget without touching finished runs, and a budget
+too small for anything is refused before anything is written."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, write_dataset
+
+SUBMIT = ROOT / "tools" / "submit.py"
+BUDGET_S = 240   # an upper bound: on an idle machine the plan ends in about half of it
+TINY = ["--arch", "tiny_cnn", "--sizes", "24", "--folds-k", "2", "--cluster", "local", "--exactly-one", "a,b,c",
+        "--", "--no-pretrained", "--plots", "none", "--no-tensorboard"]
+
+
+def command(data, out, budget):
+    return [sys.executable, str(SUBMIT), "--data", str(data), "--out", str(out), "--budget", budget, *TINY]
+
+
+def env():
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def read_plan(out):
+    try:
+        return json.loads((out / "plan.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def finished_runs(out):
+    return sorted(p.parent for p in out.glob("*/result.json"))
+
+
+def stamps(runs):
+    return {str(f): f.stat().st_mtime_ns for r in runs for f in r.rglob("*") if f.is_file()}
+
+
+@pytest.mark.slow
+def test_killed_budget_run_continues_within_the_budget(tmp_path):
+    data = write_dataset(tmp_path / "data", n=80, size=24)
+    out = tmp_path / "runs"
+    t0 = time.monotonic()
+    first = subprocess.Popen(command(data, out, f"{BUDGET_S}s"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env=env())
+    deadline = time.monotonic() + 3 * BUDGET_S
+    while time.monotonic() < deadline and first.poll() is None:  # kill once a train run is done and more runs
+        plan = read_plan(out)
+        states = [j["state"] for j in plan["jobs"] if j["kind"] == "train"] if plan else []
+        if states.count("finished") >= 1 and "running" in states:
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, first.stdout.read().decode()[-3000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    first_s = time.monotonic() - t0
+    done = finished_runs(out)
+    before = stamps(done)
+    assert done and before
+
+    t1 = time.monotonic()
+    r = subprocess.run(command(data, out, f"{BUDGET_S}s"), capture_output=True, text=True, env=env(), timeout=600)
+    second_s = time.monotonic() - t1
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "continuing" in r.stdout and "F2 cross-fitted" in r.stdout
+    assert before == {f: Path(f).stat().st_mtime_ns for f in before}      # finished runs untouched
+    plan = read_plan(out)
+    assert len(plan["attempts"]) == 2 and plan["budget_s"] == BUDGET_S
+    # the budget is the total of both attempts, kept by the tool's own record and by the clock
+    assert plan["used_s"] <= 1.1 * BUDGET_S and first_s + second_s <= 1.1 * BUDGET_S
+    trained = [j for j in plan["jobs"] if j["kind"] == "train" and j["state"] == "finished"]
+    assert len(trained) >= 2 and all(j["predicted_s"] > 0 and j["actual_s"] > 0 for j in trained)
+    assert {j["state"] for j in plan["jobs"]} <= {"finished", "dropped"}, plan["jobs"]
+    sub = pd.read_csv(out / "stack" / "submission.csv", keep_default_na=False)
+    assert sorted(sub["image_name"]) == sorted(p.stem for p in (data / "test").iterdir())
+    assert all(len(set(t.split()) & {"a", "b", "c"}) == 1 for t in sub["tags"])   # --exactly-one a,b,c
+    assert (out / "report.html").stat().st_size > 0
+    # a third time: everything is done, nothing runs again
+    again = stamps(finished_runs(out))
+    r = subprocess.run(command(data, out, f"{BUDGET_S}s"), capture_output=True, text=True, env=env(), timeout=600)
+    assert r.returncode == 0 and again == {f: Path(f).stat().st_mtime_ns for f in again}
+
+
+@pytest.mark.slow
+def test_too_small_a_budget_exits_2_naming_the_minimum(tmp_path):
+    data = write_dataset(tmp_path / "data", n=80, size=24)
+    out = tmp_path / "runs"
+    listing = sorted(data.rglob("*"))
+    r = subprocess.run(command(data, out, "5s"), capture_output=True, text=True, env=env(), timeout=600)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "--budget 5s: too small" in r.stderr and "the minimum budget on this device is about" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and sorted(data.rglob("*")) == listing
+
+
+def test_budget_refuses_flags_that_do_not_apply(tmp_path):
+    data = write_dataset(tmp_path / "data", n=20, size=24)
+    base = [sys.executable, str(SUBMIT), "--data", str(data), "--out", str(tmp_path / "runs"), "--cluster", "local"]
+    for extra, said in ((["--budget", "soon"], "--budget 'soon': expected a duration"),
+                        (["--budget", "4m", "--folds", "0"], "--folds and --budget"),
+                        (["--budget", "4m", "--exactly-one", "a,zebra"], "'zebra' not among the labels")):
+        r = subprocess.run(base + extra, capture_output=True, text=True, env=env(), timeout=300)
+        assert r.returncode == 2 and said in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "runs").exists()

@@ -1,0 +1,91 @@
+"""From tools/submit.py --budget's flags to a plan: the preset with the command line's
+overrides, the dataset's numbers, the speed probe, and the refusal of a budget too small.
+
+Nothing here writes a file: a budget that fits nothing is refused (DataError, exit 2) before
+the first job, naming the minimum budget on this device.
+"""
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from utils.common.errors import DataError
+from utils.data.folds import folds_k_for
+from utils.runs.budget import (Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
+                               round_up_budget, speed_key)
+from utils.runs.budget_presets import PRESETS, candidates, more_seeds
+from utils.runs.cluster import Cell, flag_value
+
+
+def budget_setup(args):
+    """(budget seconds, the preset with --tta/--stack-method applied, the dataset's Facts, the
+    command: the flags that define the plan, which a rerun must repeat to continue it).
+
+    args: tools/submit.py's parsed flags (data resolved). DataError for flags that do not apply
+    (--folds, --grid) and for a dataset train.py would refuse."""
+    from utils.data.dataset import load_dataset, select_label_group
+    from utils.metrics.constraints import parse_constraints
+
+    budget_s = parse_duration(args.budget)
+    for flag, value in (("--folds", args.folds), ("--grid", args.grid)):
+        if value is not None:
+            raise DataError(f"{flag} and --budget: the budget plans its own grid (every fold); leave {flag} out")
+    preset = PRESETS[args.preset]
+    preset = replace(preset, tta=args.tta if args.tta_given else preset.tta,
+                     stack_methods=tuple(args.stack_method or preset.stack_methods))
+    spec = load_dataset(Path(args.data), flag_value(args.train_flags, "--images") or "train",
+                        flag_value(args.train_flags, "--test-images") or "test", need_test=True)
+    group = flag_value(args.train_flags, "--label-group")
+    labels = [spec.labels[i] for i in select_label_group(spec.labels, spec.y, group)] if group else spec.labels
+    parse_constraints(labels, args.exactly_one, args.at_most_one, args.min_tags, args.max_tags)  # DataError now
+    n_labels = len(labels)
+    k = folds_k_for(flag_value(args.train_flags, "--folds-file") or Path(args.data) / "folds.csv",
+                    args.folds_k or preset.folds_k, args.folds_k is not None)
+    facts = Facts(len(spec.names), len(spec.test_names), n_labels, k)
+    command = {"data": args.data, "budget": args.budget, "preset": args.preset, "arch": args.arch,
+               "sizes": args.sizes, "seeds": args.seeds, "folds_k": k, "tta": preset.tta,
+               "stack_methods": list(preset.stack_methods), "train_flags": args.train_flags}
+    return budget_s, preset, facts, command
+
+
+def budget_candidates(args, preset, facts):
+    """The members the planner may take, in the preset's order (utils.runs.budget_presets)."""
+    from utils.runs.budget_probe import has_weights, usable_archs
+
+    archs = usable_archs(args.arch or preset.archs, "--no-pretrained" not in args.train_flags)
+    probe_archs = [a for a in preset.archs if has_weights(a)]
+    bs = int(flag_value(args.train_flags, "--bs") or 32)
+    sizes = args.sizes or preset.sizes
+    seeds = args.seeds or more_seeds(preset.seeds, len(archs) * len(sizes), preset.max_trained)
+    return candidates(preset, archs, sizes, seeds, args.train_flags, probe_archs, bs)
+
+
+def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
+    """Check every trained candidate the way train.py would (check_cells(cells), DataError),
+    measure the candidates' speeds, and plan what is left of budget_s since t0
+    (time.perf_counter() at the command's start). Returns (Plan, Measured). DataError naming
+    the minimum budget when not even the cheapest model fits; nothing is written either way."""
+    from utils.runs.budget_probe import measure
+
+    cands = budget_candidates(args, preset, facts)
+    check_cells([Cell(m.arch, 0, m.seed, member_flags(m, facts), "check") for m in cands if m.kind == "train"])
+    print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)
+    measured = measure([(m.arch, m.size, m.bs) for m in cands], facts.n_labels,
+                       stop=lambda _: time.perf_counter() - t0 > budget_s)
+    cands = [m for m in cands if speed_key(m.arch, m.size, m.bs) in measured.speeds]
+    spent = time.perf_counter() - t0
+    plan = make_plan(cands, measured, facts, budget_s - spent, preset)
+    if not plan.members:
+        need, cheapest = minimum_seconds(cands, measured, facts, preset, spent)
+        refuse_budget(args.budget, need, cheapest, facts, spent)
+    return plan, measured
+
+
+def refuse_budget(given, need, cheapest, facts, spent):
+    """DataError: the budget `given` is under `need` seconds, what the cheapest member costs."""
+    what = (f"a linear probe of {cheapest.arch} at {cheapest.size} px" if cheapest.kind == "probe" else
+            f"{cheapest.arch} at {cheapest.size} px, {cheapest.epochs} epochs")
+    minimum = format_duration(round_up_budget(need))
+    raise DataError(f"--budget {given}: too small for even the cheapest model here ({what}, on every one of "
+                    f"{facts.folds_k} folds, with its prediction, the stack and the report); the minimum budget on "
+                    f"this device is about {minimum} (measuring the speeds took {format_duration(spent)}): pass "
+                    f"--budget {minimum} or more. Nothing was written.")
