@@ -62,6 +62,7 @@ def oof_set(tmp_path_factory):
     return tmp, runs, names, given, np.mean(models, 0)
 
 
+@pytest.mark.slow
 def test_flipped_labels_rank_first_as_cleanlab_says(oof_set):
     from cleanlab.multilabel_classification import filter as cl_filter
     from cleanlab.multilabel_classification import rank as cl_rank
@@ -87,6 +88,7 @@ def test_flipped_labels_rank_first_as_cleanlab_says(oof_set):
         assert im.size[0] > 300
 
 
+@pytest.mark.slow
 def test_outputs_go_beside_the_runs_by_default(oof_set, tmp_path):
     tmp, runs, names, _, _ = oof_set
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "label_issues.py"), "--runs", str(runs / "*"),

@@ -108,6 +108,7 @@ def test_history_of_many_labels_names_every_label(tmp_path, drawn):
 
 
 @pytest.mark.parametrize("n_labels", [3, 120])
+@pytest.mark.slow
 def test_prob_panels_keep_clear_of_their_titles_and_explain_d(tmp_path, drawn, n_labels):
     rng = np.random.default_rng(0)
     names = [f"a_long_label_name_{j:03d}" for j in range(n_labels)]

@@ -186,6 +186,7 @@ def test_tool_without_a_test_set_writes_val_only(tmp_path):
         assert sorted(p.name for p in preds.iterdir()) == ["val.none.csv"]
 
 
+@pytest.mark.slow
 def test_tool_reuses_folds_and_names_variants(tmp_path):
     data = write_dataset(tmp_path / "data")
     pd.DataFrame({"image_name": [f"img{i:03d}" for i in range(40)], "fold": np.arange(40) % 4}).to_csv(
@@ -200,6 +201,7 @@ def test_tool_reuses_folds_and_names_variants(tmp_path):
         linear_probe.main(linear_probe.get_args_parser().parse_args(argv[:-6] + ["--folds-k", "5"]))
 
 
+@pytest.mark.slow
 def test_bad_input_exits_with_code_2(tmp_path):
     data = write_dataset(tmp_path / "data", n=8)
     with pytest.raises(DataError, match="positive number"):

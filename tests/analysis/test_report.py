@@ -94,6 +94,7 @@ def report(tmp_path_factory):
     return root, y, probs, out
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_linked(report):
     *_, out = report
     text = out.read_text()
@@ -215,6 +216,7 @@ def test_no_finished_runs_exit_2(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [(["--threshold", "7"], "--threshold 7.0: must be in [0, 1]"),
                                             (["--stack-report", "BAD"], "not a readable stack report")])
+@pytest.mark.slow
 def test_bad_threshold_or_given_stack_report_exit_2(tmp_path, flags, message):
     root, *_ = write_runs(tmp_path, MODELS[1:2], n=60, n_test=5)
     bad = tmp_path / "bad.json"
@@ -227,6 +229,7 @@ def test_bad_threshold_or_given_stack_report_exit_2(tmp_path, flags, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_stack_report_found_and_given_counts_once(report, tmp_path):
     root, *_ = report
     given = sorted(root.rglob("stack_report*.json"))

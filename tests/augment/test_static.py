@@ -45,11 +45,13 @@ def dynamic(data, tmp_path_factory):
     return out / "r"
 
 
+@pytest.mark.slow
 def test_as_many_copies_as_epochs_is_the_dynamic_run(data, dynamic, tmp_path):
     train(data, tmp_path, "--stages", PLAN, "--deterministic", "--workers", "0", "--aug-static", "4")
     _same_run(dynamic, tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_one_copy_differs_and_resumes_exactly(data, dynamic, tmp_path):
     args = ["--stages", PLAN, "--deterministic", "--workers", "0", "--aug-static", "1", "--ckpt-every", "2"]
     train(data, tmp_path / "ref", *args)
@@ -65,6 +67,7 @@ def test_one_copy_differs_and_resumes_exactly(data, dynamic, tmp_path):
     _same_run(tmp_path / "ref" / "r", out / "r")
 
 
+@pytest.mark.slow
 def test_bad_static_flags_exit_2(data, tmp_path):
     for bad in (["--aug-static", "-1"], ["--aug-static", "2", "--aug", "none"]):
         r = train(data, tmp_path, "--stages", PLAN, *bad, check=False)

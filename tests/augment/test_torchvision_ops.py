@@ -143,6 +143,7 @@ def test_parse_errors_name_the_op(spec, match):
 
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
+@pytest.mark.slow
 def test_train_with_strong_on_either_path(tmp_path, device):
     import json
 

@@ -104,6 +104,7 @@ def test_old_runs_are_read_in_the_new_spelling():
     assert modern_spelling({"aug": "default", "mix": "cutmix:1"}) == {"aug": "default", "mix": "cutmix:1"}
 
 
+@pytest.mark.slow
 def test_train_refuses_the_former_spelling_with_exit_2(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "train.py"), "--out", str(tmp_path / "runs"),
                         "--aug", "hflip,erase:p=0.5"], capture_output=True, text=True, timeout=300)

@@ -114,6 +114,7 @@ def two_folds(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["labels.txt", "train.csv", "test/sub.csv"])
+@pytest.mark.slow
 def test_predict_refuses_a_dataset_file_as_submission(two_folds, name):
     base, data = two_folds
     before = snapshot(base)
@@ -156,6 +157,7 @@ def test_near_duplicates_refuses_train_csv(tmp_path):
     assert snapshot(data) == before
 
 
+@pytest.mark.slow
 def test_statistics_refuses_a_dataset_file_for_its_tables(stacked):
     data = stacked / "data"
     before = snapshot(stacked)

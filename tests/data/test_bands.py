@@ -157,6 +157,7 @@ def test_an_rgb_jpeg_among_4_band_tiffs_is_named(tmp_path):
 # ---------------------------------------------------------------------------- models
 
 @pytest.mark.parametrize("arch", ["tiny_cnn", "tv:resnet18", "timm:resnet18"])
+@pytest.mark.slow
 def test_first_conv_keeps_rgb_weights_and_adds_the_mean_for_extra_bands(arch):
     torch.manual_seed(0)
     m3 = create_model(arch, 2, pretrained=False)
@@ -217,6 +218,7 @@ def run(*args, check=True):
 
 
 @pytest.mark.parametrize("channels", [4, 3])
+@pytest.mark.slow
 def test_train_and_predict_with_channels(tmp_path, planet, channels):
     out = tmp_path / "runs"
     run(ROOT / "train.py", "--data", planet, "--out", out, "--arch", "tiny_cnn", "--no-pretrained", "--name", "r",

@@ -134,6 +134,7 @@ def test_truncated_image_found_when_decoding(tiny_data, tmp_path):
     assert list(cache.glob("*")) == []  # nothing half-written
 
 
+@pytest.mark.slow
 def test_bad_data_exits_2_and_writes_nothing(tiny_data, tmp_path):
     (tiny_data / "train" / "img002.jpg").unlink()
     before = sorted(p.name for p in tiny_data.rglob("*"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from conftest import ROOT, write_dataset
 from test_robustness import FAST, train, tree
@@ -22,6 +23,7 @@ def cut(path, keep):
     Path(path).write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
 
 
+@pytest.mark.slow
 def test_damaged_test_images_are_warned_about_for_jpeg_and_png(tmp_path):
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=3)
     cut(data / "test" / "t000.jpg", 300)  # the header cut: PIL cannot even open it
@@ -34,6 +36,7 @@ def test_damaged_test_images_are_warned_about_for_jpeg_and_png(tmp_path):
     assert (tmp_path / "runs" / "r" / "checkpoints" / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_damaged_training_images_are_refused_before_anything_is_written(tmp_path):
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=2)
     (data / "train" / "img003.jpg").unlink()

@@ -37,6 +37,7 @@ def excluded_run(tmp_path_factory):
     return tmp, data, tmp / "runs" / "r", exclude, listed, val, rest
 
 
+@pytest.mark.slow
 def test_exclude_shrinks_training_by_the_listed_rows(excluded_run):
     _, _, run, exclude, listed, val, rest = excluded_run
     history = pd.read_csv(run / "history.csv")
@@ -51,6 +52,7 @@ def test_exclude_shrinks_training_by_the_listed_rows(excluded_run):
     assert cfg["model_key"] == model_key(cfg) != model_key({**cfg, "exclude": None})
 
 
+@pytest.mark.slow
 def test_resume_needs_the_same_list(excluded_run):
     tmp, data, run, exclude, listed, _, _ = excluded_run
     other = tmp / "other.csv"
@@ -68,6 +70,7 @@ def test_resume_needs_the_same_list(excluded_run):
         exclude.write_bytes(before)
 
 
+@pytest.mark.slow
 def test_unknown_names_exit_2_naming_file_and_rows(excluded_run):
     tmp, data, _, _, _, _, _ = excluded_run
     bad = tmp / "bad.csv"

@@ -150,6 +150,7 @@ def test_unreadable_npz(tmp_path):
     ("gzip", lambda p: p.write_bytes(gzip.compress(b"\x00\x00\x08\x03")), "gzip file"),
     ("zip", lambda p: zipfile.ZipFile(p, "w").writestr("a.txt", "x"), "missing key(s) x_train"),
 ])
+@pytest.mark.slow
 def test_not_an_npz_says_what_it_needs_and_where_to_get_it(tmp_path, kind, write, what):
     path = tmp_path / f"{kind}.npz"
     write(path)
@@ -161,6 +162,7 @@ def test_not_an_npz_says_what_it_needs_and_where_to_get_it(tmp_path, kind, write
     assert "zalandoresearch/fashion-mnist" in r.stderr and not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_cli(npz, tmp_path):
     cmd = [sys.executable, str(ROOT / "tools" / "make_mosaic.py"), "--npz", str(npz), "--out", str(tmp_path / "m"),
            "--n-train", "10", "--n-test", "4", "--size", "24"]

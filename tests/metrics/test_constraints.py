@@ -132,6 +132,7 @@ def test_bad_constraints_name_the_flag():
 
 # ----------------------------------------------------------------------------- the scripts
 
+@pytest.mark.slow
 def test_stack_submission_obeys_the_rules_and_reports_each(tmp_path):
     root, *_ = write_runs(tmp_path, MODELS[:2])
     out = tmp_path / "out" / "sub.csv"
@@ -153,6 +154,7 @@ def test_stack_submission_obeys_the_rules_and_reports_each(tmp_path):
     (["--exactly-one", "a,nope"], "'nope' not among the labels"),
     (["--min-tags", "3", "--max-tags", "1"], "--min-tags 3 is above --max-tags 1"),
 ])
+@pytest.mark.slow
 def test_stack_bad_constraints_exit_2_and_write_nothing(tmp_path, flags, message):
     root, *_ = write_runs(tmp_path, MODELS[:1])
     out = tmp_path / "out" / "sub.csv"
@@ -161,6 +163,7 @@ def test_stack_bad_constraints_exit_2_and_write_nothing(tmp_path, flags, message
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_predict_submission_obeys_the_rules(trained, tmp_path):  # noqa: F811
     base, data, runs = trained
     sub = tmp_path / "sub.csv"

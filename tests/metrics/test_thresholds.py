@@ -304,6 +304,7 @@ def test_tool_errors_exit_2(tmp_path):
         tool.main(tool.get_args_parser().parse_args(["--run", str(run)]))
 
 
+@pytest.mark.slow
 def test_tool_run_that_is_not_a_run_folder_says_so(tmp_path):
     for run, message in [(tmp_path / "nonexistent", "no such folder"),
                          (tmp_path, "not a run folder (no config.json)")]:

@@ -55,6 +55,7 @@ def run(tmp_path_factory):
     return out / "r"
 
 
+@pytest.mark.slow
 def test_keep_epochs_then_average_then_predict(run):
     kept = sorted(p.name for p in (run / "checkpoints").glob("epoch_*.pt"))
     assert kept == ["epoch_002.pt", "epoch_003.pt", "epoch_004.pt"]
@@ -83,6 +84,7 @@ def test_keep_epochs_then_average_then_predict(run):
     assert not np.allclose(by_name.iloc[:, 1:], pd.read_csv(run / "preds" / "val.none.csv").iloc[:, 1:])
 
 
+@pytest.mark.slow
 def test_bn_recompute_gives_the_training_images_statistics(run):
     r = _tool("--run", str(run), "--top", "2", "--bn-recompute", "--bs", "1000")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -108,6 +110,7 @@ def test_bn_recompute_gives_the_training_images_statistics(run):
     assert avg["averaged"]["bn_images"] == len(rows)
 
 
+@pytest.mark.slow
 def test_errors_name_what_to_do(run, tmp_path):
     r = _tool("--run", str(run), "--last", "9")
     assert r.returncode == 2 and "--keep-epochs 9" in r.stderr and "Traceback" not in r.stderr

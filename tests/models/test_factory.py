@@ -42,6 +42,7 @@ def hub_dir(tmp_path):
 @pytest.mark.parametrize("arch, size", [("tf_efficientnet_lite0", 224),
                                         ("tf_efficientnet_lite1", 240),
                                         ("tf_efficientnet_lite2", 260)])
+@pytest.mark.slow
 def test_lite_imagenet_weights_are_real(arch, size):
     # The packages' weights through timm's module order must classify a real photo.
     model = M.create_model(arch, num_labels=None, pretrained=True).eval()
@@ -90,6 +91,7 @@ def test_lite0_new_head_keeps_the_body():
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "tv:mobilenet_v3_small", "timm:resnet18", "tiny_cnn"])
+@pytest.mark.slow
 def test_logits_shape_train_and_eval(arch):
     torch.manual_seed(0)
     model = M.create_model(arch, 7)

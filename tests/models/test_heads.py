@@ -21,6 +21,7 @@ HEADS = ["avg", "max", "avgmax", "gem", "csra", "csra:t=99", "mldecoder"]
 
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("arch", ["timm:resnet18", "resnet18", "tiny_cnn"])
+@pytest.mark.slow
 def test_output_shape_in_train_and_eval(arch, head):
     torch.manual_seed(0)
     model = create_model(arch, 5, pretrained=False, head=head)
@@ -44,6 +45,7 @@ def test_timm_tokens_and_maps(arch, layout):
     assert model(x).shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_torchvision_transformer_without_a_map_says_so():
     with pytest.raises(DataError, match="vit_b_16.*timm"):
         create_model("vit_b_16", 3, head="avg")
@@ -113,6 +115,7 @@ def test_mldecoder_queries_stay_fixed():
     assert torch.equal(model.head.decoder.query_embed.weight, queries)
 
 
+@pytest.mark.slow
 def test_train_head_changes_the_head_only():
     torch.manual_seed(0)
     model = create_model("timm:resnet18", 3, head="gem")
@@ -156,6 +159,7 @@ def test_parse_head_canonical():
     assert parse_head("gem:p=3") == "gem" and parse_head("CSRA:t=99") == "csra:t=99"
 
 
+@pytest.mark.slow
 def test_predict_rebuilds_a_gem_run_from_best_pt(tmp_path):
     data = write_dataset(tmp_path / "data", n=32, size=32, n_test=4)
     runs = tmp_path / "runs"

@@ -44,6 +44,7 @@ def test_stage_key_bn_parses_and_refuses_unknown_values():
         resolve_plan(stages="epochs=1,bn=fixed")
 
 
+@pytest.mark.slow
 def test_bn_frozen_run_keeps_the_initial_statistics(tmp_path):
     data = write_dataset(tmp_path / "data", n=32, size=24)
     plan = "epochs=2,size=24,bs=8,lr=1e-2,train=all"

@@ -146,6 +146,7 @@ def images():
 
 
 @pytest.mark.parametrize("tta", TTA_NAMES)
+@pytest.mark.slow
 def test_batched_equals_per_view_loop(tta, images):
     model = TinyNet()
     model.train()  # predict must switch to eval (running stats) and restore the flag

@@ -263,6 +263,7 @@ def test_per_label_selection_beats_per_model_selection():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.slow
 def test_no_leakage_on_pure_noise():
     rng = np.random.default_rng(13)
     n, prev = 600, [0.5, 0.25, 0.1]

@@ -35,6 +35,7 @@ def folds_of(data):
     return pd.read_csv(data / "folds.csv", dtype={"image_name": str}).set_index("image_name")["fold"]
 
 
+@pytest.mark.slow
 def test_pseudo_rows_join_training_only(data, tmp_path):
     out = tmp_path / "runs"
     csv, _ = pseudo_file(tmp_path / "pseudo.csv", ["t001", "t004", "t006"])
@@ -50,6 +51,7 @@ def test_pseudo_rows_join_training_only(data, tmp_path):
     assert cfg["pseudo"] == {"sha256": file_sha256(csv), "rows": 3, "weight": 0.5}
 
 
+@pytest.mark.slow
 def test_kill_and_resume_with_pseudo_labels_is_exact(data, tmp_path):
     csv, _ = pseudo_file(tmp_path / "pseudo.csv", ["t000", "t002", "t003", "t007"])
     ref, out = tmp_path / "ref", tmp_path / "runs"
@@ -70,6 +72,7 @@ def test_kill_and_resume_with_pseudo_labels_is_exact(data, tmp_path):
     _same_run(ref / "r", out / "r")
 
 
+@pytest.mark.slow
 def test_first_step_loss_is_bce_with_mixed_and_weighted_targets(data, tmp_path):
     """One step over the whole training set: its loss, by hand, from the same initial weights."""
     from utils.data.cache import default_cache_dir, load_images
@@ -107,6 +110,7 @@ def test_first_step_loss_is_bce_with_mixed_and_weighted_targets(data, tmp_path):
     assert hist["train_loss"].iloc[0] == pytest.approx(manual, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_teacher_run_of_the_same_fold_is_honest_others_are_refused(data, tmp_path):
     out = tmp_path / "runs"
     one = ["--stages", "epochs=1,size=32,bs=8", "--folds-k", "4"]
@@ -132,6 +136,7 @@ def test_teacher_run_of_the_same_fold_is_honest_others_are_refused(data, tmp_pat
     assert not (out / "s0").exists()
 
 
+@pytest.mark.slow
 def test_bad_inputs_exit_2_and_write_nothing(data, tmp_path):
     out = tmp_path / "runs"
     one = ["--stages", "epochs=1,size=32,bs=8", "--folds-k", "4"]
@@ -153,6 +158,7 @@ def test_bad_inputs_exit_2_and_write_nothing(data, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_pseudo_and_soft_targets_name_the_kind_of_file_given(data, tmp_path):
     """A submission, a folds file, train.csv or out-of-fold predictions get the explanation
     tools/pseudo_label.py gives for the same file (utils.runs.prob_file), not a leak or NaN message."""
@@ -213,6 +219,7 @@ def test_tool_averages_runs_and_keeps_the_surest(tmp_path):
 @pytest.mark.parametrize("flags, message", [(["--mode", "hard", "--thresholds", "2"], "every label = 2.0"),
                                             (["--mode", "hard", "--thresholds", "0.5,-1,0.5"], "b = -1.0"),
                                             (["--thresholds", "0.4"], "only used with --mode hard")])
+@pytest.mark.slow
 def test_tool_bad_thresholds_exit_2_and_write_nothing(tmp_path, flags, message):
     probs = tmp_path / "test.csv"
     write_preds(probs, ["t001", "t002"], LABELS, np.array([[0.9, 0.2, 0.5], [0.1, 0.7, 0.4]]))

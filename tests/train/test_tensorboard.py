@@ -53,6 +53,7 @@ def data(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("d") / "data", n=32, size=24)
 
 
+@pytest.mark.slow
 def test_run_writes_scalars_histograms_and_hparams(data, tmp_path):
     train(data, tmp_path, "--stages", PLAN, "--tensorboard")
     run = tmp_path / "r"
@@ -67,6 +68,7 @@ def test_run_writes_scalars_histograms_and_hparams(data, tmp_path):
     assert best == pytest.approx(pd.read_csv(run / "history.csv")["val_f2"].max(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_without_duplicate_steps(data, tmp_path):
     # killed while writing the checkpoint at the end of epoch 2: tb/ already has epoch 2,
     # the resumed run trains epoch 2 again and must replace it, not add a second one
@@ -77,6 +79,7 @@ def test_resumed_run_continues_without_duplicate_steps(data, tmp_path):
     assert_matches_history(tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_no_tensorboard_writes_nothing(data, tmp_path):
     train(data, tmp_path, "--stages", "epochs=1,size=24,bs=8", "--no-tensorboard")
     assert (tmp_path / "r" / "history.csv").is_file() and not (tmp_path / "r" / "tb").exists()

@@ -29,6 +29,7 @@ def reference(data, tmp_path_factory):
     return out / "r"
 
 
+@pytest.mark.slow
 def test_ema_run_validates_both_weights_and_keeps_the_better(reference):
     hist = pd.read_csv(reference / "history.csv")
     cols = list(hist.columns)
@@ -46,6 +47,7 @@ def test_ema_run_validates_both_weights_and_keeps_the_better(reference):
     assert any(not torch.equal(ema_w[k], last["model"][k]) for k in ema_w)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path):
     out = tmp_path / "runs"
     # micro-batch 3 and 23 (stage 2, epoch 1, micro-batch 6 of 9) are in the middle of an
@@ -85,6 +87,7 @@ def test_recipe_flags_are_defaults_below_config_and_command_line(tmp_path):
     assert (s.opt, s.lr, s.wd, s.sched, s.pct_start, s.bs, s.train) == ("adam", 1e-4, 1e-4, "onecycle", 0.2, 56, "all")
 
 
+@pytest.mark.slow
 def test_strong_recipe_trains_end_to_end(data, tmp_path):
     import json
 
@@ -97,6 +100,7 @@ def test_strong_recipe_trains_end_to_end(data, tmp_path):
     assert len(hist) == 2 and hist["val_f2_ema"].notna().all()
 
 
+@pytest.mark.slow
 def test_torchrun_with_accumulation_ema_and_mix_resumes_exactly(data, tmp_path):
     # DistributedDataParallel: gradients all-reduced once per accumulation group (no_sync)
     from test_train import torchrun

@@ -214,6 +214,7 @@ def test_unknown_recipe_lists_names_and_too_few_epochs():
         resolve_plan("unfreeze-gradual", epochs=3)
 
 
+@pytest.mark.slow
 def test_too_few_epochs_for_the_recipe_shows_a_one_stage_plan_that_runs(tmp_path):
     import json
     import shlex

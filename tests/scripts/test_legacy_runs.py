@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from conftest import ROOT
 
@@ -21,6 +22,7 @@ def _run(*args, cwd):
                           timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_a_killed_run_of_the_old_layout_resumes_to_the_end(tmp_path):
     d = _copy(tmp_path)
     r = _run(ROOT / "train.py", "--resume", "--name", "killed", "--out", "runs", cwd=d)
@@ -29,6 +31,7 @@ def test_a_killed_run_of_the_old_layout_resumes_to_the_end(tmp_path):
     assert (d / "runs" / "killed" / "result.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_finished_run_of_the_old_layout_predicts_its_test_images(tmp_path):
     d = _copy(tmp_path)
     r = _run(ROOT / "predict.py", "--run", "runs/done", "--tta", "hflip", "--split", "both", cwd=d)
