@@ -23,3 +23,7 @@ def test_a_run_recorded_in_the_former_option_spelling_keeps_its_model():
     new = {**BASE, "aug": "hflip;erase:p=0.5", "mix": "mixup:0.2;cutmix:1.0;switch=0.5"}
     assert model_key(old) == model_key(new)
     assert model_key(new) != model_key({**new, "aug": "hflip"})
+
+
+def test_a_linear_probe_names_its_weights_by_name():
+    assert model_key({**BASE, "weights": "imagenet"}) != model_key({**BASE, "weights": "dinov2"})

@@ -38,8 +38,11 @@ def model_key(config):
         key["exclude"] = config["exclude"]
     if config.get("channels", 3) != 3:  # RGB models keep the key they had before bands existed
         key["channels"] = config["channels"]
-    if config.get("weights"):  # train.py --weights: the file's sha256, not its path
-        key["weights"] = config["weights"]["sha256"]
+    weights = config.get("weights")
+    if isinstance(weights, dict):  # train.py --weights: the file's sha256, not its path
+        key["weights"] = weights["sha256"]
+    elif weights:  # a linear probe's feature extractor
+        key["weights"] = weights
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
