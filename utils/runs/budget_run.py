@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from utils.common.temp_files import is_alive
 from utils.runs.budget import complete_members, corrections, expected, format_duration, replan
 from utils.runs.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
 from utils.runs.plan_file import write_plan
@@ -158,17 +159,6 @@ def write_report(ctx):
     atomic_write_text(ctx.report, render(context))
 
 
-def alive(pid):
-    """Whether process `pid` exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def locked(run_dir):
     """Whether a process holds run_dir/run.lock (a train.py on the run)."""
     try:
@@ -193,7 +183,7 @@ def wait_for_leftover(ctx, progress, job, seconds):
     pid = int(job.job_id) if ctx.cluster == "local" and job.job_id.isdigit() else None
 
     def busy():
-        return (pid is not None and alive(pid)) or (job.kind == "train" and locked(Path(ctx.out) / job.name))
+        return (pid is not None and is_alive(pid)) or (job.kind == "train" and locked(Path(ctx.out) / job.name))
 
     if not busy():
         return True
