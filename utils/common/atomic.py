@@ -84,7 +84,7 @@ def atomic_write_json(path, obj):
 
 def atomic_save_torch(path, obj):
     """torch.save `obj` to `path` atomically (temp file, fsync, os.replace)."""
-    import torch
+    import torch  # lazy: most users of this module write no checkpoint (tools/make_demo.py never loads torch)
 
     return atomic_write(path, lambda f: torch.save(obj, f))
 

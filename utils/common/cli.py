@@ -97,7 +97,7 @@ def refuse_idle_flags(args, needs, parser, given=(), values=True):
 
 def pick_device(name):
     """--device value (auto | cpu | cuda | cuda:N) -> torch.device; DataError if CUDA is absent."""
-    import torch
+    import torch  # lazy: every script imports this module; tools/make_demo.py and near_duplicates.py never load torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
