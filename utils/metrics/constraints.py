@@ -32,6 +32,7 @@ import numpy as np
 from utils.common.errors import DataError
 from utils.common.options import split_items, split_options
 from utils.metrics.fbeta import ZERO_DIVISION, fbeta_samples
+from utils.metrics.thresholds import binarize, decision_thresholds
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,6 @@ def constrained_decisions(probs, fitted, strategy, constraints=None, beta=2.0, z
     probs: (N, L); fitted: what ``utils.metrics.thresholds.fit_thresholds`` returned.
     Without constraints this is ``binarize``.
     """
-    from utils.metrics.thresholds import binarize, decision_thresholds
-
     decided = binarize(probs, fitted, strategy, beta, zero_division)
     if not constraints:
         return decided
