@@ -20,9 +20,12 @@ per image and handed to cleanlab:
 import logging
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 
+from utils.common.atomic import atomic_write
 from utils.common.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ def rank_label_issues(y, probs, names, labels, method="self_confidence", aggrega
     lowest-scoring tag), given (its 0/1), probability (its OOF probability), tag_score,
     score (cleanlab's image score), issue (flagged by find_label_issues), given_tags.
     """
+    # lazy: cleanlab (and its own imports) load only when images are ranked, not for --help
     from cleanlab.multilabel_classification import filter as cl_filter
     from cleanlab.multilabel_classification import rank as cl_rank
 
@@ -88,11 +92,6 @@ def contact_sheet(table, images, path, cols=6, title=None):
     path: PNG written atomically. A suspicious tag given as 1 reads '-tag? p=0.03'
     (probably absent), one given as 0 reads '+tag? p=0.97' (probably missing).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from utils.common.atomic import atomic_write
-
     n = len(table)
     rows = max(1, -(-n // cols))
     fig = Figure(figsize=(cols * 2.0, rows * 2.4))

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -311,8 +312,6 @@ def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FI
 
 def render(context):
     """The HTML text of a context made by build_context (template: utils/analysis/templates/report.html.j2)."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.get_template(TEMPLATE).render(**context)
