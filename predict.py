@@ -40,7 +40,7 @@ from utils.common.text import read_csv  # noqa: E402
 from utils.data.dataset import name_key  # noqa: E402
 from utils.runs.pred_files import read_preds, submission_frame, write_preds  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
-from utils.predict.tta import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402
+from utils.predict.tta import CROP_FRAC, MERGES, TTA_NAMES, view_fns  # noqa: E402
 
 log = logging.getLogger("predict")
 SPLITS = ("test", "val", "both")
@@ -174,6 +174,7 @@ def plan_jobs(runs, args, splits):
 
     A problem of a dataset several runs share is reported once, with the runs it stops.
     """
+    from utils.models.factory import check_input_sizes
     from utils.runs.checkpoint import load_for_inference
     from utils.runs.checkpoint_origin import check_val_origin
     from utils.data.dataset import check_rows, check_test_images, load_dataset, unlisted_test_images
@@ -189,7 +190,9 @@ def plan_jobs(runs, args, splits):
                 else "the run has not saved a model (still training, or pruned) - train it or drop it from --runs"))
             continue
         try:  # a damaged or foreign checkpoint is found now, not after hours of other runs
-            _, meta = load_for_inference(ckpt, "cpu", run.labels)
+            model, meta = load_for_inference(ckpt, "cpu", run.labels)
+            check_input_sizes(model, fed_sizes(args, int(args.size or meta["size"])),
+                              f"{run.dir}: --tta {args.tta}" + (f" --size {args.size}" if args.size else ""))
         except DataError as e:
             problems.append(str(e))
             continue
@@ -232,6 +235,11 @@ def plan_jobs(runs, args, splits):
         problems.append(f"{msg}\n  (the data of {len(names)} run(s): {preview(names)})")
     report_problems("cannot predict", problems)
     return jobs
+
+
+def fed_sizes(args, size):
+    """The image sides (px) the network sees under --tta for images of side `size`."""
+    return {int(fn(torch.zeros(1, 1, size, size)).shape[-1]) for fn in view_fns(args.tta, size, args.crop_frac)}
 
 
 def warn_unlisted(unlisted, spec):

@@ -111,7 +111,7 @@ def main(args):
     from utils.data.dataset import load_dataset, select_label_group
     from utils.data.exclusion import read_exclusion, write_exclusion
     from utils.data.folds import folds_k_for, plan_folds, warn_unlearnable_labels, write_folds
-    from utils.models.factory import create_model
+    from utils.models.factory import check_input_sizes, create_model
     from utils.models.weights import load_weights_file
     from utils.train.losses import build_loss
     from utils.train.pseudo import load_extras, sampler_labels
@@ -155,6 +155,7 @@ def main(args):
     model = create_model(flags.arch, len(label_idx), pretrained=flags.pretrained and not flags.weights,
                          drop_rate=next((s.drop_rate for s in plan if s.drop_rate), None), head=flags.head,
                          channels=flags.channels)
+    check_input_sizes(model, [s.size for s in plan], "--size/--stages")  # a ViT takes multiples of its patch
     weights = load_weights_file(model, flags.weights) if flags.weights else None  # refused before any write
     run_dir = run_dir or find_run(flags, Path(flags.out))
     if dist.is_main():  # one train.py per run folder: a second one is refused naming this one

@@ -10,6 +10,10 @@ inception_v3, efficientnet_b0, convnext_tiny, ...), then timm names; a prefix pi
 library explicitly (`tv:resnet50`, `timm:resnet50`). `tiny_cnn` is a ~6k-parameter CNN
 for tests and quick experiments.
 
+Vision transformers (timm's ViT, DeiT, EVA02, DINOv2, SigLIP, ...) are built with timm's
+dynamic_img_size, so they take any side that is a multiple of their patch;
+check_input_sizes refuses the other sides before a script writes anything.
+
 ImageNet weights are found (or downloaded) by utils.models.weights; layer groups, freezing
 and per-group learning rates for transfer learning are in utils.models.layer_groups.
 """
@@ -156,7 +160,8 @@ def model_meta(model):
     px), resize_size (side before the centre crop at evaluation), interpolation
     ('bilinear', 'bicubic', ...), min_size (smallest side the network accepts, px),
     head (parameter-name prefixes of the classifier), head_name (the --head spec, None
-    for the architecture's own). For a timm model built elsewhere
+    for the architecture's own), patch (a transformer's patch side, px; absent for
+    networks without patches). For a timm model built elsewhere
     the values come from its pretrained_cfg.
     """
     model = unwrap_model(model)
@@ -227,15 +232,83 @@ def _build_timm(name, pretrained, drop_rate):
     kwargs = {} if drop_rate is None else {"drop_rate": drop_rate}
     base = name.split(".")[0]
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs), None
+        return _create_timm(name, pretrained=False, **kwargs), None
     if base in LITE_ARCHS:
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        model = _create_timm(name, pretrained=False, **kwargs)
         return model, load_lite(model, base)
     path, overlay = local_timm_weights(name)
     with offline(), damaged_weights(path):
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        model = _create_timm(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     log.info("loaded timm weights for %s from %s", name, path)
     return model, f"timm:{path.name}"
+
+
+def _create_timm(name, **kwargs):
+    """timm.create_model with dynamic_img_size=True where the model takes it (ViT, DeiT, EVA02,
+    DINOv2, SigLIP, Swin, ...): the position embeddings are resampled to each input's patch
+    grid, so any side that the patches tile works, not only the pretrained one. Models
+    without the option (CNNs take any size anyway) refuse it at once with a TypeError."""
+    import timm
+
+    try:
+        return timm.create_model(name, dynamic_img_size=True, **kwargs)
+    except TypeError as e:
+        if "dynamic_img_size" not in str(e):
+            raise
+    return timm.create_model(name, **kwargs)
+
+
+# ---------------------------------------------------------------------------- input sizes
+
+def patch_size(model):
+    """Side in px of the patches of a transformer from create_model (timm's patch_embed, a
+    --head's body too; torchvision's ViT), or None for a network without patches."""
+    model = unwrap_model(model)
+    model = getattr(model, "body", model)  # HeadNet
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and getattr(embed, "patch_size", None) is not None:
+        return int(max(_pair(embed.patch_size)))
+    if isinstance(model, torchvision.models.VisionTransformer):
+        return int(model.patch_size)
+    return None
+
+
+def size_problem(model, size):
+    """Why `model` cannot take (B, C, size, size) images (str), or None when it can.
+
+    A timm transformer built with dynamic_img_size takes any multiple of its patch side
+    (any side when it pads, as Swin does); one built for a fixed side (BEiT, torchvision's
+    ViT) takes only that side. Networks without patches take any side.
+    """
+    arch, patch = model_meta(model)["arch"], patch_size(model)
+    if patch is None:
+        return None
+    model = unwrap_model(model)
+    model = getattr(model, "body", model)
+    embed = getattr(model, "patch_embed", None)
+    fixed = (int(model.image_size) if isinstance(model, torchvision.models.VisionTransformer)
+             else int(max(_pair(embed.img_size))) if getattr(embed, "strict_img_size", False) else None)
+    if fixed is not None:
+        return None if size == fixed else (
+            f"size {size}: {arch} takes only {fixed} px images (it is built for that size); use {fixed}, "
+            f"or a timm ViT-family name, which takes any multiple of its patch")
+    if size % patch == 0 or getattr(embed, "dynamic_img_pad", False):
+        return None
+    lower = size - size % patch
+    use = f"{lower} or {lower + patch}" if lower else f"{patch}"
+    return f"size {size} is not a multiple of {arch}'s patch {patch}; use {use}"
+
+
+def check_input_sizes(model, sizes, where):
+    """DataError (exit 2) naming `where` (the flag or file the sizes come from) when `model`
+    cannot take one of the image sides `sizes` (px); see size_problem."""
+    problems = [p for s in sorted(set(int(s) for s in sizes)) if (p := size_problem(model, s))]
+    if problems:
+        raise DataError(f"{where}: " + "; ".join(problems))
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _find_classifier(model):
@@ -316,6 +389,11 @@ def _meta(arch, source, name, model, weights, head, num_labels, drop_rate):
             meta["min_size"] = int(min_input[-1])
         if name.split(".")[0] in LITE_ARCHS:
             meta.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    patch = patch_size(model)
+    if patch is not None:
+        meta["patch"] = patch
+        if getattr(model, "dynamic_img_size", False):  # the smallest side it takes: one patch
+            meta["min_size"] = patch
     meta["mean"] = tuple(float(v) for v in meta["mean"])
     meta["std"] = tuple(float(v) for v in meta["std"])
     return meta

@@ -15,7 +15,11 @@
 its pooling: timm models through their unpooled output (`reset_classifier(0,
 global_pool='')`, timm's documented way to get the map, which keeps e.g. ConvNeXt's head
 norm), torchvision and builtin models through torchvision's FX feature extractor, cut at
-the last square feature map before the global pooling (see torchvision_body). The model
+the last square feature map before the global pooling (see torchvision_body). A vision
+transformer's output is its tokens (B, N, C): the heads pool the patch tokens (the class,
+distillation and register tokens left out), seen as an N x 1 map; GeM clamps them at eps
+like any map (a transformer's tokens can be negative). Models whose unpooled output is not
+tokens or a map (a distilled DeiT) keep their own head. The model
 becomes `HeadNet(body, head)`; the head's parameters are the classifier for layer groups,
 train=head and the head learning rate.
 """
@@ -296,10 +300,14 @@ def attach_head(model, source, classifier, spec, num_labels, drop_rate, meta):
     source: 'timm', 'torchvision' or 'builtin'; classifier: qualified name of the layer the
     head replaces (torchvision/builtin); meta: the model's meta (input sizes, arch). The
     feature map's shape is found by one forward pass of a zero image: at the native size
-    for models that need it (ViT), else at up to 128 px.
+    for models built for one size (torchvision, BEiT), else at up to 128 px (a whole
+    number of patches for a transformer).
     """
-    fixed = source == "torchvision" or bool(getattr(model, "pretrained_cfg", {}).get("fixed_input_size"))
+    fixed = source == "torchvision" or (bool(getattr(model, "pretrained_cfg", {}).get("fixed_input_size"))
+                                        and not getattr(model, "dynamic_img_size", False))
     size = meta["input_size"] if fixed else max(meta["min_size"], min(meta["input_size"], 128))
+    if not fixed and meta.get("patch"):  # a whole number of patches
+        size -= size % meta["patch"]
     if source == "timm":
         body, layout, prefix, channels = timm_body(model, size)
     else:
