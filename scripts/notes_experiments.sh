@@ -5,13 +5,15 @@
 #   scripts/notes_experiments.sh                      train every row (order: PRIORITY), then predict
 #   scripts/notes_experiments.sh ROW ...              train these rows (names as in the sections below)
 #   scripts/notes_experiments.sh --table SECTION ...  print the sections' tables
-#     (tables: a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg; none given: all)
+#     (tables: a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg o oa; none given: all)
 #
 # Sections: a batch size and BatchNorm, b image size per stage and FixRes, c unfreezing,
 # d which augmentations, e batch-size ramp vs lr decay, f static vs dynamic augmentation,
 # x extra rows (c without discriminative lrs, f with one static copy, the strong preset minus one op),
 # r the training ingredients (EMA, erase, RandAugment, mixup, cutmix, heads, accumulation, the strong recipe)
-# one at a time on top of base (rows r-strong r-ema ... r-accum2 r-avg3; a full run trains them last).
+# one at a time on top of base (rows r-strong r-ema ... r-accum2 r-avg3; a full run trains them last),
+# o optimizers (AdamW, Lion, schedule-free AdamW) and layer-wise lr decay vs lr_mult (rows o-*;
+# rows oa-* are the same on a plan sized for the apparel photos, DATA=.../apparel: a full run skips them).
 # Every row is tf_efficientnet_lite0 (ImageNet weights), 5 epochs (equal images seen),
 # the same folds (DATA/folds.csv, made once). The AdamW rows run the default recipe's
 # shape at 10x its learning rates (--lr 3e-3: head 1e-2, body 3e-3): at the default 3e-4,
@@ -171,6 +173,30 @@ section_r() {  # the training ingredients, each alone on top of base, then the s
   # last 3 epochs; predictions() replaces its validation predictions by their average's
   row r-avg3 "${b[@]}" --keep-epochs 3
 }
+section_o() {  # optimizers and layer-wise lr decay on the default recipe's plan (FT); oa-*: the same
+  # rows on a plan that keeps a run on the apparel photos (1,300 training images a fold) under
+  # a minute on one core: 1 epoch of the head, then 2 of everything, 32 px throughout
+  optimizer_rows o "$FT" 1.2
+  optimizer_rows oa "${FT/epochs=4,size=48/epochs=2,size=32}" 0.6
+}
+# optimizer_rows PREFIX PLAN WARMUP: section o's rows on PLAN (head stage, then all); WARMUP is
+# 30% of the second stage's epochs, the one-cycle's rise, for the schedule-free rows
+optimizer_rows() {
+  local p="$1" plan="$2" warm="$3"
+  row "$p-base" --stages "$plan"                               # AdamW, lr_mult 0.5 per layer group: the baseline
+  row "$p-mult1" --stages "${plan/lr_mult=0.5/lr_mult=1}"       # neither: one lr for every layer
+  row "$p-ld65" --stages "$plan,layer_decay=0.65"              # layer-wise lr decay in place of lr_mult
+  row "$p-ld80" --stages "$plan,layer_decay=0.8"
+  # Lion (Chen et al. 2023): lrs ~3x smaller than AdamW's (head 3e-3, body 1e-3), weight decay 3x larger
+  local lion="${plan/opt=adamw,wd=0.01/opt=lion,wd=0.03}"
+  lion="${lion/lr=1e-2/lr=3e-3}"
+  row "$p-lion" --stages "${lion/lr=3e-3,train=all/lr=1e-3,train=all}"
+  # schedule-free AdamW (its README: AdamW's lr to 10x it, a warm-up, no schedule): AdamW's
+  # lrs, constant after a linear warm-up over the one-cycle's rise (30% of each stage)
+  local sf="${plan/opt=adamw/opt=schedulefree_adamw}"
+  sf="${sf/sched=onecycle,pct_start=0.3/sched=const,warmup=0.3}"
+  row "$p-sfadamw" --stages "${sf/train=all,/train=all,warmup=$warm,}"
+}
 RECIPE_ROWS="r-strong r-ema r-erase r-randaug r-mixup r-cutmix r-avgmax r-gem r-csra r-accum2 r-avg3 r-erase-quarter r-strong-bce r-strong-nomix"
 
 # averaged NAME K: a row's validation predictions from the uniform average of its last K
@@ -195,7 +221,7 @@ predictions() {  # FixRes (b) and the AlexNet/ResNet 10-crop test (d): predictio
   predicted base 10crop
   averaged r-avg3 3
 }
-for s in a b c d e f x r; do "section_$s"; done  # registers every row
+for s in a b c d e f x r o; do "section_$s"; done  # registers every row
 # what a small budget trains first: one or two rows of every section, then the rest
 PRIORITY="base aug-none bs16 gradual size32 static2 bs-ramp lr-decay bs16-bnfrozen all progressive
   alexnet-aug pca bs64 size64 no-rotate no-shift no-crop no-hflip bs16-lr ft-mult1 bs64-lr"
@@ -216,6 +242,8 @@ table() {
     x-strong) rows="base strong strong-no-hflip strong-no-erase strong-no-randaug" ;;
     r) rows="base ${RECIPE_ROWS/r-avg3/}" ;;  # r-avg3 trains the same model as base: its row is r-avg
     r-avg) rows="r-avg3"; tta=none-avg ;;  # the averaged weights' predictions (preds/val.none-avg.csv)
+    o) rows="o-base o-mult1 o-ld65 o-ld80 o-lion o-sfadamw" ;;
+    oa) rows="oa-base oa-mult1 oa-ld65 oa-ld80 oa-lion oa-sfadamw" ;;  # the apparel plan's rows
     *) return 2 ;;
   esac
   [ -n "${2:-}" ] && return 0  # only checking the name
@@ -231,9 +259,9 @@ die() { echo "notes_experiments.sh: error: $*" >&2; exit 2; }
 
 if [ "${1:-}" = "--table" ]; then
   shift
-  tables=(${@:-a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg})
+  tables=(${@:-a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg o})
   for t in "${tables[@]}"; do
-    table "$t" check || die "unknown table '$t'; tables: a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg"
+    table "$t" check || die "unknown table '$t'; tables: a b b-fixres b-fixres48 c d d-10crop e f x-strong r r-avg o oa"
   done
   [ "$TRAIN_FOLDS" -ge 2 ] 2>/dev/null ||
     die "TRAIN_FOLDS=$TRAIN_FOLDS: cross-fitted thresholds need runs of at least 2 folds"
@@ -242,7 +270,9 @@ if [ "${1:-}" = "--table" ]; then
   exit $((FAILED > 0))
 fi
 rows=("$@")
-[ ${#rows[@]} -eq 0 ] && rows=($PRIORITY "${ORDER[@]}")
+if [ ${#rows[@]} -eq 0 ]; then  # every row but the apparel plan's (oa-*)
+  for r in $PRIORITY "${ORDER[@]}"; do [[ "$r" == oa-* ]] || rows+=("$r"); done
+fi
 for r in "${rows[@]}"; do
   [ -n "${ROW_ARGS[$r]+x}" ] || die "unknown row '$r'; rows: ${ORDER[*]} (or --table SECTION, --help)"
 done
