@@ -2,6 +2,8 @@
 torch ops on the device, drawing its parameters as the per-sample path does.
 """
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from utils.augment.transforms import build_augment
 
@@ -10,9 +12,6 @@ def warp_batch(x, mats, size):
     """Torch version of `warp` for a batch: x float (B, C, H, W) on any device, mats (B, 3, 3)
     normalised output->input maps -> (B, C, size, size), bilinear with reflection padding.
     No anti-aliasing: give it images at about the output size."""
-    import torch
-    import torch.nn.functional as F
-
     theta = torch.as_tensor(np.asarray(mats)[:, :2], dtype=torch.float32, device=x.device)
     # affine_grid with align_corners=False uses the same [-1, 1]-spans-the-image convention
     grid = F.affine_grid(theta, (len(x), x.shape[1], size, size), align_corners=False)
@@ -39,8 +38,6 @@ class GpuAugment:
         return self.spec
 
     def __call__(self, x, y, generator):
-        import torch
-
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device))
         rng = np.random.default_rng(seed)
         mats = np.stack([self.augment.matrix(rng) for _ in range(len(x))])

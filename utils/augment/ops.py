@@ -11,6 +11,7 @@ import logging
 import math
 
 import numpy as np
+import torch
 
 from utils.common.errors import DataError
 from utils.common.options import check_choice, merge_options
@@ -170,8 +171,6 @@ class PCALighting(Op):
 
     def apply_batch(self, x, y, rng):
         """Batch version on a float tensor (B, 3, H, W) in [0, 1]."""
-        import torch
-
         off = np.stack([self.offset(rng) for _ in range(len(x))]) / 255.0
         off = torch.as_tensor(off, dtype=x.dtype, device=x.device)
         return (x + off[:, :, None, None]).clamp_(0, 1), y
@@ -244,8 +243,6 @@ class ColorSwap(Op):
 
     def apply_batch(self, x, y, rng):
         """Batch version on a float tensor (B, 3, H, W) in [0, 1] and labels y (B, L)."""
-        import torch
-
         draws = [self.draw(rng) for _ in range(len(x))]
         mats = np.stack([np.eye(3) if d is None else hue_matrix(d[1]) if d[0] == "hue"
                          else np.eye(3)[list(d[1])] for d in draws])

@@ -5,6 +5,9 @@ Each runs on one image's R, G, B as a uint8 (3, H, W) tensor with torch's CPU ge
 seeded from the numpy Generator passed in, so the result is a pure function of that rng
 (see TorchvisionOp).
 """
+import torch
+from torchvision.transforms import v2
+
 from utils.common.errors import DataError
 from utils.common.options import check_choice
 from utils.augment.ops import Op
@@ -36,8 +39,6 @@ class TorchvisionOp(Op):
 
     def run(self, img, rng):
         """Apply to one uint8 (3, H, W) tensor (any device); returns a uint8 (3, H, W) tensor."""
-        import torch
-
         t = self.transform(rng)
         seed = int(rng.integers(2 ** 63))
         threads = torch.get_num_threads()
@@ -53,8 +54,6 @@ class TorchvisionOp(Op):
             torch.set_num_threads(threads)
 
     def apply(self, img, y, rng):
-        import torch
-
         img = img if img.flags.writeable else img.copy()
         out = self.run(torch.from_numpy(img).permute(2, 0, 1), rng)
         return out.permute(1, 2, 0).numpy(), y
@@ -65,8 +64,6 @@ class TorchvisionOp(Op):
         draws one set of parameters for all of it (the same box, ops and magnitudes on every
         image), so the images go one by one; with the same rng a batch of one gives the CPU
         path's result exactly."""
-        import torch
-
         u8 = x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
         out = torch.stack([self.run(img, rng) for img in u8])
         return out.to(x.dtype).div_(255), y
@@ -87,8 +84,6 @@ class Erase(TorchvisionOp):
             raise DataError(f"augmentation erase: fill must be a grey level 0-255 or random; got {fill!r}")
 
     def transform(self, rng):
-        from torchvision.transforms import v2
-
         side, ratio = self.opts["side"], self.opts["ratio"]
         # box height = sqrt(area * aspect) <= sqrt(side^2 * ratio / ratio) = side (width alike)
         top = side * side * ratio
@@ -107,8 +102,6 @@ class RandAug(TorchvisionOp):
         self._check_int("m", 0, self.opts["bins"] - 1)
 
     def transform(self, rng):
-        from torchvision.transforms import v2
-
         # bilinear, as torchvision's reference training presets use (v2's default is nearest)
         return v2.RandAugment(num_ops=self.opts["n"], magnitude=self.opts["m"],
                               num_magnitude_bins=self.opts["bins"],
@@ -122,8 +115,6 @@ class TrivialAug(TorchvisionOp):
         self._check_int("bins", 2)
 
     def transform(self, rng):
-        from torchvision.transforms import v2
-
         return v2.TrivialAugmentWide(num_magnitude_bins=self.opts["bins"],
                                      interpolation=v2.InterpolationMode.BILINEAR)
 
@@ -136,7 +127,5 @@ class AutoAug(TorchvisionOp):
         self.opts["policy"] = str(self.opts["policy"]).lower()
 
     def transform(self, rng):
-        from torchvision.transforms import v2
-
         return v2.AutoAugment(policy=v2.AutoAugmentPolicy(self.opts["policy"]),
                               interpolation=v2.InterpolationMode.BILINEAR)
