@@ -38,6 +38,7 @@ import logging
 import os
 
 import numpy as np
+from PIL import Image
 
 from utils.common.errors import DataError, preview
 
@@ -119,7 +120,7 @@ def read_tiff(path):
     """All bands of a TIFF's first image series: (H, W, C) in the file's dtype (no scaling);
     which axis holds the bands: `tiff_layout`; a file of one single-band series per band
     (`band_stack`) gives those series as its C bands."""
-    import tifffile
+    import tifffile  # lazy: only TIFF data sets need tifffile
 
     with tifffile.TiffFile(path) as tif:
         stack = band_stack(tif.series)
@@ -143,7 +144,7 @@ def read_tiff(path):
 def tiff_band_count(path):
     """Number of bands of a TIFF's first series, from its header only (`tiff_layout`), or
     its number of series when it is a `band_stack`."""
-    import tifffile
+    import tifffile  # lazy: only TIFF data sets need tifffile
 
     with tifffile.TiffFile(path) as tif:
         stack = band_stack(tif.series)
@@ -166,7 +167,7 @@ def check_tiff_header(path):
 
 
 def _series_shape(path):
-    import tifffile
+    import tifffile  # lazy: only TIFF data sets need tifffile
 
     with tifffile.TiffFile(path) as tif:
         return tuple(tif.series[0].shape)
@@ -181,7 +182,6 @@ def image_band_count(path):
     RGB). Raises what tifffile or PIL raise for a broken file."""
     if is_tiff(path):
         return tiff_band_count(path)
-    from PIL import Image
 
     with Image.open(path) as im:
         return 1 if im.mode in GREY_MODES else 3
@@ -213,7 +213,6 @@ def read_raw(path):
     for TIFFs and PIL's 16/32-bit and float modes; None for 8-bit PIL images."""
     if is_tiff(path):
         return read_tiff(path)
-    from PIL import Image
 
     with Image.open(path) as im:
         if im.mode not in HIGH_DEPTH_MODES:
@@ -261,8 +260,6 @@ def to_uint8(arr, scaling=None):
 def resize_bands(arr, size):
     """Resize every band of (H, W, C) to (size, size) bilinearly with PIL (float bands in
     mode F, so 16-bit data keeps its precision until it is scaled)."""
-    from PIL import Image
-
     if arr.shape[:2] == (size, size):
         return arr
     mode, dtype = ("L", np.uint8) if arr.dtype == np.uint8 else ("F", np.float32)

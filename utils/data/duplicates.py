@@ -36,12 +36,19 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 import numpy as np
 import pandas as pd
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
+from utils.common.atomic import atomic_write
 from utils.common.errors import DataError, report_problems
 from utils.common.text import read_csv
+from utils.data.cache import cache_key, load_images
+from utils.data.dataset import name_key
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +93,7 @@ def image_hashes(images):
     THUMB x THUMB RGB thumbnail. pHash and dHash see grey levels only, so a red and a blue
     version of one product photo match; their thumbnails tell them apart. Returns Hashes.
     """
-    import imagehash
-    from PIL import Image
+    import imagehash  # lazy: only tools/near_duplicates.py hashes images; reading duplicates.csv needs no imagehash
 
     lanczos = Image.Resampling.LANCZOS
     out = Hashes(np.zeros((len(images), len(VIEWS), 2), np.uint64),
@@ -111,9 +117,6 @@ def cached_hashes(files, cache_dir, desc, size=HASH_SIZE):
     mtime (utils.data.cache.cache_key); images come from the uint8 cache at `size` (built
     when missing). Raises DataError for undecodable images (from load_images).
     """
-    from utils.data.cache import cache_key, load_images
-    from utils.common.atomic import atomic_write
-
     cache_dir = Path(cache_dir)
     key = hashlib.sha1(f"h{HASH_VERSION}t{THUMB}|{cache_key(files, size)}".encode()).hexdigest()[:16]
     tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in desc)
@@ -210,9 +213,6 @@ def grey_pairs(grey, max_distance, chunk=None):
 
 def components(n, i, j):
     """Group id (0..G-1) of each of n nodes given edges (i, j): connected components."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 
@@ -276,8 +276,6 @@ def train_groups(path, names):
     one connected component share an id; an image without a copy has its own id.
     Raises DataError naming the file and rows whose train images are not in `names`.
     """
-    from utils.data.dataset import name_key
-
     df = read_duplicates(path)
     tt = df[(df["split_a"] == "train") & (df["split_b"] == "train")]
     index = {name_key(n): k for k, n in enumerate(names)}
@@ -297,9 +295,7 @@ def group_folds(y, groups, k=5, seed=42):
     (iterstrat MultilabelStratifiedKFold, Sechidis et al. 2011) and each row gets its
     group's fold. Raises DataError when there are fewer groups than folds.
     """
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
-    from utils.data.folds import stratify_target
+    from utils.data.folds import stratify_target  # here, not at the top: utils.data.folds imports this module
 
     uniq, inv = np.unique(groups, return_inverse=True)
     if len(uniq) < k:

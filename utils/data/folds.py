@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 import numpy as np
 import pandas as pd
 
@@ -17,6 +18,7 @@ from utils.common.atomic import atomic_write_csv
 from utils.common.errors import DataError, preview
 from utils.common.text import read_csv
 from utils.data.dataset import name_key
+from utils.data.duplicates import DUPLICATES_FILE, group_folds, train_groups
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +29,11 @@ def make_folds(y, k=5, seed=42, groups=None):
     groups: optional (N,) ids of near-duplicate groups; rows of one group share a fold
     (utils.data.duplicates.group_folds stratifies the groups' label vectors instead).
     """
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
     if k < 2:
         raise DataError(f"--folds-k {k}: cross-validation needs at least 2 folds")
     if len(y) < k:
         raise DataError(f"{len(y)} images cannot be split into {k} folds; use --folds-k {max(2, len(y))} or fewer")
     if groups is not None:
-        from utils.data.duplicates import group_folds
-
         return group_folds(y, groups, k, seed)
     folds = np.zeros(len(y), np.int64)
     mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -131,8 +129,6 @@ def load_or_make_folds(spec, k=5, seed=42, path=None):
 def duplicate_groups(spec, folds_path=None):
     """Near-duplicate group id per training image from DATA/duplicates.csv, else from a
     duplicates.csv beside the folds file (read-only data); None without either."""
-    from utils.data.duplicates import DUPLICATES_FILE, train_groups
-
     for path in (spec.root / DUPLICATES_FILE, *([Path(folds_path).parent / DUPLICATES_FILE] if folds_path else [])):
         if path.is_file():
             return train_groups(path, spec.names)
