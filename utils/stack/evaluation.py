@@ -3,9 +3,11 @@ choosing the method for the submission."""
 import numpy as np
 
 from utils.metrics.fbeta import ZERO_DIVISION
+from utils.metrics.thresholds import cross_fit as thr_cross_fit
 from utils.stack.crossfit import cross_fit
 from utils.stack.layers import build_factory
 from utils.stack.methods import method_factory
+from utils.stack.selection import LabelScorer
 
 
 def member_scores(lib, strategy="greedy", beta=2.0, zero_division=ZERO_DIVISION, top=10):
@@ -16,9 +18,6 @@ def member_scores(lib, strategy="greedy", beta=2.0, zero_division=ZERO_DIVISION,
     Returns a list of dicts (name, model, seed, group, labels, runs, label_f2 {label: f},
     and f2_cross_fitted, std, f2_in_sample where computed), in library order.
     """
-    from utils.stack.selection import LabelScorer
-    from utils.metrics.thresholds import cross_fit as thr_cross_fit
-
     L, M, _ = lib.oof.shape
     label_f2 = np.full((L, M), np.nan)
     for j in range(L):

@@ -13,7 +13,13 @@
 Their names and options: utils/stack/methods.py. Their thresholds are fitted on inner
 cross-fitted predictions, since they can overfit their training rows (utils/stack/crossfit.py).
 """
+import inspect
+
 import numpy as np
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from utils.metrics.fbeta import ZERO_DIVISION
 from utils.metrics.threshold_search import random_folds
@@ -111,8 +117,6 @@ class LogReg(PerLabel):
     """Logistic regression per label (params: C)."""
 
     def fit_one(self, X, y, folds):
-        from sklearn.linear_model import LogisticRegression
-
         return LogisticRegression(C=float(self.params.get("C", 1.0)), max_iter=1000).fit(X, y)
 
     def predict_one(self, m, X):
@@ -138,8 +142,6 @@ class RidgeLabel(PerLabel):
 
 
 def _ridge(alpha):
-    from sklearn.linear_model import Ridge, RidgeCV
-
     return RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0, 100.0)) if not alpha else Ridge(alpha=float(alpha))
 
 
@@ -160,7 +162,7 @@ class XGB(PerLabel):
     """Gradient-boosted trees per label with xgboost (params: trees, depth, lr, patience)."""
 
     def _make(self, n):
-        from xgboost import XGBClassifier
+        from xgboost import XGBClassifier  # lazy: xgboost is imported only when this stacker is used
 
         return XGBClassifier(n_estimators=n, max_depth=int(self.params.get("depth", 2)),
                              learning_rate=float(self.params.get("lr", 0.1)), subsample=0.8,
@@ -185,7 +187,7 @@ class LGBM(PerLabel):
     """Gradient-boosted trees per label with LightGBM (params: trees, leaves, lr, patience)."""
 
     def _make(self, n):
-        from lightgbm import LGBMClassifier
+        from lightgbm import LGBMClassifier  # lazy: lightgbm is imported only when this stacker is used
 
         return LGBMClassifier(n_estimators=n, num_leaves=int(self.params.get("leaves", 7)), max_depth=3,
                               learning_rate=float(self.params.get("lr", 0.1)), subsample=0.8,
@@ -193,7 +195,7 @@ class LGBM(PerLabel):
                               n_jobs=1, random_state=self.seed, verbose=-1)
 
     def fit_one(self, X, y, folds):
-        import lightgbm
+        import lightgbm  # lazy: as in _make
 
         n = int(self.params.get("trees", 100))
         val = inner_split(folds, self.seed)
@@ -209,9 +211,7 @@ class LGBM(PerLabel):
 
 def _lgbm_eval(X, y):
     """Validation-set keywords for LGBMClassifier.fit (eval_X/eval_y since 4.6, eval_set before)."""
-    import inspect
-
-    from lightgbm import LGBMClassifier
+    from lightgbm import LGBMClassifier  # lazy: as in LGBM._make
 
     if "eval_X" in inspect.signature(LGBMClassifier.fit).parameters:
         return {"eval_X": (X,), "eval_y": (y,)}
@@ -222,10 +222,6 @@ class NN(Stacker):
     """A small MLP from every member's every label to all labels jointly (params: hidden, alpha, iters)."""
 
     def fit(self, inputs):
-        from sklearn.neural_network import MLPClassifier
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
         self.mask = inputs.mask
         X = all_features(inputs.P, self.mask, self.logits)
         self.const = np.flatnonzero(inputs.y.min(0) == inputs.y.max(0))
