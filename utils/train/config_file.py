@@ -9,6 +9,8 @@ keys they leave out from the previous stage, as in --stages (utils/train/stage.p
 import json
 from pathlib import Path
 
+import yaml
+
 from utils.common.errors import DataError
 from utils.common.text import read_text
 from utils.train.stage import build_stages
@@ -26,7 +28,6 @@ def read_config_file(path):
         if kind == "JSON":
             data = json.loads(text)
         else:  # YAML is a superset of JSON, so .yaml/.yml/anything else goes through it
-            import yaml
             data = yaml.safe_load(text)
     except Exception as e:  # the parser's message says where the syntax breaks
         raise DataError(f"{path}: not valid {kind} ({e})") from e

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
+from utils.analysis.plots import plot_history, plot_prob_distributions
+
 
 class EpochPlots:
     """Draws one run's per-epoch plots in a thread.
@@ -28,7 +30,6 @@ class EpochPlots:
         probs: (V, L) float validation probabilities; thr: (L,) thresholds."""
         if self._pool is None or (self.mode == "last" and epoch < self.total_epochs):
             return
-        from utils.analysis.plots import plot_history, plot_prob_distributions
 
         self.wait()
         hist = pd.DataFrame(history)

@@ -23,6 +23,7 @@ import functools
 import inspect
 
 import pandas as pd
+from timm.optim import create_optimizer_v2, get_optimizer_class, list_optimizers
 import torch
 
 from utils.common.atomic import atomic_write_csv
@@ -38,8 +39,6 @@ _NOT_OPTIONS = ("self", "params", "lr", "weight_decay", "foreach")  # set by the
 @functools.lru_cache(maxsize=None)
 def optimizer_names():
     """Every valid `opt=` name (tuple of str): ours, then schedule-free, then timm's others."""
-    from timm.optim import list_optimizers
-
     return OWN + SCHEDULE_FREE + tuple(n for n in list_optimizers() if n not in OWN)
 
 
@@ -49,12 +48,11 @@ def _optimizer_class(name):
         return {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
     if name in SCHEDULE_FREE:
         try:
-            from schedulefree import AdamWScheduleFree
+            from schedulefree import AdamWScheduleFree  # lazy: an optional package, needed by this optimizer only
         except ImportError:
             raise DataError("opt=schedulefree_adamw needs the schedulefree package: pip install schedulefree") \
                 from None
         return AdamWScheduleFree
-    from timm.optim import get_optimizer_class
 
     try:
         return get_optimizer_class(name, bind_defaults=False)
@@ -117,7 +115,6 @@ def _construct(name, groups, lr, wd, momentum, nesterov, options):
     if name in SCHEDULE_FREE:
         options = {"betas": (momentum, 0.999), **options}
         return _optimizer_class(name)(groups, lr=lr, weight_decay=wd, **options)
-    from timm.optim import create_optimizer_v2
 
     return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=wd, momentum=momentum, **options)
 

@@ -36,6 +36,11 @@ from utils.common.errors import DataError, report_problems
 from utils.common.text import read_json
 from utils.runs.prob_file import read_probs
 from utils.common.checksum import file_sha256
+from utils.data.bands import image_options
+from utils.data.cache import load_images
+from utils.runs.checkpoint import load_for_inference
+from utils.runs.directory import load_run, read_folds
+from utils.train.loop import predict_logits, sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +170,6 @@ def check_teacher_run(run, fold, fold_ids, names):
     fold_ids: (N,) the student's folds of ``names``. Raises DataError for another fold,
     a folds file that puts any image in or out of ``fold`` differently, or no best.pt.
     """
-    from utils.runs.directory import load_run, read_folds
-
     r = load_run(run)
     if r.config.get("fold") != fold:
         raise DataError(f"--soft-targets {run}: the teacher was trained with validation fold "
@@ -189,11 +192,6 @@ def check_teacher_run(run, fold, fold_ids, names):
 
 def teacher_predictions(run, spec, rows, cache_dir, device, labels):
     """Probabilities (len(rows), L) float32 of a teacher run's best.pt on training images ``rows``."""
-    from utils.data.bands import image_options
-    from utils.data.cache import load_images
-    from utils.runs.checkpoint import load_for_inference
-    from utils.train.loop import predict_logits, sigmoid
-
     model, meta = load_for_inference(Path(run) / "checkpoints" / "best.pt", device)
     cols = _columns(run, list(meta["labels"]), labels)
     images = load_images(spec.files, int(meta["size"]), cache_dir, desc="teacher", **image_options(meta))

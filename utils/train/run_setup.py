@@ -14,10 +14,17 @@ from pathlib import Path
 
 import torch
 
+from utils.augment.transforms import OPS, parse_augment
 from utils.common import distributed as dist
 from utils.common.errors import DataError
+from utils.common.paths import native_rel, portable
 from utils.common.text import read_json
-from utils.runs.resume import modern_spelling
+from utils.data.cache import default_workers as cores
+from utils.data.dataset import check_test_images
+from utils.data.demo import ensure_demo
+from utils.models.factory import model_meta
+from utils.runs.directory import model_key
+from utils.runs.resume import data_of_run, modern_spelling, restore_flags
 from utils.runs.run_name import default_run_name
 from utils.train.flags import recorded, stored_args
 
@@ -48,16 +55,12 @@ def resolve_flags(args, parse):
         flags = updated(args, **restored_values(args, stored, run_dir, parse))
     flags = updated(flags, **demo_values(flags))
     if args.resume and "folds_file" not in args._given and stored.get("folds_file"):
-        from utils.common.paths import native_rel
-
         flags = updated(flags, folds_file=str(data_root(flags) / native_rel(stored["folds_file"])))
     return flags, run_dir
 
 
 def restored_values(args, stored, run_dir, parse):
     """{dest: value} a resumed run brings: its flags not given, and its data folder unless --data is."""
-    from utils.runs.resume import data_of_run, restore_flags
-
     values = restore_flags(args, stored, args._given, run_dir, parse=parse)
     if "data" not in args._given:
         root = data_of_run(run_dir).data_root
@@ -79,8 +82,6 @@ def data_root(flags):
         return Path(flags.data)
     if not (DEMO / "train.csv").is_file():
         if dist.is_main():
-            from utils.data.demo import ensure_demo
-
             log.info("generating the demo dataset in %s (first use)", DEMO)
             ensure_demo(DEMO)
         dist.barrier()
@@ -124,15 +125,11 @@ def _run_to_resume(flags, out):
 
 def default_workers(device):
     """Loader workers: on CUDA most cores; on CPU one (the cores are busy computing)."""
-    from utils.data.cache import default_workers as cores
-
     return min(8, cores()) if device.type == "cuda" else min(1, cores() - 1)
 
 
 def warn_test_images(spec):
     """Say now, not after training, which test images predict.py will not be able to read."""
-    from utils.data.dataset import check_test_images
-
     problems = check_test_images(spec)
     if problems:
         log.warning("%d test image(s) in %s look damaged; predict.py will refuse them, so fix or replace them "
@@ -153,10 +150,6 @@ def build_config(flags, spec, label_idx, plan, model, run_dir, root, folds_file,
     (utils/train/flags.py), what they resolved to (labels, stages, head, paths) and the
     flags themselves ("args"). exclude: the --exclude list's SHA-1 (a model and resume key),
     with its path and count in exclude_file / exclude_n."""
-    from utils.common.paths import portable
-    from utils.models.factory import model_meta
-    from utils.runs.directory import model_key
-
     meta = model_meta(model)
     rel, absolute = portable(root, run_dir)
     cfg = {"name": run_dir.name, **recorded(vars(flags)),
@@ -174,8 +167,6 @@ def build_config(flags, spec, label_idx, plan, model, run_dir, root, folds_file,
 
 def check_aug_static(flags):
     """--aug-static K needs K >= 0, an augmentation to copy and the per-image (cpu) path."""
-    from utils.augment.transforms import parse_augment
-
     if flags.aug_static < 0:
         raise DataError(f"--aug-static {flags.aug_static}: give a number of copies >= 1, or 0 for dynamic")
     if flags.aug_static and not parse_augment(flags.aug):
@@ -187,8 +178,6 @@ def check_aug_static(flags):
 
 def check_channels(flags):
     """--channels: at least 1; colour augmentation needs R, G, B."""
-    from utils.augment.transforms import OPS, parse_augment
-
     if flags.channels < 1:
         raise DataError(f"--channels {flags.channels}: must be at least 1")
     names = [name for name, _ in parse_augment(flags.aug)]

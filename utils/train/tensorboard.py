@@ -74,7 +74,7 @@ class TensorBoardLog:
         self.writer = None
 
     def _open(self, first_step):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard loads only for --tensorboard runs
 
         self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=first_step)
         # raw and EMA (or any val_f2* variants) on one chart
