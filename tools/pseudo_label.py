@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+# tools/statistics.py would shadow the standard library's `statistics` (which triton imports
+# while torchvision loads): keep this folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.cli import run_script  # noqa: E402
