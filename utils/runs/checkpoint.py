@@ -11,6 +11,7 @@ import torch
 
 from utils.common.atomic import atomic_save_torch
 from utils.common.errors import DataError, preview
+from utils.models.factory import create_model
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
@@ -118,8 +119,6 @@ def load_weights(model, state_dict, path):
 
 def build_from_meta(meta):
     """A fresh model (no weights loaded) for a checkpoint's meta dict."""
-    from utils.models.factory import create_model
-
     return create_model(meta["arch"], len(meta["labels"]), pretrained=False, drop_rate=meta.get("drop_rate"),
                         head=meta.get("head"), channels=meta.get("channels", 3))
 

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
+from submitit.core.utils import FailedJobError, UncompletedJobError
+from submitit.local.debug import DebugJob
+import yaml
 
 from utils.common.errors import DataError
 from utils.common.text import read_text
@@ -81,8 +84,6 @@ def run_name(arch, flags, seed, fold):
 def read_grid(path):
     """A grid file (YAML or JSON): {archs: {ARCH: flags} or [ARCH, ...], folds: [...],
     seeds: [...], flags: common train.py flags}. Every key optional. Raises DataError."""
-    import yaml
-
     try:
         grid = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
@@ -150,7 +151,6 @@ class JobFailed(RuntimeError):
 
 def is_debug(job):
     """Whether job is a --cluster debug job (submitit's DebugJob: run in this process when waited for)."""
-    from submitit.local.debug import DebugJob
     return isinstance(job, DebugJob)
 
 
@@ -162,8 +162,6 @@ def job_error(job):
     pdb.post_mortem(), a debugger prompt that waits on stdin (a shell without a terminal
     or a CI job hangs); DebugJob.exception() runs the job and returns the error instead.
     """
-    from submitit.core.utils import FailedJobError, UncompletedJobError
-
     try:
         err = job.exception()
     except UncompletedJobError as e:  # the job never finished (killed, cancelled, out of time)

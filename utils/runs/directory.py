@@ -16,6 +16,7 @@ from utils.common.text import read_csv, read_json
 from utils.common.paths import load_path_map, native_rel, resolve_stored
 from utils.augment.mix import modern_mix
 from utils.augment.transforms import modern_aug
+from utils.data.dataset import name_key
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
 MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
@@ -177,8 +178,6 @@ def find_runs(patterns, pairs=None, roots=None):
 
 def read_folds(path):
     """folds.csv -> dict image_name (NFC, utils.data.dataset.name_key) -> fold."""
-    from utils.data.dataset import name_key
-
     df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
     return dict(zip(map(name_key, df["image_name"]), df["fold"].astype(int)))
 

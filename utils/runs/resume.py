@@ -13,7 +13,11 @@ import json
 import logging
 import sys
 
+from utils.augment.mix import modern_mix
+from utils.augment.transforms import modern_aug
 from utils.common.errors import DataError
+from utils.runs.directory import load_run
+from utils.train.flags import FREE_FLAGS, RESUME_DEFAULTS, RESUME_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +84,6 @@ def restore_flags(args, stored, given, run_dir, parse=None, defaults=None):
     run (FREE_FLAGS) are never restored.
     Raises DataError listing, in full, every given flag whose value differs from the run's.
     """
-    from utils.train.flags import FREE_FLAGS
-
     flags = stored_flags(stored)
     if flags is None:
         if parse is None or not isinstance(stored.get("argv"), list):
@@ -110,8 +112,6 @@ def check_same_config(stored, cfg, run_dir):
     """Refuse (DataError) to resume when the config.json keys a run must keep (the table's
     checked flags, the labels and the stage plan) differ between the run's and the new one;
     a key a run recorded before it existed counts as its legacy value."""
-    from utils.train.flags import RESUME_DEFAULTS, RESUME_KEYS
-
     diff = [k for k in RESUME_KEYS if stored.get(k, RESUME_DEFAULTS.get(k)) != cfg.get(k)]
     if diff:
         lines = [f"  {k}: run has {json.dumps(stored.get(k))}, now {json.dumps(cfg.get(k))}" for k in diff]
@@ -125,9 +125,6 @@ def modern_spelling(stored):
 
     A value valid in both spellings means the same in both and is left as it is.
     """
-    from utils.augment.mix import modern_mix
-    from utils.augment.transforms import modern_aug
-
     out = dict(stored)
     places = [out]
     if isinstance(out.get("args"), dict):
@@ -143,8 +140,6 @@ def modern_spelling(stored):
 
 def data_of_run(run_dir):
     """The run's data directory on this machine (stored paths converted), or DataError."""
-    from utils.runs.directory import load_run
-
     run = load_run(run_dir)
     if run.data_root is None:
         raise DataError(f"{run_dir}: its data directory {run.config.get('data_root_abs')} is not found here; "
