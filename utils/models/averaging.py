@@ -27,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import update_bn
+from tqdm import tqdm
 
 from utils.runs.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from utils.common.errors import DataError
+from utils.data.loader import CachedImages, make_loader, to_input
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 
@@ -122,11 +125,6 @@ def recompute_bn(model, images, rows, mean, std, bs=64, device="cpu"):
     """BatchNorm running statistics of `model` recomputed over uint8 images[rows] (N, S, S, 3)
     with torch.optim.swa_utils.update_bn (a cumulative average over one pass, no augmentation).
     The model is changed in place and returned."""
-    from torch.optim.swa_utils import update_bn
-    from tqdm import tqdm
-
-    from utils.data.loader import CachedImages, make_loader, to_input
-
     device = torch.device(device)
     ds = CachedImages(images, np.zeros((len(rows), 1), np.float32), rows)
     loader = make_loader(ds, range(len(rows)), bs, 0, device)

@@ -10,6 +10,7 @@ of the RGB standard deviations.
 
 Bands are read and scaled to 8 bits in utils.data.bands.
 """
+from timm.models import adapt_input_conv
 import torch
 from torch import nn
 
@@ -51,8 +52,6 @@ def adapt_first_conv(model, channels):
     """Give `model` `channels` input channels in place (see the module doc for the rule);
     returns the name of the adapted convolution. Keeps the layer's class (e.g. timm's
     Conv2dSame) by replacing only its weight."""
-    from timm.models import adapt_input_conv  # timm is imported only when a model needs it
-
     name, conv = first_conv(model)
     if conv.groups != 1:
         raise ValueError(f"{name}: a grouped first convolution cannot be adapted to {channels} bands")

@@ -21,6 +21,7 @@ import difflib
 import functools
 import logging
 
+import timm
 import torch
 import torchvision
 from torch import nn
@@ -70,8 +71,6 @@ BUILTIN = {"tiny_cnn": TinyCNN}
 @functools.lru_cache(maxsize=None)
 def list_archs(source=None):
     """Valid architecture names: 'builtin', 'torchvision', 'timm' or all (None), sorted."""
-    import timm
-
     names = {"builtin": sorted(BUILTIN),
              "torchvision": sorted(torchvision.models.list_models(module=torchvision.models)),
              "timm": sorted(timm.list_models())}
@@ -85,8 +84,6 @@ def resolve_arch(arch):
 
     Raises DataError listing the closest valid names when nothing matches.
     """
-    import timm
-
     prefix, _, name = arch.strip().rpartition(":")
     source = PREFIXES.get(prefix.lower()) if prefix else None
     if prefix and source is None:
@@ -227,8 +224,6 @@ def _build_torchvision(name, pretrained):
 
 def _build_timm(name, pretrained, drop_rate):
     """Return (timm model with its ImageNet head, description of the weights or None)."""
-    import timm
-
     kwargs = {} if drop_rate is None else {"drop_rate": drop_rate}
     base = name.split(".")[0]
     if not pretrained:
@@ -248,8 +243,6 @@ def _create_timm(name, **kwargs):
     DINOv2, SigLIP, Swin, ...): the position embeddings are resampled to each input's patch
     grid, so any side that the patches tile works, not only the pretrained one. Models
     without the option (CNNs take any size anyway) refuse it at once with a TypeError."""
-    import timm
-
     try:
         return timm.create_model(name, dynamic_img_size=True, **kwargs)
     except TypeError as e:
@@ -377,8 +370,6 @@ def _meta(arch, source, name, model, weights, head, num_labels, drop_rate):
                     resize_size=int(t.resize_size[0]), interpolation=t.interpolation.value,
                     min_size=int(min(w.meta.get("min_size", (32, 32)))))
     else:
-        import timm
-
         cfg = timm.data.resolve_data_config({}, model=model)
         size = int(cfg["input_size"][-1])
         meta.update(weights=weights, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),

@@ -25,9 +25,12 @@ train=head and the head learning rate.
 """
 import re
 
+from timm.layers import SelectAdaptivePool2d
+from timm.layers.ml_decoder import MLDecoder
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from utils.common.errors import DataError
 from utils.common.options import check_choice, merge_options, parse_item
@@ -157,7 +160,6 @@ class MLDecoderHead(nn.Module):
 
     def __init__(self, in_features, num_labels, drop_rate=None):
         super().__init__()
-        from timm.layers.ml_decoder import MLDecoder
 
         self.drop = nn.Dropout(float(drop_rate)) if drop_rate else nn.Identity()
         self.decoder = MLDecoder(num_classes=num_labels, initial_num_features=in_features)
@@ -170,8 +172,6 @@ class MLDecoderHead(nn.Module):
 
 def build_head(spec, in_features, num_labels, drop_rate=None):
     """The head module for a parse_head spec: (B, in_features, H, W) -> (B, num_labels) logits."""
-    from timm.layers import SelectAdaptivePool2d
-
     name, opts = parse_item(parse_head(spec), "--head")
     opts = {**HEADS[name], **opts}
     if name in ("avg", "max", "avgmax"):
@@ -268,8 +268,6 @@ def torchvision_body(model, classifier, size, arch):
     head). Layers with parameters between that map and the classifier other than norms and
     the container's would be lost: then (torchvision's ViT) DataError.
     """
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
     _, nodes = get_graph_node_names(model)
     container = classifier.rpartition(".")[0]
     probe = create_feature_extractor(model, return_nodes=nodes)

@@ -8,6 +8,7 @@ rates (lr * D**k over `fine_blocks`: timm's fine group_matcher, else module orde
 no weight decay on biases and norm weights. After every `model.train()`, call `freeze_bn(model)` so frozen
 BatchNorm layers keep their ImageNet running statistics.
 """
+from timm.models._manipulate import group_parameters
 from torch import nn
 
 from utils.common.errors import DataError
@@ -52,8 +53,6 @@ def _numel(names, params):
 
 def _timm_units(model, head, coarse=True):
     """Ordered lists of parameter names from timm's coarse (or fine) group_matcher, or None."""
-    from timm.models._manipulate import group_parameters
-
     # a timm model under a --head: its groups, named as HeadNet names them
     inner, prefix = (model.body, "body.") if isinstance(model, HeadNet) else (model, "")
     try:

@@ -17,6 +17,10 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import huggingface_hub
+from huggingface_hub.utils import EntryNotFoundError
+from safetensors.torch import load_file
+import timm
 import torch
 import torchvision
 
@@ -83,9 +87,6 @@ def _download_torchvision(weights):
 def _download_timm(cfg):
     """Fetch timm's weights the way timm does: the Hugging Face hub (into the HF cache), else its url."""
     if cfg.hf_hub_id:
-        import huggingface_hub
-        from huggingface_hub.utils import EntryNotFoundError
-
         repo, _, revision = cfg.hf_hub_id.partition("@")
         errors = []
         for filename in dict.fromkeys(("model.safetensors", "pytorch_model.bin", cfg.hf_hub_filename)):
@@ -139,17 +140,12 @@ def load_lite(model, arch):
 
 
 def _hf_cache_dir():
-    import huggingface_hub
-
     return huggingface_hub.constants.HF_HUB_CACHE
 
 
 def local_timm_weights(name, download=True):
     """Find timm's weights for `name` on disk (downloaded when missing and `download`);
     return (path, pretrained_cfg_overlay)."""
-    import huggingface_hub
-    import timm
-
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         raise DataError(f"timm has no pretrained weights for {name}; train it with --no-pretrained")
@@ -239,12 +235,11 @@ def read_state_dict(path, flag="--weights"):
     """{name: tensor} from a .safetensors file or a torch file (.pth/.pt/.bin, a state dict or
     one nested under 'state_dict'/'model'), wrapper prefixes (module., _orig_mod.) removed.
     DataError naming `flag` for a file that is not readable as either."""
+    # here, not at the top: utils.runs.checkpoint imports utils.models.factory, which imports this module
     from utils.runs.checkpoint import clean_state_dict
 
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             sd = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -292,6 +287,7 @@ def load_weights_file(model, path, flag="--weights"):
     the file is a DataError naming the tensors (exit 2), and nothing is loaded.
     Returns the record {'file': path as given, 'sha256': the file's}.
     """
+    # here, not at the top: utils.models.factory imports this module
     from utils.models.factory import in_head, model_meta
 
     file = weights_file(path, flag)
