@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.atomic import atomic_write_json, atomic_write_text  # noqa: E402

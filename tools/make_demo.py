@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(ROOT))
 
 from utils.data.demo import make_demo, tag_frequencies  # noqa: E402

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.errors import DataError, report_problems  # noqa: E402

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402

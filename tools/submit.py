@@ -53,6 +53,7 @@ from pathlib import Path
 T0 = time.perf_counter()  # a budget counts from the start of the command
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(REPO))
 
 from utils.common.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402

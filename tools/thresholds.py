@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.data.dataset import align_names, read_truth  # noqa: E402
