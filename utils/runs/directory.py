@@ -14,8 +14,6 @@ from pathlib import Path
 from utils.common.errors import DataError
 from utils.common.text import read_csv, read_json
 from utils.common.paths import load_path_map, native_rel, resolve_stored
-from utils.augment.mix import modern_mix
-from utils.augment.transforms import modern_aug
 from utils.data.dataset import name_key
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
@@ -23,16 +21,26 @@ MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", 
               "aug", "pretrained", "folds_k", "aug_static")
 
 
+def _modern(flag, spec):
+    """--aug or --mix `spec` in today's spelling (only a spec with a `,` can be in the former one)."""
+    if "," not in str(spec):
+        return spec
+    # here, not at the top: utils.augment loads torch, which stack.py and the tools reading runs never need
+    from utils.augment.mix import modern_mix
+    from utils.augment.transforms import modern_aug
+    return modern_aug(spec) if flag == "aug" else modern_mix(spec)
+
+
 def model_key(config):
     """Short hash of the configuration that defines a model (fold and seed excluded)."""
     key = {k: config.get(k) for k in MODEL_KEYS}
-    if key["aug"] is not None:  # a run recorded in the former spelling is the same model
-        key["aug"] = modern_aug(key["aug"])
+    if "," in str(key["aug"]):  # a run recorded in the former spelling is the same model
+        key["aug"] = _modern("aug", key["aug"])
     # training ingredients added later count only when on, so runs without them keep their ids
     if config.get("ema"):
         key.update(ema=config["ema"], ema_warmup=config.get("ema_warmup", True))
     if config.get("mix"):
-        key["mix"] = modern_mix(config["mix"])
+        key["mix"] = _modern("mix", config["mix"])
     if config.get("head"):
         key["head"] = config["head"]
     if config.get("exclude"):  # train.py --exclude: the list's SHA-1

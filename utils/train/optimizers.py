@@ -29,6 +29,7 @@ import torch
 from utils.common.atomic import atomic_write_csv
 from utils.common.errors import DataError
 from utils.common.options import parse_item, parse_value
+from utils.common.text import read_csv
 
 OWN = ("sgd", "adam", "adamw")
 SCHEDULE_FREE = ("schedulefree_adamw",)
@@ -194,6 +195,6 @@ def record_param_groups(path, stage_number, optimizer):
     replace the stage's earlier rows (a resumed stage), the other stages' rows stay."""
     new = pd.DataFrame(param_group_rows(stage_number, optimizer))
     if path.exists():
-        old = pd.read_csv(path)
+        old = read_csv(path)
         new = pd.concat([old[old["stage"] != stage_number], new]).sort_values("stage", kind="stable")
     atomic_write_csv(path, new)
