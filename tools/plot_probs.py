@@ -57,6 +57,13 @@ def get_args_parser():
     return p
 
 
+def check_out(args, pairs):
+    """The PNG to write, refused (DataError) when it is a file of a dataset the inputs come from."""
+    data_roots = [load_run(r, pairs).data_root for r in args.run] + ([Path(args.truth).parent] if args.truth else [])
+    default = Path(args.run[0]) / "plots" / f"probs_{args.split}.png" if args.run else None
+    return check_output_file(Path(args.out) if args.out else default, "--out", data_roots)
+
+
 def run_source(path, args, truth, pairs):
     """(title, labels, probs, y or None) of one run's val or test predictions."""
     run = load_run(path, pairs)
@@ -97,6 +104,7 @@ def main(args):
     if args.out is None and not args.run:
         raise DataError("--preds needs --out PNG")
     pairs, truth = load_path_map(args.path_map), Truth()
+    out = check_out(args, pairs)
     sources = [run_source(r, args, truth, pairs) for r in args.run]
     sources += [file_source(p, args.truth) for p in args.preds]
     sources = [select_labels(s, args.labels) for s in sources]
@@ -104,8 +112,6 @@ def main(args):
         if len(args.titles) != len(sources):
             raise DataError(f"{len(args.titles)} --titles for {len(sources)} inputs")
         sources = [(t, *s[1:]) for t, s in zip(args.titles, sources)]
-    out = check_output_file(Path(args.out) if args.out else Path(args.run[0]) / "plots" / f"probs_{args.split}.png",
-                            "--out", [Path(args.truth).parent] if args.truth else [])
     full = [(t, labs, p, y, None if y is None else greedy_thresholds(y, p)[0]) for t, labs, p, y in sources]
     if len(full) == 1 and full[0][3] is not None:
         title, labels, probs, y, thr = full[0]

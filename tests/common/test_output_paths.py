@@ -175,3 +175,14 @@ def test_submit_refuses_a_dataset_file_before_submitting(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"--submission {(data / 'sample_submission.csv').resolve()}: is the dataset's own" in r.stderr
     assert not (tmp_path / "runs").exists() and snapshot(data) == before
+
+
+@pytest.mark.parametrize("name", ["labels.txt", "train.csv", "folds.csv"])
+def test_plot_probs_refuses_the_dataset_files_of_the_runs_it_reads(stacked, name):
+    data = stacked / "data"
+    before = snapshot(stacked)
+    run = next((stacked / "runs").glob("*/preds/val.none.csv")).parents[1]
+    r = run_tool("plot_probs.py", "--runs", run, "--out", data / name)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"is the dataset's own {name}" in r.stderr
+    assert snapshot(stacked) == before

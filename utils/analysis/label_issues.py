@@ -73,7 +73,8 @@ def rank_label_issues(y, probs, names, labels, method="self_confidence", aggrega
     given = [list(np.flatnonzero(row)) for row in y]
     per_tag = cl_rank.get_label_quality_scores_per_class(given, probs, method=method)  # (N, L)
     score = cl_rank.get_label_quality_scores(given, probs, method=method, aggregator_kwargs=AGGREGATES[aggregate])
-    issue = cl_filter.find_label_issues(given, probs)
+    # n_jobs=1: cleanlab's worker pool, forked from a process that has loaded torch, can deadlock
+    issue = cl_filter.find_label_issues(given, probs, n_jobs=1)
     worst = per_tag.argmin(1)
     rows = np.arange(len(y))
     lab = np.asarray(labels)

@@ -49,7 +49,7 @@ def check_output_file(path, flag, data_roots=(), allow=()):
     """
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{flag} {path}: is an existing directory; give a file name, e.g. a submission.csv outside the data folder")
+        raise DataError(f"{flag} {path}: is an existing directory; give a file name (outside the data folder)")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise DataError(f"{flag} {path}: {parent} is a file, not a folder; give a path in a folder")
@@ -61,7 +61,7 @@ def check_output_file(path, flag, data_roots=(), allow=()):
         own = {(root / f).resolve(): f for f in DATASET_FILES if f not in allow}
         if target in own:
             raise DataError(f"{flag} {path}: is the dataset's own {own[target]} in {root}; writing it would "
-                            f"replace it. Give another file, e.g. submission.csv outside the data folder")
+                            f"replace it. Give another file, outside the data folder")
         for folder in image_folders(root):
             if folder in target.parents:
                 raise DataError(f"{flag} {path}: is inside the dataset's image folder {folder}; "
