@@ -74,7 +74,7 @@ def get_args_parser():
     o = p.add_argument_group("outputs")
     o.add_argument("--out", help="submission CSV to write (image_name,tags); without it only the report is written")
     o.add_argument("--report-dir", help="folder for stack_report.md/.json, stack_oof.csv, stack_test.csv "
-                                        "(default: the folder of --out)")
+                                        "(default: the folder that holds the runs, e.g. runs/)")
     return p
 
 

@@ -14,6 +14,7 @@ a truncated file).
 import importlib
 import logging
 import os
+import pickle
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -244,7 +245,7 @@ def read_state_dict(path, flag="--weights"):
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged or foreign file: say which, not a traceback
-        raise DataError(f"{flag} {path}: not a readable weights file ({type(e).__name__}: {e})") from None
+        raise DataError(f"{flag} {path}: {_unreadable(e)}") from None
     while isinstance(sd, dict) and not any(torch.is_tensor(v) for v in sd.values()):
         key = next((k for k in _NESTED if isinstance(sd.get(k), dict)), None)
         if key is None:
@@ -277,6 +278,14 @@ def match_weights(model_sd, file_sd, is_head):
     missing = [k for k in model_sd if k not in seen and not is_head(k) and not k.endswith("num_batches_tracked")]
     problems += [f"{k}: not in the file" for k in missing]
     return matched, dropped, problems
+
+
+def _unreadable(error):
+    """What a weights file that torch.load(weights_only=True) refused is, in one line."""
+    if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
+        return ("holds pickled Python objects (a whole model?), not a state dict of tensors; save "
+                "model.state_dict() with torch.save, or the weights as .safetensors")
+    return f"not a readable weights file: neither a torch state dict nor safetensors ({type(error).__name__})"
 
 
 def load_weights_file(model, path, flag="--weights"):

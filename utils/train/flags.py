@@ -246,7 +246,8 @@ FLAGS = (
     flag("--out", RUN, default=DEFAULT_RUNS, resume=FREE,
          help="folder of runs (default: runs/ in the repository)"),
     flag("--name", RUN, default=None, resume=FREE,
-         help="run name (default: <arch>-<images>-f<fold>-<time>)"),
+         help="run name (default: <arch>-<images>-<tag>-f<fold>-<YYYYmmdd-HHMMSS>-<pid>, the tag a hash of the "
+              "configuration)"),
     flag("--resume", RUN, action="store_true", resume=FREE,
          help="continue --name (or the newest unfinished matching run) from checkpoints/last.pt (default: off, a "
               "new run)"),
