@@ -39,6 +39,7 @@ from utils.common.errors import DataError, preview, report_problems  # noqa: E40
 from utils.common.text import read_csv  # noqa: E402
 from utils.data.dataset import name_key  # noqa: E402
 from utils.runs.pred_files import read_preds, submission_frame, write_preds  # noqa: E402
+from utils.runs.run_guard import RunFolder  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.predict.tta import CROP_FRAC, MERGES, TTA_NAMES, view_fns  # noqa: E402
 
@@ -373,8 +374,11 @@ def main(args):
                                         args.max_tags)
     elif args.exactly_one or args.at_most_one or args.min_tags or args.max_tags is not None:
         raise DataError("--exactly-one, --at-most-one, --min-tags and --max-tags shape a --submission; give one")
+    folders = {job.run.dir: RunFolder(job.run.dir) for job in jobs}  # a run deleted meanwhile is not recreated
     for job in jobs:
         predict_job(job, splits, args, device)
+    for folder in folders.values():
+        folder.check(while_doing="predicting")
     sub = make_submission(jobs, args, constraints) if args.submission else None
     written = []
     for job in jobs:  # every prediction exists: now write them

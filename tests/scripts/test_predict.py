@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+import predict
 from conftest import ROOT, write_dataset
 from utils.data.cache import decode_image
 from utils.runs.checkpoint import load_for_inference
 from utils.runs.pred_files import read_preds
 from utils.metrics.thresholds import binarize, fit_thresholds
+from utils.common.write_errors import WriteFault
 
 
 def run_script(script, *args, env=None, check=True, cwd=None):
@@ -192,3 +194,21 @@ def test_unknown_tta_lists_choices(trained):
     base, data, runs = trained
     r = run_script("predict.py", "--run", runs / "f0", "--tta", "12crop", check=False)
     assert r.returncode == 2 and "10crop+full" in r.stderr
+
+
+def test_a_run_deleted_while_predicting_is_not_recreated(trained, tmp_path, monkeypatch):
+    base, data, runs = trained
+    copy = tmp_path / "runs"
+    shutil.copytree(runs / "f0", copy / "f0")
+    real = predict.predict_job
+
+    def predict_then_delete(job, *a, **kw):
+        real(job, *a, **kw)
+        shutil.rmtree(job.run.dir)
+
+    monkeypatch.setattr(predict, "predict_job", predict_then_delete)
+    args = predict.get_args_parser().parse_args(["--runs", str(copy / "f0"), "--tta", "hflip", "--split", "test",
+                                                 "--device", "cpu"])
+    with pytest.raises(WriteFault, match="deleted .* while predicting"):
+        predict.main(args)
+    assert not (copy / "f0").exists()

@@ -131,11 +131,11 @@ class RunFolder:
         except FileNotFoundError:
             return None
 
-    def check(self):
+    def check(self, while_doing="training"):
         """Raise WriteFault (exit 1) when the folder or its config.json is gone, or the folder was
-        replaced by another one, since this run started."""
+        replaced by another one, since this object was made (`while_doing` names the work in the message)."""
         now = self._identity()
         if now is None or now != self._id:
             what = "was deleted or lost its config.json" if now is None else "was replaced by another folder"
-            raise WriteFault(errno.ENOENT, f"{self.run_dir}: the run folder {what} while training; stopped "
+            raise WriteFault(errno.ENOENT, f"{self.run_dir}: the run folder {what} while {while_doing}; stopped "
                              f"without writing anything more; start a new run", self.run_dir)
