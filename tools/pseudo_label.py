@@ -70,7 +70,7 @@ def runs_test_probs(patterns, tta):
     for r in runs:
         path = r.preds_path("test", tta)
         if not path.is_file():
-            problems.append(f"{path}: missing (python predict.py --run {r.dir} --tta {tta} --split test)")
+            problems.append(f"{path}: missing (python predict.py --runs {r.dir} --tta {tta} --split test)")
             continue
         tables.append(read_probs(path, f"--runs {r.dir}:"))
     report_problems("cannot make pseudo-labels", problems)

@@ -132,7 +132,7 @@ def test_missing_tta_is_reported(library):
     assert msg.startswith("empty library") and "net0-s0-f0 (fold 0), net0-s0-f1 (fold 1), net0-s0-f2 (fold 2): lacks " \
         "preds/val.10crop.csv and preds/test.10crop.csv (has val.none.csv, test.none.csv)" in msg
     runs = " ".join(str(root / "runs" / f"net0-s0-f{f}") for f in range(3))
-    assert f"make them with: python predict.py --run {runs} --tta 10crop --split both" in msg
+    assert f"make them with: python predict.py --runs {runs} --tta 10crop --split both" in msg
 
 
 def test_label_order_mismatch(library):
@@ -212,12 +212,23 @@ def test_empty_library_says_which_run_lacks_which_file_and_how_to_make_it(tmp_pa
     err = r.stderr
     assert "missing fold(s) [0, 1, 2]" not in err and "fold(s) none of 0..2" in err
     assert "one-s0-f0 (fold 0): lacks preds/val.10crop.csv and preds/test.10crop.csv (it has val.none.csv)" in err
-    assert f"python predict.py --run {run} --tta 10crop --split both" in err
+    assert f"python predict.py --runs {run} --tta 10crop --split both" in err
     assert "fold(s) [1, 2] have no run" in err and "every fold" in err and "scripts/cv.sh" in err
     r = run_stack("--runs", root / "runs" / "*", "--out", tmp_path / "sub.csv")  # only the test file is missing
     assert r.returncode == 2 and "lacks preds/test.none.csv (it has val.none.csv)" in r.stderr
-    assert f"--run {run} --tta none --split test" in r.stderr
+    assert f"--runs {run} --tta none --split test" in r.stderr
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before and not (tmp_path / "sub.csv").exists()
+
+
+def test_a_linear_probe_lacking_predictions_is_remade_by_the_probe_tool(tmp_path):
+    root, *_ = write_runs(tmp_path, [dict(arch="one", signal=1, skip_folds=[1, 2])])
+    run = root / "runs" / "one-s0-f0"
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "loss_spec": "logreg", "size": 64}))
+    r = run_stack("--runs", root / "runs" / "*", "--tta", "hflip", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "python tools/linear_probe.py --data " in r.stderr and "--size 64 --tta hflip" in r.stderr
+    assert "predict.py" not in r.stderr
 
 
 def test_left_out_runs_name_the_command_that_completes_them(tmp_path):

@@ -312,8 +312,11 @@ def _unusable(run, tta, need_test):
     files = " and ".join(f"preds/{s}.{tta}.csv" for s in lacking)
     have = [f"{s}.{t}.csv" for s in ("val", "test") for t in run.tta_available(s)]
     split = lacking[0] if len(lacking) == 1 else "both"
-    return (f"lacks {files} (it has {', '.join(have) or 'no prediction files'})",
-            f"python predict.py --run {{runs}} --tta {tta} --split {split}")
+    reason = f"lacks {files} (it has {', '.join(have) or 'no prediction files'})"
+    if run.config.get("loss_spec") == "logreg":  # a linear probe has no checkpoint for predict.py
+        return (reason, f"python tools/linear_probe.py --data {run.data_root} --arch {run.config.get('arch')} "
+                        f"--size {run.config.get('size')} --tta {tta} (a probe predicts with none or hflip)")
+    return reason, f"python predict.py --runs {{runs}} --tta {tta} --split {split}"
 
 
 def _left_out_lines(lo, k):
