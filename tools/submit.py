@@ -221,7 +221,8 @@ def check_cluster(args):
     bad = [kv for kv in args.slurm_extra if "=" not in kv or not kv.split("=", 1)[0].strip()]
     if bad:
         raise DataError(f"--slurm-extra {' '.join(bad)}: expected KEY=VALUE, e.g. --slurm-extra account=myproj")
-    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if args.cluster == "slurm" else []
+    slurm = args.cluster == "slurm" and not args.dry_run  # a dry run only plans
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if slurm else []
     if missing:
         raise DataError(f"Slurm is not reachable from here (no {' or '.join(missing)} on PATH): run on the "
                         f"cluster's login node, or run the grid on this machine with --cluster local")
@@ -361,6 +362,7 @@ def rule_flags(args):
 def budget_plan(args):
     """plan.json's plan: the one in OUT (the same command continues it) or a new one, measured
     and planned here (DataError naming the minimum budget when nothing fits). Printed."""
+    from utils.runs.budget_presets import evidence_for
     from utils.runs.budget_setup import budget_setup, measure_and_plan
     from utils.runs.plan_file import PLAN_FILE, check_same_command, new_plan, plan_table, read_plan
 
@@ -376,7 +378,7 @@ def budget_plan(args):
                                           lambda cells: check_cells(cells, args.data, args.out), T0)
         plan = new_plan(command, budget_s, measured, facts, preset, made.members, made.jobs, time.perf_counter() - T0)
         print(f"preset {preset.name}; TTA {preset.tta}; stack methods {' '.join(preset.stack_methods)}; evidence:")
-        print("\n".join(f"  {k}: {v}" for k, v in preset.evidence.items()))
+        print("\n".join(f"  {k}: {v}" for k, v in evidence_for(preset, facts.folds_k).items()))
     print("\n".join(plan_table(plan["jobs"], budget_s, plan["used_s"])), flush=True)
     return plan, plan_path
 

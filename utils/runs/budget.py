@@ -237,9 +237,10 @@ class Plan:
 
 def make_plan(candidates, measured, facts, left_s, preset):
     """The plan for `left_s` seconds: members of `candidates` (Member, in the preset's order,
-    each at the fewest epochs of preset.epochs) taken while the total with the stack and
-    report fits (1 - MARGIN) x left_s, at most preset.max_trained trained ones; then every
-    trained member's epochs raised together to the most of preset.epochs that still fits.
+    each trained one at its smallest size and the fewest of preset.epochs) taken while the
+    total with the stack and report fits (1 - MARGIN) x left_s, at most preset.max_trained
+    trained ones; then every trained member grown together to the costliest (size, epochs) of
+    its options (sizes x preset.epochs, cost ~ size^2 x epochs) that still fits.
     Returns a Plan (members may be empty: the budget fits nothing)."""
     fits_s = left_s * (1 - MARGIN)
     n_methods = len(preset.stack_methods)
@@ -251,12 +252,25 @@ def make_plan(candidates, measured, facts, left_s, preset):
             continue
         if total(chosen + [m]) <= fits_s:
             chosen.append(m)
-    for epochs in sorted(preset.epochs, reverse=True):
-        longer = [replace(m, epochs=max(m.epochs, epochs)) if m.kind == "train" else m for m in chosen]
-        if total(longer) <= fits_s:
-            chosen = longer
+    for size, epochs in growth_options(chosen, measured, preset.epochs):
+        grown = [m.scaled(size, epochs) if m.kind == "train" else m for m in chosen]
+        if total(grown) <= fits_s:
+            chosen = grown
             break
     return Plan(chosen, plan_jobs(chosen, measured, facts, preset), total(chosen), fits_s)
+
+
+def growth_options(members, measured, epochs):
+    """(size, epochs) every trained member of `members` may grow to, costliest first: sizes
+    that all of them offer and the probe measured, at least their current size and epochs."""
+    trained = [m for m in members if m.kind == "train"]
+    if not trained:
+        return []
+    sizes = set.intersection(*(set(m.sizes or (m.size,)) for m in trained))
+    sizes = [s for s in sizes if s >= max(m.size for m in trained)
+             and all(speed_key(m.arch, s, m.bs) in measured.speeds for m in trained)]
+    options = [(s, e) for s in sizes for e in epochs if e >= max(m.epochs for m in trained)]
+    return sorted(options, key=lambda o: (o[0] ** 2 * o[1], o[0]), reverse=True)
 
 
 def plan_jobs(members, measured, facts, preset):

@@ -12,7 +12,7 @@ from utils.common.errors import DataError
 from utils.data.dataset import load_dataset, select_label_group
 from utils.data.folds import folds_k_for
 from utils.metrics.constraints import parse_constraints
-from utils.runs.budget import (Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
+from utils.runs.budget import (MARGIN, Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
                                round_up_budget, speed_key)
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
 from utils.runs.budget_probe import has_weights, measure, usable_archs
@@ -53,8 +53,15 @@ def budget_candidates(args, preset, facts):
     probe_archs = [a for a in preset.archs if has_weights(a)]
     bs = int(flag_value(args.train_flags, "--bs") or 32)
     sizes = args.sizes or preset.sizes
-    seeds = args.seeds or more_seeds(preset.seeds, len(archs) * len(sizes), preset.max_trained)
+    seeds = args.seeds or more_seeds(preset.seeds, len(archs), preset.max_trained)
     return candidates(preset, archs, sizes, seeds, args.train_flags, probe_archs, bs)
+
+
+def probe_configs(cands):
+    """(arch, size, bs) of every size each candidate may run at, smallest first, so that a probe
+    cut short by a small budget has measured the cheapest."""
+    configs = {(m.arch, s, m.bs) for m in cands for s in (m.sizes or (m.size,))}
+    return sorted(configs, key=lambda c: (c[1], [m.arch for m in cands].index(c[0])))
 
 
 def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
@@ -65,8 +72,8 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     cands = budget_candidates(args, preset, facts)
     check_cells([Cell(m.arch, 0, m.seed, member_flags(m, facts), "check") for m in cands if m.kind == "train"])
     print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)
-    measured = measure([(m.arch, m.size, m.bs) for m in cands], facts.n_labels,
-                       stop=lambda _: time.perf_counter() - t0 > budget_s)
+    measured = measure(probe_configs(cands), facts.n_labels,
+                       stop=lambda m: time.perf_counter() - t0 + 3 * m.job_start_s / (1 - MARGIN) > budget_s)
     cands = [m for m in cands if speed_key(m.arch, m.size, m.bs) in measured.speeds]
     spent = time.perf_counter() - t0
     plan = make_plan(cands, measured, facts, budget_s - spent, preset)
