@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from utils.common.errors import DataError
-from utils.runs.budget import (MARGIN, Facts, Measured, Speed, complete_members, format_duration, make_plan,
+from utils.runs.budget import (MARGIN, Facts, Measured, Speed, complete_members, finish_seconds, format_duration,
+                               make_plan, member_cost,
                                minimum_seconds, parse_duration, replan, round_up_budget, speed_key)
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
 from utils.runs.plan_file import check_same_command, plan_table
@@ -154,3 +155,46 @@ def test_every_preset_cites_sections_the_page_has():
             assert letters or names or "stack.py" in why, (p.name, choice)
             assert all(any(h.startswith(f"{x}. ") for h in headings) for x in letters), (p.name, choice, letters)
             assert all(any(h.startswith(n) for h in headings) for n in names), (p.name, choice, names)
+
+
+def test_a_small_budget_trains_small_before_it_drops_a_model():
+    p = preset(sizes=(64, 128))
+    ladder, only_large = cands(p, sizes=(64, 128)), cands(p, sizes=(128,))
+    budget = next(b for b in range(60, 5000, 10)
+                  if any(m.kind == "train" for m in make_plan(ladder, measured(), FACTS, b, p).members))
+    assert not any(m.kind == "train" for m in make_plan(only_large, measured(), FACTS, budget, p).members)
+    trained = make_plan(ladder, measured(), FACTS, budget, p).trained
+    assert [m.size for m in trained] == [64] and trained[0].id.endswith("-64px-s0")
+
+
+def test_members_grow_to_the_costliest_size_and_epochs_that_fit():
+    p = preset(sizes=(64, 128))
+    c = cands(p, sizes=(64, 128))
+    assert {(m.size, m.epochs) for m in make_plan(c, measured(), FACTS, 10 ** 6, p).trained} == {(128, max(p.epochs))}
+    for budget in range(300, 4000, 300):
+        plan = make_plan(c, measured(), FACTS, budget, p)
+        if not plan.trained:
+            continue
+        (size, epochs), = {(m.size, m.epochs) for m in plan.trained}
+        assert all(f"-{size}px-" in m.id for m in plan.trained)
+        assert all(f"--size {size} --epochs {epochs}" in " ".join(j.flags) for j in plan.jobs if j.kind == "train")
+        # brute force: no costlier (size, epochs) of the same members fits the budget less the margin
+        for s in (64, 128):
+            for e in p.epochs:
+                grown = [m.scaled(s, e) if m.kind == "train" else m for m in plan.members]
+                cost = (sum(member_cost(m, measured(), FACTS, p.tta) for m in grown)
+                        + finish_seconds(len(grown), len(p.stack_methods), FACTS, measured()))
+                if s * s * e > size * size * epochs:
+                    assert cost > budget * (1 - MARGIN), (budget, s, e)
+
+
+def test_probe_measures_the_cheapest_size_first_and_evidence_names_the_folds():
+    from utils.runs.budget_presets import evidence_for
+    from utils.runs.budget_setup import probe_configs
+    p = preset(sizes=(64, 96, 128))
+    configs = probe_configs(cands(p, sizes=(128, 64, 96)))
+    assert [c[1] for c in configs] == sorted(c[1] for c in configs) and configs[0][1] == 64
+    assert {(a, s) for a, s, _ in configs} == {(a, s) for a in ARCHS for s in (64, 96, 128)}
+    ev = evidence_for(PRESETS["balanced"], 3)
+    assert "3 folds" in ev and "5 folds" not in ev and "folds.csv" in ev["3 folds"]
+    assert evidence_for(PRESETS["balanced"], 5) == PRESETS["balanced"].evidence
