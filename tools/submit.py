@@ -300,7 +300,7 @@ def submit_here(ex, args, cells, todo, predict, stack):
     wait(pred_jobs, "prediction", names)
     stack_job = ex.submit(stack) if stack else None
     if stack_job:
-        wait([stack_job], "stacking", ["stack.py"])
+        wait([stack_job], "stack.py", [f"{len(cells)} run(s)"])
     print(f"done: {len(todo)} run(s) trained, {len(pred_jobs)} predicted, " +
           (f"submission {args.submission}, stack report beside it" if stack_job else
            "no stack job (see above why)"))
