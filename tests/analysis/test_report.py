@@ -16,6 +16,9 @@ from PIL import Image
 from sklearn.metrics import fbeta_score
 
 from test_stack import FAST_METHODS, LABELS, ROOT, run_stack, write_runs
+import utils.analysis.plots as plots
+from utils.analysis.report import ModelView, draw_model
+from utils.runs.scores import OOF, score_oof
 
 MODELS = [dict(arch="net0", signal=1.0, seeds=[0, 1]), dict(arch="net1", signal=1.6),
           dict(arch="net2", signal=1.3, labels=["a", "c"])]
@@ -147,6 +150,52 @@ def test_report_numbers_match_references(report):
     labels = [t for t, _ in page.column("thresholds-table", "label")]
     assert labels == list(LABELS)
     assert dict(zip(labels, (float(k) for _, k in stack_thr))) == pytest.approx(rep["thresholds"], abs=1e-12)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures utils.analysis.plots saves, kept to look inside (list of Figure)."""
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: figures.append(fig) or save(fig, path, dpi))
+    return figures
+
+
+def weak_model(labels=("a", "b", "c", "d", "e"), n=150, seed=3):
+    """A ModelView of noisy out-of-fold predictions: the greedy thresholds, chosen for the
+    image-averaged F2, leave some labels well below their own best F2. Label 'e' has no positives."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, len(labels))) < [0.5, 0.15, 0.08, 0.6, 0.0]).astype(np.uint8)
+    probs = np.clip(0.3 + 0.25 * y + rng.normal(0, 0.2, y.shape), 0.001, 0.999)
+    oof = OOF([f"im{i}" for i in range(n)], list(labels), probs, y, "none")
+    return ModelView("m", "weak", [], oof, score_oof(oof))
+
+
+def bar_notes(fig):
+    """{label: the text written beside its bar} of a plot_label_f2 figure, and the bar lengths."""
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    notes = [t.get_text() for t in ax.texts]
+    widths = [p.get_width() for p in ax.patches]
+    return dict(zip(labels, notes)), dict(zip(labels, widths))
+
+
+def test_label_bars_show_the_f2_at_the_threshold_they_show(drawn):
+    view = weak_model()
+    draw_model(view)
+    notes, widths = bar_notes(drawn[0])
+    y, probs = view.oof.y, view.oof.probs
+    below_best = 0
+    for j, lab in enumerate(view.oof.labels[:4]):
+        t = view.scores["thresholds"][j]
+        at_t = fbeta_score(y[:, j], probs[:, j] >= t, beta=2, zero_division=1.0)  # brute force, sklearn
+        best = max(fbeta_score(y[:, j], probs[:, j] >= c, beta=2, zero_division=1.0)
+                   for c in [*np.unique(probs[:, j]), 1.5])
+        assert widths[lab] == pytest.approx(at_t, abs=1e-12)
+        assert notes[lab].startswith(f"{at_t:.3f}  t={t:.2f}"), notes[lab]
+        if best > at_t + 5e-4:
+            below_best += 1
+            assert notes[lab].endswith(f"(best {best:.3f})")
+    assert below_best >= 1  # the case the bars used to get wrong: best F2 written next to another threshold
 
 
 def chromium():

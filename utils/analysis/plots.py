@@ -138,27 +138,47 @@ def plot_prob_comparison(sources, path, bins=40, dpi=80):
     return _save(fig, path, dpi)
 
 
-def plot_label_f2(per_label, path, thresholds=None, title="", dpi=80):
-    """Horizontal bars of each label's F2 ({label: F2}, labels in the given order, NaN
-    drawn as no bar), the value written at the end of each bar and the label's threshold
-    beside it when `thresholds` ({label: t}) is given. Returns the PNG's Path."""
+NO_POSITIVES = "no positives: F2 n/a"  # a label no image has: its F2 is 0/0, shown as n/a
+
+
+def plot_label_f2(per_label, path, thresholds=None, best=None, title="", dpi=80):
+    """Horizontal bars of each label's F2 at the threshold written beside it.
+
+    per_label: {label: F2 at that label's threshold} (labels in the given order; NaN, for a
+    label without positives, draws no bar and reads NO_POSITIVES); thresholds: {label: t}
+    the bars were scored at, written as 't=0.23'; best: {label: the label's best F2 over
+    all thresholds}, drawn as a black tick and written beside the value where it is higher.
+    The numbers stand in a column right of the axes, clear of every bar. Returns the PNG's Path.
+    """
     labels = list(per_label)
     values = np.array([per_label[k] for k in labels], dtype=np.float64)
-    fig = _figure(5.5, 0.8 + 0.24 * len(labels))
+    thresholds, best = thresholds or {}, best or {}
+    fig = _figure(7.0, 1.3 + 0.24 * len(labels))
     ax = fig.subplots()
     y = np.arange(len(labels))
-    ax.barh(y, np.nan_to_num(values), color=POS_COLOUR)
+    ax.barh(y, np.nan_to_num(values), color=POS_COLOUR, label="F2 at the threshold t written beside it")
+    higher = {i: best[k] for i, (k, v) in enumerate(zip(labels, values))  # ticks only where they say something
+              if np.isfinite(v) and np.isfinite(best.get(k, np.nan)) and best[k] > v + 5e-4}
+    if higher:
+        ax.plot(list(higher.values()), list(higher), "|", color="k", ms=9, mew=1.5,
+                label="best F2 of the label on its own (at its own threshold)")
     for i, (k, v) in enumerate(zip(labels, values)):
-        if np.isfinite(v):
-            note = f"{v:.3f}" + (f"  t={thresholds[k]:.2f}" if thresholds and k in thresholds else "")
-            ax.text(min(v, 1.0) + 0.01, i, note, va="center", fontsize=7)
+        t = f"t={thresholds[k]:.2f}" if k in thresholds else ""
+        if not np.isfinite(v):
+            note = f"{NO_POSITIVES}  {t}".rstrip()
+        else:
+            note = f"{v:.3f}  {t}".rstrip() + (f"  (best {higher[i]:.3f})" if i in higher else "")
+        ax.text(1.02, i, note, va="center", fontsize=7, transform=ax.get_yaxis_transform(),
+                color="k" if np.isfinite(v) else "grey")
     ax.set_yticks(y, labels, fontsize=7)
-    ax.invert_yaxis()  # first label on top, as in the tables
-    ax.set_xlim(0, 1.25)
-    ax.set_xlabel("F2 at the label's best threshold", fontsize=8)
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # first label on top, as in the tables
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F2 of the label over the images", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title, fontsize=9)
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles[::-1], names[::-1], loc="outside lower center", fontsize=7, frameon=False)  # the bars first
     return _save(fig, path, dpi)
 
 

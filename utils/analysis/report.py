@@ -29,6 +29,7 @@ from utils.analysis.leaderboard import HIDDEN, leaderboard, with_model_names
 from utils.analysis.plots import plot_correlation, plot_history, plot_label_f2, plot_prob_distributions
 from utils.analysis.pruning import PRUNED_FILE, find_stack_reports, read_pruned
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
+from utils.metrics.fbeta import fbeta_per_label
 from utils.metrics.threshold_search import FIXED_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,22 @@ def model_views(runs, truth, tta, names, threshold=FIXED_THRESHOLD):
     return views
 
 
+def label_f2_at(oof, thresholds):
+    """{label: the label's F2 over the images when predicted at probs >= its threshold}.
+
+    oof: utils.runs.scores.OOF; thresholds: (L,) float. The score of the decisions the
+    thresholds make (utils.metrics.fbeta.fbeta_per_label), not the label's best one."""
+    f2 = fbeta_per_label(oof.y, oof.probs >= np.asarray(thresholds, dtype=np.float64)[None, :])
+    return dict(zip(oof.labels, f2.tolist()))
+
+
 def draw_model(view, dpi=FIGURE_DPI):
-    """Figures of a model: per-label F2 bars, probability distributions, each run's history."""
+    """Figures of a model: per-label F2 bars at the greedy thresholds (each label's best F2
+    as a tick), probability distributions, each run's history."""
     s = view.scores
     view.figures["label_f2"] = png_uri(lambda p: plot_label_f2(
-        s["per_label"], p, view.thresholds, title=f"{view.name}: per-label F2 (out-of-fold)", dpi=dpi))
+        label_f2_at(view.oof, s["thresholds"]), p, view.thresholds, best=s["per_label"],
+        title=f"{view.name}: per-label F2 at the greedy thresholds (out-of-fold)", dpi=dpi))
     view.figures["probs"] = png_uri(lambda p: plot_prob_distributions(
         view.oof.y, view.oof.probs, view.oof.labels, p, thresholds=s["thresholds"],
         title=f"{view.name} out-of-fold", dpi=dpi))
