@@ -130,3 +130,31 @@ def test_correlation_png(tmp_path):
     m = np.corrcoef(np.random.default_rng(0).random((6, 30)))
     out = plot_correlation(m, names, tmp_path / "corr.png", title="agreement", dpi=50)
     check_png(out, width=round((2.5 + 0.45 * 6 + 1.0) * 50), height=round((2.5 + 0.45 * 6) * 50))
+
+
+def test_history_marks_labels_without_positives(tmp_path, drawn):
+    """A label no validation image has: no line (its F2 of 1.0 is 0/0) but a legend entry
+    saying so; beyond ten labels a grey row named so."""
+    hist = pd.DataFrame({"epoch": [1, 2], "val_f2": [0.4, 0.5], "f2_haze": [1.0, 1.0], "f2_water": [0.2, 0.3]})
+    plot_history(hist, tmp_path / "h.png", dpi=40, no_positives={"haze"})
+    ax_lab = drawn[0].axes[2]
+    assert [t.get_text() for t in ax_lab.get_legend().get_texts()] == [f"haze ({plots.NO_POSITIVES})",
+                                                                       "water (0.30)"]
+    assert [len(line.get_xdata()) for line in ax_lab.lines] == [0, 2]
+    names = [f"l{j:02d}" for j in range(12)]
+    hist = pd.DataFrame({"epoch": [1, 2], **{f"f2_{n}": [1.0, 1.0] for n in names}})
+    plot_history(hist, tmp_path / "h2.png", dpi=40, no_positives={"l03"})
+    heat = next(ax for ax in drawn[1].axes if ax.images)
+    ticks = [t.get_text() for t in heat.get_yticklabels()]
+    assert ticks[3] == "l03 (no positives)" and ticks[2] == "l02"
+    rows = heat.images[0].get_array()
+    assert rows.mask[3].all() and not rows.mask[2].any()  # drawn in the 'bad' colour, grey
+    assert "grey: no positives" in heat.get_title()
+
+
+def test_prob_panel_of_a_label_without_positives_says_so(tmp_path, drawn, preds):
+    y, probs = preds  # the last label, clear, has no positive
+    plot_prob_distributions(y, probs, LABELS, tmp_path / "p.png", thresholds=[0.3] * len(LABELS), dpi=40)
+    texts = [[t.get_text() for t in ax.texts] for ax in drawn[0].axes]
+    assert texts[4] == [plots.NO_POSITIVES.replace(": ", ":\n")] and not drawn[0].axes[4].lines
+    assert all(t and t[0].startswith("t=0.30") for t in texts[:4])

@@ -17,7 +17,7 @@ from sklearn.metrics import fbeta_score
 
 from test_stack import FAST_METHODS, LABELS, ROOT, run_stack, write_runs
 import utils.analysis.plots as plots
-from utils.analysis.report import ModelView, draw_model
+from utils.analysis.report import ModelView, draw_model, stack_section
 from utils.runs.scores import OOF, score_oof
 
 MODELS = [dict(arch="net0", signal=1.0, seeds=[0, 1]), dict(arch="net1", signal=1.6),
@@ -196,6 +196,65 @@ def test_label_bars_show_the_f2_at_the_threshold_they_show(drawn):
             below_best += 1
             assert notes[lab].endswith(f"(best {best:.3f})")
     assert below_best >= 1  # the case the bars used to get wrong: best F2 written next to another threshold
+
+
+def test_label_without_positives_has_no_bar_but_a_note(drawn):
+    view = weak_model()
+    draw_model(view)
+    notes, widths = bar_notes(drawn[0])
+    assert notes["e"].startswith(plots.NO_POSITIVES) and widths["e"] == 0
+    assert not any(n.startswith(plots.NO_POSITIVES) for lab, n in notes.items() if lab != "e")
+
+
+def test_labels_without_positives_read_na_with_a_footnote(tmp_path, drawn):
+    """Tag d on no image, tag c on none of fold 0's: their F2 cells read n/a* (sorting last)
+    with the note under the table, in the models', the runs' and the bars' per-label F2."""
+    root, _, folds, _ = write_runs(tmp_path, MODELS[1:2], n=90, n_test=5)
+    train = pd.read_csv(root / "data" / "train.csv", keep_default_na=False)
+    train["tags"] = [" ".join(t for t in tags.split() if t != "d" and not (t == "c" and f == 0))
+                     for tags, f in zip(train["tags"], folds)]
+    train.to_csv(root / "data" / "train.csv", index=False)
+    for run in (root / "runs").iterdir():
+        pd.DataFrame({"epoch": [1, 2], "val_f2": [0.5, 0.6], **{f"f2_{lab}": [1.0, 1.0] for lab in LABELS}}
+                     ).to_csv(run / "history.csv", index=False)
+    out = tmp_path / "r.html"
+    tool = load_report_tool()
+    tool.main(tool.get_args_parser().parse_args(["--runs", str(root / "runs"), "--out", str(out)]))
+    text = out.read_text()
+    page = Page(text)
+    assert [c for c, _ in page.column("models-labels", "f2:d")] == ["n/a*"]
+    assert page.column("models-labels", "f2:c")[0][1] is not None  # c has positives in the other folds
+    runs = [r for r, _ in page.column("runs-labels", "run")]
+    for run, (c_text, c_key), (d_text, d_key) in zip(runs, page.column("runs-labels", "f2:c"),
+                                                    page.column("runs-labels", "f2:d")):
+        assert (d_text, d_key) == ("n/a*", None)
+        assert (c_text == "n/a*") == run.endswith("-f0") and (c_key is None) == run.endswith("-f0")
+    note = "* n/a: no image here has the tag"
+    for table in ("models-labels", "runs-labels"):
+        start = text.index(f'id="{table}"')
+        assert text.index("</table>", start) < text.index(note, start) < text.index("<table", start)
+    bars = next(fig for fig in drawn if fig.axes[0].get_xlabel() == "F2 of the label over the images")
+    notes, _ = bar_notes(bars)
+    assert notes["d"].startswith(plots.NO_POSITIVES) and not notes["c"].startswith(plots.NO_POSITIVES)
+    histories = [fig for fig in drawn if len(fig.axes) == 3 and fig.axes[2].get_legend()]
+    legends = [[t.get_text() for t in fig.axes[2].get_legend().get_texts()] for fig in histories]
+    assert len(legends) == 3
+    assert sum(f"c ({plots.NO_POSITIVES})" in lg for lg in legends) == 1  # fold 0's run only
+    assert all(f"d ({plots.NO_POSITIVES})" in lg for lg in legends)
+
+
+def test_stack_labels_without_positives_read_na(tmp_path):
+    rep = {"methods": {"mean": {"f2_cross_fitted": 0.5, "per_label": {"a": 0.4, "z": 1.0}}},
+           "library": {"labels": ["a", "z"], "label_frequency": {"a": 0.3, "z": 0.0}},
+           "members": [{"name": "m", "label_f2": {"a": 0.4, "z": 1.0}}]}
+    path = tmp_path / "stack_report.json"
+    path.write_text(json.dumps(rep))
+    s = stack_section(path, {}, {}, 0)
+    assert [[c.text for c in row] for row in s["per_label"].rows] == [["a", "0.3000", "0.4000"],
+                                                                     ["z", "0.0000", "n/a*"]]
+    assert s["per_label"].footnote.startswith("* n/a: no image here has the tag")
+    assert s["members"].rows[0][4].key == pytest.approx(0.4)  # the mean leaves out z's 0/0 F2
+    assert "not z" in s["members"].footnote
 
 
 def chromium():

@@ -48,6 +48,15 @@ def label_thresholds(y, probs, thresholds=None):
     return thr, f2
 
 
+NO_POSITIVES = "no positives: F2 n/a"  # a label no image has: its F2 is 0/0, shown as n/a
+
+
+def _no_positives_note(ax):
+    """NO_POSITIVES in a panel's corner, on white over the histograms: no threshold is drawn there."""
+    ax.text(0.97, 0.95, NO_POSITIVES.replace(": ", ":\n"), transform=ax.transAxes, ha="right", va="top",
+            fontsize=7, color="dimgrey", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+
+
 def _grid(n):
     cols = max(1, math.ceil(math.sqrt(n)))
     return math.ceil(n / cols), cols
@@ -93,6 +102,8 @@ def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", b
             ax.text(0.97 if right else 0.03, 0.95, f"t={thr[j]:.2f}\nF2={f2[j]:.2f}",
                     transform=ax.transAxes, ha="right" if right else "left", va="top",
                     fontsize=7)
+        elif not y[:, j].any():
+            _no_positives_note(ax)
         short = name if len(name) <= 28 else name[:27] + "…"
         ax.set_title(f"{short}\nd={y[:, j].mean():.3g} (n={int(y[:, j].sum())})", fontsize=8)
         ax.tick_params(labelsize=6)
@@ -138,7 +149,6 @@ def plot_prob_comparison(sources, path, bins=40, dpi=80):
     return _save(fig, path, dpi)
 
 
-NO_POSITIVES = "no positives: F2 n/a"  # a label no image has: its F2 is 0/0, shown as n/a
 
 
 def plot_label_f2(per_label, path, thresholds=None, best=None, title="", dpi=80):
@@ -193,13 +203,15 @@ def _epoch_axis(history):
 LINES_UP_TO = 10  # more labels than this: per-label F2 as a heatmap, one row per label
 
 
-def plot_history(history, path, dpi=80):
+def plot_history(history, path, dpi=80, no_positives=()):
     """Loss (train/val), validation F2 and per-label F2 (columns f2_<label>) against the
     epoch, with dashed lines where the `stage` column changes. Every epoch is a marker, so
     a one-epoch run shows its points. Up to LINES_UP_TO labels the per-label F2 are lines
     whose legend gives each label's last F2 (labels on top of each other, at 0 say, stay
     apart there); with more, a heatmap below with one named row per label. history: the
-    DataFrame of history.csv (missing columns are skipped). Returns the PNG's Path."""
+    DataFrame of history.csv (missing columns are skipped); no_positives: labels no
+    validation image has, whose F2 is undefined: no line (legend: NO_POSITIVES) or a grey
+    row named so. Returns the PNG's Path."""
     x, xlabel = _epoch_axis(history)
     label_cols = [c for c in history.columns if c.startswith("f2_")]
     as_lines = len(label_cols) <= LINES_UP_TO
@@ -215,10 +227,14 @@ def plot_history(history, path, dpi=80):
     if "val_f2" in history:
         ax_f2.plot(x, history["val_f2"], "-o", ms=3, color="k", label="val_f2")
     axes = [ax_loss, ax_f2] + ([ax_lab] if as_lines else [])
+    empty = {"f2_" + lab for lab in no_positives}
     if as_lines:
         colours = colormaps["tab10"].colors
         for k, col in enumerate(label_cols):
             last = history[col].dropna()
+            if col in empty:  # its 0/0 F2 would read as 1.0 or 0: a legend entry, no line
+                ax_lab.plot([], [], "o", ms=3, color="lightgrey", label=f"{col[3:]} ({NO_POSITIVES})")
+                continue
             ax_lab.plot(x, history[col], "-o", ms=3, lw=1, color=colours[k % 10],
                         label=f"{col[3:]} ({last.iloc[-1]:.2f})" if len(last) else col[3:])
     for i in _stage_changes(history):
@@ -238,7 +254,7 @@ def plot_history(history, path, dpi=80):
     if as_lines and label_cols:
         ax_lab.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if not as_lines:
-        _label_heatmap(fig.add_subplot(grid[1, :]), history, label_cols, x, xlabel)
+        _label_heatmap(fig.add_subplot(grid[1, :]), history, label_cols, x, xlabel, empty)
     return _save(fig, path, dpi)
 
 
@@ -250,16 +266,20 @@ def _stage_changes(history):
     return list(np.flatnonzero(stage[1:] != stage[:-1]) + 1)
 
 
-def _label_heatmap(ax, history, label_cols, x, xlabel):
-    """Per-label F2 as an image: one row per label (named), one column per epoch."""
-    values = history[label_cols].to_numpy(np.float64).T
-    image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
-                      extent=(x[0] - 0.5, x[-1] + 0.5, len(label_cols) - 0.5, -0.5))
+def _label_heatmap(ax, history, label_cols, x, xlabel, empty=frozenset()):
+    """Per-label F2 as an image: one row per label (named), one column per epoch; the
+    columns in `empty` (labels without positives) grey and named so."""
+    values = history[label_cols].to_numpy(np.float64, copy=True).T
+    values[[c in empty for c in label_cols]] = np.nan
+    image = ax.imshow(values, aspect="auto", cmap=colormaps["viridis"].with_extremes(bad="lightgrey"), vmin=0,
+                      vmax=1, interpolation="nearest", extent=(x[0] - 0.5, x[-1] + 0.5, len(label_cols) - 0.5, -0.5))
     ax.figure.colorbar(image, ax=ax, fraction=0.02, pad=0.01, label="F2")
-    ax.set_yticks(range(len(label_cols)), [c[3:] for c in label_cols], fontsize=6)
+    ax.set_yticks(range(len(label_cols)),
+                  [c[3:] + (" (no positives)" if c in empty else "") for c in label_cols], fontsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
-    ax.set_title(f"per-label F2 of {len(label_cols)} labels, each row one label (dark: 0, yellow: 1)", fontsize=10)
+    ax.set_title(f"per-label F2 of {len(label_cols)} labels, each row one label (dark: 0, yellow: 1"
+                 + ("; grey: no positives, F2 n/a)" if empty & set(label_cols) else ")"), fontsize=10)
     for i in _stage_changes(history):
         ax.axvline((x[i - 1] + x[i]) / 2, color="w", ls="--", lw=0.8)
 

@@ -63,10 +63,19 @@ class Cell:
 
 @dataclass
 class Table:
-    """A sortable HTML table: id (for ?sort=ID:COLUMN, e.g. ?sort=runs-table:f2_best), column names, rows of Cells."""
+    """A sortable HTML table: id (for ?sort=ID:COLUMN, e.g. ?sort=runs-table:f2_best), column names, rows of
+    Cells, and a footnote shown under it (None: none)."""
     id: str
     columns: list
     rows: list = field(default_factory=list)
+    footnote: str = None
+
+
+NA = "n/a*"  # a label's F2 where no image has the label (0/0); NO_POSITIVES_NOTE explains it
+NO_POSITIVES_NOTE = ("* n/a: no image here has the tag (for a run: no image of its validation fold), so the "
+                     "label's own F2 is 0/0, undefined. By the metric's convention (an image with no true and no "
+                     "predicted tag scores 1) it would read 1.0 when nothing is predicted and 0 otherwise; the "
+                     "image-averaged F2 still counts the label's false positives.")
 
 
 def _is_score(col):
@@ -85,6 +94,26 @@ def cell(value, col="", href=None):
         spec = ".4f" if _is_score(col) or col in ("frequency", "threshold") else ".6g"
         return Cell(format(float(value), spec).replace("-0.0000", "0.0000"), float(value), href)  # no "-0.0000"
     return Cell(str(value), str(value), href)
+
+
+def empty_labels(oof):
+    """The labels of an OOF (utils.runs.scores.OOF) that no image has: their F2 is undefined."""
+    return {lab for lab, n in zip(oof.labels, oof.y.sum(0)) if n == 0}
+
+
+def mark_no_positives(table, empty, note):
+    """Write NA (sorting last) in table's 'f2:LABEL' cells whose label is in empty[row name]
+    ({first cell's text: set of labels}), and `note` under the table when any was."""
+    cols = {j: c[len(LABEL_COL):] for j, c in enumerate(table.columns) if str(c).startswith(LABEL_COL)}
+    marked = 0
+    for row in table.rows:
+        for j, lab in cols.items():
+            if lab in empty.get(row[0].text, ()):
+                row[j] = Cell(NA, None, row[j].href)
+                marked += 1
+    if marked:
+        table.footnote = note
+    return table
 
 
 def table_from_frame(df, table_id, links=None, rename=None):
@@ -106,6 +135,7 @@ class ModelView:
     oof: object
     scores: dict
     figures: dict = field(default_factory=dict)
+    run_empty: dict = field(default_factory=dict)  # {run name: labels no image of its validation fold has}
 
     @property
     def anchor(self):
@@ -128,7 +158,8 @@ def model_views(runs, truth, tta, names, threshold=FIXED_THRESHOLD):
     for key in [k for k in names if k in groups]:
         items = sorted(groups[key], key=lambda t: (t[0].fold, t[0].seed, t[0].name))
         oof = merge_oofs([o for _, o in items])
-        views.append(ModelView(key, names[key], [r for r, _ in items], oof, score_oof(oof, threshold)))
+        views.append(ModelView(key, names[key], [r for r, _ in items], oof, score_oof(oof, threshold),
+                               run_empty={r.name: empty_labels(o) for r, o in items}))
     return views
 
 
@@ -136,8 +167,10 @@ def label_f2_at(oof, thresholds):
     """{label: the label's F2 over the images when predicted at probs >= its threshold}.
 
     oof: utils.runs.scores.OOF; thresholds: (L,) float. The score of the decisions the
-    thresholds make (utils.metrics.fbeta.fbeta_per_label), not the label's best one."""
+    thresholds make (utils.metrics.fbeta.fbeta_per_label), not the label's best one; NaN for a
+    label no image has (0/0)."""
     f2 = fbeta_per_label(oof.y, oof.probs >= np.asarray(thresholds, dtype=np.float64)[None, :])
+    f2[oof.y.sum(0) == 0] = np.nan
     return dict(zip(oof.labels, f2.tolist()))
 
 
@@ -145,8 +178,10 @@ def draw_model(view, dpi=FIGURE_DPI):
     """Figures of a model: per-label F2 bars at the greedy thresholds (each label's best F2
     as a tick), probability distributions, each run's history."""
     s = view.scores
+    empty = empty_labels(view.oof)
+    best = {lab: math.nan if lab in empty else f for lab, f in s["per_label"].items()}
     view.figures["label_f2"] = png_uri(lambda p: plot_label_f2(
-        label_f2_at(view.oof, s["thresholds"]), p, view.thresholds, best=s["per_label"],
+        label_f2_at(view.oof, s["thresholds"]), p, view.thresholds, best=best,
         title=f"{view.name}: per-label F2 at the greedy thresholds (out-of-fold)", dpi=dpi))
     view.figures["probs"] = png_uri(lambda p: plot_prob_distributions(
         view.oof.y, view.oof.probs, view.oof.labels, p, thresholds=s["thresholds"],
@@ -159,7 +194,8 @@ def draw_model(view, dpi=FIGURE_DPI):
         except DataError:
             continue  # a run without a readable history still has its scores
         if len(hist):
-            view.figures["history"][run.name] = png_uri(lambda p: plot_history(hist, p, dpi=dpi))
+            view.figures["history"][run.name] = png_uri(lambda p: plot_history(
+                hist, p, dpi=dpi, no_positives=view.run_empty.get(run.name, ())))
 
 
 def correlation_section(views, dpi=FIGURE_DPI):
@@ -233,12 +269,17 @@ def stack_section(path, model_anchors, run_anchors, index):
                        cell(_num(bs.get("f2_in_sample")), "f2"), Cell("-"), Cell("-")])
     per_label = Table(f"{sid}-labels", ["label", "frequency"] + [s for s, _ in ranked])
     freq = rep["library"].get("label_frequency", {})
+    empty = {lab for lab in labels if _num(freq.get(lab)) == 0}
     for lab in labels:
-        per_label.rows.append([cell(lab), cell(_num(freq.get(lab)))] +
-                              [cell(_num(m.get("per_label", {}).get(lab)), "f2") for _, m in ranked])
+        per_label.rows.append([cell(lab), cell(_num(freq.get(lab)), "frequency")] +
+                              [Cell(NA) if lab in empty else cell(_num(m.get("per_label", {}).get(lab)), "f2")
+                               for _, m in ranked])
     members = Table(f"{sid}-members", ["member", "runs", "cross-fitted F2", "in-sample F2", "mean label F2"])
+    if empty:
+        per_label.footnote = NO_POSITIVES_NOTE
+        members.footnote = f"mean label F2: over the labels with positives (not {', '.join(sorted(empty))})."
     for m in rep.get("members", []):
-        lf = [v for v in (m.get("label_f2") or {}).values() if isinstance(v, (int, float))]
+        lf = [v for k, v in (m.get("label_f2") or {}).items() if isinstance(v, (int, float)) and k not in empty]
         runs = [(r, run_anchors.get(r)) for r in m.get("runs", [])]
         members.rows.append([Cell(m.get("name", "?"), m.get("name", "?"), model_anchors.get(m.get("model"))),
                              Cell(" ".join(r for r, _ in runs), len(runs)),
@@ -311,6 +352,8 @@ def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FI
                              zip(split_label_columns(model_df), ("models-table", "models-labels")))
     runs_table, runs_labels = (table_from_frame(df, tid, links=run_links) for df, tid in
                                zip(split_label_columns(run_df), ("runs-table", "runs-labels")))
+    mark_no_positives(models_labels, {v.name: empty_labels(v.oof) for v in views}, NO_POSITIVES_NOTE)
+    mark_no_positives(runs_labels, {r: e for v in views for r, e in v.run_empty.items()}, NO_POSITIVES_NOTE)
     return {"title": title or f"Report: {', '.join(Path(f).name for f in folders)}",
             "generated": time.strftime("%Y-%m-%d %H:%M"), "folders": [str(f) for f in folders],
             "n_runs": len(runs), "n_finished": sum(r.finished for r in runs), "n_models": len(views),
