@@ -107,3 +107,33 @@ def test_bad_input_exits_2_and_writes_nothing(oof_set, tmp_path):
     r = subprocess.run(cmd + ["--runs", str(tmp_path / "none*")], capture_output=True, text=True)
     assert r.returncode == 2 and "no runs match" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def sheet_rows(n, long=False):
+    tags = "a b c d " * 4 if long else "a b"
+    return pd.DataFrame({"rank": range(1, n + 1), "image_name": [f"im{i:03d}" + "_x" * 20 * long for i in range(n)],
+                         "tag": "a", "given": 1, "probability": 0.03, "given_tags": tags.strip()})
+
+
+@pytest.mark.parametrize("n, cols, long", [(1, 6, False), (5, 2, True), (13, 6, True), (48, 6, False)])
+def test_contact_sheet_title_and_captions_keep_apart(tmp_path, n, cols, long):
+    """The title, each image's caption above it and its red line below overlap nothing and
+    stay inside the sheet, however many rows and columns."""
+    from utils.analysis.label_issues import contact_sheet, draw_contact_sheet
+
+    images = [np.full((16, 16, 3), 100 + i, np.uint8) for i in range(n)]
+    title = "most suspicious labels of 300 images, 2 model(s)" + " and a longer title" * 3 * long
+    fig = draw_contact_sheet(sheet_rows(n, long), images, cols, title)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # the constrained layout runs at draw time
+    head = fig._suptitle.get_window_extent(renderer)
+    texts = [t.get_window_extent(renderer) for ax in fig.axes for t in (ax.title, ax.xaxis.label)]
+    images_boxes = [ax.get_window_extent(renderer) for ax in fig.axes]
+    assert len(fig.axes) == n and len(fig.axes[0].title.get_text().splitlines()) >= 2
+    boxes = [head, *texts]
+    for i, a in enumerate(boxes):
+        assert fig.bbox.x0 <= a.x0 and a.x1 <= fig.bbox.x1 + 1 and fig.bbox.y0 <= a.y0 and a.y1 <= fig.bbox.y1 + 1
+        assert not any(a.overlaps(b) for b in boxes[i + 1:] + images_boxes), i
+    path = contact_sheet(sheet_rows(n, long), images, tmp_path / "sheet.png", cols, title)
+    with Image.open(path) as im:
+        assert im.size[0] == round(min(cols, n) * 2.0 * 80) and abs(im.size[1] - fig.get_figheight() * 80) <= 1

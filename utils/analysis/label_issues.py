@@ -18,6 +18,7 @@ per image and handed to cleanlab:
 - an issue flag per image: filter.find_label_issues (prune by noise rate).
 """
 import logging
+import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -86,26 +87,50 @@ def rank_label_issues(y, probs, names, labels, method="self_confidence", aggrega
     return df
 
 
+CELL_INCHES = 2.0      # width of one image's column of the contact sheet
+CAPTION_CHARS = 34     # characters of a caption line at 7 pt in that width
+
+
+def _caption(r):
+    """Lines above one image: '#rank name' (shortened) and its given tags, wrapped to the cell."""
+    head = f"#{r.rank} {r.image_name}"
+    head = head if len(head) <= CAPTION_CHARS else head[:CAPTION_CHARS - 1] + "…"
+    return [head] + textwrap.wrap(f"given: {r.given_tags or '(none)'}", CAPTION_CHARS)
+
+
 def contact_sheet(table, images, path, cols=6, title=None):
     """A PNG grid of images with their given tags and the suspicious tag in red.
 
     table: the first rows of rank_label_issues; images: one uint8 (H, W, 3) per row;
-    path: PNG written atomically. A suspicious tag given as 1 reads '-tag? p=0.03'
-    (probably absent), one given as 0 reads '+tag? p=0.97' (probably missing).
+    path: PNG written atomically; cols: images per row (at most len(table)). A suspicious
+    tag given as 1 reads '-tag? p=0.03' (probably absent), one given as 0 reads
+    '+tag? p=0.97' (probably missing). Returns the Path.
     """
+    fig = draw_contact_sheet(table, images, cols, title)
+    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=80))
+    return Path(path)
+
+
+def draw_contact_sheet(table, images, cols=6, title=None):
+    """The Figure of contact_sheet: the title (wrapped to the sheet's width), each image's
+    caption lines above it and its red line below each get their own room, for any number
+    of rows and columns."""
     n = len(table)
+    cols = max(1, min(cols, n))
     rows = max(1, -(-n // cols))
-    fig = Figure(figsize=(cols * 2.0, rows * 2.4))
+    captions = [_caption(r) for r in table.itertuples()]
+    head = textwrap.wrap(title or "most suspicious labels (red: the tag to check)", int(cols * CAPTION_CHARS * 0.7))
+    lines = max((len(c) for c in captions), default=2)
+    fig = Figure(figsize=(cols * CELL_INCHES, rows * (1.9 + 0.13 * lines + 0.25) + 0.2 * len(head) + 0.2),
+                 layout="constrained")  # constrained layout keeps the title, captions and red lines apart
     FigureCanvasAgg(fig)
-    for k, (r, img) in enumerate(zip(table.itertuples(), images)):
+    for k, (r, img, caption) in enumerate(zip(table.itertuples(), images, captions)):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.imshow(img)
         ax.set_xticks([])
         ax.set_yticks([])
         sign = "-" if r.given else "+"
-        ax.set_title(f"#{r.rank} {r.image_name}"[:28] + f"\ngiven: {r.given_tags or '(none)'}", fontsize=7)
+        ax.set_title("\n".join(caption), fontsize=7)
         ax.set_xlabel(f"{sign}{r.tag}? p={r.probability:.2f}", color="red", fontsize=8, fontweight="bold")
-    fig.suptitle(title or "most suspicious labels (red: the tag to check)", fontsize=10)
-    fig.tight_layout()
-    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=80))
-    return Path(path)
+    fig.suptitle("\n".join(head), fontsize=10)
+    return fig
