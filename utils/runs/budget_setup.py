@@ -12,7 +12,7 @@ from utils.common.errors import DataError
 from utils.data.dataset import load_dataset, select_label_group
 from utils.data.folds import folds_k_for
 from utils.metrics.constraints import parse_constraints
-from utils.runs.budget import (MARGIN, Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
+from utils.runs.budget import (MARGIN, STARTS_PER_JOB, Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
                                round_up_budget, speed_key)
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
 from utils.runs.budget_probe import has_weights, measure, usable_archs
@@ -69,6 +69,13 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     measure the candidates' speeds, and plan what is left of budget_s since t0
     (time.perf_counter() at the command's start). Returns (Plan, Measured). DataError naming
     the minimum budget when not even the cheapest model fits; nothing is written either way."""
+    started = time.perf_counter() - t0   # this process's start-up, about what every job pays again
+    floor = started + 3 * STARTS_PER_JOB * started / (1 - MARGIN)
+    if floor > budget_s:                  # three jobs' start-ups alone overrun it: refuse before probing
+        least = format_duration(round_up_budget(floor))
+        raise DataError(f"--budget {args.budget}: too small: starting the jobs of the smallest plan (a model, the "
+                        f"stack and the report) alone would take longer here; the minimum budget on this device is "
+                        f"about {least} or more: pass --budget {least} or more. Nothing was written.")
     cands = budget_candidates(args, preset, facts)
     check_cells([Cell(m.arch, 0, m.seed, member_flags(m, facts), "check") for m in cands if m.kind == "train"])
     print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)
