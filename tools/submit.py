@@ -376,7 +376,8 @@ def budget_plan(args):
     else:
         made, measured = measure_and_plan(args, budget_s, preset, facts,
                                           lambda cells: check_cells(cells, args.data, args.out), T0)
-        plan = new_plan(command, budget_s, measured, facts, preset, made.members, made.jobs, time.perf_counter() - T0)
+        plan = new_plan(command, budget_s, measured, facts, preset, made.members, made.jobs, time.perf_counter() - T0,
+                        made.candidates)
         print(f"preset {preset.name}; TTA {preset.tta}; stack methods {' '.join(preset.stack_methods)}; evidence:")
         print("\n".join(f"  {k}: {v}" for k, v in evidence_for(preset, facts.folds_k).items()))
     print("\n".join(plan_table(plan["jobs"], budget_s, plan["used_s"])), flush=True)

@@ -7,7 +7,7 @@ import pytest
 from utils.common.errors import DataError
 from utils.runs.budget import (MARGIN, Facts, Measured, Speed, complete_members, finish_seconds, format_duration,
                                make_plan, member_cost,
-                               minimum_seconds, parse_duration, replan, round_up_budget, speed_key)
+                               minimum_seconds, parse_duration, replan, extend, corrections, expected, round_up_budget, speed_key)
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
 from utils.runs.plan_file import check_same_command, plan_table
 
@@ -198,3 +198,62 @@ def test_probe_measures_the_cheapest_size_first_and_evidence_names_the_folds():
     ev = evidence_for(PRESETS["balanced"], 3)
     assert "3 folds" in ev and "5 folds" not in ev and "folds.csv" in ev["3 folds"]
     assert evidence_for(PRESETS["balanced"], 5) == PRESETS["balanced"].evidence
+
+
+def finish_at(jobs, kinds, pace):
+    """Mark the first planned job of each kind in `kinds` finished in pace x its predicted time;
+    returns the seconds they took."""
+    spent = 0.0
+    for kind in kinds:
+        j = next(j for j in jobs if j.kind == kind and j.state == "planned")
+        j.state, j.actual_s = "finished", j.predicted_s * pace
+        spent += j.actual_s
+    return spent
+
+
+def open_seconds(jobs):
+    factor = corrections(jobs)
+    return sum(expected(j, factor) for j in jobs if j.state in ("planned", "running"))
+
+
+def test_extend_adds_candidates_when_the_plan_runs_ahead():
+    p = preset(sizes=(64, 128), max_trained=4)
+    c = cands(p, sizes=(64, 128), seeds=(0, 1))
+    budget = 100
+    plan = make_plan(c, measured(), FACTS, budget, p)
+    jobs, before = plan.jobs, [m.id for m in plan.members]
+    assert len(before) < len(c)
+    on_time = [replace(j) for j in jobs]
+    left = budget - finish_at(on_time, ("probe", "train"), 1.0)
+    assert extend(on_time, c, measured(), FACTS, p, left) == []          # on time: nothing to add
+    left = budget - finish_at(jobs, ("probe", "train"), 0.25)           # four times faster than measured
+    stack_before = next(j for j in jobs if j.kind == "stack").predicted_s
+    added = extend(jobs, c, measured(), FACTS, p, left)
+    assert added and not {m.id for m in added} & set(before)
+    assert {m.size for m in added if m.kind == "train"} == {m.size for m in plan.trained}  # the plan's size first
+    assert open_seconds(jobs) <= left * (1 - MARGIN) + 1e-6
+    assert replan(jobs, left) == []                                       # what extend adds, replan keeps
+    assert next(j for j in jobs if j.kind == "stack").predicted_s > stack_before
+    assert [j.kind for j in jobs[-2:]] == ["stack", "report"]            # new jobs go before the finish
+    members = list(dict.fromkeys(j.member for j in jobs if j.member))
+    assert members == before + [m.id for m in added]
+    assert len({j.member for j in jobs if j.kind == "train"}) <= p.max_trained
+    assert extend(jobs, c, measured(), FACTS, p, left) == []              # no member twice
+    extend(jobs, c, measured(), FACTS, p, 10 ** 6)                         # a huge budget: up to max_trained
+    trained = {(j.arch, j.seed): j.member for j in jobs if j.kind == "train"}
+    assert len(trained) == len(set(trained.values())) == min(p.max_trained, sum(m.kind == "train" for m in c))
+
+
+def test_extend_never_brings_back_a_dropped_member():
+    p = preset(sizes=(64, 128), max_trained=4)
+    c = cands(p, sizes=(64, 128), seeds=(0, 1))
+    plan = make_plan(c, measured(), FACTS, 200, p)
+    jobs = plan.jobs
+    left = 200 - finish_at(jobs, ("probe", "train"), 3.0)               # slower: the last members go
+    dropped = replan(jobs, left)
+    assert dropped
+    added = extend(jobs, c, measured(), FACTS, p, 10 ** 6)
+    keys = {(m.arch, m.seed) for m in added}
+    assert all((j.arch, j.seed) not in keys for j in jobs if j.member in dropped and j.kind == "train")
+    assert all(j.state != "planned" for j in jobs if j.member in dropped)
+    assert len({j.member for j in jobs if j.kind == "train" and j.state != "dropped"}) <= p.max_trained

@@ -12,7 +12,8 @@ Everything here is a pure function of its inputs: the same measurement, dataset,
 budget give the same plan. `make_plan` fills the budget less a safety margin (MARGIN),
 cheapest members first in the preset's order, then lengthens training while it still fits;
 `replan` scales the remaining jobs by the speeds measured so far (actual / predicted seconds
-of the finished jobs of each kind) and drops the members that would no longer finish in time.
+of the finished jobs of each kind) and drops the members that would no longer finish in time;
+`extend` adds the candidates left out when the plan runs ahead of its prediction.
 """
 import math
 import re
@@ -224,11 +225,13 @@ def member_cost(m, measured, facts, tta):
 @dataclass
 class Plan:
     """The members chosen and their jobs in running order (members, then stack and report),
-    predicted seconds of all of it, and the seconds it had to fit in."""
+    predicted seconds of all of it, the seconds it had to fit in, and the candidates it chose
+    from (what `extend` may add later)."""
     members: list
     jobs: list
     predicted_s: float
     fits_s: float
+    candidates: list = field(default_factory=list)
 
     @property
     def trained(self):
@@ -257,7 +260,7 @@ def make_plan(candidates, measured, facts, left_s, preset):
         if total(grown) <= fits_s:
             chosen = grown
             break
-    return Plan(chosen, plan_jobs(chosen, measured, facts, preset), total(chosen), fits_s)
+    return Plan(chosen, plan_jobs(chosen, measured, facts, preset), total(chosen), fits_s, list(candidates))
 
 
 def growth_options(members, measured, epochs):
@@ -334,6 +337,59 @@ def replan(jobs, left_s):
                 j.state, j.why = "dropped", (f"would end {format_duration(used + cost + finish)} from now, "
                                              f"{format_duration(left_s)} left")
     return dropped
+
+
+def extend(jobs, candidates, measured, facts, preset, left_s):
+    """Add members while the plan runs ahead of its prediction: the candidates never in the plan
+    (in order, at most preset.max_trained trained members in all) whose jobs, at the speeds
+    measured so far, fit beside the open jobs in (1 - MARGIN) x left_s. A trained one is tried at
+    the size and epochs of the plan's trained members first, then at its own. New jobs go before
+    the stack, whose and the report's predictions grow with the members. A candidate once in the
+    plan (at any size, dropped or not) is never added again. Returns the members added (as
+    planned: scaled to their size and epochs); jobs is changed in place."""
+    factor = corrections(jobs)
+    taken = {job_key(j) for j in jobs if j.member is not None}
+    live = [j for j in jobs if j.state != "dropped"]
+    trained = [j for j in live if j.kind == "train"]
+    n_trained = len({j.member for j in trained})
+    n_live = len({j.member for j in live if j.member is not None})
+    used = sum(expected(j, factor) for j in jobs if j.state in ("planned", "running"))
+    added = []
+    for m in candidates:
+        if member_key(m) in taken or (m.kind == "train" and n_trained >= preset.max_trained):
+            continue
+        shapes = ([(trained[0].size, trained[0].epochs)] if trained and m.kind == "train" else []) + [(m.size, m.epochs)]
+        for size, epochs in dict.fromkeys(shapes):
+            if m.kind == "train" and speed_key(m.arch, size, m.bs) not in measured.speeds:
+                continue
+            member = m.scaled(size, epochs) if m.kind == "train" else m
+            new = member_jobs(member, measured, facts, preset.tta)
+            more = (stack_seconds(n_live + 1, len(preset.stack_methods), facts, measured.job_start_s)
+                    - stack_seconds(n_live, len(preset.stack_methods), facts, measured.job_start_s) + REPORT_MEMBER_S)
+            cost = sum(j.predicted_s * factor[j.kind] for j in new) + more * factor["stack"]
+            if used + cost > left_s * (1 - MARGIN):
+                continue
+            at = next(i for i, j in enumerate(jobs) if j.member is None)
+            jobs[at:at] = new
+            used, n_live, n_trained = used + cost, n_live + 1, n_trained + (m.kind == "train")
+            added.append(member)
+            break
+    for j in jobs:
+        if j.state == "planned" and j.kind == "stack":
+            j.predicted_s = stack_seconds(n_live, len(preset.stack_methods), facts, measured.job_start_s)
+        elif j.state == "planned" and j.kind == "report":
+            j.predicted_s = report_seconds(n_live, measured.start_s)
+    return added
+
+
+def member_key(m):
+    """What identifies a member across sizes: ('probe', run prefix) or ('train', arch, seed)."""
+    return ("probe", m.prefix) if m.kind == "probe" else ("train", m.arch, m.seed)
+
+
+def job_key(job):
+    """member_key of the member a probe, train or predict job belongs to."""
+    return ("probe", job.name) if job.kind == "probe" else ("train", job.arch, job.seed)
 
 
 def complete_members(jobs):

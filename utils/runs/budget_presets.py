@@ -100,6 +100,16 @@ class Member:
         return replace(self, id=train_member_id(self.arch, size, self.seed), size=size, epochs=epochs)
 
 
+def member_from_json(d):
+    """A Member from its plan.json dict (lists back to tuples)."""
+    return Member(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def plan_preset(plan):
+    """The preset a plan.json dict was made with, with its TTA and stack methods as recorded."""
+    return replace(PRESETS[plan["preset"]], tta=plan["tta"], stack_methods=tuple(plan["stack_methods"]))
+
+
 def evidence_for(preset, folds_k):
     """preset.evidence, its folds entry saying `folds_k` when the dataset's folds file (or
     --folds-k) fixed another number of folds than the preset's."""

@@ -3,8 +3,10 @@
 Each job goes to the submitit executor of --cluster (slurm, local or debug) as the grid's
 own jobs do (utils/runs/cluster.py: TrainJob, PredictJob, ProbeJob, StackJob), so a finished
 run is skipped and an unfinished one resumes with train.py --resume. Before each job the plan
-is re-planned with the speeds measured so far (utils.runs.budget.replan): members that would
-no longer finish are dropped, and the stack uses the members that finished. A job still
+is re-planned with the speeds measured so far: members that would no longer finish are
+dropped (utils.runs.budget.replan), and while the plan runs ahead of its prediction the
+candidates it left out are added in their order (utils.runs.budget.extend); the stack uses
+the members that finished. A job still
 running when its share of the budget is spent is stopped (not in --cluster debug, which runs
 jobs in this process). plan.json records every state change and, every few seconds, the time
 used, so that the same command continues after a kill within what is left.
@@ -14,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,7 +24,8 @@ from tqdm import tqdm
 from utils.analysis.report import build_context, render
 from utils.common.atomic import atomic_write_text
 from utils.common.temp_files import is_alive
-from utils.runs.budget import complete_members, corrections, expected, format_duration, replan
+from utils.runs.budget import Facts, Measured, complete_members, corrections, expected, extend, format_duration, replan
+from utils.runs.budget_presets import member_from_json, plan_preset
 from utils.runs.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
 from utils.runs.directory import find_runs
 from utils.runs.plan_file import write_plan
@@ -246,27 +249,48 @@ def run_one(ctx, progress, job):
     ctx.save()
 
 
+def adjust(ctx, progress):
+    """Re-plan before a job with the speeds measured so far: drop the members that would no
+    longer finish (utils.runs.budget.replan); when none is dropped, add the candidates that now
+    fit (utils.runs.budget.extend). Says what changed above the bars."""
+    jobs = ctx.plan["jobs"]
+    dropped = replan(jobs, ctx.left())
+    for m in dropped:
+        progress.write(f"dropped {m}: {next(j.why for j in jobs if j.member == m)}")
+    if dropped or not ctx.plan.get("candidates"):
+        return
+    added = extend(jobs, [member_from_json(d) for d in ctx.plan["candidates"]],
+                   Measured.from_json(ctx.plan["measured"]), Facts(**ctx.plan["facts"]), plan_preset(ctx.plan),
+                   ctx.left())
+    for m in added:
+        ctx.plan["members"].append(asdict(m))
+        progress.write(f"added {m.id}: the plan runs ahead of its prediction, {format_duration(ctx.left())} left")
+
+
+def next_job(jobs):
+    """The first planned job, or None."""
+    return next((j for j in jobs if j.state == "planned"), None)
+
+
 def run_plan(ctx):
-    """Every planned job in order, re-planning before each member job; the stack and report
-    when some member finished. Returns the ids of the members the stack used."""
+    """Every planned job in order, re-planning before each (members dropped when they would
+    overrun, added when the plan runs ahead); the stack and report when some member finished.
+    Returns the ids of the members the stack used."""
     jobs = ctx.plan["jobs"]
     for j in jobs:
         if j.state == "running":  # a kill interrupted it: its run resumes, its files say what is done
             j.state = "planned"
     progress = Progress(ctx)
     try:
-        for job in jobs:
-            if job.state != "planned":
-                continue
-            if job.member is not None:
-                for m in replan(jobs, ctx.left()):
-                    progress.write(f"dropped {m}: {next(j.why for j in jobs if j.member == m)}")
-                if job.state != "planned":
-                    continue
-            elif not complete_members(jobs):
+        while (job := next_job(jobs)) is not None:
+            if job.kind != "report":
+                adjust(ctx, progress)
+                if (job := next_job(jobs)) is None:
+                    break
+            if job.member is None and not complete_members(jobs):
                 job.state, job.why = "dropped", "no member finished"
                 continue
-            elif job.kind == "report" and not Path(ctx.submission).is_file():
+            if job.kind == "report" and not Path(ctx.submission).is_file():
                 job.state, job.why = "dropped", "no submission"
                 continue
             run_one(ctx, progress, job)

@@ -3,7 +3,7 @@
     {"version": 1, "command": {...the flags that define the plan...}, "budget_s": 240,
      "used_s": 131.5, "attempts": [{"started": "...", "used_s": 100.2}, ...],
      "measured": {...utils.runs.budget.Measured...}, "facts": {...}, "preset": "balanced",
-     "tta": "hflip", "stack_methods": [...], "members": [...],
+     "tta": "hflip", "stack_methods": [...], "members": [...], "candidates": [...],
      "jobs": [{"id", "kind", "member", "name", "predicted_s", "actual_s", "state", "why", ...}]}
 
 The budget is the total over attempts: a rerun of the same command reads used_s and
@@ -23,12 +23,14 @@ PLAN_FILE = "plan.json"
 VERSION = 1
 
 
-def new_plan(command, budget_s, measured, facts, preset, members, jobs, used_s):
-    """The plan.json dict of a first attempt (jobs as Job objects, as read_plan gives them)."""
+def new_plan(command, budget_s, measured, facts, preset, members, jobs, used_s, candidates=()):
+    """The plan.json dict of a first attempt (jobs as Job objects, as read_plan gives them);
+    candidates: the members the plan may add while it runs ahead (utils.runs.budget.extend)."""
     return {"version": VERSION, "command": command, "budget_s": budget_s, "used_s": used_s, "attempts": [],
             "measured": measured.to_json(), "facts": asdict(facts), "preset": preset.name, "tta": preset.tta,
             "stack_methods": list(preset.stack_methods), "evidence": dict(preset.evidence),
-            "members": [asdict(m) for m in members], "jobs": list(jobs)}
+            "members": [asdict(m) for m in members], "candidates": [asdict(m) for m in candidates],
+            "jobs": list(jobs)}
 
 
 def read_plan(path):
