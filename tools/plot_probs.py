@@ -9,8 +9,10 @@ prediction sets side by side (e.g. a run with and one without oversampling).
 --runs takes the run's preds/<split>.<tta>.csv (the best TTA for val, else 'none' or
 the only one, unless --tta) and, for val, the truth in its data root. --preds takes
 any prediction file (image_name, then one probability column per label), with
---truth for the two colours. With truth the red line is the greedy threshold. One
-set alone gets the panel grid of the training plots; several get one column each.
+--truth for the two colours. With truth the red line is the greedy threshold, with the
+F2 at it, and each panel's title gives the label's share of that set's images with the
+tag (d=) and their number (n=), as the figure's key says. One set alone gets the panel
+grid of the training plots; several get one column each, headed by its title.
 """
 import argparse
 import logging

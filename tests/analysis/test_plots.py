@@ -80,6 +80,12 @@ def overlapping(a, b):
     return any(x.overlaps(y) for x in a for y in b)
 
 
+def drawn_ticklabels(ax):
+    """The tick labels of ax inside its view limits: the locator also places labels beyond them, not drawn."""
+    return [tick.label1 for axis in (ax.xaxis, ax.yaxis) for tick in axis.get_major_ticks()
+            if min(axis.get_view_interval()) <= tick.get_loc() <= max(axis.get_view_interval())]
+
+
 def test_history_of_one_epoch_shows_points_and_last_values(tmp_path, drawn):
     hist = pd.DataFrame({"stage": [0], "epoch": [1], "train_loss": [0.6], "val_loss": [0.7], "val_f2": [0.4],
                          "f2_haze": [0.0], "f2_water": [0.0], "f2_clear": [0.5]})
@@ -158,3 +164,48 @@ def test_prob_panel_of_a_label_without_positives_says_so(tmp_path, drawn, preds)
     texts = [[t.get_text() for t in ax.texts] for ax in drawn[0].axes]
     assert texts[4] == [plots.NO_POSITIVES.replace(": ", ":\n")] and not drawn[0].axes[4].lines
     assert all(t and t[0].startswith("t=0.30") for t in texts[:4])
+
+
+@pytest.mark.parametrize("n_labels", [1, 2, 30])
+def test_prob_comparison_panels_title_d_and_n_as_the_single_grid(tmp_path, drawn, n_labels):
+    """Several prediction sets side by side: every panel is titled 'label' over 'd= (n=)' of its
+    own set (as plot_prob_distributions' panels), t and the F2 at it in the corner, the key
+    explains d and n, the sets' names head their columns, and no text runs into another."""
+    rng = np.random.default_rng(1)
+    names = [f"a_long_label_name_{j:03d}" for j in range(n_labels)]
+    ya, yb = ((rng.random((90, n_labels)) < rng.uniform(0.1, 0.9, n_labels)).astype(int) for _ in range(2))
+    pa, pb, pc = (rng.random((90, n_labels)) for _ in range(3))
+    thr = np.full(n_labels, 0.3)
+    sources = [("run A (val, none)", names, pa, ya, thr), ("run B", names[:1], pb[:, :1], yb[:, :1], thr[:1]),
+               ("test.none.csv", names, pc, None, None)]
+    plots.plot_prob_comparison(sources, tmp_path / "cmp.png", dpi=40)
+    fig = drawn[0]
+    grid = np.array(fig.axes).reshape(3, n_labels)  # made column by column
+    for j, name in enumerate(names):
+        assert grid[0, j].get_title() == f"{name}\nd={ya[:, j].mean():.3g} (n={ya[:, j].sum()})"
+        f2 = fbeta_score(ya[:, j], pa[:, j] >= 0.3, beta=2, zero_division=1.0)
+        assert [t.get_text() for t in grid[0, j].texts] == [f"t=0.30\nF2={f2:.2f}"]
+        assert grid[2, j].get_title().endswith("(no truth: d, n unknown)")
+    assert grid[1, 0].get_title() == f"{names[0]}\nd={yb[:, 0].mean():.3g} (n={yb[:, 0].sum()})"
+    assert all(not ax.axison for ax in grid[1, 1:])  # B predicts the first label only
+    assert "d: share of images with the tag, n: their number" in fig._suptitle.get_text().replace("\n", " ")
+    assert [t.get_text() for t in fig.texts if t is not fig._suptitle] == [s[0] for s in sources]
+    head = boxes(fig, fig.texts)  # the key (the suptitle) and the column titles
+    titles = boxes(fig, [ax.title for ax in fig.axes])
+    ticks = boxes(fig, [t for ax in fig.axes if ax.axison for t in drawn_ticklabels(ax)])
+    assert len(ticks) >= 2 * 6 * n_labels  # each drawn panel's x ticks 0, 0.2, ..., 1 at least
+    assert not overlapping(head, titles + ticks) and not overlapping(titles, ticks)
+    assert not any(a.overlaps(b) for group in (head, titles) for i, a in enumerate(group) for b in group[i + 1:])
+    assert all(b.x0 >= 0 and b.x1 <= fig.bbox.x1 and b.y1 <= fig.bbox.y1 for b in head + titles)
+
+
+def test_prob_comparison_without_truth_keys_grey_only(tmp_path, drawn):
+    """Sets without truth alone: the key explains the grey histograms and no colours, d or n none shows."""
+    rng = np.random.default_rng(2)
+    sources = [(f"run {k} (test, none)", LABELS, rng.random((30, len(LABELS))), None, None) for k in "AB"]
+    plots.plot_prob_comparison(sources, tmp_path / "cmp.png", dpi=40)
+    key = drawn[0]._suptitle.get_text().replace("\n", " ")
+    assert key == "grey: every image of a set without truth (log counts)"
+    assert all(ax.get_title().endswith("(no truth: d, n unknown)") and not ax.lines for ax in drawn[0].axes)
+    with pytest.raises(ValueError, match="run A"):
+        plots.plot_prob_comparison([("run A", LABELS[:2], sources[0][2], None, None)], tmp_path / "bad.png")

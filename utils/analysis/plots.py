@@ -62,11 +62,58 @@ def _grid(n):
     return math.ceil(n / cols), cols
 
 
+PANEL_KEY = ("blue: images without the tag, orange: with it (log counts); red: threshold t, F2 at it; "
+             "d: share of images with the tag, n: their number")
+
+
+def _short(name, limit=28):
+    """A label's name cut to `limit` characters (an ellipsis last), to fit above its panel."""
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
+def _prob_panel(ax, name, p, y, thr, f2, edges):
+    """One label's panel on ax: histograms (log counts, bin edges `edges`) of its probabilities
+    p (N,) float for images with the tag (orange) and without it (blue), y (N,) bool, or of all
+    of them grey when y is None; the threshold thr (float, NaN: none) as a red line with
+    't=..., F2=...' (f2 float, NaN: left out) in the corner away from it (NO_POSITIVES instead
+    for a label no image has); the title 'name' over 'd=share (n=count)'."""
+    groups = [(np.ones(len(p), bool), "grey")] if y is None else [(~y, NEG_COLOUR), (y, POS_COLOUR)]
+    for mask, colour in groups:
+        # np.histogram + stairs is several times faster than ax.hist's patches
+        ax.stairs(np.histogram(p[mask], bins=edges)[0], edges, color=colour, fill=True, alpha=0.5)
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0.8)
+    if y is not None and not y.any():
+        _no_positives_note(ax)
+    elif np.isfinite(thr):
+        ax.axvline(thr, color=THR_COLOUR, lw=1)
+        right = thr < 0.5  # write on the side away from the line
+        ax.text(0.97 if right else 0.03, 0.95, f"t={thr:.2f}" + (f"\nF2={f2:.2f}" if np.isfinite(f2) else ""),
+                transform=ax.transAxes, ha="right" if right else "left", va="top", fontsize=7)
+    counts = "(no truth: d, n unknown)" if y is None else f"d={y.mean():.3g} (n={int(y.sum())})"
+    ax.set_title(f"{_short(name)}\n{counts}", fontsize=8)
+    ax.tick_params(labelsize=6)
+
+
+def _comparison_key(truth, thresholds):
+    """The key of plot_prob_comparison: PANEL_KEY where any set has truth (truth: one bool per set),
+    grey for the sets without it; a red line explained without truth when thresholds are drawn."""
+    parts = [PANEL_KEY] if any(truth) else []
+    if not all(truth):
+        parts.append("grey: every image of a set without truth (log counts)")
+        if thresholds and not any(truth):
+            parts.append("red: threshold t")
+    return "; ".join(parts)
+
+
 def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", bins=40, dpi=80):
     """One small panel per label: histograms (log counts) of predicted probabilities for
     images with the label (orange) and without it (blue), the label's density d (share of
-    the images that have it) and positive count n in the title (explained in the figure), and its threshold as a red line (best-F2 on these data unless
-    `thresholds` (L,) is given; value and F2 written in the corner).
+    the images that have it) and positive count n in the title (explained in the figure),
+    and its threshold as a red line (best-F2 on these data unless `thresholds` (L,) is
+    given; value and F2 written in the corner).
 
     y: (N, L) 0/1; probs: (N, L) in [0, 1]; labels: L names. Returns the PNG's Path.
     """
@@ -76,9 +123,7 @@ def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", b
     rows, cols = _grid(len(labels))
     # fixed margins, in inches: constrained layout would take most of the time of this many panels
     width = 2.6 * cols
-    head = ([title] if title else []) + textwrap.wrap(
-        "blue: images without the tag, orange: with it (log counts); red: threshold t, F2 at it; "
-        "d: share of images with the tag, n: their number", int(width * 13))
+    head = ([title] if title else []) + textwrap.wrap(PANEL_KEY, int(width * 13))
     top = 0.45 + 0.17 * len(head)  # the figure's title lines, then the panels' two-line titles
     height = 2.1 * rows + top
     fig = _figure(width, height, layout=None)
@@ -87,26 +132,7 @@ def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", b
     edges = np.linspace(0, 1, bins + 1)
     thr, f2 = label_thresholds(y, probs, thresholds)
     for j, name in enumerate(labels):
-        ax = fig.add_subplot(rows, cols, j + 1)
-        # np.histogram + stairs is several times faster than ax.hist's patches
-        for mask, colour in ((~y[:, j], NEG_COLOUR), (y[:, j], POS_COLOUR)):
-            counts = np.histogram(probs[mask, j], bins=edges)[0]
-            ax.stairs(counts, edges, color=colour, fill=True, alpha=0.5)
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_locator(NullLocator())
-        ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0.8)
-        if np.isfinite(thr[j]):
-            ax.axvline(thr[j], color=THR_COLOUR, lw=1)
-            right = thr[j] < 0.5  # write on the side away from the line
-            ax.text(0.97 if right else 0.03, 0.95, f"t={thr[j]:.2f}\nF2={f2[j]:.2f}",
-                    transform=ax.transAxes, ha="right" if right else "left", va="top",
-                    fontsize=7)
-        elif not y[:, j].any():
-            _no_positives_note(ax)
-        short = name if len(name) <= 28 else name[:27] + "…"
-        ax.set_title(f"{short}\nd={y[:, j].mean():.3g} (n={int(y[:, j].sum())})", fontsize=8)
-        ax.tick_params(labelsize=6)
+        _prob_panel(fig.add_subplot(rows, cols, j + 1), name, probs[:, j], y[:, j], thr[j], f2[j], edges)
     fig.suptitle("\n".join(head), fontsize=9, y=1 - 0.08 / height, va="top")
     return _save(fig, path, dpi)
 
@@ -116,39 +142,48 @@ def plot_prob_comparison(sources, path, bins=40, dpi=80):
 
     sources: list of (title, labels, probs (N, L), y (N, L) 0/1 or None, thresholds
     (L,) or None). One row per label (the union, in first-seen order), one column per
-    source; positives orange, negatives blue (all predictions grey without truth), log
-    counts, the threshold as a red line. Written atomically; returns the Path.
+    source under its title; each panel as in plot_prob_distributions: positives orange,
+    negatives blue (all predictions grey without truth), log counts, the threshold as a
+    red line with t and the F2 at it, the title 'label' over 'd=share (n=count)' of that
+    source's images, all explained at the top; a label a source lacks reads '(not
+    predicted)'. Written atomically; returns the Path. Raises ValueError when a source's
+    probs, y and labels disagree in shape.
     """
     labels = list(dict.fromkeys(lab for s in sources for lab in s[1]))
     rows, cols = len(labels), len(sources)
-    fig = _figure(2.8 * cols + 0.6, 1.5 * rows + 0.8)
-    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False, sharex=True))
+    # fixed margins, in inches, as plot_prob_distributions (constrained layout is slow at this many panels)
+    width = 2.8 * cols + 0.3
+    key = _comparison_key([s[3] is not None for s in sources], any(s[4] is not None for s in sources))
+    head = textwrap.wrap(key, int(width * 13))
+    names = [textwrap.wrap(str(s[0]), 36) or [""] for s in sources]
+    name_lines = max(len(n) for n in names)
+    top = 0.15 + 0.17 * len(head) + 0.16 * name_lines + 0.4  # key, column titles, the panels' two-line titles
+    height = 2.0 * rows + top
+    fig = _figure(width, height, layout=None)
+    fig.subplots_adjust(left=0.3 / width, right=1 - 0.08 / width, bottom=0.3 / height, top=1 - top / height,
+                        wspace=0.2, hspace=0.6 / 1.4)
     edges = np.linspace(0, 1, bins + 1)
     for c, (title, labs, probs, y, thr) in enumerate(sources):
-        axes[0, c].set_title(title, fontsize=8)
-        for r, lab in enumerate(labels):
-            ax = axes[r, c]
+        probs = np.asarray(probs, dtype=np.float64)
+        y = None if y is None else np.asarray(y) > 0.5
+        if probs.shape[1:] != (len(labs),) or (y is not None and y.shape != probs.shape):
+            raise ValueError(f"{title}: probs {probs.shape}, y {None if y is None else y.shape} "
+                             f"and {len(labs)} labels disagree")
+        f2 = np.full(len(labs), np.nan) if y is None or thr is None else label_thresholds(y, probs, thr)[1]
+        column = [fig.add_subplot(rows, cols, r * cols + c + 1) for r in range(rows)]
+        for ax, lab in zip(column, labels):
             if lab not in labs:
                 ax.set_axis_off()
+                ax.set_title(f"{_short(lab)}\n(not predicted)", fontsize=8, color="grey")
                 continue
             j = labs.index(lab)
-            groups = [(np.ones(len(probs), bool), "grey")] if y is None else \
-                [(y[:, j] == 0, NEG_COLOUR), (y[:, j] == 1, POS_COLOUR)]
-            for mask, colour in groups:
-                ax.stairs(np.histogram(probs[mask, j], bins=edges)[0], edges, color=colour, fill=True, alpha=0.5)
-            if thr is not None:
-                ax.axvline(float(thr[j]), color=THR_COLOUR, lw=1)
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_locator(NullLocator())
-            ax.set_xlim(0, 1)
-            ax.set_ylim(bottom=0.8)
-            ax.tick_params(labelsize=6)
-            if c == 0:
-                ax.set_ylabel(lab, fontsize=8)
-    fig.suptitle("blue: without the tag, orange: with it, red: greedy threshold", fontsize=9)
+            _prob_panel(ax, lab, probs[:, j], None if y is None else y[:, j],
+                        np.nan if thr is None else float(thr[j]), f2[j], edges)
+        box = column[0].get_position()
+        fig.text((box.x0 + box.x1) / 2, 1 - (0.12 + 0.17 * len(head)) / height, "\n".join(names[c]),
+                 ha="center", va="top", fontsize=8, fontweight="bold")
+    fig.suptitle("\n".join(head), fontsize=9, y=1 - 0.06 / height, va="top")
     return _save(fig, path, dpi)
-
-
 
 
 def plot_label_f2(per_label, path, thresholds=None, best=None, title="", dpi=80):
