@@ -1,15 +1,16 @@
 """Many runs -> ensemble / stacking -> thresholds -> submission.csv, scored without leakage.
 
     python stack.py --runs 'runs/*' --out submission.csv
-    python stack.py --runs 'runs/*' --tta 10crop --method select select-bag lr --out sub.csv
+    python stack.py --runs 'runs/*' --tta hflip --method select select-bag lr --out sub.csv
     python stack.py --runs 'runs/*' --groups images --top select --out sub.csv
     python stack.py --runs 'runs/*' --exactly-one clear,cloudy,haze,partly_cloudy --min-tags 1 --out sub.csv
 
 Gathers the runs' out-of-fold (preds/val.<tta>.csv) and test (preds/test.<tta>.csv)
-probabilities into a library of models, scores every method by cross-fitting over
-the folds of folds.csv (combiner and thresholds fitted on K-1 folds, scored on the
-held-out fold), writes stack_report.md/.json, and a submission made by the method
-with the best cross-fitted F2, refitted on all out-of-fold data.
+probabilities into a library of models (--tta auto, the default: the TTA every run of a
+complete model has, most views first, e.g. scripts/cv.sh's 10crop), scores every method
+by cross-fitting over the folds of folds.csv (combiner and thresholds fitted on K-1
+folds, scored on the held-out fold), writes stack_report.md/.json, and a submission made
+by the method with the best cross-fitted F2, refitted on all out-of-fold data.
 """
 import argparse
 import logging
@@ -29,6 +30,7 @@ from utils.common.errors import DataError
 from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
+from utils.runs.tta_choice import AUTO, tta_help
 from utils.common.output_paths import check_output_dir, check_output_file
 from utils.stack.evaluation import choose, evaluate, member_scores
 from utils.stack.methods import METHODS, parse_method, split_methods
@@ -44,7 +46,7 @@ def get_args_parser():
     g = p.add_argument_group("inputs")
     g.add_argument("--runs", nargs="+", action="extend", required=True, metavar="PATTERN",
                    help="run folders or glob patterns (quote them), e.g. 'runs/*'; a folder of runs counts as all of them")
-    g.add_argument("--tta", default="none", help="which preds/<split>.<tta>.csv to read (default none)")
+    g.add_argument("--tta", default=AUTO, help=tta_help("preds/val.<tta>.csv and, with --out, preds/test.<tta>.csv"))
     g.add_argument("--data", help="dataset directory (train.csv, folds.csv, sample_submission.csv); "
                                   "default: the one the runs recorded")
     m = p.add_argument_group("methods")
@@ -146,6 +148,8 @@ def say_written(out_dir, args, rows):
 
 def main(args):
     lib = load_library(args.runs, args.tta, args.data, need_test=bool(args.out), groups=args.groups)
+    if lib.tta_line:
+        print(lib.tta_line, file=sys.stderr)
     out_dir = check_outputs(args, lib.root)
     if args.bag:
         lib = lib.bagged()
@@ -156,7 +160,7 @@ def main(args):
                        args.beta, args.zero_division, constraints)
     explicit = len(args.method) == 1
     chosen = args.method[0] if explicit else choose(results, args.method)
-    settings = {"command": "python stack.py " + shlex.join(sys.argv[1:]), "tta": args.tta,
+    settings = {"command": "python stack.py " + shlex.join(sys.argv[1:]), "tta": lib.tta,
                 "threshold": args.threshold, "beta": args.beta, "zero_division": args.zero_division,
                 "groups": args.groups, "top": args.top, "bag": args.bag, "logits": args.logits, "seed": args.seed,
                 "constraints": list(constraints.names)}

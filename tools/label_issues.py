@@ -3,8 +3,8 @@
     python tools/label_issues.py --runs 'runs/*' --top 48
     python tools/label_issues.py --runs 'runs/probe-*' --tta hflip --out runs/label_issues
 
-The runs' out-of-fold probabilities (preds/val.<tta>.csv, every fold of each model)
-are averaged per image and ranked with cleanlab's multi-label scores (utils/analysis/label_issues.py).
+The runs' out-of-fold probabilities (preds/val.<tta>.csv, every fold of each model; by
+default the TTA every run has, most views first, as stack.py reads them) are averaged per image and ranked with cleanlab's multi-label scores (utils/analysis/label_issues.py).
 Writes OUT/label_issues.csv (every training image, most suspicious first: rank,
 image_name, tag, given, probability, tag_score, score, issue, given_tags) and
 OUT/label_issues.png, a contact sheet of the top N with the tag to check in red.
@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from utils.common.cli import add_runs_argument, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
+from utils.runs.tta_choice import AUTO, tta_help  # noqa: E402
 
 log = logging.getLogger("label_issues")
 
@@ -35,7 +36,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("input")
     add_runs_argument(g)
-    g.add_argument("--tta", default="none", help="which preds/val.<tta>.csv to read (default: none)")
+    g.add_argument("--tta", default=AUTO, help=tta_help("preds/val.<tta>.csv"))
     g.add_argument("--data", default=None, metavar="DIR",
                    help="dataset directory (default: the runs' recorded data root)")
     g = p.add_argument_group("ranking")
@@ -81,6 +82,8 @@ def main(args):
     if args.size < 16:
         raise DataError(f"--size {args.size}: must be at least 16 px")
     library = load_library(args.runs, args.tta, args.data, need_test=False)
+    if library.tta_line:
+        print(library.tta_line, file=sys.stderr)
     probs = mean_oof(library)
     table = rank_label_issues(library.y, probs, library.names, library.labels, args.method, args.aggregate)
     runs, _ = find_runs(args.runs)

@@ -4,8 +4,8 @@
     python tools/pseudo_label.py --probs runs/stack_test.csv --mode hard --quantile 0.7 --out pseudo.csv
     python train.py --pseudo pseudo.csv --pseudo-weight 0.5 ...
 
-Reads the runs' test probabilities (preds/test.<tta>.csv, averaged over the runs) or a
-stack's (--probs stack_test.csv), keeps the images whose confidence, the mean over
+Reads the runs' test probabilities (preds/test.<tta>.csv, averaged over the runs; by
+default the TTA every run has, most views first) or a stack's (--probs stack_test.csv), keeps the images whose confidence, the mean over
 labels of |p - 0.5|, is at or above the --quantile of it (the iMet 2019 winner's
 selection), and writes their targets in the preds format (image_name, one column per
 label): the probabilities (--mode soft) or 0/1 tags (--mode hard) at per-label
@@ -31,6 +31,7 @@ from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.runs.prob_file import read_probs  # noqa: E402
 from utils.train.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
+from utils.runs.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
 
 log = logging.getLogger("pseudo_label")
 
@@ -44,7 +45,7 @@ def get_args_parser():
     g.add_argument("--probs", metavar="CSV", help="a test probability file instead: image_name, then one column "
                    "per label with probabilities in [0, 1], as stack.py's stack_test.csv or predict.py's "
                    "preds/test.<tta>.csv")
-    g.add_argument("--tta", default="none", help="which preds/test.<tta>.csv of the runs (default: none)")
+    g.add_argument("--tta", default=AUTO, help=tta_help("preds/test.<tta>.csv of the runs"))
     s = p.add_argument_group("selection")
     s.add_argument("--mode", default="soft", choices=MODES,
                    help="soft: targets are the probabilities; hard: 0/1 tags at the thresholds (default: soft)")
@@ -66,6 +67,10 @@ def runs_test_probs(patterns, tta):
     if not runs and not skipped:
         problems.append(f"{' '.join(map(str, patterns))}: no run (a folder with config.json) matches")
     report_problems("cannot read the runs", problems)
+    choice = choose_tta(runs, ("test",), tta)
+    if choice.line:
+        print(choice.line, file=sys.stderr)
+    tta = choice.name
     tables = []
     for r in runs:
         path = r.preds_path("test", tta)

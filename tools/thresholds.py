@@ -5,6 +5,7 @@ fits them on K-1 folds and scores the held-out fold (what to expect on test data
 
     python tools/thresholds.py --probs runs/X/preds/val.none.csv --truth data/demo/train.csv
     python tools/thresholds.py --runs runs/X --strategy greedy smooth --json
+    python tools/thresholds.py --runs runs/X --tta hflip
 
 Folds: --folds FILE, else folds.csv next to the truth file; when those give the rows
 fewer than two folds (one run's val file covers one fold), a seeded random --kfold
@@ -26,6 +27,7 @@ from utils.common.errors import DataError, preview, report_problems  # noqa: E40
 from utils.common.text import read_csv  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.runs.directory import load_run  # noqa: E402
+from utils.runs.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
 from utils.metrics.threshold_search import random_folds  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
 from utils.common.cli import add_hidden_alias, run_script  # noqa: E402
@@ -40,9 +42,9 @@ def get_args_parser():
     g.add_argument("--probs", help="predictions CSV: image_name, then one probability column per label")
     g.add_argument("--truth", help="truth CSV in train.csv format (image_name,tags; tags space-separated); "
                                    "with --runs the default is train.csv in the run's data root")
-    g.add_argument("--runs", dest="run", metavar="RUN", help="one run directory: uses RUN/preds/val.none.csv, else the "
-                   "newest RUN/preds/val.*.csv")
+    g.add_argument("--runs", dest="run", metavar="RUN", help="one run directory: uses RUN/preds/val.<tta>.csv")
     add_hidden_alias(p, "--run", "--runs")
+    g.add_argument("--tta", default=AUTO, help=tta_help("RUN/preds/val.<tta>.csv"))
     g.add_argument("--folds", help="folds CSV (image_name,fold); default: folds.csv next to the truth file, if any")
     g.add_argument("--kfold", type=int, default=5,
                    help="random K-way split used when the folds give the rows fewer than 2 folds; "
@@ -79,21 +81,26 @@ def read_folds(path):
         raise DataError(f"{path}: fold column must hold integers ({e})") from e
 
 
-def resolve_run(run):
-    """Run directory -> (val preds path, truth path or None) following its config.json."""
+def resolve_run(run, tta=AUTO):
+    """Run directory -> (val preds path, truth path or None) following its config.json.
+
+    tta: a TTA name, or AUTO (utils.runs.tta_choice: the run's val file with the most views;
+    the choice is printed on stderr). DataError when the file is missing."""
     run = Path(run)
     if not run.is_dir():
         raise DataError(f"--runs {run}: no such folder; give a run folder (runs/<name>, with config.json)")
     if not (run / "config.json").is_file():
         raise DataError(f"--runs {run}: not a run folder (no config.json); give a run folder (runs/<name>) "
                         f"made by train.py, or a probability file with --probs")
-    preds = run / "preds" / "val.none.csv"
-    if not preds.is_file():
-        found = sorted((run / "preds").glob("val.*.csv"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise DataError(f"{run}: no preds/val.*.csv (run predict.py --split val first)")
-        preds = found[-1]
     rec = load_run(run)  # converts a data path recorded on another machine
+    choice = choose_tta([rec], ("val",), tta)
+    if choice.line:
+        print(choice.line, file=sys.stderr)
+    preds = rec.preds_path("val", choice.name)
+    if not preds.is_file():
+        have = ", ".join(f"val.{t}.csv" for t in rec.tta_available("val")) or "no preds/val.*.csv"
+        raise DataError(f"{preds}: missing (the run has {have}); make it with "
+                        f"python predict.py --runs {run} --tta {choice.name} --split val")
     if rec.data_root is None:
         stored = rec.config.get("data_root_abs") or rec.config.get("data_root")
         if stored is None:
@@ -120,7 +127,7 @@ def load_inputs(args):
         raise DataError("give either --runs DIR or --probs FILE (with --truth FILE)")
     probs_path, truth_path = (args.probs, args.truth)
     if args.run:
-        probs_path, run_truth = resolve_run(args.run)
+        probs_path, run_truth = resolve_run(args.run, args.tta)
         truth_path = args.truth or run_truth
         if truth_path is None:
             raise DataError(f"{Path(args.run) / 'config.json'} has no data_root: pass --truth")

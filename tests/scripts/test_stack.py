@@ -214,7 +214,7 @@ def test_empty_library_says_which_run_lacks_which_file_and_how_to_make_it(tmp_pa
     assert "one-s0-f0 (fold 0): lacks preds/val.10crop.csv and preds/test.10crop.csv (it has val.none.csv)" in err
     assert f"python predict.py --runs {run} --tta 10crop --split both" in err
     assert "fold(s) [1, 2] have no run" in err and "every fold" in err and "scripts/cv.sh" in err
-    r = run_stack("--runs", root / "runs" / "*", "--out", tmp_path / "sub.csv")  # only the test file is missing
+    r = run_stack("--runs", root / "runs" / "*", "--tta", "none", "--out", tmp_path / "sub.csv")  # only test lacks
     assert r.returncode == 2 and "lacks preds/test.none.csv (it has val.none.csv)" in r.stderr
     assert f"--runs {run} --tta none --split test" in r.stderr
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before and not (tmp_path / "sub.csv").exists()

@@ -29,6 +29,7 @@ from utils.data.dataset import read_tags_csv
 from utils.common.errors import DataError, preview, report_problems
 from utils.runs.pred_files import read_preds
 from utils.runs.directory import display_name, find_runs, read_folds
+from utils.runs.tta_choice import AUTO, choose_tta
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Library:
     notes: list = field(default_factory=list)
     left_out: list = field(default_factory=list)
     root: Path = None  # the data folder (train.csv, folds.csv, ...)
+    tta: str = None  # the TTA of the prediction files read
+    tta_line: str = None  # what --tta auto chose and why (None when --tta named it)
 
     def inputs(self):
         """Inputs for fitting: OOF probabilities with truth and folds."""
@@ -414,11 +417,24 @@ def group_of(spec, member_config, run_names):
     return hits.pop()
 
 
-def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
+def auto_tta_runs(runs, k):
+    """The runs `--tta auto` looks at: the finished runs of each configuration and seed that has a
+    finished run of every fold 0..k-1 (the others can never be members); all runs when none has."""
+    by_member = {}
+    for r in runs:
+        if r.finished:
+            by_member.setdefault((r.model, r.seed), []).append(r)
+    usable = [r for rs in by_member.values() if {r.fold for r in rs} >= set(range(k)) for r in rs]
+    return usable or runs
+
+
+def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
     """Gather runs into a Library.
 
     patterns: run folders or glob patterns (a folder of runs counts as all its runs);
-    tta: which preds/<split>.<tta>.csv to read; data: dataset directory overriding the
+    tta: which preds/<split>.<tta>.csv to read, or 'auto' (utils.runs.tta_choice: the TTA every
+    run of a complete model has, most views first; DataError naming the runs when none is
+    shared); data: dataset directory overriding the
     runs' recorded one; need_test: read test predictions too (members without them
     are left out); groups: ``--groups`` spec or None. Raises DataError for an empty
     library or inconsistent inputs (labels, folds, names, values), naming run and file.
@@ -435,6 +451,8 @@ def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
     bad_k = [r.name for r in runs if int(r.config.get("folds_k", k)) != k or not 0 <= r.fold < k]
     if bad_k:
         raise DataError(f"runs {preview(bad_k)} were made for another number of folds than {folds_path} (K={k})")
+    choice = choose_tta(auto_tta_runs(runs, k), ("val", "test") if need_test else ("val",), tta)
+    tta = choice.name
     complete, left_out, more = _member_runs(runs, k, tta, need_test)
     notes += more
     for lo in left_out if complete else []:  # with no member at all, the error below says it
@@ -466,4 +484,4 @@ def load_library(patterns, tta="none", data=None, need_test=True, groups=None):
     log.info("library: %d members (%d configurations) from %d runs, %d labels, %d images, %d folds; %d left out",
              len(members), len(seeds_per_model), len(runs), len(labels), len(names), k, len(left_out))
     return Library(labels, names, y, folds, members, np.stack(oofs, 1), mask, test_names,
-                   np.stack(tests, 1) if need_test else None, notes, left_out, root)
+                   np.stack(tests, 1) if need_test else None, notes, left_out, root, tta, choice.line)
