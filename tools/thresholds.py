@@ -4,17 +4,21 @@ In-sample F2 fits the thresholds on the rows it scores (optimistic); cross-fitte
 fits them on K-1 folds and scores the held-out fold (what to expect on test data).
 
     python tools/thresholds.py --probs runs/X/preds/val.none.csv --truth data/demo/train.csv
-    python tools/thresholds.py --runs runs/X --strategy greedy smooth --json
-    python tools/thresholds.py --runs runs/X --tta hflip
+    python tools/thresholds.py --runs 'runs/resnet50-wbce-f*' --strategy greedy smooth --json
+    python tools/thresholds.py --runs 'runs/*' --tta hflip
 
-Folds: --folds FILE, else folds.csv next to the truth file; when those give the rows
-fewer than two folds (one run's val file covers one fold), a seeded random --kfold
-split is used instead.
+With --runs, the runs are grouped into models as stack.py groups them (a configuration and
+seed, one run per fold) and each model's val files of every fold are compared together: its
+out-of-fold predictions, cross-fitted over the folds of the runs' folds.csv. Folds: --folds
+FILE, else the runs' folds file (with --probs, folds.csv next to the truth file); when the
+rows have fewer than two folds there (a single run's val file is one fold), a seeded random
+--kfold split is used instead. The first line of each table says which.
 """
 import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ from utils.data.dataset import align_names, read_truth  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
 from utils.common.text import read_csv  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
-from utils.runs.directory import load_run  # noqa: E402
+from utils.runs.directory import display_name, find_runs  # noqa: E402
 from utils.runs.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
 from utils.metrics.threshold_search import random_folds  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
@@ -35,6 +39,17 @@ from utils.common.cli import add_hidden_alias, run_script  # noqa: E402
 log = logging.getLogger("thresholds")
 
 
+@dataclass
+class Inputs:
+    """What one comparison needs: name (a model's, None for --probs), labels (L names), Y (N, L) 0/1,
+    P (N, L) probabilities, folds (N,) int fold ids or None, source (where the folds come from)."""
+    name: str
+    labels: list
+    Y: np.ndarray
+    P: np.ndarray
+    folds: np.ndarray
+    source: str
+
 
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=True)
@@ -42,10 +57,14 @@ def get_args_parser():
     g.add_argument("--probs", help="predictions CSV: image_name, then one probability column per label")
     g.add_argument("--truth", help="truth CSV in train.csv format (image_name,tags; tags space-separated); "
                                    "with --runs the default is train.csv in the run's data root")
-    g.add_argument("--runs", dest="run", metavar="RUN", help="one run directory: uses RUN/preds/val.<tta>.csv")
+    g.add_argument("--runs", nargs="+", action="extend", metavar="PATTERN",
+                   help="run folders or glob patterns (quote them, e.g. 'runs/*'; a folder of runs counts as all "
+                        "of them): each model's preds/val.<tta>.csv of every fold together, one comparison per "
+                        "model (a configuration and seed, named as stack.py names it)")
     add_hidden_alias(p, "--run", "--runs")
-    g.add_argument("--tta", default=AUTO, help=tta_help("RUN/preds/val.<tta>.csv"))
-    g.add_argument("--folds", help="folds CSV (image_name,fold); default: folds.csv next to the truth file, if any")
+    g.add_argument("--tta", default=AUTO, help=tta_help("preds/val.<tta>.csv of the runs"))
+    g.add_argument("--folds", help="folds CSV (image_name,fold); default: the runs' folds file, with --probs "
+                                   "folds.csv next to the truth file, if any")
     g.add_argument("--kfold", type=int, default=5,
                    help="random K-way split used when the folds give the rows fewer than 2 folds; "
                         "0 = no cross-fitting (default 5)")
@@ -57,7 +76,8 @@ def get_args_parser():
     s.add_argument("--zero-division", type=float, default=1.0,
                    help="score of an image with no true and no predicted tag (default 1.0)")
     o = p.add_argument_group("output")
-    o.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    o.add_argument("--json", action="store_true", help="print the result as JSON instead of a table (several models: "
+                   "{\"models\": [one result per model]}; each names its model and folds)")
     return p
 
 
@@ -81,33 +101,76 @@ def read_folds(path):
         raise DataError(f"{path}: fold column must hold integers ({e})") from e
 
 
-def resolve_run(run, tta=AUTO):
-    """Run directory -> (val preds path, truth path or None) following its config.json.
+def _data_paths(run, args):
+    """(train.csv, folds file or None) of a run, --truth and --folds first; DataError when its data
+    root is not found here and --truth is not given."""
+    if args.truth:
+        return Path(args.truth), Path(args.folds) if args.folds else Path(args.truth).parent / "folds.csv"
+    if run.data_root is None:
+        stored = run.config.get("data_root_abs") or run.config.get("data_root")
+        raise DataError(f"{run.dir / 'config.json'}: data root {stored} not found here; pass --truth "
+                        f"(or --path-map / tools/convert_paths.py)")
+    return run.data_root / "train.csv", Path(args.folds) if args.folds else run.folds_file()
 
-    tta: a TTA name, or AUTO (utils.runs.tta_choice: the run's val file with the most views;
-    the choice is printed on stderr). DataError when the file is missing."""
-    run = Path(run)
-    if not run.is_dir():
-        raise DataError(f"--runs {run}: no such folder; give a run folder (runs/<name>, with config.json)")
-    if not (run / "config.json").is_file():
-        raise DataError(f"--runs {run}: not a run folder (no config.json); give a run folder (runs/<name>) "
-                        f"made by train.py, or a probability file with --probs")
-    rec = load_run(run)  # converts a data path recorded on another machine
-    choice = choose_tta([rec], ("val",), tta)
+
+def find_val_runs(patterns, tta):
+    """The runs matching ``patterns`` and the TTA to read (utils.runs.tta_choice; `auto` prints its
+    choice on stderr). DataError when none matches or a run lacks preds/val.<tta>.csv."""
+    runs, skipped = find_runs(patterns)
+    if not runs:
+        raise DataError(f"--runs {' '.join(map(str, patterns))}: no run (a folder with config.json) matches"
+                        + "".join(f"\n  skipped {d}: {why}" for d, why in skipped))
+    choice = choose_tta(runs, ("val",), tta)
     if choice.line:
         print(choice.line, file=sys.stderr)
-    preds = rec.preds_path("val", choice.name)
-    if not preds.is_file():
-        have = ", ".join(f"val.{t}.csv" for t in rec.tta_available("val")) or "no preds/val.*.csv"
-        raise DataError(f"{preds}: missing (the run has {have}); make it with "
-                        f"python predict.py --runs {run} --tta {choice.name} --split val")
-    if rec.data_root is None:
-        stored = rec.config.get("data_root_abs") or rec.config.get("data_root")
-        if stored is None:
-            return preds, None
-        raise DataError(f"{run / 'config.json'}: data root {stored} not found here; pass --truth "
-                        f"(or --path-map / tools/convert_paths.py)")
-    return preds, rec.data_root / "train.csv"
+    lacking = [r for r in runs if not r.preds_path("val", choice.name).is_file()]
+    if lacking:
+        have = {r.name: ", ".join(f"val.{t}.csv" for t in r.tta_available("val")) or "no preds/val.*.csv"
+                for r in lacking}
+        raise DataError(f"{len(lacking)} run(s) lack preds/val.{choice.name}.csv:\n"
+                        + "".join(f"  {r.dir}: has {have[r.name]}\n" for r in lacking)
+                        + f"make them with python predict.py --runs {' '.join(str(r.dir) for r in lacking)} "
+                        f"--tta {choice.name} --split val, or give --tta NAME")
+    return runs, choice.name
+
+
+def models_of(runs):
+    """The runs as stack.py's members: {name: one run per fold} per configuration and seed
+    (utils.runs.directory.model_key), named as stack.py names them. Of several runs of one fold
+    the last by name is kept, as stack.py does, and the others are named in a warning."""
+    by_member = {}
+    for r in sorted(runs, key=lambda r: r.name):
+        by_member.setdefault((r.model, r.seed), []).append(r)
+    seeds = {}
+    for model, seed in by_member:
+        seeds.setdefault(model, []).append(seed)
+    out = {}
+    for (model, seed), rs in sorted(by_member.items()):
+        per_fold = {}
+        for r in rs:
+            per_fold[r.fold] = r
+        name = display_name(model, [r.name for r in rs], rs[0].config.get("images", "train")) + \
+            (f"-s{seed}" if len(seeds[model]) > 1 else "")
+        extra = [r.name for r in rs if per_fold[r.fold] is not r]
+        if extra:
+            log.warning("%s: several runs of one fold; using %s, not %s", name,
+                        ", ".join(per_fold[f].name for f in sorted(per_fold)), ", ".join(extra))
+        out[name] = [per_fold[f] for f in sorted(per_fold)]
+    return out
+
+
+def model_inputs(name, runs, tta, args):
+    """Inputs of one model: every fold's preds/val.<tta>.csv together (its out-of-fold predictions)."""
+    names, probs, labels = [], [], None
+    for r in runs:
+        n, lab, p = read_preds(r.preds_path("val", tta))
+        if labels is not None and lab != labels:
+            raise DataError(f"{r.preds_path('val', tta)}: labels {lab} differ from {labels} of {runs[0].name}")
+        names, labels = names + n, lab
+        probs.append(p)
+    truth_path, folds_path = _data_paths(runs[0], args)
+    what = f"{name} ({', '.join(r.name for r in runs)}): preds/val.{tta}.csv"
+    return with_truth_and_folds(name, names, labels, np.vstack(probs), truth_path, folds_path, args, what)
 
 
 def check_values(args):
@@ -121,40 +184,47 @@ def check_values(args):
 
 
 def load_inputs(args):
-    """Returns (labels, Y (N, L), P (N, L), folds (N,) or None, folds description)."""
+    """Returns a list of Inputs: one per model of --runs (every fold's val file together), or the
+    one of --probs. Nothing is fitted before every input is read."""
     check_values(args)
-    if bool(args.run) == bool(args.probs):
-        raise DataError("give either --runs DIR or --probs FILE (with --truth FILE)")
-    probs_path, truth_path = (args.probs, args.truth)
-    if args.run:
-        probs_path, run_truth = resolve_run(args.run, args.tta)
-        truth_path = args.truth or run_truth
-        if truth_path is None:
-            raise DataError(f"{Path(args.run) / 'config.json'} has no data_root: pass --truth")
-    if truth_path is None:
-        raise DataError("--probs needs --truth (a train.csv: image_name,tags)")
-    names, labels, P = read_preds(probs_path)
+    if bool(args.runs) == bool(args.probs):
+        raise DataError("give either --runs PATTERN... or --probs FILE (with --truth FILE)")
+    if args.probs:
+        if args.truth is None:
+            raise DataError("--probs needs --truth (a train.csv: image_name,tags)")
+        names, labels, P = read_preds(args.probs)
+        folds_path = Path(args.folds) if args.folds else Path(args.truth).parent / "folds.csv"
+        return [with_truth_and_folds(None, names, labels, P, Path(args.truth), folds_path, args, str(args.probs))]
+    runs, tta = find_val_runs(args.runs, args.tta)
+    return [model_inputs(name, rs, tta, args) for name, rs in models_of(runs).items()]
+
+
+def with_truth_and_folds(name, names, labels, P, truth_path, folds_path, args, what):
+    """Inputs of predictions: their truth and the folds to cross-fit over (the folds file's when it
+    gives the rows two folds or more, else a seeded random --kfold split), said in ``source``."""
     truth_names, Y = read_truth(truth_path, labels)
-    Y = Y[align_names(names, truth_names, f"{probs_path} vs {truth_path}")]
-    folds, source = None, "none"
-    folds_path = args.folds or (Path(truth_path).parent / "folds.csv")
-    if args.folds or Path(folds_path).is_file():
+    Y = Y[align_names(names, truth_names, f"{what} vs {truth_path}")]
+    folds, source = None, None
+    if args.folds or (folds_path is not None and folds_path.is_file()):
         fold_names, ids = read_folds(folds_path)
-        folds, source = ids[align_names(names, fold_names, f"{probs_path} vs {folds_path}")], str(folds_path)
-    if folds is not None and np.unique(folds).size < 2:
-        log.warning("%s gives these %d rows a single fold: it cannot cross-fit", folds_path, len(names))
-        folds, source = None, "none"
+        folds = ids[align_names(names, fold_names, f"{what} vs {folds_path}")]
+        have = np.unique(folds)
+        source = f"{folds_path} (the out-of-fold predictions of folds {', '.join(map(str, have))})"
+        if have.size < 2:
+            log.warning("%s gives these %d rows a single fold (%d): it cannot cross-fit over it",
+                        folds_path, len(names), have[0])
+            folds, source = None, f"fold {have[0]} only in {folds_path}"
     if folds is None and args.kfold:
         k = min(args.kfold, len(names))
         if k < 2:
             log.warning("%d row(s): too few to cross-fit; in-sample scores only", len(names))
-            return labels, Y, P, None, f"none ({len(names)} row: too few to cross-fit)"
-        folds = random_folds(len(names), k, args.seed)
-        source = f"random {k}-way split (seed {args.seed})"
+            return Inputs(name, labels, Y, P, None, f"none ({len(names)} row: too few to cross-fit)")
+        folds, source = random_folds(len(names), k, args.seed), \
+            f"random {k}-way split (seed {args.seed})" + (f", as the rows cover {source}" if source else "")
         if k < args.kfold:
             log.warning("only %d rows: --kfold %d lowered to %d (one row per fold)", len(names), args.kfold, k)
             source += f"; --kfold {args.kfold} lowered to the {len(names)} rows"
-    return labels, Y, P, folds, source
+    return Inputs(name, labels, Y, P, folds, source or "none")
 
 
 def format_table(result, n, source):
@@ -187,12 +257,17 @@ def format_table(result, n, source):
 
 
 def main(args):
-    labels, Y, P, folds, source = load_inputs(args)
+    inputs = load_inputs(args)
     strategies = tuple(dict.fromkeys(args.strategy or STRATEGIES))
-    result = compare_strategies(Y, P, folds, strategies, labels, beta=args.beta,
-                                zero_division=args.zero_division)
-    print(json.dumps(result, indent=2) if args.json else format_table(result, len(Y), source))
-    return result
+    results, tables = [], []
+    for i in inputs:
+        result = compare_strategies(i.Y, i.P, i.folds, strategies, i.labels, beta=args.beta,
+                                    zero_division=args.zero_division)
+        results.append({**({"model": i.name} if i.name else {}), "folds": i.source, **result})
+        tables.append((f"model {i.name}\n" if i.name else "") + format_table(result, len(i.Y), i.source))
+    out = results[0] if len(results) == 1 else {"models": results}
+    print(json.dumps(out, indent=2) if args.json else "\n\n".join(tables))
+    return out
 
 
 if __name__ == "__main__":
