@@ -7,12 +7,16 @@
 Per run: its validation fold (preds/val.<tta>.csv: unless --tta, the best of the TTA
 predictions predict.py made, train.py's val.none.csv only when there is none). Per
 model (runs sharing a configuration except fold and seed): the runs' out-of-fold
-predictions joined, averaged over seeds. f2@0.2 thresholds every label
+predictions joined, averaged over seeds, one run per fold and seed as stack.py joins
+them (the last by name); another run of a fold already covered, such as a stand-alone
+train.py run with the configuration of a scripts/cv.sh model, is scored on its own with
+status 'apart' and a line on stderr, not averaged into the model. Both tables name a
+model in their 'model' column as stack.py does. f2@0.2 thresholds every label
 at 0.2, f2_best uses greedy per-label thresholds, f2:<label> is each label's own F2
 at its best threshold. Runs removed by tools/prune.py appear with the scores kept in
 PRUNED.csv. The printed tables fit 120 columns: the per-label F2 in a second table,
-column blocks that repeat the row's name, the model hash, image folder and path
-columns left to --csv/--md (--wide prints every column in one table).
+column blocks that repeat the row's name, the image folder and path columns left to
+--csv/--md (--wide prints every column in one table).
 
 Records written on other machines need nothing done: a stored data path that does
 not exist here is converted (a path map from --path-map or MULTITAG_PATH_MAP, else
@@ -35,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.common.atomic import atomic_write_csv, atomic_write_text  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
-from utils.analysis.leaderboard import (TERMINAL_WIDTH, format_table, leaderboard, sort_table, to_markdown,  # noqa: E402
-                                          with_model_names)
+from utils.analysis.leaderboard import (TERMINAL_WIDTH, apart_notes, format_table, leaderboard,  # noqa: E402
+                                          one_model_id, sort_table, to_markdown)
 from utils.analysis.pruning import PRUNED_FILE, read_pruned  # noqa: E402
 from utils.runs.filter import matches, parse_where, row_matches  # noqa: E402
 from utils.runs.scores import F2_BEST, Truth  # noqa: E402
@@ -134,7 +138,10 @@ def main(args):
     run_df, model_df, skipped = leaderboard(runs, Truth(args.data), args.tta, pruned, args.threshold)
     for name, reason in skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    tables = {"model": model_df, "run": run_df if args.wide else with_model_names(run_df, model_df)}
+    for line in apart_notes(run_df, model_df):
+        print(line, file=sys.stderr)
+    named_runs, named_models = one_model_id(run_df, model_df)
+    tables = {"model": named_models, "run": named_runs}
     tables = {k: sort_table(v, args.sort, True if args.ascending else None)
               for k, v in tables.items() if args.level in (k, "both") and not v.empty}
     if not tables:

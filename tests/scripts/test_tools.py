@@ -20,6 +20,7 @@ from utils.data.dataset import align_names  # noqa: E402
 from utils.analysis.diversity import pairwise_agreement, pairwise_pearson, similar_pairs  # noqa: E402
 from utils.analysis.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402
 from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
+from utils.stack.library import load_library  # noqa: E402
 
 LABELS = ["a", "b", "c"]
 
@@ -233,6 +234,64 @@ def test_statistics_tables_fit_the_terminal(tmp_path, capsys):
     run_tool(statistics, "--runs", runs, "--wide", "--level", "model")
     wide = capsys.readouterr().out.strip().splitlines()
     assert len(wide) == 3 and len(wide[1]) > 120 and "label_with_a_long_name_039" in wide[1]
+
+
+def test_statistics_names_each_model_once_as_stack_does(tmp_path, capsys):
+    data = tmp_path / "data"
+    names, y, folds = make_data(data)
+    runs = tmp_path / "runs"
+    for f in (0, 1):
+        write_run(runs, f"m0-x-f{f}", data, f, [n for n, v in zip(names, folds == f) if v],
+                  random_probs(y[folds == f], seed=f))
+    lib = load_library([runs / "*"], "none", need_test=False)
+    run_df, model_df = run_tool(statistics, "--runs", runs, "--tta", "none", "--wide", "--csv", tmp_path / "b.csv")
+    name, model_id = lib.members[0].name, lib.members[0].model
+    assert model_df.iloc[0]["name"] == name and model_df.iloc[0]["model"] == model_id
+    out = capsys.readouterr().out
+    models_part, runs_part = out.split("runs (2)")
+    header = models_part.split("models (1)")[1].strip().splitlines()[0].split()
+    assert header[0] == "model" and "name" not in header and models_part.count(name) == 1
+    assert runs_part.count(name) == 2 and model_id not in out
+    csv = pd.read_csv(tmp_path / "b.csv")
+    assert set(csv["model"]) == {name} and "name" not in csv
+    run_tool(statistics, "--runs", runs, "--tta", "none")  # the default tables name it alike
+    out = capsys.readouterr().out
+    models_part, runs_part = out.split("runs (2)")
+    assert models_part.split("models (1)")[1].strip().split()[0] == "model"
+    assert models_part.count(name) == 2 and runs_part.count(name) == 2  # its per-label table repeats it
+    assert model_id not in out
+
+
+def test_statistics_keeps_a_stand_alone_run_of_a_covered_fold_apart(tmp_path, capsys):
+    data = tmp_path / "data"
+    names, y, folds = make_data(data)
+    runs = tmp_path / "runs"
+    probs = {f: random_probs(y[folds == f], seed=f) for f in (0, 1)}
+    for f in (0, 1):  # scripts/cv.sh's runs of one configuration ...
+        write_run(runs, f"m0-x-f{f}", data, f, [n for n, v in zip(names, folds == f) if v], probs[f])
+    # ... and train.py's own run of fold 0 with the same configuration and seed
+    alone = "m0-train-1a2b3c4d-f0-20240101-120000-4242"
+    write_run(runs, alone, data, 0, [n for n, v in zip(names, folds == 0) if v], random_probs(y[folds == 0], 9, 3))
+    run_df, model_df = run_tool(statistics, "--runs", runs)
+    lib = load_library([runs / "*"], "none", need_test=False)
+    assert lib.members[0].runs == ["m0-x-f0", "m0-x-f1"]  # what stack.py joins
+    assert len(model_df) == 1
+    row = model_df.iloc[0]
+    assert row["runs"] == 2 and row["folds"] == "0,1" and row["n_images"] == len(names)
+    assert row["name"] == lib.members[0].name
+    order = np.concatenate([np.flatnonzero(folds == 0), np.flatnonzero(folds == 1)])
+    ref = fbeta_score(y[order], np.concatenate([probs[0], probs[1]]) >= 0.2, beta=2, average="samples",
+                      zero_division=1.0)
+    assert row["f2@0.2"] == pytest.approx(ref, abs=1e-12)
+    status = run_df.set_index("run")["status"]
+    assert status[alone] == "apart" and status["m0-x-f0"] == "ok"
+    assert run_df.set_index("run").loc[alone, "f2_best"] > 0  # still scored on its own fold
+    err = capsys.readouterr().err
+    assert f"{alone}: kept apart from model {lib.members[0].name}, whose fold 0 (seed 0) is m0-x-f0" in err
+    # selected on its own, the run is its model's fold 0
+    run_df, model_df = run_tool(statistics, "--runs", runs / alone, runs / "m0-x-f1")
+    assert set(run_df["status"]) == {"ok"} and model_df.iloc[0]["runs"] == 2
+    assert "kept apart" not in capsys.readouterr().err
 
 
 def test_statistics_sort_where_and_bad_input(tmp_path, capsys):

@@ -2,7 +2,11 @@
 
 Per run: its validation fold; per model (runs sharing a configuration except fold and
 seed): the runs' out-of-fold predictions joined and averaged over seeds
-(utils/runs/scores.py). Also the table helpers: sorting, text and markdown rendering.
+(utils/runs/scores.py). A model joins its runs as stack.py does (utils/stack/library.py): per
+seed one run per fold, the last by name (finished ones first); another run of a fold already
+covered (a stand-alone train.py run with the configuration of a scripts/cv.sh model) is kept
+apart, with status 'apart', instead of being averaged in as if it were a seed. A model is
+named as stack.py names it. Also the table helpers: sorting, text and markdown rendering.
 """
 import numpy as np
 import pandas as pd
@@ -50,12 +54,40 @@ def _score_cols(scores):
     return out
 
 
+def model_name(model, runs):
+    """The name stack.py gives the model of ``runs`` (its member runs): with one seed its member's
+    name (utils.runs.directory.display_name), with several the model id, as `stack.py --bag` names
+    the seeds averaged."""
+    if len({r.seed for r in runs}) > 1:
+        return model
+    return display_name(model, [r.name for r in runs], runs[0].config.get("images", "train"))
+
+
+def model_runs(scored):
+    """The runs each model joins, as stack.py joins them.
+
+    scored: list of (Run, OOF). Returns {model id: (kept: list of (Run, OOF), apart: list of Run)}:
+    per seed one run per fold, the last by name with finished runs first; the other runs of a fold
+    already covered are apart.
+    """
+    members = {}
+    for run, oof in sorted(scored, key=lambda t: (t[0].finished, t[0].name)):
+        members.setdefault((run.model, run.seed), {}).setdefault(run.fold, []).append((run, oof))
+    out = {}
+    for (model, _), folds in members.items():
+        kept, apart = out.setdefault(model, ([], []))
+        for f in sorted(folds):
+            kept.append(folds[f][-1])
+            apart += [r for r, _ in folds[f][:-1]]
+    return out
+
+
 def _model_row(model, runs, oof, scores, n_pruned):
     infos = [run_info(r) for r in runs]
     minutes = [i["minutes"] for i in infos if i["minutes"] is not None]
     epochs = [i["epochs"] for i in infos if i["epochs"] is not None]
     hows = sorted({r.data_how for r in runs})
-    return {"model": model, "name": display_name(model, [r.name for r in runs], infos[0]["images"]),
+    return {"model": model, "name": model_name(model, runs),
             "arch": infos[0]["arch"], "images": infos[0]["images"], "runs": len(runs),
             "folds": ",".join(str(f) for f in sorted({r.fold for r in runs})),
             "seeds": ",".join(str(s) for s in sorted({r.seed for r in runs})), "n_images": len(oof.names),
@@ -74,7 +106,7 @@ def leaderboard(runs, truth, tta=None, pruned=None, threshold=FIXED_THRESHOLD):
     """
     pruned = pruned if pruned is not None else pd.DataFrame(columns=["run"])
     pruned_rows = {r["run"]: r for r in pruned.to_dict("records")}
-    rows, by_model, skipped, seen = [], {}, [], set()
+    rows, scored, skipped, seen = [], [], [], set()
     for run in runs:
         seen.add(run.name)
         info = run_info(run)
@@ -91,18 +123,48 @@ def leaderboard(runs, truth, tta=None, pruned=None, threshold=FIXED_THRESHOLD):
             continue
         info["tta_used"], info["n_images"] = oof.tta, len(oof.names)
         rows.append({**info, **_score_cols(scores)})
-        by_model.setdefault(run.model, []).append((run, oof))
+        scored.append((run, oof))
     for name, row in pruned_rows.items():
         if name not in seen:  # the run folder itself is gone: show what PRUNED.csv kept
             keep = {k: row.get(k) for k in ("model", "arch", "images", "fold", "seed")}
             rows.append({"run": name, **keep, **_pruned_scores(row), "status": "pruned"})
     n_pruned = pruned["model"].value_counts().to_dict() if "model" in pruned else {}
-    models = []
-    for model, items in by_model.items():
+    models, apart = [], set()
+    for model, (items, others) in model_runs(scored).items():
         oof = merge_oofs([o for _, o in items])
         models.append(_model_row(model, [r for r, _ in items], oof, score_oof(oof, threshold),
                                  int(n_pruned.get(model, 0))))
+        apart |= {r.name for r in others}
+    for row in rows:
+        if row["run"] in apart:
+            row["status"] = "apart" if row["status"] == "ok" else f"{row['status']}, apart"
     return _order_columns(pd.DataFrame(rows)), _order_columns(pd.DataFrame(models)), skipped
+
+
+def apart_notes(run_df, model_df):
+    """One line per run kept apart (status 'apart'): the run of its fold its model joins instead."""
+    if run_df.empty or "status" not in run_df:
+        return []
+    names = dict(zip(model_df["model"], model_df["name"])) if not model_df.empty else {}
+    runs = run_df[run_df["status"] != "pruned"]
+    is_apart = runs["status"].str.endswith("apart")
+    lines = []
+    for row in runs[is_apart].itertuples():
+        same = runs[(runs["model"] == row.model) & (runs["fold"] == row.fold) & (runs["seed"] == row.seed)
+                    & ~is_apart]["run"].tolist()
+        lines.append(f"{row.run}: kept apart from model {names.get(row.model, row.model)}, whose fold {row.fold} "
+                     f"(seed {row.seed}) is {', '.join(same)} (as stack.py uses it: one run per fold, the last "
+                     f"by name); select runs with --runs/--where to score it in the model")
+    return lines
+
+
+def one_model_id(run_df, model_df):
+    """The tables as printed: both name each model in their 'model' column as stack.py does (the
+    models table's 'name'), with no second id column."""
+    if model_df.empty or "name" not in model_df:
+        return run_df, model_df
+    run_df = with_model_names(run_df, model_df)
+    return run_df, model_df.assign(model=model_df["name"]).drop(columns="name")
 
 
 def with_model_names(run_df, model_df):

@@ -142,11 +142,17 @@ def load_run(run_dir, pairs=None, roots=None):
     return Run(run_dir, config, root, how, result)
 
 
+def name_series(run_name):
+    """A run's name without its fold part: 'resnet50-wbce' for resnet50-wbce-f0 (scripts/cv.sh),
+    'resnet50-train-1a2b3c4d' for train.py's resnet50-train-1a2b3c4d-f0-20240101-120000-4242."""
+    return re.sub(r"-f\d+(-\d{8}-\d{6}(-\d+)?)?$", "", run_name)
+
+
 def display_name(model, run_names, images="train"):
     """A readable member name: the runs' shared name without its fold part ('resnet50-wbce'
     for resnet50-wbce-f0..f4), the image variant unless the name has it, and the start of
     the configuration hash; else the model id."""
-    stems = {re.sub(r"-f\d+(-\d{8}-\d{6}(-\d+)?)?$", "", n) for n in run_names}
+    stems = {name_series(n) for n in run_names}
     if len(stems) == 1:
         stem = stems.pop()
         if stem and stem not in run_names:
