@@ -216,6 +216,10 @@ def open_seconds(jobs):
     return sum(expected(j, factor) for j in jobs if j.state in ("planned", "running"))
 
 
+def added(changes, how="new"):
+    return [m for h, _, m in changes if h == how]
+
+
 def test_extend_adds_candidates_when_the_plan_runs_ahead():
     p = preset(sizes=(64, 128), max_trained=4)
     c = cands(p, sizes=(64, 128), seeds=(0, 1))
@@ -228,32 +232,54 @@ def test_extend_adds_candidates_when_the_plan_runs_ahead():
     assert extend(on_time, c, measured(), FACTS, p, left) == []          # on time: nothing to add
     left = budget - finish_at(jobs, ("probe", "train"), 0.25)           # four times faster than measured
     stack_before = next(j for j in jobs if j.kind == "stack").predicted_s
-    added = extend(jobs, c, measured(), FACTS, p, left)
-    assert added and not {m.id for m in added} & set(before)
-    assert {m.size for m in added if m.kind == "train"} == {m.size for m in plan.trained}  # the plan's size first
+    new = added(extend(jobs, c, measured(), FACTS, p, left))
+    assert new and not {m.id for m in new} & set(before)
+    assert {m.size for m in new if m.kind == "train"} == {m.size for m in plan.trained}  # the plan's size first
     assert open_seconds(jobs) <= left * (1 - MARGIN) + 1e-6
     assert replan(jobs, left) == []                                       # what extend adds, replan keeps
     assert next(j for j in jobs if j.kind == "stack").predicted_s > stack_before
     assert [j.kind for j in jobs[-2:]] == ["stack", "report"]            # new jobs go before the finish
     members = list(dict.fromkeys(j.member for j in jobs if j.member))
-    assert members == before + [m.id for m in added]
+    assert members == before + [m.id for m in new]
     assert len({j.member for j in jobs if j.kind == "train"}) <= p.max_trained
-    assert extend(jobs, c, measured(), FACTS, p, left) == []              # no member twice
-    extend(jobs, c, measured(), FACTS, p, 10 ** 6)                         # a huge budget: up to max_trained
-    trained = {(j.arch, j.seed): j.member for j in jobs if j.kind == "train"}
-    assert len(trained) == len(set(trained.values())) == min(p.max_trained, sum(m.kind == "train" for m in c))
+    for _ in range(6):                                                    # then larger models while room is left
+        extend(jobs, c, measured(), FACTS, p, left)
+        assert open_seconds(jobs) <= left * (1 - MARGIN) + 1e-6
+    assert extend(jobs, c, measured(), FACTS, p, left) == []              # until none fits
+    keys = [(j.arch, j.seed, j.size) for j in jobs if j.kind == "train" and j.fold == 0]
+    assert len(keys) == len(set(keys))                                    # no model twice
 
 
-def test_extend_never_brings_back_a_dropped_member():
+def test_extend_brings_back_dropped_members_and_keeps_their_finished_runs():
     p = preset(sizes=(64, 128), max_trained=4)
     c = cands(p, sizes=(64, 128), seeds=(0, 1))
-    plan = make_plan(c, measured(), FACTS, 200, p)
-    jobs = plan.jobs
+    jobs = make_plan(c, measured(), FACTS, 200, p).jobs
     left = 200 - finish_at(jobs, ("probe", "train"), 3.0)               # slower: the last members go
     dropped = replan(jobs, left)
     assert dropped
-    added = extend(jobs, c, measured(), FACTS, p, 10 ** 6)
-    keys = {(m.arch, m.seed) for m in added}
-    assert all((j.arch, j.seed) not in keys for j in jobs if j.member in dropped and j.kind == "train")
-    assert all(j.state != "planned" for j in jobs if j.member in dropped)
-    assert len({j.member for j in jobs if j.kind == "train" and j.state != "dropped"}) <= p.max_trained
+    finished = [j.id for j in jobs if j.state == "finished"]
+    assert extend(jobs, c, measured(), FACTS, p, left) == []              # still no room: they stay out
+    changes = extend(jobs, c, measured(), FACTS, p, 10 ** 5)              # room again
+    assert [m for h, m, _ in changes if h == "back"] == dropped
+    assert all(j.state == "planned" and not j.why for j in jobs if j.member in dropped and j.id not in finished)
+    assert [j.id for j in jobs if j.state == "finished"] == finished
+    keys = [(j.arch, j.seed, j.size) for j in jobs if j.kind == "train" and j.fold == 0]
+    assert len(keys) == len(set(keys))                                    # no model twice
+    assert len({(a, s) for a, s, _ in keys}) <= p.max_trained
+
+
+def test_extend_grows_larger_models_when_every_candidate_is_in():
+    p = preset(sizes=(64, 128), max_trained=2)
+    c = cands(p, sizes=(64, 128))
+    budget = next(b for b in range(60, 5000, 10) if len(make_plan(c, measured(), FACTS, b, p).members) == len(c))
+    jobs = make_plan(c, measured(), FACTS, budget, p).jobs
+    assert {j.size for j in jobs if j.kind == "train"} == {64}
+    left = budget * 6 - finish_at(jobs, ("probe", "train", "train"), 1.0)  # far more time than planned
+    grown = []
+    for _ in range(5):
+        grown += added(extend(jobs, c, measured(), FACTS, p, left), "larger")
+        assert open_seconds(jobs) <= left * (1 - MARGIN) + 1e-6
+    assert grown and {m.size for m in grown} == {128}
+    keys = [(j.arch, j.seed, j.size) for j in jobs if j.kind == "train" and j.fold == 0]
+    assert len(keys) == len(set(keys))                                    # each size of a model once
+    assert [j.kind for j in jobs[-2:]] == ["stack", "report"]

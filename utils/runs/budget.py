@@ -340,46 +340,94 @@ def replan(jobs, left_s):
 
 
 def extend(jobs, candidates, measured, facts, preset, left_s):
-    """Add members while the plan runs ahead of its prediction: the candidates never in the plan
-    (in order, at most preset.max_trained trained members in all) whose jobs, at the speeds
-    measured so far, fit beside the open jobs in (1 - MARGIN) x left_s. A trained one is tried at
-    the size and epochs of the plan's trained members first, then at its own. New jobs go before
-    the stack, whose and the report's predictions grow with the members. A candidate once in the
-    plan (at any size, dropped or not) is never added again. Returns the members added (as
-    planned: scaled to their size and epochs); jobs is changed in place."""
+    """Grow the plan while it runs ahead of its prediction, so that the budget is used: at the
+    speeds measured so far, each change's jobs (and what it adds to the stack and the report)
+    must fit beside the open jobs in (1 - MARGIN) x left_s. In this order:
+
+    1. 'back': a dropped member none of whose jobs failed comes back (its finished runs count);
+    2. 'new': a candidate never in the plan (at most preset.max_trained trained members), a
+       trained one at the size and epochs of the plan's trained members first, then its own;
+    3. 'larger', when 1 and 2 changed nothing: one trained member's architecture and seed at a
+       larger size of its ladder (a new model for the stack), the costliest size and epochs
+       that fit (as make_plan grows members).
+
+    New jobs go before the stack; the stack's and the report's predictions follow the members.
+    Returns [(how, member id, Member or None for 'back')]; jobs is changed in place."""
     factor = corrections(jobs)
-    taken = {job_key(j) for j in jobs if j.member is not None}
-    live = [j for j in jobs if j.state != "dropped"]
-    trained = [j for j in live if j.kind == "train"]
-    n_trained = len({j.member for j in trained})
-    n_live = len({j.member for j in live if j.member is not None})
-    used = sum(expected(j, factor) for j in jobs if j.state in ("planned", "running"))
-    added = []
-    for m in candidates:
-        if member_key(m) in taken or (m.kind == "train" and n_trained >= preset.max_trained):
-            continue
-        shapes = ([(trained[0].size, trained[0].epochs)] if trained and m.kind == "train" else []) + [(m.size, m.epochs)]
-        for size, epochs in dict.fromkeys(shapes):
-            if m.kind == "train" and speed_key(m.arch, size, m.bs) not in measured.speeds:
-                continue
-            member = m.scaled(size, epochs) if m.kind == "train" else m
-            new = member_jobs(member, measured, facts, preset.tta)
-            more = (stack_seconds(n_live + 1, len(preset.stack_methods), facts, measured.job_start_s)
-                    - stack_seconds(n_live, len(preset.stack_methods), facts, measured.job_start_s) + REPORT_MEMBER_S)
-            cost = sum(j.predicted_s * factor[j.kind] for j in new) + more * factor["stack"]
-            if used + cost > left_s * (1 - MARGIN):
-                continue
+    free = left_s * (1 - MARGIN) - sum(expected(j, factor) for j in jobs if j.state in ("planned", "running"))
+    changes = []
+
+    def cost(new):
+        n = len({j.member for j in jobs if j.member is not None and j.state != "dropped"})
+        more = (stack_seconds(n + 1, len(preset.stack_methods), facts, measured.job_start_s)
+                - stack_seconds(n, len(preset.stack_methods), facts, measured.job_start_s) + REPORT_MEMBER_S)
+        return sum(expected(j, factor) for j in new) + more * factor["stack"]
+
+    def add(how, member, new):
+        nonlocal free
+        c = cost(new)
+        if c > free:
+            return False
+        free -= c
+        if member is None:
+            for j in new:
+                j.state, j.why = "planned", ""
+        else:
             at = next(i for i, j in enumerate(jobs) if j.member is None)
             jobs[at:at] = new
-            used, n_live, n_trained = used + cost, n_live + 1, n_trained + (m.kind == "train")
-            added.append(member)
-            break
+        changes.append((how, new[0].member, member))
+        return True
+
+    for m_id in dict.fromkeys(j.member for j in jobs if j.member is not None):
+        own = [j for j in jobs if j.member == m_id]
+        if any(j.state == "dropped" for j in own) and not any(j.state in ("planned", "running", "failed") for j in own):
+            add("back", None, [j for j in own if j.state == "dropped"])
+    for m in candidates:
+        trained = {(j.arch, j.seed) for j in jobs if j.kind == "train" and j.state != "dropped"}
+        if member_key(m) in {job_key(j) for j in jobs if j.member is not None} or (
+                m.kind == "train" and len(trained) >= preset.max_trained):
+            continue
+        for member in _shapes(m, jobs, measured):
+            if add("new", member, member_jobs(member, measured, facts, preset.tta)):
+                break
+    if not changes:
+        for member in _larger(jobs, candidates, measured, preset.epochs):
+            if add("larger", member, member_jobs(member, measured, facts, preset.tta)):
+                break
+    n = len({j.member for j in jobs if j.member is not None and j.state != "dropped"})
     for j in jobs:
         if j.state == "planned" and j.kind == "stack":
-            j.predicted_s = stack_seconds(n_live, len(preset.stack_methods), facts, measured.job_start_s)
+            j.predicted_s = stack_seconds(n, len(preset.stack_methods), facts, measured.job_start_s)
         elif j.state == "planned" and j.kind == "report":
-            j.predicted_s = report_seconds(n_live, measured.start_s)
-    return added
+            j.predicted_s = report_seconds(n, measured.start_s)
+    return changes
+
+
+def _shapes(m, jobs, measured):
+    """Candidate m as it may join: a probe as it is; a trained one at the size and epochs of the
+    plan's first trained member, then at its own (sizes the probe measured only)."""
+    if m.kind != "train":
+        return [m]
+    trained = [j for j in jobs if j.kind == "train" and j.state != "dropped"]
+    shapes = ([(trained[0].size, trained[0].epochs)] if trained else []) + [(m.size, m.epochs)]
+    return [m.scaled(s, e) for s, e in dict.fromkeys(shapes) if speed_key(m.arch, s, m.bs) in measured.speeds]
+
+
+def _larger(jobs, candidates, measured, epochs):
+    """Larger versions of the plan's trained members, in plan order, the costliest first within a
+    member: its architecture and seed at each size of its ladder above the largest it has in the
+    plan, at each of the preset's epochs."""
+    ladders = {(m.arch, m.seed): m for m in candidates if m.kind == "train"}
+    out = []
+    for arch, seed in dict.fromkeys((j.arch, j.seed) for j in jobs if j.kind == "train" and j.state != "dropped"):
+        m = ladders.get((arch, seed))
+        if m is None:
+            continue
+        top = max(j.size for j in jobs if j.kind == "train" and (j.arch, j.seed) == (arch, seed))
+        options = [(s, e) for s in (m.sizes or (m.size,)) if s > top and speed_key(arch, s, m.bs) in measured.speeds
+                   for e in epochs]
+        out += [m.scaled(s, e) for s, e in sorted(options, key=lambda o: (o[0] ** 2 * o[1], o[0]), reverse=True)]
+    return out
 
 
 def member_key(m):

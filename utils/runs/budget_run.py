@@ -4,9 +4,9 @@ Each job goes to the submitit executor of --cluster (slurm, local or debug) as t
 own jobs do (utils/runs/cluster.py: TrainJob, PredictJob, ProbeJob, StackJob), so a finished
 run is skipped and an unfinished one resumes with train.py --resume. Before each job the plan
 is re-planned with the speeds measured so far: members that would no longer finish are
-dropped (utils.runs.budget.replan), and while the plan runs ahead of its prediction the
-candidates it left out are added in their order (utils.runs.budget.extend); the stack uses
-the members that finished. A job still
+dropped (utils.runs.budget.replan), and while the plan runs ahead of its prediction it grows
+(utils.runs.budget.extend: dropped members come back, candidates left out join, then larger
+models of the members); the stack uses the members that finished. A job still
 running when its share of the budget is spent is stopped (not in --cluster debug, which runs
 jobs in this process). plan.json records every state change and, every few seconds, the time
 used, so that the same command continues after a kill within what is left.
@@ -251,20 +251,21 @@ def run_one(ctx, progress, job):
 
 def adjust(ctx, progress):
     """Re-plan before a job with the speeds measured so far: drop the members that would no
-    longer finish (utils.runs.budget.replan); when none is dropped, add the candidates that now
-    fit (utils.runs.budget.extend). Says what changed above the bars."""
+    longer finish (utils.runs.budget.replan); when none is dropped, grow the plan into the time
+    it runs ahead by (utils.runs.budget.extend). Says what changed above the bars."""
     jobs = ctx.plan["jobs"]
     dropped = replan(jobs, ctx.left())
     for m in dropped:
         progress.write(f"dropped {m}: {next(j.why for j in jobs if j.member == m)}")
     if dropped or not ctx.plan.get("candidates"):
         return
-    added = extend(jobs, [member_from_json(d) for d in ctx.plan["candidates"]],
-                   Measured.from_json(ctx.plan["measured"]), Facts(**ctx.plan["facts"]), plan_preset(ctx.plan),
-                   ctx.left())
-    for m in added:
-        ctx.plan["members"].append(asdict(m))
-        progress.write(f"added {m.id}: the plan runs ahead of its prediction, {format_duration(ctx.left())} left")
+    changes = extend(jobs, [member_from_json(d) for d in ctx.plan["candidates"]], Measured.from_json(ctx.plan["measured"]),
+                     Facts(**ctx.plan["facts"]), plan_preset(ctx.plan), ctx.left())
+    for how, m_id, member in changes:
+        if member is not None:
+            ctx.plan["members"].append(asdict(member))
+        what = {"back": "brought back", "new": "added", "larger": "added a larger model,"}[how]
+        progress.write(f"{what} {m_id}: the plan runs ahead of its prediction, {format_duration(ctx.left())} left")
 
 
 def next_job(jobs):
