@@ -12,7 +12,8 @@ over seeds; --per-run: each run alone) are binarised at its own greedy threshold
 of the probabilities over the same cells. Writes PREFIX.png (agreement heatmap, models
 in hierarchical-clustering order), PREFIX_pearson.png, and both matrices as CSV
 (PREFIX_agreement.csv, PREFIX_pearson.csv); prints the --top most similar pairs (highest
-Pearson correlation) and least similar pairs (lowest), two lists that share no pair.
+Pearson correlation) and least similar pairs (lowest), two lists that share no pair (of two
+models, the one pair is in both lists).
 """
 import argparse
 import logging
@@ -128,10 +129,13 @@ def main(args):
         atomic_write_csv(prefix.with_name(f"{prefix.name}_{tag}.csv"),
                          pd.DataFrame(m, index=names, columns=names), index=True, index_label="name")
     most, least = similar_pairs(pearson, names, args.top, agree)
+    only = " (the only pair with a correlation: both the most and the least similar)" if most == least else ""
     for title, rows in (("most similar", most), ("least similar", least)):
-        print(f"{title} ({scope}), by Pearson correlation of probabilities:\n  pearson  agreement  pair")
+        print(f"{title} ({scope}), by Pearson correlation of probabilities{only}:\n  pearson  agreement  pair")
         for a, b, r, v in rows:
             print(f"  {r:7.4f}  {v:9.4f}  {a}  ~  {b}")
+        if not rows:
+            print("  (no pair of models shares a cell with a correlation)")
     print(f"wrote {prefix}.png, {prefix}_pearson.png, {prefix}_agreement.csv, {prefix}_pearson.csv")
     return names, agree, pearson
 

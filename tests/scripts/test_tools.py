@@ -468,13 +468,23 @@ def test_similar_pairs_are_the_highest_and_lowest_correlations():
     assert least[0][:2] == ("m0", "m5") and least[0][2] == pytest.approx(-0.3, abs=0.02)
 
 
-@pytest.mark.parametrize("n_models, top, sizes", [(3, 5, (2, 1)), (4, 5, (3, 3)), (5, 5, (5, 5)), (2, 5, (1, 0))])
+@pytest.mark.parametrize("n_models, top, sizes", [(3, 5, (2, 1)), (4, 5, (3, 3)), (5, 5, (5, 5)), (6, 2, (2, 2))])
 def test_similar_pairs_never_share_a_pair(n_models, top, sizes):
     P, names = known_correlations(np.linspace(0.9, -0.5, n_models - 1))
     most, least = similar_pairs(pairwise_pearson(P), names, top)
     assert (len(most), len(least)) == sizes
     assert not {p[:2] for p in most} & {p[:2] for p in least}
     assert min((p[2] for p in most), default=1) >= max((p[2] for p in least), default=-1)
+
+
+def test_the_one_pair_of_two_models_is_the_most_and_the_least_similar():
+    P, names = known_correlations([0.6])
+    R = pairwise_pearson(P)
+    most, least = similar_pairs(R, names, 5)
+    assert most == least == [("m0", "m1", pytest.approx(R[0, 1]), None)]
+    three, _ = known_correlations([0.6, 0.2])  # a third model: two lists again, no pair in both
+    most, least = similar_pairs(pairwise_pearson(three), ["m0", "m1", "m2"], 5)
+    assert [p[:2] for p in most] == [("m0", "m1"), ("m0", "m2")] and [p[:2] for p in least] == [("m1", "m2")]
 
 
 def test_correlation_tool(prune_runs, capsys):
@@ -524,6 +534,18 @@ def test_correlation_tool(prune_runs, capsys):
 
 
 # ----------------------------------------------------------------------------- plot_probs
+
+def test_correlation_tool_with_two_models_lists_their_pair_at_both_ends(prune_runs, capsys):
+    names, _, pearson = run_tool(correlation, "--runs", prune_runs, "--where", "arch=m[01]")
+    assert len(names) == 2
+    out = capsys.readouterr().out
+    most, least = out.split("\nleast similar (")
+    assert "the only pair with a correlation: both the most and the least similar" in most
+    pair = [line.split() for line in least.splitlines() if "~" in line]
+    assert pair == [line.split() for line in most.splitlines() if "~" in line]
+    assert len(pair) == 1 and float(pair[0][0]) == pytest.approx(pearson[0, 1], abs=1e-4)
+    assert {pair[0][2], pair[0][4]} == set(names)
+
 
 def test_plot_probs_one_and_several(prune_runs, tmp_path):
     out = run_tool(plot_probs, "--run", prune_runs / "A")

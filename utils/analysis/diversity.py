@@ -82,10 +82,13 @@ def similar_pairs(matrix, names, top, other=None):
     """The `top` most similar pairs (highest value first) and the `top` least similar
     (lowest first) of an (M, M) similarity matrix, as ranked_pairs tuples.
 
-    The two lists never share a pair: with fewer than 2 * top pairs the most similar
-    list takes the upper half (rounded up) and the least similar the rest.
+    With two pairs or more the lists share no pair: with fewer than 2 * top pairs the most
+    similar list takes the upper half (rounded up) and the least similar the rest. A single
+    pair (two models) is both the most and the least similar: each list holds it.
     """
     pairs = ranked_pairs(matrix, names, other)
+    if len(pairs) == 1:
+        return pairs, pairs
     n_most = min(top, (len(pairs) + 1) // 2)
     n_least = min(top, len(pairs) - n_most)
     return pairs[:n_most], pairs[::-1][:n_least]
