@@ -31,7 +31,7 @@ from utils.common.errors import DataError, preview, report_problems  # noqa: E40
 from utils.common.text import read_csv  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.runs.directory import display_name, find_runs  # noqa: E402
-from utils.runs.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
+from utils.runs.tta_choice import AUTO, choose_tta, make_files_commands, tta_help  # noqa: E402
 from utils.metrics.threshold_search import random_folds  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
 from utils.common.cli import add_hidden_alias, run_script  # noqa: E402
@@ -129,8 +129,8 @@ def find_val_runs(patterns, tta):
                 for r in lacking}
         raise DataError(f"{len(lacking)} run(s) lack preds/val.{choice.name}.csv:\n"
                         + "".join(f"  {r.dir}: has {have[r.name]}\n" for r in lacking)
-                        + f"make them with python predict.py --runs {' '.join(str(r.dir) for r in lacking)} "
-                        f"--tta {choice.name} --split val, or give --tta NAME")
+                        + f"make them with {'; '.join(make_files_commands(lacking, choice.name, 'val'))}, "
+                        f"or give --tta NAME")
     return runs, choice.name
 
 

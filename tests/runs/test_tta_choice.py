@@ -5,14 +5,14 @@ import pytest
 
 from utils.common.errors import DataError
 from utils.runs.directory import load_run
-from utils.runs.tta_choice import AUTO, PREFERENCE, VIEWS, choose_tta
+from utils.runs.tta_choice import AUTO, PREFERENCE, VIEWS, choose_tta, make_files_command
 
 
-def make_run(root, name, val=(), test=()):
+def make_run(root, name, val=(), test=(), **config):
     """A run folder with empty prediction files preds/val.<t>.csv and preds/test.<t>.csv."""
     d = root / name
     (d / "preds").mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({"arch": "x", "fold": 0, "labels": ["a"]}))
+    (d / "config.json").write_text(json.dumps({"arch": "x", "fold": 0, "labels": ["a"], **config}))
     for split, ttas in (("val", val), ("test", test)):
         for t in ttas:
             (d / "preds" / f"{split}.{t}.csv").write_text("image_name,a\n")
@@ -97,3 +97,30 @@ def test_the_suggested_command_completes_the_tta_most_runs_have(tmp_path):
     with pytest.raises(DataError) as e:  # no run has any: 10crop, what scripts/cv.sh predicts
         choose_tta([make_run(tmp_path, "empty")], ("val", "test"))
     assert "empty: val: -; test: -" in str(e.value) and str(e.value).endswith("--tta 10crop --split both")
+
+
+PROBE = {"loss_spec": "logreg", "size": 96, "data_root_abs": "data/planet",
+         "stages": [{"probe": "logreg", "C": 1.0, "size": 96, "tta": "none"}]}
+
+
+def test_a_linear_probe_is_remade_by_the_probe_tool_not_predict(tmp_path):
+    probe = make_run(tmp_path, "probe-f0", val=["none"], test=["none"], **PROBE)
+    trained = make_run(tmp_path, "cnn-f0", val=["none", "10crop"], test=["10crop"])
+    assert probe.is_linear_probe and not trained.is_linear_probe
+    assert make_run(tmp_path, "old-probe", loss_spec="logreg").is_linear_probe  # either key says so
+    assert make_run(tmp_path, "stage-probe", stages=PROBE["stages"]).is_linear_probe
+    assert make_files_command(trained, "d4", "val", "R") == "python predict.py --runs R --tta d4 --split val"
+    cmd = make_files_command(probe, "hflip", "both")
+    assert cmd.startswith("python tools/linear_probe.py --data data/planet --arch x --size 96 --tta hflip")
+    assert make_files_command(probe, "10crop", "both").startswith(cmd.split(" (")[0])  # hflip: all it offers
+    with pytest.raises(DataError) as e:
+        choose_tta([probe, trained], ("val", "test"))
+    msg = str(e.value)
+    assert f"{probe.dir}: val: none; test: none" in msg
+    assert "e.g. python tools/linear_probe.py --data data/planet --arch x --size 96 --tta hflip" in msg
+    assert "predict.py --runs" not in msg
+    other = make_run(tmp_path, "cnn2-f0", val=["none"])
+    with pytest.raises(DataError) as e:  # trained runs lacking files get predict.py, the probe its own tool
+        choose_tta([probe, trained, other], ("val", "test"))
+    assert f"python predict.py --runs {other.dir} --tta 10crop --split both; python tools/linear_probe.py" in \
+        str(e.value)

@@ -231,6 +231,28 @@ def test_a_linear_probe_lacking_predictions_is_remade_by_the_probe_tool(tmp_path
     assert "predict.py" not in r.stderr
 
 
+def test_tta_auto_tells_a_linear_probe_to_be_remade_by_the_probe_tool(tmp_path):
+    root, *_ = write_runs(tmp_path, [dict(arch="net", signal=1), dict(arch="probe", signal=1)])
+    for f in range(3):
+        net = root / "runs" / f"net-s0-f{f}"
+        for split in ("val", "test"):  # the trained model predicted with 10crop, the probe with none
+            (net / "preds" / f"{split}.none.csv").rename(net / "preds" / f"{split}.10crop.csv")
+        probe = root / "runs" / f"probe-s0-f{f}"
+        config = json.loads((probe / "config.json").read_text())
+        stages = [{"probe": "logreg", "C": 1.0, "size": 64, "tta": "none"}]
+        (probe / "config.json").write_text(json.dumps({**config, "loss_spec": "logreg", "size": 64, "stages": stages}))
+    r = run_stack("--runs", root / "runs" / "*", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "no TTA has preds/val.<tta>.csv and preds/test.<tta>.csv in every run" in r.stderr
+    assert f"python tools/linear_probe.py --data {root / 'data'} --arch probe --size 64 --tta hflip" in r.stderr
+    assert "a linear probe has no checkpoint" in r.stderr and "predict.py" not in r.stderr
+    assert not (tmp_path / "sub.csv").exists()
+    r = run_stack("--runs", root / "runs" / "*", "--tta", "10crop", "--method", "mean", "--out", tmp_path / "sub.csv")
+    assert r.returncode == 0, r.stderr  # the probe left out, with the command that remakes it
+    assert "left out" in r.stderr and "--arch probe --size 64 --tta hflip" in r.stderr
+    assert "predict.py" not in r.stderr
+
+
 def test_left_out_runs_name_the_command_that_completes_them(tmp_path):
     root, *_ = write_runs(tmp_path, MODELS[:2] + [dict(arch="crashed", signal=1, unfinished_folds=[2])])
     r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--report-dir", tmp_path / "rep")

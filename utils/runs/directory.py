@@ -91,6 +91,13 @@ class Run:
         return bool(self.result.get("finished"))
 
     @property
+    def is_linear_probe(self):
+        """True for a run of tools/linear_probe.py (config.json: loss_spec logreg, a `probe` stage):
+        it has no checkpoint, so predict.py cannot predict it."""
+        stages = self.config.get("stages") or []
+        return self.config.get("loss_spec") == "logreg" or any(isinstance(s, dict) and "probe" in s for s in stages)
+
+    @property
     def converted(self):
         """True when the stored data path had to be converted to be found here."""
         return self.data_how in ("mapped", "rerooted")

@@ -7,6 +7,9 @@ with 10crop; train.py itself only val.none.csv). The scripts that read several r
 reads, the one with the most views first (PREFERENCE). Only plain TTA names count: files
 of other checkpoints or sizes (`10crop-avg`, `hflip-96px`) are read when named with
 `--tta`. A name given with `--tta` is used as given.
+
+Also the commands that make missing prediction files (make_files_command): predict.py for a
+trained run, tools/linear_probe.py for a linear probe, which has no checkpoint.
 """
 from dataclasses import dataclass
 
@@ -74,6 +77,34 @@ def choose_tta(runs, splits=("val",), requested=AUTO):
     raise DataError(no_shared_tta(runs, splits))
 
 
+PROBE_TTAS = ("none", "hflip")  # what tools/linear_probe.py --tta offers
+
+
+def make_files_command(run, tta, split, runs="{runs}"):
+    """The command that makes ``run``'s preds/<split>.<tta>.csv (split: 'val', 'test' or 'both').
+
+    predict.py for a trained run (``runs``: the run folders it names); for a linear probe
+    (Run.is_linear_probe: no checkpoint) tools/linear_probe.py, which predicts every fold again
+    and only with none or hflip.
+    """
+    if not run.is_linear_probe:
+        return f"python predict.py --runs {runs} --tta {tta} --split {split}"
+    images = run.config.get("images", "train")
+    data = run.data_root or run.config.get("data_root_abs") or run.config.get("data_root")
+    return (f"python tools/linear_probe.py --data {data} --arch {run.config.get('arch')}"
+            + (f" --images {images}" if images != "train" else "")
+            + f" --size {run.config.get('size')} --tta {tta if tta in PROBE_TTAS else 'hflip'} "
+            f"(a linear probe has no checkpoint: its own tool predicts it again, with {' or '.join(PROBE_TTAS)})")
+
+
+def make_files_commands(runs, tta, split):
+    """The commands that make preds/<split>.<tta>.csv of every one of ``runs``: one predict.py command
+    for the trained runs, one tools/linear_probe.py command per linear probe (make_files_command)."""
+    trained = [r for r in runs if not r.is_linear_probe]
+    fixes = [make_files_command(trained[0], tta, split, " ".join(str(r.dir) for r in trained))] if trained else []
+    return fixes + list(dict.fromkeys(make_files_command(r, tta, split) for r in runs if r.is_linear_probe))
+
+
 def no_shared_tta(runs, splits):
     """The message of choose_tta when no TTA is in every run: runs grouped by the files they
     have, and the predict.py command that completes them with the TTA most runs have."""
@@ -86,7 +117,6 @@ def no_shared_tta(runs, splits):
     split = splits[0] if len(splits) == 1 else "both"
     lines = [f"--tta auto: no TTA has {_files(splits)} in every run; the runs have:"]
     lines += [f"  {', '.join(str(r.dir) for r in rs)}: {have}" for have, rs in groups.items()]
-    lines.append(f"give --tta NAME to read that TTA, select runs that share one with --runs, or make the missing "
-                 f"files, e.g. python predict.py --runs {' '.join(str(r.dir) for r in lacking)} --tta {common} "
-                 f"--split {split}")
+    lines.append("give --tta NAME to read that TTA, select runs that share one with --runs, or make the missing "
+                 "files, e.g. " + "; ".join(make_files_commands(lacking, common, split)))
     return "\n".join(lines)

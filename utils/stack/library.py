@@ -29,7 +29,7 @@ from utils.data.dataset import read_tags_csv
 from utils.common.errors import DataError, preview, report_problems
 from utils.runs.pred_files import read_preds
 from utils.runs.directory import display_name, find_runs, read_folds
-from utils.runs.tta_choice import AUTO, choose_tta
+from utils.runs.tta_choice import AUTO, choose_tta, make_files_command
 
 log = logging.getLogger(__name__)
 
@@ -316,10 +316,7 @@ def _unusable(run, tta, need_test):
     have = [f"{s}.{t}.csv" for s in ("val", "test") for t in run.tta_available(s)]
     split = lacking[0] if len(lacking) == 1 else "both"
     reason = f"lacks {files} (it has {', '.join(have) or 'no prediction files'})"
-    if run.config.get("loss_spec") == "logreg":  # a linear probe has no checkpoint for predict.py
-        return (reason, f"python tools/linear_probe.py --data {run.data_root} --arch {run.config.get('arch')} "
-                        f"--size {run.config.get('size')} --tta {tta} (a probe predicts with none or hflip)")
-    return reason, f"python predict.py --runs {{runs}} --tta {tta} --split {split}"
+    return reason, make_files_command(run, tta, split)  # a linear probe: tools/linear_probe.py
 
 
 def _left_out_lines(lo, k):
