@@ -292,6 +292,14 @@ def test_statistics_keeps_a_stand_alone_run_of_a_covered_fold_apart(tmp_path, ca
     run_df, model_df = run_tool(statistics, "--runs", runs / alone, runs / "m0-x-f1")
     assert set(run_df["status"]) == {"ok"} and model_df.iloc[0]["runs"] == 2
     assert "kept apart" not in capsys.readouterr().err
+    # the report's model figures join the same runs as its leaderboard row
+    from utils.analysis.report import model_views
+    from utils.runs.directory import find_runs
+    from utils.runs.scores import Truth
+    found, _ = find_runs([runs / "*"])
+    views = model_views(found, Truth(data), "none", dict(zip(model_df["model"], model_df["name"])))
+    assert [[r.name for r in v.runs] for v in views] == [["m0-x-f0", "m0-x-f1"]]
+    assert views[0].oof.y.shape[0] == len(names)
 
 
 def test_statistics_sort_where_and_bad_input(tmp_path, capsys):

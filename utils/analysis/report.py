@@ -25,7 +25,7 @@ from tqdm import tqdm
 from utils.analysis.diversity import cluster_order, pairwise_agreement, pairwise_pearson, stack_matrix
 from utils.common.errors import DataError
 from utils.common.text import read_csv, read_json
-from utils.analysis.leaderboard import HIDDEN, leaderboard, with_model_names
+from utils.analysis.leaderboard import HIDDEN, leaderboard, model_runs, with_model_names
 from utils.analysis.plots import plot_correlation, plot_history, plot_label_f2, plot_prob_distributions
 from utils.analysis.pruning import PRUNED_FILE, find_stack_reports, read_pruned
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
@@ -147,13 +147,16 @@ class ModelView:
 
 
 def model_views(runs, truth, tta, names, threshold=FIXED_THRESHOLD):
-    """ModelView per model with validation predictions, in `names` order ({model id: display name})."""
-    groups = {}
+    """ModelView per model with validation predictions, in `names` order ({model id: display name}).
+    A model's runs are those stack.py and the leaderboard join (one per fold and seed,
+    utils.analysis.leaderboard.model_runs); a second run of a covered fold stays out."""
+    scored = []
     for run in runs:
         try:
-            groups.setdefault(run.model, []).append((run, load_oof(run, truth, tta)))
+            scored.append((run, load_oof(run, truth, tta)))
         except DataError:
             continue  # the leaderboard lists it among the skipped runs
+    groups = {model: kept for model, (kept, _) in model_runs(scored).items()}
     views = []
     for key in [k for k in names if k in groups]:
         items = sorted(groups[key], key=lambda t: (t[0].fold, t[0].seed, t[0].name))
