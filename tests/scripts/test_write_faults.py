@@ -265,10 +265,14 @@ def test_a_run_folder_held_by_a_live_process_is_refused_naming_it(tmp_path):
     assert not (tmp_path / "new").exists()  # a folder made for the lock alone goes with it
 
 
-def test_train_refuses_a_name_that_a_running_train_holds(tmp_path):
+@pytest.mark.parametrize("training", [False, True], ids=["starting", "with-checkpoint"])
+def test_train_refuses_a_name_that_a_running_train_holds(tmp_path, training):
     data = write_dataset(tmp_path / "data", n=24, size=24)
     out = tmp_path / "runs"
     p = _holder(out / "r")
+    if training:  # the holder has written its first checkpoint: still "in use", never "pass --resume"
+        (out / "r" / "checkpoints").mkdir()
+        (out / "r" / "checkpoints" / "last.pt").write_bytes(b"x")
     try:
         r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "train.py"), "--data", str(data), "--out",
                             str(out), "--arch", "tiny_cnn", "--no-pretrained", "--name", "r", "--plots", "none",
@@ -277,7 +281,9 @@ def test_train_refuses_a_name_that_a_running_train_holds(tmp_path):
         p.kill()
         p.wait()
     assert r.returncode == 2 and f"{out / 'r'}: in use by train.py (pid {p.pid}" in r.stderr, r.stderr[-2000:]
-    assert sorted(x.name for x in (out / "r").iterdir()) == ["run.lock"]  # the holder's; nothing of the refused run
+    assert "--resume" not in r.stderr
+    assert sorted(x.name for x in (out / "r").iterdir()) == ["checkpoints", "run.lock"][not training:]
+    # the holder's files; nothing of the refused run
 
 
 def test_default_names_carry_the_configuration_and_differ_within_a_second():

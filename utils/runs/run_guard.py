@@ -64,9 +64,7 @@ class RunLock:
             info = _read_holder(fd)
             os.close(fd)
             self._undo_dir()
-            raise DataError(f"{self.run_dir}: in use by train.py (pid {info.get('pid', '?')} on "
-                            f"{info.get('host', '?')}, since {info.get('started', '?')}); wait for it to end, "
-                            f"stop it, or choose another --name") from None
+            raise DataError(in_use_message(self.run_dir, info)) from None
         except OSError as e:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
@@ -95,6 +93,31 @@ class RunLock:
                 d.rmdir()
             except OSError:
                 break
+
+
+def in_use_message(run_dir, info):
+    """The refusal of a run folder another train.py holds (info: its holder())."""
+    return (f"{run_dir}: in use by train.py (pid {info.get('pid', '?')} on {info.get('host', '?')}, since "
+            f"{info.get('started', '?')}); wait for it to end, stop it, or choose another --name")
+
+
+def check_not_in_use(run_dir):
+    """Raise DataError (in_use_message) when a live process holds run_dir's lock; else return.
+    Takes and gives back the lock at once; creates nothing."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        raise DataError(in_use_message(run_dir, _read_holder(fd))) from None
+    except OSError:
+        pass  # no locks on this file system: nothing to tell
+    finally:
+        os.close(fd)
 
 
 def holder():

@@ -25,6 +25,7 @@ from utils.data.demo import ensure_demo
 from utils.models.factory import model_meta
 from utils.runs.directory import model_key
 from utils.runs.resume import data_of_run, modern_spelling, restore_flags
+from utils.runs.run_guard import check_not_in_use
 from utils.runs.run_name import default_run_name
 from utils.train.flags import recorded, stored_args
 
@@ -98,6 +99,7 @@ def find_run(flags, out):
         torch.distributed.broadcast_object_list(obj, src=0)
         name = obj[0]
     run = out / name
+    check_not_in_use(run)  # a run of this name still training: say so, not "pass --resume"
     if (run / "checkpoints" / "last.pt").is_file() or (run / "result.json").is_file():
         raise DataError(f"{run}: run exists; pass --resume to continue it or choose another --name")
     return run
