@@ -1,5 +1,6 @@
 """utils/runs/budget.py and budget_presets.py: the budget planner as pure functions of a fake
 speed measurement (no model is built, nothing is timed)."""
+import re
 from dataclasses import replace
 
 import pytest
@@ -283,3 +284,13 @@ def test_extend_grows_larger_models_when_every_candidate_is_in():
     keys = [(j.arch, j.seed, j.size) for j in jobs if j.kind == "train" and j.fold == 0]
     assert len(keys) == len(set(keys))                                    # each size of a model once
     assert [j.kind for j in jobs[-2:]] == ["stack", "report"]
+
+
+def test_a_refused_budget_suggests_room_above_its_minimum():
+    from utils.runs.budget_setup import SAFE_FACTOR, refuse_budget
+    cheapest = cands(preset())[0]
+    with pytest.raises(DataError) as e:
+        refuse_budget("1m", 250.0, cheapest, FACTS, 30.0)
+    minimum = re.search(r"is about (\S+) \(", str(e.value)).group(1)
+    suggested = re.search(r"pass --budget (\S+) or more", str(e.value)).group(1)
+    assert parse_duration(minimum) == 300 and parse_duration(suggested) >= 250 * SAFE_FACTOR

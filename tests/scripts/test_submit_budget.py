@@ -3,6 +3,7 @@ continues within what is left of its budget without touching finished runs, and 
 too small for anything is refused before anything is written."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from utils.runs.budget import parse_duration
 
 from conftest import ROOT, write_dataset
 
@@ -92,7 +95,9 @@ def test_too_small_a_budget_exits_2_naming_the_minimum(tmp_path):
     listing = sorted(data.rglob("*"))
     r = subprocess.run(command(data, out, "5s"), capture_output=True, text=True, env=env(), timeout=600)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "--budget 5s: too small" in r.stderr and "the minimum budget on this device is about" in r.stderr
+    assert "--budget 5s: too small" in r.stderr and "the minimum budget on this device is" in r.stderr
+    suggested = re.findall(r"--budget (\S+) or more", r.stderr)
+    assert suggested and parse_duration(suggested[-1]) > 5
     assert "Traceback" not in r.stderr
     assert not out.exists() and sorted(data.rglob("*")) == listing
 

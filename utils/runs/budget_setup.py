@@ -18,6 +18,8 @@ from utils.runs.budget_presets import PRESETS, candidates, more_seeds
 from utils.runs.budget_probe import has_weights, measure, usable_archs
 from utils.runs.cluster import Cell, flag_value
 
+SAFE_FACTOR = 1.25  # the budget a refusal suggests: its minimum, with room for the speeds to vary
+
 
 def budget_setup(args):
     """(budget seconds, the preset with --tta/--stack-method applied, the dataset's Facts, the
@@ -74,18 +76,23 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     if floor > budget_s:                  # three jobs' start-ups alone overrun it: refuse before probing
         least = format_duration(round_up_budget(floor))
         raise DataError(f"--budget {args.budget}: too small: starting the jobs of the smallest plan (a model, the "
-                        f"stack and the report) alone would take longer here; the minimum budget on this device is "
-                        f"about {least} or more: pass --budget {least} or more. Nothing was written.")
+                        f"stack and the report) alone would take longer here: the minimum budget on this device is "
+                        f"more than {least}, how much more is known once the models' speeds are measured; try "
+                        f"--budget {format_duration(round_up_budget(4 * floor))} or more. Nothing was written.")
     cands = budget_candidates(args, preset, facts)
+    configs = probe_configs(cands)
     check_cells([Cell(m.arch, 0, m.seed, member_flags(m, facts), "check") for m in cands if m.kind == "train"])
     print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)
-    measured = measure(probe_configs(cands), facts.n_labels,
+    measured = measure(configs, facts.n_labels,
                        stop=lambda m: time.perf_counter() - t0 + 3 * m.job_start_s / (1 - MARGIN) > budget_s)
     cands = [m for m in cands if speed_key(m.arch, m.size, m.bs) in measured.speeds]
     spent = time.perf_counter() - t0
     plan = make_plan(cands, measured, facts, budget_s - spent, preset)
     if not plan.members:
-        need, cheapest = minimum_seconds(cands, measured, facts, preset, spent)
+        # a larger budget lets the probe measure every configuration: count that time in
+        unmeasured = len(configs) - len(measured.speeds)
+        probe_more = unmeasured * measured.probe_s / max(1, len(measured.speeds))
+        need, cheapest = minimum_seconds(cands, measured, facts, preset, spent + probe_more)
         refuse_budget(args.budget, need, cheapest, facts, spent)
     return plan, measured
 
@@ -95,7 +102,8 @@ def refuse_budget(given, need, cheapest, facts, spent):
     what = (f"a linear probe of {cheapest.arch} at {cheapest.size} px" if cheapest.kind == "probe" else
             f"{cheapest.arch} at {cheapest.size} px, {cheapest.epochs} epochs")
     minimum = format_duration(round_up_budget(need))
+    safe = format_duration(round_up_budget(need * SAFE_FACTOR))
     raise DataError(f"--budget {given}: too small for even the cheapest model here ({what}, on every one of "
                     f"{facts.folds_k} folds, with its prediction, the stack and the report); the minimum budget on "
-                    f"this device is about {minimum} (measuring the speeds took {format_duration(spent)}): pass "
-                    f"--budget {minimum} or more. Nothing was written.")
+                    f"this device is about {minimum} (measuring the speeds took {format_duration(spent)}; speeds "
+                    f"vary with the machine's load): pass --budget {safe} or more. Nothing was written.")
