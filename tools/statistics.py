@@ -13,7 +13,8 @@ train.py run with the configuration of a scripts/cv.sh model, is scored on its o
 status 'apart' and a line on stderr, not averaged into the model. Both tables name a
 model in their 'model' column as stack.py does. f2@0.2 thresholds every label
 at 0.2, f2_best uses greedy per-label thresholds, f2:<label> is each label's own F2
-at its best threshold. Runs removed by tools/prune.py appear with the scores kept in
+at its best threshold; n/a (footnoted, 'n/a' in --csv) where no image of the row's validation
+images has the label: that F2 is 0/0, undefined. Runs removed by tools/prune.py appear with the scores kept in
 PRUNED.csv. The printed tables fit 120 columns: the per-label F2 in a second table,
 column blocks that repeat the row's name, the image folder and path columns left to
 --csv/--md (--wide prints every column in one table).
@@ -43,12 +44,15 @@ from utils.analysis.leaderboard import (TERMINAL_WIDTH, apart_notes, format_tabl
                                           one_model_id, sort_table, to_markdown)
 from utils.analysis.pruning import PRUNED_FILE, read_pruned  # noqa: E402
 from utils.runs.filter import matches, parse_where, row_matches  # noqa: E402
-from utils.runs.scores import F2_BEST, Truth  # noqa: E402
+from utils.runs.scores import F2_BEST, LABEL_COL, Truth  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("statistics")
+
+NA = "n/a*"  # a label's F2 where no image of the row has the label (0/0); NO_POSITIVES_NOTE explains it
+NO_POSITIVES_NOTE = "* n/a: no validation image of the row has the label, so the label's own F2 is 0/0, undefined"
 
 
 def get_args_parser():
@@ -118,6 +122,38 @@ def filter_pruned(pruned, kept_runs, all_runs, where):
     return pruned[[keep(r) for r in pruned.to_dict("records")]] if len(pruned) else pruned
 
 
+def row_labels(runs, model_df):
+    """{'run': {run name: its labels}, 'model': {model name as printed: its runs' labels}}."""
+    by_run = {r.name: set(r.config.get("labels", ())) for r in runs}
+    by_model = {}
+    for r in runs:
+        by_model.setdefault(r.model, set()).update(by_run[r.name])
+    names = dict(zip(model_df["model"], model_df["name"])) if "name" in model_df else {}
+    return {"run": by_run, "model": {names.get(m, m): labels for m, labels in by_model.items()}}
+
+
+def no_positive_cells(df, labels_of, key):
+    """Bool DataFrame over df's f2:<label> columns: True where the row was scored on the label
+    (it is in labels_of[row's `key`]; never a pruned row) yet has no F2: no image of it has the label."""
+    cols = [c for c in df.columns if str(c).startswith(LABEL_COL)]
+    pruned = df["status"].eq("pruned").tolist() if "status" in df else [False] * len(df)
+    scored = pd.DataFrame({c: [c[len(LABEL_COL):] in labels_of.get(k, ()) and not p
+                               for k, p in zip(df[key], pruned)] for c in cols}, index=df.index, dtype=bool)
+    return df[cols].isna() & scored
+
+
+def with_na(df, na, mark, text=True):
+    """df with `mark` in the cells `na` marks; their columns' other cells as the tables print scores
+    (4 decimals, '-' when missing) with `text`, else as they are. df itself when `na` marks none."""
+    if not na.to_numpy().any():
+        return df
+
+    def column(c):
+        values = df[c].map(lambda v: "-" if pd.isna(v) else f"{v:.4f}") if text else df[c].astype(object)
+        return values.where(~na[c], mark)
+    return df.assign(**{c: column(c) for c in na.columns})
+
+
 def main(args):
     check_patterns(args.runs)
     where = parse_where(args.where)
@@ -146,13 +182,21 @@ def main(args):
               for k, v in tables.items() if args.level in (k, "both") and not v.empty}
     if not tables:
         print("no run could be scored (reasons above)", file=sys.stderr)
+    labels_of = row_labels(runs, model_df)
+    na = {lvl: no_positive_cells(df, labels_of[lvl], lvl) for lvl, df in tables.items()}
+    any_na = any(m.to_numpy().any() for m in na.values())
     for level, df in tables.items():
-        print(f"\n{level}s ({len(df)})\n{format_table(df, args.brief, None if args.wide else TERMINAL_WIDTH)}")
+        text = format_table(with_na(df, na[level], NA), args.brief, None if args.wide else TERMINAL_WIDTH)
+        print(f"\n{level}s ({len(df)})\n{text}")
+    if any_na and not args.brief:
+        print(f"\n{NO_POSITIVES_NOTE}")
     if args.csv and tables:
-        both = pd.concat([df.assign(level=lvl) for lvl, df in tables.items()], ignore_index=True)
+        both = pd.concat([with_na(df, na[lvl], "n/a", text=False).assign(level=lvl) for lvl, df in tables.items()],
+                         ignore_index=True)
         atomic_write_csv(args.csv, both[["level", *[c for c in both.columns if c != "level"]]])
     if args.md and tables:
-        atomic_write_text(args.md, "\n".join(f"### {lvl}s\n\n{to_markdown(df)}" for lvl, df in tables.items()))
+        md = "\n".join(f"### {lvl}s\n\n{to_markdown(with_na(df, na[lvl], NA))}" for lvl, df in tables.items())
+        atomic_write_text(args.md, md + (f"\n{NO_POSITIVES_NOTE}\n" if any_na else ""))
     return run_df, model_df
 
 

@@ -48,9 +48,11 @@ def run_info(run):
             "tta": ",".join(run.tta_available("val")), "paths": run.data_how, "status": status}
 
 
-def _score_cols(scores):
+def _score_cols(scores, oof):
+    """The score columns of a row; a label no image of `oof` has gets NaN, not a score: its own F2 is 0/0."""
     out = {F2_FIXED: scores[F2_FIXED], F2_BEST: scores[F2_BEST]}
-    out.update({LABEL_COL + k: v for k, v in scores["per_label"].items()})
+    none = {lab for lab, n in zip(oof.labels, oof.y.sum(0)) if n == 0}
+    out.update({LABEL_COL + k: np.nan if k in none else v for k, v in scores["per_label"].items()})
     return out
 
 
@@ -93,7 +95,7 @@ def _model_row(model, runs, oof, scores, n_pruned):
             "seeds": ",".join(str(s) for s in sorted({r.seed for r in runs})), "n_images": len(oof.names),
             "epochs": float(np.mean(epochs)) if epochs else None, "size": infos[0]["size"],
             "minutes": round(sum(minutes), 1) if minutes else None, "tta_used": oof.tta,
-            **_score_cols(scores), "paths": ",".join(hows),
+            **_score_cols(scores, oof), "paths": ",".join(hows),
             "converted": any(h in CONVERTED for h in hows), "pruned": n_pruned}
 
 
@@ -122,7 +124,7 @@ def leaderboard(runs, truth, tta=None, pruned=None, threshold=FIXED_THRESHOLD):
             skipped.append((run.name, str(e).splitlines()[0]))
             continue
         info["tta_used"], info["n_images"] = oof.tta, len(oof.names)
-        rows.append({**info, **_score_cols(scores)})
+        rows.append({**info, **_score_cols(scores, oof)})
         scored.append((run, oof))
     for name, row in pruned_rows.items():
         if name not in seen:  # the run folder itself is gone: show what PRUNED.csv kept
