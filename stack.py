@@ -31,7 +31,7 @@ from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
 from utils.runs.tta_choice import AUTO, tta_help
-from utils.common.output_paths import check_output_dir, check_output_file
+from utils.common.output_paths import check_can_write, check_output_dir, check_output_file, write_together
 from utils.stack.evaluation import choose, evaluate, member_scores
 from utils.stack.methods import METHODS, parse_method, split_methods
 from utils.stack.stack_report import build_report, render_report
@@ -115,24 +115,52 @@ def predict_test(lib, scored, args, constraints=None):
 
 
 def report_folder(args):
-    """--report-dir, else the folder that holds the runs (their common parent, e.g. runs/)."""
+    """--report-dir, else the folder that holds the runs (their common parent, e.g. runs/); None without runs."""
     if args.report_dir:
         return Path(args.report_dir)
     runs, _ = find_runs(args.runs)
+    if not runs:
+        return None  # load_library says that no run matches
     return Path(os.path.commonpath([str(r.dir.resolve().parent) for r in runs]))
+
+
+def _report_flag(args):
+    return "--report-dir" if args.report_dir else "--report-dir (default: the runs' folder)"
+
+
+def check_writable(args):
+    """Before any work: refuse (DataError) an output that is a folder, or a folder no file can be created in."""
+    if args.report_dir:
+        check_output_dir(args.report_dir, "--report-dir")
+    if args.out:
+        check_can_write(check_output_file(args.out, "--out").parent, "--out")
+    out_dir = report_folder(args)
+    if out_dir is not None:
+        check_can_write(out_dir, _report_flag(args))
 
 
 def check_outputs(args, data_root):
     """The report folder, after refusing (DataError) outputs that would replace the dataset's files or a folder."""
-    if args.report_dir:
-        check_output_dir(args.report_dir, "--report-dir")
     if args.out:
         check_output_file(args.out, "--out", [data_root])
     out_dir = report_folder(args)
-    flag = "--report-dir" if args.report_dir else "--report-dir (default: the runs' folder)"
     for name in OUTPUTS:
-        check_output_file(out_dir / name, flag, [data_root])
+        check_output_file(out_dir / name, _report_flag(args), [data_root])
     return out_dir
+
+
+def write_outputs(out_dir, args, lib, oof, report, md, test_probs=None, sub=None):
+    """Every output at once (utils.common.output_paths.write_together): a failed write leaves none
+    of them new and the previous ones intact."""
+    writers = {}
+    if args.out:
+        writers[out_dir / "stack_test.csv"] = lambda p: write_preds(p, lib.test_names, lib.labels,
+                                                                    np.clip(test_probs, 0, 1))
+        writers[Path(args.out)] = lambda p: atomic_write_csv(p, sub)
+    writers[out_dir / "stack_oof.csv"] = lambda p: write_preds(p, lib.names, lib.labels, np.clip(oof, 0, 1))
+    writers[out_dir / "stack_report.json"] = lambda p: atomic_write_json(p, report)
+    writers[out_dir / "stack_report.md"] = lambda p: atomic_write_text(p, md)
+    write_together(writers)
 
 
 def say_written(out_dir, args, rows):
@@ -147,6 +175,7 @@ def say_written(out_dir, args, rows):
 
 
 def main(args):
+    check_writable(args)
     lib = load_library(args.runs, args.tta, args.data, need_test=bool(args.out), groups=args.groups)
     if lib.tta_line:
         print(lib.tta_line, file=sys.stderr)
@@ -169,6 +198,7 @@ def main(args):
         r = results[chosen]
         report["constraints"] = ablation(lib.y, r.oof, r.extra["fold_thresholds"], lib.folds, args.threshold,
                                          constraints, args.beta, args.zero_division)
+    test_probs, sub = None, None
     if args.out:
         test_probs, sub = predict_test(lib, results[chosen], args, constraints)
         report["submission"] = {"path": str(args.out), "rows": len(sub),
@@ -177,12 +207,7 @@ def main(args):
     if constraints:
         md += "\n".join(render_ablation(report["constraints"], chosen)) + "\n"
     # Everything is computed; only now is anything written.
-    if args.out:
-        write_preds(out_dir / "stack_test.csv", lib.test_names, lib.labels, np.clip(test_probs, 0, 1))
-        atomic_write_csv(args.out, sub)
-    write_preds(out_dir / "stack_oof.csv", lib.names, lib.labels, np.clip(results[chosen].oof, 0, 1))
-    atomic_write_json(out_dir / "stack_report.json", report)
-    atomic_write_text(out_dir / "stack_report.md", md)
+    write_outputs(out_dir, args, lib, results[chosen].oof, report, md, test_probs, sub)
     print(md.split("## Per-label")[0].rstrip())
     if constraints:
         print("\n".join(render_ablation(report["constraints"], chosen)))

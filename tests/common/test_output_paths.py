@@ -1,4 +1,7 @@
 """Outputs never replace the dataset's own files, land in its image folders or hit a folder."""
+import errno
+import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +12,9 @@ from conftest import ROOT, write_dataset
 from test_stack import run_stack, write_runs
 from test_train import train
 from utils.common.errors import DataError
-from utils.common.output_paths import check_output_dir, check_output_file
+from utils.common import output_paths
+from utils.common.output_paths import check_can_write, check_output_dir, check_output_file, write_together
+from utils.common.write_errors import WriteFault
 
 
 def snapshot(folder):
@@ -54,6 +59,62 @@ def test_folders_and_files_in_the_wrong_place(tmp_path):
     assert check_output_dir(tmp_path / "dir" / "runs", "--out") == tmp_path / "dir" / "runs"
 
 
+def refuse(*_, **__):
+    raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_a_folder_that_takes_no_file_is_refused(tmp_path, monkeypatch):
+    assert check_can_write(tmp_path / "new" / "deeper", "--report-dir") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []  # the probe is gone, nothing made
+    monkeypatch.setattr(output_paths, "make_temp", refuse)  # as root on a read-only mount or an immutable folder
+    with pytest.raises(DataError, match=rf"--out: cannot write in {tmp_path} \(to make {tmp_path / 'new'}\): "
+                                        r"Permission denied"):
+        check_can_write(tmp_path / "new", "--out")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_folder_is_refused(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    try:
+        with pytest.raises(DataError, match=r"--out: cannot write in .*ro: Permission denied"):
+            check_can_write(tmp_path / "ro", "--out")
+    finally:
+        (tmp_path / "ro").chmod(0o700)
+
+
+def _fill(text):
+    return lambda p: p.write_text(text)
+
+
+def _full_disk(*_):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_write_together_writes_all_or_none(tmp_path):
+    (tmp_path / "old.txt").write_text("before")
+    paths = [tmp_path / "old.txt", tmp_path / "sub" / "new.txt", tmp_path / "last.txt"]
+    with pytest.raises(WriteFault, match=rf"no space left on device writing {tmp_path / 'last.txt'}"):
+        write_together({paths[0]: _fill("after"), paths[1]: _fill("new"), paths[2]: _full_disk})
+    assert snapshot(tmp_path) == {"old.txt": b"before"}  # no temp file, no new file, the old one kept
+    assert write_together(dict(zip(paths, map(_fill, "abc")))) == paths
+    assert snapshot(tmp_path) == {"old.txt": b"a", "sub/new.txt": b"b", "last.txt": b"c"}
+
+
+def test_write_together_undoes_the_moves_of_a_failed_set(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("old a")
+    real = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("c.txt"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(src, dst)
+
+    monkeypatch.setattr(output_paths.os, "replace", replace)
+    with pytest.raises(WriteFault, match="read-only file system writing .*c.txt"):
+        write_together({tmp_path / n: _fill("new") for n in ("a.txt", "b.txt", "c.txt")})
+    assert snapshot(tmp_path) == {"a.txt": b"old a"}  # a.txt put back, b.txt removed again
+
+
 # ----------------------------------------------------------------------------- stack.py
 
 @pytest.fixture
@@ -90,6 +151,55 @@ def test_stack_refuses_a_report_folder_inside_the_images(stacked):
     r = run_stack("--runs", stacked / "runs" / "*", "--method", "mean", "--report-dir", data / "train")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "image folder" in r.stderr and snapshot(stacked) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_stack_refuses_a_read_only_output_folder_before_any_work(stacked):
+    ro = stacked / "ro"
+    ro.mkdir(mode=0o500)
+    before = snapshot(stacked)
+    try:
+        for flag in ("--out", "--report-dir"):
+            out = ro / "sub.csv" if flag == "--out" else stacked / "sub.csv"
+            rep = ro / "rep" if flag == "--report-dir" else stacked / "rep"
+            r = run_stack("--runs", stacked / "runs" / "*", "--method", "mean", "--out", out, "--report-dir", rep)
+            assert r.returncode == 2, r.stderr[-2000:]
+            assert f"{flag}: cannot write in {ro}" in r.stderr and "Traceback" not in r.stderr
+            assert "library:" not in r.stderr  # refused before the runs were read
+    finally:
+        ro.chmod(0o700)
+    assert snapshot(stacked) == before
+
+
+def stack_in_process(*argv):
+    stack = importlib.import_module("stack")
+    parser = stack.get_args_parser()
+    args = parser.parse_args(list(map(str, argv)))
+    stack.check_args(parser, args)
+    return stack, args
+
+
+def test_stack_refuses_an_output_folder_that_takes_no_file(stacked, monkeypatch):
+    stack, args = stack_in_process("--runs", stacked / "runs" / "*", "--method", "mean",
+                                   "--out", stacked / "subs" / "sub.csv")
+    monkeypatch.setattr(output_paths, "make_temp", refuse)  # what root meets on a read-only mount
+    with pytest.raises(DataError, match=rf"--out: cannot write in {stacked} \(to make {stacked / 'subs'}\)"):
+        stack.main(args)
+
+
+def test_a_failed_write_leaves_the_previous_outputs(stacked, monkeypatch):
+    rep = stacked / "rep"
+    stack, args = stack_in_process("--runs", stacked / "runs" / "*", "--method", "mean", "--out",
+                                   stacked / "sub.csv", "--report-dir", rep)
+    stack.main(args)
+    before = snapshot(stacked)
+    assert {k for k in before if k.startswith("rep/")} == {"rep/stack_oof.csv", "rep/stack_report.json",
+                                                          "rep/stack_report.md", "rep/stack_test.csv"}
+    monkeypatch.setattr(stack, "atomic_write_text", _full_disk)  # the report markdown, written last
+    args.method = ["select"]  # other outputs than the first time
+    with pytest.raises(WriteFault, match=f"no space left on device writing {rep / 'stack_report.md'}"):
+        stack.main(args)
+    assert snapshot(stacked) == before
 
 
 def test_stack_still_writes_next_to_the_data(stacked):

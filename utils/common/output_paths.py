@@ -1,15 +1,22 @@
-"""Checks on the files a script is about to write, made before anything is written.
+"""Checks on the files a script is about to write, made before anything is written, and
+writing a set of outputs together.
 
 An output file (a submission, a report, a pseudo-label CSV) must not be one of the
 dataset's own files (a submission written over train.csv silently replaces the
 labels), must not lie inside the dataset's image folders, and must not be an existing
-directory (os.replace would fail half-way through a run of writes).
+directory (os.replace would fail half-way through a run of writes). Its folder must take
+a new file: `check_can_write` creates and removes one there, which holds for root, for
+read-only mounts and immutable folders alike, where os.access does not. `write_together`
+writes several files so that a failure leaves all of them as they were.
 """
 import os
+import shutil
 from pathlib import Path
 
 from utils.data.dataset import IMAGE_EXTS
 from utils.common.errors import DataError
+from utils.common.temp_files import make_temp, sweep
+from utils.common.write_errors import found_in_chain, write_fault
 
 # The files of a data folder (see the data layout): reading scripts rely on them.
 DATASET_FILES = ("train.csv", "labels.txt", "sample_submission.csv", "folds.csv", "duplicates.csv",
@@ -81,3 +88,101 @@ def check_output_dir(path, flag):
     if parent is not None and not parent.is_dir():
         raise DataError(f"{flag} {path}: {parent} is a file, not a folder; give a path in a folder")
     return path
+
+
+def check_can_write(folder, flag):
+    """Raise DataError unless a file can be created in `folder` (str or Path).
+
+    A folder that does not exist yet is tried at its nearest existing parent, where it will
+    be created. The check creates a temp file there and removes it at once. flag: the option
+    that named the folder (e.g. '--report-dir'), named in the message. Returns the Path.
+    """
+    folder = Path(folder)
+    there = next((p for p in (folder, *folder.parents) if p.is_dir()), Path.cwd())
+    try:
+        fd, tmp = make_temp(there / ".write-check")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise DataError(f"{flag}: cannot write in {there}{'' if there == folder else f' (to make {folder})'}: "
+                        f"{why}; give a folder you can write to") from None
+    return folder
+
+
+def write_together(writers):
+    """Write every output or none: each to a temp file beside it first, then all moved into place.
+
+    writers: {path: fill(temp_path)}, fill writing the whole file at the path it is given.
+    A failure while writing removes the temp files and leaves every target as it was; a
+    failure while moving puts back the files already replaced (removes those that are new).
+    A refused write (disk full, permission, ...) raises utils.common.write_errors.WriteFault
+    naming the target. Returns the list of Paths written.
+    """
+    targets = [Path(p) for p in writers]
+    staged, backups = {}, {}
+    try:
+        for path, fill in zip(targets, writers.values()):
+            staged[path] = _temp_beside(path)
+            try:
+                fill(staged[path])
+            except Exception as e:
+                raise _named(e, path)
+        for path in targets:
+            if path.exists():
+                backups[path] = _temp_beside(path)
+                _keep_copy(path, backups[path])
+        moved = []
+        try:
+            for path in targets:
+                try:
+                    os.replace(staged[path], path)
+                except OSError as e:
+                    raise _named(e, path)
+                del staged[path]
+                moved.append(path)
+        except BaseException:
+            for path in moved:  # undo: the previous file back, or no file where there was none
+                if path in backups:
+                    os.replace(backups.pop(path), path)
+                else:
+                    path.unlink(missing_ok=True)
+            raise
+    finally:
+        for tmp in (*staged.values(), *backups.values()):
+            Path(tmp).unlink(missing_ok=True)
+    return targets
+
+
+def _temp_beside(path):
+    """An empty temp file next to `path` (its folder created), named so that `sweep` knows its owner."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = make_temp(path)
+        os.close(fd)
+    except OSError as e:
+        raise _named(e, path)
+    sweep(path.parent, path.name)
+    return Path(tmp)
+
+
+def _keep_copy(path, backup):
+    """The current `path` kept at `backup` (a hard link, else a copy) until the new one is in place."""
+    try:
+        backup.unlink()
+        os.link(path, backup)
+    except OSError:
+        try:
+            shutil.copy2(path, backup)
+        except OSError as e:
+            raise _named(e, path)
+
+
+def _named(exc, path):
+    """`exc` as a WriteFault naming `path` (not a temp file) when it is a refused write; else exc."""
+    err = found_in_chain(exc)
+    if err is None:
+        return exc
+    fault = write_fault(OSError(err.errno, os.strerror(err.errno)), path)
+    fault.__cause__ = exc
+    return fault
