@@ -10,7 +10,9 @@ over seeds; --per-run: each run alone) are binarised at its own greedy threshold
 (or --threshold). Agreement of two models = the fraction of equal decisions over the
 (image, label) cells both predict, all labels or --label only. Pearson = correlation
 of the probabilities over the same cells. Writes PREFIX.png (agreement heatmap, models
-in hierarchical-clustering order), PREFIX_pearson.png, and both matrices as CSV
+in hierarchical-clustering order; each cell's value written in it up to 20 models, the
+figure as large as the models and their names need, a name over 48 characters shortened
+in its middle), PREFIX_pearson.png, and both matrices as CSV
 (PREFIX_agreement.csv, PREFIX_pearson.csv); prints the --top most similar pairs (highest
 Pearson correlation) and least similar pairs (lowest), two lists that share no pair (of two
 models, the one pair is in both lists).
@@ -37,7 +39,7 @@ from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.plots import plot_correlation  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
 from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
-from utils.runs.directory import display_name  # noqa: E402
+from utils.runs.directory import model_names  # noqa: E402
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("correlation")
@@ -76,16 +78,16 @@ def collect(args):
     truth, groups = Truth(args.data), {}
     for path, reason in bad:
         print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)
-    for run in (r for r in runs if matches(r, where)):
+    runs = [r for r in runs if matches(r, where)]
+    names = model_names(runs)  # as tools/statistics.py and stack.py name them
+    for run in runs:
         try:
             oof = load_oof(run, truth, args.tta)
         except DataError as e:
             print(f"skipped {run.name}: {str(e).splitlines()[0]}", file=sys.stderr)
             continue
         groups.setdefault(run.name if args.per_run else run.model, []).append((run, oof))
-    # models are shown by their runs' shared name, not by a bare configuration hash
-    oofs = {(k if args.per_run else display_name(k, [r.name for r, _ in v], v[0][0].config.get("images", "train"))):
-            merge_oofs([o for _, o in v]) for k, v in groups.items()}
+    oofs = {(k if args.per_run else names[k]): merge_oofs([o for _, o in v]) for k, v in groups.items()}
     if args.label:
         oofs = {k: o for k, o in oofs.items() if args.label in o.labels}
     if len(oofs) < 2:

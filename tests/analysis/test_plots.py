@@ -135,7 +135,52 @@ def test_correlation_png(tmp_path):
     names = [f"run{i}" for i in range(6)]
     m = np.corrcoef(np.random.default_rng(0).random((6, 30)))
     out = plot_correlation(m, names, tmp_path / "corr.png", title="agreement", dpi=50)
-    check_png(out, width=round((2.5 + 0.45 * 6 + 1.0) * 50), height=round((2.5 + 0.45 * 6) * 50))
+    width, height = plots.correlation_size(6, 4)
+    check_png(out, width=round(width * 50), height=round(height * 50))
+
+
+LONG = "Pearson correlation of probabilities, label selective_logging_and_artisinal_mine_and_blooming"
+
+
+@pytest.mark.parametrize("m", [2, 5, 20, 30])
+def test_correlation_title_and_names_lie_inside_the_figure(tmp_path, drawn, m):
+    names = [f"m{i}-tf_efficientnet_b{i % 8}_ns-size{256 + 32 * (i % 4)}-cutmix-e{i:02d}a4b5eb6d8" for i in range(m)]
+    rng = np.random.default_rng(m)
+    matrix = np.corrcoef(rng.random((m, 40)) + rng.random((1, 40)))
+    matrix[0, -1] = matrix[-1, 0] = np.nan  # a pair without shared cells
+    out = plot_correlation(matrix, names, tmp_path / "c.png", title=LONG, dpi=60)
+    fig = drawn[0]
+    ax = fig.axes[0]
+    frame = fig.bbox
+    title = next(t for t in [*fig.texts, ax.title] if t.get_text())
+    assert "\n" in title.get_text() or m > 5  # too long for the narrow figures: wrapped
+    assert " ".join(title.get_text().split()) == LONG
+    texts = [title, *drawn_ticklabels(ax)]
+    assert len(texts) == 1 + 2 * m
+    for box in boxes(fig, texts):
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, box
+    assert not overlapping(boxes(fig, [title]), boxes(fig, drawn_ticklabels(ax)))
+    shown = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(set(shown)) == m and all(len(s) <= plots.CORR_NAME_CHARS for s in shown)
+    assert shown[-1][:10] == names[-1][:10] and shown[-1][-10:] == names[-1][-10:]
+    cells = [t.get_text() for t in ax.texts]
+    if m <= plots.CORR_ANNOTATE:  # few models: every value written in its cell
+        assert cells == ["-" if np.isnan(v) else f"{v:.2f}" for v in matrix.ravel()] and cells[m - 1] == "-"
+    else:
+        assert cells == []
+    width, height = fig.get_size_inches()
+    assert np.allclose(matplotlib.image.imread(out).shape[:2], (height * 60, width * 60), atol=1)
+    # the heatmap is not a corner of the picture: at least ~3 inches a side, the names beside it
+    grid = ax.get_window_extent(fig.canvas.get_renderer())
+    assert min(grid.width, grid.height) >= 0.9 * 3.0 * fig.dpi
+
+
+def test_short_names_keep_names_apart():
+    long = ["a" * 30 + "-x-" + "b" * 30, "a" * 30 + "-y-" + "b" * 30]
+    assert plots.short_names(long) == long  # shortened they would read alike
+    cut = plots.short_names(["c" * 60 + "1", "c" * 60 + "2", "short"])
+    assert [len(n) for n in cut] == [plots.CORR_NAME_CHARS, plots.CORR_NAME_CHARS, 5]
+    assert cut[0].endswith("c1") and "…" in cut[0] and cut[2] == "short"
 
 
 def test_history_marks_labels_without_positives(tmp_path, drawn):

@@ -319,24 +319,62 @@ def _label_heatmap(ax, history, label_cols, x, xlabel, empty=frozenset()):
         ax.axvline((x[i - 1] + x[i]) / 2, color="w", ls="--", lw=0.8)
 
 
-def plot_correlation(matrix, names, path, title="", dpi=80):
-    """Heatmap of an (M, M) matrix (e.g. model agreement) with `names` on both axes,
-    values written in the cells when M <= 20. Returns the PNG's Path."""
+CORR_ANNOTATE = 20  # at most this many models: every cell of the heatmap shows its value
+CORR_NAME_CHARS = 48  # a longer model name is shortened in its middle on the heatmap's axes
+TICK_CHAR_IN = 7 * 0.62 / 72  # inches per character of a 7 pt tick label, a little over the mean width
+
+
+def short_names(names, limit=CORR_NAME_CHARS):
+    """Names longer than `limit` characters with their middle replaced by an ellipsis (start and end
+    kept: a model's architecture and its hash or seed); the names as given when that would make
+    two of them alike."""
+    def short(name):
+        if len(name) <= limit:
+            return name
+        head = (limit - 1) // 2
+        return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
+    out = [short(str(n)) for n in names]
+    return out if len(set(out)) == len(set(names)) else [str(n) for n in names]
+
+
+def correlation_size(m, longest):
+    """(width, height) inches of the heatmap of m models whose longest (shown) name has `longest`
+    characters: room for the names on both axes, cells wide enough for their values when
+    m <= CORR_ANNOTATE, the colour bar, a title of up to three lines."""
+    grid = max(m * (0.45 if m <= CORR_ANNOTATE else 0.22), 3.0)
+    names = 0.2 + longest * TICK_CHAR_IN
+    return names + grid + 1.4, names + grid + 0.9
+
+
+def plot_correlation(matrix, names, path, title="", dpi=100):
+    """Heatmap of an (M, M) matrix (e.g. model agreement) with `names` on both axes (shortened in
+    the middle past CORR_NAME_CHARS characters), values written in the cells when M <= CORR_ANNOTATE
+    ('-' for NaN, a pair without shared cells), the title wrapped to the figure's width. The figure
+    grows with M and the longest name, so nothing is cut. Returns the PNG's Path; ValueError when
+    the matrix is not (M, M)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     m = len(names)
     if matrix.shape != (m, m):
         raise ValueError(f"matrix {matrix.shape} does not match {m} names")
-    side = 2.5 + 0.45 * m
-    fig = _figure(side + 1.0, side)
+    shown = short_names(names)
+    width, height = correlation_size(m, max(map(len, shown)))
+    fig = _figure(width, height)
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="viridis")
+    image = ax.imshow(matrix, cmap=colormaps["viridis"].with_extremes(bad="lightgrey"))
     fig.colorbar(image, ax=ax, shrink=0.8)
-    ax.set_xticks(range(m), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(m), names, fontsize=7)
-    if m <= 20:
-        mid = np.nanmean(matrix)
-        for i, j in np.ndindex(m, m):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                    color="k" if matrix[i, j] > mid else "w")
-    ax.set_title(title, fontsize=10)
+    ax.set_xticks(range(m), shown, rotation=90, fontsize=7)
+    ax.set_yticks(range(m), shown, fontsize=7)
+    if m <= CORR_ANNOTATE:
+        _annotate_cells(ax, matrix, image.norm)
+    if title:  # wrapped to the figure's width at ~0.6 em per character of 10 pt text
+        fig.suptitle(textwrap.fill(title, max(20, int(width * 72 / 6.5))), fontsize=10)
     return _save(fig, path, dpi)
+
+
+def _annotate_cells(ax, matrix, norm):
+    """Each cell's value (2 decimals, '-' for NaN) in black on light colours, white on dark."""
+    for i, j in np.ndindex(matrix.shape):
+        v = matrix[i, j]
+        light = np.isnan(v) or norm(v) > 0.5
+        ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="k" if light else "w")
