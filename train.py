@@ -33,7 +33,8 @@ from utils.runs.resume import check_same_config, given_flags, modern_spelling  #
 from utils.runs.run_guard import hold_run  # noqa: E402
 from utils.train.flags import NEEDS, add_flags, train_options  # noqa: E402
 from utils.train.run_setup import (EXCLUDED_COPY, build_config, check_aug_static, check_channels,  # noqa: E402
-                                   data_root, default_workers, find_run, resolve_flags, updated, warn_test_images)
+                                   data_root, default_workers, find_run, finished_result, resolve_flags, updated,
+                                   warn_test_images)
 
 log = logging.getLogger("train")
 
@@ -124,6 +125,10 @@ def main(args):
 
     check_output_dir(args.out, "--out")
     flags, run_dir = resolve_flags(args, parse_args)  # args stays as parsed
+    if run_dir is not None and (done := finished_result(run_dir)) is not None:
+        print(f"run: {run_dir} had already finished (result.json): nothing to resume\nbest validation F2: "
+              f"{done['best_val_f2']:.4f} (epoch {done['best_epoch']}); predict.py --runs {run_dir} predicts with it")
+        return done
     tensorboard = resolve_tensorboard(flags.tensorboard)
     device = start_device(flags)
     root = data_root(flags)

@@ -101,6 +101,11 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(data, reference, tmp_path):
     assert "--resume" in r.stderr and (out / "r" / "checkpoints" / "last.pt").is_file()
     train(data, out, *args, "--resume")
     _same_run(reference, out / "r")
+    # resuming it once more: nothing to train, nothing rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "r").rglob("*") if p.is_file() and p.name != "run.lock"}
+    r = train(data, out, *args, "--resume")
+    assert "had already finished (result.json): nothing to resume" in r.stdout and "resuming" not in r.stderr
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
 def test_resume_without_a_name_takes_the_newest_unfinished_matching_run(data, tmp_path):

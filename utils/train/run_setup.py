@@ -105,6 +105,16 @@ def find_run(flags, out):
     return run
 
 
+def finished_result(run_dir):
+    """The run's result.json dict when it says the run finished, else None (a run killed after
+    its last checkpoint and before its result has none: --resume completes it)."""
+    path = Path(run_dir) / "result.json"
+    if not path.is_file():
+        return None
+    result = read_json(path)
+    return result if result.get("finished") and "best_val_f2" in result else None
+
+
 def _run_to_resume(flags, out):
     """--name, or the newest unfinished run matching the given --arch, --fold, --images (any, when none is)."""
     if flags.name:
