@@ -14,6 +14,7 @@ used, so that the same command continues after a kill within what is left.
 import fcntl
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"  # train.py's hold on its run folder (utils/runs/run_guard.py)
 TICK_S = 0.5
 SAVE_EVERY_S = 5.0
+LOG_EVERY_S = 60.0  # how often the plan's bar is written to a log file (stderr not a terminal)
 
 
 @dataclass
@@ -72,36 +74,47 @@ class Context:
 class Progress:
     """Two tqdm bars: the whole plan (jobs done / planned, time used / left) above the running
     job's (seconds elapsed of those predicted). A thread moves them and saves plan.json every
-    SAVE_EVERY_S; `deadline` (perf_counter time) stops the running job when passed."""
+    SAVE_EVERY_S; `deadline` (perf_counter time) stops the running job when passed. When
+    stderr is not a terminal (a log file), the job's bar is left out and the plan's bar is
+    written once every LOG_EVERY_S and after each job, not redrawn every second."""
 
     def __init__(self, ctx):
         self.ctx, self.lock = ctx, threading.Lock()
-        self.overall = tqdm(total=1, position=0, desc="budget", unit="job", dynamic_ncols=True,
+        self.live = sys.stderr.isatty()
+        self.overall = tqdm(total=sum(j.state != "dropped" for j in ctx.plan["jobs"]), position=0, desc="budget",
+                            unit="job", dynamic_ncols=True, mininterval=0 if self.live else LOG_EVERY_S,
                             bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} jobs{postfix}")
+        self._logged = time.perf_counter()
         self.bar, self.job, self.deadline, self.started = None, None, None, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def update_overall(self):
+    def update_overall(self, force=False):
         jobs = self.ctx.plan["jobs"]
         self.overall.total = sum(j.state != "dropped" for j in jobs)
         self.overall.n = sum(j.state == "finished" for j in jobs)
         self.overall.set_postfix_str(f"used {format_duration(self.ctx.used())}, left "
-                                     f"{format_duration(max(0.0, self.ctx.left()))}", refresh=True)
+                                     f"{format_duration(max(0.0, self.ctx.left()))}", refresh=False)
+        if self.live or force or time.perf_counter() - self._logged >= LOG_EVERY_S:
+            self.overall.refresh()
+            self._logged = time.perf_counter()
 
     def start(self, job, predicted_s, handle, deadline):
         with self.lock:
             self.job, self.handle, self.deadline, self.started = job, handle, deadline, time.perf_counter()
             self.bar = tqdm(total=max(1, round(predicted_s)), position=1, leave=False, unit="s", dynamic_ncols=True,
-                            desc=f"{job.kind} {job.name}"[:60], bar_format="{desc}: {n}/~{total} s |{bar}|")
+                            desc=f"{job.kind} {job.name}"[:60], bar_format="{desc}: {n}/~{total} s |{bar}|",
+                            disable=not self.live)
+            if not self.live:
+                tqdm.write(f"{job.kind} {job.name}: started, about {format_duration(predicted_s)}")
 
     def end(self):
         with self.lock:
             if self.bar is not None:
                 self.bar.close()
             self.bar, self.job, self.deadline = None, None, None
-        self.update_overall()
+        self.update_overall(force=True)
 
     def write(self, text):
         tqdm.write(text)
@@ -111,7 +124,7 @@ class Progress:
         while not self._stop.wait(TICK_S):
             with self.lock:
                 now = time.perf_counter()
-                if self.bar is not None:
+                if self.bar is not None and self.live:
                     self.bar.n = min(self.bar.total, int(now - self.started))
                     self.bar.refresh()
                 if (self.deadline is not None and now > self.deadline and self.handle is not None
@@ -128,7 +141,7 @@ class Progress:
     def close(self):
         self._stop.set()
         self._thread.join()
-        self.update_overall()
+        self.update_overall(force=True)
         self.overall.close()
 
 
