@@ -30,7 +30,7 @@ from utils.analysis.pruning import (PRUNED_FILE, RANK_COL, append_pruned, covera
                            run_artifacts, stack_usage, usable)
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, Truth, load_oof, score_oof  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
-from utils.runs.directory import find_runs  # noqa: E402
+from utils.runs.directory import find_runs, model_names  # noqa: E402
 from utils.common.cli import DEFAULT_RUNS, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("prune")
@@ -87,10 +87,12 @@ def score_runs(runs, truth, tta, pruned_names):
     return scored, notes
 
 
-def build_table(scored):
-    """rank_runs table with model, F2 and the bytes each run would free."""
+def build_table(scored, names=None):
+    """rank_runs table with model (its name in `names`, {model id: name}, as tools/statistics.py
+    shows it), F2 and the bytes each run would free."""
+    names = names or {}
     table = rank_runs([(name, run.fold, s["per_label"]) for name, (run, _, s) in scored.items()])
-    table.insert(1, "model", [scored[n][0].model for n in table["run"]])
+    table.insert(1, "model", [names.get(scored[n][0].model, scored[n][0].model) for n in table["run"]])
     table[F2_BEST] = [scored[n][2][F2_BEST] for n in table["run"]]
     table["MB"] = [run_artifacts(scored[n][0].dir)[1] / 2 ** 20 for n in table["run"]]
     return table.sort_values(["fold", "prunable", F2_BEST], ascending=[True, False, True]).reset_index(drop=True)
@@ -144,7 +146,7 @@ def main(args):
         print(n, file=sys.stderr)
     if not scored:
         raise DataError(f"{runs_dir}: no run has validation predictions to rank")
-    table = build_table(scored)
+    table = build_table(scored, model_names(runs))
     doomed = table.loc[table["prunable"], "run"].tolist()
     print(show(table, args.all))
     mb = table.loc[table["prunable"], "MB"].sum()

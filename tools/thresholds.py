@@ -30,7 +30,7 @@ from utils.data.dataset import align_names, read_truth  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
 from utils.common.text import read_csv  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
-from utils.runs.directory import display_name, find_runs  # noqa: E402
+from utils.runs.directory import find_runs, model_names  # noqa: E402
 from utils.runs.tta_choice import AUTO, choose_tta, make_files_commands, tta_help  # noqa: E402
 from utils.metrics.threshold_search import random_folds  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
@@ -144,13 +144,12 @@ def models_of(runs):
     seeds = {}
     for model, seed in by_member:
         seeds.setdefault(model, []).append(seed)
-    out = {}
+    names, out = model_names(runs), {}
     for (model, seed), rs in sorted(by_member.items()):
         per_fold = {}
         for r in rs:
             per_fold[r.fold] = r
-        name = display_name(model, [r.name for r in rs], rs[0].config.get("images", "train")) + \
-            (f"-s{seed}" if len(seeds[model]) > 1 else "")
+        name = names[model] + (f"-s{seed}" if len(seeds[model]) > 1 else "")
         extra = [r.name for r in rs if per_fold[r.fold] is not r]
         if extra:
             log.warning("%s: several runs of one fold; using %s, not %s", name,

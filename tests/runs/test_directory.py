@@ -1,5 +1,5 @@
 """Model keys: runs of one configuration share a key, and what defines a model changes it."""
-from utils.runs.directory import model_key
+from utils.runs.directory import display_name, model_key
 
 BASE = {"arch": "resnet18", "images": "train", "labels": ["a", "b"], "label_group": None, "stages": [{"epochs": 1}],
         "loss_spec": "bce", "sampler": "none", "aug": "hflip", "pretrained": True, "folds_k": 5, "aug_static": 0,
@@ -27,3 +27,14 @@ def test_a_run_recorded_in_the_former_option_spelling_keeps_its_model():
 
 def test_a_linear_probe_names_its_weights_by_name():
     assert model_key({**BASE, "weights": "imagenet"}) != model_key({**BASE, "weights": "dinov2"})
+
+
+def test_display_name_is_the_runs_shared_start_and_the_hash_start():
+    model = "tf_efficientnet_lite0-train-911065081d"
+    default = [f"tf_efficientnet_lite0-train-c391dde2-f{f}-20240101-12000{f}-42{f}" for f in (0, 1)]
+    assert display_name(model, default) == "tf_efficientnet_lite0-train-c391dde2-911065"
+    seeds = default[:1] + ["tf_efficientnet_lite0-train-5e5e5e5e-f0-20240101-130000-7"]  # the tag holds the seed
+    assert display_name(model, seeds) == "tf_efficientnet_lite0-train-911065"
+    assert display_name(model, ["net-wbce-f0", "net-wbce-f1"], "train_seg") == "net-wbce-train_seg-911065"
+    assert display_name(model, ["net-f0", "other-f1"]) == model  # nothing shared
+    assert display_name(model, ["mine", "net-f1"]) == model  # a run named without its fold

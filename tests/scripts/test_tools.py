@@ -262,6 +262,45 @@ def test_statistics_names_each_model_once_as_stack_does(tmp_path, capsys):
     assert model_id not in out
 
 
+def test_stack_statistics_and_correlation_name_a_model_of_default_named_runs_alike(tmp_path, capsys):
+    data = tmp_path / "data"
+    names, y, folds = make_data(data)
+    runs = tmp_path / "runs"
+    plan = {"tf_efficientnet_lite0-train-c391dde2-f{f}-20240101-12000{f}-424{f}": ("tf_efficientnet_lite0", (0, 1)),
+            "tf_efficientnet_lite0-probe128-hflip-f{f}": ("tf_efficientnet_lite0", (0, 1)),
+            "m1-train-0badc0de-f{f}-20240102-120000-7": ("m1", (0,))}  # fold 1 missing: left out by stack.py
+    for i, (pattern, (arch, fs)) in enumerate(plan.items()):
+        for f in fs:
+            d = write_run(runs, pattern.format(f=f), data, f, [n for n, v in zip(names, folds == f) if v],
+                          random_probs(y[folds == f], seed=10 * i + f), arch=arch)
+            if "probe" in pattern:  # a linear probe: another configuration of the same architecture
+                cfg = json.loads((d / "config.json").read_text())
+                (d / "config.json").write_text(json.dumps({**cfg, "loss_spec": "logreg"}))
+    from utils.runs.directory import find_runs
+    found, _ = find_runs(runs)
+    ids = {r.name.split("-f")[0]: r.model for r in found}
+    want = {f"{stem}-{model.rsplit('-', 1)[1][:6]}": model for stem, model in ids.items()}
+    assert len(want) == 3 and "tf_efficientnet_lite0-train-c391dde2-" + ids[
+        "tf_efficientnet_lite0-train-c391dde2"].rsplit("-", 1)[1][:6] in want
+    _, model_df = run_tool(statistics, "--runs", runs, "--tta", "none")
+    assert dict(zip(model_df["name"], model_df["model"])) == want
+    corr_names, _, _ = run_tool(correlation, "--runs", runs, "--tta", "none")
+    assert sorted(corr_names) == sorted(want)
+    out = capsys.readouterr().out
+    assert not any(model in out for model in want.values())  # never the bare configuration id
+    r = subprocess.run([sys.executable, str(ROOT / "stack.py"), "--runs", str(runs / "*"), "--tta", "none",
+                        "--method", "mean", "--report-dir", str(tmp_path / "rep")], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "rep" / "stack_report.json").read_text())
+    members = {m["name"]: m["model"] for m in report["members"]}
+    left_out = [n for n in want if n.startswith("m1-")][0]
+    assert members == {n: m for n, m in want.items() if n != left_out}
+    md = (tmp_path / "rep" / "stack_report.md").read_text()
+    assert f"- left out {left_out} seed 0" in md and f"left out {left_out} seed 0" in r.stderr
+    assert not any(model in md + r.stdout + r.stderr for model in want.values())
+
+
 def test_statistics_keeps_a_stand_alone_run_of_a_covered_fold_apart(tmp_path, capsys):
     data = tmp_path / "data"
     names, y, folds = make_data(data)

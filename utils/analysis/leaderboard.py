@@ -6,14 +6,15 @@ seed): the runs' out-of-fold predictions joined and averaged over seeds
 seed one run per fold, the last by name (finished ones first); another run of a fold already
 covered (a stand-alone train.py run with the configuration of a scripts/cv.sh model) is kept
 apart, with status 'apart', instead of being averaged in as if it were a seed. A model is
-named as stack.py names it. Also the table helpers: sorting, text and markdown rendering.
+named as stack.py names it (utils.runs.directory.model_name over the runs given). Also the
+table helpers: sorting, text and markdown rendering.
 """
 import numpy as np
 import pandas as pd
 
 from utils.common.errors import DataError
 from utils.common.text import read_csv
-from utils.runs.directory import display_name
+from utils.runs.directory import model_names
 from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
 from utils.metrics.threshold_search import FIXED_THRESHOLD
 
@@ -56,15 +57,6 @@ def _score_cols(scores, oof):
     return out
 
 
-def model_name(model, runs):
-    """The name stack.py gives the model of ``runs`` (its member runs): with one seed its member's
-    name (utils.runs.directory.display_name), with several the model id, as `stack.py --bag` names
-    the seeds averaged."""
-    if len({r.seed for r in runs}) > 1:
-        return model
-    return display_name(model, [r.name for r in runs], runs[0].config.get("images", "train"))
-
-
 def model_runs(scored):
     """The runs each model joins, as stack.py joins them.
 
@@ -84,12 +76,12 @@ def model_runs(scored):
     return out
 
 
-def _model_row(model, runs, oof, scores, n_pruned):
+def _model_row(model, name, runs, oof, scores, n_pruned):
     infos = [run_info(r) for r in runs]
     minutes = [i["minutes"] for i in infos if i["minutes"] is not None]
     epochs = [i["epochs"] for i in infos if i["epochs"] is not None]
     hows = sorted({r.data_how for r in runs})
-    return {"model": model, "name": model_name(model, runs),
+    return {"model": model, "name": name,
             "arch": infos[0]["arch"], "images": infos[0]["images"], "runs": len(runs),
             "folds": ",".join(str(f) for f in sorted({r.fold for r in runs})),
             "seeds": ",".join(str(s) for s in sorted({r.seed for r in runs})), "n_images": len(oof.names),
@@ -131,10 +123,11 @@ def leaderboard(runs, truth, tta=None, pruned=None, threshold=FIXED_THRESHOLD):
             keep = {k: row.get(k) for k in ("model", "arch", "images", "fold", "seed")}
             rows.append({"run": name, **keep, **_pruned_scores(row), "status": "pruned"})
     n_pruned = pruned["model"].value_counts().to_dict() if "model" in pruned else {}
+    names = model_names(runs)  # over every run given, as stack.py names a model over every run it finds
     models, apart = [], set()
     for model, (items, others) in model_runs(scored).items():
         oof = merge_oofs([o for _, o in items])
-        models.append(_model_row(model, [r for r, _ in items], oof, score_oof(oof, threshold),
+        models.append(_model_row(model, names[model], [r for r, _ in items], oof, score_oof(oof, threshold),
                                  int(n_pruned.get(model, 0))))
         apart |= {r.name for r in others}
     for row in rows:

@@ -156,16 +156,34 @@ def name_series(run_name):
 
 
 def display_name(model, run_names, images="train"):
-    """A readable member name: the runs' shared name without its fold part ('resnet50-wbce'
-    for resnet50-wbce-f0..f4), the image variant unless the name has it, and the start of
-    the configuration hash; else the model id."""
-    stems = {name_series(n) for n in run_names}
-    if len(stems) == 1:
-        stem = stems.pop()
-        if stem and stem not in run_names:
-            variant = "" if images == "train" or images in stem.split("-") else f"-{images}"
-            return f"{stem}{variant}-{model.rsplit('-', 1)[-1][:6]}"
-    return model
+    """A readable model name: the shared start of the runs' names without their fold part
+    ('resnet50-wbce' for resnet50-wbce-f0..f4; 'resnet50-train' for train.py's default names of
+    two seeds, whose tags differ), the image variant unless the name has it, and the first six
+    digits of the configuration hash (model_key), which tell apart models that share the rest.
+    The model id itself when a run's name has no fold part or the names share no start."""
+    stems = [name_series(n).split("-") for n in run_names]
+    if not stems or any(name_series(n) == n for n in run_names):
+        return model
+    shared = []
+    for words in zip(*stems):
+        if len(set(words)) > 1:
+            break
+        shared.append(words[0])
+    if not "".join(shared):
+        return model
+    variant = "" if images == "train" or images in shared else f"-{images}"
+    return f"{'-'.join(shared)}{variant}-{model.rsplit('-', 1)[-1][:6]}"
+
+
+def model_name(runs):
+    """The name every script shows for the model of `runs` (Runs of one model id: every run of
+    it that the script was given, any fold and seed): display_name over their names."""
+    return display_name(runs[0].model, [r.name for r in runs], runs[0].config.get("images", "train"))
+
+
+def model_names(runs):
+    """{model id: model_name} of the models of `runs` (any Run list)."""
+    return {model: model_name(rs) for model, rs in group_models(runs).items()}
 
 
 def find_runs(patterns, pairs=None, roots=None):

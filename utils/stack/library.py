@@ -28,7 +28,7 @@ from utils.data import dataset as data
 from utils.data.dataset import read_tags_csv
 from utils.common.errors import DataError, preview, report_problems
 from utils.runs.pred_files import read_preds
-from utils.runs.directory import display_name, find_runs, read_folds
+from utils.runs.directory import find_runs, model_names, read_folds
 from utils.runs.tta_choice import AUTO, choose_tta, make_files_command
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class Library:
     root: Path = None  # the data folder (train.csv, folds.csv, ...)
     tta: str = None  # the TTA of the prediction files read
     tta_line: str = None  # what --tta auto chose and why (None when --tta named it)
+    model_names: dict = field(default_factory=dict)  # {model id: its name (utils.runs.directory.model_name)}
 
     def inputs(self):
         """Inputs for fitting: OOF probabilities with truth and folds."""
@@ -134,14 +135,14 @@ class Library:
         for model, idx in by_model.items():
             first = self.members[idx[0]]
             seeds = [self.members[i].seed for i in idx]
-            name = model if len(idx) > 1 else first.name
+            name = self.model_names.get(model, model) if len(idx) > 1 else first.name
             members.append(replace(first, name=name, seed=None if len(idx) > 1 else first.seed,
                                    runs=[r for i in idx for r in self.members[i].runs]))
             oof.append(self.oof[:, idx].mean(1))
             if self.test is not None:
                 test.append(self.test[:, idx].mean(1))
             if len(idx) > 1:
-                log.info("bagged %s: %d repeats (seeds %s)", model, len(idx), seeds)
+                log.info("bagged %s: %d repeats (seeds %s)", name, len(idx), seeds)
         mask = np.stack([self.mask[idx[0]] for idx in by_model.values()])
         return replace(self, members=members, oof=np.stack(oof, 1).astype(np.float32), mask=mask,
                        test=np.stack(test, 1).astype(np.float32) if test else None)
@@ -267,12 +268,12 @@ def read_test_names(root):
 
 # ----------------------------------------------------------------------------- members
 
-def _member_runs(runs, k, tta, need_test):
-    """Runs grouped by (model, seed) with one usable run per fold.
+def _member_runs(runs, k, tta, need_test, names):
+    """Runs grouped by (model, seed) with one usable run per fold; names: {model id: model name}.
 
     Returns (complete: dict (model, seed) -> list of k runs, left_out: list of dicts,
     notes: list of str). A run is usable when finished and its prediction files exist.
-    A left-out dict holds model, seed, runs, missing_folds (every fold without a usable
+    A left-out dict holds model, name, seed, runs, missing_folds (every fold without a usable
     run), no_run_folds (folds without any run), reasons (one line per unusable run) and
     unusable (per unusable run: run, fold, dir, reason, fix: the command that makes it usable).
     """
@@ -288,13 +289,13 @@ def _member_runs(runs, k, tta, need_test):
                 unusable.append({"run": r.name, "fold": r.fold, "dir": str(r.dir), "reason": reason, "fix": fix})
                 continue
             if r.fold in per_fold:
-                notes.append(f"{model} seed {seed}: fold {r.fold} has several runs; using {r.name}, "
+                notes.append(f"{names[model]} seed {seed}: fold {r.fold} has several runs; using {r.name}, "
                              f"not {per_fold[r.fold].name}")
             per_fold[r.fold] = r
         missing = [f for f in range(k) if f not in per_fold]
         if missing:
             have = {r.fold for r in rs}
-            left_out.append({"model": model, "seed": seed, "runs": [r.name for r in rs],
+            left_out.append({"model": model, "name": names[model], "seed": seed, "runs": [r.name for r in rs],
                              "missing_folds": missing, "no_run_folds": [f for f in missing if f not in have],
                              "reasons": [f"{u['run']} (fold {u['fold']}): {u['reason']}" for u in unusable],
                              "unusable": unusable})
@@ -321,7 +322,7 @@ def _unusable(run, tta, need_test):
 
 def _left_out_lines(lo, k):
     """Lines saying why a model is left out of the library and what makes it complete."""
-    lines = [f"{lo['model']} seed {lo['seed']}: usable runs for fold(s) "
+    lines = [f"{lo['name']} seed {lo['seed']}: usable runs for fold(s) "
              f"{[f for f in range(k) if f not in lo['missing_folds']] or 'none'} of 0..{k - 1}"]
     by_fix = {}
     for u in lo["unusable"]:
@@ -450,7 +451,8 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
         raise DataError(f"runs {preview(bad_k)} were made for another number of folds than {folds_path} (K={k})")
     choice = choose_tta(auto_tta_runs(runs, k), ("val", "test") if need_test else ("val",), tta)
     tta = choice.name
-    complete, left_out, more = _member_runs(runs, k, tta, need_test)
+    named = model_names(runs)  # over every run of a model, as tools/statistics.py and the report name it
+    complete, left_out, more = _member_runs(runs, k, tta, need_test, named)
     notes += more
     for lo in left_out if complete else []:  # with no member at all, the error below says it
         log.warning("left out %s", "\n".join(_left_out_lines(lo, k)))
@@ -467,8 +469,7 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
     for (model, seed), rs in complete.items():
         oof, test, mask = _read_member(rs, tta, labels, names, folds, test_names, need_test)
         run_names = [r.name for r in rs]
-        name = display_name(model, run_names, rs[0].config.get("images", "train")) + \
-            (f"-s{seed}" if len(seeds_per_model[model]) > 1 else "")
+        name = named[model] + (f"-s{seed}" if len(seeds_per_model[model]) > 1 else "")
         members.append(Member(name, model, seed, rs[0].labels, run_names,
                               group_of(groups, rs[0].config, run_names) if groups else None, rs[0].config))
         oofs.append(oof)
@@ -481,4 +482,4 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
     log.info("library: %d members (%d configurations) from %d runs, %d labels, %d images, %d folds; %d left out",
              len(members), len(seeds_per_model), len(runs), len(labels), len(names), k, len(left_out))
     return Library(labels, names, y, folds, members, np.stack(oofs, 1), mask, test_names,
-                   np.stack(tests, 1) if need_test else None, notes, left_out, root, tta, choice.line)
+                   np.stack(tests, 1) if need_test else None, notes, left_out, root, tta, choice.line, named)

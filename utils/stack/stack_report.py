@@ -59,7 +59,7 @@ def render_report(rep, max_methods=10):
     if s.get("groups"):
         lines.append(f"Layers: groups by `{s['groups']}`, then `{s.get('top') or 'the same method'}` across groups.")
     for lo in lib["left_out"]:
-        lines.append(f"- left out {lo['model']} seed {lo['seed']}: missing fold(s) {lo['missing_folds']}"
+        lines.append(f"- left out {lo.get('name', lo['model'])} seed {lo['seed']}: missing fold(s) {lo['missing_folds']}"
                      f"{' (' + '; '.join(lo['reasons']) + ')' if lo['reasons'] else ''}")
     lines += [f"- {n}" for n in lib["notes"]]
     lines += ["", "## Methods", "",
