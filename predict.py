@@ -119,7 +119,7 @@ class Job:
 def find_all_runs(patterns, path_map):
     """Runs for every pattern; DataError when a pattern matches no run or a run is unreadable."""
     from utils.common.paths import load_path_map
-    from utils.runs.directory import find_runs
+    from utils.runs.directory import find_runs, no_run_message
 
     pairs = load_path_map(path_map)
     runs, problems = [], []
@@ -127,7 +127,7 @@ def find_all_runs(patterns, path_map):
         found, skipped = find_runs(pat, pairs)
         problems += [reason for _, reason in skipped]
         if not found and not skipped:
-            problems.append(f"{pat}: no run (a folder with config.json) matches")
+            problems.append(no_run_message(pat))
         runs += [r for r in found if r.dir.resolve() not in {q.dir.resolve() for q in runs}]
     report_problems("cannot read the runs", problems)
     return runs

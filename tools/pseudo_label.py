@@ -30,7 +30,7 @@ from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.runs.prob_file import read_probs  # noqa: E402
 from utils.train.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
-from utils.runs.directory import find_runs  # noqa: E402
+from utils.runs.directory import find_runs, no_run_message  # noqa: E402
 from utils.runs.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
 
 log = logging.getLogger("pseudo_label")
@@ -65,7 +65,7 @@ def runs_test_probs(patterns, tta):
     runs, skipped = find_runs(patterns)
     problems = [f"{p}: {why}" for p, why in skipped]
     if not runs and not skipped:
-        problems.append(f"{' '.join(map(str, patterns))}: no run (a folder with config.json) matches")
+        problems += [no_run_message(p) for p in patterns]
     report_problems("cannot read the runs", problems)
     choice = choose_tta(runs, ("test",), tta)
     if choice.line:

@@ -173,3 +173,14 @@ def test_consistent_ranges_with_dark_and_blank_images_pass(tmp_path):
     files = write_float_tiffs(tmp_path, [1000.0] * 8 + [80.0, 0.0])  # a dark image, a blank one
     rule = fit_band_scaling(files, 3)
     assert rule["high_depth_images"] == 10 and 900 < rule["high"][0] <= 1000
+
+
+def test_a_run_folder_given_as_the_dataset_is_named_as_such(tmp_path):
+    from utils.data.dataset import read_tags_csv
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(DataError, match=r"is a run folder \(it has config.json\), not a dataset"):
+        read_tags_csv(run / "train.csv")
+    with pytest.raises(DataError, match=r"train.csv: file not found$"):
+        read_tags_csv(tmp_path / "train.csv")

@@ -38,3 +38,10 @@ def test_display_name_is_the_runs_shared_start_and_the_hash_start():
     assert display_name(model, ["net-wbce-f0", "net-wbce-f1"], "train_seg") == "net-wbce-train_seg-911065"
     assert display_name(model, ["net-f0", "other-f1"]) == model  # nothing shared
     assert display_name(model, ["mine", "net-f1"]) == model  # a run named without its fold
+
+
+def test_no_run_message_tells_a_missing_path_from_an_empty_match(tmp_path):
+    from utils.runs.directory import no_run_message
+    assert no_run_message(tmp_path / "nope") == f"{tmp_path / 'nope'}: no such file or folder"
+    assert no_run_message(tmp_path) == f"{tmp_path}: no run (a folder with config.json) matches"
+    assert "no run" in no_run_message(tmp_path / "nope*")

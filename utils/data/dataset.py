@@ -87,6 +87,9 @@ def read_tags_csv(path, need_tags=True):
     """
     path = Path(path)
     if not path.is_file():
+        if (path.parent / "config.json").is_file():
+            raise DataError(f"{path}: file not found; {path.parent} is a run folder (it has config.json), not a "
+                            f"dataset: pass the dataset folder, the one the run's config.json names as data_root")
         raise DataError(f"{path}: file not found")
     if not read_text(path).strip():
         raise DataError(f"{path}: the file is empty; expected a header 'image_name,tags' and one row per image")

@@ -227,3 +227,11 @@ def group_models(runs):
     for r in runs:
         out.setdefault(r.model, []).append(r)
     return out
+
+
+def no_run_message(pattern):
+    """Why `pattern` matched no run: a path that does not exist, or no folder with config.json."""
+    text = str(pattern)
+    if not any(c in text for c in "*?[") and not Path(text).exists():
+        return f"{text}: no such file or folder"
+    return f"{text}: no run (a folder with config.json) matches"
