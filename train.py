@@ -125,10 +125,6 @@ def main(args):
 
     check_output_dir(args.out, "--out")
     flags, run_dir = resolve_flags(args, parse_args)  # args stays as parsed
-    if run_dir is not None and (done := finished_result(run_dir)) is not None:
-        print(f"run: {run_dir} had already finished (result.json): nothing to resume\nbest validation F2: "
-              f"{done['best_val_f2']:.4f} (epoch {done['best_epoch']}); predict.py --runs {run_dir} predicts with it")
-        return done
     tensorboard = resolve_tensorboard(flags.tensorboard)
     device = start_device(flags)
     root = data_root(flags)
@@ -179,6 +175,12 @@ def main(args):
         stored = modern_spelling(read_json(run_dir / "config.json"))
         check_same_config(stored, cfg, run_dir)
         cfg = stored
+        if (done := finished_result(run_dir)) is not None:  # every flag agreed: nothing is left to do
+            print(f"run: {run_dir} had already finished (result.json): nothing to resume\nbest validation F2: "
+                  f"{done['best_val_f2']:.4f} (epoch {done['best_epoch']}); predict.py --runs {run_dir} predicts "
+                  f"with it")
+            dist.cleanup()
+            return done
         if dist.is_main() and new_folds:  # the folds file was moved away: the same folds again
             write_folds(spec, fold_ids, folds_file)
     else:

@@ -30,7 +30,7 @@ from utils.data.dataset import align_names, read_truth  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
 from utils.common.text import read_csv  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
-from utils.runs.directory import find_runs, model_names  # noqa: E402
+from utils.runs.directory import find_runs, model_names, no_run_message  # noqa: E402
 from utils.runs.tta_choice import AUTO, choose_tta, make_files_commands, tta_help  # noqa: E402
 from utils.metrics.threshold_search import random_folds  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
@@ -113,13 +113,21 @@ def _data_paths(run, args):
     return run.data_root / "train.csv", Path(args.folds) if args.folds else run.folds_file()
 
 
+def _no_run(pattern):
+    """Why a pattern gave no run: a missing path, a folder that is not a run, or no match."""
+    path = Path(str(pattern))
+    if path.is_dir() and not (path / "config.json").is_file() and not any(path.glob("*/config.json")):
+        return f"{pattern}: not a run folder (no config.json)"
+    return no_run_message(pattern)
+
+
 def find_val_runs(patterns, tta):
     """The runs matching ``patterns`` and the TTA to read (utils.runs.tta_choice; `auto` prints its
     choice on stderr). DataError when none matches or a run lacks preds/val.<tta>.csv."""
     runs, skipped = find_runs(patterns)
     if not runs:
-        raise DataError(f"--runs {' '.join(map(str, patterns))}: no run (a folder with config.json) matches"
-                        + "".join(f"\n  skipped {d}: {why}" for d, why in skipped))
+        why = "; ".join(_no_run(p) for p in patterns)
+        raise DataError(f"--runs {why}" + "".join(f"\n  skipped {d}: {why}" for d, why in skipped))
     choice = choose_tta(runs, ("val",), tta)
     if choice.line:
         print(choice.line, file=sys.stderr)

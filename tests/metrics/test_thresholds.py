@@ -306,7 +306,7 @@ def test_tool_errors_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_tool_run_that_is_not_a_run_folder_says_so(tmp_path):
-    for run, message in [(tmp_path / "nonexistent", "no such folder"),
+    for run, message in [(tmp_path / "nonexistent", "no such file or folder"),
                          (tmp_path, "not a run folder (no config.json)")]:
         r = subprocess.run([sys.executable, str(ROOT / "tools" / "thresholds.py"), "--run", str(run)],
                            capture_output=True, text=True)

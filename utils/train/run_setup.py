@@ -99,7 +99,8 @@ def find_run(flags, out):
         torch.distributed.broadcast_object_list(obj, src=0)
         name = obj[0]
     run = out / name
-    check_not_in_use(run)  # a run of this name still training: say so, not "pass --resume"
+    if dist.is_main():  # a run of this name still training: say so, not "pass --resume" (rank 0 holds
+        check_not_in_use(run)  # the lock of its own run once it has found it)
     if (run / "checkpoints" / "last.pt").is_file() or (run / "result.json").is_file():
         raise DataError(f"{run}: run exists; pass --resume to continue it or choose another --name")
     return run
