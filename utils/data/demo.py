@@ -16,7 +16,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import Pool
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -304,7 +304,9 @@ def _render(tasks, out_dir, size, seed, workers):
         for _ in bar(map(fn, tasks)):
             pass
         return
-    with Pool(workers) as pool:
+    # forkserver, not fork: a process forked from train.py, whose torch and BLAS threads may hold
+    # locks at that moment, can hang on them for ever
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         for _ in bar(pool.imap_unordered(fn, tasks, chunksize=32)):
             pass
 
