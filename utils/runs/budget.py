@@ -17,10 +17,9 @@ of the finished jobs of each kind) and drops the members that would no longer fi
 """
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 
 from utils.common.errors import DataError
-from utils.runs.budget_presets import Member
 from utils.runs.cluster import run_name
 
 MARGIN = 0.15            # the plan fills (1 - MARGIN) of the time left; the rest absorbs estimation error
