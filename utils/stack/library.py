@@ -28,7 +28,7 @@ from utils.data import dataset as data
 from utils.data.dataset import read_tags_csv
 from utils.common.errors import DataError, preview, report_problems
 from utils.runs.pred_files import read_preds
-from utils.runs.directory import find_runs, model_names, read_folds
+from utils.runs.directory import find_runs, model_names, no_run_message, read_folds
 from utils.runs.tta_choice import AUTO, choose_tta, make_files_command
 
 log = logging.getLogger(__name__)
@@ -440,7 +440,8 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
     runs, skipped = find_runs(patterns)
     notes = [f"skipped {p}: {why}" for p, why in skipped]
     if not runs:
-        raise DataError(f"no runs match {list(patterns)}" + (f" ({'; '.join(notes)})" if notes else ""))
+        notes += [m for m in map(no_run_message, patterns) if m.endswith("no such file or folder")]
+        raise DataError(f"no runs match {' '.join(map(str, patterns))}" + (f" ({'; '.join(notes)})" if notes else ""))
     labels = check_labels(runs)
     root = data_root(runs, data)
     names, y = read_truth(root, labels)
