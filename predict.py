@@ -36,8 +36,6 @@ from utils.common.cli import add_cache_argument, add_hidden_alias, pick_device, 
 from utils.metrics.constraints import add_constraint_arguments, constrained_decisions, parse_constraints  # noqa: E402
 from utils.common.atomic import atomic_write_csv  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
-from utils.common.text import read_csv  # noqa: E402
-from utils.data.dataset import name_key  # noqa: E402
 from utils.runs.pred_files import read_preds, submission_frame, write_preds  # noqa: E402
 from utils.runs.run_guard import RunFolder  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
@@ -138,10 +136,10 @@ def folds_table(run):
     path = run.data_root / run.config.get("folds_file", "folds.csv")
     if not path.is_file():
         raise DataError(f"folds file {path} not found; it was written when the run trained")
-    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
-    df["image_name"] = df["image_name"].map(name_key)  # as train.csv's names (NFC)
-    df["fold"] = df["fold"].astype(int)
-    return df
+    from utils.data.folds_file import read_folds_file  # every value checked; names NFC, as train.csv's
+
+    folds = read_folds_file(path)
+    return pd.DataFrame({"image_name": list(folds), "fold": list(folds.values())})
 
 
 def val_fold(run, spec):

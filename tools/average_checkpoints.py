@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.cli import add_cache_argument, add_hidden_alias, pick_device, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
-from utils.common.text import read_csv  # noqa: E402
+from utils.data.folds_file import read_folds_file  # noqa: E402
 
 log = logging.getLogger("average_checkpoints")
 
@@ -60,8 +60,7 @@ def training_images(run, data=None):
                         f"pass --data DIR or --path-map FILE")
     spec = load_dataset(root, run.config.get("images", "train"), run.config.get("test_images", "test"))
     folds_path = root / run.config.get("folds_file", "folds.csv")
-    folds = read_csv(folds_path, dtype={"image_name": str}, keep_default_na=False)
-    fold_of = dict(zip(folds["image_name"], folds["fold"].astype(int)))
+    fold_of = read_folds_file(folds_path)  # every value checked, naming the rows
     missing = [n for n in spec.names if n not in fold_of]
     if missing:
         raise DataError(f"{folds_path}: {len(missing)} training image(s) have no fold (e.g. {missing[0]!r})")

@@ -176,6 +176,7 @@ def check_cells(cells, data, out):
     every problem."""
     import train
     from utils.data.dataset import load_dataset, select_label_group
+    from utils.data.folds import plan_folds
     from utils.train.losses import build_loss
     from utils.models.factory import resolve_arch
     from utils.train.plan import resolve_plan
@@ -197,9 +198,12 @@ def check_cells(cells, data, out):
             key = (a.images, a.test_images)
             if key not in specs:
                 specs[key] = None
-                try:  # train.py's own image checks: a damaged training image stops the grid now
-                    specs[key] = load_dataset(Path(data), a.images, a.test_images, need_test=True, warn_test=True)
-                except DataError as e:  # said once, in full (it names the files), not per cell
+                try:  # train.py's own image and folds-file checks: a damaged image or fold stops the grid now
+                    spec = load_dataset(Path(data), a.images, a.test_images, need_test=True, warn_test=True)
+                    if (folds_file := Path(a.folds_file or Path(data) / "folds.csv")).is_file():
+                        plan_folds(spec, k, a.folds_seed, folds_file)
+                    specs[key] = spec
+                except DataError as e:  # said once, in full (it names the files and rows), not per cell
                     problems.append(str(e))
             if specs[key] is None:
                 continue

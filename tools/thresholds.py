@@ -94,11 +94,10 @@ def _read_table(path, columns):
 
 def read_folds(path):
     """Folds CSV (image_name,fold) -> (names, fold ids int (n,))."""
-    df = _read_table(path, ["image_name", "fold"])
-    try:
-        return df["image_name"].tolist(), df["fold"].astype(int).to_numpy()
-    except ValueError as e:
-        raise DataError(f"{path}: fold column must hold integers ({e})") from e
+    from utils.data.folds_file import read_folds_file  # every value checked, naming the rows
+
+    folds = read_folds_file(path)
+    return list(folds), np.array(list(folds.values()), np.int64)
 
 
 def _data_paths(run, args):

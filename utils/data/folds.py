@@ -16,8 +16,7 @@ import pandas as pd
 
 from utils.common.atomic import atomic_write_csv
 from utils.common.errors import DataError, preview
-from utils.common.text import read_csv
-from utils.data.dataset import name_key
+from utils.data.folds_file import name_problems, read_folds_file
 from utils.data.duplicates import DUPLICATES_FILE, group_folds, train_groups
 
 log = logging.getLogger(__name__)
@@ -58,10 +57,10 @@ def folds_k_for(path, k, given):
     if given or not path.is_file():
         return k
     try:
-        folds = read_csv(path, usecols=["fold"])["fold"].astype(int)
-    except (DataError, ValueError):
+        folds = read_folds_file(path)
+    except DataError:
         return k
-    return int(folds.max()) + 1 if len(folds) else k
+    return max(folds.values()) + 1
 
 
 def plan_folds(spec, k=5, seed=42, path=None):
@@ -70,8 +69,9 @@ def plan_folds(spec, k=5, seed=42, path=None):
     Returns (folds int64 (N,), path, new): `new` is True when the file does not exist yet
     and must be written with `write_folds` once every other check has passed. Making folds
     is a pure function of (labels, k, seed), so every process computes the same ones.
-    Raises DataError when an existing file has another K or another image set (naming the
-    added and removed images), or when a new one could not be written.
+    Raises DataError when an existing file has a bad value (utils.data.folds_file: naming the rows),
+    another K or another image set (naming the added and removed images), or when a new one could
+    not be written.
     """
     path = Path(path) if path else spec.root / "folds.csv"
     if not path.is_file():
@@ -80,28 +80,16 @@ def plan_folds(spec, k=5, seed=42, path=None):
             raise DataError(f"{path.parent}: not writable, cannot create {path.name}; "
                             f"copy the dataset or pass --folds-file PATH")
         return make_folds(spec.y, k, seed, groups=duplicate_groups(spec, path)), path, True
-    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
-    if list(df.columns[:2]) != ["image_name", "fold"]:
-        raise DataError(f"{path}: expected columns image_name,fold; got {list(df.columns)}")
-    try:
-        stored = dict(zip(map(name_key, df["image_name"]), df["fold"].astype(int)))
-    except ValueError as e:
-        raise DataError(f"{path}: the fold column must hold integers ({e})") from e
-    k_file = max(stored.values()) + 1 if stored else 0
+    stored = read_folds_file(path)  # every value checked: integers 0..K-1, no empty fold
+    k_file = max(stored.values()) + 1
     problems = []
     if k_file != k:
         problems.append(f"it has K={k_file} folds, the command line asks --folds-k {k}: leave --folds-k out "
                         f"(the file's K is used) or pass --folds-k {k_file}")
-    now = set(spec.names)
-    added = [n for n in spec.names if n not in stored]
-    removed = [n for n in stored if n not in now]
-    if added:
-        problems.append(f"{len(added)} image(s) of train.csv are not in it (added since): {preview(added)}")
-    if removed:
-        problems.append(f"{len(removed)} image(s) in it are no longer in train.csv (removed since): "
-                        f"{preview(removed)}")
+    moved = name_problems(stored, spec.names)
+    problems += moved
     if problems:
-        fix = ("restore those rows of train.csv, or move " if added or removed else "or move ") + \
+        fix = ("restore those rows of train.csv, or move " if moved else "or move ") + \
             f"{path.name} away to make new folds (earlier runs' out-of-fold predictions will no longer line up)"
         raise DataError(f"{path}: the existing folds do not match this run; every run must share one "
                         f"folds file:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{fix}")

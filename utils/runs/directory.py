@@ -12,9 +12,9 @@ from pathlib import Path
 
 
 from utils.common.errors import DataError
-from utils.common.text import read_csv, read_json
+from utils.common.text import read_json
 from utils.common.paths import load_path_map, native_rel, resolve_stored
-from utils.data.dataset import name_key
+from utils.data.folds_file import read_folds_file
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
 MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
@@ -216,9 +216,9 @@ def find_runs(patterns, pairs=None, roots=None):
 
 
 def read_folds(path):
-    """folds.csv -> dict image_name (NFC, utils.data.dataset.name_key) -> fold."""
-    df = read_csv(path, dtype={"image_name": str}, keep_default_na=False)
-    return dict(zip(map(name_key, df["image_name"]), df["fold"].astype(int)))
+    """folds.csv -> dict image_name (NFC, utils.data.dataset.name_key) -> fold; DataError naming the
+    rows of a bad value (utils.data.folds_file.read_folds_file)."""
+    return read_folds_file(path)
 
 
 def group_models(runs):
