@@ -1,0 +1,65 @@
+"""Thresholds as a file: per-label thresholds chosen elsewhere, applied by predict.py and stack.py.
+
+The format is the ``thresholds`` object of stack_report.json: a JSON file holding
+``{"thresholds": {"<label>": <threshold>, ...}}`` (other keys are kept for people and
+ignored), so a stack report itself is such a file. tools/explore.py's page saves the
+thresholds moved there in this format; ``--thresholds FILE`` of predict.py and stack.py
+reads it with ``read_thresholds_file``. A label is predicted when its probability is at
+least its threshold (utils.metrics.thresholds.binarize).
+"""
+import math
+from pathlib import Path
+
+import numpy as np
+
+from utils.common.errors import DataError, preview
+from utils.common.text import read_json
+
+KEY = "thresholds"
+
+
+def thresholds_record(labels, thresholds, **about):
+    """The JSON-ready dict of a thresholds file: {"thresholds": {label: float}, **about}.
+
+    labels: L names; thresholds: (L,) numbers; about: extra keys (model, F2, source) stored as they are.
+    """
+    return {KEY: {str(lab): float(t) for lab, t in zip(labels, thresholds)}, **about}
+
+
+def read_thresholds_file(path, labels, flag="--thresholds"):
+    """(L,) float64 thresholds in `labels` order from a thresholds file (or a stack_report.json).
+
+    Raises DataError naming `flag` and the file when it is missing or not JSON, has no
+    ``thresholds`` object, lacks a label of `labels`, names a label not among them, or holds a
+    value that is not a number in [0, 1] (or just above 1, where the searches put "never" when a
+    probability is 1.0).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{flag} {path}: file not found")
+    try:
+        record = read_json(path)
+    except DataError as e:
+        raise DataError(f"{flag} {e}") from e
+    table = record.get(KEY) if isinstance(record, dict) else None
+    if not isinstance(table, dict):
+        what = "null (stack.py --threshold expected fits no thresholds)" if isinstance(record, dict) and \
+            KEY in record else "missing"
+        raise DataError(f"{flag} {path}: its \"{KEY}\" object is {what}; expected "
+                        f'{{"{KEY}": {{"<label>": <threshold>, ...}}}} (tools/explore.py saves one, '
+                        f"stack.py's stack_report.json is one)")
+    missing = [lab for lab in labels if lab not in table]
+    unknown = [lab for lab in table if lab not in labels]
+    problems = ([f"no threshold for {len(missing)} label(s): {preview(missing)}"] if missing else []) + \
+               ([f"{len(unknown)} label(s) these predictions do not have: {preview(unknown)}"] if unknown else [])
+    bad = [f"{lab}={table[lab]!r}" for lab in labels if lab in table and not _is_threshold(table[lab])]
+    if bad:
+        problems.append(f"not a number in [0, 1]: {preview(bad)}")
+    if problems:
+        raise DataError(f"{flag} {path}: " + "; ".join(problems) + f" (labels: {preview(list(labels))})")
+    return np.array([float(table[lab]) for lab in labels], np.float64)
+
+
+def _is_threshold(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0.0 <= value <= 1.0 + 1e-9
