@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from utils.common.errors import DataError
+from utils.predict.tta_views import TTA_NAMES, TTA_VIEWS  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-TTA_NAMES = ("none", "hflip", "vflip", "d4", "5crop", "10crop", "10crop+full", "multiscale")
 MERGES = ("mean", "gmean", "max", "tsharpen")
 MULTISCALE_FACTORS = (0.875, 1.0, 1.125)
 CROP_FRAC = 0.875

@@ -14,13 +14,10 @@ trained run, tools/linear_probe.py for a linear probe, which has no checkpoint.
 from dataclasses import dataclass
 
 from utils.common.errors import DataError
+from utils.predict.tta_views import TTA_VIEWS
 
 AUTO = "auto"
-# utils/predict/tta.py's TTA_NAMES by number of views, most first (hflip before vflip: the
-# usual mirror of photos). Spelled out here, since that module loads torch, which the
-# readers of runs never need; tests/runs/test_tta_choice.py checks that both name the same.
-VIEWS = {"10crop+full": 12, "10crop": 10, "d4": 8, "5crop": 5, "multiscale": 3, "hflip": 2, "vflip": 2,
-         "none": 1}
+VIEWS = TTA_VIEWS  # most views first (utils/predict/tta_views.py)
 PREFERENCE = tuple(VIEWS)
 
 
