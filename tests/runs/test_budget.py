@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 
 from utils.common.errors import DataError
-from utils.runs.budget import (MARGIN, Facts, Measured, Speed, complete_members, finish_seconds, format_duration,
-                               make_plan, member_cost,
-                               minimum_seconds, parse_duration, replan, extend, corrections, expected, round_up_budget, speed_key)
+from utils.runs.budget import (MARGIN, Facts, Measured, Speed, finish_seconds, format_duration, make_plan, member_cost,
+                               minimum_seconds, parse_duration, round_up_budget, speed_key)
+from utils.runs.budget_replan import complete_members, corrections, expected, extend, replan
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
 from utils.runs.plan_file import check_same_command, plan_table
 
@@ -23,7 +23,8 @@ def measured(slow=1.0):
         for size in (64, 128):
             scale = (128 / size) ** 2
             speeds[speed_key(arch, size, 32)] = Speed(ips * scale / slow, 4 * ips * scale / slow)
-    return Measured(speeds, start_s=3.0, probe_s=10.0)
+    return Measured(speeds, start_s=3.0, probe_s=10.0, decode_ips={"64": 400.0 / slow, "128": 200.0 / slow},
+                    fit_s={"tf_efficientnet_lite0": 2e-5 * slow}, stack_s=5e-6 * slow)
 
 
 def preset(name="balanced", **kw):
@@ -232,13 +233,13 @@ def test_extend_adds_candidates_when_the_plan_runs_ahead():
     left = budget - finish_at(on_time, ("probe", "train"), 1.0)
     assert extend(on_time, c, measured(), FACTS, p, left) == []          # on time: nothing to add
     left = budget - finish_at(jobs, ("probe", "train"), 0.25)           # four times faster than measured
-    stack_before = next(j for j in jobs if j.kind == "stack").predicted_s
+    stack_before = next(j for j in jobs if j.kind == "stack" and j.after is None).predicted_s
     new = added(extend(jobs, c, measured(), FACTS, p, left))
     assert new and not {m.id for m in new} & set(before)
     assert {m.size for m in new if m.kind == "train"} == {m.size for m in plan.trained}  # the plan's size first
     assert open_seconds(jobs) <= left * (1 - MARGIN) + 1e-6
     assert replan(jobs, left) == []                                       # what extend adds, replan keeps
-    assert next(j for j in jobs if j.kind == "stack").predicted_s > stack_before
+    assert next(j for j in jobs if j.kind == "stack" and j.after is None).predicted_s > stack_before
     assert [j.kind for j in jobs[-2:]] == ["stack", "report"]            # new jobs go before the finish
     members = list(dict.fromkeys(j.member for j in jobs if j.member))
     assert members == before + [m.id for m in new]
@@ -294,3 +295,142 @@ def test_a_refused_budget_suggests_room_above_its_minimum():
     minimum = re.search(r"is about (\S+) \(", str(e.value)).group(1)
     suggested = re.search(r"pass --budget (\S+) or more", str(e.value)).group(1)
     assert parse_duration(minimum) == 300 and parse_duration(suggested) >= 250 * SAFE_FACTOR
+
+
+# ----------------------------------------------------------------------------- costs from the data at hand
+
+def plan_seconds(facts, kinds, p=None):
+    """Predicted seconds by kind of a plan of every candidate, with no cache on disk."""
+    p = p or preset()
+    plan_ = make_plan(cands(p), measured(), facts, 10 ** 9, p)
+    return {k: sum(j.predicted_s - j.fixed_s for j in plan_.jobs if j.kind == k) for k in kinds}
+
+
+def test_every_term_grows_with_the_data_where_the_work_does():
+    kinds = ("probe", "train", "predict", "stack")
+    base = plan_seconds(FACTS, kinds)
+    more_images = plan_seconds(replace(FACTS, n_train=4 * FACTS.n_train), kinds)
+    more_labels = plan_seconds(replace(FACTS, n_labels=5 * FACTS.n_labels), kinds)
+    more_test = plan_seconds(replace(FACTS, n_test=4 * FACTS.n_test), kinds)
+    assert all(more_images[k] > 2 * base[k] for k in kinds)          # every kind's work scales with the images
+    fit = 2e-5 * FACTS.n_train * (FACTS.folds_k - 1) / FACTS.folds_k * FACTS.n_labels * FACTS.folds_k
+    assert more_labels["probe"] - base["probe"] == pytest.approx(4 * fit)   # a logistic fit per label
+    assert more_labels["stack"] == pytest.approx(5 * base["stack"])  # every method works per label
+    assert more_labels["train"] == pytest.approx(base["train"])      # a network's step does not
+    assert more_test["predict"] > base["predict"] and more_test["train"] == pytest.approx(base["train"])
+
+
+def test_caches_are_costed_once_and_not_when_on_disk():
+    p = preset()
+    jobs = make_plan(cands(p), measured(), FACTS, 10 ** 9, p).jobs
+    start = measured().job_start_s
+    decode = {j.id: j.fixed_s - start for j in jobs if j.kind in ("probe", "train", "predict")}
+    probe = next(j for j in jobs if j.kind == "probe")
+    assert decode[probe.id] == pytest.approx((FACTS.n_train + FACTS.n_test) / 200.0)  # train and test at 128 px
+    assert all(v == pytest.approx(0.0) for k, v in decode.items() if k != probe.id)   # the same caches after it
+    on_disk = replace(measured(), cached=["train@128", "test@128"])
+    jobs = make_plan(cands(p), on_disk, FACTS, 10 ** 9, p).jobs
+    assert all(j.fixed_s == pytest.approx(start) for j in jobs if j.kind in ("probe", "train", "predict"))
+
+
+def test_corrections_stay_with_their_kind_and_leave_start_ups_alone():
+    p = preset()
+    jobs = make_plan(cands(p), measured(), FACTS, 10 ** 9, p).jobs
+    probe = next(j for j in jobs if j.kind == "probe")
+    probe.state = "finished"
+    probe.actual_s = probe.fixed_s + 4.7 * (probe.predicted_s - probe.fixed_s)
+    factor = corrections(jobs)
+    assert factor["probe"] == pytest.approx(4.7)
+    assert factor["train"] == factor["predict"] == factor["stack"] == 1.0   # never lent to another kind
+    train = next(j for j in jobs if j.kind == "train")
+    train.fixed_s += 60.0                      # a cache build: slow, but paid once
+    train.predicted_s += 60.0
+    train.state, train.actual_s = "finished", train.predicted_s
+    second = [j for j in jobs if j.kind == "train"][1]
+    assert expected(second, corrections(jobs)) == pytest.approx(second.predicted_s)
+
+
+def test_a_slow_probe_does_not_drop_the_trained_members_and_one_fold_measures_them():
+    from utils.runs.budget_replan import keep_one_to_measure
+    p = preset()
+    budget = 3600
+    jobs = make_plan(cands(p), measured(), FACTS, budget, p).jobs
+    trained = list(dict.fromkeys(j.member for j in jobs if j.kind == "train"))
+    spent = finish_at(jobs, ("probe",), 4.7)
+    assert replan(jobs, budget - spent) == []           # the probe's pace is the probe's alone
+    # so little time left that no trained member fits whole at the measured speeds, but one fold does
+    first = next(j for j in jobs if j.kind == "train")
+    finish = sum(j.predicted_s for j in jobs if j.member is None and j.after is None)
+    left = first.predicted_s + finish + 1.0
+    dropped = replan(jobs, left)
+    assert set(trained) <= set(dropped)
+    kept = keep_one_to_measure(jobs, left)
+    assert kept == trained[0]                           # the cheapest: Lite0 before Lite1
+    assert all(j.state == "planned" for j in jobs if j.member == kept)
+    assert keep_one_to_measure(jobs, left) is None       # one at a time
+    finish_at(jobs, ("train",), 1.0)                    # measured: the next replan decides on real speeds
+    for m in trained:
+        for j in jobs:
+            if j.member == m and j.state == "planned":
+                j.state = "dropped"
+    assert keep_one_to_measure(jobs, left) is None       # a train job has finished: no more measuring
+
+
+def test_nothing_is_kept_to_measure_when_not_even_one_fold_fits():
+    from utils.runs.budget_replan import keep_one_to_measure
+    p = preset()
+    jobs = make_plan(cands(p), measured(), FACTS, 3600, p).jobs
+    finish_at(jobs, ("probe",), 1.0)
+    replan(jobs, 20.0)
+    assert keep_one_to_measure(jobs, 20.0) is None
+    assert not [j for j in jobs if j.kind == "train" and j.state == "planned"]
+
+
+def test_time_left_over_grows_a_new_seed_when_no_larger_model_is_on_the_ladder():
+    p = preset(sizes=(64,), max_trained=1, epochs=(4,))
+    c = cands(p, archs={"tf_efficientnet_lite0": []}, sizes=(64,))
+    jobs = make_plan(c, measured(), FACTS, 10 ** 6, p).jobs
+    changes = extend(jobs, c, measured(), FACTS, p, 10 ** 6)
+    grown = added(changes, "larger")
+    assert len(grown) == 1 and grown[0].seed == 1 and grown[0].size == 64 and grown[0].arch == "tf_efficientnet_lite0"
+    keys = [(j.arch, j.seed, j.size) for j in jobs if j.kind == "train" and j.fold == 0]
+    assert len(keys) == len(set(keys))
+
+
+def test_cheapest_addition_says_what_did_not_fit():
+    from utils.runs.budget_replan import cheapest_addition
+    p = preset(sizes=(64, 128))
+    c = cands(p, sizes=(64, 128))
+    jobs = make_plan(c, measured(), FACTS, 300, p).jobs
+    cost, what = cheapest_addition(jobs, c, measured(), FACTS, p)
+    assert cost > 0 and "px" in what
+    assert extend(jobs, c, measured(), FACTS, p, cost / (1 - MARGIN) * 0.5) == []
+
+
+def test_interim_stacks_give_a_submission_after_each_member_and_go_with_their_member():
+    p = preset()
+    plan_ = make_plan(cands(p), measured(), FACTS, 10 ** 6, p)
+    jobs = plan_.jobs
+    interim = [j for j in jobs if j.kind == "stack" and j.after]
+    assert [j.after for j in interim] == [m.id for m in plan_.members[:-1]]
+    for j in interim:   # right after its member's last job
+        i = jobs.index(j)
+        assert jobs[i - 1].member == j.after and jobs[i + 1].member != j.after
+    dropped = replan(jobs, 1.0)
+    assert all(j.state == "dropped" for j in interim if j.after in dropped)
+
+
+def test_added_time_reruns_the_final_stack_and_keeps_finished_runs():
+    from utils.runs.plan_file import add_time, new_plan
+    p = preset()
+    made = make_plan(cands(p), measured(), FACTS, 900, p)
+    plan_ = new_plan({"budget": "15m"}, 900, measured(), FACTS, p, made.members, made.jobs, 10.0, made.candidates)
+    for j in plan_["jobs"]:
+        j.state, j.actual_s = "finished", j.predicted_s
+    plan_["used_s"] = 800.0
+    add_time(plan_, 300)
+    assert plan_["budget_s"] == 1200 and plan_["extensions"][0]["added_s"] == 300
+    assert [j.kind for j in plan_["jobs"] if j.state == "planned"] == ["stack", "report"]
+    assert all(j.state == "finished" for j in plan_["jobs"] if j.member is not None)
+    changes = extend(plan_["jobs"], made.candidates, measured(), FACTS, p, 400)
+    assert changes and all(h in ("new", "larger") for h, _, _ in changes)

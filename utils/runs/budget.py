@@ -11,26 +11,21 @@ architecture and size, and the fixed cost of starting a job) and the dataset's n
 Everything here is a pure function of its inputs: the same measurement, dataset, preset and
 budget give the same plan. `make_plan` fills the budget less a safety margin (MARGIN),
 cheapest members first in the preset's order, then lengthens training while it still fits;
-`replan` scales the remaining jobs by the speeds measured so far (actual / predicted seconds
-of the finished jobs of each kind) and drops the members that would no longer finish in time;
-`extend` adds the candidates left out when the plan runs ahead of its prediction.
+utils/runs/budget_replan.py changes the plan while it runs, at the speeds measured so far.
 """
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
 from utils.common.errors import DataError
+from utils.runs.budget_costs import INTERIM_METHODS, predict_cost, probe_cost, report_cost, stack_cost, train_cost
 from utils.runs.cluster import run_name
 
 MARGIN = 0.15            # the plan fills (1 - MARGIN) of the time left; the rest absorbs estimation error
-STACK_COEF_S = 5e-6      # stack.py seconds per method x member x image x label (beyond the start-up)
-REPORT_MEMBER_S = 2.0    # tools/report.py's library: seconds per member (figures), beyond the start-up
-PROBE_FIT_S = 0.02       # a linear probe's logistic regression: seconds per label and fold
 STARTS_PER_JOB = 2       # interpreters a job starts: the executor's worker, then the script
+MEASURE_WHY = "kept to measure"  # why a member that would be dropped runs one fold first (keep_one_to_measure)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 KINDS = ("probe", "train", "predict", "stack", "report")
-TTA_VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "d4": 8, "5crop": 5, "10crop": 10, "10crop+full": 11,
-             "multiscale": 3}
 
 
 # ----------------------------------------------------------------------------- durations
@@ -89,12 +84,21 @@ class Speed:
 
 @dataclass
 class Measured:
-    """What the speed probe found: speeds by speed_key(arch, size, bs), the seconds it takes to
-    start a job (interpreter and imports), and how long the measurement itself took."""
+    """What the speed probe found on this machine and this dataset. speeds: Speed by
+    speed_key(arch, size, bs); start_s: seconds a fresh interpreter takes to import train.py;
+    probe_s: how long the measurement took; decode_ips: {size (str): images/s decoding this
+    dataset's files into the cache}; cached: the caches already on disk ('train@64',
+    'test@64'); fit_s: {arch: seconds per training image x label of one fold of its linear
+    probe's fit}; stack_s: stack.py's seconds per method x member x image x label
+    (utils/runs/budget_rates.py measures the last three)."""
     speeds: dict
     start_s: float
     probe_s: float
     device: str = "cpu"
+    decode_ips: dict = field(default_factory=dict)
+    cached: list = field(default_factory=list)
+    fit_s: dict = field(default_factory=dict)
+    stack_s: float = 0.0
 
     @property
     def job_start_s(self):
@@ -106,11 +110,14 @@ class Measured:
 
     def to_json(self):
         return {"speeds": {k: asdict(v) for k, v in self.speeds.items()}, "start_s": self.start_s,
-                "probe_s": self.probe_s, "device": self.device}
+                "probe_s": self.probe_s, "device": self.device, "decode_ips": dict(self.decode_ips),
+                "cached": list(self.cached), "fit_s": dict(self.fit_s), "stack_s": self.stack_s}
 
     @classmethod
     def from_json(cls, d):
-        return cls({k: Speed(**v) for k, v in d["speeds"].items()}, d["start_s"], d["probe_s"], d.get("device", "cpu"))
+        return cls({k: Speed(**v) for k, v in d["speeds"].items()}, d["start_s"], d["probe_s"], d.get("device", "cpu"),
+                   dict(d.get("decode_ips", {})), list(d.get("cached", [])), dict(d.get("fit_s", {})),
+                   float(d.get("stack_s", 0.0)))
 
 
 def speed_key(arch, size, bs):
@@ -125,8 +132,11 @@ class Job:
     """One step of a plan. kind: probe, train, predict, stack or report. member: the member's
     id (None for stack and report). name: the run (train), the probe's run prefix, or the kind.
     runs: the run names a predict or probe job makes predictions for. predicted_s, actual_s:
-    seconds. state: planned, running, finished, dropped or failed; why: the reason when dropped.
-    job_id: the executor's id of its last submission (with --cluster local, the worker's pid)."""
+    seconds; fixed_s: the one-time part of predicted_s (start-ups, cache decoding), which
+    corrections leave alone. state: planned, running, finished, dropped or failed; why: the
+    reason when dropped. job_id: the executor's id of its last submission (with --cluster
+    local, the worker's pid). after: for a stack job run once a member has finished (a
+    submission at every step), that member's id; None for the final stack."""
     id: str
     kind: str
     member: str = None
@@ -143,64 +153,47 @@ class Job:
     state: str = "planned"
     why: str = ""
     job_id: str = ""
+    fixed_s: float = 0.0
+    after: str = None
 
     @classmethod
     def from_json(cls, d):
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def train_seconds(m, speed, facts, start_s):
-    """One fold of a trained member: start-up + epochs x (the fold's training images at the
-    training speed + its validation images at the prediction speed)."""
-    n_val = facts.n_train / facts.folds_k
-    return start_s + m.epochs * ((facts.n_train - n_val) / speed.train_ips + n_val / speed.predict_ips)
-
-
-def predict_seconds(m, speed, facts, start_s, tta):
-    """predict.py over a member's runs: every run's validation fold and the test set, x TTA views."""
-    images = facts.n_train + facts.folds_k * facts.n_test
-    return start_s + images * TTA_VIEWS.get(tta, 10) / speed.predict_ips
-
-
-def probe_seconds(m, speed, facts, start_s):
-    """A linear probe: features of the train and test images (x 2 with hflip), then one
-    logistic regression per label and fold."""
-    views = TTA_VIEWS.get(m.tta, 2)
-    return (start_s + (facts.n_train + facts.n_test) * views / speed.predict_ips
-            + PROBE_FIT_S * facts.n_labels * facts.folds_k)
-
-
-def stack_seconds(n_members, n_methods, facts, start_s):
-    """stack.py, estimated from members x images x labels x methods."""
-    images = facts.n_train + facts.n_test
-    return start_s + STACK_COEF_S * n_methods * max(1, n_members) * images * facts.n_labels
-
-
-def report_seconds(n_members, start_s):
-    """The report, in this process: its imports (about one start-up) and figures per member."""
-    return start_s + REPORT_MEMBER_S * max(1, n_members)
-
-
-def finish_seconds(n_members, n_methods, facts, measured):
-    """The stack and the report."""
-    return (stack_seconds(n_members, n_methods, facts, measured.job_start_s)
-            + report_seconds(n_members, measured.start_s))
-
-
-def member_jobs(m, measured, facts, tta):
-    """The jobs of member m, with their predicted seconds."""
+def member_jobs(m, measured, facts, tta, decoded=None):
+    """The jobs of member m, with their predicted seconds (utils/runs/budget_costs.py).
+    decoded: the image caches ('train@64', ...) earlier jobs of the plan make; updated."""
+    decoded = set() if decoded is None else decoded
     speed = measured.speed(m.arch, m.size, m.bs)
     if m.kind == "probe":
         runs = [f"{m.prefix}-f{k}" for k in range(facts.folds_k)]
+        cost = probe_cost(m, speed, facts, measured, decoded)
         return [Job(f"probe:{m.prefix}", "probe", m.id, m.prefix, m.arch, m.size, 0, None, m.seed, list(m.flags),
-                    runs, probe_seconds(m, speed, facts, measured.job_start_s))]
+                    runs, cost.total, fixed_s=cost.fixed)]
     flags = member_flags(m, facts)
-    jobs = [Job(f"train:{name}", "train", m.id, name, m.arch, m.size, m.epochs, k, m.seed, flags, [name],
-                train_seconds(m, speed, facts, measured.job_start_s))
-            for k, name in enumerate(member_runs(m, facts))]
+    jobs = []
+    for k, name in enumerate(member_runs(m, facts)):
+        cost = train_cost(m, speed, facts, measured, decoded)
+        jobs.append(Job(f"train:{name}", "train", m.id, name, m.arch, m.size, m.epochs, k, m.seed, flags, [name],
+                        cost.total, fixed_s=cost.fixed))
+    cost = predict_cost(m, speed, facts, measured, tta, decoded)
     jobs.append(Job(f"predict:{m.id}", "predict", m.id, m.id, m.arch, m.size, m.epochs, None, m.seed, [],
-                    [j.name for j in jobs], predict_seconds(m, speed, facts, measured.job_start_s, tta)))
+                    [j.name for j in jobs], cost.total, fixed_s=cost.fixed))
     return jobs
+
+
+def interim_stack(member_id, n_members, facts, measured):
+    """The stack of the members finished so far, run once member `member_id` has finished (a
+    submission at every step): stack.py with the cheap methods only (INTERIM_METHODS)."""
+    cost = stack_cost(n_members, len(INTERIM_METHODS), facts, measured)
+    return Job(f"stack:{member_id}", "stack", None, "stack.py", flags=["--method", *INTERIM_METHODS],
+               predicted_s=cost.total, fixed_s=cost.fixed, after=member_id)
+
+
+def finish_seconds(n_members, n_methods, facts, measured):
+    """The final stack and the report."""
+    return stack_cost(n_members, n_methods, facts, measured).total + report_cost(n_members, measured).total
 
 
 def member_flags(m, facts):
@@ -215,8 +208,9 @@ def member_runs(m, facts):
     return [run_name(m.arch, member_flags(m, facts), m.seed, k) for k in range(facts.folds_k)]
 
 
-def member_cost(m, measured, facts, tta):
-    return sum(j.predicted_s for j in member_jobs(m, measured, facts, tta))
+def member_cost(m, measured, facts, tta, decoded=None):
+    """Predicted seconds of member m's jobs (decoded: as member_jobs; a copy is used)."""
+    return sum(j.predicted_s for j in member_jobs(m, measured, facts, tta, set(decoded or ())))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -240,14 +234,12 @@ class Plan:
 def make_plan(candidates, measured, facts, left_s, preset):
     """The plan for `left_s` seconds: members of `candidates` (Member, in the preset's order,
     each trained one at its smallest size and the fewest of preset.epochs) taken while the
-    total with the stack and report fits (1 - MARGIN) x left_s, at most preset.max_trained
+    total with the stacks and report fits (1 - MARGIN) x left_s, at most preset.max_trained
     trained ones; then every trained member grown together to the costliest (size, epochs) of
     its options (sizes x preset.epochs, cost ~ size^2 x epochs) that still fits.
     Returns a Plan (members may be empty: the budget fits nothing)."""
     fits_s = left_s * (1 - MARGIN)
-    n_methods = len(preset.stack_methods)
-    total = lambda ms: (sum(member_cost(m, measured, facts, preset.tta) for m in ms)  # noqa: E731
-                        + finish_seconds(len(ms), n_methods, facts, measured))
+    total = lambda ms: sum(j.predicted_s for j in plan_jobs(ms, measured, facts, preset))  # noqa: E731
     chosen = []
     for m in candidates:
         if m.kind == "train" and sum(c.kind == "train" for c in chosen) >= preset.max_trained:
@@ -276,13 +268,22 @@ def growth_options(members, measured, epochs):
 
 
 def plan_jobs(members, measured, facts, preset):
-    """Every member's jobs in order, then the stack and the report."""
-    jobs = [j for m in members for j in member_jobs(m, measured, facts, preset.tta)]
-    n = len(members)
-    jobs.append(Job("stack", "stack", None, "stack.py",
-                    predicted_s=stack_seconds(n, len(preset.stack_methods), facts, measured.job_start_s)))
-    jobs.append(Job("report", "report", None, "report", predicted_s=report_seconds(n, measured.start_s)))
-    return jobs
+    """Every member's jobs in order, each member but the last followed by the stack of the
+    members so far (interim_stack: a submission at every step), then the final stack and the
+    report. Each image cache is costed once, in the first job that decodes it."""
+    jobs, decoded = [], set()
+    for i, m in enumerate(members):
+        jobs += member_jobs(m, measured, facts, preset.tta, decoded)
+        if i < len(members) - 1:
+            jobs.append(interim_stack(m.id, i + 1, facts, measured))
+    return jobs + finish_jobs(len(members), facts, measured, preset)
+
+
+def finish_jobs(n_members, facts, measured, preset):
+    """The final stack (the preset's methods) and the report, for n_members members."""
+    stack, report = stack_cost(n_members, len(preset.stack_methods), facts, measured), report_cost(n_members, measured)
+    return [Job("stack", "stack", None, "stack.py", predicted_s=stack.total, fixed_s=stack.fixed),
+            Job("report", "report", None, "report", predicted_s=report.total, fixed_s=report.fixed)]
 
 
 def minimum_seconds(candidates, measured, facts, preset, spent_s=0.0):
@@ -290,156 +291,6 @@ def minimum_seconds(candidates, measured, facts, preset, spent_s=0.0):
     cheapest candidate, the stack and the report, over (1 - MARGIN); and that member."""
     if not candidates:
         raise DataError("no model to plan: no architecture is available (see --arch)")
-    costs = [(member_cost(m, measured, facts, preset.tta), i) for i, m in enumerate(candidates)]
-    cost, i = min(costs)
-    need = cost + finish_seconds(1, len(preset.stack_methods), facts, measured)
+    costs = [(sum(j.predicted_s for j in plan_jobs([m], measured, facts, preset)), i) for i, m in enumerate(candidates)]
+    need, i = min(costs)
     return spent_s + need / (1 - MARGIN), candidates[i]
-
-
-# ----------------------------------------------------------------------------- while running
-
-def corrections(jobs):
-    """{kind: actual / predicted seconds} over the finished jobs of each kind (1.0 without any).
-    A kind with no finished job borrows the mean factor of the others (the start-up is shared)."""
-    out = {}
-    for kind in KINDS:
-        done = [j for j in jobs if j.kind == kind and j.state == "finished" and j.actual_s is not None]
-        if done:
-            out[kind] = sum(j.actual_s for j in done) / max(1e-9, sum(j.predicted_s for j in done))
-    shared = sum(out.values()) / len(out) if out else 1.0
-    return {kind: out.get(kind, shared) for kind in KINDS}
-
-
-def expected(job, factor):
-    """Predicted seconds of an unfinished job, scaled by the measured factor of its kind."""
-    return job.predicted_s * factor[job.kind]
-
-
-def replan(jobs, left_s):
-    """Drop (state 'dropped', with why) the unfinished members that would no longer end in
-    time: walking the members in plan order, a member stays when its unfinished jobs, those
-    of the members kept before it, the stack and the report fit (1 - MARGIN) x left_s at the
-    speeds measured so far. Returns the ids of the members dropped now. Jobs are changed in place."""
-    factor = corrections(jobs)
-    open_jobs = [j for j in jobs if j.state in ("planned", "running")]
-    finish = sum(expected(j, factor) for j in open_jobs if j.member is None)
-    budget = left_s * (1 - MARGIN) - finish
-    dropped, used = [], 0.0
-    for member in dict.fromkeys(j.member for j in open_jobs if j.member is not None):
-        cost = sum(expected(j, factor) for j in open_jobs if j.member == member)
-        if used + cost <= budget:
-            used += cost
-            continue
-        dropped.append(member)
-        for j in open_jobs:
-            if j.member == member:
-                j.state, j.why = "dropped", (f"would end {format_duration(used + cost + finish)} from now, "
-                                             f"{format_duration(left_s)} left")
-    return dropped
-
-
-def extend(jobs, candidates, measured, facts, preset, left_s):
-    """Grow the plan while it runs ahead of its prediction, so that the budget is used: at the
-    speeds measured so far, each change's jobs (and what it adds to the stack and the report)
-    must fit beside the open jobs in (1 - MARGIN) x left_s. In this order:
-
-    1. 'back': a dropped member none of whose jobs failed comes back (its finished runs count);
-    2. 'new': a candidate never in the plan (at most preset.max_trained trained members), a
-       trained one at the size and epochs of the plan's trained members first, then its own;
-    3. 'larger', when 1 and 2 changed nothing: one trained member's architecture and seed at a
-       larger size of its ladder (a new model for the stack), the costliest size and epochs
-       that fit (as make_plan grows members).
-
-    New jobs go before the stack; the stack's and the report's predictions follow the members.
-    Returns [(how, member id, Member or None for 'back')]; jobs is changed in place."""
-    factor = corrections(jobs)
-    free = left_s * (1 - MARGIN) - sum(expected(j, factor) for j in jobs if j.state in ("planned", "running"))
-    changes = []
-
-    def cost(new):
-        n = len({j.member for j in jobs if j.member is not None and j.state != "dropped"})
-        more = (stack_seconds(n + 1, len(preset.stack_methods), facts, measured.job_start_s)
-                - stack_seconds(n, len(preset.stack_methods), facts, measured.job_start_s) + REPORT_MEMBER_S)
-        return sum(expected(j, factor) for j in new) + more * factor["stack"]
-
-    def add(how, member, new):
-        nonlocal free
-        c = cost(new)
-        if c > free:
-            return False
-        free -= c
-        if member is None:
-            for j in new:
-                j.state, j.why = "planned", ""
-        else:
-            at = next(i for i, j in enumerate(jobs) if j.member is None)
-            jobs[at:at] = new
-        changes.append((how, new[0].member, member))
-        return True
-
-    for m_id in dict.fromkeys(j.member for j in jobs if j.member is not None):
-        own = [j for j in jobs if j.member == m_id]
-        if any(j.state == "dropped" for j in own) and not any(j.state in ("planned", "running", "failed") for j in own):
-            add("back", None, [j for j in own if j.state == "dropped"])
-    for m in candidates:
-        trained = {(j.arch, j.seed) for j in jobs if j.kind == "train" and j.state != "dropped"}
-        if member_key(m) in {job_key(j) for j in jobs if j.member is not None} or (
-                m.kind == "train" and len(trained) >= preset.max_trained):
-            continue
-        for member in _shapes(m, jobs, measured):
-            if add("new", member, member_jobs(member, measured, facts, preset.tta)):
-                break
-    if not changes:
-        for member in _larger(jobs, candidates, measured, preset.epochs):
-            if add("larger", member, member_jobs(member, measured, facts, preset.tta)):
-                break
-    n = len({j.member for j in jobs if j.member is not None and j.state != "dropped"})
-    for j in jobs:
-        if j.state == "planned" and j.kind == "stack":
-            j.predicted_s = stack_seconds(n, len(preset.stack_methods), facts, measured.job_start_s)
-        elif j.state == "planned" and j.kind == "report":
-            j.predicted_s = report_seconds(n, measured.start_s)
-    return changes
-
-
-def _shapes(m, jobs, measured):
-    """Candidate m as it may join: a probe as it is; a trained one at the size and epochs of the
-    plan's first trained member, then at its own (sizes the probe measured only)."""
-    if m.kind != "train":
-        return [m]
-    trained = [j for j in jobs if j.kind == "train" and j.state != "dropped"]
-    shapes = ([(trained[0].size, trained[0].epochs)] if trained else []) + [(m.size, m.epochs)]
-    return [m.scaled(s, e) for s, e in dict.fromkeys(shapes) if speed_key(m.arch, s, m.bs) in measured.speeds]
-
-
-def _larger(jobs, candidates, measured, epochs):
-    """Larger versions of the plan's trained members, in plan order, the costliest first within a
-    member: its architecture and seed at each size of its ladder above the largest it has in the
-    plan, at each of the preset's epochs."""
-    ladders = {(m.arch, m.seed): m for m in candidates if m.kind == "train"}
-    out = []
-    for arch, seed in dict.fromkeys((j.arch, j.seed) for j in jobs if j.kind == "train" and j.state != "dropped"):
-        m = ladders.get((arch, seed))
-        if m is None:
-            continue
-        top = max(j.size for j in jobs if j.kind == "train" and (j.arch, j.seed) == (arch, seed))
-        options = [(s, e) for s in (m.sizes or (m.size,)) if s > top and speed_key(arch, s, m.bs) in measured.speeds
-                   for e in epochs]
-        out += [m.scaled(s, e) for s, e in sorted(options, key=lambda o: (o[0] ** 2 * o[1], o[0]), reverse=True)]
-    return out
-
-
-def member_key(m):
-    """What identifies a member across sizes: ('probe', run prefix) or ('train', arch, seed)."""
-    return ("probe", m.prefix) if m.kind == "probe" else ("train", m.arch, m.seed)
-
-
-def job_key(job):
-    """member_key of the member a probe, train or predict job belongs to."""
-    return ("probe", job.name) if job.kind == "probe" else ("train", job.arch, job.seed)
-
-
-def complete_members(jobs):
-    """Member ids whose every job finished (what the stack can use), in plan order."""
-    members = dict.fromkeys(j.member for j in jobs if j.member is not None)
-    return [m for m in members if all(j.state == "finished" for j in jobs if j.member == m)]

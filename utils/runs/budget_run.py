@@ -25,7 +25,9 @@ from tqdm import tqdm
 from utils.analysis.report import build_context, render
 from utils.common.atomic import atomic_write_text
 from utils.common.temp_files import is_alive
-from utils.runs.budget import Facts, Measured, complete_members, corrections, expected, extend, format_duration, replan
+from utils.runs.budget import MARGIN, Facts, Measured, format_duration
+from utils.runs.budget_replan import (cheapest_addition, complete_members, corrections, expected, extend,
+                                      keep_one_to_measure, owner, replan)
 from utils.runs.budget_presets import member_from_json, plan_preset
 from utils.runs.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
 from utils.runs.directory import find_runs
@@ -155,8 +157,9 @@ def submit_job(ctx, job):
     if job.kind == "probe":
         argv = ["--arch", job.arch, "--size", str(job.size), "--folds-k", str(plan["facts"]["folds_k"])]
         return ex.submit(ProbeJob(ctx.data, ctx.out, job.name, plan["facts"]["folds_k"], plan["tta"], argv))
-    if job.kind == "stack":
-        return ex.submit(StackJob(ctx.out, stack_runs(plan["jobs"]), plan["tta"], ctx.submission, ctx.stack_extra))
+    if job.kind == "stack":  # a stack after a member runs its own (cheap) methods
+        extra = [*job.flags, *plan["command"].get("rules", [])] if job.after else ctx.stack_extra
+        return ex.submit(StackJob(ctx.out, stack_runs(plan["jobs"]), plan["tta"], ctx.submission, extra))
     raise ValueError(f"unknown job kind {job.kind}")
 
 
@@ -250,7 +253,7 @@ def run_one(ctx, progress, job):
     """Run `job` to its end with what is left of the budget (less the stack and report for a
     member's job); its state, actual seconds and why are set and saved."""
     factor = corrections(ctx.plan["jobs"])
-    finish = sum(expected(j, factor) for j in ctx.plan["jobs"] if j.member is None and j.state == "planned")
+    finish = sum(expected(j, factor) for j in ctx.plan["jobs"] if owner(j) is None and j.state == "planned")
     allowed = max(1.0, ctx.left() - (finish if job.member is not None else 0.0))
     job.state = "running"
     ctx.save()
@@ -264,21 +267,50 @@ def run_one(ctx, progress, job):
 
 def adjust(ctx, progress):
     """Re-plan before a job with the speeds measured so far: drop the members that would no
-    longer finish (utils.runs.budget.replan); when none is dropped, grow the plan into the time
-    it runs ahead by (utils.runs.budget.extend). Says what changed above the bars."""
+    longer finish (replan), but run one trained fold to measure before every trained member is
+    given up (keep_one_to_measure); when none is dropped, grow the plan into the time it runs
+    ahead by (extend). Says what changed above the bars."""
     jobs = ctx.plan["jobs"]
     dropped = replan(jobs, ctx.left())
+    kept = keep_one_to_measure(jobs, ctx.left()) if dropped else None
     for m in dropped:
-        progress.write(f"dropped {m}: {next(j.why for j in jobs if j.member == m)}")
+        if m != kept:
+            progress.write(f"dropped {m}: {next(j.why for j in jobs if j.member == m)}")
+    if kept is not None:
+        first = next(j for j in jobs if j.member == kept and j.kind == "train" and j.state == "planned")
+        progress.write(f"measuring: {first.name} runs first, to measure training on this data before {kept} is "
+                       f"kept or dropped (predicted {format_duration(first.predicted_s)} for this fold)")
     if dropped or not ctx.plan.get("candidates"):
         return
-    changes = extend(jobs, [member_from_json(d) for d in ctx.plan["candidates"]], Measured.from_json(ctx.plan["measured"]),
-                     Facts(**ctx.plan["facts"]), plan_preset(ctx.plan), ctx.left())
+    candidates = [member_from_json(d) for d in ctx.plan["candidates"]]
+    measured, facts, preset = Measured.from_json(ctx.plan["measured"]), Facts(**ctx.plan["facts"]), plan_preset(ctx.plan)
+    changes = extend(jobs, candidates, measured, facts, preset, ctx.left())
     for how, m_id, member in changes:
         if member is not None:
             ctx.plan["members"].append(asdict(member))
         what = {"back": "brought back", "new": "added", "larger": "added a larger model,"}[how]
         progress.write(f"{what} {m_id}: the plan runs ahead of its prediction, {format_duration(ctx.left())} left")
+    if not changes and all(owner(j) is None for j in jobs if j.state == "planned"):
+        say_unused(ctx, progress, cheapest_addition(jobs, candidates, measured, facts, preset))
+
+
+def say_unused(ctx, progress, cheapest):
+    """When the members are done with more than MARGIN of the budget left and nothing more fits,
+    say (and record in plan.json as 'unused') what did not fit and why, with the numbers."""
+    left, budget = ctx.left(), ctx.plan["budget_s"]
+    if left <= MARGIN * budget or ctx.plan.get("unused"):
+        return
+    factor = corrections(ctx.plan["jobs"])
+    finish = sum(expected(j, factor) for j in ctx.plan["jobs"] if j.state == "planned")
+    if cheapest is None:
+        why = "every candidate and every larger model of the members is in the plan already"
+    else:
+        cost, what = cheapest
+        why = (f"the cheapest addition, {what}, would take {format_duration(cost)} at the speeds measured, and "
+               f"{format_duration(max(0.0, left * (1 - MARGIN) - finish))} fit beside the stack and the report "
+               f"({format_duration(left)} left, {MARGIN:.0%} kept as a margin)")
+    ctx.plan["unused"] = f"{format_duration(left)} of {format_duration(budget)} left unused: {why}"
+    progress.write(f"nothing more fits: {ctx.plan['unused']}")
 
 
 def next_job(jobs):
@@ -303,6 +335,9 @@ def run_plan(ctx):
                     break
             if job.member is None and not complete_members(jobs):
                 job.state, job.why = "dropped", "no member finished"
+                continue
+            if job.after is not None and job.after not in complete_members(jobs):
+                job.state, job.why = "dropped", f"{job.after} did not finish"
                 continue
             if job.kind == "report" and not Path(ctx.submission).is_file():
                 job.state, job.why = "dropped", "no submission"

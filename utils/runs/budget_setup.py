@@ -8,12 +8,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from utils.common.errors import DataError
 from utils.data.dataset import load_dataset, select_label_group
 from utils.data.folds import folds_k_for
 from utils.metrics.constraints import parse_constraints
 from utils.runs.budget import (MARGIN, STARTS_PER_JOB, Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
                                round_up_budget, speed_key)
+from utils.runs.budget_costs import INTERIM_METHODS
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
 from utils.runs.budget_probe import has_weights, measure, usable_archs
 from utils.runs.cluster import Cell, flag_value
@@ -24,10 +27,13 @@ SAFE_FACTOR = 1.25  # the budget a refusal suggests: its minimum, with room for 
 def budget_setup(args):
     """(budget seconds, the preset with --tta/--stack-method applied, the dataset's Facts, the
     command: the flags that define the plan, which a rerun must repeat to continue it).
+    `--budget +DURATION` (time added to the plan in --out) sets args.budget_added to its seconds.
 
     args: tools/submit.py's parsed flags (data resolved). DataError for flags that do not apply
     (--folds, --grid) and for a dataset train.py would refuse."""
-    budget_s = parse_duration(args.budget)
+    text = str(args.budget).strip()
+    args.budget_added = parse_duration(text[1:], "--budget") if text.startswith("+") else None
+    budget_s = args.budget_added or parse_duration(text)
     for flag, value in (("--folds", args.folds), ("--grid", args.grid)):
         if value is not None:
             raise DataError(f"{flag} and --budget: the budget plans its own grid (every fold); leave {flag} out")
@@ -43,6 +49,7 @@ def budget_setup(args):
     k = folds_k_for(flag_value(args.train_flags, "--folds-file") or Path(args.data) / "folds.csv",
                     args.folds_k or preset.folds_k, args.folds_k is not None)
     facts = Facts(len(spec.names), len(spec.test_names), n_labels, k)
+    args.spec = spec  # the rates are measured on its files (measure_rates)
     command = {"data": args.data, "budget": args.budget, "preset": args.preset, "arch": args.arch,
                "sizes": args.sizes, "seeds": args.seeds, "folds_k": k, "tta": preset.tta,
                "stack_methods": list(preset.stack_methods), "train_flags": args.train_flags}
@@ -85,6 +92,7 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)
     measured = measure(configs, facts.n_labels,
                        stop=lambda m: time.perf_counter() - t0 + 3 * m.job_start_s / (1 - MARGIN) > budget_s)
+    measure_rates(measured, args, facts, cands, preset, sorted({size for _, size, _ in configs}))
     cands = [m for m in cands if speed_key(m.arch, m.size, m.bs) in measured.speeds]
     spent = time.perf_counter() - t0
     plan = make_plan(cands, measured, facts, budget_s - spent, preset)
@@ -95,6 +103,31 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
         need, cheapest = minimum_seconds(cands, measured, facts, preset, spent + probe_more)
         refuse_budget(args.budget, need, cheapest, facts, spent)
     return plan, measured
+
+
+def measure_rates(measured, args, facts, cands, preset, sizes):
+    """The data-dependent rates (utils/runs/budget_rates.py) into `measured`: decoding this
+    dataset's images at each size, which caches exist already, each probe architecture's
+    logistic fit on features of its width, and stack.py's methods on a library of this
+    dataset's shape. Records how long it took in measured.probe_s."""
+    from utils.analysis.probe import feature_model
+    from utils.data.cache import default_cache_dir, is_cached
+    from utils.runs.budget_rates import decode_rate, probe_fit_rate, stack_rate
+
+    t0, spec = time.perf_counter(), args.spec
+    cache_dir = flag_value(args.train_flags, "--cache-dir") or default_cache_dir(args.data)
+    for size in sizes:
+        measured.decode_ips[str(size)] = decode_rate(spec.files, size)
+        for split, files, desc in (("train", spec.files, spec.images), ("test", spec.test_files, spec.test_images)):
+            if is_cached(files, size, cache_dir, desc=desc):
+                measured.cached.append(f"{split}@{size}")
+    fold_rows = facts.n_train * (facts.folds_k - 1) // facts.folds_k
+    for arch in dict.fromkeys(m.arch for m in cands if m.kind == "probe"):
+        width = feature_model(arch, pretrained=False)(torch.zeros(1, 3, 32, 32)).shape[1]
+        measured.fit_s[arch] = probe_fit_rate(fold_rows, width, facts.n_labels)
+    measured.stack_s = stack_rate(facts.n_train, facts.n_labels, facts.folds_k,
+                                  sorted({*preset.stack_methods, *INTERIM_METHODS}))
+    measured.probe_s += time.perf_counter() - t0
 
 
 def refuse_budget(given, need, cheapest, facts, spent):

@@ -11,6 +11,7 @@ continues with what is left; a different command on the same folder is refused. 
 atomically at every change of a job's state and every few seconds while a job runs.
 Also the terminal tables: the plan (`plan_table`) and the final leaderboard (`leaderboard_table`).
 """
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -55,6 +56,19 @@ def write_plan(path, plan):
     atomic_write_json(path, out)
 
 
+def add_time(plan, seconds):
+    """`--budget +DURATION`: `seconds` more for the plan. The budget grows, the addition is
+    recorded (plan['extensions']), and the final stack and report run again (a new submission
+    with what the added time trains); finished runs stay as they are."""
+    plan["budget_s"] += seconds
+    plan.setdefault("extensions", []).append({"added_s": seconds, "at_used_s": round(plan["used_s"], 2),
+                                              "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    plan.pop("unused", None)
+    for j in plan["jobs"]:
+        if j.member is None and j.after is None:
+            j.state, j.actual_s, j.why = "planned", None, ""
+
+
 def check_same_command(plan, command, path):
     """DataError naming the flags that differ when plan.json was made by another command."""
     old = plan.get("command", {})
@@ -84,7 +98,7 @@ def plan_table(jobs, budget_s, used_s):
         if j.state != "dropped":
             total += j.actual_s if j.actual_s is not None else j.predicted_s
         what = {"train": f"fold {j.fold}, seed {j.seed}, {j.epochs} epochs", "probe": f"{len(j.runs)} folds",
-                "predict": f"{len(j.runs)} runs"}.get(j.kind, "")
+                "predict": f"{len(j.runs)} runs", "stack": f"after {j.after}" if j.after else "final"}.get(j.kind, "")
         rows.append([f"{i}", j.kind, j.arch or "-", what, f"{j.size or '-'}", format_duration(j.predicted_s),
                      "-" if j.actual_s is None else format_duration(j.actual_s),
                      format_duration(total) if j.state != "dropped" else "-", j.state])

@@ -1,0 +1,92 @@
+"""The budget planner's data-dependent rates, measured on this dataset and this machine.
+
+Every term of the cost model (utils/runs/budget_costs.py) that grows with the data is a rate
+times a size. The speed probe (utils/runs/budget_probe.py) measures the networks' images/s;
+this module measures the rest, each in a few seconds:
+
+- `decode_rate`: images/s decoding this dataset's own files into the uint8 cache at a size
+  (a sample of the real files, times the cache's decoding workers);
+- `probe_fit_rate`: seconds per training image x label of one fold of the linear probe's
+  logistic regression (utils.analysis.probe.fit_predict, timed on a subsample of the fold's
+  size with the real feature width and the real label count's prevalences, then scaled);
+- `stack_rate`: seconds per method x member x image x label of stack.py's cross-fitting
+  (utils.stack.evaluation.evaluate on a library of two members of this dataset's shape).
+
+Nothing here is tuned to any dataset: a rate measured on a subsample is scaled by the
+sizes of the work it stands for, and the planner corrects it per kind of job once jobs of
+that kind have finished (utils.runs.budget.corrections).
+"""
+import time
+
+import numpy as np
+
+from utils.data.cache import decode_image, default_workers
+
+FIT_ROWS = 1200      # at most this many training rows time the probe's fit
+FIT_LABELS = 8       # ... and at most this many labels (the fit is per label, so it scales by L)
+STACK_ROWS = 400     # at most this many images time stack.py's methods
+DECODE_FILES = 16    # real files decoded to time the cache
+
+
+def decode_rate(files, size, channels=3, n=DECODE_FILES, workers=None):
+    """Images/s of decoding `files` into the cache at `size` px: `n` of them (evenly spaced
+    through the list, so every folder and format is sampled) decoded in this process, times
+    the decoding workers the cache uses (utils.data.cache.default_workers). Returns inf for
+    an empty list. A file that fails to decode raises what decode_image raises."""
+    if not len(files):
+        return float("inf")
+    pick = [files[i] for i in np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int)]
+    decode_image(pick[0], size, channels)  # the decoder's own first-call set-up is not a per-image cost
+    t0 = time.perf_counter()
+    for f in pick:
+        decode_image(f, size, channels)
+    per_image = (time.perf_counter() - t0) / len(pick)
+    return (workers or default_workers()) / max(per_image, 1e-6)
+
+
+def synthetic_problem(n, n_features, n_labels, seed=0):
+    """A logistic problem of the probe's shape: X (n, n_features) float32 standard normal,
+    Y (n, n_labels) uint8 from a sparse linear model whose label prevalences spread from
+    about 3% to 50% (imbalanced, as competition tags are)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_features)).astype(np.float32)
+    W = rng.standard_normal((n_features, n_labels)) * (rng.random((n_features, n_labels)) < 0.05)
+    score = X @ W / np.sqrt(max(1.0, (W != 0).sum(0).mean())) + 0.7 * rng.standard_normal((n, n_labels))
+    prevalence = np.linspace(0.03, 0.5, n_labels)
+    cut = np.array([np.quantile(score[:, j], 1 - prevalence[j]) for j in range(n_labels)])
+    Y = (score > cut).astype(np.uint8)
+    return X, Y
+
+
+def probe_fit_rate(n_fold_train, n_features, n_labels, C=1.0):
+    """Seconds per training image x label of one fold's logistic regressions (the linear
+    probe's `fit_predict`, prediction of the fold's training rows included), timed on
+    min(n_fold_train, FIT_ROWS) rows x min(n_labels, FIT_LABELS) labels of a synthetic
+    problem with the real feature width."""
+    from utils.analysis.probe import fit_predict
+
+    n, labels = max(50, min(n_fold_train, FIT_ROWS)), max(1, min(n_labels, FIT_LABELS))
+    X, Y = synthetic_problem(n, n_features, labels)
+    t0 = time.perf_counter()
+    fit_predict(X, Y, [X, X[: n // 4]], C)
+    return (time.perf_counter() - t0) / (n * labels)
+
+
+def stack_rate(n_train, n_labels, folds_k, methods, seed=0):
+    """Seconds per method x member x image x label of stack.py's cross-fitting: the methods
+    (stack.py --method names) and each member's own score on a library of two members with
+    min(n_train, STACK_ROWS) images, n_labels labels and folds_k folds (OOF probabilities
+    that carry the truth plus noise, as a trained model's do)."""
+    from utils.stack.evaluation import evaluate, member_scores
+    from utils.stack.library import Library
+
+    rng = np.random.default_rng(seed)
+    n = max(4 * folds_k, min(n_train, STACK_ROWS))
+    y = (rng.random((n, n_labels)) < np.linspace(0.03, 0.5, n_labels)).astype(np.uint8)
+    y[: 2 * folds_k] = 1  # every label has positives in every fold
+    oof = np.clip(y.T[:, None, :] * 0.5 + rng.random((n_labels, 2, n)) * 0.6, 0, 1)
+    lib = Library.from_arrays(oof, y, np.arange(n) % folds_k)
+    t0 = time.perf_counter()
+    member_scores(lib)
+    evaluate(lib, list(methods), seed=seed)
+    return (time.perf_counter() - t0) / (max(1, len(methods)) * 2 * n * n_labels)
