@@ -9,7 +9,8 @@ columns f2:LABEL), each model's per-label F2 bars, out-of-fold probability distr
 and its runs' training curves, the model-correlation heatmap, every stack report stack.py
 wrote (stack_report*.json in the runs folder, its parent, or a folder below either, plus
 --stack-report): each method's cross-fitted F2 with its spread over folds, and the
-threshold table, with links between them. Figures are embedded (base64 PNG): the file
+threshold table, with links between them (and to explore.html, tools/explore.py's page, when
+it lies next to the report). Figures are embedded (base64 PNG): the file
 opens from disk, needs no server, and can be mailed. Exit code 2 when no run is finished.
 """
 import argparse
@@ -67,8 +68,9 @@ def main(args):
     folders = sorted({r.dir.resolve().parent for r in runs}) or [Path(p) for p in args.runs]
     out = check_output_file(Path(args.out) if args.out else folders[0] / "report.html", "--out",
                             {r.data_root for r in runs} | ({Path(args.data)} if args.data else set()))
+    explore = "explore.html" if (out.parent / "explore.html").is_file() else None  # tools/explore.py's page
     context = build_context(runs, Truth(args.data), folders, args.tta, args.stack_report, args.threshold,
-                            args.title)
+                            args.title, explore)
     html = render(context)
     atomic_write_text(out, html)
     print(f"report: {out} ({len(html) / 2 ** 20:.1f} MB, {context['n_models']} models, "

@@ -315,13 +315,14 @@ def split_label_columns(df):
     return df[own], df[[key, *labels]]
 
 
-def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FIXED_THRESHOLD, title=None):
+def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FIXED_THRESHOLD, title=None,
+                  explore=None):
     """Everything the template shows, as plain data.
 
     runs: utils.runs.directory.Run list; truth: utils.runs.scores.Truth; folders: the runs folders
     (PRUNED.csv and stack reports are looked for there); tta: TTA name or None (best per
-    run); stack_reports: extra stack_report*.json paths. Raises DataError when no run is
-    finished or no run can be scored.
+    run); stack_reports: extra stack_report*.json paths; explore: the link to the error explorer
+    (tools/explore.py's page) or None. Raises DataError when no run is finished or no run can be scored.
     """
     if not any(r.finished for r in runs):
         raise DataError(f"no finished runs under {', '.join(map(str, folders))} (no run has result.json); "
@@ -365,7 +366,7 @@ def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FI
             "run_anchor": lambda name: anchor("run", name),
             "correlation": correlation_section(views), "stacks": stacks,
             "thresholds": threshold_table(views, stacks), "notes": notes,
-            "fixed_threshold": threshold, "f2_fixed_key": F2_FIXED}
+            "fixed_threshold": threshold, "f2_fixed_key": F2_FIXED, "explore": explore}
 
 
 def render(context):
