@@ -84,6 +84,9 @@ def get_args_parser():
                    help="also write image_name,tags from the runs' averaged test probabilities (default: none)")
     g.add_argument("--threshold", default="greedy", choices=STRATEGIES,
                    help="threshold strategy fitted on the runs' out-of-fold predictions (default: greedy)")
+    g.add_argument("--thresholds", default=None, metavar="FILE",
+                   help="per-label thresholds to apply instead of fitting them: JSON {\"thresholds\": {label: value}}, "
+                        "as tools/explore.py saves them (a stack_report.json is one) (default: none)")
     g.add_argument("--beta", type=float, default=2.0, help="beta of the F-beta score (default: 2)")
     add_constraint_arguments(g)
     g = p.add_argument_group("speed")
@@ -279,8 +282,9 @@ def predict_job(job, splits, args, device):
         job.out["test"] = (spec.test_names, labels, predict_tta(model, images, **kw))
 
 
-def check_submission(jobs, splits):
-    """Before predicting: one label set, one test set, and out-of-fold predictions to come."""
+def check_submission(jobs, splits, need_oof=True):
+    """Before predicting: one label set, one test set, and out-of-fold predictions to come (need_oof:
+    the thresholds are fitted on them, i.e. no --thresholds file)."""
     problems = []
     label_sets = {tuple(j.run.labels) for j in jobs}
     if len(label_sets) > 1:
@@ -297,7 +301,7 @@ def check_submission(jobs, splits):
                         f"({ref_jobs[0].spec.root}): {len(only_b)} image(s) only in the first {preview(only_b)}, "
                         f"{len(only_a)} only in the second {preview(only_a)}"
                         + ("" if only_a or only_b else " (the same images in another order)"))
-    if "val" not in splits:
+    if "val" not in splits and need_oof:
         problems += [f"{j.run.dir}: no preds/val.{j.tta}.csv for the thresholds; use --split both"
                      for j in jobs if not j.run.preds_path("val", j.tta).is_file()]
     report_problems("cannot make a submission", problems)
@@ -323,17 +327,21 @@ def oof_table(jobs):
     return list(oof.index), oof.to_numpy(), spec.y[rows][:, cols], fold_of.loc[list(oof.index)].to_numpy()
 
 
-def make_submission(jobs, args, constraints=None):
-    """image_name,tags DataFrame: mean test probabilities of the runs, thresholds from their OOF,
-    then the --exactly-one/--at-most-one/--min-tags/--max-tags rules."""
+def make_submission(jobs, args, constraints=None, thresholds=None):
+    """image_name,tags DataFrame: mean test probabilities of the runs, thresholds from their OOF (or
+    `thresholds` (L,) from --thresholds), then the --exactly-one/--at-most-one/--min-tags/--max-tags rules."""
     from utils.metrics.thresholds import fit_thresholds
 
     names, labels, _ = jobs[0].out["test"]
     test = np.mean([j.out["test"][2] for j in jobs], axis=0)
-    _, oof, y, folds = oof_table(jobs)
-    thr = fit_thresholds(y, oof, args.threshold, folds=folds, beta=args.beta)
-    log.info("thresholds (%s, from %d out-of-fold images): %s", args.threshold, len(oof),
-             "expected-F2 decisions" if thr is None else " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
+    if thresholds is not None:
+        thr = thresholds
+        log.info("thresholds from %s: %s", args.thresholds, " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
+    else:
+        _, oof, y, folds = oof_table(jobs)
+        thr = fit_thresholds(y, oof, args.threshold, folds=folds, beta=args.beta)
+        log.info("thresholds (%s, from %d out-of-fold images): %s", args.threshold, len(oof),
+                 "expected-F2 decisions" if thr is None else " ".join(f"{l}={t:.3f}" for l, t in zip(labels, thr)))
     decisions = constrained_decisions(test, thr, args.threshold, constraints, beta=args.beta)
     return submission_frame(names, labels, decisions)
 
@@ -364,10 +372,17 @@ def main(args):
         raise DataError(f"--size {args.size}: give an image side of at least 8 px")
     device = pick_device(args.device)
     jobs = plan_jobs(find_all_runs(args.runs, args.path_map), args, splits)
-    constraints = None
+    constraints = thresholds = None
+    if args.thresholds and not args.submission:
+        raise DataError("--thresholds decides the tags of a --submission; give one")
+    if args.thresholds and args.threshold in ("expected", "prevalence"):
+        raise DataError(f"--thresholds gives thresholds; --threshold {args.threshold} decides without them")
     if args.submission:
         check_output_file(args.submission, "--submission", {j.run.data_root for j in jobs})
-        check_submission(jobs, splits)
+        check_submission(jobs, splits, need_oof=not args.thresholds)
+        if args.thresholds:
+            from utils.metrics.threshold_file import read_thresholds_file
+            thresholds = read_thresholds_file(args.thresholds, jobs[0].run.labels)
         constraints = parse_constraints(jobs[0].run.labels, args.exactly_one, args.at_most_one, args.min_tags,
                                         args.max_tags)
     elif args.exactly_one or args.at_most_one or args.min_tags or args.max_tags is not None:
@@ -377,7 +392,7 @@ def main(args):
         predict_job(job, splits, args, device)
     for folder in folders.values():
         folder.check(while_doing="predicting")
-    sub = make_submission(jobs, args, constraints) if args.submission else None
+    sub = make_submission(jobs, args, constraints, thresholds) if args.submission else None
     written = []
     for job in jobs:  # every prediction exists: now write them
         for split, (names, labels, probs) in job.out.items():
@@ -387,7 +402,8 @@ def main(args):
         written.append(atomic_write_csv(args.submission, sub))
         print(f"wrote the submission {args.submission}: {len(sub)} test images, "
               f"{sub['tags'].str.split().str.len().mean():.2f} tags per image on average, from the mean test "
-              f"probabilities of {len(jobs)} run(s) and --threshold {args.threshold} thresholds")
+              f"probabilities of {len(jobs)} run(s) and " +
+              (f"the thresholds of {args.thresholds}" if args.thresholds else f"--threshold {args.threshold} thresholds"))
     return written
 
 
