@@ -4,6 +4,7 @@
     python stack.py --runs 'runs/*' --tta hflip --method select select-bag lr --out sub.csv
     python stack.py --runs 'runs/*' --groups images --top select --out sub.csv
     python stack.py --runs 'runs/*' --exactly-one clear,cloudy,haze,partly_cloudy --min-tags 1 --out sub.csv
+    python stack.py --runs 'runs/*' --thresholds thresholds.json --out sub.csv   # tools/explore.py's thresholds
 
 Gathers the runs' out-of-fold (preds/val.<tta>.csv) and test (preds/test.<tta>.csv)
 probabilities into a library of models (--tta auto, the default: the TTA every run of a
@@ -35,6 +36,7 @@ from utils.common.output_paths import check_can_write, check_output_dir, check_o
 from utils.stack.evaluation import choose, evaluate, member_scores
 from utils.stack.methods import METHODS, parse_method, split_methods
 from utils.stack.stack_report import build_report, render_report
+from utils.metrics.threshold_file import read_thresholds_file
 from utils.metrics.thresholds import STRATEGIES
 
 log = logging.getLogger("stack")
@@ -56,6 +58,10 @@ def get_args_parser():
                         f"\"Option strings\") (default: all). The submission uses the best by cross-fitted F2")
     m.add_argument("--threshold", default="greedy", choices=STRATEGIES,
                    help="threshold strategy, fitted inside every fold and for the submission (default greedy)")
+    m.add_argument("--thresholds", metavar="FILE",
+                   help="apply these per-label thresholds to the submission instead of the fitted ones: JSON "
+                        "{\"thresholds\": {label: value}}, as tools/explore.py saves them (a stack_report.json is one); "
+                        "the cross-fitted scores are unchanged (default: none)")
     m.add_argument("--groups", metavar="KEY|NAME=GLOB;...",
                    help="stack groups of models separately first, then stack the groups: a config key "
                         "(images, arch, label_group) or NAME=GLOB[,GLOB];NAME=GLOB over run names (default: none)")
@@ -92,6 +98,10 @@ def check_args(parser, args):
             parser.error(str(e))
     if args.top and not args.groups:
         parser.error("--top needs --groups")
+    if args.thresholds and not args.out:
+        parser.error("--thresholds decides the submission's tags: give --out")
+    if args.thresholds and args.threshold in ("expected", "prevalence"):
+        parser.error(f"--thresholds gives thresholds; --threshold {args.threshold} decides without them")
     check_constraint_args(parser, args)
 
 
@@ -106,10 +116,12 @@ def group_indices(lib):
     return groups
 
 
-def predict_test(lib, scored, args, constraints=None):
-    """(test probabilities (T, L), submission DataFrame) of a method fitted on all out-of-fold data."""
+def predict_test(lib, scored, args, constraints=None, thresholds=None):
+    """(test probabilities (T, L), submission DataFrame) of a method fitted on all out-of-fold data;
+    thresholds: (L,) from --thresholds, else the method's fitted ones."""
     probs = scored.model.predict(lib.test_inputs().P)
-    decisions = constrained_decisions(probs, scored.thresholds, args.threshold, constraints, args.beta,
+    thresholds = scored.thresholds if thresholds is None else thresholds
+    decisions = constrained_decisions(probs, thresholds, args.threshold, constraints, args.beta,
                                       args.zero_division)
     return probs, submission_frame(lib.test_names, lib.labels, decisions)
 
@@ -180,6 +192,7 @@ def main(args):
     if lib.tta_line:
         print(lib.tta_line, file=sys.stderr)
     out_dir = check_outputs(args, lib.root)
+    given = read_thresholds_file(args.thresholds, lib.labels) if args.thresholds else None
     if args.bag:
         lib = lib.bagged()
     groups = group_indices(lib) if args.groups else None
@@ -192,7 +205,7 @@ def main(args):
     settings = {"command": "python stack.py " + shlex.join(sys.argv[1:]), "tta": lib.tta,
                 "threshold": args.threshold, "beta": args.beta, "zero_division": args.zero_division,
                 "groups": args.groups, "top": args.top, "bag": args.bag, "logits": args.logits, "seed": args.seed,
-                "constraints": list(constraints.names)}
+                "constraints": list(constraints.names), "thresholds_file": args.thresholds}
     report = build_report(lib, results, members, chosen, "--method" if explicit else "best cross-fitted F2", settings)
     if constraints:
         r = results[chosen]
@@ -200,7 +213,9 @@ def main(args):
                                          constraints, args.beta, args.zero_division)
     test_probs, sub = None, None
     if args.out:
-        test_probs, sub = predict_test(lib, results[chosen], args, constraints)
+        test_probs, sub = predict_test(lib, results[chosen], args, constraints, given)
+        if given is not None:  # what the submission applied
+            report["thresholds"] = {lab: float(t) for lab, t in zip(lib.labels, given)}
         report["submission"] = {"path": str(args.out), "rows": len(sub),
                                 "mean_tags": float(sub["tags"].str.split().str.len().mean())}
     md = render_report(report)

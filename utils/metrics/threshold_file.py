@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.common.errors import DataError, preview
+from utils.common.errors import DataError
 from utils.common.text import read_json
 
 KEY = "thresholds"
@@ -50,14 +50,18 @@ def read_thresholds_file(path, labels, flag="--thresholds"):
                         f"stack.py's stack_report.json is one)")
     missing = [lab for lab in labels if lab not in table]
     unknown = [lab for lab in table if lab not in labels]
-    problems = ([f"no threshold for {len(missing)} label(s): {preview(missing)}"] if missing else []) + \
-               ([f"{len(unknown)} label(s) these predictions do not have: {preview(unknown)}"] if unknown else [])
+    problems = ([f"no threshold for {len(missing)} label(s): {_few(missing)}"] if missing else []) + \
+               ([f"{len(unknown)} label(s) these predictions do not have: {_few(unknown)}"] if unknown else [])
     bad = [f"{lab}={table[lab]!r}" for lab in labels if lab in table and not _is_threshold(table[lab])]
     if bad:
-        problems.append(f"not a number in [0, 1]: {preview(bad)}")
+        problems.append(f"not a number in [0, 1]: {_few(bad)}")
     if problems:
-        raise DataError(f"{flag} {path}: " + "; ".join(problems) + f" (labels: {preview(list(labels))})")
+        raise DataError(f"{flag} {path}: " + "; ".join(problems) + f" (the labels: {_few(list(labels))})")
     return np.array([float(table[lab]) for lab in labels], np.float64)
+
+
+def _few(items, n=10):
+    return ", ".join(map(str, items[:n])) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def _is_threshold(value):
