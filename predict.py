@@ -179,12 +179,16 @@ def plan_jobs(runs, args, splits):
     from utils.models.factory import check_input_sizes
     from utils.runs.checkpoint import load_for_inference
     from utils.runs.checkpoint_origin import check_val_origin
+    from utils.runs.fingerprint import dataset_problem
     from utils.data.dataset import check_rows, check_test_images, load_dataset, unlisted_test_images
 
     # only the images of the predicted splits are checked: a broken training image does not stop
     # --split test, and --split val checks the run's own validation fold (check_rows)
     specs, failed, folds_checked, jobs, problems = {}, {}, {}, [], []
     for run in runs:
+        if run.diverged:  # train.py stopped it (diverged.json): its weights are not used
+            problems.append(run.diverged)
+            continue
         ckpt = checkpoint_path(run.dir, args.checkpoint)
         if not ckpt.is_file():
             problems.append(f"{run.dir}: no {ckpt}; " + (
@@ -205,6 +209,9 @@ def plan_jobs(runs, args, splits):
         if root is None:
             problems.append(f"{run.dir}: its data directory {run.config.get('data_root_abs')} is not found here; "
                             f"pass --data DIR or --path-map FILE")
+            continue
+        if args.data and (other := dataset_problem(run.config, run.dir, root)):
+            problems.append(f"{other}; pass the dataset it was trained on as --data, or leave --data out")
             continue
         key = (str(root.resolve()), run.config.get("images", "train"), run.config.get("test_images", "test"),
                run.config.get("channels", 3))

@@ -114,6 +114,7 @@ def main(args):
     from utils.data.folds import folds_k_for, plan_folds, warn_unlearnable_labels, write_folds
     from utils.models.factory import check_input_sizes, create_model
     from utils.models.weights import load_weights_file
+    from utils.runs.fingerprint import check_same_dataset, dataset_fingerprint
     from utils.train.losses import build_loss
     from utils.train.pseudo import load_extras, sampler_labels
     from utils.train.plan import resolve_plan
@@ -165,6 +166,7 @@ def main(args):
     if weights is not None:  # the file's sha256: a model key, and in best.pt's meta
         cfg["weights"] = weights
     cfg.update(extras.record if extras else {})
+    cfg["dataset"] = dataset_fingerprint(root, spec.names, fold_ids)  # what the run is trained on
     train_rows = (fold_ids != flags.fold).nonzero()[0]
     if excluded is not None:
         train_rows = train_rows[~np.isin(train_rows, excluded)]
@@ -174,6 +176,8 @@ def main(args):
     if flags.resume:
         stored = modern_spelling(read_json(run_dir / "config.json"))
         check_same_config(stored, cfg, run_dir)
+        check_same_dataset(stored, run_dir, root, "resume it with the dataset it was trained on (--data), or train "
+                           "a new run (another --name)", now=cfg["dataset"])
         cfg = stored
         if (done := finished_result(run_dir)) is not None:  # every flag agreed: nothing is left to do
             print(f"run: {run_dir} had already finished (result.json): nothing to resume\nbest validation F2: "

@@ -5,6 +5,7 @@
 #
 # Rerunning after a crash or a reboot continues: finished folds are skipped,
 # interrupted ones resume from their last checkpoint, missing predictions are made.
+# A run of RUNS trained on another dataset (another train.csv or folds.csv) is refused.
 # Run names are <arch>-<tag>-f<fold>, the tag being a hash of BS and the extra
 # arguments, so each configuration has its own runs.
 #
@@ -18,7 +19,7 @@
 #   PYTHON  Python interpreter                    (default: python)
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,15 +39,18 @@ for ((fold = 0; fold < FOLDS; fold++)); do
   name="$SAFE_ARCH-$TAG-f$fold"
   run="$RUNS/$name"
   common=(--data "$DATA" --out "$RUNS" --arch "$ARCH" --bs "$BS" --fold "$fold" --folds-k "$FOLDS" --name "$name" "$@")
-  if [ -f "$run/result.json" ]; then
-    echo "== $name: trained"
-  elif [ -f "$run/checkpoints/last.pt" ]; then
-    echo "== $name: resuming"
-    "$PYTHON" "$REPO/train.py" "${common[@]}" --resume
-  else
-    echo "== $name: training"
-    "$PYTHON" "$REPO/train.py" "${common[@]}"
-  fi
+  # new, unfinished, finished or diverged; a run of RUNS trained on another dataset stops here (exit 2)
+  state="$("$PYTHON" "$REPO/tools/run_status.py" --runs "$run" --data "$DATA" \
+    --fix "give each dataset its own RUNS folder, or move the run away")"
+  case "${state%% *}" in
+    finished) echo "== $name: trained" ;;
+    diverged) echo "== $name: diverged; change the arguments (e.g. a lower --lr: the runs get another TAG)" >&2
+              exit 1 ;;
+    unfinished) echo "== $name: resuming"
+                "$PYTHON" "$REPO/train.py" "${common[@]}" --resume ;;
+    *) echo "== $name: training"
+       "$PYTHON" "$REPO/train.py" "${common[@]}" ;;
+  esac
   if [ -f "$run/preds/val.$TTA.csv" ] && [ -f "$run/preds/test.$TTA.csv" ]; then
     echo "== $name: predicted with $TTA"
   else

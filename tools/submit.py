@@ -21,9 +21,11 @@ every prediction is done (afterok). A job that is preempted or reaches its time 
 lets train.py write its checkpoint and is requeued; the requeued job continues with
 --resume. Run names are fixed by the grid cell (<arch>-<flags hash>-s<seed>-f<fold>),
 so submitting the same grid again skips finished runs (result.json) and resumes the
-others. --cluster local runs the same jobs on this machine through submitit's
-LocalExecutor (--array-parallelism runs at a time), --cluster debug in this process.
-Every cell is checked the way train.py checks its flags before anything is submitted.
+others; a run of OUT trained on another dataset (config.json's fingerprint of train.csv and
+folds.csv) or a diverged one is refused before anything is submitted. --cluster local runs
+the same jobs on this machine through submitit's LocalExecutor (--array-parallelism runs at
+a time), --cluster debug in this process. Every cell is checked the way train.py checks its
+flags before anything is submitted.
 stack.py needs every fold of a model: a grid of some folds only (--folds 0 1 of K=5)
 trains and predicts, and says that it makes no stack job and which folds to add. On
 this machine each job is reported as it is submitted, finishes or fails. Job logs:
@@ -57,7 +59,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(REPO))
 
 from utils.common.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
-from utils.runs.cluster import (PredictJob, StackJob, TrainJob, cell_state, flag_value, is_debug,  # noqa: E402
+from utils.runs.cluster import (PredictJob, StackJob, TrainJob, flag_value, grid_states, is_debug,  # noqa: E402
                                 job_error, make_cells, read_grid, train_argv)
 from utils.data.folds import folds_k_for  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
@@ -428,7 +430,7 @@ def main(args):
         raise DataError(f"{' and '.join(idle) or '--preset'}: only with --budget DURATION")
     cells = build_cells(args)
     check_cells(cells, args.data, args.out)
-    states = {c.name: cell_state(args.out, c) for c in cells}
+    states = grid_states(args.out, cells, args.data)  # refuses runs of another dataset, and diverged ones
     todo = [c for c in cells if states[c.name] != "finished"]
     for state in ("finished", "unfinished", "new"):
         n = sum(s == state for s in states.values())

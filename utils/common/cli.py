@@ -5,7 +5,7 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.common.errors import DataError
+from utils.common.errors import DataError, RunFailed
 from utils.common.termination import Terminated, raise_on_sigterm
 from utils.common.write_errors import fault_message
 
@@ -41,7 +41,8 @@ def run_script(main, parse_args, level=logging.INFO):
 def exit_cleanly(call):
     """call() with the exits every script shares; returns what it returns.
 
-    A DataError prints its message to stderr and exits with code 2. A write the machine
+    A DataError prints its message to stderr and exits with code 2, a RunFailed (a diverged
+    training) with code 1. A write the machine
     refuses (full disk, quota, file size limit, read-only, permission:
     utils.common.write_errors) prints one line naming the file and exits with code 1.
     Ctrl-C exits with 130 and SIGTERM with 143 (utils.common.termination), each after one
@@ -54,6 +55,9 @@ def exit_cleanly(call):
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("stopped by Ctrl-C", file=sys.stderr)
         sys.exit(130)

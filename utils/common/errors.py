@@ -1,12 +1,29 @@
-"""The project's error type for bad input, and the helpers that word its messages.
+"""The project's error types, and the helpers that word their messages.
 
 A DataError is input the user must fix: the scripts catch it, print its message and exit
 with code 2 (utils.common.cli). The message says what is wrong and where (file, row, flag).
+A RunFailed is a run that cannot go on although its input was fine (its loss became NaN):
+exit code 1, its message one line saying where and what to try.
 """
 
 
 class DataError(Exception):
     """Bad input the user must fix (exit code 2). The message says what and where."""
+
+
+class RunFailed(Exception):
+    """A run that had to stop for a reason of its own, not of its input (exit code 1), e.g. a
+    diverged training (utils.train.divergence). The message says where and what to try."""
+
+
+class NonFinite(RunFailed):
+    """A value that must be finite is NaN or infinite: a training loss, a validation loss, weights
+    about to be saved. what: what was found; step: the step of the epoch, lr: the learning rate
+    (None where unknown). The trainer words it with the run's position (utils.train.divergence)."""
+
+    def __init__(self, what, step=None, lr=None):
+        super().__init__(what)
+        self.what, self.step, self.lr = what, step, lr
 
 
 def preview(items, n=5):

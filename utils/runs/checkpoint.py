@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from utils.common.atomic import atomic_save_torch
-from utils.common.errors import DataError, preview
+from utils.common.errors import DataError, NonFinite, preview
 from utils.models.factory import create_model
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
@@ -30,8 +30,22 @@ def clean_state_dict(state_dict):
     return out
 
 
+def nonfinite_tensors(state_dict):
+    """Keys of a state dict's floating-point tensors holding NaN or inf (other values are skipped)."""
+    if not isinstance(state_dict, dict):
+        return []
+    return [k for k, v in state_dict.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_checkpoint(path, state):
-    """Write a checkpoint dict atomically (temp file, fsync, os.replace)."""
+    """Write a checkpoint dict atomically (temp file, fsync, os.replace).
+
+    Raises NonFinite (utils.common.errors; nothing written, the file as it was) when the weights
+    in state["model"] hold NaN or inf: a diverged run never replaces good weights with those."""
+    if bad := nonfinite_tensors(state.get("model")):
+        raise NonFinite(f"the weights hold NaN or infinite values ({_some(bad, 3)}); {Path(path).name} was "
+                        f"not written")
     return atomic_save_torch(path, state)
 
 
@@ -48,7 +62,8 @@ def load_checkpoint(path, map_location="cpu", need=("model", "meta")):
 
     need: keys the caller uses (last.pt for resume: also 'state' and 'rng').
     Raises DataError naming the file when it is missing, truncated or otherwise
-    unreadable, not a dict, lacks a needed key, or its meta lacks one of META_KEYS.
+    unreadable, not a dict, lacks a needed key, its meta lacks one of META_KEYS, or its
+    weights hold NaN or inf (a diverged run).
     """
     path = Path(path)
     if not path.is_file():
@@ -66,6 +81,9 @@ def load_checkpoint(path, map_location="cpu", need=("model", "meta")):
     if missing:
         raise DataError(f"{path}: not a usable checkpoint of this project: no {', '.join(map(repr, missing))} "
                         f"(found keys {_some(sorted(map(str, ckpt)))})")
+    if "model" in need and (bad := nonfinite_tensors(ckpt["model"])):
+        raise DataError(f"{path}: its weights hold NaN or infinite values ({len(bad)} tensor(s): {_some(bad, 3)}): "
+                        f"the run diverged; train it again with a lower --lr")
     meta = ckpt.get("meta")
     if "meta" in need:
         if not isinstance(meta, dict):

@@ -4,7 +4,8 @@ A grid is architectures x folds x seeds, each architecture with its own train.py
 Each cell is one run whose name is a pure function of the cell (architecture, a hash of
 its flags, seed, fold), so a job that is requeued, or a second submission of the same
 grid, finds the run again: finished runs (result.json) are skipped, unfinished ones
-continue with `train.py --resume`.
+continue with `train.py --resume`, once the run is known to be of the grid's dataset
+(utils/runs/run_status.py); a diverged one is refused.
 
 Jobs run train.py, predict.py and stack.py as child processes (the scripts' own flags,
 logs and exit codes; a CUDA context never outlives its job). TrainJob is submitit
@@ -30,8 +31,9 @@ from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.local.debug import DebugJob
 import yaml
 
-from utils.common.errors import DataError
+from utils.common.errors import DataError, report_problems
 from utils.common.text import read_text
+from utils.runs.run_status import diverged_problem, run_state
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -118,12 +120,31 @@ def make_cells(archs, folds, seeds, common):
     return cells
 
 
-def cell_state(out, cell):
-    """'finished' (result.json), 'unfinished' (checkpoints/last.pt) or 'new'."""
-    run = Path(out) / cell.name
-    if (run / "result.json").is_file():
-        return "finished"
-    return "unfinished" if (run / "checkpoints" / "last.pt").is_file() else "new"
+OTHER_DATA_FIX = "give each dataset its own --out folder, or move the run away"
+
+
+def cell_state(out, cell, data=None):
+    """'finished' (result.json), 'unfinished' (checkpoints/last.pt), 'diverged' or 'new'
+    (utils.runs.run_status.run_state). data: the grid's dataset; a run trained on another one
+    raises DataError naming both."""
+    return run_state(Path(out) / cell.name, data, OTHER_DATA_FIX)
+
+
+def grid_states(out, cells, data):
+    """{run name: cell_state} of every cell of a grid, before anything is submitted. One DataError
+    names every run trained on another dataset than `data` and every diverged run (the same
+    flags would diverge again: another --lr gives other run names)."""
+    states, problems = {}, []
+    for cell in cells:
+        try:
+            states[cell.name] = cell_state(out, cell, data)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        if states[cell.name] == "diverged":
+            problems.append(diverged_problem(Path(out) / cell.name))
+    report_problems("the grid cannot run; nothing was submitted", problems)
+    return states
 
 
 def flag_value(argv, flag):
@@ -193,9 +214,11 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self, cell):
         run = Path(self.out) / cell.name
-        state = cell_state(self.out, cell)
+        state = cell_state(self.out, cell, self.data)
         if state == "finished":
             return str(run)
+        if state == "diverged":
+            raise JobFailed(diverged_problem(run))
         cmd = _script("train.py", train_argv(self.data, self.out, cell, resume=state == "unfinished"))
         # its own session: signals meant for this job (Slurm's, a terminal's) do not reach
         # train.py directly; checkpoint() stops it in order

@@ -15,6 +15,7 @@ from utils.common.errors import DataError
 from utils.common.text import read_json
 from utils.common.paths import load_path_map, native_rel, resolve_stored
 from utils.data.folds_file import read_folds_file
+from utils.runs.run_status import diverged_problem
 
 # Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
 MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
@@ -89,6 +90,11 @@ class Run:
     @property
     def finished(self):
         return bool(self.result.get("finished"))
+
+    @property
+    def diverged(self):
+        """A line refusing the run when train.py stopped it as diverged (diverged.json), else None."""
+        return diverged_problem(self.dir)
 
     @property
     def is_linear_probe(self):

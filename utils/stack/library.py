@@ -29,6 +29,8 @@ from utils.data.dataset import read_tags_csv
 from utils.common.errors import DataError, preview, report_problems
 from utils.runs.pred_files import read_preds
 from utils.runs.directory import find_runs, model_names, no_run_message, read_folds
+from utils.runs.fingerprint import dataset_problems
+from utils.runs.run_status import diverged_summary
 from utils.runs.tta_choice import AUTO, choose_tta, make_files_command
 
 log = logging.getLogger(__name__)
@@ -207,6 +209,8 @@ def data_root(runs, data=None):
         root = Path(data)
         if not (root / "train.csv").is_file():
             raise DataError(f"{root}: no train.csv (--data must be the dataset directory)")
+        report_problems(f"--data {root}: runs trained on another dataset; pass the dataset they were trained on, or "
+                        f"leave --data out", dataset_problems(runs, root))
         return root
     roots = {}
     for r in runs:
@@ -307,6 +311,8 @@ def _member_runs(runs, k, tta, need_test, names):
 def _unusable(run, tta, need_test):
     """(why a run cannot be used, the command that fixes it), or (None, None); runs whose
     fix differs only by the run take one predict.py command together."""
+    if diverged := diverged_summary(run.dir):
+        return diverged, f"a new run of {run.name}'s flags with a lower --lr (another --name)"
     if not run.finished:
         return ("unfinished (no result.json with finished=true)",
                 f"python train.py --resume --out {run.dir.parent} --name {run.name}")

@@ -5,6 +5,7 @@ seed and epoch); the GPU augmentation and batch mixing here draw from generators
 by (seed, epoch, batch index), so a resumed epoch computes the same steps.
 """
 import contextlib
+import math
 import time
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from utils.common.distributed import all_reduce_sum, is_main, world_size
+from utils.common.errors import NonFinite
 from utils.data.loader import CachedImages, make_loader, normalise, to_float, to_input
 
 
@@ -85,7 +87,8 @@ def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, 
     resumed epoch reports the same totals). loss_sum and n are totals over every rank
     under torchrun, the same on each: rank 0 alone writes checkpoints, so its copy must
     hold the other ranks' share too. on_step(step_index) runs after every step
-    (mid-epoch checkpoints, the trainer's named events). Returns stats.
+    (mid-epoch checkpoints, the trainer's named events). Returns stats. Raises NonFinite
+    (step: 1-based, lr) at the first step whose loss, summed over ranks, is NaN or infinite.
     """
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, leave=False, dynamic_ncols=True,
                disable=not is_main(), unit="step")
@@ -104,6 +107,9 @@ def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, 
         loss_n = [loss_v * len(xb), len(xb)]
         if world_size() > 1:  # a sum of two numbers per step; the loss above has synced already
             loss_n = all_reduce_sum(loss_n, step.device)
+        if not math.isfinite(loss_n[0]):  # diverged: stop before these weights are saved anywhere
+            raise NonFinite(f"the training loss is {loss_n[0] / max(loss_n[1], 1):g}", step=i + 1,
+                            lr=step.scheduler.lr)
         stats["loss_sum"] += loss_n[0]
         stats["n"] += int(loss_n[1])
         stats["data_s"] += t1 - t0

@@ -5,7 +5,8 @@ optimizer, data and step, then runs its epochs (`_train_epoch`, mid-epoch checkp
 in `on_step`), and `_end_epoch` validates, records history and keeps the best weights.
 The collaborators: utils/train/run_state.py (the position and last.pt, exact resume),
 utils/train/best_weights.py (raw or EMA weights into best.pt), utils/train/epoch_plots.py,
-utils/train/tensorboard.py, utils/train/signals.py (Ctrl-C, SIGTERM), utils/train/loop.py (one
+utils/train/tensorboard.py, utils/train/signals.py (Ctrl-C, SIGTERM), utils/train/divergence.py
+(a NaN or infinite loss or weights stop the run), utils/train/loop.py (one
 step, one epoch, prediction) and utils/data/loader.py (the dataset over the image cache).
 Before each write rank 0 checks that the run directory is still the one training started
 in (utils/runs/run_guard.py RunFolder): a deleted folder stops the run, never recreated.
@@ -38,6 +39,7 @@ from utils.runs.run_guard import RunFolder
 from utils.train import best_weights
 from utils.train.accumulation import Accumulation
 from utils.train.best_weights import Candidate
+from utils.train.divergence import finite_loss, stop_on_divergence
 from utils.train.epoch_plots import EpochPlots
 from utils.train.fold_data import RunImages
 from utils.train.loop import Step, predict_logits, sigmoid, train_one_epoch
@@ -214,13 +216,13 @@ class Trainer:
     def fit(self, resume=False):
         """Train every remaining stage, then predict the validation fold with the best weights.
 
-        Returns the result dict also written to result.json; SystemExit(130/143) after Ctrl-C/SIGTERM.
+        Returns the result.json dict; SystemExit(130/143) after Ctrl-C/SIGTERM; Diverged when NaN/inf.
         """
         opt_sd = sched_sd = None
         if resume:
             state, opt_sd, sched_sd = resume_run(self.run_dir, self.model, self.config, self.scaler, self.ema)
             self.state.update(state)
-        with StopRequest() as stop:
+        with StopRequest() as stop, stop_on_divergence(self.run_dir, self.state, self.amp_dtype):
             while self.state["stage"] < len(self.stages):
                 self._run_stage(self.state["stage"], opt_sd, sched_sd, stop)
                 opt_sd = sched_sd = None  # a later stage starts with a fresh optimizer and scheduler
@@ -364,7 +366,7 @@ class Trainer:
         with torch.no_grad():
             val_loss = float(self.loss_fn(torch.from_numpy(logits).to(self.device),
                                           torch.from_numpy(self.data.y_val.astype(np.float32)).to(self.device)))
-        return sigmoid(logits), val_loss
+        return sigmoid(logits), finite_loss(val_loss)  # NonFinite: the run diverged
 
     def finish(self):
         """Predict the validation fold with best.pt, write preds/val.none.csv and result.json."""
