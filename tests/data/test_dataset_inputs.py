@@ -94,6 +94,28 @@ def test_a_separator_inside_a_listed_label_is_meant(tmp_path):
     assert load_dataset(root).labels[-1] == "rock|pop"
 
 
+def test_tags_that_differ_only_in_case_are_refused_naming_spellings_and_rows(tmp_path):
+    root = write_dataset(tmp_path / "d", n=12)
+    df = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    df.loc[[1, 2], "tags"] = "red a"
+    df.loc[4, "tags"] = "Red"
+    df.loc[6, "tags"] = "RED b"
+    df.loc[7, "tags"] = "C"  # 'c' elsewhere
+    df.to_csv(root / "train.csv", index=False)
+    with pytest.raises(DataError) as e:
+        load_dataset(root)
+    msg = str(e.value)
+    assert ("differ only in case would train as 3 labels: 'RED' in row 8; 'Red' in row 6; 'red' in 2 rows (3, 4); "
+            "write one spelling in every row (e.g. 'red')") in msg
+    assert "would train as 2 labels: 'C' in row 9; 'c' in" in msg
+    (root / "labels.txt").write_text("a\nb\nc\nC\nred\nRed\nRED\n")  # listed: meant as labels of their own
+    assert load_dataset(root).labels == ["a", "b", "c", "C", "red", "Red", "RED"]
+    (root / "labels.txt").write_text("a\nb\nc\nC\nred\n")
+    with pytest.raises(DataError, match=r"row 6: tag\(s\) \['Red'\] not in labels.txt \(only their case differs: "
+                                        r"'Red' is 'red'\?\)"):
+        load_dataset(root)
+
+
 @pytest.mark.parametrize("every", [True, False])
 def test_one_label_makes_folds(tmp_path, every):
     from utils.data.duplicates import group_folds

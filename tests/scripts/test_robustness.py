@@ -86,25 +86,25 @@ def test_folds_mismatch_names_added_and_removed_images(tmp_path):
 
 # ----------------------------------------------------------------------------- 2: broken test images found at the start
 
-def test_check_tail_finds_truncated_files(tmp_path):
-    from utils.data.dataset import check_tail
+def test_check_complete_finds_truncated_files(tmp_path):
+    from utils.data.dataset import check_complete
 
     rng = np.random.default_rng(0)
     img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
     for fmt, ext in (("JPEG", "jpg"), ("PNG", "png"), ("GIF", "gif"), ("BMP", "bmp")):
         good = tmp_path / f"good.{ext}"
         img.save(good, format=fmt)
-        assert check_tail(good) is None, fmt
+        assert check_complete(good) is None, fmt
         cut = tmp_path / f"cut.{ext}"
         cut.write_bytes(good.read_bytes()[:-200])
         if fmt == "BMP":  # no end marker to check: left to the decoder
             continue
         with Image.open(cut):  # the header still reads: only the end gives it away
             pass
-        assert "truncated" in check_tail(cut), fmt
+        assert "truncated" in check_complete(cut), fmt
     padded = tmp_path / "padded.jpg"
     padded.write_bytes((tmp_path / "good.jpg").read_bytes() + b"\0" * 100)
-    assert check_tail(padded) is None
+    assert check_complete(padded) is None
 
 
 def test_truncated_test_image_is_named_when_training_starts(tmp_path):

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from utils.common.errors import DataError, preview
+from utils.data import heif  # noqa: F401  (registers PIL's HEIC/HEIF opener for every image reader)
 
 log = logging.getLogger(__name__)
 

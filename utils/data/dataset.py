@@ -9,20 +9,20 @@ uint8 cache is built (utils/data/cache.py), which reports undecodable files the 
 """
 import logging
 import os
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from utils.data.bands import band_problems, check_tiff_header, is_tiff
+from utils.data.bands import band_problems
 from utils.common.errors import DataError, preview, report_problems
 from utils.common.text import read_csv, read_lines, read_text
+from utils.data.image_files import (IMAGE_EXTS, ImageFolder, check_complete, check_header,  # noqa: F401
+                                    index_folder, name_key)
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 # Images this large are almost always a mistake or an attack; PIL warns then errors.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
 
@@ -44,13 +44,6 @@ class DataSpec:
     test_images: str = "test"
     test_names: list = field(default_factory=list)
     test_files: list = field(default_factory=list)
-
-
-def name_key(name):
-    """An image name as a person sees it: Unicode NFC. macOS writes file names decomposed
-    (NFD, 'e' + combining accent) while a CSV typed elsewhere holds them composed (NFC);
-    every match of an image name against a file or another list goes through this."""
-    return unicodedata.normalize("NFC", name)
 
 
 def split_tags(s):
@@ -80,6 +73,34 @@ def joined_tags(tags, known=()):
     return None
 
 
+def case_variants(tags, known=()):
+    """Problem strings for tags that differ only in case ('red', 'Red', 'RED'), one per group.
+
+    tags: per row, the list of `split_tags`; known: labels.txt's labels (spellings it lists are
+    meant as labels of their own). Each names the spellings with their rows (train.csv row
+    numbers) and what to do: every spelling would otherwise train as a label of its own.
+    """
+    rows = {}
+    for i, ts in enumerate(tags):
+        for t in ts:
+            rows.setdefault(t, []).append(i + 2)
+    groups = {}
+    for t in sorted(rows):
+        groups.setdefault(t.casefold(), []).append(t)
+    out = []
+    for spellings in groups.values():
+        if len(spellings) < 2 or all(t in known for t in spellings):
+            continue
+        main = max(spellings, key=lambda t: len(rows[t]))
+        where = "; ".join(f"{t!r} in row {rows[t][0]}" if len(rows[t]) == 1 else
+                          f"{t!r} in {len(rows[t])} rows ({', '.join(map(str, rows[t][:3]))}"
+                          f"{', ...' if len(rows[t]) > 3 else ''})" for t in spellings)
+        out.append(f"train.csv: tags that differ only in case would train as {len(spellings)} labels: {where}; "
+                   f"write one spelling in every row (e.g. {main!r}), or list each spelling in labels.txt if "
+                   f"they are different labels")
+    return out
+
+
 def read_tags_csv(path, need_tags=True):
     """Read an image_name,tags CSV; return the DataFrame (strings, no NaN).
 
@@ -104,124 +125,25 @@ def read_tags_csv(path, need_tags=True):
     return df
 
 
-def index_folder(folder):
-    """Map file names in `folder` to Paths: by name and by stem (image files only), both keyed
-    by `name_key` (NFC).
-
-    Returns (by_name, by_stem); a stem shared by several files maps to None (ambiguous).
-    Raises DataError naming both files when two names are equal after normalisation.
-    """
-    by_name, by_stem = {}, {}
-    with os.scandir(folder) as it:
-        for e in it:
-            if not e.is_file():
-                continue
-            key = name_key(e.name)
-            if key in by_name:
-                raise DataError(f"{folder}: files {by_name[key].name!r} and {e.name!r} have the same name once "
-                                f"Unicode-normalised (NFC; they differ only in how accents are encoded); "
-                                f"rename or remove one of them")
-            stem, ext = os.path.splitext(key)
-            by_name[key] = Path(e.path)
-            if ext.lower() in IMAGE_EXTS:
-                by_stem[stem] = None if stem in by_stem else Path(e.path)
-    return by_name, by_stem
-
-
-def resolve_file(name, by_name, by_stem):
-    """The file for an image_name with or without extension (matched by `name_key`), or None."""
-    name = name_key(name)
-    if name in by_name:
-        return by_name[name]
-    stem, ext = os.path.splitext(name)
-    if ext.lower() in IMAGE_EXTS:  # a name like 'a.jpg' whose file is 'a.png'
-        return by_stem.get(stem)
-    return by_stem.get(name)
-
-
-def files_by_stem(by_name):
-    """stem -> sorted file names (image files only) of an index_folder by_name map."""
-    out = {}
-    for n in sorted(by_name):
-        stem, ext = os.path.splitext(n)
-        if ext.lower() in IMAGE_EXTS:
-            out.setdefault(stem, []).append(n)
-    return out
-
-
-def missing_file(name, folder, same_stem):
-    """Why image_name `name` has no file in `folder`: none at all, or several candidates
-    (same stem, other extensions; same_stem from files_by_stem) that it does not tell apart."""
-    stem, ext = os.path.splitext(name_key(name))
-    cands = same_stem.get(stem if ext.lower() in IMAGE_EXTS else name, [])
-    if len(cands) > 1:
-        return (f"{len(cands)} candidate files for {name!r} in {folder}: {', '.join(cands)}; keep one of them, or "
-                f"write the extension in image_name (e.g. {cands[0]})")
-    return f"no image file for {name!r} in {folder}"
-
-
-def check_header(path):
-    """Open an image's header only (no pixel decode). Returns a problem string or None."""
-    try:
-        if os.path.getsize(path) == 0:
-            return f"{path}: empty file"
-        if is_tiff(path):  # PIL cannot open many multi-band or 16-bit TIFFs; tifffile reads them
-            return check_tiff_header(path)
-        with Image.open(path) as im:
-            w, h = im.size
-        if w == 0 or h == 0:
-            return f"{path}: image has zero size"
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        return f"{path}: not a readable image ({type(e).__name__}: {e})"
-    return None
-
-
-# What a complete file of each format ends with (after any zero/whitespace padding): a
-# file cut short by an interrupted copy or download lacks it. Other formats: not checked.
-_ENDINGS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",), "GIF": (b";",)}
-
-
-def check_tail(path):
-    """A cheap completeness check (the header and the last bytes, no pixel decode).
-
-    Returns a problem string for a file whose header is unreadable or whose format's end
-    marker (JPEG EOI, PNG IEND, GIF trailer) is missing, i.e. a truncated file; else None.
-    """
-    problem = check_header(path)
-    if problem or is_tiff(path):  # a TIFF has no end marker (and PIL cannot open many)
-        return problem
-    try:
-        with Image.open(path) as im:
-            fmt = im.format
-        ends = _ENDINGS.get(fmt)
-        if not ends:
-            return None
-        with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - 4096))
-            tail = f.read().rstrip(b"\x00 \r\n\t")
-    except OSError as e:
-        return f"{path}: cannot read ({e})"
-    if not tail.endswith(ends):
-        return f"{path}: truncated {fmt} (the file ends before its end marker)"
-    return None
-
-
 def check_test_images(spec):
-    """Problems of the test images found by check_tail (header and end marker of each file)."""
-    return [p for p in map(check_tail, (f for f in spec.test_files if f is not None)) if p]
+    """Problems of the test images found by check_complete (header, and a full decode of a file
+    whose end marker is missing)."""
+    return [p for p in map(check_complete, (f for f in spec.test_files if f is not None)) if p]
 
 
 def check_rows(spec, rows, channels=None):
     """Problems of the training images at `rows` (indices into spec.names) only: a missing
-    file, an unreadable or truncated one (check_tail), too few bands for `channels`
-    (band_problems). For a dataset loaded without checking its training images (predict.py
-    predicting one fold's validation images). Returns problem strings naming train.csv rows."""
-    problems, folder = [], spec.root / spec.images
+    file (and what is there instead), an unreadable or truncated one (check_complete), too few
+    bands for `channels` (band_problems). For a dataset loaded without checking its training
+    images (predict.py predicting one fold's validation images). Returns problem strings
+    naming train.csv rows."""
+    problems, folder = [], None
     for i in rows:
         f = spec.files[i]
         if f is None:
-            problems.append(f"train.csv row {i + 2}: no image file for {spec.names[i]!r} in {folder}")
-        elif p := check_tail(f):
+            folder = folder or ImageFolder(spec.root / spec.images)
+            problems.append(f"train.csv row {i + 2}: {folder.why_missing(spec.names[i])}")
+        elif p := check_complete(f):
             problems.append(f"train.csv row {i + 2}: {p}")
     if channels and not problems:
         bad, notes = band_problems([spec.files[i] for i in rows], channels, "train.csv")
@@ -244,21 +166,20 @@ def read_labels_txt(path):
 
 def _match_files(names, folder, csv_name, problems, check=check_header, report=True):
     """Resolve image names to files in `folder` (None where there is none), appending problems
-    (row numbers 1-based + header); check: the per-file check (check_header, check_tail; None:
-    the files are only looked up); report=False: no problem about these files is added."""
+    (row numbers 1-based + header); check: the per-file check (check_header, check_complete;
+    None: the files are only looked up); report=False: no problem about these files is added."""
     if not folder.is_dir():
         if report:
             problems.append(f"{folder}: image folder not found")
         return [None] * len(names)
-    by_name, by_stem = index_folder(folder)
-    files, same_stem = [], None
+    index = ImageFolder(folder)
+    files = []
     for i, name in enumerate(names):
-        f = resolve_file(name, by_name, by_stem)
+        f = index.resolve(name)
         if not report:
             pass
         elif f is None:
-            same_stem = same_stem or files_by_stem(by_name)
-            problems.append(f"{csv_name} row {i + 2}: " + missing_file(name, folder, same_stem))
+            problems.append(f"{csv_name} row {i + 2}: " + index.why_missing(name))
         elif check and (p := check(f)):
             problems.append(f"{csv_name} row {i + 2}: {p}")
         files.append(f)
@@ -281,8 +202,8 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
 
     root: data directory; images: train image folder name (variant);
     test_images: folder of images to predict; check: open every image header, and check
-    that each training image ends with its format's end marker (`check_tail`: a truncated
-    PNG or JPEG whose header still reads is refused now, not when the cache is built);
+    that each training image is complete (`check_complete`: a truncated PNG or JPEG whose
+    header still reads is refused now, not when the cache is built);
     need_test: a missing test set is a problem (predict.py); channels: the bands a model
     takes (--channels): images with fewer are problems, images whose band count differs
     from the rest are logged (utils.data.bands.band_problems); None: band counts unchecked.
@@ -310,18 +231,22 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
     if labels_file.is_file():
         labels = read_labels_txt(labels_file)
         known = set(labels)
+        folded = {label.casefold(): label for label in labels}
         for i, ts in enumerate(tags):
             bad = [t for t in ts if t not in known]
             if bad:
-                problems.append(f"train.csv row {i + 2}: tag(s) {bad} not in labels.txt")
+                hint = [f"{t!r} is {folded[t.casefold()]!r}" for t in bad if t.casefold() in folded]
+                problems.append(f"train.csv row {i + 2}: tag(s) {bad} not in labels.txt" +
+                                (f" (only their case differs: {', '.join(hint)}?)" if hint else ""))
     else:
         labels = present
     if joined := joined_tags(tags, set(labels) if labels_file.is_file() else ()):
         problems.append(joined)
+    problems += case_variants(tags, set(labels) if labels_file.is_file() else ())
     if not labels:
         problems.append("train.csv: no tags at all; a multi-label dataset needs at least one tag")
 
-    files = _match_files(names, root / images, "train.csv", problems, check_tail if check else None,
+    files = _match_files(names, root / images, "train.csv", problems, check_complete if check else None,
                          report="train" in splits)
     test_check = check_header if check and not warn_test else None
 

@@ -115,6 +115,6 @@ def name_problems(folds, names):
     if added:
         out.append(f"{len(added)} image(s) of train.csv are not in it (added since): {preview(added)}")
     if removed:
-        out.append(f"{len(removed)} image(s) in it are not in train.csv (removed since, or misspelt): "
+        out.append(f"{len(removed)} image(s) in it are no longer in train.csv (removed since, or misspelt): "
                    f"{preview(removed)}")
     return out
