@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from utils.common.errors import DataError
-from utils.runs.budget import (MARGIN, Facts, Measured, Speed, finish_seconds, format_duration, make_plan, member_cost,
+from utils.runs.budget import (MARGIN, Facts, Measured, Speed, format_duration, make_plan, plan_jobs,
                                minimum_seconds, parse_duration, round_up_budget, speed_key)
 from utils.runs.budget_replan import complete_members, corrections, expected, extend, replan
 from utils.runs.budget_presets import PRESETS, candidates, more_seeds
@@ -24,7 +24,8 @@ def measured(slow=1.0):
             scale = (128 / size) ** 2
             speeds[speed_key(arch, size, 32)] = Speed(ips * scale / slow, 4 * ips * scale / slow)
     return Measured(speeds, start_s=3.0, probe_s=10.0, decode_ips={"64": 400.0 / slow, "128": 200.0 / slow},
-                    fit_s={"tf_efficientnet_lite0": 2e-5 * slow}, stack_s=5e-6 * slow)
+                    fit_s={"tf_efficientnet_lite0": 2e-5 * slow},
+                    stack_s={"final": (0.01 * slow, 2e-5 * slow), "interim": (0.002 * slow, 4e-6 * slow)})
 
 
 def preset(name="balanced", **kw):
@@ -184,8 +185,7 @@ def test_members_grow_to_the_costliest_size_and_epochs_that_fit():
         for s in (64, 128):
             for e in p.epochs:
                 grown = [m.scaled(s, e) if m.kind == "train" else m for m in plan.members]
-                cost = (sum(member_cost(m, measured(), FACTS, p.tta) for m in grown)
-                        + finish_seconds(len(grown), len(p.stack_methods), FACTS, measured()))
+                cost = sum(j.predicted_s for j in plan_jobs(grown, measured(), FACTS, p))
                 if s * s * e > size * size * epochs:
                     assert cost > budget * (1 - MARGIN), (budget, s, e)
 
@@ -315,7 +315,7 @@ def test_every_term_grows_with_the_data_where_the_work_does():
     assert all(more_images[k] > 2 * base[k] for k in kinds)          # every kind's work scales with the images
     fit = 2e-5 * FACTS.n_train * (FACTS.folds_k - 1) / FACTS.folds_k * FACTS.n_labels * FACTS.folds_k
     assert more_labels["probe"] - base["probe"] == pytest.approx(4 * fit)   # a logistic fit per label
-    assert more_labels["stack"] == pytest.approx(5 * base["stack"])  # every method works per label
+    assert more_labels["stack"] == pytest.approx(5 * base["stack"])  # every method works label by label
     assert more_labels["train"] == pytest.approx(base["train"])      # a network's step does not
     assert more_test["predict"] > base["predict"] and more_test["train"] == pytest.approx(base["train"])
 

@@ -26,4 +26,5 @@ def test_rates_are_measured_and_finite(tmp_path):
     assert 0 < decode_rate(files, 24) < math.inf
     assert decode_rate([], 24) == math.inf
     assert 0 < probe_fit_rate(300, 32, 4) < math.inf
-    assert 0 < stack_rate(200, 4, 3, ["best", "mean"]) < math.inf
+    per_label, per_image = stack_rate(500, 4, 3, ["best", "mean", "lr"])
+    assert per_label >= 0 and per_image >= 0 and 0 < per_label + 300 * per_image < math.inf

@@ -89,7 +89,8 @@ class Measured:
     probe_s: how long the measurement took; decode_ips: {size (str): images/s decoding this
     dataset's files into the cache}; cached: the caches already on disk ('train@64',
     'test@64'); fit_s: {arch: seconds per training image x label of one fold of its linear
-    probe's fit}; stack_s: stack.py's seconds per method x member x image x label
+    probe's fit}; stack_s: {'final' | 'interim': [stack.py's seconds per member x label,
+    seconds per member x label x image]} for the plan's and the interim stack's methods
     (utils/runs/budget_rates.py measures the last three)."""
     speeds: dict
     start_s: float
@@ -98,7 +99,7 @@ class Measured:
     decode_ips: dict = field(default_factory=dict)
     cached: list = field(default_factory=list)
     fit_s: dict = field(default_factory=dict)
-    stack_s: float = 0.0
+    stack_s: dict = field(default_factory=dict)
 
     @property
     def job_start_s(self):
@@ -111,13 +112,14 @@ class Measured:
     def to_json(self):
         return {"speeds": {k: asdict(v) for k, v in self.speeds.items()}, "start_s": self.start_s,
                 "probe_s": self.probe_s, "device": self.device, "decode_ips": dict(self.decode_ips),
-                "cached": list(self.cached), "fit_s": dict(self.fit_s), "stack_s": self.stack_s}
+                "cached": list(self.cached), "fit_s": dict(self.fit_s),
+                "stack_s": {k: list(v) for k, v in self.stack_s.items()}}
 
     @classmethod
     def from_json(cls, d):
         return cls({k: Speed(**v) for k, v in d["speeds"].items()}, d["start_s"], d["probe_s"], d.get("device", "cpu"),
                    dict(d.get("decode_ips", {})), list(d.get("cached", [])), dict(d.get("fit_s", {})),
-                   float(d.get("stack_s", 0.0)))
+                   {k: tuple(v) for k, v in dict(d.get("stack_s") or {}).items()})
 
 
 def speed_key(arch, size, bs):
@@ -186,14 +188,9 @@ def member_jobs(m, measured, facts, tta, decoded=None):
 def interim_stack(member_id, n_members, facts, measured):
     """The stack of the members finished so far, run once member `member_id` has finished (a
     submission at every step): stack.py with the cheap methods only (INTERIM_METHODS)."""
-    cost = stack_cost(n_members, len(INTERIM_METHODS), facts, measured)
+    cost = stack_cost(n_members, "interim", facts, measured)
     return Job(f"stack:{member_id}", "stack", None, "stack.py", flags=["--method", *INTERIM_METHODS],
                predicted_s=cost.total, fixed_s=cost.fixed, after=member_id)
-
-
-def finish_seconds(n_members, n_methods, facts, measured):
-    """The final stack and the report."""
-    return stack_cost(n_members, n_methods, facts, measured).total + report_cost(n_members, measured).total
 
 
 def member_flags(m, facts):
@@ -281,7 +278,7 @@ def plan_jobs(members, measured, facts, preset):
 
 def finish_jobs(n_members, facts, measured, preset):
     """The final stack (the preset's methods) and the report, for n_members members."""
-    stack, report = stack_cost(n_members, len(preset.stack_methods), facts, measured), report_cost(n_members, measured)
+    stack, report = stack_cost(n_members, "final", facts, measured), report_cost(n_members, measured)
     return [Job("stack", "stack", None, "stack.py", predicted_s=stack.total, fixed_s=stack.fixed),
             Job("report", "report", None, "report", predicted_s=report.total, fixed_s=report.fixed)]
 

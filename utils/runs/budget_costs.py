@@ -9,7 +9,7 @@ the rest):
     train    epochs x (fold's training images / train images/s + its validation images / predict images/s)
     predict  (training images + K x test images) x TTA views / predict images/s
     probe    (training + test images) x views / predict images/s  +  fit s/(image x label) x fold images x L x K
-    stack    s/(method x member x image x label) x methods x members x training images x L
+    stack    members x L x (s per member and label + s/image x training images), per set of methods
     report   one start-up + figures per member
 
 Pure functions: no file is read, nothing is timed. Corrections per kind of job (actual /
@@ -79,9 +79,11 @@ def probe_cost(m, speed, facts, measured, decoded):
     return Cost(measured.job_start_s + decode_seconds(facts, measured, need, decoded), extract + fit)
 
 
-def stack_cost(n_members, n_methods, facts, measured):
-    """stack.py: members x methods x images x labels at the measured rate."""
-    work = measured.stack_s * n_methods * max(1, n_members) * facts.n_train * facts.n_labels
+def stack_cost(n_members, which, facts, measured):
+    """stack.py with the final methods (which='final') or INTERIM_METHODS ('interim'): members x
+    labels x (a cost per member and label + a rate x training images), as measured."""
+    per_label, per_image = measured.stack_s.get(which, (0.0, 0.0))
+    work = max(1, n_members) * facts.n_labels * (per_label + per_image * facts.n_train)
     return Cost(measured.job_start_s, work)
 
 

@@ -9,8 +9,8 @@ this module measures the rest, each in a few seconds:
 - `probe_fit_rate`: seconds per training image x label of one fold of the linear probe's
   logistic regression (utils.analysis.probe.fit_predict, timed on a subsample of the fold's
   size with the real feature width and the real label count's prevalences, then scaled);
-- `stack_rate`: seconds per method x member x image x label of stack.py's cross-fitting
-  (utils.stack.evaluation.evaluate on a library of two members of this dataset's shape).
+- `stack_rate`: stack.py's cross-fitting per member x label, a cost of its own plus a rate per
+  image (utils.stack.evaluation.evaluate on libraries of two members at two sizes).
 
 Nothing here is tuned to any dataset: a rate measured on a subsample is scaled by the
 sizes of the work it stands for, and the planner corrects it per kind of job once jobs of
@@ -22,9 +22,10 @@ import numpy as np
 
 from utils.data.cache import decode_image, default_workers
 
-FIT_ROWS = 1200      # at most this many training rows time the probe's fit
-FIT_LABELS = 8       # ... and at most this many labels (the fit is per label, so it scales by L)
-STACK_ROWS = 400     # at most this many images time stack.py's methods
+FIT_ROWS = 800       # at most this many training rows time the probe's fit
+FIT_LABELS = 4       # ... and at most this many labels (the fit is per label, so it scales by L)
+STACK_ROWS = (120, 360)   # stack.py's methods are timed at these numbers of images (at most n_train) ...
+STACK_LABELS = 3     # ... and this many labels (every method works label by label, so it scales by L)
 DECODE_FILES = 16    # real files decoded to time the cache
 
 
@@ -73,20 +74,29 @@ def probe_fit_rate(n_fold_train, n_features, n_labels, C=1.0):
 
 
 def stack_rate(n_train, n_labels, folds_k, methods, seed=0):
-    """Seconds per method x member x image x label of stack.py's cross-fitting: the methods
-    (stack.py --method names) and each member's own score on a library of two members with
-    min(n_train, STACK_ROWS) images, n_labels labels and folds_k folds (OOF probabilities
-    that carry the truth plus noise, as a trained model's do)."""
+    """stack.py's cost per member x label as (seconds, seconds per image): the methods
+    (stack.py --method names, cross-fitted over folds_k folds) and each member's own score,
+    timed on libraries of two members with STACK_LABELS labels at two numbers of images (the
+    per-label fits have a cost of their own besides the one that grows with the images, so one
+    size cannot tell the two apart). OOF probabilities carry the truth plus noise, as a
+    trained model's do."""
     from utils.stack.evaluation import evaluate, member_scores
     from utils.stack.library import Library
 
     rng = np.random.default_rng(seed)
-    n = max(4 * folds_k, min(n_train, STACK_ROWS))
-    y = (rng.random((n, n_labels)) < np.linspace(0.03, 0.5, n_labels)).astype(np.uint8)
-    y[: 2 * folds_k] = 1  # every label has positives in every fold
-    oof = np.clip(y.T[:, None, :] * 0.5 + rng.random((n_labels, 2, n)) * 0.6, 0, 1)
-    lib = Library.from_arrays(oof, y, np.arange(n) % folds_k)
-    t0 = time.perf_counter()
-    member_scores(lib)
-    evaluate(lib, list(methods), seed=seed)
-    return (time.perf_counter() - t0) / (max(1, len(methods)) * 2 * n * n_labels)
+    labels = max(1, min(n_labels, STACK_LABELS))
+    sizes = sorted({max(6 * folds_k, min(n_train, n)) for n in STACK_ROWS})
+    times = []
+    for n in sizes:
+        y = (rng.random((n, labels)) < np.linspace(0.05, 0.5, labels)).astype(np.uint8)
+        y[: 2 * folds_k] = 1  # every label has positives in every fold
+        oof = np.clip(y.T[:, None, :] * 0.5 + rng.random((labels, 2, n)) * 0.6, 0, 1)
+        lib = Library.from_arrays(oof, y, np.arange(n) % folds_k)
+        t0 = time.perf_counter()
+        member_scores(lib)
+        evaluate(lib, list(methods), seed=seed)
+        times.append((time.perf_counter() - t0) / (2 * labels))
+    if len(sizes) == 1:
+        return 0.0, times[0] / sizes[0]
+    per_image = max(0.0, (times[1] - times[0]) / (sizes[1] - sizes[0]))
+    return max(0.0, times[0] - per_image * sizes[0]), per_image

@@ -150,8 +150,7 @@ def addition_cost(jobs, new, facts, measured, preset, factor):
     """Seconds that jobs `new` (one member's) add to the plan at the speeds measured: their own,
     and what one more member adds to the final stack and the report."""
     n = len({j.member for j in jobs if j.member is not None and j.state != "dropped"})
-    more = (stack_cost(n + 1, len(preset.stack_methods), facts, measured).total
-            - stack_cost(n, len(preset.stack_methods), facts, measured).total)
+    more = stack_cost(n + 1, "final", facts, measured).total - stack_cost(n, "final", facts, measured).total
     report = report_cost(n + 1, measured).total - report_cost(n, measured).total
     return sum(expected(j, factor) for j in new) + more * factor["stack"] + report * factor["report"]
 

@@ -89,10 +89,8 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     cands = budget_candidates(args, preset, facts)
     configs = probe_configs(cands)
     check_cells([Cell(m.arch, 0, m.seed, member_flags(m, facts), "check") for m in cands if m.kind == "train"])
-    print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)
-    measured = measure(configs, facts.n_labels,
-                       stop=lambda m: time.perf_counter() - t0 + 3 * m.job_start_s / (1 - MARGIN) > budget_s)
-    measure_rates(measured, args, facts, cands, preset, sorted({size for _, size, _ in configs}))
+    measured = measure_all(args, facts, cands, preset, configs,
+                           stop=lambda m: time.perf_counter() - t0 + 3 * m.job_start_s / (1 - MARGIN) > budget_s)
     cands = [m for m in cands if speed_key(m.arch, m.size, m.bs) in measured.speeds]
     spent = time.perf_counter() - t0
     plan = make_plan(cands, measured, facts, budget_s - spent, preset)
@@ -105,28 +103,68 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     return plan, measured
 
 
+def measure_all(args, facts, cands, preset, configs, stop):
+    """The networks' speeds (utils/runs/budget_probe.py) and this dataset's rates (measure_rates),
+    or the same measurement of this machine and dataset made within the last day
+    (utils/runs/budget_memo.py: a dry run, then the run). Which caches exist is looked up anew."""
+    from utils.common.cli import pick_device
+    from utils.data.cache import default_cache_dir
+    from utils.runs.budget_memo import memo_key, recall, remember
+
+    cache_dir = flag_value(args.train_flags, "--cache-dir") or default_cache_dir(args.data)
+    probe_archs = [m.arch for m in cands if m.kind == "probe"]
+    key = memo_key(args.spec, str(pick_device("auto")), configs, probe_archs, preset.stack_methods, facts.folds_k,
+                   facts.n_labels)
+    measured, age = recall(cache_dir, key)
+    if measured is not None:
+        print(f"reusing the speeds and rates measured on this machine and this data {format_duration(age)} ago "
+              f"({cache_dir}); delete {cache_dir}/budget-measured.json to measure again", flush=True)
+        measured.probe_s, measured.cached = 0.0, cached_caches(args, sorted({s for _, s, _ in configs}), cache_dir)
+        return measured
+    print(f"measuring the speed of {len(cands)} candidate(s) on this device ...", flush=True)
+    measured = measure(configs, facts.n_labels, stop=stop)
+    speeds_s = measured.probe_s
+    measure_rates(measured, args, facts, cands, preset, sorted({size for _, size, _ in configs}))
+    print(f"measured in {format_duration(measured.probe_s)}: the networks' speeds {format_duration(speeds_s)}, "
+          f"decoding, the probe's fits and stack.py on this data {format_duration(measured.probe_s - speeds_s)}",
+          flush=True)
+    if len(measured.speeds) == len(set(configs)):  # a probe cut short by a small budget is not kept
+        remember(cache_dir, key, measured)
+    return measured
+
+
+def cached_caches(args, sizes, cache_dir):
+    """The image caches of the dataset already on disk, as 'train@64', 'test@64'."""
+    from utils.data.cache import is_cached
+
+    spec, out = args.spec, []
+    for size in sizes:
+        for split, files, desc in (("train", spec.files, spec.images), ("test", spec.test_files, spec.test_images)):
+            if is_cached(files, size, cache_dir, desc=desc):
+                out.append(f"{split}@{size}")
+    return out
+
+
 def measure_rates(measured, args, facts, cands, preset, sizes):
     """The data-dependent rates (utils/runs/budget_rates.py) into `measured`: decoding this
     dataset's images at each size, which caches exist already, each probe architecture's
     logistic fit on features of its width, and stack.py's methods on a library of this
     dataset's shape. Records how long it took in measured.probe_s."""
     from utils.analysis.probe import feature_model
-    from utils.data.cache import default_cache_dir, is_cached
+    from utils.data.cache import default_cache_dir
     from utils.runs.budget_rates import decode_rate, probe_fit_rate, stack_rate
 
     t0, spec = time.perf_counter(), args.spec
     cache_dir = flag_value(args.train_flags, "--cache-dir") or default_cache_dir(args.data)
     for size in sizes:
         measured.decode_ips[str(size)] = decode_rate(spec.files, size)
-        for split, files, desc in (("train", spec.files, spec.images), ("test", spec.test_files, spec.test_images)):
-            if is_cached(files, size, cache_dir, desc=desc):
-                measured.cached.append(f"{split}@{size}")
+    measured.cached = cached_caches(args, sizes, cache_dir)
     fold_rows = facts.n_train * (facts.folds_k - 1) // facts.folds_k
     for arch in dict.fromkeys(m.arch for m in cands if m.kind == "probe"):
         width = feature_model(arch, pretrained=False)(torch.zeros(1, 3, 32, 32)).shape[1]
         measured.fit_s[arch] = probe_fit_rate(fold_rows, width, facts.n_labels)
-    measured.stack_s = stack_rate(facts.n_train, facts.n_labels, facts.folds_k,
-                                  sorted({*preset.stack_methods, *INTERIM_METHODS}))
+    measured.stack_s = {"final": stack_rate(facts.n_train, facts.n_labels, facts.folds_k, preset.stack_methods),
+                        "interim": stack_rate(facts.n_train, facts.n_labels, facts.folds_k, INTERIM_METHODS)}
     measured.probe_s += time.perf_counter() - t0
 
 
