@@ -101,7 +101,9 @@ def get_args_parser():
     g = p.add_argument_group("budget", "a whole competition within a time budget (README \"A whole competition "
                              "in one command\")")
     g.add_argument("--budget", default=None, metavar="DURATION",
-                   help="plan the grid to end within this wall time, e.g. 45s, 4m, 90m, 2h, 1d (default: off)")
+                   help="plan the grid to end within this wall time, e.g. 45s, 4m, 90m, 2h, 1d; +DURATION (e.g. "
+                        "+30m) adds time to the plan already in --out: finished runs are kept, the plan grows into "
+                        "the time and a new submission is made (default: off)")
     g.add_argument("--preset", default="balanced", choices=sorted(PRESETS),
                    help="with --budget: fast (fewer, smaller models), balanced, best (more folds, seeds and "
                         "members) (default: balanced)")
@@ -370,15 +372,26 @@ def budget_plan(args):
     and planned here (DataError naming the minimum budget when nothing fits). Printed."""
     from utils.runs.budget_presets import evidence_for
     from utils.runs.budget_setup import budget_setup, measure_and_plan
-    from utils.runs.plan_file import PLAN_FILE, check_same_command, new_plan, plan_table, read_plan
+    from utils.runs.budget import format_duration
+    from utils.runs.plan_file import PLAN_FILE, add_time, check_same_command, new_plan, plan_table, read_plan
 
     budget_s, preset, facts, command = budget_setup(args)
     command["rules"] = rule_flags(args)
     plan_path = Path(args.out) / PLAN_FILE
     plan = read_plan(plan_path)
+    if plan is None and args.budget_added:
+        raise DataError(f"--budget {args.budget}: adds time to the plan in --out, and {plan_path} does not exist; "
+                        f"pass --budget {args.budget.strip()[1:]} to plan anew (or the --out that holds the plan)")
     if plan is not None:
+        if args.budget_added:
+            command["budget"] = plan["command"].get("budget")
         check_same_command(plan, command, plan_path)
-        print(f"continuing {plan_path}: {plan['used_s']:.0f} s of the {budget_s:.0f} s used by earlier attempts")
+        if args.budget_added:
+            add_time(plan, args.budget_added)
+            print(f"added {format_duration(args.budget_added)} to {plan_path}: a budget of "
+                  f"{format_duration(plan['budget_s'])} in all; finished runs are kept, the plan grows into the time")
+        print(f"continuing {plan_path}: {plan['used_s']:.0f} s of the {plan['budget_s']:.0f} s used by earlier "
+              "attempts")
     else:
         made, measured = measure_and_plan(args, budget_s, preset, facts,
                                           lambda cells: check_cells(cells, args.data, args.out), T0)
@@ -386,7 +399,7 @@ def budget_plan(args):
                         made.candidates)
         print(f"preset {preset.name}; TTA {preset.tta}; stack methods {' '.join(preset.stack_methods)}; evidence:")
         print("\n".join(f"  {k}: {v}" for k, v in evidence_for(preset, facts.folds_k).items()))
-    print("\n".join(plan_table(plan["jobs"], budget_s, plan["used_s"])), flush=True)
+    print("\n".join(plan_table(plan["jobs"], plan["budget_s"], plan["used_s"])), flush=True)
     return plan, plan_path
 
 
