@@ -262,7 +262,7 @@ def test_extend_brings_back_dropped_members_and_keeps_their_finished_runs():
     finished = [j.id for j in jobs if j.state == "finished"]
     assert extend(jobs, c, measured(), FACTS, p, left) == []              # still no room: they stay out
     changes = extend(jobs, c, measured(), FACTS, p, 10 ** 5)              # room again
-    assert [m for h, m, _ in changes if h == "back"] == dropped
+    assert sorted(m for h, m, _ in changes if h == "back") == sorted(dropped)
     assert all(j.state == "planned" and not j.why for j in jobs if j.member in dropped and j.id not in finished)
     assert [j.id for j in jobs if j.state == "finished"] == finished
     keys = [(j.arch, j.seed, j.size) for j in jobs if j.kind == "train" and j.fold == 0]
@@ -434,3 +434,37 @@ def test_added_time_reruns_the_final_stack_and_keeps_finished_runs():
     assert all(j.state == "finished" for j in plan_["jobs"] if j.member is not None)
     changes = extend(plan_["jobs"], made.candidates, measured(), FACTS, p, 400)
     assert changes and all(h in ("new", "larger") for h, _, _ in changes)
+
+
+def test_the_rung_trains_every_models_first_fold_first_and_promotion_orders_the_rest_by_f2():
+    from utils.runs.budget_replan import promote, rung_ready
+    p = preset()
+    plan_ = make_plan(cands(p), measured(), FACTS, 10 ** 6, p)
+    jobs = plan_.jobs
+    trained = [m.id for m in plan_.trained]
+    assert len(trained) == 2
+    kinds = [(j.kind, j.fold) for j in jobs]
+    first_other_fold = next(i for i, (k, f) in enumerate(kinds) if k == "train" and f != 0)
+    rung = [i for i, (k, f) in enumerate(kinds) if k == "train" and f == 0]
+    assert len(rung) == 2 and max(rung) < first_other_fold          # every first fold before any other fold
+    assert not rung_ready(jobs)
+    for j in jobs:
+        if j.kind in ("probe",) or (j.kind == "train" and j.fold == 0):
+            j.state, j.actual_s = "finished", j.predicted_s
+    assert rung_ready(jobs)
+    before = [j.id for j in jobs]
+    order = promote(jobs, {trained[0]: 0.70, trained[1]: 0.80})      # the second did better on this data
+    assert order == [trained[1], trained[0]]
+    assert sorted(j.id for j in jobs) == sorted(before)              # the same jobs, reordered
+    open_members = list(dict.fromkeys(j.member for j in jobs if j.state == "planned" and j.member))
+    assert open_members == [trained[1], trained[0]]
+    assert [j.kind for j in jobs[-2:]] == ["stack", "report"]
+    for m in trained:                                                # each member's jobs stay in their order
+        folds = [j.fold for j in jobs if j.member == m and j.kind == "train"]
+        assert folds == sorted(folds)
+        interim = [jobs.index(j) for j in jobs if j.after == m]
+        assert all(i > max(jobs.index(j) for j in jobs if j.member == m) for i in interim)
+    # short of time, replan now drops the weaker one first
+    left = sum(j.predicted_s for j in jobs if j.state == "planned" and j.member != trained[0]
+               and j.after != trained[0]) / (1 - MARGIN) + 1
+    assert replan(jobs, left) == [trained[0]]

@@ -23,6 +23,7 @@ from utils.runs.cluster import run_name
 
 MARGIN = 0.15            # the plan fills (1 - MARGIN) of the time left; the rest absorbs estimation error
 STARTS_PER_JOB = 2       # interpreters a job starts: the executor's worker, then the script
+RUNG_FOLD = 0            # the fold every trained member trains first: the rung that orders the rest
 MEASURE_WHY = "kept to measure"  # why a member that would be dropped runs one fold first (keep_one_to_measure)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 KINDS = ("probe", "train", "predict", "stack", "report")
@@ -267,12 +268,20 @@ def growth_options(members, measured, epochs):
 def plan_jobs(members, measured, facts, preset):
     """Every member's jobs in order, each member but the last followed by the stack of the
     members so far (interim_stack: a submission at every step), then the final stack and the
-    report. Each image cache is costed once, in the first job that decodes it."""
-    jobs, decoded = [], set()
+    report. The first fold of every trained member (RUNG_FOLD) comes first, after the probes:
+    that rung measures each on this data, and utils.runs.budget_replan.promote then orders
+    the remaining folds by its validation F2 (successive halving). Each image cache is costed
+    once, in the first job that decodes it."""
+    jobs, decoded, rung = [], set(), []
+    blocks = []
     for i, m in enumerate(members):
-        jobs += member_jobs(m, measured, facts, preset.tta, decoded)
-        if i < len(members) - 1:
-            jobs.append(interim_stack(m.id, i + 1, facts, measured))
+        own = member_jobs(m, measured, facts, preset.tta, decoded)
+        if m.kind == "train":
+            rung.append(own.pop(0))
+        blocks.append(own + ([interim_stack(m.id, i + 1, facts, measured)] if i < len(members) - 1 else []))
+    probes = [b for b, m in zip(blocks, members) if m.kind != "train"]
+    trained = [b for b, m in zip(blocks, members) if m.kind == "train"]
+    jobs = [j for b in probes for j in b] + rung + [j for b in trained for j in b]
     return jobs + finish_jobs(len(members), facts, measured, preset)
 
 

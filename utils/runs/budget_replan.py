@@ -10,7 +10,8 @@ does. Pure functions of the jobs (utils.runs.budget.Job), changed in place.
 """
 from dataclasses import replace
 
-from utils.runs.budget import (KINDS, MARGIN, MEASURE_WHY, finish_jobs, format_duration, member_jobs, speed_key)
+from utils.runs.budget import (KINDS, MARGIN, MEASURE_WHY, RUNG_FOLD, finish_jobs, format_duration, member_jobs,
+                               speed_key)
 from utils.runs.budget_costs import report_cost, stack_cost
 
 
@@ -91,6 +92,32 @@ def keep_one_to_measure(jobs, left_s):
         if owner(j) == member and j.state == "dropped":
             j.state, j.why = "planned", MEASURE_WHY
     return member
+
+
+def rung_ready(jobs):
+    """Whether the rung is complete: no first fold (RUNG_FOLD) of a trained member is still to
+    run, and at least one has finished."""
+    first = [j for j in jobs if j.kind == "train" and j.fold == RUNG_FOLD]
+    return bool(first) and not any(j.state in ("planned", "running") for j in first) and any(
+        j.state == "finished" for j in first)
+
+
+def promote(jobs, scores):
+    """Successive halving's promotion: the open jobs of the trained members scored at the rung
+    (scores: {member id: validation F2 on fold RUNG_FOLD}) are put in the order of their score,
+    best first, where the first of them stood; replan then drops from the end when the time
+    runs short, so the members that did best on this data go on to their remaining folds (and
+    to growth) first. Returns the member ids best first. Jobs are changed in place.
+    Source: Li et al., "A System for Massively Parallel Hyperparameter Tuning" (ASHA), 2020."""
+    order = sorted(scores, key=lambda m: (-scores[m], list(scores).index(m)))
+    moving = [j for j in jobs if j.state == "planned" and owner(j) in scores]
+    if not moving:
+        return order
+    ids = {id(j) for j in moving}
+    at = sum(1 for j in jobs[:next(i for i, j in enumerate(jobs) if id(j) in ids)] if id(j) not in ids)
+    rest = [j for j in jobs if id(j) not in ids]
+    jobs[:] = rest[:at] + [j for m in order for j in moving if owner(j) == m] + rest[at:]
+    return order
 
 
 def extend(jobs, candidates, measured, facts, preset, left_s):

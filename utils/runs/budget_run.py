@@ -25,9 +25,11 @@ from tqdm import tqdm
 from utils.analysis.report import build_context, render
 from utils.common.atomic import atomic_write_text
 from utils.common.temp_files import is_alive
-from utils.runs.budget import MARGIN, Facts, Measured, format_duration
+from utils.common.errors import DataError
+from utils.common.text import read_json
+from utils.runs.budget import MARGIN, RUNG_FOLD, Facts, Measured, format_duration
 from utils.runs.budget_replan import (cheapest_addition, complete_members, corrections, expected, extend,
-                                      keep_one_to_measure, owner, replan)
+                                      keep_one_to_measure, owner, promote, replan, rung_ready)
 from utils.runs.budget_presets import member_from_json, plan_preset
 from utils.runs.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
 from utils.runs.directory import find_runs
@@ -313,6 +315,43 @@ def say_unused(ctx, progress, cheapest):
     progress.write(f"nothing more fits: {ctx.plan['unused']}")
 
 
+def run_f2(out, name):
+    """A finished run's validation F2 (result.json best_val_f2), or None when unreadable."""
+    try:
+        return float(read_json(Path(out) / name / "result.json")["best_val_f2"])
+    except (OSError, KeyError, TypeError, ValueError, DataError):
+        return None
+
+
+def close_rung(ctx, progress):
+    """Once the first fold of every trained member has run (the rung), order their remaining
+    folds by its validation F2, best first (utils.runs.budget_replan.promote), and record the
+    rung in plan.json ('rungs': the fold, each member's F2, the order; the probe's F2 on the
+    same fold beside them). Once per plan."""
+    jobs = ctx.plan["jobs"]
+    if ctx.plan.get("rungs") or not rung_ready(jobs):
+        return
+    first = [j for j in jobs if j.kind == "train" and j.fold == RUNG_FOLD and j.state == "finished"]
+    scores = {j.member: f2 for j in first if (f2 := run_f2(ctx.out, j.name)) is not None}
+    order = promote(jobs, scores)
+    probes = {j.member: run_f2(ctx.out, j.runs[RUNG_FOLD]) for j in jobs if j.kind == "probe" and j.state == "finished"}
+    ctx.plan["rungs"] = [{"rung": 1, "fold": RUNG_FOLD, "f2": scores, "order": order,
+                          "reference": {m: f2 for m, f2 in probes.items() if f2 is not None}, "outcome": {}}]
+    progress.write(f"rung 1, fold {RUNG_FOLD} of every trained model: " +
+                   ", ".join(f"{m} F2 {scores[m]:.4f}" for m in order) +
+                   "; their other folds run best first, and the last go first when time runs short")
+
+
+def record_outcomes(plan):
+    """Each rung member's fate in plan.json: went on to every fold, or stopped and why."""
+    for rung in plan.get("rungs", []):
+        for m in rung["order"]:
+            own = [j for j in plan["jobs"] if j.member == m]
+            dropped = next((j.why for j in own if j.state in ("dropped", "failed")), None)
+            rung["outcome"][m] = ("went on: every fold finished" if all(j.state == "finished" for j in own) else
+                                  f"stopped: {dropped}" if dropped else "going on")
+
+
 def next_job(jobs):
     """The first planned job, or None."""
     return next((j for j in jobs if j.state == "planned"), None)
@@ -343,7 +382,9 @@ def run_plan(ctx):
                 job.state, job.why = "dropped", "no submission"
                 continue
             run_one(ctx, progress, job)
+            close_rung(ctx, progress)
     finally:
         progress.close()
+        record_outcomes(ctx.plan)
         ctx.save()
     return complete_members(jobs)
