@@ -27,13 +27,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.common.atomic import atomic_write_text  # noqa: E402
-from utils.common.cli import run_script  # noqa: E402
+from utils.common.cli import DEFAULT_RUNS, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_can_write, check_output_file  # noqa: E402
 from utils.runs.tta_choice import AUTO, tta_help  # noqa: E402
 
 log = logging.getLogger("explore")
-DEFAULT_RUNS = str(Path(__file__).resolve().parents[1] / "runs")
 
 
 def get_args_parser():

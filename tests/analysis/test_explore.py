@@ -225,6 +225,13 @@ def test_bad_input_is_a_data_error_naming_the_flag(runs, tmp_path, flags, messag
     assert not (tmp_path / "e.html").exists()
 
 
+def test_every_flag_states_its_default():
+    parser = tool.get_args_parser()
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert "default" in action.help, action.option_strings
+
+
 def test_label_issues_names_must_be_training_images(runs, tmp_path):
     bad = tmp_path / "li.csv"
     pd.DataFrame({"image_name": ["im001", "elsewhere.jpg"], "issue": [True, True]}).to_csv(bad, index=False)
