@@ -22,7 +22,8 @@ def edit(rows, i, fold=None, name=None):
 
 
 @pytest.mark.parametrize("rows,needles", [
-    (edit(GOOD, 3, fold=7), ["row 5", "fold 7 is out of range", "6 distinct fold(s)", "ids must be 0..5", "no image has fold 5, 6"]),
+    (edit(GOOD, 3, fold=7), ["row 5", "fold 7 is out of range", "6 distinct fold(s)", "ids must be 0..5",
+                             "no image has fold 5, 6"]),
     (edit(GOOD, 3, fold=-1), ["row 5", "fold -1 is negative"]),
     (edit(GOOD, 3, fold="1.5"), ["row 5", "fold '1.5' is not an integer"]),
     (edit(GOOD, 3, fold=""), ["row 5", "fold '' is not an integer"]),
