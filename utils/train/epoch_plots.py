@@ -22,6 +22,8 @@ class EpochPlots:
     def __init__(self, run_dir, labels, y_val, title, mode, total_epochs):
         self.dir, self.labels, self.y_val, self.title = run_dir / "plots", labels, y_val, title
         self.mode, self.total_epochs = mode, total_epochs
+        # labels without a validation positive: F2 n/a (NaN in history.csv), drawn as such
+        self.no_positives = [l for l, n in zip(labels, y_val.sum(0)) if n == 0]
         self._pool = ThreadPoolExecutor(1) if mode != "none" else None
         self._job = None
 
@@ -37,7 +39,7 @@ class EpochPlots:
         def job():
             plot_prob_distributions(self.y_val, probs, self.labels, self.dir / f"probs_e{epoch:03d}.png",
                                     thresholds=thr, title=f"{self.title} epoch {epoch}")
-            plot_history(hist, self.dir / "history.png")
+            plot_history(hist, self.dir / "history.png", no_positives=self.no_positives)
         self._job = self._pool.submit(job)
 
     def wait(self):

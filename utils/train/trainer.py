@@ -127,11 +127,13 @@ def history_row(state, si, stage, lr, labels, y_val, probs, val_loss, raw, ema=N
 
     state: the run's position dict (its "stats" hold the epoch's totals); lr: the scheduler's
     current rate; probs: (V, L) validation probabilities of the raw weights; raw, ema:
-    their best_weights.Candidate (ema None without --ema).
+    their best_weights.Candidate (ema None without --ema). A label without a validation positive
+    has F2 NaN (0/0; n/a in the plots and the report), not the metric's convention 1.0.
     """
     stats, f2 = state["stats"], raw.f2
     elapsed = stats["data_s"] + stats["compute_s"]
     per_label = fbeta_per_label(y_val, probs >= raw.thr)
+    per_label[np.asarray(y_val).sum(0) == 0] = np.nan  # no validation positive: F2 is 0/0, n/a (not 1.0)
     return {"stage": si + 1, "epoch": state["global_epoch"] + 1, "stage_epoch": state["epoch"] + 1,
             "lr": stats.get("lr", lr), "size": stage.size, "bs": stage.bs, "seen": stats["seen"],
             "train_loss": stats["loss_sum"] / max(stats["n"], 1), "val_loss": val_loss, "val_f2": f2,
