@@ -165,3 +165,21 @@ def test_param_group_rows_stem_first_head_last():
     assert [r["stage"] for r in rows] == [2] * len(rows)
     assert rows[-1]["group"].startswith("head") and rows[-1]["lr_scale"] == 1.0
     assert sum(r["params"] for r in rows) == sum(p.numel() for p in model.parameters())
+
+
+def test_a_misspelt_optimizer_or_option_gets_a_suggestion_and_a_text_value_a_clear_line():
+    from utils.train.optimizers import optimizer_problems
+
+    assert "opt='adamww' is not an optimizer; did you mean 'adamw'" in optimizer_problems("adamww", {})[0]
+    assert "opt='Lion' is not an optimizer; did you mean 'lion'" in optimizer_problems("Lion", {})[0]
+    assert "beta: did you mean betas?" in optimizer_problems("lion", {"beta": (0.9, 0.99)})[0]
+    for value in ("abc", (0.9, "x"), None):
+        assert optimizer_problems("lion", {"betas": value}) == [
+            f"opt=lion: betas={'/'.join(map(str, value)) if isinstance(value, tuple) else value} is not 2 numbers "
+            f"separated by / (default 0.9/0.99; e.g. betas=0.9/0.99)"]
+    assert optimizer_problems("sgd", {"dampening": "x"}) == ["opt=sgd: dampening=x is not a number (default 0; e.g. "
+                                                            "dampening=0)"]
+    with pytest.raises(DataError, match="--opt: opt=lion: betas=abc is not 2 numbers"):
+        resolve_plan(stages="epochs=1", opt="lion:betas=abc")
+    assert optimizer_problems("lion", {"betas": (0.9, 0.99)}) == []
+    assert optimizer_problems("adamw", {"amsgrad": True}) == []

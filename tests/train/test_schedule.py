@@ -76,8 +76,8 @@ def test_group_lrs_by_position_when_groups_have_none():
 
 def test_unknown_optimizer_and_schedule():
     stage = Stage()
-    with pytest.raises(DataError, match="opt='rmsprob' is not an optimizer .valid: sgd, adam, adamw, "
-                                        "schedulefree_adamw, .*rmsprop"):
+    with pytest.raises(DataError, match="opt='rmsprob' is not an optimizer; did you mean 'rmsprop'.*[?] .valid: sgd, "
+                                        "adam, adamw, schedulefree_adamw, .*rmsprop"):
         build_optimizer(dataclasses.replace(stage, opt="rmsprob"), tiny_groups(stage))
     opt = build_optimizer(stage, tiny_groups(stage))
     with pytest.raises(DataError, match="unknown schedule 'poly'"):

@@ -19,6 +19,7 @@ and going back restores that copy: the training trajectory is bit for bit the sa
 often a run validates or checkpoints, and a resumed run continues from the same weights.
 """
 import contextlib
+import difflib
 import functools
 import inspect
 
@@ -90,19 +91,48 @@ def optimizer_problems(name, options):
     Builds the optimizer on one dummy parameter, so a bad value is found before a run starts.
     """
     if name not in optimizer_names():
-        return [f"opt={name!r} is not an optimizer (valid: {', '.join(optimizer_names())})"]
+        close = difflib.get_close_matches(str(name).lower(), optimizer_names(), n=3, cutoff=0.6)
+        guess = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        return [f"opt={name!r} is not an optimizer{guess} (valid: {', '.join(optimizer_names())})"]
     try:
         valid = option_names(name)
     except DataError as e:
         return [str(e)]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        return [f"opt={name}: unknown option(s) {', '.join(unknown)} (valid: {', '.join(valid) or 'none'})"]
+        close = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+        guess = "".join(f"; {k}: did you mean {c[0]}?" for k, c in close.items() if c)
+        return [f"opt={name}: unknown option(s) {', '.join(unknown)}{guess} (valid: {', '.join(valid) or 'none'})"]
+    if wrong := value_problems(name, options):
+        return wrong
     try:
         _construct(name, [{"params": [torch.nn.Parameter(torch.zeros(2, 2))]}], 1e-3, 0.0, 0.9, False, options)
     except (TypeError, ValueError, RuntimeError, ImportError, AssertionError) as e:
         return [f"opt={name} with {options or 'no options'}: {e}"]
     return []
+
+
+def _shown(value):
+    """An option value as typed: a tuple as 0.9/0.99."""
+    return "/".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def value_problems(name, options):
+    """Options of optimizer `name` whose value is text where the constructor's default is a number
+    or a tuple of numbers (`betas=abc`): one line each, with the default as it is typed."""
+    params = inspect.signature(_optimizer_class(name)).parameters
+    out = []
+    for key, value in options.items():
+        default = params[key].default
+        numeric = [default] if isinstance(default, (int, float)) and not isinstance(default, bool) else \
+            list(default) if isinstance(default, (tuple, list)) and default and \
+            all(isinstance(v, (int, float)) for v in default) else None
+        got = list(value) if isinstance(value, (tuple, list)) else [value]
+        if numeric is not None and any(isinstance(v, str) or v is None for v in got):
+            what = f"{len(numeric)} numbers separated by /" if isinstance(default, (tuple, list)) else "a number"
+            out.append(f"opt={name}: {key}={_shown(value)} is not {what} (default {_shown(default)}; e.g. "
+                       f"{key}={_shown(default)})")
+    return out
 
 
 def _construct(name, groups, lr, wd, momentum, nesterov, options):
