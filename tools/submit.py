@@ -59,13 +59,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(REPO))
 
 from utils.common.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
-from utils.runs.cluster import (PredictJob, StackJob, TrainJob, flag_value, grid_states, is_debug,  # noqa: E402
+from utils.grid.cluster import (PredictJob, StackJob, TrainJob, flag_value, grid_states, is_debug,  # noqa: E402
                                 job_error, make_cells, read_grid, train_argv)
 from utils.data.folds import folds_k_for  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.metrics.constraints import add_constraint_arguments, check_constraint_args  # noqa: E402
-from utils.runs.budget_presets import PRESETS  # noqa: E402
+from utils.grid.budget_presets import PRESETS  # noqa: E402
 
 log = logging.getLogger("submit")
 CLUSTERS = ("slurm", "local", "debug")
@@ -370,10 +370,10 @@ def rule_flags(args):
 def budget_plan(args):
     """plan.json's plan: the one in OUT (the same command continues it) or a new one, measured
     and planned here (DataError naming the minimum budget when nothing fits). Printed."""
-    from utils.runs.budget_presets import evidence_for
-    from utils.runs.budget_setup import budget_setup, measure_and_plan
-    from utils.runs.budget import format_duration
-    from utils.runs.plan_file import PLAN_FILE, add_time, check_same_command, new_plan, plan_table, read_plan
+    from utils.grid.budget_presets import evidence_for
+    from utils.grid.budget_setup import budget_setup, measure_and_plan
+    from utils.grid.budget import format_duration
+    from utils.grid.plan_file import PLAN_FILE, add_time, check_same_command, new_plan, plan_table, read_plan
 
     budget_s, preset, facts, command = budget_setup(args)
     command["rules"] = rule_flags(args)
@@ -406,8 +406,8 @@ def budget_plan(args):
 def budget_main(args):
     """Plan (or continue) a budgeted competition, run it, print the plan and the leaderboard."""
     from utils.common.text import read_json
-    from utils.runs.budget_run import Context, run_plan
-    from utils.runs.plan_file import leaderboard_table, plan_table
+    from utils.grid.budget_run import Context, run_plan
+    from utils.grid.plan_file import leaderboard_table, plan_table
 
     plan, plan_path = budget_plan(args)
     if args.dry_run:
@@ -449,7 +449,7 @@ def main(args):
         n = sum(s == state for s in states.values())
         if n:
             print(f"{n} run(s) {state}" + {"finished": " (skipped)", "unfinished": " (resumed)", "new": ""}[state])
-    # the jobs unpickle utils.runs.cluster: make the repository importable wherever they run
+    # the jobs unpickle utils.grid.cluster: make the repository importable wherever they run
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     ex = make_executor(args)
     predict = PredictJob(args.out, args.tta)

@@ -1,4 +1,4 @@
-"""utils/runs/budget.py and budget_presets.py: the budget planner as pure functions of a fake
+"""utils/grid/budget.py and budget_presets.py: the budget planner as pure functions of a fake
 speed measurement (no model is built, nothing is timed)."""
 import re
 from dataclasses import replace
@@ -6,11 +6,11 @@ from dataclasses import replace
 import pytest
 
 from utils.common.errors import DataError
-from utils.runs.budget import (MARGIN, Facts, Measured, Speed, format_duration, make_plan, plan_jobs,
+from utils.grid.budget import (MARGIN, Facts, Measured, Speed, format_duration, make_plan, plan_jobs,
                                minimum_seconds, parse_duration, round_up_budget, speed_key)
-from utils.runs.budget_replan import complete_members, corrections, expected, extend, replan
-from utils.runs.budget_presets import PRESETS, candidates, more_seeds
-from utils.runs.plan_file import check_same_command, plan_table
+from utils.grid.budget_replan import complete_members, corrections, expected, extend, replan
+from utils.grid.budget_presets import PRESETS, candidates, more_seeds
+from utils.grid.plan_file import check_same_command, plan_table
 
 FACTS = Facts(n_train=1000, n_test=200, n_labels=5, folds_k=3)
 ARCHS = {"tf_efficientnet_lite0": [], "tf_efficientnet_lite1": []}
@@ -191,8 +191,8 @@ def test_members_grow_to_the_costliest_size_and_epochs_that_fit():
 
 
 def test_probe_measures_the_cheapest_size_first_and_evidence_names_the_folds():
-    from utils.runs.budget_presets import evidence_for
-    from utils.runs.budget_setup import probe_configs
+    from utils.grid.budget_presets import evidence_for
+    from utils.grid.budget_setup import probe_configs
     p = preset(sizes=(64, 96, 128))
     configs = probe_configs(cands(p, sizes=(128, 64, 96)))
     assert [c[1] for c in configs] == sorted(c[1] for c in configs) and configs[0][1] == 64
@@ -288,7 +288,7 @@ def test_extend_grows_larger_models_when_every_candidate_is_in():
 
 
 def test_a_refused_budget_suggests_room_above_its_minimum():
-    from utils.runs.budget_setup import SAFE_FACTOR, refuse_budget
+    from utils.grid.budget_setup import SAFE_FACTOR, refuse_budget
     cheapest = cands(preset())[0]
     with pytest.raises(DataError) as e:
         refuse_budget("1m", 250.0, cheapest, FACTS, 30.0)
@@ -351,7 +351,7 @@ def test_corrections_stay_with_their_kind_and_leave_start_ups_alone():
 
 
 def test_a_slow_probe_does_not_drop_the_trained_members_and_one_fold_measures_them():
-    from utils.runs.budget_replan import keep_one_to_measure
+    from utils.grid.budget_replan import keep_one_to_measure
     p = preset()
     budget = 3600
     jobs = make_plan(cands(p), measured(), FACTS, budget, p).jobs
@@ -377,7 +377,7 @@ def test_a_slow_probe_does_not_drop_the_trained_members_and_one_fold_measures_th
 
 
 def test_nothing_is_kept_to_measure_when_not_even_one_fold_fits():
-    from utils.runs.budget_replan import keep_one_to_measure
+    from utils.grid.budget_replan import keep_one_to_measure
     p = preset()
     jobs = make_plan(cands(p), measured(), FACTS, 3600, p).jobs
     finish_at(jobs, ("probe",), 1.0)
@@ -398,7 +398,7 @@ def test_time_left_over_grows_a_new_seed_when_no_larger_model_is_on_the_ladder()
 
 
 def test_cheapest_addition_says_what_did_not_fit():
-    from utils.runs.budget_replan import cheapest_addition
+    from utils.grid.budget_replan import cheapest_addition
     p = preset(sizes=(64, 128))
     c = cands(p, sizes=(64, 128))
     jobs = make_plan(c, measured(), FACTS, 300, p).jobs
@@ -421,7 +421,7 @@ def test_interim_stacks_give_a_submission_after_each_member_and_go_with_their_me
 
 
 def test_added_time_reruns_the_final_stack_and_keeps_finished_runs():
-    from utils.runs.plan_file import add_time, new_plan
+    from utils.grid.plan_file import add_time, new_plan
     p = preset()
     made = make_plan(cands(p), measured(), FACTS, 900, p)
     plan_ = new_plan({"budget": "15m"}, 900, measured(), FACTS, p, made.members, made.jobs, 10.0, made.candidates)
@@ -437,7 +437,7 @@ def test_added_time_reruns_the_final_stack_and_keeps_finished_runs():
 
 
 def test_the_rung_trains_every_models_first_fold_first_and_promotion_orders_the_rest_by_f2():
-    from utils.runs.budget_replan import promote, rung_ready
+    from utils.grid.budget_replan import promote, rung_ready
     p = preset()
     plan_ = make_plan(cands(p), measured(), FACTS, 10 ** 6, p)
     jobs = plan_.jobs

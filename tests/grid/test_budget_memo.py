@@ -1,8 +1,8 @@
-"""utils/runs/budget_memo.py: a measurement is reused only for the same machine, data and
+"""utils/grid/budget_memo.py: a measurement is reused only for the same machine, data and
 candidates, and only while recent."""
 from utils.data.dataset import load_dataset
-from utils.runs.budget import Measured, Speed
-from utils.runs.budget_memo import MAX_AGE_S, MEMO_FILE, memo_key, recall, remember
+from utils.grid.budget import Measured, Speed
+from utils.grid.budget_memo import MAX_AGE_S, MEMO_FILE, memo_key, recall, remember
 
 from conftest import write_dataset
 

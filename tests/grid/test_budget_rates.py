@@ -1,9 +1,9 @@
-"""utils/runs/budget_rates.py: the planner's data-dependent rates are measured on real work."""
+"""utils/grid/budget_rates.py: the planner's data-dependent rates are measured on real work."""
 import math
 
 import numpy as np
 
-from utils.runs.budget_rates import decode_rate, probe_fit_rate, stack_rate, synthetic_problem
+from utils.grid.budget_rates import decode_rate, probe_fit_rate, stack_rate, synthetic_problem
 
 from conftest import write_dataset
 

@@ -192,7 +192,7 @@ def test_motion_photos_and_heic_train_and_predict(tmp_path):
 
 
 def test_submit_grid_refuses_runs_of_another_dataset_before_submitting(tmp_path):
-    from utils.runs.cluster import make_cells
+    from utils.grid.cluster import make_cells
     from utils.runs.fingerprint import dataset_fingerprint
 
     a = write_dataset(tmp_path / "a", n=16, size=16, n_test=2, seed=0)

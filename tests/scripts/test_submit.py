@@ -1,4 +1,4 @@
-"""tools/submit.py and utils/runs/cluster.py: a grid through submitit's local executor end to end,
+"""tools/submit.py and utils/grid/cluster.py: a grid through submitit's local executor end to end,
 requeue after preemption, the Slurm job chain (against a stand-in sbatch), bad grids."""
 import io
 import json
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, write_dataset
-from utils.runs.cluster import Cell, TrainJob, make_cells, read_grid, run_name
+from utils.grid.cluster import Cell, TrainJob, make_cells, read_grid, run_name
 
 SUBMIT = ROOT / "tools" / "submit.py"
 TRAIN = ["--no-pretrained", "--stages", "epochs=1,size=24,bs=8", "--plots", "none", "--no-tensorboard"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils.runs.budget import parse_duration
+from utils.grid.budget import parse_duration
 
 from conftest import ROOT, write_dataset
 

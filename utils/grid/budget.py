@@ -5,21 +5,21 @@ A plan is an ordered list of *members*, each a model that stack.py can use: a li
 (architecture, size, epochs, seed) over every fold (one train.py job per fold, then one
 predict.py job over its runs with the plan's TTA). After the members come the stack
 (stack.py) and the report. Every job's cost in seconds is predicted from the speeds measured
-on the device (utils/runs/budget_probe.py: images/s of training and of prediction per
+on the device (utils/grid/budget_probe.py: images/s of training and of prediction per
 architecture and size, and the fixed cost of starting a job) and the dataset's numbers.
 
 Everything here is a pure function of its inputs: the same measurement, dataset, preset and
 budget give the same plan. `make_plan` fills the budget less a safety margin (MARGIN),
 cheapest members first in the preset's order, then lengthens training while it still fits;
-utils/runs/budget_replan.py changes the plan while it runs, at the speeds measured so far.
+utils/grid/budget_replan.py changes the plan while it runs, at the speeds measured so far.
 """
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
 from utils.common.errors import DataError
-from utils.runs.budget_costs import INTERIM_METHODS, predict_cost, probe_cost, report_cost, stack_cost, train_cost
-from utils.runs.cluster import run_name
+from utils.grid.budget_costs import INTERIM_METHODS, predict_cost, probe_cost, report_cost, stack_cost, train_cost
+from utils.grid.cluster import run_name
 
 MARGIN = 0.15            # the plan fills (1 - MARGIN) of the time left; the rest absorbs estimation error
 STARTS_PER_JOB = 2       # interpreters a job starts: the executor's worker, then the script
@@ -92,7 +92,7 @@ class Measured:
     'test@64'); fit_s: {arch: seconds per training image x label of one fold of its linear
     probe's fit}; stack_s: {'final' | 'interim': [stack.py's seconds per member x label,
     seconds per member x label x image]} for the plan's and the interim stack's methods
-    (utils/runs/budget_rates.py measures the last three)."""
+    (utils/grid/budget_rates.py measures the last three)."""
     speeds: dict
     start_s: float
     probe_s: float
@@ -165,7 +165,7 @@ class Job:
 
 
 def member_jobs(m, measured, facts, tta, decoded=None):
-    """The jobs of member m, with their predicted seconds (utils/runs/budget_costs.py).
+    """The jobs of member m, with their predicted seconds (utils/grid/budget_costs.py).
     decoded: the image caches ('train@64', ...) earlier jobs of the plan make; updated."""
     decoded = set() if decoded is None else decoded
     speed = measured.speed(m.arch, m.size, m.bs)
@@ -200,7 +200,7 @@ def member_flags(m, facts):
 
 
 def member_runs(m, facts):
-    """Run names of a member: the grid's names (utils.runs.cluster.run_name), one per fold."""
+    """Run names of a member: the grid's names (utils.grid.cluster.run_name), one per fold."""
     if m.kind == "probe":
         return [f"{m.prefix}-f{k}" for k in range(facts.folds_k)]
     return [run_name(m.arch, member_flags(m, facts), m.seed, k) for k in range(facts.folds_k)]
@@ -269,7 +269,7 @@ def plan_jobs(members, measured, facts, preset):
     """Every member's jobs in order, each member but the last followed by the stack of the
     members so far (interim_stack: a submission at every step), then the final stack and the
     report. The first fold of every trained member (RUNG_FOLD) comes first, after the probes:
-    that rung measures each on this data, and utils.runs.budget_replan.promote then orders
+    that rung measures each on this data, and utils.grid.budget_replan.promote then orders
     the remaining folds by its validation F2 (successive halving). Each image cache is costed
     once, in the first job that decodes it."""
     jobs, decoded, rung = [], set(), []

@@ -3,7 +3,7 @@
 Every job pays a one-time part (`fixed`): the start-up of its interpreters, and the decoding
 of image caches no earlier job of the plan has made and that are not on disk yet. The rest
 is the work, each term a rate measured on this machine and this dataset times the size of
-the work (utils/runs/budget_probe.py measures the networks' images/s, utils/runs/budget_rates.py
+the work (utils/grid/budget_probe.py measures the networks' images/s, utils/grid/budget_rates.py
 the rest):
 
     train    epochs x (fold's training images / train images/s + its validation images / predict images/s)
@@ -14,7 +14,7 @@ the rest):
 
 Pure functions: no file is read, nothing is timed. Corrections per kind of job (actual /
 predicted seconds of the finished ones) act on the work, never on the one-time part
-(utils.runs.budget.corrections).
+(utils.grid.budget.corrections).
 """
 from dataclasses import dataclass
 

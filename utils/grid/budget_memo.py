@@ -2,7 +2,7 @@
 
 `tools/submit.py --budget ... --dry-run` and the run after it, or a second competition on
 the same data, would otherwise measure the same speeds and rates again. The measurement
-(utils.runs.budget.Measured) is written beside the dataset's image caches
+(utils.grid.budget.Measured) is written beside the dataset's image caches
 (`<cache dir>/budget-measured.json`) with a key naming the machine (host, processor,
 cores, threads, torch version, device), the dataset (train.csv's and the test list's
 contents and counts) and what was measured (configurations, probe architectures, stack
@@ -19,7 +19,7 @@ from pathlib import Path
 from utils.common.atomic import atomic_write_json
 from utils.common.errors import DataError
 from utils.common.text import read_json
-from utils.runs.budget import Measured
+from utils.grid.budget import Measured
 
 MEMO_FILE = "budget-measured.json"
 MAX_AGE_S = 24 * 3600

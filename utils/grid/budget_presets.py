@@ -3,7 +3,7 @@
 Each preset says what a plan favours, and every choice cites the EXPERIMENTS.md section
 behind it (`evidence`, printed with the plan). `candidates` turns a preset, the
 architectures available here and the command line's overrides into the ordered list of
-members the planner (utils/runs/budget.py) takes from: linear probes first (cheap, and at a
+members the planner (utils/grid/budget.py) takes from: linear probes first (cheap, and at a
 CPU budget the best single model measured), then trained models, seed by seed, cheapest
 architecture and size first.
 """

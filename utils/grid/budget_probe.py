@@ -1,4 +1,4 @@
-"""How fast this device is, for the budget planner (utils/runs/budget.py): a short probe.
+"""How fast this device is, for the budget planner (utils/grid/budget.py): a short probe.
 
 `measure` times a few training steps (forward, backward, AdamW step) and a few inference
 batches of every configuration (architecture, image size, batch) on random images, and the
@@ -21,7 +21,7 @@ from utils.common.cli import pick_device
 from utils.common.errors import DataError
 from utils.models.factory import create_model, resolve_arch
 from utils.models.weights import LITE_ARCHS, local_timm_weights, torchvision_weights_path
-from utils.runs.budget import Measured, Speed, speed_key
+from utils.grid.budget import Measured, Speed, speed_key
 
 REPO = Path(__file__).resolve().parents[2]
 STEP_SECONDS = 1.5   # time each configuration's training (and inference) for about this long

@@ -1,7 +1,7 @@
 """The budget planner's data-dependent rates, measured on this dataset and this machine.
 
-Every term of the cost model (utils/runs/budget_costs.py) that grows with the data is a rate
-times a size. The speed probe (utils/runs/budget_probe.py) measures the networks' images/s;
+Every term of the cost model (utils/grid/budget_costs.py) that grows with the data is a rate
+times a size. The speed probe (utils/grid/budget_probe.py) measures the networks' images/s;
 this module measures the rest, each in a few seconds:
 
 - `decode_rate`: images/s decoding this dataset's own files into the uint8 cache at a size
@@ -14,7 +14,7 @@ this module measures the rest, each in a few seconds:
 
 Nothing here is tuned to any dataset: a rate measured on a subsample is scaled by the
 sizes of the work it stands for, and the planner corrects it per kind of job once jobs of
-that kind have finished (utils.runs.budget.corrections).
+that kind have finished (utils.grid.budget.corrections).
 """
 import time
 

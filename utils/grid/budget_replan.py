@@ -6,13 +6,13 @@ would no longer finish in time at those speeds; `keep_one_to_measure` runs one t
 before every trained member is given up on a prediction no training job has checked;
 `extend` grows the plan into time it runs ahead by (members back, candidates left out,
 larger models, more seeds), and `cheapest_addition` says what did not fit when nothing more
-does. Pure functions of the jobs (utils.runs.budget.Job), changed in place.
+does. Pure functions of the jobs (utils.grid.budget.Job), changed in place.
 """
 from dataclasses import replace
 
-from utils.runs.budget import (KINDS, MARGIN, MEASURE_WHY, RUNG_FOLD, finish_jobs, format_duration, member_jobs,
+from utils.grid.budget import (KINDS, MARGIN, MEASURE_WHY, RUNG_FOLD, finish_jobs, format_duration, member_jobs,
                                speed_key)
-from utils.runs.budget_costs import report_cost, stack_cost
+from utils.grid.budget_costs import report_cost, stack_cost
 
 
 def corrections(jobs):

@@ -1,11 +1,11 @@
 """Running a budgeted plan (tools/submit.py --budget): one job at a time through the grid's jobs.
 
 Each job goes to the submitit executor of --cluster (slurm, local or debug) as the grid's
-own jobs do (utils/runs/cluster.py: TrainJob, PredictJob, ProbeJob, StackJob), so a finished
+own jobs do (utils/grid/cluster.py: TrainJob, PredictJob, ProbeJob, StackJob), so a finished
 run is skipped and an unfinished one resumes with train.py --resume. Before each job the plan
 is re-planned with the speeds measured so far: members that would no longer finish are
-dropped (utils.runs.budget.replan), and while the plan runs ahead of its prediction it grows
-(utils.runs.budget.extend: dropped members come back, candidates left out join, then larger
+dropped (utils.grid.budget.replan), and while the plan runs ahead of its prediction it grows
+(utils.grid.budget.extend: dropped members come back, candidates left out join, then larger
 models of the members); the stack uses the members that finished. A job still
 running when its share of the budget is spent is stopped (not in --cluster debug, which runs
 jobs in this process). plan.json records every state change and, every few seconds, the time
@@ -27,13 +27,13 @@ from utils.common.atomic import atomic_write_text
 from utils.common.temp_files import is_alive
 from utils.common.errors import DataError
 from utils.common.text import read_json
-from utils.runs.budget import MARGIN, RUNG_FOLD, Facts, Measured, format_duration
-from utils.runs.budget_replan import (cheapest_addition, complete_members, corrections, expected, extend,
+from utils.grid.budget import MARGIN, RUNG_FOLD, Facts, Measured, format_duration
+from utils.grid.budget_replan import (cheapest_addition, complete_members, corrections, expected, extend,
                                       keep_one_to_measure, owner, promote, replan, rung_ready)
-from utils.runs.budget_presets import member_from_json, plan_preset
-from utils.runs.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
+from utils.grid.budget_presets import member_from_json, plan_preset
+from utils.grid.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
 from utils.runs.directory import find_runs
-from utils.runs.plan_file import write_plan
+from utils.grid.plan_file import write_plan
 from utils.runs.scores import Truth
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ def run_f2(out, name):
 
 def close_rung(ctx, progress):
     """Once the first fold of every trained member has run (the rung), order their remaining
-    folds by its validation F2, best first (utils.runs.budget_replan.promote), and record the
+    folds by its validation F2, best first (utils.grid.budget_replan.promote), and record the
     rung in plan.json ('rungs': the fold, each member's F2, the order; the probe's F2 on the
     same fold beside them). Once per plan."""
     jobs = ctx.plan["jobs"]

@@ -14,12 +14,12 @@ from utils.common.errors import DataError
 from utils.data.dataset import load_dataset, select_label_group
 from utils.data.folds import folds_k_for
 from utils.metrics.constraints import parse_constraints
-from utils.runs.budget import (MARGIN, STARTS_PER_JOB, Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
+from utils.grid.budget import (MARGIN, STARTS_PER_JOB, Facts, format_duration, make_plan, member_flags, minimum_seconds, parse_duration,
                                round_up_budget, speed_key)
-from utils.runs.budget_costs import INTERIM_METHODS
-from utils.runs.budget_presets import PRESETS, candidates, more_seeds
-from utils.runs.budget_probe import has_weights, measure, usable_archs
-from utils.runs.cluster import Cell, flag_value
+from utils.grid.budget_costs import INTERIM_METHODS
+from utils.grid.budget_presets import PRESETS, candidates, more_seeds
+from utils.grid.budget_probe import has_weights, measure, usable_archs
+from utils.grid.cluster import Cell, flag_value
 
 SAFE_FACTOR = 1.25  # the budget a refusal suggests: its minimum, with room for the speeds to vary
 
@@ -57,7 +57,7 @@ def budget_setup(args):
 
 
 def budget_candidates(args, preset, facts):
-    """The members the planner may take, in the preset's order (utils.runs.budget_presets)."""
+    """The members the planner may take, in the preset's order (utils.grid.budget_presets)."""
     archs = usable_archs(args.arch or preset.archs, "--no-pretrained" not in args.train_flags)
     probe_archs = [a for a in preset.archs if has_weights(a)]
     bs = int(flag_value(args.train_flags, "--bs") or 32)
@@ -104,12 +104,12 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
 
 
 def measure_all(args, facts, cands, preset, configs, stop):
-    """The networks' speeds (utils/runs/budget_probe.py) and this dataset's rates (measure_rates),
+    """The networks' speeds (utils/grid/budget_probe.py) and this dataset's rates (measure_rates),
     or the same measurement of this machine and dataset made within the last day
-    (utils/runs/budget_memo.py: a dry run, then the run). Which caches exist is looked up anew."""
+    (utils/grid/budget_memo.py: a dry run, then the run). Which caches exist is looked up anew."""
     from utils.common.cli import pick_device
     from utils.data.cache import default_cache_dir
-    from utils.runs.budget_memo import memo_key, recall, remember
+    from utils.grid.budget_memo import memo_key, recall, remember
 
     cache_dir = flag_value(args.train_flags, "--cache-dir") or default_cache_dir(args.data)
     probe_archs = [m.arch for m in cands if m.kind == "probe"]
@@ -146,13 +146,13 @@ def cached_caches(args, sizes, cache_dir):
 
 
 def measure_rates(measured, args, facts, cands, preset, sizes):
-    """The data-dependent rates (utils/runs/budget_rates.py) into `measured`: decoding this
+    """The data-dependent rates (utils/grid/budget_rates.py) into `measured`: decoding this
     dataset's images at each size, which caches exist already, each probe architecture's
     logistic fit on features of its width, and stack.py's methods on a library of this
     dataset's shape. Records how long it took in measured.probe_s."""
     from utils.analysis.probe import feature_model
     from utils.data.cache import default_cache_dir
-    from utils.runs.budget_rates import decode_rate, probe_fit_rate, stack_rate
+    from utils.grid.budget_rates import decode_rate, probe_fit_rate, stack_rate
 
     t0, spec = time.perf_counter(), args.spec
     cache_dir = flag_value(args.train_flags, "--cache-dir") or default_cache_dir(args.data)

@@ -14,7 +14,7 @@ its checkpoint() sends the child Ctrl-C, which makes train.py finish the current
 write checkpoints/last.pt, then resubmits itself; the requeued job resumes exactly.
 PredictJob predicts one run or several in one predict.py; ProbeJob runs tools/linear_probe.py
 (a run per fold). tools/submit.py --budget submits the same jobs one at a time
-(utils/runs/budget_run.py).
+(utils/grid/budget_run.py).
 """
 import hashlib
 import json

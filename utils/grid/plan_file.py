@@ -2,7 +2,7 @@
 
     {"version": 1, "command": {...the flags that define the plan...}, "budget_s": 240,
      "used_s": 131.5, "attempts": [{"started": "...", "used_s": 100.2}, ...],
-     "measured": {...utils.runs.budget.Measured...}, "facts": {...}, "preset": "balanced",
+     "measured": {...utils.grid.budget.Measured...}, "facts": {...}, "preset": "balanced",
      "tta": "hflip", "stack_methods": [...], "members": [...], "candidates": [...],
      "jobs": [{"id", "kind", "member", "name", "predicted_s", "actual_s", "state", "why", ...}]}
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from utils.common.atomic import atomic_write_json
 from utils.common.errors import DataError
 from utils.common.text import read_json
-from utils.runs.budget import Job, format_duration
+from utils.grid.budget import Job, format_duration
 
 PLAN_FILE = "plan.json"
 VERSION = 1
@@ -26,7 +26,7 @@ VERSION = 1
 
 def new_plan(command, budget_s, measured, facts, preset, members, jobs, used_s, candidates=()):
     """The plan.json dict of a first attempt (jobs as Job objects, as read_plan gives them);
-    candidates: the members the plan may add while it runs ahead (utils.runs.budget.extend)."""
+    candidates: the members the plan may add while it runs ahead (utils.grid.budget.extend)."""
     return {"version": VERSION, "command": command, "budget_s": budget_s, "used_s": used_s, "attempts": [],
             "measured": measured.to_json(), "facts": asdict(facts), "preset": preset.name, "tta": preset.tta,
             "stack_methods": list(preset.stack_methods), "evidence": dict(preset.evidence),

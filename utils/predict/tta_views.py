@@ -2,7 +2,7 @@
 
 Read by prediction (utils/predict/tta.py makes the views), by `--tta auto`
 (utils/runs/tta_choice.py prefers the most views) and by the budget planner
-(utils/runs/budget_costs.py: a prediction costs images x views). tests/predict/test_tta.py
+(utils/grid/budget_costs.py: a prediction costs images x views). tests/predict/test_tta.py
 checks that each name here makes exactly this many views.
 """
 

@@ -4,7 +4,7 @@ new (neither checkpoints/last.pt nor result.json), unfinished (last.pt: train.py
 continues it), finished (result.json), diverged (diverged.json: train.py stopped it because its
 loss or weights became NaN or infinite, utils/train/divergence.py; its weights are not used).
 `run_state` is what scripts/cv.sh (through tools/run_status.py) and tools/submit.py's grid
-(utils/runs/cluster.py) decide by; given the dataset at hand it first refuses a run trained on
+(utils/grid/cluster.py) decide by; given the dataset at hand it first refuses a run trained on
 another one (utils/runs/fingerprint.py), so a runs folder reused for a second dataset never
 passes the first one's runs off as trained.
 """
