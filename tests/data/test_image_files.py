@@ -112,3 +112,17 @@ def test_the_data_check_names_subfolders_and_symlinks_per_row(tmp_path):
     msg = str(e.value)
     assert "train.csv row 3: no image file for 'img001'" in msg and "is in a subfolder" in msg
     assert "train.csv row 4: no image file for 'img002'" in msg and "is a symlink to a missing file" in msg
+
+
+def test_test_images_in_subfolders_are_named_not_silently_skipped(tmp_path, caplog):
+    data = write_dataset(tmp_path / "d", n=10, size=16, n_test=3)
+    (data / "sample_submission.csv").unlink()  # every image of test/ is predicted
+    (data / "test" / "iphone").mkdir()
+    for f in sorted((data / "test").glob("*.jpg")):
+        f.rename(data / "test" / "iphone" / f.name)
+    with pytest.raises(DataError, match=r"test folder has no images .*; 3 lie in its subfolders \('iphone/t000.jpg'"
+                                        r".*images must lie directly in .*test/ \(move them up\)"):
+        load_dataset(data, need_test=True)
+    (data / "test" / "iphone" / "t000.jpg").rename(data / "test" / "t000.jpg")
+    assert load_dataset(data, need_test=True).test_names == ["t000"]
+    assert "2 image(s) in subfolders of" in caplog.text and "are not predicted" in caplog.text

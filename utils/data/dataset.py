@@ -18,8 +18,7 @@ from PIL import Image
 from utils.data.bands import band_problems
 from utils.common.errors import DataError, preview, report_problems
 from utils.common.text import read_csv, read_lines, read_text
-from utils.data.image_files import (IMAGE_EXTS, ImageFolder, check_complete, check_header,  # noqa: F401
-                                    index_folder, name_key)
+from utils.data.image_files import IMAGE_EXTS, ImageFolder, check_complete, check_header, name_key
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +259,19 @@ def load_dataset(root, images="train", test_images="test", check=True, need_test
         test_files = _match_files(test_names, test_dir, "sample_submission.csv", problems, test_check,
                                   report="test" in splits)
     elif test_dir.is_dir():
-        index_folder(test_dir)  # refuses two names that are one after normalisation
+        folder = ImageFolder(test_dir)  # refuses two names that are one after normalisation
         test_files = sorted(p for p in test_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         test_names = [p.stem for p in test_files]
         if test_check and "test" in splits:
             problems += [p for p in map(test_check, test_files) if p]
+        nested = folder.nested_images() if "test" in splits or need_test else []
         if not test_files and ("test" in splits or need_test):
-            problems.append(f"{test_dir}: test folder has no images ({', '.join(IMAGE_EXTS)})")
+            problems.append(f"{test_dir}: test folder has no images ({', '.join(IMAGE_EXTS)})" + (
+                f"; {len(nested)} lie in its subfolders ({preview(map(str, nested), 3)}): images must lie directly "
+                f"in {test_dir}/ (move them up)" if nested else ""))
+        elif nested:
+            log.warning("%d image(s) in subfolders of %s are not predicted (%s): images must lie directly in %s/ "
+                        "(move them up)", len(nested), test_dir, preview(map(str, nested), 3), test_dir)
     elif need_test:
         problems.append(f"{root}: no test set (neither sample_submission.csv nor {test_images}/)")
 

@@ -125,6 +125,14 @@ class ImageFolder:
                         f"case; rename the file or the row")
         return f"no image file for {name!r} in {self.folder}"
 
+    def nested_images(self):
+        """Image files in subfolders (Paths relative to the folder, sorted), which are not read.
+        Only the subfolders are walked (not hidden ones: the image cache, .git)."""
+        with os.scandir(self.folder) as it:
+            subs = sorted(e.path for e in it if e.is_dir() and not e.name.startswith("."))
+        return [Path(top, f).relative_to(self.folder) for sub in subs for top, dirs, files in os.walk(sub)
+                for f in sorted(files) if os.path.splitext(f)[1].lower() in IMAGE_EXTS]
+
     def _look_elsewhere(self):
         """(files in subfolders, dangling symlinks, files of other formats, names by casefold),
         each keyed by name and image stem (NFC)."""
