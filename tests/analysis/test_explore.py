@@ -4,6 +4,7 @@ no network, its F2 and galleries against numpy, nothing overlapping, the files i
 by the project's own readers."""
 import base64
 import importlib.util
+import io
 import json
 import os
 import re
@@ -171,7 +172,7 @@ def test_thumbnails_cover_every_gallery_at_the_start(runs, page):
             want |= set(disagreement_rows(qs[a], qs[b], GALLERY).tolist())
     have = {int(i) for i in data["thumbs"]}
     assert want <= have and len(have) < N
-    img = Image.open(__import__("io").BytesIO(base64.b64decode(data["thumbs"][str(min(have))].split(",", 1)[1])))
+    img = Image.open(io.BytesIO(base64.b64decode(data["thumbs"][str(min(have))].split(",", 1)[1])))
     assert img.format == "JPEG" and img.size == (80, 80)
 
 
@@ -476,3 +477,30 @@ def test_nothing_overlaps(browser, tmp_path, n_labels, size):
     assert got["n_cards"] > 20
     assert got == {"sections": 0, "sliders": 0, "cells": 0, "cards": 0, "spill": 0, "n_cards": got["n_cards"],
                    "wide": False}
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_images_without_a_thumbnail_show_their_name_and_tags(browser, tmp_path):
+    """Thumbnails cover the galleries near the starting thresholds (--margin 0 here); a threshold moved
+    further shows the other images by name and tags, without a picture."""
+    rng = np.random.default_rng(3)
+    n, labels = 200, ["x", "y", "z"]
+    y = (rng.random((n, 3)) < 0.3).astype(np.uint8)
+    names = [f"pic_{i:03d}" for i in range(n)]
+    write_images(tmp_path / "imgs", names[:1], rng)
+    p = 1 / (1 + np.exp(-(rng.normal(0, 1, y.shape) + 2 * (2.0 * y - 1))))
+    ex = Explorer(labels, names, y, None, [Model("m", p, np.full(3, 0.9), np.ones(3, bool), "test")],
+                  [tmp_path / "imgs" / "pic_000.png"] * n)
+    html, _ = build_page(ex, "far", gallery=30, margin=0.0)
+    thumbs = {int(i) for i in embedded(html)["thumbs"]}
+    (tmp_path / "p.html").write_text(html)
+    open_page(browser, tmp_path / "p.html")
+    move(browser, "x", 0.0)
+    cards = browser.execute_script("return Array.from(document.querySelectorAll('[data-role=fp] .card'), c => "
+                                   "[+c.dataset.row, !!c.querySelector('img'), !!c.querySelector('.noimg'), c.innerText])")
+    assert len(cards) == 30 and any(not has_img for _, has_img, _, _ in cards)
+    for row, has_img, no_img, text in cards:
+        assert has_img == (row in thumbs) != no_img
+        given = " ".join(t for t, v in zip(labels, y[row]) if v) or "none"
+        assert names[row] in text and f"given {given}" in text
