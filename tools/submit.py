@@ -64,6 +64,7 @@ from utils.grid.cluster import (PredictJob, StackJob, TrainJob, flag_value, grid
 from utils.data.folds import folds_k_for  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
+from utils.common.termination import Terminated  # noqa: E402
 from utils.metrics.constraints import add_constraint_arguments, check_constraint_args  # noqa: E402
 from utils.grid.budget_presets import PRESETS  # noqa: E402
 
@@ -295,19 +296,33 @@ def submit_slurm(ex, args, cells, todo, predict, stack):
 
 def submit_here(ex, args, cells, todo, predict, stack):
     """The same jobs on this machine, each stage after the previous one (the local
-    executor has no dependencies); --array-parallelism training runs at a time."""
+    executor has no dependencies); --array-parallelism training runs at a time. Stopped
+    (Ctrl-C, SIGTERM), it stops the jobs it started first (utils/grid/stopping.py)."""
+    started = []
+    try:
+        return _run_here(ex, args, cells, todo, predict, stack, started)
+    except (KeyboardInterrupt, Terminated):
+        from utils.grid.stopping import stop_jobs
+        stop_jobs(started, args.cluster, lambda text: print(text, flush=True))
+        raise
+
+
+def _run_here(ex, args, cells, todo, predict, stack, started):
     width = args.array_parallelism or 1
     train_jobs = []
     for i in range(0, len(todo), width):
         names = [c.name for c in todo[i:i + width]]
         chunk = ex.map_array(TrainJob(args.data, args.out), todo[i:i + width])
+        started += zip(chunk, (f"training of {n}" for n in names))
         wait(chunk, "training", names)
         train_jobs += chunk
     names = [c.name for c in cells if not predicted(args, c)]
     pred_jobs = ex.map_array(predict, names) if names else []
+    started += zip(pred_jobs, (f"prediction of {n}" for n in names))
     wait(pred_jobs, "prediction", names)
     stack_job = ex.submit(stack) if stack else None
     if stack_job:
+        started.append((stack_job, "stack.py"))
         wait([stack_job], "stack.py", [f"{len(cells)} run(s)"])
     print(f"done: {len(todo)} run(s) trained, {len(pred_jobs)} predicted, " +
           (f"submission {args.submission}, stack report beside it" if stack_job else

@@ -26,6 +26,7 @@ from utils.analysis.report import build_context, render
 from utils.common.atomic import atomic_write_text
 from utils.common.temp_files import is_alive
 from utils.common.errors import DataError
+from utils.common.termination import Terminated
 from utils.common.text import read_json
 from utils.grid.budget import MARGIN, RUNG_FOLD, Facts, Measured, format_duration
 from utils.grid.budget_replan import (cheapest_addition, complete_members, corrections, expected, extend,
@@ -34,6 +35,7 @@ from utils.grid.budget_presets import member_from_json, plan_preset
 from utils.grid.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, is_debug, job_error
 from utils.runs.directory import find_runs
 from utils.grid.plan_file import write_plan
+from utils.grid.stopping import stop_jobs
 from utils.runs.scores import Truth
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class Progress:
                             unit="job", dynamic_ncols=True, mininterval=0 if self.live else LOG_EVERY_S,
                             bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} jobs{postfix}")
         self._logged = time.perf_counter()
-        self.bar, self.job, self.deadline, self.started = None, None, None, None
+        self.bar, self.job, self.handle, self.deadline, self.started = None, None, None, None, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -117,7 +119,7 @@ class Progress:
         with self.lock:
             if self.bar is not None:
                 self.bar.close()
-            self.bar, self.job, self.deadline = None, None, None
+            self.bar, self.job, self.handle, self.deadline = None, None, None, None
         self.update_overall(force=True)
 
     def write(self, text):
@@ -383,6 +385,10 @@ def run_plan(ctx):
                 continue
             run_one(ctx, progress, job)
             close_rung(ctx, progress)
+    except (KeyboardInterrupt, Terminated):  # the job this command started stops too (utils/grid/stopping.py)
+        if progress.handle is not None:
+            stop_jobs([(progress.handle, f"{progress.job.kind} {progress.job.name}")], ctx.cluster, progress.write)
+        raise
     finally:
         progress.close()
         record_outcomes(ctx.plan)
