@@ -273,7 +273,7 @@ def test_extend_brings_back_dropped_members_and_keeps_their_finished_runs():
 def test_extend_grows_larger_models_when_every_candidate_is_in():
     p = preset(sizes=(64, 128), max_trained=2)
     c = cands(p, sizes=(64, 128))
-    budget = next(b for b in range(60, 5000, 10) if len(make_plan(c, measured(), FACTS, b, p).members) == len(c))
+    budget = next(b for b in range(60, 5000, 10) if len(make_plan(c, measured(), FACTS, b, p).members) == len(c) - 1)
     jobs = make_plan(c, measured(), FACTS, budget, p).jobs
     assert {j.size for j in jobs if j.kind == "train"} == {64}
     left = budget * 6 - finish_at(jobs, ("probe", "train", "train"), 1.0)  # far more time than planned
@@ -395,6 +395,23 @@ def test_time_left_over_grows_a_new_seed_when_no_larger_model_is_on_the_ladder()
     assert len(grown) == 1 and grown[0].seed == 1 and grown[0].size == 64 and grown[0].arch == "tf_efficientnet_lite0"
     keys = [(j.arch, j.seed, j.size) for j in jobs if j.kind == "train" and j.fold == 0]
     assert len(keys) == len(set(keys))
+
+
+def test_a_short_budget_falls_back_to_the_smaller_probe_and_plans_one_probe_per_network():
+    p = preset(sizes=(64, 128))
+    c = cands(p, sizes=(64, 128))
+    assert [m.size for m in c if m.kind == "probe"] == [128, 64]
+    big = make_plan(c, measured(), FACTS, 10 ** 6, p)
+    assert [m.size for m in big.members if m.kind == "probe"] == [128]
+    probe128 = sum(j.predicted_s for j in plan_jobs([c[0]], measured(), FACTS, p))
+    probe64 = sum(j.predicted_s for j in plan_jobs([c[1]], measured(), FACTS, p))
+    assert probe64 < probe128
+    short = make_plan(c, measured(), FACTS, (probe64 + probe128) / 2 / (1 - MARGIN), p)
+    assert [m.size for m in short.members if m.kind == "probe"] == [64]
+    need, cheapest = minimum_seconds(c, measured(), FACTS, p)
+    assert cheapest.kind == "probe" and cheapest.size == 64
+    assert extend(big.jobs, c, measured(), FACTS, p, 10 ** 6) and not any(
+        j.kind == "probe" and j.size == 64 for j in big.jobs)        # never a second probe of one network
 
 
 def test_cheapest_addition_says_what_did_not_fit():

@@ -233,7 +233,8 @@ def make_plan(candidates, measured, facts, left_s, preset):
     """The plan for `left_s` seconds: members of `candidates` (Member, in the preset's order,
     each trained one at its smallest size and the fewest of preset.epochs) taken while the
     total with the stacks and report fits (1 - MARGIN) x left_s, at most preset.max_trained
-    trained ones; then every trained member grown together to the costliest (size, epochs) of
+    trained ones and one probe per network (the first that fits: the preset's size, else its
+    smaller fallback); then every trained member grown together to the costliest (size, epochs) of
     its options (sizes x preset.epochs, cost ~ size^2 x epochs) that still fits.
     Returns a Plan (members may be empty: the budget fits nothing)."""
     fits_s = left_s * (1 - MARGIN)
@@ -242,6 +243,8 @@ def make_plan(candidates, measured, facts, left_s, preset):
     for m in candidates:
         if m.kind == "train" and sum(c.kind == "train" for c in chosen) >= preset.max_trained:
             continue
+        if m.kind == "probe" and any(c.kind == "probe" and c.arch == m.arch for c in chosen):
+            continue  # a smaller probe of the same network is the fallback of a larger one that did not fit
         if total(chosen + [m]) <= fits_s:
             chosen.append(m)
     for size, epochs in growth_options(chosen, measured, preset.epochs):

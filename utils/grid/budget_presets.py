@@ -144,8 +144,8 @@ def candidates(preset, archs, sizes, seeds, train_flags, probe_archs, bs=32):
     after `--`)."""
     out = []
     if preset.probes and preset.tta in PROBE_TTAS:
-        for arch in probe_archs[:1]:
-            for size in sizes[-1:]:
+        for arch in probe_archs[:1]:   # the largest size; the smallest is its fallback when a budget is short
+            for size in dict.fromkeys((max(sizes), min(sizes))):
                 prefix = f"{arch.replace(':', '_')}-probe{size}-{preset.tta}"
                 out.append(Member(f"probe-{arch}-{size}", "probe", arch, size, bs=bs, prefix=prefix, tta=preset.tta))
     sizes = tuple(sorted(set(sizes)))

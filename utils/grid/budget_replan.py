@@ -160,7 +160,7 @@ def extend(jobs, candidates, measured, facts, preset, left_s):
     for m in candidates:
         trained = {(j.arch, j.seed) for j in jobs if j.kind == "train" and j.state != "dropped"}
         if member_key(m) in {job_key(j) for j in jobs if j.member is not None} or (
-                m.kind == "train" and len(trained) >= preset.max_trained):
+                m.kind == "train" and len(trained) >= preset.max_trained) or has_probe(jobs, m):
             continue
         for member in _shapes(m, jobs, measured):
             if add("new", member, member_jobs(member, measured, facts, preset.tta, decoded_by(jobs))):
@@ -171,6 +171,12 @@ def extend(jobs, candidates, measured, facts, preset, left_s):
                 break
     refresh_finish(jobs, facts, measured, preset)
     return changes
+
+
+def has_probe(jobs, m):
+    """Whether m is a probe of a network the plan already probes (at another size: the fallback
+    of a larger probe adds little beside it)."""
+    return m.kind == "probe" and any(j.kind == "probe" and j.arch == m.arch and j.state != "dropped" for j in jobs)
 
 
 def addition_cost(jobs, new, facts, measured, preset, factor):
@@ -208,7 +214,8 @@ def cheapest_addition(jobs, candidates, measured, facts, preset):
     for the cheapest candidate left out or larger model of a member; None when there is none."""
     factor = corrections(jobs)
     have = {job_key(j) for j in jobs if j.member is not None and j.state != "dropped"}
-    options = [m for c in candidates if member_key(c) not in have for m in _shapes(c, jobs, measured)]
+    options = [m for c in candidates if member_key(c) not in have and not has_probe(jobs, c)
+               for m in _shapes(c, jobs, measured)]
     options += _larger(jobs, candidates, measured, preset.epochs)
     costs = [(addition_cost(jobs, member_jobs(m, measured, facts, preset.tta, decoded_by(jobs)), facts, measured,
                             preset, factor), describe(m)) for m in options]
