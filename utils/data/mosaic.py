@@ -36,6 +36,7 @@ from tqdm import tqdm
 from utils.data.demo import check_settings, move_into_place, tag_frequencies
 from utils.common.atomic import atomic_write_csv, atomic_write_text
 from utils.common.errors import DataError, report_problems
+from utils.common.text import read_text
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ def mosaic_frequencies(data_dir):
     if there is none); a label that is neither a class nor a colour tag has density NaN.
     """
     labels_txt = Path(data_dir) / "labels.txt"
-    tags = [t for t in labels_txt.read_text().split() if t] if labels_txt.is_file() else list(CLASSES)
+    tags = [t for t in read_text(labels_txt).split() if t] if labels_txt.is_file() else list(CLASSES)
     known = dict(zip(mosaic_labels(MAX_COLOURS), DENSITIES + colour_densities(MAX_COLOURS)))
     n_colours = sum(t.startswith("colour_") for t in tags)
     known.update(zip(colour_tags(n_colours), colour_densities(n_colours)))

@@ -9,6 +9,7 @@ packages for tf_efficientnet_lite0..2, the torch and Hugging Face caches for the
 any architecture with --no-pretrained, and tiny_cnn always.
 """
 import importlib.util
+import statistics
 import subprocess
 import sys
 import time
@@ -24,8 +25,8 @@ from utils.models.weights import LITE_ARCHS, local_timm_weights, torchvision_wei
 from utils.grid.budget import Measured, Speed, speed_key
 
 REPO = Path(__file__).resolve().parents[2]
-STEP_SECONDS = 1.5   # time each configuration's training (and inference) for about this long
-MAX_STEPS = 5
+WARMUP_STEPS = 2     # untimed steps of each configuration first
+TIMED_STEPS = 3      # then the median of this many
 
 
 def has_weights(arch):
@@ -69,16 +70,19 @@ def start_seconds():
     return time.perf_counter() - t0
 
 
-def _timed(step, n_max, seconds):
-    """Images/s of `step` (returns the batch size it ran): one warm-up call, then calls until
-    `seconds` have passed or n_max were made."""
-    step()
-    n, t0 = 0, time.perf_counter()
-    images = 0
-    while n < n_max and (n == 0 or time.perf_counter() - t0 < seconds):
-        images += step()
-        n += 1
-    return images / max(1e-9, time.perf_counter() - t0)
+def _timed(step, warmup=WARMUP_STEPS, steps=TIMED_STEPS):
+    """Images/s of `step` (it returns the batch size it ran): `warmup` calls first (a fresh
+    process's first steps build oneDNN's kernels and the allocator's pools and run several
+    times slower), then the median of `steps` timed calls, so one step slowed by the rest of
+    the machine does not set the speed."""
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        images = step()
+        rates.append(images / max(1e-9, time.perf_counter() - t0))
+    return float(statistics.median(rates))
 
 
 def measure_one(arch, size, bs, n_labels, device):
@@ -104,9 +108,9 @@ def measure_one(arch, size, bs, n_labels, device):
         return bs
 
     model.train()
-    train_ips = _timed(train_step, MAX_STEPS, STEP_SECONDS)
+    train_ips = _timed(train_step)
     model.eval()
-    predict_ips = _timed(infer_step, MAX_STEPS, STEP_SECONDS / 2)
+    predict_ips = _timed(infer_step, warmup=1)
     return Speed(train_ips, predict_ips)
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from utils.data.cache import decode_image, default_workers
 
-FIT_ROWS = 800       # at most this many training rows time the probe's fit
+FIT_ROWS_PER_FEATURE = 2   # the probe's fit is timed on up to 2 x features rows: fewer rows than features
+                           # are separable, where lbfgs takes many times the steps real data needs
 FIT_LABELS = 4       # ... and at most this many labels (the fit is per label, so it scales by L)
 STACK_ROWS = (120, 360)   # stack.py's methods are timed at these numbers of images (at most n_train) ...
 STACK_LABELS = 3     # ... and this many labels (every method works label by label, so it scales by L)
@@ -62,11 +63,11 @@ def synthetic_problem(n, n_features, n_labels, seed=0):
 def probe_fit_rate(n_fold_train, n_features, n_labels, C=1.0):
     """Seconds per training image x label of one fold's logistic regressions (the linear
     probe's `fit_predict`, prediction of the fold's training rows included), timed on
-    min(n_fold_train, FIT_ROWS) rows x min(n_labels, FIT_LABELS) labels of a synthetic
-    problem with the real feature width."""
+    min(n_fold_train, FIT_ROWS_PER_FEATURE x n_features) rows x min(n_labels, FIT_LABELS)
+    labels of a synthetic problem with the real feature width."""
     from utils.analysis.probe import fit_predict
 
-    n, labels = max(50, min(n_fold_train, FIT_ROWS)), max(1, min(n_labels, FIT_LABELS))
+    n, labels = max(50, min(n_fold_train, FIT_ROWS_PER_FEATURE * n_features)), max(1, min(n_labels, FIT_LABELS))
     X, Y = synthetic_problem(n, n_features, labels)
     t0 = time.perf_counter()
     fit_predict(X, Y, [X, X[: n // 4]], C)

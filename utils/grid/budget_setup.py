@@ -105,7 +105,7 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
 
 def measure_all(args, facts, cands, preset, configs, stop):
     """The networks' speeds (utils/grid/budget_probe.py) and this dataset's rates (measure_rates),
-    or the same measurement of this machine and dataset made within the last day
+    or the same measurement of this machine and dataset made within six hours
     (utils/grid/budget_memo.py: a dry run, then the run). Which caches exist is looked up anew."""
     from utils.common.cli import pick_device
     from utils.data.cache import default_cache_dir

@@ -27,7 +27,7 @@ def child_pids(pid):
         out = []
         for stat in proc.glob("[0-9]*/stat"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
+                fields = stat.read_bytes().decode().rsplit(")", 1)[1].split()  # a kernel file, not a user's text
             except OSError:  # gone meanwhile
                 continue
             if int(fields[1]) == pid:
