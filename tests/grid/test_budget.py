@@ -361,12 +361,14 @@ def test_a_slow_probe_does_not_drop_the_trained_members_and_one_fold_measures_th
     # so little time left that no trained member fits whole at the measured speeds, but one fold does
     first = next(j for j in jobs if j.kind == "train")
     finish = sum(j.predicted_s for j in jobs if j.member is None and j.after is None)
-    left = first.predicted_s + finish + 1.0
+    left = (first.predicted_s + finish) / (1 - MARGIN) + 1.0
     dropped = replan(jobs, left)
     assert set(trained) <= set(dropped)
     kept = keep_one_to_measure(jobs, left)
     assert kept == trained[0]                           # the cheapest: Lite0 before Lite1
-    assert all(j.state == "planned" for j in jobs if j.member == kept)
+    planned = [j for j in jobs if j.member == kept and j.state == "planned"]
+    assert len(planned) == 1 and planned[0].kind == "train" and planned[0].fold == 0   # its first fold alone
+    assert replan(jobs, left) == []                     # which the next replan keeps
     assert keep_one_to_measure(jobs, left) is None       # one at a time
     finish_at(jobs, ("train",), 1.0)                    # measured: the next replan decides on real speeds
     for m in trained:
@@ -485,3 +487,33 @@ def test_the_rung_trains_every_models_first_fold_first_and_promotion_orders_the_
     left = sum(j.predicted_s for j in jobs if j.state == "planned" and j.member != trained[0]
                and j.after != trained[0]) / (1 - MARGIN) + 1
     assert replan(jobs, left) == [trained[0]]
+
+
+def test_a_plan_without_a_trained_model_measures_one_fold_and_then_takes_the_model_if_it_fits():
+    from utils.grid.budget import MEASURE_WHY
+    p = preset()
+    c = cands(p)
+    probe_only = sum(j.predicted_s for j in plan_jobs([c[0]], measured(), FACTS, p))
+    budget = probe_only / (1 - MARGIN) + 40          # the probe fits, no trained model does at the probe's speeds
+    plan_ = make_plan(c, measured(), FACTS, budget, p)
+    jobs = plan_.jobs
+    assert [m.kind for m in plan_.members] == ["probe"]
+    first_fold = next(j for j in member_jobs_of(c, p) if j.kind == "train")
+    assert first_fold.predicted_s < 40 * (1 - MARGIN)  # but one fold of the cheapest does
+    changes = extend(jobs, c, measured(), FACTS, p, budget)
+    assert [h for h, _, _ in changes] == ["measure"]
+    m_id = changes[0][1]
+    planned = [j for j in jobs if j.member == m_id and j.state == "planned"]
+    assert len(planned) == 1 and planned[0].kind == "train" and planned[0].why == MEASURE_WHY
+    assert replan(jobs, budget) == []                 # the measuring fold is kept
+    assert extend(jobs, c, measured(), FACTS, p, budget) == []   # one measurement at a time
+    fold = planned[0]
+    fold.state, fold.actual_s = "finished", fold.fixed_s + 0.05 * (fold.predicted_s - fold.fixed_s)  # 20x faster
+    changes = extend(jobs, c, measured(), FACTS, p, budget)
+    assert ("back", m_id, None) in changes            # measured: the rest of the model fits now
+    assert all(j.state == "planned" for j in jobs if j.member == m_id and j is not fold)
+
+
+def member_jobs_of(c, p):
+    from utils.grid.budget import member_jobs
+    return member_jobs(next(m for m in c if m.kind == "train"), measured(), FACTS, p.tta)

@@ -67,13 +67,12 @@ def replan(jobs, left_s):
 
 def keep_one_to_measure(jobs, left_s):
     """Before every trained member is given up on a prediction no training job has checked,
-    run one fold to measure: when no train job has finished, no trained member is open, and a
-    dropped one's first fold (with the final stack and report) fits left_s, the dropped
-    trained member whose open jobs cost least comes back (why: MEASURE_WHY). The next replan,
-    with that fold's speed measured, keeps or drops the rest of it. Returns its id or None."""
-    if any(j.kind == "train" and j.state == "finished" for j in jobs):
-        return None
-    if any(j.kind == "train" and j.state in ("planned", "running") for j in jobs):
+    run one fold to measure: when no train job has finished or is open, and a dropped trained
+    member's first fold (with the final stack and report) fits (1 - MARGIN) x left_s, that fold of the member
+    whose jobs cost least comes back alone (why: MEASURE_WHY). Once it has run, with training's
+    speed on this data measured, extend brings the rest of the member back if it fits.
+    Returns the member's id or None."""
+    if not measuring_open(jobs):
         return None
     factor = corrections(jobs)
     finish = sum(expected(j, factor) for j in jobs if j.state == "planned" and owner(j) is None)
@@ -83,15 +82,27 @@ def keep_one_to_measure(jobs, left_s):
         if any(j.state in ("failed", "finished") for j in own if j.kind == "train"):
             continue
         first = next(j for j in own if j.kind == "train")
-        if expected(first, factor) + finish <= left_s:
-            options.append((sum(expected(j, factor) for j in own), member))
+        if expected(first, factor) + finish <= left_s * (1 - MARGIN):
+            options.append((sum(expected(j, factor) for j in own), member, first))
     if not options:
         return None
-    member = min(options)[1]
-    for j in jobs:
-        if owner(j) == member and j.state == "dropped":
-            j.state, j.why = "planned", MEASURE_WHY
+    _, member, first = min(options, key=lambda o: o[0])
+    first.state, first.why = "planned", MEASURE_WHY
     return member
+
+
+def measuring_open(jobs):
+    """Whether training is still unmeasured on this data: no train job finished, none open."""
+    return not any(j.kind == "train" and j.state in ("finished", "planned", "running") for j in jobs)
+
+
+def measure_first(jobs, new):
+    """A new member's jobs set to measure first: its first train job planned (why MEASURE_WHY),
+    the rest dropped until that fold has run (extend's 'back' then brings them when they fit)."""
+    first = next(j for j in new if j.kind == "train")
+    for j in new:
+        j.state, j.why = ("planned", MEASURE_WHY) if j is first else ("dropped", f"waits for {first.name}'s speed")
+    return new
 
 
 def rung_ready(jobs):
@@ -130,7 +141,10 @@ def extend(jobs, candidates, measured, facts, preset, left_s):
        trained one at the size and epochs of the plan's trained members first, then its own;
     3. 'larger', when 1 and 2 changed nothing: one trained member's architecture and seed at a
        costlier size or more epochs of its ladder (a new model for the stack), the costliest
-       that fits (as make_plan grows members).
+       that fits (as make_plan grows members);
+    4. 'measure', when nothing changed and no trained model is in the plan: the trained
+       candidate whose first fold costs least, that fold alone (measure_first), when it fits:
+       the speed probe may be wrong about this data, a finished fold is not.
 
     New jobs go before the final stack; the final stack's and the report's predictions follow
     the members. Returns [(how, member id, Member or None for 'back')]; jobs is changed in place."""
@@ -138,9 +152,9 @@ def extend(jobs, candidates, measured, facts, preset, left_s):
     free = left_s * (1 - MARGIN) - sum(expected(j, factor) for j in jobs if j.state in ("planned", "running"))
     changes = []
 
-    def add(how, member, new):
+    def add(how, member, new, costed=None):
         nonlocal free
-        c = addition_cost(jobs, new, facts, measured, preset, factor)
+        c = addition_cost(jobs, new if costed is None else costed, facts, measured, preset, factor)
         if c > free:
             return False
         free -= c
@@ -168,6 +182,13 @@ def extend(jobs, candidates, measured, facts, preset, left_s):
     if not changes:
         for member in _larger(jobs, candidates, measured, preset.epochs):
             if add("larger", member, member_jobs(member, measured, facts, preset.tta, decoded_by(jobs))):
+                break
+    if not changes and measuring_open(jobs):   # 4. 'measure': no trained model in the plan yet
+        for m in sorted((c for c in candidates if c.kind == "train" and member_key(c) not in
+                         {job_key(j) for j in jobs if j.member is not None}),
+                        key=lambda c: member_jobs(c, measured, facts, preset.tta)[0].predicted_s):
+            new = measure_first(jobs, member_jobs(m, measured, facts, preset.tta, decoded_by(jobs)))
+            if add("measure", m, new, [j for j in new if j.state == "planned"]):
                 break
     refresh_finish(jobs, facts, measured, preset)
     return changes

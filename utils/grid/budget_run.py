@@ -28,7 +28,7 @@ from utils.common.temp_files import is_alive
 from utils.common.errors import DataError
 from utils.common.termination import Terminated
 from utils.common.text import read_json
-from utils.grid.budget import MARGIN, RUNG_FOLD, Facts, Measured, format_duration
+from utils.grid.budget import MARGIN, MEASURE_WHY, RUNG_FOLD, Facts, Measured, format_duration
 from utils.grid.budget_replan import (cheapest_addition, complete_members, corrections, expected, extend,
                                       keep_one_to_measure, owner, promote, replan, rung_ready)
 from utils.grid.budget_presets import member_from_json, plan_preset
@@ -292,6 +292,11 @@ def adjust(ctx, progress):
     for how, m_id, member in changes:
         if member is not None:
             ctx.plan["members"].append(asdict(member))
+        if how == "measure":
+            first = next(j for j in jobs if j.member == m_id and j.why == MEASURE_WHY)
+            progress.write(f"measuring: {first.name} runs first, to measure training on this data (the speed probe "
+                           f"predicts {format_duration(first.predicted_s)}); the rest of {m_id} follows if it fits")
+            continue
         what = {"back": "brought back", "new": "added", "larger": "added a larger model,"}[how]
         progress.write(f"{what} {m_id}: the plan runs ahead of its prediction, {format_duration(ctx.left())} left")
     if not changes and all(owner(j) is None for j in jobs if j.state == "planned"):
