@@ -3,10 +3,10 @@
 The strong simple baseline to beat by fine-tuning. A network from utils/models/factory.py with
 its classifier removed turns each cached uint8 image into a pooled feature vector
 (computed once, cached as .npy next to the image cache). For each cross-validation
-fold the features are standardised on the training folds and one
-sklearn LogisticRegression per label is fitted (C fixed, or chosen per label by an
-inner stratified CV with LogisticRegressionCV); the held-out fold and the test set are
-predicted. A label without positives (or without negatives) in a training split gets
+fold the features are standardised on the training folds and every label's logistic
+regression (sklearn LogisticRegression's objective: L2, C fixed or chosen per label by an
+inner stratified CV as LogisticRegressionCV chose it) is fitted in one L-BFGS solve
+(utils/analysis/logreg.py); the held-out fold and the test set are predicted. A label without positives (or without negatives) in a training split gets
 its training prior as a constant probability.
 
 `write_probe_run` writes the fold's results as a run directory (ARCHITECTURE.md, "Run directory"),
@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from utils.analysis.logreg import feature_basis, fit_logreg, select_C
 from utils.data.cache import cache_key, load_images
 from utils.train.loop import predict_logits
 from utils.common.atomic import atomic_write, atomic_write_csv, atomic_write_json
@@ -42,7 +41,6 @@ FEATURE_VERSION = 1   # bump when feature extraction changes
 TTAS = ("none", "hflip")
 C_GRID = tuple(np.logspace(-4, 1, 6))  # --C auto searches these decades (inverse regularisation)
 FALLBACK_C = 1.0      # --C auto on a label too rare for an inner CV (fewer than 2 of a class)
-MAX_ITER = 2000       # lbfgs on a few thousand standardised features converges well within this
 PROB_EPS = 1e-7       # log loss clip
 
 
@@ -145,50 +143,42 @@ def cached_features(files, size, cache_dir, arch, pretrained=True, tta="none", d
 
 # ---------------------------------------------------------------------------- fitting
 
-def make_logreg(C, y, inner_k=3, seed=0):
-    """An unfitted classifier for one label with 0/1 targets `y`; returns (estimator, note).
+def fit_predict(X_train, Y_train, X_eval, C=1.0, inner_k=3, seed=0, basis=None):
+    """Fit every label's logistic regression on standardised X_train at once; predict each of X_eval.
 
-    C: float (LogisticRegression) or 'auto' (LogisticRegressionCV over C_GRID by log loss,
-    stratified inner CV with min(inner_k, minority count) splits; FALLBACK_C when the
-    minority class has fewer than 2 images).
-    """
-    if C != "auto":
-        return LogisticRegression(C=float(C), max_iter=MAX_ITER), "fixed"
-    minority = int(min(y.sum(), len(y) - y.sum()))
-    if minority < 2:
-        return LogisticRegression(C=FALLBACK_C, max_iter=MAX_ITER), "fallback"
-    cv = StratifiedKFold(n_splits=min(inner_k, minority), shuffle=True, random_state=seed)
-    return LogisticRegressionCV(Cs=list(C_GRID), cv=cv, scoring="neg_log_loss", l1_ratios=(0.0,),
-                                max_iter=MAX_ITER, use_legacy_attributes=False), "cv"
-
-
-def fit_predict(X_train, Y_train, X_eval, C=1.0, inner_k=3, seed=0):
-    """Fit one logistic regression per label on standardised X_train; predict each of X_eval.
-
-    X_train: (N, D); Y_train: (N, L) 0/1; X_eval: list of (M_i, D) arrays. A label with
-    a single class in Y_train predicts its training prior (a constant 0 or 1).
-    Returns (list of (M_i, L) float64 probabilities, list of L chosen C values, None
-    where the label was constant).
+    X_train: (N, F) float32 features; Y_train: (N, L) 0/1 (uint8); X_eval: list of (M_i, F)
+    arrays (an empty one for no test set); C: a positive float, or 'auto' (each label's C from
+    C_GRID by inner CV, see utils.analysis.logreg.select_C; FALLBACK_C for a label whose minority
+    class has fewer than 2 images); basis: utils.analysis.logreg.feature_basis of the features
+    (default: computed here). Features are standardised on X_train (StandardScaler), the fits are
+    sklearn's LogisticRegression(C) per label (L2, unpenalised intercept, no class weights) solved
+    jointly (utils.analysis.logreg.fit_logreg). A label with a single class in Y_train predicts
+    its training prior (a constant 0 or 1). Returns (list of (M_i, L) float64 probabilities,
+    list of L chosen C values, None where the label was constant).
     """
     scaler = StandardScaler().fit(X_train)
     Xs = scaler.transform(X_train)
-    Xe = [scaler.transform(x) if len(x) else x for x in X_eval]  # no test set: an empty array
     Y_train = np.asarray(Y_train).astype(np.int64)
     out = [np.empty((len(x), Y_train.shape[1])) for x in X_eval]
-    chosen = []
-    for j in range(Y_train.shape[1]):
-        y = Y_train[:, j]
-        if y.min() == y.max():
-            for o in out:
-                o[:, j] = float(y[0])
-            chosen.append(None)
-            continue
-        clf, _ = make_logreg(C, y, inner_k, seed)
-        clf.fit(Xs, y)
-        for o, x in zip(out, Xe):
-            if len(x):
-                o[:, j] = clf.predict_proba(x)[:, 1]
-        chosen.append(float(clf.C_) if hasattr(clf, "C_") else float(clf.C))
+    fit = np.flatnonzero(Y_train.min(0) != Y_train.max(0))
+    for j in np.setdiff1d(np.arange(Y_train.shape[1]), fit):
+        for o in out:
+            o[:, j] = float(Y_train[0, j])
+    chosen = [None] * Y_train.shape[1]
+    if not len(fit):
+        return out, chosen
+    basis = feature_basis(Xs) if basis is None else basis
+    if C == "auto":
+        Cs, init = select_C(Xs, Y_train[:, fit], C_GRID, inner_k, seed, basis)
+        Cs = np.where(np.isnan(Cs), FALLBACK_C, Cs)
+    else:
+        Cs, init = float(C), None
+    model = fit_logreg(Xs, Y_train[:, fit], Cs, basis=basis, init=init)
+    for o, x in zip(out, X_eval):
+        if len(x):
+            o[:, fit] = model.predict_proba(scaler.transform(x))
+    for j, c in zip(fit, np.broadcast_to(Cs, (len(fit),))):
+        chosen[j] = float(c)
     return out, chosen
 
 
@@ -220,11 +210,16 @@ def probe_folds(X, Y, folds, X_test=None, C=1.0, inner_k=3, seed=0, only=None):
     None; only: fold ids to run (default all). Returns a list of FoldResult.
     """
     X_test = np.zeros((0, X.shape[1]), X.dtype) if X_test is None else X_test
+    t0 = time.perf_counter()
+    basis = feature_basis(StandardScaler().fit_transform(X))  # the solver's coordinates, shared by the folds
+    ks = sorted(set(int(f) for f in folds)) if only is None else only
+    share = (time.perf_counter() - t0) / max(len(ks), 1)     # each fold's part of finding them
     results = []
-    for k in (sorted(set(int(f) for f in folds)) if only is None else only):
-        t0 = time.perf_counter()
+    for k in ks:
+        t0 = time.perf_counter() - share
         tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        (p_tr, p_va, p_te), chosen = fit_predict(X[tr], Y[tr], [X[tr], X[va], X_test], C, inner_k, seed)
+        (p_tr, p_va, p_te), chosen = fit_predict(X[tr], Y[tr], [X[tr], X[va], X_test], C, inner_k, seed,
+                                                   basis)
         results.append(FoldResult(k, va, p_va, p_te, chosen, mean_log_loss(Y[tr], p_tr),
                                   mean_log_loss(Y[va], p_va), time.perf_counter() - t0))
         log.info("fold %d: %d train / %d val, val log loss %.4f, %.1f s", k, len(tr), len(va),
