@@ -517,3 +517,15 @@ def test_a_plan_without_a_trained_model_measures_one_fold_and_then_takes_the_mod
 def member_jobs_of(c, p):
     from utils.grid.budget import member_jobs
     return member_jobs(next(m for m in c if m.kind == "train"), measured(), FACTS, p.tta)
+
+
+def test_speeds_are_never_slower_at_a_smaller_size():
+    from utils.grid.budget_probe import monotone
+    noisy = {speed_key("a", 64, 32): Speed(7.0, 22.0), speed_key("a", 96, 32): Speed(60.0, 400.0),
+             speed_key("a", 128, 32): Speed(12.0, 230.0), speed_key("b", 64, 32): Speed(50.0, 300.0)}
+    fixed = monotone(noisy)
+    assert fixed[speed_key("a", 64, 32)] == Speed(60.0, 400.0)     # raised to the larger size's
+    assert fixed[speed_key("a", 96, 32)] == Speed(60.0, 400.0)
+    assert fixed[speed_key("a", 128, 32)] == Speed(12.0, 230.0)    # a larger size is never raised
+    assert fixed[speed_key("b", 64, 32)] == Speed(50.0, 300.0)     # other architectures untouched
+    assert monotone(fixed) == fixed
