@@ -96,11 +96,14 @@ def get_args_parser():
                    "1 on CPU, where larger forwards were slower in bench/tta.py)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     g.add_argument("--amp", default="auto", nargs="?", const="bf16", choices=["auto", "off", "bf16"],
-                   help="mixed precision on CUDA, as train.py's: bf16 autocast (default: auto = bf16 where "
-                   "supported)")
+                   help="mixed precision, as train.py's: auto = bf16 autocast on CUDA where supported; on CPU fp32 "
+                   "or bf16 autocast, whichever predicted this network at this size faster when measured on this "
+                   "machine (bf16 only where the CPU computes it natively; measured once, cached); off = fp32 "
+                   "(default: auto)")
     g.add_argument("--no-amp", dest="amp", action="store_const", const="off", help=argparse.SUPPRESS)
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on for CUDA)")
+                   help="channels_last memory format; --no-channels-last: contiguous (default: auto = on for CUDA, "
+                   "measured with --amp on CPU)")
     add_hidden_alias(p, "--run", "--runs")  # the former name
     return p
 
@@ -262,6 +265,7 @@ def predict_job(job, splits, args, device):
     """Load the job's model and predict each split into job.out (nothing written)."""
     from utils.data.bands import image_options
     from utils.data.cache import default_cache_dir, is_cached, load_images
+    from utils.models.fast_path import network_name, resolve
     from utils.runs.checkpoint import load_for_inference
     from utils.predict.tta import predict_tta
 
@@ -269,12 +273,15 @@ def predict_job(job, splits, args, device):
     labels, size, spec = list(meta["labels"]), int(args.size or meta["size"]), job.spec
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(spec.root)
     cuda = device.type == "cuda"
+    channels = int(meta.get("channels") or len(meta["mean"]))
+    setting, how = resolve(device, args.amp, args.channels_last, model,
+                           network_name(meta["arch"], meta.get("head"), channels), size, "infer", args.bs, channels)
     kw = dict(tta=args.tta, merge=args.merge, mean=meta["mean"], std=meta["std"], bs=args.bs,
-              device=device, crop_frac=args.crop_frac,
-              amp=args.amp == "bf16" or (args.amp == "auto" and cuda and torch.cuda.is_bf16_supported()),
-              channels_last=cuda if args.channels_last is None else args.channels_last,
+              device=device, crop_frac=args.crop_frac, amp=setting.amp == "bf16",
+              channels_last=setting.channels_last,
               max_views_per_forward=args.max_views_per_forward or (None if cuda else 1))
-    log.info("%s: %s at %d px, TTA %s (%s merge)", job.run.name, meta["arch"], size, args.tta, args.merge)
+    log.info("%s: %s at %d px, TTA %s (%s merge), %s (%s)", job.run.name, meta["arch"], size, args.tta,
+             args.merge, setting.name, how)
     # the bands and 8-bit scaling the model was trained with (from the checkpoint alone)
     bands = image_options(meta)
     if "val" in splits:

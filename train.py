@@ -33,8 +33,8 @@ from utils.runs.resume import check_same_config, given_flags, modern_spelling  #
 from utils.runs.run_guard import hold_run  # noqa: E402
 from utils.train.flags import NEEDS, add_flags, train_options  # noqa: E402
 from utils.train.run_setup import (EXCLUDED_COPY, build_config, check_aug_static, check_channels,  # noqa: E402
-                                   data_root, default_workers, find_run, finished_result, resolve_flags, updated,
-                                   warn_test_images)
+                                   data_root, default_workers, find_run, finished_result, record_setting,
+                                   resolve_flags, run_setting, updated, warn_test_images)
 
 log = logging.getLogger("train")
 
@@ -187,6 +187,9 @@ def main(args):
             return done
         if dist.is_main() and new_folds:  # the folds file was moved away: the same folds again
             write_folds(spec, fold_ids, folds_file)
+        setting, how = run_setting(flags, device, plan, model, stored.get("fast_path"))
+        if dist.is_main():
+            record_setting(run_dir, stored, setting, how)
     else:
         cfg["band_scaling"] = fit_band_scaling(spec.files, flags.channels)
         kw = dict(desc=flags.images, channels=flags.channels, scaling=cfg["band_scaling"])
@@ -194,6 +197,8 @@ def main(args):
         if flags.channels >= 3:  # PCA lighting changes R, G, B only
             cfg["pca"] = pca_stats(imgs[train_rows[:: max(1, len(train_rows) // 500)]][..., :3])
         cfg["loss"] = build_loss(flags.loss, spec.y[train_rows][:, label_idx])[1]
+        setting, how = run_setting(flags, device, plan, model)
+        cfg["fast_path"] = {**setting.record(), "chosen": how}
         if dist.is_main():  # every check has passed: the first files of the run
             if new_folds:
                 write_folds(spec, fold_ids, folds_file)
@@ -202,14 +207,13 @@ def main(args):
             atomic_write_json(run_dir / "config.json", cfg)
     if dist.is_main():
         log.info("run %s: %s on fold %d, %d labels, %d train (+%d pseudo-labelled test) / %d val images, "
-                 "device %s\n%s", run_dir, flags.arch, flags.fold, len(label_idx), len(train_rows),
+                 "device %s, %s (%s)\n%s", run_dir, flags.arch, flags.fold, len(label_idx), len(train_rows),
                  len(extras.test_rows) if extras else 0, int((fold_ids == flags.fold).sum()), device,
-                 describe_plan(plan))
-    cl = flags.channels_last if flags.channels_last is not None else device.type == "cuda"
+                 setting.name, how, describe_plan(plan))
     opts = TrainOptions(**train_options(vars(updated(
-        flags, workers=flags.workers if flags.workers >= 0 else default_workers(device), channels_last=cl,
-        cache_dir=str(cache_dir), tensorboard=tensorboard))))
-    model = model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
+        flags, workers=flags.workers if flags.workers >= 0 else default_workers(device), amp=setting.amp,
+        channels_last=setting.channels_last, cache_dir=str(cache_dir), tensorboard=tensorboard))))
+    model = model.to(device, memory_format=torch.channels_last if setting.channels_last else torch.contiguous_format)
     fold_data = FoldData.split(spec, fold_ids, cfg["fold"], label_idx, excluded, extras)
     trainer = Trainer(model, cfg, fold_data, run_dir, device, opts)
     result = trainer.fit(resume=flags.resume)

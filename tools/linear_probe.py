@@ -54,6 +54,13 @@ def get_args_parser():
     g.add_argument("--bs", type=int, default=64, help="feature extraction batch size (default: 64)")
     g.add_argument("--workers", type=int, default=1, help="data loader workers (default: 1)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    g.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
+                   help="precision of the feature extraction: auto = on CPU fp32 or bf16 autocast, whichever is "
+                   "faster on this machine (bf16 only where the CPU computes it natively; measured once, cached), "
+                   "on CUDA fp32; off = fp32 (default: auto)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format; --no-channels-last: contiguous (default: auto = measured "
+                   "with --amp on CPU, off on CUDA)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
     g = p.add_argument_group("logistic regression")
     g.add_argument("--C", default="1.0", help="inverse regularisation strength, a positive number, or 'auto': "
@@ -110,6 +117,7 @@ def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
            "loss_spec": "logreg", "sampler": "none", "aug": "none",
            "channels": args.channels, "band_scaling": meta.get("band_scaling"),
            "mean": list(meta["mean"]), "std": list(meta["std"]), "weights": meta["weights"],
+           "fast_path": meta.get("fast_path", "fp32 contiguous"),
            "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                         "sklearn": sklearn.__version__}}
@@ -124,7 +132,8 @@ def main(args):
     from utils.data.cache import default_cache_dir
     from utils.data.dataset import load_dataset
     from utils.data.folds import folds_k_for, load_or_make_folds
-    from utils.analysis.probe import cached_features, f2_scores, prior_probs, probe_folds, write_probe_run
+    from utils.analysis.probe import (cached_features, f2_scores, feature_setting, prior_probs, probe_folds,
+                                      write_probe_run)
     from utils.metrics.thresholds import cross_fit
 
     t0 = time.perf_counter()
@@ -145,8 +154,12 @@ def main(args):
     folds = load_or_make_folds(spec, args.folds_k, args.folds_seed, folds_file)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir(root)
     scaling = fit_band_scaling(spec.files, args.channels)
+    setting, how = feature_setting(args.arch, args.size, args.amp, args.channels_last, args.pretrained, args.tta,
+                                   args.bs, device, args.channels)
+    log.info("features in %s (%s)", setting.name, how)
     kw = dict(size=args.size, cache_dir=cache_dir, arch=args.arch, pretrained=args.pretrained, tta=args.tta,
-              bs=args.bs, device=device, workers=args.workers, channels=args.channels, scaling=scaling)
+              bs=args.bs, device=device, workers=args.workers, channels=args.channels, scaling=scaling,
+              setting=setting)
     X, info = cached_features(spec.files, desc=args.images, **kw)
     info["band_scaling"] = scaling
     X_test, info_test = (cached_features(spec.test_files, desc=args.test_images, **kw) if spec.test_files
@@ -174,7 +187,8 @@ def main(args):
     print(f"OOF   {len(oof):>5}  {f2_fixed:7.4f}  {f2_best:9.4f}  (greedy thresholds fitted on all OOF rows)")
     print(f"OOF F2 with greedy thresholds cross-fitted (fitted on the other folds): "
           f"{honest['mean']:.4f} +- {honest['std']:.4f} over folds, pooled {honest['f2_pooled']:.4f}")
-    print(f"features {X.shape[1]}-d from {args.arch} at {args.size}px, tta {args.tta}, C {C}; "
+    print(f"features {X.shape[1]}-d from {args.arch} at {args.size}px ({info.get('fast_path', 'fp32 contiguous')}), "
+          f"tta {args.tta}, C {C}; "
           f"wall {time.perf_counter() - t0:.0f} s (feature extraction {feature_s:.0f} s"
           f"{', cached' if info['cached'] else ''})")
     print(f"runs: {out / (prefix + '-f*')}")

@@ -33,6 +33,7 @@ from utils.common.text import read_json
 from utils.runs.pred_files import write_preds
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples
 from utils.models.factory import create_model
+from utils.models.fast_path import FP32, network_name, resolve, time_candidates
 from utils.metrics.threshold_search import FIXED_THRESHOLD, greedy_thresholds
 
 log = logging.getLogger(__name__)
@@ -83,41 +84,64 @@ def feature_model(arch, pretrained=True, tta="none", channels=3):
     return model.eval()
 
 
-def extract_features(model, images, bs=64, device="cpu", workers=0, desc="features"):
+def extract_features(model, images, bs=64, device="cpu", workers=0, desc="features", setting=FP32):
     """Pooled features float32 (N, D) of uint8 images (N, S, S, C) with a feature_model.
 
-    Normalisation (mean, std) comes from the model's meta; batches of `bs` images.
+    Normalisation (mean, std) comes from the model's meta; batches of `bs` images; setting: the
+    precision and memory format (utils.models.fast_path.Setting; default fp32 contiguous).
     """
     meta = model.meta
     device = torch.device(device)
-    return predict_logits(model.to(device), images, bs, device, meta["mean"], meta["std"],
-                          workers=workers, desc=desc)
+    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
+    return predict_logits(model.to(device, memory_format=fmt), images, bs, device, meta["mean"], meta["std"],
+                          channels_last=setting.channels_last, amp_dtype=setting.dtype, workers=workers, desc=desc)
 
 
 def feature_cache_path(cache_dir, files, size, arch, pretrained=True, tta="none", desc="images",
-                       channels=3, scaling=None):
+                       channels=3, scaling=None, setting=FP32):
     """Where the features of `files` at `size` px by `arch` are cached (a .npy in cache_dir).
 
     The name carries the image folder, arch, size and TTA; the hash covers the image
-    cache key (every file's path, byte size and mtime), the weights choice and versions.
+    cache key (every file's path, byte size and mtime), the weights choice, the precision and
+    memory format when not fp32 contiguous, and versions.
     """
-    key = hashlib.sha1(json.dumps([FEATURE_VERSION, cache_key(files, size, channels, scaling), arch,
-                                   bool(pretrained), tta]).encode()).hexdigest()[:16]
+    parts = [FEATURE_VERSION, cache_key(files, size, channels, scaling), arch, bool(pretrained), tta]
+    key = hashlib.sha1(json.dumps(parts + ([setting.record()] if setting != FP32 else [])).encode()).hexdigest()[:16]
     tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{desc}-{arch}")
     return Path(cache_dir) / f"feat-{tag}-{size}px-{tta}-{key}.npy"
 
 
+def feature_setting(arch, size, amp="off", channels_last=False, pretrained=True, tta="none", bs=64, device="cpu",
+                    channels=3):
+    """The precision and memory format features are extracted in: (Setting, how it was reached).
+
+    amp 'auto' | 'off' | 'bf16' and channels_last True | False | None (auto) as predict.py's flags
+    (utils.models.fast_path.resolve); on CPU auto is measured once per machine, building the
+    network only when it is measured; on CUDA auto is fp32 contiguous, as the probe always was.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        amp = "off" if amp == "auto" else amp
+        channels_last = bool(channels_last)
+
+    def measure(settings):
+        return time_candidates(feature_model(arch, pretrained, tta, channels), settings, size, "infer", bs, channels)
+    return resolve(device, amp, channels_last, None, network_name(f"{arch}-features", channels=channels),
+                   size, "infer", bs, channels, measure=measure)
+
+
 def cached_features(files, size, cache_dir, arch, pretrained=True, tta="none", desc="images",
-                    bs=64, device="cpu", workers=0, channels=3, scaling=None):
+                    bs=64, device="cpu", workers=0, channels=3, scaling=None, setting=FP32):
     """Features (N, D) float32 of image files at `size` px, computed once and then read back.
 
     Images come from the uint8 cache (utils.data.cache.load_images, desc = image folder; the
-    first `channels` bands, 16-bit data scaled by `scaling`, see utils/data/bands.py).
-    Returns (features, info): info has 'path', 'seconds' (time decoding and extraction took
-    when it was made), 'cached' (True when read back) and the network's 'weights', 'mean',
-    'std'. Stale feature files of the same images, arch, size and TTA are removed.
+    first `channels` bands, 16-bit data scaled by `scaling`, see utils/data/bands.py); setting:
+    extract_features'. Returns (features, info): info has 'path', 'seconds' (time decoding and
+    extraction took when it was made), 'cached' (True when read back), the network's 'weights',
+    'mean', 'std' and the 'fast_path' setting's name. Stale feature files of the same images,
+    arch, size and TTA are removed.
     """
-    path = feature_cache_path(cache_dir, files, size, arch, pretrained, tta, desc, channels, scaling)
+    path = feature_cache_path(cache_dir, files, size, arch, pretrained, tta, desc, channels, scaling, setting)
     side = path.with_suffix(".json")
     if path.is_file() and side.is_file():
         feats = np.load(path)
@@ -126,10 +150,10 @@ def cached_features(files, size, cache_dir, arch, pretrained=True, tta="none", d
     t0 = time.perf_counter()
     images = load_images(files, size, cache_dir, desc=desc, channels=channels, scaling=scaling)
     model = feature_model(arch, pretrained, tta, channels)
-    feats = extract_features(model, images, bs, device, workers, desc=f"features {desc}")
+    feats = extract_features(model, images, bs, device, workers, desc=f"features {desc}", setting=setting)
     info = {"seconds": time.perf_counter() - t0, "arch": arch, "size": size, "tta": tta,
             "pretrained": bool(pretrained), "weights": model.meta["weights"], "mean": list(model.meta["mean"]),
-            "std": list(model.meta["std"]), "shape": list(feats.shape)}
+            "std": list(model.meta["std"]), "shape": list(feats.shape), "fast_path": setting.name}
     stem = path.name.rsplit("-", 1)[0]
     for old in path.parent.glob(f"{stem}-*.npy"):
         if old != path:
@@ -137,7 +161,7 @@ def cached_features(files, size, cache_dir, arch, pretrained=True, tta="none", d
             old.with_suffix(".json").unlink(missing_ok=True)
     atomic_write(path, lambda f: np.save(f, feats))
     atomic_write_json(side, info)
-    log.info("features %s: %s in %.1f s -> %s", desc, feats.shape, info["seconds"], path)
+    log.info("features %s: %s in %.1f s (%s) -> %s", desc, feats.shape, info["seconds"], setting.name, path)
     return feats, {**info, "path": str(path), "cached": False}
 
 

@@ -253,8 +253,7 @@ def _forward_probs(model, x, s):
     """Sigmoid probabilities (float32) of one forward pass."""
     if s.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(s.device.type, dtype=torch.bfloat16,
-                        enabled=s.amp and s.device.type == "cuda"):
+    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.amp):
         logits = model(x)
     return torch.sigmoid(logits.float())
 
@@ -311,7 +310,8 @@ def predict_tta(model, images, tta="none", merge="mean", mean=(0.485, 0.456, 0.4
     device. The views of each batch of `bs` images go through the network together,
     at most `max_views_per_forward` views (of `bs` images each) per forward pass
     (None: all views of one output size together; 1: one forward per view, which is
-    fastest on CPU, see bench/tta.py). amp: bf16 autocast on CUDA. Returns float64 (N, L) merged
+    fastest on CPU, see bench/tta.py). amp: bf16 autocast, on CUDA or CPU (predict.py turns it on
+    where utils/models/fast_path.py says it pays). Returns float64 (N, L) merged
     probabilities in input order. The model is put in eval mode on `device` (its
     training flag is restored after; channels_last converts it in place).
     """

@@ -17,9 +17,15 @@ NOT_CONFIGURATION = {"fold", "name", "out", "resume", "workers", "device", "cach
                      "ckpt_every", "ckpt_minutes", "eval_bs", "compile", "channels_last", "aug_device"}
 
 
+# how-to-run flags the tag once hashed: hashed at their default whatever their value, so a run's
+# name does not depend on them and the tags of runs named before stay as they were
+HASHED_AT_DEFAULT = {"amp": "auto"}
+
+
 def config_tag(flags):
     """8 hex digits over the flags (a namespace) that define the configuration."""
     key = {k: v for k, v in sorted(vars(flags).items()) if not k.startswith("_") and k not in NOT_CONFIGURATION}
+    key.update({k: v for k, v in HASHED_AT_DEFAULT.items() if k in key})
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

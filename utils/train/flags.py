@@ -256,10 +256,16 @@ FLAGS = (
          help="auto | cpu | cuda | cuda:N (default: auto)"),
     flag("--workers", SPEED, type=int, default=-1, resume=FREE, option=True,
          help="data loader workers (default: -1 = by machine)"),
+    # BENCHMARKS.md "The CPU fast path"; how to run, not what is learnt: out of the run name's tag
     flag("--amp", SPEED, default="auto", choices=["auto", "off", "bf16", "fp16"], resume=FREE, option=True,
-         help="mixed precision on CUDA (default: auto = bf16 where supported)"),
+         help="mixed precision: auto = on CUDA bf16 autocast where supported (else fp16), on CPU fp32 or bf16 "
+              "autocast, whichever trained this network at this size faster when measured on this machine "
+              "(bf16 only where the CPU computes it natively; measured once, cached, see "
+              "utils/models/fast_path.py); off = fp32; a resumed run keeps the setting config.json records "
+              "unless given (default: auto)"),
     flag("--channels-last", SPEED, action=argparse.BooleanOptionalAction, default=None, resume=FREE, option=True,
-         help="channels_last memory format (default: on for CUDA)"),
+         help="channels_last memory format; --no-channels-last: contiguous (default: auto = on for CUDA, "
+              "measured with --amp on CPU)"),
     flag("--compile", SPEED, action="store_true", resume=FREE, option=True,
          help="torch.compile the model (default: off)"),
     flag("--aug-device", SPEED, default="cpu", choices=["cpu", "gpu"], option=True,

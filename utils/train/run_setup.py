@@ -16,6 +16,7 @@ import torch
 
 from utils.augment.transforms import OPS, parse_augment
 from utils.common import distributed as dist
+from utils.common.atomic import atomic_write_json
 from utils.common.errors import DataError
 from utils.common.paths import native_rel, portable
 from utils.common.text import read_json
@@ -23,6 +24,7 @@ from utils.data.cache import default_workers as cores
 from utils.data.dataset import check_test_images
 from utils.data.demo import ensure_demo
 from utils.models.factory import model_meta
+from utils.models.fast_path import FP32, Setting, network_name, resolve
 from utils.runs.directory import model_key
 from utils.runs.resume import data_of_run, modern_spelling, restore_flags
 from utils.runs.run_guard import check_not_in_use
@@ -203,3 +205,38 @@ def check_channels(flags):
     if flags.channels != 3 and mixed:
         raise DataError(f"--aug {flags.aug}: {mixed} work on RGB images only; with --channels {flags.channels} "
                         f"use the geometric steps (hflip, rotate, shift, crop, rrc) and pca, colorswap, erase")
+
+
+def run_setting(flags, device, plan, model, record=None):
+    """The precision and memory format the run trains in: (fast_path Setting, how it was reached).
+
+    A new run resolves --amp and --channels-last (utils/models/fast_path.py; on CPU, auto is
+    measured at the plan's stage with the most epochs x pixels). A resumed run keeps the setting
+    recorded in its config.json ("fast_path"; a run recorded before it trained fp32 contiguous
+    on CPU), except for either flag given again. Measuring leaves the model and the random state
+    as they were; under torchrun rank 0 measures first and the others read its cache entry.
+    """
+    amp, cl = flags.amp, flags.channels_last
+    if flags.resume:
+        kept = {"amp", "channels_last"} - set(flags._given)
+        base = record or (FP32.record() if device.type == "cpu" else None)
+        if base and kept == {"amp", "channels_last"}:
+            return Setting.from_record(base), "the run's own" + ("" if record else " (recorded before the fast path)")
+        if base:  # a flag given again replaces its half of the run's setting
+            amp = base["amp"] if "amp" in kept else amp
+            cl = base["channels_last"] if "channels_last" in kept else cl
+    main = max(plan, key=lambda s: s.epochs * s.size ** 2)
+    name = network_name(flags.arch, flags.head, flags.channels)
+    return dist.main_first(lambda: resolve(device, amp, cl, model, name, main.size, "train", main.bs,
+                                           flags.channels))
+
+
+def record_setting(run_dir, stored, setting, how):
+    """On resume, config.json's "fast_path" becomes `setting` when it is not the one recorded (a flag
+    given again, or a run recorded before the key): the run goes on in it, and so would a later resume."""
+    rec = stored.get("fast_path")
+    if rec and Setting.from_record(rec) == setting:
+        return
+    raw = read_json(Path(run_dir) / "config.json")
+    raw["fast_path"] = {**setting.record(), "chosen": how}
+    atomic_write_json(Path(run_dir) / "config.json", raw)

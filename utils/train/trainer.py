@@ -33,6 +33,7 @@ from utils.models.averaging import keep_epoch
 from utils.models.ema import build_ema
 from utils.models.layer_groups import freeze_bn, param_groups
 from utils.models.factory import unwrap_model as unwrap
+from utils.models.fast_path import Setting
 from utils.runs.checkpoint import clean_state_dict, save_checkpoint
 from utils.runs.pred_files import write_preds
 from utils.runs.run_guard import RunFolder
@@ -86,8 +87,12 @@ def fixed_length(order, n):
 
 
 def amp_dtype(device, mode):
-    """Autocast dtype for `mode` on `device` (None = full precision). bf16 where supported."""
-    if mode == "off" or device.type != "cuda":
+    """Autocast dtype for `mode` on `device` (None = full precision).
+
+    CUDA: auto is bf16 where supported, else fp16. CPU: bf16 when asked ('bf16'; train.py
+    resolves auto to 'bf16' or 'off' by measuring, utils/models/fast_path.py), else None.
+    """
+    if mode == "off" or (device.type != "cuda" and mode != "bf16"):
         return None
     if mode == "fp16":
         return torch.float16
@@ -340,6 +345,7 @@ class Trainer:
         ema = None if self.ema is None else Candidate.scored("ema", self.ema.module, self.data.y_val,
                                                              self.evaluate(self.ema.module, stage)[0])
         row = history_row(self.state, si, stage, scheduler.lr, self.labels, self.data.y_val, probs, val_loss, raw, ema)
+        row["precision"] = Setting.of(self.amp_dtype, self.opts.channels_last).name  # utils/models/fast_path.py
         self.state["history"].append(row)
         self.state["train_seconds"] += row["seconds"]
         if dist.is_main():
