@@ -117,27 +117,24 @@ def measure_one(arch, size, bs, n_labels, device):
 def measure(configs, n_labels, device="auto", stop=None):
     """Measured speeds of every (arch, size, bs) in configs (in order) and the job start-up.
 
-    The first configuration is measured again at the end (a fresh process runs its first
-    networks slowly for longer than any warm-up, and it would carry that alone), keeping the
-    faster; then `monotone` holds every architecture to what the hardware allows.
+    The first configuration is measured twice, keeping the faster (a fresh process runs its
+    first networks slowly for longer than any warm-up, and it would carry that alone); then
+    `monotone` holds every architecture to what the hardware allows.
     stop(measured) -> bool, asked after each configuration: True ends the probe early (the
-    budget is already too small). Returns a Measured; probe_s is its own wall time."""
+    budget is already too small, or the measuring has had its share of it). Returns a
+    Measured; probe_s is its own wall time."""
     t0 = time.perf_counter()
     dev = pick_device(device)
     measured = Measured({}, start_seconds(), 0.0, str(dev))
-    configs = list(dict.fromkeys(configs))
-    for arch, size, bs in configs:
-        measured.speeds[speed_key(arch, size, bs)] = measure_one(arch, size, bs, n_labels, dev)
+    for i, (arch, size, bs) in enumerate(dict.fromkeys(configs)):
+        speed = measure_one(arch, size, bs, n_labels, dev)
+        if i == 0:
+            again = measure_one(arch, size, bs, n_labels, dev)
+            speed = Speed(max(speed.train_ips, again.train_ips), max(speed.predict_ips, again.predict_ips))
+        measured.speeds[speed_key(arch, size, bs)] = speed
         measured.probe_s = time.perf_counter() - t0
         if stop is not None and stop(measured):
             break
-    else:
-        if len(configs) > 1:
-            arch, size, bs = configs[0]
-            again = measure_one(arch, size, bs, n_labels, dev)
-            first = measured.speeds[speed_key(arch, size, bs)]
-            measured.speeds[speed_key(arch, size, bs)] = Speed(max(first.train_ips, again.train_ips),
-                                                               max(first.predict_ips, again.predict_ips))
     measured.speeds = monotone(measured.speeds)
     measured.probe_s = time.perf_counter() - t0
     return measured

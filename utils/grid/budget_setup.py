@@ -22,6 +22,7 @@ from utils.grid.budget_probe import has_weights, measure, usable_archs
 from utils.grid.cluster import Cell, flag_value
 
 SAFE_FACTOR = 1.25  # the budget a refusal suggests: its minimum, with room for the speeds to vary
+MEASURE_SHARE = 0.06  # the networks' speeds measure larger sizes only while within this share of the budget
 
 
 def budget_setup(args):
@@ -89,8 +90,16 @@ def measure_and_plan(args, budget_s, preset, facts, check_cells, t0):
     cands = budget_candidates(args, preset, facts)
     configs = probe_configs(cands)
     check_cells([Cell(m.arch, 0, m.seed, member_flags(m, facts), "check") for m in cands if m.kind == "train"])
-    measured = measure_all(args, facts, cands, preset, configs,
-                           stop=lambda m: time.perf_counter() - t0 + 3 * m.job_start_s / (1 - MARGIN) > budget_s)
+    first_sizes = len({m.arch for m in cands})   # probe_configs puts every network's smallest size first
+
+    def stop(m):
+        """Too small a budget for even three jobs' start-ups, or the measuring has had its share
+        of it once every network's smallest size is measured (larger sizes then stay out)."""
+        spent = time.perf_counter() - t0
+        return (spent + 3 * m.job_start_s / (1 - MARGIN) > budget_s
+                or (len(m.speeds) >= first_sizes and spent > MEASURE_SHARE * budget_s))
+
+    measured = measure_all(args, facts, cands, preset, configs, stop)
     cands = [m for m in cands if speed_key(m.arch, m.size, m.bs) in measured.speeds]
     spent = time.perf_counter() - t0
     plan = make_plan(cands, measured, facts, budget_s - spent, preset)
@@ -115,7 +124,10 @@ def measure_all(args, facts, cands, preset, configs, stop):
     probe_archs = [m.arch for m in cands if m.kind == "probe"]
     key = memo_key(args.spec, str(pick_device("auto")), configs, probe_archs, preset.stack_methods, facts.folds_k,
                    facts.n_labels)
+    partial_key = f"{key}-{args.budget}"   # cut short by its budget's share: reused by the same budget only
     measured, age = recall(cache_dir, key)
+    if measured is None:
+        measured, age = recall(cache_dir, partial_key)
     if measured is not None:
         print(f"reusing the speeds and rates measured on this machine and this data {format_duration(age)} ago "
               f"({cache_dir}); delete {cache_dir}/budget-measured.json to measure again", flush=True)
@@ -125,11 +137,12 @@ def measure_all(args, facts, cands, preset, configs, stop):
     measured = measure(configs, facts.n_labels, stop=stop)
     speeds_s = measured.probe_s
     measure_rates(measured, args, facts, cands, preset, sorted({size for _, size, _ in configs}))
+    skipped = [f"{a} at {s} px" for a, s, b in dict.fromkeys(configs) if speed_key(a, s, b) not in measured.speeds]
     print(f"measured in {format_duration(measured.probe_s)}: the networks' speeds {format_duration(speeds_s)}, "
-          f"decoding, the probe's fits and stack.py on this data {format_duration(measured.probe_s - speeds_s)}",
+          f"decoding, the probe's fits and stack.py on this data {format_duration(measured.probe_s - speeds_s)}" +
+          (f"; not measured within the measuring's share of the budget: {', '.join(skipped)}" if skipped else ""),
           flush=True)
-    if len(measured.speeds) == len(set(configs)):  # a probe cut short by a small budget is not kept
-        remember(cache_dir, key, measured)
+    remember(cache_dir, partial_key if skipped else key, measured)
     return measured
 
 
