@@ -21,6 +21,7 @@ import torchvision
 from utils.common.cli import pick_device
 from utils.common.errors import DataError
 from utils.models.factory import create_model, resolve_arch
+from utils.models.fast_path import network_name, resolve
 from utils.models.weights import LITE_ARCHS, local_timm_weights, torchvision_weights_path
 from utils.grid.budget import Measured, Speed, speed_key
 
@@ -86,29 +87,46 @@ def _timed(step, warmup=WARMUP_STEPS, steps=TIMED_STEPS):
 
 
 def measure_one(arch, size, bs, n_labels, device):
-    """Speed (train and inference images/s) of `arch` at `size` px, batch `bs`, on `device`."""
+    """Speed (train and inference images/s) of `arch` at `size` px, batch `bs`, on `device`, each
+    direction in the precision and memory format train.py and predict.py will run it in (their
+    `--amp auto` and `--channels-last auto`: utils/models/fast_path.py, whose choice is cached, so
+    the jobs do not measure it again)."""
     model = create_model(arch, n_labels, pretrained=False).to(device)
-    x = torch.rand(bs, 3, size, size, device=device)
+    settings = {d: resolve(device, "auto", None, model, network_name(arch), size, d, bs)[0] for d in ("train", "infer")}
     y = (torch.rand(bs, n_labels, device=device) < 0.3).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
+    def inputs(setting):
+        fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
+        model.to(memory_format=fmt)
+        return torch.rand(bs, 3, size, size, device=device).contiguous(memory_format=fmt)
+
+    def autocast(setting):
+        return torch.autocast(device.type, dtype=setting.dtype, enabled=setting.dtype is not None)
+
+    x = inputs(settings["train"])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
     def train_step():
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with autocast(settings["train"]):
+            loss = loss_fn(model(x).float(), y)
+        loss.backward()
         opt.step()
-        sync()
-        return bs
-
-    def infer_step():
-        with torch.no_grad():
-            model(x)
         sync()
         return bs
 
     model.train()
     train_ips = _timed(train_step)
+    x = inputs(settings["infer"])
+
+    def infer_step():
+        with torch.no_grad(), autocast(settings["infer"]):
+            model(x)
+        sync()
+        return bs
+
     model.eval()
     predict_ips = _timed(infer_step, warmup=1)
     return Speed(train_ips, predict_ips)
