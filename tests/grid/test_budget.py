@@ -529,3 +529,20 @@ def test_speeds_are_never_slower_at_a_smaller_size():
     assert fixed[speed_key("a", 128, 32)] == Speed(12.0, 230.0)    # a larger size is never raised
     assert fixed[speed_key("b", 64, 32)] == Speed(50.0, 300.0)     # other architectures untouched
     assert monotone(fixed) == fixed
+
+
+def test_a_short_budget_trains_fewer_epochs_before_it_trains_nothing():
+    from utils.grid.budget import shorter
+    p = preset(sizes=(64,), epochs=(4, 8))
+    c = cands(p, archs={"tf_efficientnet_lite0": []}, sizes=(64,))
+    trained = next(m for m in c if m.kind == "train")
+    assert [v.epochs for v in shorter(trained)] == [4, 2, 1]
+    cost = {v.epochs: sum(j.predicted_s for j in plan_jobs([c[0], v], measured(), FACTS, p)) for v in shorter(trained)}
+    assert cost[1] < cost[2] < cost[4]
+    plan_ = make_plan(c, measured(), FACTS, (cost[1] + cost[2]) / 2 / (1 - MARGIN), p)
+    assert [(m.kind, m.epochs) for m in plan_.members] == [("probe", 0), ("train", 1)]
+    plan_ = make_plan(c, measured(), FACTS, cost[4] / (1 - MARGIN) + 1, p)
+    assert [(m.kind, m.epochs) for m in plan_.members] == [("probe", 0), ("train", 4)]
+    grown = extend(make_plan(c, measured(), FACTS, (cost[1] + cost[2]) / 2 / (1 - MARGIN), p).jobs, c, measured(),
+                   FACTS, p, 10 ** 6)
+    assert [(h, m.epochs) for h, _, m in grown] == [("larger", 8)]   # time left grows it back, the longest first

@@ -245,14 +245,25 @@ def make_plan(candidates, measured, facts, left_s, preset):
             continue
         if m.kind == "probe" and any(c.kind == "probe" and c.arch == m.arch for c in chosen):
             continue  # a smaller probe of the same network is the fallback of a larger one that did not fit
-        if total(chosen + [m]) <= fits_s:
-            chosen.append(m)
+        fitting = next((v for v in shorter(m) if total(chosen + [v]) <= fits_s), None)
+        if fitting is not None:
+            chosen.append(fitting)
     for size, epochs in growth_options(chosen, measured, preset.epochs):
         grown = [m.scaled(size, epochs) if m.kind == "train" else m for m in chosen]
         if total(grown) <= fits_s:
             chosen = grown
             break
     return Plan(chosen, plan_jobs(chosen, measured, facts, preset), total(chosen), fits_s, list(candidates))
+
+
+def shorter(m):
+    """m, then (a trained member) at half its epochs and half again, down to one: what a short
+    budget can still train; the plan grows it back (longer, larger) when time is left."""
+    out = [m]
+    while m.kind == "train" and m.epochs > 1:
+        m = m.scaled(m.size, m.epochs // 2)
+        out.append(m)
+    return out
 
 
 def growth_options(members, measured, epochs):
@@ -264,7 +275,8 @@ def growth_options(members, measured, epochs):
     sizes = set.intersection(*(set(m.sizes or (m.size,)) for m in trained))
     sizes = [s for s in sizes if s >= max(m.size for m in trained)
              and all(speed_key(m.arch, s, m.bs) in measured.speeds for m in trained)]
-    options = [(s, e) for s in sizes for e in epochs if e >= max(m.epochs for m in trained)]
+    options = [(s, e) for s in sizes for e in sorted({*epochs, *(m.epochs for m in trained)})
+               if e >= max(m.epochs for m in trained)]
     return sorted(options, key=lambda o: (o[0] ** 2 * o[1], o[0]), reverse=True)
 
 

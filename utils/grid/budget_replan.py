@@ -11,7 +11,7 @@ does. Pure functions of the jobs (utils.grid.budget.Job), changed in place.
 from dataclasses import replace
 
 from utils.grid.budget import (KINDS, MARGIN, MEASURE_WHY, RUNG_FOLD, finish_jobs, format_duration, member_jobs,
-                               speed_key)
+                               shorter, speed_key)
 from utils.grid.budget_costs import report_cost, stack_cost
 
 
@@ -184,9 +184,9 @@ def extend(jobs, candidates, measured, facts, preset, left_s):
             if add("larger", member, member_jobs(member, measured, facts, preset.tta, decoded_by(jobs))):
                 break
     if not changes and measuring_open(jobs):   # 4. 'measure': no trained model in the plan yet
-        for m in sorted((c for c in candidates if c.kind == "train" and member_key(c) not in
-                         {job_key(j) for j in jobs if j.member is not None}),
-                        key=lambda c: member_jobs(c, measured, facts, preset.tta)[0].predicted_s):
+        for m in sorted((v for c in candidates if c.kind == "train" and member_key(c) not in
+                         {job_key(j) for j in jobs if j.member is not None} for v in shorter(c)),
+                        key=lambda c: sum(j.predicted_s for j in member_jobs(c, measured, facts, preset.tta))):
             new = measure_first(jobs, member_jobs(m, measured, facts, preset.tta, decoded_by(jobs)))
             if add("measure", m, new, [j for j in new if j.state == "planned"]):
                 break
@@ -252,11 +252,11 @@ def describe(m):
 
 def _shapes(m, jobs, measured):
     """Candidate m as it may join: a probe as it is; a trained one at the size and epochs of the
-    plan's first trained member, then at its own (sizes the probe measured only)."""
+    plan's first trained member, then at its own, then shorter (sizes the probe measured only)."""
     if m.kind != "train":
         return [m]
     trained = [j for j in jobs if j.kind == "train" and j.state != "dropped"]
-    shapes = ([(trained[0].size, trained[0].epochs)] if trained else []) + [(m.size, m.epochs)]
+    shapes = ([(trained[0].size, trained[0].epochs)] if trained else []) + [(v.size, v.epochs) for v in shorter(m)]
     return [m.scaled(s, e) for s, e in dict.fromkeys(shapes) if speed_key(m.arch, s, m.bs) in measured.speeds]
 
 
