@@ -15,6 +15,10 @@ turns them into tags with thresholds fitted on the same runs' out-of-fold predic
 Every check (checkpoints, data, label sets) runs before the first prediction and
 every file is written at the end, atomically: an error leaves no prediction file.
 """
+from utils.common.cli import stop_on_ctrl_c  # the repository is sys.path[0]: this script's folder
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
 import argparse
 import logging
 import os
@@ -392,7 +396,7 @@ def main(args):
     if args.thresholds and args.threshold in ("expected", "prevalence"):
         raise DataError(f"--thresholds gives thresholds; --threshold {args.threshold} decides without them")
     if args.submission:
-        check_output_file(args.submission, "--submission", {j.run.data_root for j in jobs})
+        check_output_file(args.submission, "--submission", {j.run.data_root for j in jobs}, in_runs=True)
         check_submission(jobs, splits, need_oof=not args.thresholds)
         if args.thresholds:
             from utils.metrics.threshold_file import read_thresholds_file

@@ -13,6 +13,10 @@ by cross-fitting over the folds of folds.csv (combiner and thresholds fitted on 
 folds, scored on the held-out fold), writes stack_report.md/.json, and a submission made
 by the method with the best cross-fitted F2, refitted on all out-of-fold data.
 """
+from utils.common.cli import stop_on_ctrl_c  # the repository is sys.path[0]: this script's folder
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
 import argparse
 import logging
 import os
@@ -25,13 +29,13 @@ from threadpoolctl import threadpool_limits
 
 from utils.metrics.constraints import (ablation, add_constraint_arguments, check_constraint_args, constrained_decisions,
                                parse_constraints, render_ablation)
-from utils.common.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
+from utils.common.atomic import atomic_write_csv, atomic_write_json, atomic_write_text, write_target
 from utils.common.cli import exit_cleanly
 from utils.common.errors import DataError
 from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
-from utils.runs.tta_choice import AUTO, tta_help
+from utils.runs.tta_choice import AUTO, check_tta_name, tta_help
 from utils.common.output_paths import check_can_write, check_output_dir, check_output_file, write_together
 from utils.stack.evaluation import choose, evaluate, member_scores
 from utils.stack.methods import METHODS, parse_method, split_methods
@@ -98,6 +102,10 @@ def check_args(parser, args):
             parser.error(str(e))
     if args.top and not args.groups:
         parser.error("--top needs --groups")
+    try:
+        check_tta_name(args.tta)
+    except DataError as e:
+        parser.error(str(e))
     if args.thresholds and not args.out:
         parser.error("--thresholds decides the submission's tags: give --out")
     if args.thresholds and args.threshold in ("expected", "prevalence"):
@@ -145,7 +153,7 @@ def check_writable(args):
     if args.report_dir:
         check_output_dir(args.report_dir, "--report-dir")
     if args.out:
-        check_can_write(check_output_file(args.out, "--out").parent, "--out")
+        check_can_write(write_target(check_output_file(args.out, "--out", inputs=[args.thresholds])).parent, "--out")
     out_dir = report_folder(args)
     if out_dir is not None:
         check_can_write(out_dir, _report_flag(args))
@@ -154,7 +162,7 @@ def check_writable(args):
 def check_outputs(args, data_root):
     """The report folder, after refusing (DataError) outputs that would replace the dataset's files or a folder."""
     if args.out:
-        check_output_file(args.out, "--out", [data_root])
+        check_output_file(args.out, "--out", [data_root], inputs=[args.thresholds])
     out_dir = report_folder(args)
     for name in OUTPUTS:
         check_output_file(out_dir / name, _report_flag(args), [data_root])

@@ -6,6 +6,10 @@
     python train.py --resume --name <run>             # continue exactly where it stopped
     torchrun --nproc_per_node 2 train.py ...          # DistributedDataParallel
 """
+from utils.common.cli import stop_on_ctrl_c  # the repository is sys.path[0]: this script's folder
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
 import logging
 import os
 import sys

@@ -10,15 +10,19 @@ run's training images (every image not in its validation fold, at the checkpoint
 size, from the image cache, no augmentation) with torch.optim.swa_utils.update_bn.
 Nothing is written before every check has passed; avg.pt is written atomically.
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from utils.common.cli import add_cache_argument, add_hidden_alias, pick_device, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402

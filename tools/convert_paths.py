@@ -16,14 +16,18 @@ Dry run by default: each change is printed, nothing is written. --apply writes e
 changed config.json atomically after saving the previous version as config.json.bak.
 Running the same conversion again changes nothing.
 """
-import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
 
 from utils.common.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from utils.common.errors import DataError, report_problems  # noqa: E402

@@ -17,16 +17,20 @@ in its middle), PREFIX_pearson.png, and both matrices as CSV
 Pearson correlation) and least similar pairs (lowest), two lists that share no pair (of two
 models, the one pair is in both lists).
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from utils.common.atomic import atomic_write_csv  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402

@@ -17,20 +17,24 @@ an --exclude list for train.py and as a relabel list. Thumbnails and data are em
 file opens from disk in a browser and loads nothing. report.html links to an explore.html
 next to it.
 """
-import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
 
-from utils.common.atomic import atomic_write_text  # noqa: E402
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+
+from utils.common.atomic import atomic_write_text, write_target  # noqa: E402
 from utils.common.cli import DEFAULT_RUNS, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_can_write, check_output_file  # noqa: E402
-from utils.runs.tta_choice import AUTO, tta_help  # noqa: E402
+from utils.runs.tta_choice import AUTO, check_tta_name, tta_help  # noqa: E402
 
 log = logging.getLogger("explore")
 
@@ -62,7 +66,8 @@ def get_args_parser():
     g.add_argument("--thumb-size", type=int, default=80, metavar="PX", help="thumbnail side in px (default: 80)")
     g.add_argument("--thumb-format", default="jpeg", choices=list(FORMATS),
                    help="thumbnail encoding (default: jpeg)")
-    g.add_argument("--title", default=None, help="page title (default: 'Errors: <runs folder>')")
+    g.add_argument("--title", default=None,
+                   help="page title (default: 'Errors: <the folder that holds the runs>', with --stack alone its folder)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="FILE",
                    help="HTML file to write (default: explore.html in the folder that holds the runs, where "
@@ -78,6 +83,7 @@ def check_args(args):
         raise DataError(f"--thumb-size {args.thumb_size}: give a side between 16 and 512 px (64-96 keeps the file small)")
     if not 0 <= args.margin <= 1:
         raise DataError(f"--margin {args.margin}: must be in [0, 1]")
+    check_tta_name(args.tta)
     if args.runs is None and args.stack is None:
         args.runs = [DEFAULT_RUNS]
     missing = [p for p in args.runs or [] if not any(c in p for c in "*?[") and not Path(p).exists()]
@@ -85,15 +91,30 @@ def check_args(args):
         raise DataError(f"--runs: not found: {', '.join(missing)}")
 
 
-def default_out(args):
-    """explore.html beside the runs (the folder that holds them), else in the --stack folder."""
+def source_folder(args):
+    """The folder the page is about: the one that holds the runs, else the --stack folder."""
     from utils.runs.directory import find_runs
 
     runs, _ = find_runs(args.runs) if args.runs else ([], [])
     if runs:
-        return Path(os.path.commonpath([str(r.dir.resolve().parent) for r in runs])) / "explore.html"
+        return Path(os.path.commonpath([str(r.dir.resolve().parent) for r in runs]))
     stack = Path(args.stack) if args.stack else Path(args.runs[0])
-    return (stack.parent if stack.is_file() else stack) / "explore.html"
+    return stack.parent if stack.is_file() else stack
+
+
+def default_out(args):
+    """explore.html beside the runs (the folder that holds them), else in the --stack folder."""
+    return source_folder(args) / "explore.html"
+
+
+def inputs(args):
+    """The files the command reads besides the runs' (which lie in run folders, refused anyway) and the
+    dataset's: the stack's files and the --label-issues file."""
+    from utils.analysis.explore import STACK_FILES
+
+    stack = Path(args.stack) if args.stack else None
+    folder = stack.parent if stack is not None and stack.is_file() else stack
+    return ([folder / f for f in STACK_FILES] if folder else []) + ([args.label_issues] if args.label_issues else [])
 
 
 def main(args):
@@ -101,13 +122,15 @@ def main(args):
     from utils.analysis.explore_page import build_page
 
     check_args(args)
-    out = check_output_file(args.out or default_out(args), "--out", [args.data] if args.data else [])
-    check_can_write(out.parent, "--out")
+    reads = inputs(args)
+    out = check_output_file(args.out or default_out(args), "--out", [args.data] if args.data else [], inputs=reads)
+    check_can_write(write_target(out).parent, "--out")
     ex = load_explorer(args.runs, args.stack, args.data, args.tta, args.label_issues)
     for note in ex.notes:
         print(note, file=sys.stderr)
-    check_output_file(out, "--out", [ex.root])
-    title = args.title or f"Errors: {out.parent.name or out.parent.resolve().name}"
+    check_output_file(out, "--out", [ex.root], inputs=reads)
+    folder = source_folder(args)
+    title = args.title or f"Errors: {folder.name or folder.resolve().name}"
     html, summary = build_page(ex, title, args.gallery, args.thumb_size, args.thumb_format, args.margin)
     atomic_write_text(out, html)
     scores = ", ".join(f"{name} {f:.4f}" for name, f in summary["f2"].items())

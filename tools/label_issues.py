@@ -13,15 +13,19 @@ The CSV's first rows are an --exclude list for train.py:
     head -n 51 runs/label_issues/label_issues.csv > drop50.csv
     python train.py --exclude drop50.csv ...
 """
-import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(REPO))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
 
 from utils.common.cli import add_runs_argument, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402

@@ -3,14 +3,18 @@
     python tools/make_demo.py                       # data/demo: 3000 train + 1000 test at 96 px
     python tools/make_demo.py --out data/demo-small --train 500 --test 100 --size 64 --seed 1
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(ROOT))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
 
 from utils.data.demo import make_demo, tag_frequencies  # noqa: E402
 from utils.common.cli import run_script  # noqa: E402

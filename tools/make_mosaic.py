@@ -16,15 +16,19 @@ with --colours 14. Colour augmentation then changes labels.
     python tools/make_mosaic.py --npz fashion_mnist.npz --out data/mosaic24 --n-train 6000 --n-test 1500 \\
         --size 64 --colours 14
 """
-import argparse
-import logging
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(ROOT))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
 
 from utils.common.cli import run_script  # noqa: E402
 from utils.data.mosaic import CLASSES, COLOURS, MAX_COLOURS, NPZ_KEYS, make_mosaic, mosaic_frequencies  # noqa: E402

@@ -11,17 +11,21 @@ duplicates.csv exists before folds.csv is made, train.py and every tool make fol
 that keep each group inside one fold. --leak-labels writes the training labels of
 leaked test images as a prediction file (image_name, one probability per label).
 """
-import argparse
-import logging
-import os
 import sys
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(REPO))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from utils.common.cli import add_cache_argument, run_script  # noqa: E402
 from utils.common.errors import DataError, preview  # noqa: E402

@@ -14,14 +14,17 @@ F2 at it, and each panel's title gives the label's share of that set's images wi
 tag (d=) and their number (n=), as the figure's key says. One set alone gets the panel
 grid of the training plots; several get one column each, headed by its title.
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
 
-
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
 
 from utils.common.errors import DataError  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
@@ -60,10 +63,11 @@ def get_args_parser():
 
 
 def check_out(args, pairs):
-    """The PNG to write, refused (DataError) when it is a file of a dataset the inputs come from."""
+    """The PNG to write, refused (DataError) when it is a file of a dataset the inputs come from (a run's
+    folder is where its plots go by default: allowed)."""
     data_roots = [load_run(r, pairs).data_root for r in args.run] + ([Path(args.truth).parent] if args.truth else [])
     default = Path(args.run[0]) / "plots" / f"probs_{args.split}.png" if args.run else None
-    return check_output_file(Path(args.out) if args.out else default, "--out", data_roots)
+    return check_output_file(Path(args.out) if args.out else default, "--out", data_roots, in_runs=True)
 
 
 def run_source(path, args, truth, pairs):

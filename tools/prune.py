@@ -14,15 +14,19 @@ a folder below either, or --stack-report) mentions a run, or when deleting would
 leave a label of a fold without a top-half run that still has a checkpoint or test
 predictions.
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
+import pandas as pd  # noqa: E402
 
 from utils.common.errors import DataError, report_problems  # noqa: E402
 from utils.analysis.pruning import (PRUNED_FILE, RANK_COL, append_pruned, coverage_refusals,  # noqa: E402

@@ -11,17 +11,21 @@ selection), and writes their targets in the preds format (image_name, one column
 label): the probabilities (--mode soft) or 0/1 tags (--mode hard) at per-label
 thresholds: the runs' best.pt thresholds averaged, the stack report's, or one value.
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
-
-import numpy as np
 
 # tools/statistics.py would shadow the standard library's `statistics` (which triton imports
 # while torchvision loads): keep this folder off the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from utils.common.cli import run_script  # noqa: E402
 from utils.common.errors import DataError, report_problems  # noqa: E402

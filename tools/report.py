@@ -13,13 +13,17 @@ threshold table, with links between them (and to explore.html, tools/explore.py'
 it lies next to the report). Figures are embedded (base64 PNG): the file
 opens from disk, needs no server, and can be mailed. Exit code 2 when no run is finished.
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
 
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 from utils.common.atomic import atomic_write_text  # noqa: E402

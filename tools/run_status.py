@@ -10,14 +10,18 @@ infinite; why is said on stderr). With --data, a run trained on another dataset 
 config.json's fingerprint of train.csv and folds.csv) is refused naming both, exit code 2:
 scripts/cv.sh calls this before it skips or resumes a run.
 """
-import argparse
-import glob
-import logging
 import sys
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import logging  # noqa: E402
 
 from utils.common.cli import add_runs_argument, run_script  # noqa: E402
 from utils.common.errors import DataError, report_problems  # noqa: E402

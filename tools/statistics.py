@@ -25,17 +25,21 @@ re-rooting on the longest suffix that exists under the current directory or abov
 the run); the 'paths' column says how each run's data was found, 'converted' marks
 the converted ones.
 """
-import argparse
-import logging
 import sys
 from pathlib import Path
-
-import pandas as pd
 
 # This file shares its name with the standard library's `statistics`: keep its folder off
 # the import path so that a library importing `statistics` gets the real module.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
+import pandas as pd  # noqa: E402
 
 from utils.common.atomic import atomic_write_csv, atomic_write_text  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402

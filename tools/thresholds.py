@@ -14,17 +14,21 @@ FILE, else the runs' folds file (with --probs, folds.csv next to the truth file)
 rows have fewer than two folds there (a single run's val file is one fold), a seeded random
 --kfold split is used instead. The first line of each table says which.
 """
-import argparse
-import json
-import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.common.cli import stop_on_ctrl_c  # noqa: E402
+
+stop_on_ctrl_c(__name__)  # Ctrl-C during the imports below: one line, exit code 130
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from utils.data.dataset import align_names, read_truth  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402

@@ -504,3 +504,263 @@ def test_images_without_a_thumbnail_show_their_name_and_tags(browser, tmp_path):
         assert has_img == (row in thumbs) != no_img
         given = " ".join(t for t, v in zip(labels, y[row]) if v) or "none"
         assert names[row] in text and f"given {given}" in text
+
+
+# ----------------------------------------------------------------------------- inputs checked, outputs refused
+
+def run_tool(*argv):
+    return tool.main(tool.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+def copy_runs(runs, tmp_path):
+    """A writable copy of the fixture's runs and stack folder: (runs folder, stack folder)."""
+    shutil.copytree(runs["runs"], tmp_path / "runs")
+    shutil.copytree(runs["stack"], tmp_path / "stack")
+    return tmp_path / "runs", tmp_path / "stack"
+
+
+@pytest.mark.parametrize("target", ["STACK/stack_oof.csv", "STACK/stack_report.json", "ISSUES",
+                                    "RUNS/m0-f0/preds/val.none.csv", "RUNS/m0-f0/config.json", "RUNS/m0-f0/e.html"])
+def test_out_is_never_a_file_it_reads_nor_in_a_run_folder(runs, target):
+    path = Path(target.replace("STACK", str(runs["stack"])).replace("RUNS", str(runs["runs"]))
+                .replace("ISSUES", str(runs["issues"])))
+    before = path.read_bytes() if path.exists() else None
+    with pytest.raises(DataError, match=r"--out .*(a file this command reads|is inside the run folder)"):
+        run_tool("--runs", runs["runs"] / "*", "--stack", runs["stack"], "--label-issues", runs["issues"],
+                 "--out", path)
+    assert (path.read_bytes() if path.exists() else None) == before
+
+
+def test_out_that_is_a_pipe_is_refused_and_kept(runs, tmp_path):
+    import stat
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(DataError, match=re.escape("is a named pipe (FIFO), not a regular file")):
+        run_tool("--runs", runs["runs"] / "m1-*", "--out", tmp_path / "fifo")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "fifo").st_mode)
+
+
+def test_an_unknown_tta_is_named(runs, tmp_path):
+    with pytest.raises(DataError, match=r"unknown TTA 'bogus'; give one of auto, none, hflip.*10crop"):
+        run_tool("--runs", runs["runs"] / "*", "--tta", "bogus", "--out", tmp_path / "e.html")
+    assert tool.check_tta_name("10crop-avg") == "10crop-avg"
+
+
+def test_label_issues_that_is_a_folder_says_so(runs, tmp_path):
+    with pytest.raises(DataError, match=re.escape(f"--label-issues {tmp_path}: is a folder")):
+        read_flagged(tmp_path, runs["names"])
+
+
+def fingerprinted(runs, tmp_path):
+    """Runs copied with the dataset's fingerprint in config.json, stack files next to them (where
+    stack.py writes them by default) with stack_report.json listing the members' runs."""
+    from utils.runs.fingerprint import dataset_fingerprint
+
+    folder, _ = copy_runs(runs, tmp_path)
+    stamp = dataset_fingerprint(runs["data"], folds_file=runs["data"] / "folds.csv")
+    members = []
+    for arch in SIGNAL:
+        names = []
+        for f in range(K_FOLDS):
+            cfg = folder / f"{arch}-f{f}" / "config.json"
+            cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "dataset": stamp}))
+            names.append(f"{arch}-f{f}")
+        members.append({"name": arch, "runs": names})
+    shutil.copy(runs["stack"] / "stack_oof.csv", folder)
+    report = {"chosen": "mean", "thresholds": runs["stack_thr"], "members": members}
+    (folder / "stack_report.json").write_text(json.dumps(report))
+    return folder
+
+
+def other_dataset(runs, tmp_path, drop=0):
+    """The dataset copied (images linked) with one tag changed, or its last `drop` rows removed."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "train").symlink_to(runs["data"] / "train")
+    train = pd.read_csv(runs["data"] / "train.csv", dtype=str, keep_default_na=False)
+    folds = pd.read_csv(runs["data"] / "folds.csv", dtype=str)
+    if drop:
+        train, folds = train.iloc[:-drop], folds.iloc[:-drop]
+    else:
+        train.loc[0, "tags"] = "car" if train.loc[0, "tags"] != "car" else "sky"
+    train.to_csv(other / "train.csv", index=False)
+    folds.to_csv(other / "folds.csv", index=False)
+    return other
+
+
+def test_a_stack_of_another_dataset_is_refused(runs, tmp_path):
+    folder = fingerprinted(runs, tmp_path)
+    out = tmp_path / "e.html"
+    run_tool("--stack", folder, "--data", runs["data"], "--out", out)  # its own dataset: fine
+    assert [m["name"] for m in embedded(out.read_text())["models"]] == ["stack (mean)"]
+    other = other_dataset(runs, tmp_path)
+    with pytest.raises(DataError, match=r"--stack .*made from runs of another dataset than .*other.*train.csv"):
+        run_tool("--stack", folder, "--data", other, "--out", tmp_path / "e2.html")
+    with pytest.raises(DataError, match=r"runs trained on another dataset"):  # --runs with --data: the library's check
+        run_tool("--runs", folder, "--stack", folder, "--data", other, "--out", tmp_path / "e2.html")
+    assert not (tmp_path / "e2.html").exists()
+
+
+def test_a_stack_with_rows_the_dataset_lacks_is_refused(runs, tmp_path):
+    """A train.csv with fewer rows (the same images otherwise): the stack's extra rows are named."""
+    other = other_dataset(runs, tmp_path, drop=3)
+    with pytest.raises(DataError, match=r"3 row\(s\) name images that are not in its train.csv: 'im147'"):
+        run_tool("--stack", runs["stack"], "--data", other, "--out", tmp_path / "e.html")
+
+
+def test_a_stack_with_other_labels_names_those_that_differ(runs, tmp_path):
+    _, stack = copy_runs(runs, tmp_path)
+    names, labels, p = read_preds(stack / "stack_oof.csv")
+    write_preds(stack / "stack_oof.csv", names, [t if t != "water" else "lake" for t in labels], p)
+    with pytest.raises(DataError, match=r"\('lake' only in the stack; 'water' only in the dataset\)"):
+        run_tool("--stack", stack, "--data", runs["data"], "--out", tmp_path / "e.html")
+
+
+@pytest.mark.parametrize("value, message", [(7, r"not a number in \[0, 1\]: car=7"), ("x", r"not a number in \[0, 1\]: car='x'")])
+def test_stack_thresholds_out_of_range_are_refused(runs, tmp_path, value, message):
+    _, stack = copy_runs(runs, tmp_path)
+    (stack / "stack_report.json").write_text(json.dumps({"chosen": "mean", "thresholds": {**runs["stack_thr"],
+                                                                                          "car": value}}))
+    with pytest.raises(DataError, match=r"--stack .*stack_report.json: " + message):
+        run_tool("--stack", stack, "--data", runs["data"], "--out", tmp_path / "e.html")
+
+
+def test_thresholds_applied_from_a_file_are_named_so(runs, tmp_path):
+    _, stack = copy_runs(runs, tmp_path)
+    report = {"chosen": "mean", "thresholds": runs["stack_thr"], "settings": {"thresholds_file": "mine.json"}}
+    (stack / "stack_report.json").write_text(json.dumps(report))
+    run_tool("--stack", stack, "--data", runs["data"], "--out", tmp_path / "e.html")
+    model = embedded((tmp_path / "e.html").read_text())["models"][0]
+    assert model["source"] == "the thresholds of mine.json (applied by stack.py --thresholds)"
+
+
+def test_the_title_names_the_stack_folder_with_stack_alone(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_tool("--stack", runs["stack"], "--data", runs["data"], "--out", "e.html")
+    assert "<title>Errors: stack</title>" in (tmp_path / "e.html").read_text()
+
+
+@pytest.mark.parametrize("damage", ["broken", "missing"])
+def test_a_run_with_an_unreadable_config_is_named(runs, tmp_path, damage):
+    folder, _ = copy_runs(runs, tmp_path)
+    cfg = folder / "m1-f0" / "config.json"
+    cfg.write_text('{"arch": "m1", ') if damage == "broken" else cfg.unlink()
+    with pytest.raises(DataError) as err:
+        run_tool("--runs", folder / "m1-*", "--out", tmp_path / "e.html")
+    text = str(err.value)
+    assert str(cfg) in text and "have no readable run" in text and "have no run:" not in text
+    assert text.startswith("no model to show: the explorer needs preds/val.none.csv from a run of every fold")
+
+
+def test_missing_folds_say_what_the_explorer_needs(runs, tmp_path):
+    folder, _ = copy_runs(runs, tmp_path)
+    shutil.rmtree(folder / "m1-f2")
+    with pytest.raises(DataError) as err:
+        run_tool("--runs", folder / "m1-*", "--out", tmp_path / "e.html")
+    text = str(err.value)
+    assert text.startswith("no model to show: the explorer needs") and "stacking" not in text
+    assert "fold(s) [2] have no run: the explorer needs out-of-fold predictions of every fold" in text
+    assert "scripts/cv.sh" in text and "tools/linear_probe.py" in text
+
+
+def test_a_val_file_with_only_a_header_says_so(runs, tmp_path):
+    folder, _ = copy_runs(runs, tmp_path)
+    path = folder / "m1-f1" / "preds" / "val.none.csv"
+    path.write_text("image_name," + ",".join(LABELS) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{path}: has no rows (only a header)")):
+        run_tool("--runs", folder / "m1-*", "--out", tmp_path / "e.html")
+
+
+def test_a_failed_write_is_on_a_line_of_its_own(runs, tmp_path, monkeypatch, capsys):
+    from utils.common.cli import exit_cleanly
+    from utils.common.write_errors import write_fault
+
+    def full(path, text):
+        raise write_fault(OSError(28, "No space left on device"), path)
+
+    monkeypatch.setattr(tool, "atomic_write_text", full)
+    with pytest.raises(SystemExit) as code:
+        exit_cleanly(lambda: run_tool("--runs", runs["runs"] / "m1-*", "--out", tmp_path / "e.html", "--gallery", "3"))
+    err = capsys.readouterr().err
+    assert code.value.code == 1
+    assert any(line.startswith("error: ") and "e.html" in line for line in err.split("\n")), repr(err[-400:])
+
+
+# ----------------------------------------------------------------------------- quantisation keeps the start
+
+def tiny_threshold_case(seed=5, n=400):
+    """A label on 92% of the images whose probabilities lie between 1e-30 and 1e-5 and whose threshold
+    is 6.7e-27, a label whose probabilities crowd just under 1 with a threshold there, and an ordinary
+    one. Returns (y, p, thresholds)."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros((n, 3), np.uint8)
+    y[:, 0] = rng.random(n) < 0.92
+    y[:, 1] = rng.random(n) < 0.5
+    y[:, 2] = rng.random(n) < 0.3
+    p = np.empty((n, 3))
+    p[:, 0] = 10.0 ** rng.uniform(-30, -5, n)
+    p[:, 1] = 1 - 10.0 ** rng.uniform(-12, -5, n)
+    p[:, 2] = rng.random(n)
+    return y, p, np.array([6.7e-27, 1 - 3e-9, 0.37])
+
+
+def test_the_starting_decisions_survive_quantisation():
+    from utils.analysis.explore_page import page_thresholds
+
+    y, p, t = tiny_threshold_case()
+    ref = fbeta_samples(y, p >= t)
+    q = quantise(p, t)
+    assert page_f2(y, q, page_thresholds(t)) == pytest.approx(ref, abs=1e-9)
+    assert np.array_equal(q / QUANT >= page_thresholds(t), p >= t)
+    for j in range(3):  # the order within a label is kept
+        o = np.argsort(p[:, j], kind="stable")
+        assert np.all(np.diff(q[o, j].astype(int)) >= 0)
+    # a threshold above 1 (the greedy search's "never" when a probability is 1.0) predicts nothing
+    q = quantise(np.ones((4, 1)), [1.0 + 1e-12])
+    assert not (q / QUANT >= page_thresholds([1.0 + 1e-12])).any()
+
+
+def test_the_tool_prints_the_files_f2_for_tiny_thresholds(tmp_path):
+    y, p, t = tiny_threshold_case()
+    ex = Explorer(["a", "b", "c"], [f"x{i}" for i in range(len(y))], y, None,
+                  [Model("tiny", p, t, np.ones(3, bool), "test")], [None] * len(y))
+    html, summary = build_page(ex, "tiny", gallery=5)
+    assert summary["f2"]["tiny"] == pytest.approx(fbeta_samples(y, p >= t), abs=1e-9)
+    (tmp_path / "tiny.html").write_text(html)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_page_starts_at_the_files_f2_for_tiny_thresholds(browser, tmp_path):
+    y, p, t = tiny_threshold_case()
+    ex = Explorer(["a", "b", "c"], [f"x{i}" for i in range(len(y))], y, None,
+                  [Model("tiny", p, t, np.ones(3, bool), "test")], [None] * len(y))
+    html, _ = build_page(ex, "tiny", gallery=5)
+    (tmp_path / "p.html").write_text(html)
+    open_page(browser, tmp_path / "p.html")
+    assert shown_f2(browser) == pytest.approx(fbeta_samples(y, p >= t), abs=1e-9)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_side_by_side_marks_what_a_and_b_missed_and_names_one_model_twice(browser, runs, page):
+    open_page(browser, page)
+    select_model(browser, "compare-a", 0)
+    select_model(browser, "compare-b", 2)
+    select_model(browser, "model", 1)  # the model at the top is neither A nor B
+    select_model(browser, "compare-b", 2)
+    got = browser.execute_script(
+        "return Array.from(document.querySelectorAll('[data-role=compare] .card'), c => [+c.dataset.row, "
+        "Array.from(c.querySelectorAll('[data-model]'), d => [+d.dataset.model, Array.from(d.querySelectorAll('.miss'), "
+        "s => s.textContent)])])")
+    assert got
+    thr = {0: np.array(embedded(page.read_text())["models"][0]["thresholds"]),
+           2: np.array([runs["stack_thr"][t] for t in LABELS])}
+    probs = {0: runs["probs"]["m0"], 2: runs["probs"]["stack"]}
+    for row, lines in got:
+        for mi, missed in lines:
+            want = [LABELS[j] for j in range(len(LABELS)) if runs["y"][row, j] and probs[mi][row, j] < thr[mi][j]]
+            assert missed == want
+    select_model(browser, "compare-b", 0)
+    text = browser.find_element("css selector", '[data-role="compare"]').text
+    assert "A and B are the same model" in text

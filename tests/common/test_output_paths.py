@@ -1,7 +1,9 @@
 """Outputs never replace the dataset's own files, land in its image folders or hit a folder."""
 import errno
+import json
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -296,3 +298,87 @@ def test_plot_probs_refuses_the_dataset_files_of_the_runs_it_reads(stacked, name
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"is the dataset's own {name}" in r.stderr
     assert snapshot(stacked) == before
+
+
+# ----------------------------------------------------------------------------- what an output path is
+
+def special_files(tmp_path, monkeypatch):
+    """{kind in the message: path}: a named pipe, a socket, and a path the stat call reports as a
+    character device (no real device is touched)."""
+    import socket
+    import stat
+
+    from utils.common import atomic
+
+    fifo, sock, dev = tmp_path / "fifo", tmp_path / "sock", tmp_path / "null"
+    os.mkfifo(fifo)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    dev.write_text("")
+    real = atomic._mode
+    monkeypatch.setattr(atomic, "_mode", lambda p: stat.S_IFCHR | 0o666 if str(p) == str(dev) else real(p))
+    return {"a named pipe (FIFO)": fifo, "a socket": sock, "a character device": dev}, server
+
+
+def test_devices_pipes_and_sockets_are_refused_and_left_as_they_are(tmp_path, monkeypatch):
+    import stat
+
+    from utils.common.atomic import atomic_write_text
+
+    files, server = special_files(tmp_path, monkeypatch)
+    try:
+        for kind, path in files.items():
+            with pytest.raises(DataError, match=re.escape(f"--out {path}: is {kind}, not a regular file")):
+                check_output_file(path, "--out")
+            with pytest.raises(DataError, match=re.escape(kind)):  # the writers refuse it too
+                atomic_write_text(path, "x")
+            with pytest.raises(DataError, match=re.escape(kind)):
+                write_together({path: lambda p: atomic_write_text(p, "x")})
+            with pytest.raises(DataError, match=re.escape(f"is {kind}, not a folder")):
+                check_output_dir(path, "--report-dir")
+        assert stat.S_ISFIFO(os.stat(files["a named pipe (FIFO)"]).st_mode)
+        assert stat.S_ISSOCK(os.stat(files["a socket"]).st_mode)
+        assert files["a character device"].read_text() == ""
+    finally:
+        server.close()
+
+
+def test_a_symbolic_link_is_written_through_to_its_target(tmp_path):
+    from utils.common.atomic import atomic_write_text
+
+    (tmp_path / "real").mkdir()
+    target, link = tmp_path / "real" / "sub.csv", tmp_path / "sub.csv"
+    target.write_text("old")
+    link.symlink_to(target)
+    assert check_output_file(link, "--out") == link
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    write_together({link: lambda p: atomic_write_text(p, "newer")})
+    assert link.is_symlink() and target.read_text() == "newer"
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "to_pipe").symlink_to(tmp_path / "pipe")
+    with pytest.raises(DataError, match="named pipe"):  # checked as its target
+        check_output_file(tmp_path / "to_pipe", "--out")
+    data = write_dataset(tmp_path / "data", n=4, size=16, n_test=2)
+    (tmp_path / "to_train").symlink_to(data / "train.csv")
+    with pytest.raises(DataError, match="dataset's own train.csv"):
+        check_output_file(tmp_path / "to_train", "--out", [data])
+
+
+def test_inputs_and_files_in_run_folders_are_refused(tmp_path):
+    run = tmp_path / "runs" / "m-f0"
+    (run / "preds").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"arch": "m", "fold": 0}))
+    (run / "preds" / "val.none.csv").write_text("image_name,a\n")
+    for path in (run / "preds" / "val.none.csv", run / "config.json", run / "page.html", run / "new" / "x.csv"):
+        with pytest.raises(DataError, match=re.escape(f"is inside the run folder {run.resolve()}")):
+            check_output_file(path, "--out")
+        assert check_output_file(path, "--submission", in_runs=True) == path  # predict.py, plot_probs.py
+    assert check_output_file(tmp_path / "runs" / "page.html", "--out") == tmp_path / "runs" / "page.html"
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "config.json").write_text('{"editor": "vim"}')  # some other config.json: no run
+    assert check_output_file(tmp_path / "project" / "out.csv", "--out")
+    issues = tmp_path / "label_issues.csv"
+    issues.write_text("image_name\n")
+    with pytest.raises(DataError, match=re.escape(f"--out {issues}: is {issues}, a file this command reads")):
+        check_output_file(issues, "--out", inputs=[None, issues])

@@ -1,5 +1,6 @@
 """utils/metrics/threshold_file.py: the thresholds file tools/explore.py saves and --thresholds reads."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -39,3 +40,16 @@ def test_bad_files_are_refused_naming_the_flag_and_the_file(tmp_path, content, m
     with pytest.raises(DataError) as e:
         read_thresholds_file(path, LABELS)
     assert message.format(p=path) in str(e.value)
+
+
+@pytest.mark.parametrize("table, words", [([0.5, 0.2], 'its "thresholds" is a list, not an object label -> number'),
+                                          ("0.5", 'its "thresholds" is a string, not an object'),
+                                          (None, 'its "thresholds" object is null')])
+def test_a_thresholds_value_that_is_no_object_says_what_it_is(tmp_path, table, words):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"thresholds": table}))
+    with pytest.raises(DataError, match=re.escape(words)):
+        read_thresholds_file(path, ["a", "b"])
+    path.write_text(json.dumps([0.5, 0.2]))
+    with pytest.raises(DataError, match="holds a list, not an object"):
+        read_thresholds_file(path, ["a", "b"])

@@ -97,28 +97,87 @@ def stack_files(folder):
     return paths
 
 
-def stack_model(folder, names, labels, y, folds=None):
+def _differ(have, want):
+    """'a, b only in the stack; c only in the dataset' for two label (or name) lists."""
+    only_have = [t for t in have if t not in set(want)]
+    only_want = [t for t in want if t not in set(have)]
+    return "; ".join(part for part in (f"{preview(only_have)} only in the stack" if only_have else "",
+                                       f"{preview(only_want)} only in the dataset" if only_want else "") if part)
+
+
+def stack_runs(report, folder, runs=()):
+    """The run folders of a stack report's members (stack_report.json members[].runs): each name found
+    among `runs` (utils.runs.directory.Run list) or as a folder with config.json in the stack's folder.
+    Returns [(run folder, config dict)]; names found nowhere are skipped (nothing to check)."""
+    from utils.runs.directory import load_run
+
+    known = {r.name: r for r in runs}
+    found = []
+    names = {n for m in report.get("members") or [] if isinstance(m, dict) for n in m.get("runs") or []}
+    for name in sorted(map(str, names)):
+        if name in known:
+            found.append((known[name].dir, known[name].config))
+        elif (Path(folder) / name / "config.json").is_file():
+            try:
+                found.append((Path(folder) / name, load_run(Path(folder) / name).config))
+            except DataError:
+                continue  # an unreadable record: nothing to compare
+    return found
+
+
+def check_stack_dataset(report, folder, root, runs=()):
+    """Raise DataError when the stack's member runs (stack_runs) were trained on another dataset than
+    the one at `root` (utils/runs/fingerprint.py, as predict.py and stack.py check --data), naming both."""
+    from utils.runs.fingerprint import dataset_problem
+
+    problems = [p for d, config in stack_runs(report, folder, runs) if (p := dataset_problem(config, d, root))]
+    if problems:
+        raise DataError(f"--stack {folder}: the stack was made from runs of another dataset than {root}: "
+                        f"{problems[0]}" + (f" (and {len(problems) - 1} more run(s))" if len(problems) > 1 else "")
+                        + "; give the --data (or --runs) the stack was made on, or stack these runs again")
+
+
+def stack_thresholds(report, report_path, labels):
+    """((L,) thresholds, source in words) of stack_report.json, checked as predict.py and stack.py
+    check a thresholds file (utils/metrics/threshold_file.py); (None, None) when it holds none."""
+    from utils.metrics.threshold_file import KEY, read_thresholds_file
+
+    if not isinstance(report, dict) or report.get(KEY) is None:
+        return None, None
+    thresholds = read_thresholds_file(report_path, labels, flag="--stack")
+    given = (report.get("settings") or {}).get("thresholds_file") if isinstance(report.get("settings"), dict) else None
+    if given:
+        return thresholds, f"the thresholds of {given} (applied by stack.py --thresholds)"
+    return thresholds, "the thresholds stack.py chose"
+
+
+def stack_model(folder, names, labels, y, folds=None, root=None, runs=()):
     """The stack of a stack.py output folder as a Model: stack_oof.csv aligned to `names` and
     `labels`, starting at stack_report.json's thresholds (the greedy search on its out-of-fold
     probabilities when the report has none: --threshold expected). DataError names the file
-    whose images or labels do not match."""
+    whose images or labels do not match the dataset's train.csv (every image once, no other),
+    a threshold out of [0, 1], or member runs trained on another dataset than `root`."""
     oof_path, report_path = stack_files(folder)
     file_names, file_labels, probs = read_preds(oof_path)
     if sorted(file_labels) != sorted(labels):
-        raise DataError(f"--stack {oof_path}: labels {preview(file_labels)} differ from the dataset's "
-                        f"{preview(list(labels))}; was it made on another --data?")
+        raise DataError(f"--stack {oof_path}: its labels differ from the dataset's ({_differ(file_labels, labels)}); "
+                        f"was it made on another --data?")
     index = {name_key(n): i for i, n in enumerate(file_names)}
     missing = [n for n in names if n not in index]
-    if missing:
-        raise DataError(f"--stack {oof_path}: {len(missing)} training image(s) have no row, e.g. "
-                        f"{preview(missing)}; was it made on another --data?")
+    extra = sorted(set(index) - set(names))
+    if missing or extra:
+        what = ([f"{len(missing)} of the dataset's {len(names)} training images have no row: {preview(missing)}"]
+                if missing else []) + ([f"{len(extra)} row(s) name images that are not in its train.csv: "
+                                        f"{preview(extra)}"] if extra else [])
+        raise DataError(f"--stack {oof_path}: its rows are not the dataset's training images ({'; '.join(what)}); "
+                        f"was it made on another --data?")
     probs = probs[np.ix_([index[n] for n in names], [file_labels.index(t) for t in labels])]
     report = read_json(report_path)
+    if root is not None and isinstance(report, dict):
+        check_stack_dataset(report, Path(report_path).parent, root, runs)
     chosen = report.get("chosen") if isinstance(report, dict) else None
-    table = report.get("thresholds") if isinstance(report, dict) else None
-    if isinstance(table, dict) and all(t in table for t in labels):
-        thresholds, source = np.array([float(table[t]) for t in labels]), "the thresholds stack.py chose"
-    else:
+    thresholds, source = stack_thresholds(report, report_path, labels)
+    if thresholds is None:
         thresholds = greedy_start(y, probs, folds)
         source = "greedy thresholds fitted on its out-of-fold predictions (stack_report.json has none)"
     name = f"stack ({chosen})" if chosen else "stack"
@@ -130,6 +189,9 @@ def read_flagged(path, names):
     row of a list without that column, such as an --exclude list cut from it). names: N training
     images. DataError names --label-issues for a file without image_name or with unknown images."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"--label-issues {path}: is a folder; give the file in it (tools/label_issues.py writes "
+                        f"label_issues.csv{', found there' if (path / 'label_issues.csv').is_file() else ''})")
     if not path.is_file():
         raise DataError(f"--label-issues {path}: file not found (tools/label_issues.py writes label_issues.csv)")
     try:
@@ -175,11 +237,13 @@ def load_explorer(runs=None, stack=None, data=None, tta="auto", label_issues=Non
     stack is given); label_issues: tools/label_issues.py's CSV or None. Raises DataError for inputs
     that do not fit together, naming the flag.
     """
+    from utils.runs.directory import find_runs
     from utils.stack.library import load_library
 
-    notes, models, folds = [], [], None
+    notes, models, folds, found = [], [], None, []
     if runs:
-        lib = load_library(runs, tta, data, need_test=False)
+        lib = load_library(runs, tta, data, need_test=False, user="the explorer")
+        found = find_runs(runs)[0]
         if lib.tta_line:
             notes.append(lib.tta_line)
         notes += lib.notes
@@ -194,7 +258,7 @@ def load_explorer(runs=None, stack=None, data=None, tta="auto", label_issues=Non
         spec = load_dataset(root, images, check=False)
         labels, names, y = list(spec.labels), list(spec.names), spec.y
     if stack:
-        models.append(stack_model(stack, names, labels, y, folds))
+        models.append(stack_model(stack, names, labels, y, folds, root, found))
     flagged = read_flagged(label_issues, names) if label_issues else {}
     files = image_files(root, images, names)
     absent = sum(f is None for f in files)

@@ -5,8 +5,12 @@ base64-encoded; the given tags as bits, one row of N bits per label. The page de
 decides, as utils/metrics/thresholds.py `binarize` does, that a label is predicted when
 q / QUANT >= its threshold; its F2 is the competition's F2 averaged over images
 (utils/metrics/fbeta.py, an image with no true and no predicted tag scoring `zero_division`).
-A probability moves by at most 1 / (2 QUANT) (7.6e-6), so only images that close to a
-threshold can be decided otherwise than from the unquantised file.
+A probability moves by at most 1 / (2 QUANT) (7.6e-6), except that each model's decisions at
+its starting thresholds are kept exactly: a value on the wrong side of its label's starting
+threshold is moved to the nearest step on the right side (a tiny threshold, 1e-26, still splits
+probabilities of 1e-30 from 1e-20; order within a label is kept). So the page starts at the F2
+of the unquantised file, and a moved threshold decides otherwise only for images within
+1 / (2 QUANT) of it.
 
 Thumbnails are made only for what a gallery can show at the starting thresholds, give or take
 `margin`: per model and label the `gallery` negatives of highest probability (false positives)
@@ -20,6 +24,7 @@ import base64
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +41,38 @@ QUANT = 65535
 FORMATS = {"jpeg": ("JPEG", "image/jpeg", {"quality": 80}), "webp": ("WEBP", "image/webp", {"quality": 75})}
 
 
-def quantise(probs):
-    """(N, L) probabilities -> uint16 (N, L): round(p * QUANT), p clipped to [0, 1]."""
-    return np.rint(np.clip(np.asarray(probs, np.float64), 0.0, 1.0) * QUANT).astype(np.uint16)
+def page_thresholds(thresholds):
+    """(L,) the thresholds as the page holds them: clipped to [0, 1] (a range control's span) and kept to
+    15 significant digits (what the control keeps of a value)."""
+    return np.array([float(f"{t:.15g}") for t in np.clip(np.asarray(thresholds, np.float64), 0.0, 1.0)])
+
+
+def cut(t):
+    """The page's cut of a threshold t in [0, 1]: the smallest integer q with q / QUANT >= t."""
+    c = max(0, int(np.ceil(t * QUANT)))
+    while c > 0 and (c - 1) / QUANT >= t:
+        c -= 1
+    while c <= QUANT and c / QUANT < t:
+        c += 1
+    return c
+
+
+def quantise(probs, thresholds=None):
+    """(N, L) probabilities -> uint16 (N, L): round(p * QUANT), p clipped to [0, 1].
+
+    thresholds: (L,) starting thresholds or None. Given, each label's values on the wrong side of its
+    threshold's cut (page_thresholds, cut) move to the nearest step on the right side, so that
+    decide(q, page_thresholds(thresholds)) equals probs >= thresholds exactly (monotone: the order of
+    the probabilities within a label is kept, ties aside)."""
+    p = np.asarray(probs, np.float64)
+    q = np.rint(np.clip(p, 0.0, 1.0) * QUANT).astype(np.int64)
+    if thresholds is not None:
+        raw = np.asarray(thresholds, np.float64)
+        for j, t in enumerate(page_thresholds(raw)):
+            c = cut(t)
+            on = p[:, j] >= raw[j]
+            q[:, j] = np.where(on, np.maximum(q[:, j], c), np.minimum(q[:, j], c - 1))
+    return np.clip(q, 0, QUANT).astype(np.uint16)
 
 
 def decide(q, thresholds):
@@ -102,8 +136,9 @@ def thumbnail_rows(ex, quantised, gallery, margin):
     (gallery_rows, matrix_rows and disagreement_rows of every model and pair)."""
     rows = set()
     for m, q in zip(ex.models, quantised):
-        rows |= gallery_rows(ex.y, q, m.thresholds, gallery, margin)
-        rows |= matrix_rows(ex.y, q, m.thresholds, max(1, gallery // 6))
+        start = page_thresholds(m.thresholds)
+        rows |= gallery_rows(ex.y, q, start, gallery, margin)
+        rows |= matrix_rows(ex.y, q, start, max(1, gallery // 6))
     for a in range(len(quantised)):
         for b in range(a + 1, len(quantised)):
             rows.update(disagreement_rows(quantised[a], quantised[b], gallery).tolist())
@@ -119,17 +154,20 @@ def thumbnails(files, rows, size, fmt="jpeg"):
 
     kind, mime, options = FORMATS[fmt]
     uris, failed = {}, []
-    for i in tqdm(rows, desc="thumbnails", unit="img", leave=False):
-        if files[i] is None:
-            continue
-        try:
-            pixels = decode_image(files[i], size)
-        except (OSError, ValueError) as e:
-            failed.append(f"{files[i]}: {e}")
-            continue
-        buf = io.BytesIO()
-        Image.fromarray(pixels[..., :3]).save(buf, kind, **options)
-        uris[i] = f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    # closed on any exit, so that no message lands on its line; where stderr is no terminal (a log file,
+    # where clearing the line cannot work) it ends with its own line break
+    with tqdm(rows, desc="thumbnails", unit="img", leave=not sys.stderr.isatty()) as bar:
+        for i in bar:
+            if files[i] is None:
+                continue
+            try:
+                pixels = decode_image(files[i], size)
+            except (OSError, ValueError) as e:
+                failed.append(f"{files[i]}: {e}")
+                continue
+            buf = io.BytesIO()
+            Image.fromarray(pixels[..., :3]).save(buf, kind, **options)
+            uris[i] = f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     if failed:
         log.warning("%d image(s) could not be read and are shown without a picture, e.g. %s", len(failed), failed[0])
     return uris
@@ -143,11 +181,11 @@ def payload(ex, quantised, thumbs, gallery, beta=2.0, zero_division=ZERO_DIVISIO
     """The JSON-ready data the page decodes.
 
     truth: base64 of np.packbits(y.T) (L rows of ceil(N / 8) bytes); per model `probs`: base64 of
-    its quantised (L, N) uint16 little-endian, `thresholds` (L,) clipped to [0, 1] (what a range
+    its quantised (L, N) uint16 little-endian, `thresholds` (L,) as page_thresholds (what a range
     control holds), `covered` (L,) bool; thumbs: {row: data URI}; flagged: {row: tags to check}.
     """
     models = [{"name": m.name, "source": m.source, "covered": [bool(c) for c in m.covered],
-               "thresholds": [float(t) for t in np.clip(m.thresholds, 0.0, 1.0)],
+               "thresholds": [float(t) for t in page_thresholds(m.thresholds)],
                "probs": _b64(q.T.astype("<u2"))} for m, q in zip(ex.models, quantised)]
     return {"labels": list(ex.labels), "names": list(ex.names), "quant": QUANT, "gallery": int(gallery),
             "beta": float(beta), "zero_division": float(zero_division),
@@ -174,9 +212,9 @@ def build_page(ex, title, gallery=50, thumb_size=80, fmt="jpeg", margin=0.1):
 
     summary: thumbnails (count), f2 ({model name: the F2 the page starts at}), bytes (of the HTML).
     """
-    quantised = [quantise(m.probs) for m in ex.models]
+    quantised = [quantise(m.probs, m.thresholds) for m in ex.models]
     rows = thumbnail_rows(ex, quantised, gallery, margin)
     thumbs = thumbnails(ex.files, rows, thumb_size, fmt)
     html = render_page(payload(ex, quantised, thumbs, gallery), title, thumb_size, ex.notes)
-    f2 = {m.name: page_f2(ex.y, q, np.clip(m.thresholds, 0.0, 1.0)) for m, q in zip(ex.models, quantised)}
+    f2 = {m.name: page_f2(ex.y, q, page_thresholds(m.thresholds)) for m, q in zip(ex.models, quantised)}
     return html, {"thumbnails": len(thumbs), "f2": f2, "bytes": len(html.encode("utf-8"))}

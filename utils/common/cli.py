@@ -1,7 +1,13 @@
 """What every script's `__main__` shares: logging for people, bad input -> exit code 2,
-a refused write -> exit code 1, Ctrl-C -> 130, SIGTERM -> 143, each as one line."""
+a refused write -> exit code 1, Ctrl-C -> 130, SIGTERM -> 143, each as one line.
+
+Ctrl-C while a script still imports its libraries (a second or more for torch) is caught by
+`stop_on_ctrl_c`, which each script calls before its other imports; `exit_cleanly` hands
+Ctrl-C back to Python's KeyboardInterrupt, so cleanup runs as before."""
 import argparse
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +34,20 @@ def add_hidden_alias(parser, alias, flag):
     parser._option_string_actions[alias] = action
 
 
+def _stop_now(signum, frame):
+    sys.stderr.write("stopped by Ctrl-C\n")
+    sys.stderr.flush()
+    os._exit(130)  # nothing is written while a script imports: no cleanup to run
+
+
+def stop_on_ctrl_c(module_name="__main__"):
+    """Ctrl-C from now until `exit_cleanly` starts: the line "stopped by Ctrl-C" and exit code 130 at once,
+    without a traceback. A script calls it first thing, before its heavy imports, with its __name__:
+    only a script run as the program does it (a module imported by another program leaves its Ctrl-C)."""
+    if module_name == "__main__":
+        signal.signal(signal.SIGINT, _stop_now)
+
+
 VERBOSE = "%(asctime)s %(levelname)s %(message)s"
 QUIET = "%(levelname)s: %(message)s"
 
@@ -50,6 +70,8 @@ def exit_cleanly(call):
     keeps its traceback.
     """
     raise_on_sigterm()
+    if signal.getsignal(signal.SIGINT) is _stop_now:  # the imports are done: Ctrl-C raises KeyboardInterrupt again
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return call()
     except DataError as e:

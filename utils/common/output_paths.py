@@ -4,7 +4,12 @@ writing a set of outputs together.
 An output file (a submission, a report, a pseudo-label CSV) must not be one of the
 dataset's own files (a submission written over train.csv silently replaces the
 labels), must not lie inside the dataset's image folders, and must not be an existing
-directory (os.replace would fail half-way through a run of writes). Its folder must take
+directory (os.replace would fail half-way through a run of writes) or a device, a named pipe or
+a socket (replaced by a regular file, it would be gone). It must not be a file the command reads
+(an input replaced by the output), nor lie in a run folder (a folder holding config.json, whose
+files predict.py and the tools read) unless the script writes there on purpose (predict.py's
+--submission, tools/plot_probs.py's plots). A symbolic link is checked, and later written, as its
+target (utils/common/atomic.py write_target). Its folder must take
 a new file: `check_can_write` creates and removes one there, which holds for root, for
 read-only mounts and immutable folders alike, where os.access does not. `write_together`
 writes several files so that a failure leaves all of them as they were.
@@ -14,8 +19,10 @@ import shutil
 from pathlib import Path
 
 from utils.data.dataset import IMAGE_EXTS
+from utils.common.atomic import refuse_special, special_kind, write_target
 from utils.common.errors import DataError
 from utils.common.temp_files import make_temp, sweep
+from utils.common.text import read_json
 from utils.common.write_errors import found_in_chain, write_fault
 
 # The files of a data folder (see the data layout): reading scripts rely on them.
@@ -45,19 +52,44 @@ def _holds_images(folder):
         return any(e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS for e in it)
 
 
-def check_output_file(path, flag, data_roots=(), allow=()):
+RUN_MARKS = ("result.json", "history.csv", "preds", "checkpoints")  # what else a run folder holds
+
+
+def run_folder(path):
+    """The run folder `path` (resolved) lies in: its nearest folder holding config.json and one of
+    RUN_MARKS or a config.json naming an arch and a fold; None when it lies in none."""
+    for folder in Path(path).resolve().parents:
+        if not (folder / "config.json").is_file():
+            continue
+        if any((folder / m).exists() for m in RUN_MARKS):
+            return folder
+        try:
+            config = read_json(folder / "config.json")
+        except DataError:
+            return folder  # a broken run record is still a run folder
+        if isinstance(config, dict) and "arch" in config and "fold" in config:
+            return folder
+    return None
+
+
+def check_output_file(path, flag, data_roots=(), allow=(), inputs=(), in_runs=False):
     """Raise DataError unless `path` can be written as a new or replaced file.
 
     path: the file to write; flag: how the user gave it (e.g. '--out'), named in the
     message; data_roots: data folders whose own files (DATASET_FILES) and image folders
     must not be written; allow: dataset file names this output is meant to be (e.g.
-    'duplicates.csv' for the duplicate finder). Refuses an existing directory, a parent
-    that is a file, a dataset file and anything inside an image folder. Returns the Path.
+    'duplicates.csv' for the duplicate finder); inputs: the files the command reads
+    (None entries skipped); in_runs: True for a script that writes in run folders on
+    purpose. Refuses an existing directory, a device, a named pipe or a socket, a parent
+    that is a file, a dataset file, anything inside an image folder, an input and (unless
+    in_runs) a file inside a run folder. A symbolic link is checked as its target. Returns
+    the Path as given.
     """
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{flag} {path}: is an existing directory; give a file name (outside the data folder)")
-    parent = next((p for p in path.parents if p.exists()), None)
+    refuse_special(path, flag)
+    parent = next((p for p in write_target(path).parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise DataError(f"{flag} {path}: {parent} is a file, not a folder; give a path in a folder")
     target = path.resolve()
@@ -73,6 +105,14 @@ def check_output_file(path, flag, data_roots=(), allow=()):
             if folder in target.parents:
                 raise DataError(f"{flag} {path}: is inside the dataset's image folder {folder}; "
                                 f"give a file outside it")
+    for given in inputs:
+        if given is not None and Path(given).resolve() == target:
+            raise DataError(f"{flag} {path}: is {given}, a file this command reads; writing would replace it. "
+                            f"Give another file")
+    if not in_runs and (run := run_folder(target)) is not None:
+        raise DataError(f"{flag} {path}: is inside the run folder {run} (it holds config.json), whose files "
+                        f"predict.py and the tools read; give a file outside it (e.g. in the folder that holds "
+                        f"the runs)")
     return path
 
 
@@ -83,7 +123,8 @@ def check_output_dir(path, flag):
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise DataError(f"{flag} {path}: is an existing file, not a folder; give a folder (it is created if needed)")
+        what = special_kind(path) or "an existing file"
+        raise DataError(f"{flag} {path}: is {what}, not a folder; give a folder (it is created if needed)")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise DataError(f"{flag} {path}: {parent} is a file, not a folder; give a path in a folder")
@@ -119,7 +160,9 @@ def write_together(writers):
     A refused write (disk full, permission, ...) raises utils.common.write_errors.WriteFault
     naming the target. Returns the list of Paths written.
     """
-    targets = [Path(p) for p in writers]
+    targets = [write_target(p) for p in writers]  # a symbolic link: its target is replaced, the link kept
+    for path in targets:
+        refuse_special(path)
     staged, backups = {}, {}
     try:
         for path, fill in zip(targets, writers.values()):

@@ -43,9 +43,13 @@ def read_thresholds_file(path, labels, flag="--thresholds"):
         raise DataError(f"{flag} {e}") from e
     table = record.get(KEY) if isinstance(record, dict) else None
     if not isinstance(table, dict):
-        what = "null (stack.py --threshold expected fits no thresholds)" if isinstance(record, dict) and \
-            KEY in record else "missing"
-        raise DataError(f"{flag} {path}: its \"{KEY}\" object is {what}; expected "
+        if not isinstance(record, dict) or KEY not in record:
+            what = f'its "{KEY}" object is missing' if isinstance(record, dict) else f"holds {_kind(record)}, not an object"
+        elif table is None:
+            what = f'its "{KEY}" object is null (stack.py --threshold expected fits no thresholds)'
+        else:
+            what = f'its "{KEY}" is {_kind(table)}, not an object label -> number'
+        raise DataError(f"{flag} {path}: {what}; expected "
                         f'{{"{KEY}": {{"<label>": <threshold>, ...}}}} (tools/explore.py saves one, '
                         f"stack.py's stack_report.json is one)")
     missing = [lab for lab in labels if lab not in table]
@@ -58,6 +62,12 @@ def read_thresholds_file(path, labels, flag="--thresholds"):
     if problems:
         raise DataError(f"{flag} {path}: " + "; ".join(problems) + f" (the labels: {_few(list(labels))})")
     return np.array([float(table[lab]) for lab in labels], np.float64)
+
+
+def _kind(value):
+    """A JSON value's type in words: 'a list', 'a string', 'a number', ..."""
+    return {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+            dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _few(items, n=10):

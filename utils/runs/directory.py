@@ -192,14 +192,29 @@ def model_names(runs):
     return {model: model_name(rs) for model, rs in group_models(runs).items()}
 
 
+RUN_FILES = ("result.json", "history.csv", "preds", "checkpoints")  # a run folder holds some of these
+
+
+def lost_record(folder):
+    """Why `folder` is a run folder without its record (no config.json, but result.json, history.csv,
+    preds/ or checkpoints/), naming the missing file; None when it has config.json or looks like no run."""
+    folder = Path(folder)
+    has = [f for f in RUN_FILES if (folder / f).exists()]
+    if (folder / "config.json").exists() or not has:
+        return None
+    return (f"{folder / 'config.json'}: missing (the folder has {', '.join(has)}): the run's record is lost; "
+            f"restore config.json or train the run again")
+
+
 def find_runs(patterns, pairs=None, roots=None):
     """Runs matching glob patterns or folders (a folder of runs counts as all its runs).
 
-    Returns (runs sorted by name, skipped: list of (path, reason)).
+    Returns (runs sorted by name, skipped: list of (path, reason)): a run whose config.json cannot be
+    read, or a folder that holds a run's files but no config.json (lost_record), is skipped, not ignored.
     """
     if isinstance(patterns, (str, Path)):
         patterns = [patterns]
-    dirs = []
+    dirs, skipped = [], []
     for pat in patterns:
         hits = sorted(glob.glob(str(pat))) or []
         for h in hits:
@@ -208,7 +223,9 @@ def find_runs(patterns, pairs=None, roots=None):
                 dirs.append(h)
             elif h.is_dir():
                 dirs += sorted(p.parent for p in h.glob("*/config.json"))
-    runs, skipped, seen = [], [], set()
+                lost = [h] if lost_record(h) else sorted(p for p in h.iterdir() if p.is_dir() and lost_record(p))
+                skipped += [(p, lost_record(p)) for p in lost if p not in {s for s, _ in skipped}]
+    runs, seen = [], set()
     for d in dirs:
         key = d.resolve()
         if key in seen:

@@ -14,7 +14,7 @@ trained run, tools/linear_probe.py for a linear probe, which has no checkpoint.
 from dataclasses import dataclass
 
 from utils.common.errors import DataError
-from utils.predict.tta_views import TTA_VIEWS
+from utils.predict.tta_views import TTA_NAMES, TTA_VIEWS
 
 AUTO = "auto"
 VIEWS = TTA_VIEWS  # most views first (utils/predict/tta_views.py)
@@ -32,6 +32,15 @@ def tta_help(what):
     """The --tta help of a script reading `what` (e.g. 'preds/val.<tta>.csv')."""
     return (f"which {what} to read: a TTA name (none, hflip, 10crop, ... or a variant such as 10crop-avg), or "
             f"auto: the one every run has, most views first ({' > '.join(PREFERENCE)}) (default: auto)")
+
+
+def check_tta_name(name, flag="--tta"):
+    """Raise DataError unless `name` is AUTO, a TTA name (utils/predict/tta_views.py TTA_NAMES) or a
+    variant of one (10crop-avg, hflip-96px: the name, '-', predict.py's suffix). Returns name."""
+    if name == AUTO or name in TTA_NAMES or name.split("-", 1)[0] in TTA_NAMES and "-" in name:
+        return name
+    raise DataError(f"{flag} {name}: unknown TTA {name!r}; give one of {', '.join((AUTO, *TTA_NAMES))} "
+                    f"(or a variant of one predict.py wrote, such as 10crop-avg or hflip-96px)")
 
 
 def _plain(run, split):

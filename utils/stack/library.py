@@ -326,8 +326,9 @@ def _unusable(run, tta, need_test):
     return reason, make_files_command(run, tta, split)  # a linear probe: tools/linear_probe.py
 
 
-def _left_out_lines(lo, k):
-    """Lines saying why a model is left out of the library and what makes it complete."""
+def _left_out_lines(lo, k, user="stacking", unreadable=0):
+    """Lines saying why a model is left out of the library and what makes it complete; user: who needs
+    the folds (stacking, the explorer); unreadable: how many run folders could not be read."""
     lines = [f"{lo['name']} seed {lo['seed']}: usable runs for fold(s) "
              f"{[f for f in range(k) if f not in lo['missing_folds']] or 'none'} of 0..{k - 1}"]
     by_fix = {}
@@ -338,8 +339,10 @@ def _left_out_lines(lo, k):
         lines.append(f"  {names}: {us[0]['reason'].replace('(it has', '(has' if len(us) > 1 else '(it has')}; "
                      f"make {'them' if len(us) > 1 else 'it'} with: {fix.replace('{runs}', ' '.join(u['dir'] for u in us))}")
     if lo["no_run_folds"]:
-        lines.append(f"  fold(s) {lo['no_run_folds']} have no run: stacking needs out-of-fold predictions of "
-                     f"every fold; train them (scripts/cv.sh trains and predicts every fold of a configuration)")
+        lines.append(f"  fold(s) {lo['no_run_folds']} have no " + (f"readable run ({unreadable} run folder(s) could not "
+                     f"be read, listed below: repair them or " if unreadable else f"run: {user} needs out-of-fold "
+                     f"predictions of every fold; ") + "train them (scripts/cv.sh trains and predicts every fold of a "
+                     "configuration; tools/linear_probe.py fits every fold of a linear probe)" + (")" if unreadable else ""))
     return lines
 
 
@@ -350,6 +353,8 @@ def _place(path, names, labels, probs, run, want_names, want_labels):
                         f"{list(want_labels)} (config.json)")
     index = {n: i for i, n in enumerate(want_names)}
     unknown = [n for n in names if n not in index]
+    if not names:
+        raise DataError(f"{path}: has no rows (only a header); make it again for run {run.name}")
     if unknown or len(names) != len(want_names):
         have = set(names)
         missing = [n for n in want_names if n not in have]
@@ -432,7 +437,7 @@ def auto_tta_runs(runs, k):
     return usable or runs
 
 
-def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
+def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None, user="stacking"):
     """Gather runs into a Library.
 
     patterns: run folders or glob patterns (a folder of runs counts as all its runs);
@@ -440,7 +445,8 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
     run of a complete model has, most views first; DataError naming the runs when none is
     shared); data: dataset directory overriding the
     runs' recorded one; need_test: read test predictions too (members without them
-    are left out); groups: ``--groups`` spec or None. Raises DataError for an empty
+    are left out); groups: ``--groups`` spec or None; user: who reads them, in messages (stacking, the
+    explorer). Raises DataError for an empty
     library or inconsistent inputs (labels, folds, names, values), naming run and file.
     """
     runs, skipped = find_runs(patterns)
@@ -462,12 +468,14 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None):
     complete, left_out, more = _member_runs(runs, k, tta, need_test, named)
     notes += more
     for lo in left_out if complete else []:  # with no member at all, the error below says it
-        log.warning("left out %s", "\n".join(_left_out_lines(lo, k)))
+        log.warning("left out %s", "\n".join(_left_out_lines(lo, k, user, len(skipped))))
     if not complete:
         files = f"preds/val.{tta}.csv" + (f" and preds/test.{tta}.csv" if need_test else "")
-        raise DataError(f"empty library: stacking needs {files} from a run of every fold 0..{k - 1} of a model "
+        start = "empty library: stacking needs" if user == "stacking" else f"no model to show: {user} needs"
+        raise DataError(f"{start} {files} from a run of every fold 0..{k - 1} of a model "
                         f"(one configuration and seed), and none of the {len(runs)} runs completes one:\n  - " +
-                        "\n  - ".join("\n    ".join(_left_out_lines(lo, k)) for lo in left_out[:10]))
+                        "\n  - ".join("\n    ".join(_left_out_lines(lo, k, user, len(skipped))) for lo in left_out[:10])
+                        + "".join(f"\n  unreadable: {p}: {why}" for p, why in skipped))
     test_names = _test_order(root, complete, tta) if need_test else []
     seeds_per_model = {}
     for model, seed in complete:

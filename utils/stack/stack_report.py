@@ -42,6 +42,14 @@ def build_report(lib, results, members, chosen, chosen_by, settings):
     }
 
 
+def _thresholds_words(settings):
+    """'thresholds `greedy`', or where --thresholds gave the submission's thresholds, that file's."""
+    if settings.get("thresholds_file"):
+        return (f"the submission's thresholds from `{settings['thresholds_file']}` (stack.py --thresholds; the "
+                f"cross-fitted scores fit `{settings.get('threshold')}`)")
+    return f"thresholds `{settings.get('threshold')}`"
+
+
 def _f(x, digits=4):
     return "" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"     # + 0.0: no "-0.0000"
 
@@ -54,7 +62,7 @@ def render_report(rep, max_methods=10):
         lines += [f"Command: `{s['command']}`", ""]
     lines += [f"Library: {lib['members']} members ({lib['configurations']} configurations), "
               f"{lib['images']} training images, {len(lib['labels'])} labels, {lib['folds']} folds, "
-              f"{lib['test_images']} test images. TTA `{s.get('tta')}`, thresholds `{s.get('threshold')}`, "
+              f"{lib['test_images']} test images. TTA `{s.get('tta')}`, {_thresholds_words(s)}, "
               f"F{s.get('beta', 2):g} averaged over images."]
     if s.get("groups"):
         lines.append(f"Layers: groups by `{s['groups']}`, then `{s.get('top') or 'the same method'}` across groups.")
