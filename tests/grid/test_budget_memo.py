@@ -16,7 +16,7 @@ def test_a_measurement_is_reused_for_the_same_key_only_while_recent(tmp_path):
     assert key != memo_key(spec, "cpu", [("tiny_cnn", 32, 32)], [], ["best"], 3, 3)
     assert key != memo_key(spec, "cuda:0", configs, [], ["best"], 3, 3)
     m = Measured({"tiny_cnn@24px/b32": Speed(100.0, 400.0)}, 1.5, 20.0, "cpu", {"24": 900.0}, ["train@24"],
-                 {"tiny_cnn": 1e-5}, {"final": (0.1, 1e-4), "interim": (0.01, 1e-5)})
+                 {"tiny_cnn": (0.2, 1e-5)}, {"final": (0.1, 1e-4), "interim": (0.01, 1e-5)})
     cache = tmp_path / "cache"
     remember(cache, key, m, now=1000.0)
     got, age = recall(cache, key, now=1060.0)

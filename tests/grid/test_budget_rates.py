@@ -25,6 +25,7 @@ def test_rates_are_measured_and_finite(tmp_path):
     files = sorted((data / "train").iterdir())
     assert 0 < decode_rate(files, 24) < math.inf
     assert decode_rate([], 24) == math.inf
-    assert 0 < probe_fit_rate(300, 32, 4) < math.inf
+    per_fold, per_row_label = probe_fit_rate(300, 32, 8)
+    assert per_fold >= 0 and per_row_label >= 0 and 0 < per_fold + 240 * 8 * per_row_label < math.inf
     per_label, per_image = stack_rate(500, 4, 3, ["best", "mean", "lr"])
     assert per_label >= 0 and per_image >= 0 and 0 < per_label + 300 * per_image < math.inf

@@ -89,8 +89,8 @@ class Measured:
     speed_key(arch, size, bs); start_s: seconds a fresh interpreter takes to import train.py;
     probe_s: how long the measurement took; decode_ips: {size (str): images/s decoding this
     dataset's files into the cache}; cached: the caches already on disk ('train@64',
-    'test@64'); fit_s: {arch: seconds per training image x label of one fold of its linear
-    probe's fit}; stack_s: {'final' | 'interim': [stack.py's seconds per member x label,
+    'test@64'); fit_s: {arch: [seconds per fold, seconds per training image x label] of its
+    linear probe's fits}; stack_s: {'final' | 'interim': [stack.py's seconds per member x label,
     seconds per member x label x image]} for the plan's and the interim stack's methods
     (utils/grid/budget_rates.py measures the last three)."""
     speeds: dict
@@ -113,13 +113,14 @@ class Measured:
     def to_json(self):
         return {"speeds": {k: asdict(v) for k, v in self.speeds.items()}, "start_s": self.start_s,
                 "probe_s": self.probe_s, "device": self.device, "decode_ips": dict(self.decode_ips),
-                "cached": list(self.cached), "fit_s": dict(self.fit_s),
+                "cached": list(self.cached), "fit_s": {k: list(v) for k, v in self.fit_s.items()},
                 "stack_s": {k: list(v) for k, v in self.stack_s.items()}}
 
     @classmethod
     def from_json(cls, d):
         return cls({k: Speed(**v) for k, v in d["speeds"].items()}, d["start_s"], d["probe_s"], d.get("device", "cpu"),
-                   dict(d.get("decode_ips", {})), list(d.get("cached", [])), dict(d.get("fit_s", {})),
+                   dict(d.get("decode_ips", {})), list(d.get("cached", [])),
+                   {k: tuple(v) if isinstance(v, (list, tuple)) else (0.0, float(v)) for k, v in d.get("fit_s", {}).items()},
                    {k: tuple(v) for k, v in dict(d.get("stack_s") or {}).items()})
 
 

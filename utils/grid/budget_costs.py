@@ -8,7 +8,7 @@ the rest):
 
     train    epochs x (fold's training images / train images/s + its validation images / predict images/s)
     predict  (training images + K x test images) x TTA views / predict images/s
-    probe    (training + test images) x views / predict images/s  +  fit s/(image x label) x fold images x L x K
+    probe    (training + test images) x views / predict images/s  +  K x (fit s per fold + s/(image x label) x fold images x L)
     stack    members x L x (s per member and label + s/image x training images), per set of methods
     report   one start-up + figures per member
 
@@ -74,7 +74,8 @@ def probe_cost(m, speed, facts, measured, decoded):
     regressions of every fold on its training rows."""
     extract = (facts.n_train + facts.n_test) * views(m.tta, 2) / speed.predict_ips
     fold_rows = facts.n_train * (facts.folds_k - 1) / facts.folds_k
-    fit = measured.fit_s.get(m.arch, 0.0) * fold_rows * facts.n_labels * facts.folds_k
+    per_fold, per_row_label = measured.fit_s.get(m.arch, (0.0, 0.0))
+    fit = facts.folds_k * (per_fold + per_row_label * fold_rows * facts.n_labels)
     need = {f"train@{m.size}", f"test@{m.size}"}
     return Cost(measured.job_start_s + decode_seconds(facts, measured, need, decoded), extract + fit)
 
