@@ -260,7 +260,9 @@ def test_extend_brings_back_dropped_members_and_keeps_their_finished_runs():
     dropped = replan(jobs, left)
     assert dropped
     finished = [j.id for j in jobs if j.state == "finished"]
-    assert extend(jobs, c, measured(), FACTS, p, left) == []              # still no room: they stay out
+    tight = extend(jobs, c, measured(), FACTS, p, left)                   # still no room: they stay out
+    assert not [h for h, _, _ in tight if h == "back"]                    # (a shorter new model may fit)
+    finished = [j.id for j in jobs if j.state == "finished"]
     changes = extend(jobs, c, measured(), FACTS, p, 10 ** 5)              # room again
     assert sorted(m for h, m, _ in changes if h == "back") == sorted(dropped)
     assert all(j.state == "planned" and not j.why for j in jobs if j.member in dropped and j.id not in finished)
@@ -536,13 +538,17 @@ def test_a_short_budget_trains_fewer_epochs_before_it_trains_nothing():
     p = preset(sizes=(64,), epochs=(4, 8))
     c = cands(p, archs={"tf_efficientnet_lite0": []}, sizes=(64,))
     trained = next(m for m in c if m.kind == "train")
-    assert [v.epochs for v in shorter(trained)] == [4, 2, 1]
+    assert [v.epochs for v in shorter(trained)] == [4, 2]                # train.py's recipe needs two
+    assert [v.epochs for v in shorter(trained.scaled(64, 8))] == [8, 4, 2]
     cost = {v.epochs: sum(j.predicted_s for j in plan_jobs([c[0], v], measured(), FACTS, p)) for v in shorter(trained)}
-    assert cost[1] < cost[2] < cost[4]
-    plan_ = make_plan(c, measured(), FACTS, (cost[1] + cost[2]) / 2 / (1 - MARGIN), p)
-    assert [(m.kind, m.epochs) for m in plan_.members] == [("probe", 0), ("train", 1)]
+    cost[0] = sum(j.predicted_s for j in plan_jobs([c[0]], measured(), FACTS, p))
+    assert cost[0] < cost[2] < cost[4]
+    plan_ = make_plan(c, measured(), FACTS, (cost[2] + cost[4]) / 2 / (1 - MARGIN), p)
+    assert [(m.kind, m.epochs) for m in plan_.members] == [("probe", 0), ("train", 2)]
+    plan_ = make_plan(c, measured(), FACTS, (cost[0] + cost[2]) / 2 / (1 - MARGIN), p)
+    assert [m.kind for m in plan_.members] == ["probe"]
     plan_ = make_plan(c, measured(), FACTS, cost[4] / (1 - MARGIN) + 1, p)
     assert [(m.kind, m.epochs) for m in plan_.members] == [("probe", 0), ("train", 4)]
-    grown = extend(make_plan(c, measured(), FACTS, (cost[1] + cost[2]) / 2 / (1 - MARGIN), p).jobs, c, measured(),
+    grown = extend(make_plan(c, measured(), FACTS, (cost[2] + cost[4]) / 2 / (1 - MARGIN), p).jobs, c, measured(),
                    FACTS, p, 10 ** 6)
     assert [(h, m.epochs) for h, _, m in grown] == [("larger", 8)]   # time left grows it back, the longest first

@@ -23,6 +23,7 @@ from utils.grid.cluster import run_name
 
 MARGIN = 0.15            # the plan fills (1 - MARGIN) of the time left; the rest absorbs estimation error
 STARTS_PER_JOB = 2       # interpreters a job starts: the executor's worker, then the script
+MIN_EPOCHS = 2           # the fewest a shortened member trains: train.py's default recipe has two stages
 RUNG_FOLD = 0            # the fold every trained member trains first: the rung that orders the rest
 MEASURE_WHY = "kept to measure"  # why a member that would be dropped runs one fold first (keep_one_to_measure)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -258,10 +259,10 @@ def make_plan(candidates, measured, facts, left_s, preset):
 
 
 def shorter(m):
-    """m, then (a trained member) at half its epochs and half again, down to one: what a short
-    budget can still train; the plan grows it back (longer, larger) when time is left."""
+    """m, then (a trained member) at half its epochs and half again, down to MIN_EPOCHS: what a
+    short budget can still train; the plan grows it back (longer, larger) when time is left."""
     out = [m]
-    while m.kind == "train" and m.epochs > 1:
+    while m.kind == "train" and m.epochs // 2 >= MIN_EPOCHS:
         m = m.scaled(m.size, m.epochs // 2)
         out.append(m)
     return out
