@@ -25,7 +25,7 @@ from utils.data.cache import decode_image, default_workers
 FIT_ROWS_PER_FEATURE = 2   # the probe's fit is timed on up to 2 x features rows: fewer rows than features
                            # are separable, where lbfgs takes many times the steps real data needs
 FIT_LABELS = (2, 8)  # ... at these numbers of labels (at most the dataset's): a cost per fold and one per label
-STACK_ROWS = (120, 360)   # stack.py's methods are timed at these numbers of images (at most n_train) ...
+STACK_ROWS = (150, 1200)  # stack.py's methods are timed at these numbers of images (at most n_train) ...
 STACK_LABELS = 3     # ... and this many labels (every method works label by label, so it scales by L)
 DECODE_FILES = 16    # real files decoded to time the cache
 
