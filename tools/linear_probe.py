@@ -104,6 +104,7 @@ def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
 
     from utils.common.paths import portable
     from utils.runs.directory import model_key
+    from utils.runs.fingerprint import dataset_fingerprint
 
     rel, absolute = portable(root, run_dir)
     cfg = {"name": run_dir.name, "arch": args.arch, "fold": fold, "seed": args.seed,
@@ -118,6 +119,7 @@ def build_config(args, spec, C, run_dir, root, folds_file, fold, meta):
            "channels": args.channels, "band_scaling": meta.get("band_scaling"),
            "mean": list(meta["mean"]), "std": list(meta["std"]), "weights": meta["weights"],
            "fast_path": meta.get("fast_path", "fp32 contiguous"),
+           "dataset": dataset_fingerprint(root, folds_file=folds_file),  # what the run is trained on
            "argv": sys.argv[1:], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                         "sklearn": sklearn.__version__}}

@@ -222,3 +222,18 @@ def test_bad_input_exits_with_code_2(tmp_path):
                         "--out", str(tmp_path / "runs")], capture_output=True, text=True)
     assert r.returncode == 2 and "data directory not found" in r.stderr
     assert not (tmp_path / "runs").exists() and data.is_dir()
+
+
+def test_probe_runs_record_the_dataset_and_a_changed_train_csv_is_refused(tmp_path):
+    from utils.runs.fingerprint import dataset_problem
+    data, _ = run_cli(tmp_path, k=3)
+    cfg = json.loads((tmp_path / "runs" / next(p.name for p in (tmp_path / "runs").iterdir()
+                                               if (p / "config.json").is_file()) / "config.json").read_text())
+    assert cfg["dataset"]["train_csv"] and cfg["dataset"]["folds"]          # train.csv's rows and the folds
+    run = next(p for p in (tmp_path / "runs").iterdir() if (p / "config.json").is_file())
+    assert dataset_problem(cfg, run, data) is None                           # the same data: accepted
+    lines = (data / "train.csv").read_text().splitlines()
+    name, tags = lines[1].split(",")
+    changed = f"{name},{'a' if tags.split() == ['a', 'b', 'c'] else 'a b c'}"
+    (data / "train.csv").write_text("\n".join(lines[:1] + [changed] + lines[2:]) + "\n")
+    assert dataset_problem(cfg, run, data)                                    # one row's tags changed: named
