@@ -19,8 +19,6 @@ from pathlib import Path
 # loader workers or other processes share the cores (measured: 14 vs 47 img/s on 2
 # cores, BENCHMARKS.md); passive waiting costs nothing measurable when the cores are free.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import argparse  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -29,14 +27,16 @@ sys.path.insert(0, str(REPO))
 
 from utils.common import distributed as dist  # noqa: E402
 from utils.common.atomic import atomic_write_json  # noqa: E402
-from utils.common.cli import pick_device, refuse_idle_flags, run_script  # noqa: E402
+from utils.common.cli import pick_device, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_output_dir  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
-from utils.runs.resume import check_same_config, given_flags, modern_spelling  # noqa: E402
+from utils.runs.resume import check_same_config, modern_spelling  # noqa: E402
 from utils.runs.run_guard import hold_run  # noqa: E402
-from utils.train.flags import NEEDS, add_flags, train_options  # noqa: E402
-from utils.train.run_setup import (EXCLUDED_COPY, build_config, check_aug_static, check_channels,  # noqa: E402
+from utils.train.flags import train_options  # noqa: E402
+from utils.train.parse import check_flags, flags_plan, get_args_parser as train_parser  # noqa: E402
+from utils.train.parse import parse_args as parse_train_args  # noqa: E402
+from utils.train.run_setup import (EXCLUDED_COPY, build_config, check_channels,  # noqa: E402
                                    data_root, default_workers, find_run, finished_result, record_setting,
                                    resolve_flags, run_setting, updated, warn_test_images)
 
@@ -45,33 +45,12 @@ log = logging.getLogger("train")
 
 def get_args_parser():
     """train.py's flags, from the table in utils/train/flags.py."""
-    return add_flags(argparse.ArgumentParser(description=__doc__,
-                                             formatter_class=argparse.RawDescriptionHelpFormatter))
+    return train_parser(__doc__)
 
 
 def parse_args(argv=None):
-    """Parse flags; a --config file's non-stage keys and then the --recipe's flags become
-    defaults (command line > config file > recipe > argparse defaults). The namespace's
-    `_given` holds the flags typed (what --resume checks against the run's flags)."""
-    from utils.train.config_file import read_config_file
-    from utils.train.recipes import recipe_flags
-
-    parser = get_args_parser()
-    args, _ = parser.parse_known_args(argv)
-    extra = {}
-    if args.config:
-        extra = {k.replace("-", "_"): v for k, v in read_config_file(args.config).items() if k != "stages"}
-        unknown = [k for k in extra if k not in vars(args)]
-        if unknown:
-            raise DataError(f"{args.config}: unknown key(s) {unknown}")
-        parser.set_defaults(**extra)
-        args, _ = parser.parse_known_args(argv)  # the file may name the recipe
-    # a recipe's own flag values (e.g. strong: --ema, --aug, --mix, --head, --loss) are defaults
-    # too, below the config file's; the command line wins over both
-    parser.set_defaults(**{k: v for k, v in recipe_flags(args.recipe).items() if k not in extra})
-    args = parser.parse_args(argv)
-    args._given = given_flags(get_args_parser, argv)
-    return args
+    """Parse flags (command line > config file > recipe > defaults: utils/train/parse.py)."""
+    return parse_train_args(argv, __doc__)
 
 
 def start_device(flags):
@@ -88,27 +67,6 @@ def start_device(flags):
     return device
 
 
-def check_flags(flags, spec, plan, label_idx):
-    """Fail on a bad --loss, --aug, --ema, --mix, --keep-epochs, --aug-static, --head or an idle
-    flag before anything is written (the trainer builds the augmentation per stage)."""
-    from utils.augment.mix import parse_mix
-    from utils.augment.transforms import build_augment
-    from utils.models.ema import check_decay
-    from utils.models.heads import parse_head
-    from utils.train.losses import build_loss
-
-    build_loss(flags.loss, spec.y[:, label_idx])
-    for size in sorted({s.size for s in plan}):
-        build_augment(flags.aug, size, [spec.labels[i] for i in label_idx], check_only=True)
-    check_decay(flags.ema)
-    parse_mix(flags.mix)
-    if flags.keep_epochs < 0:
-        raise DataError(f"--keep-epochs {flags.keep_epochs}: must be >= 0 (0 keeps none)")
-    check_aug_static(flags)
-    refuse_idle_flags(flags, NEEDS, get_args_parser(), flags._given, values=not flags.resume)
-    parse_head(flags.head)
-
-
 def main(args):
     from utils.augment.transforms import pca_stats
     from utils.data.bands import fit_band_scaling
@@ -121,7 +79,6 @@ def main(args):
     from utils.runs.fingerprint import check_same_dataset, dataset_fingerprint
     from utils.train.losses import build_loss
     from utils.train.pseudo import load_extras, sampler_labels
-    from utils.train.plan import resolve_plan
     from utils.train.plan_table import describe_plan
     from utils.train.tensorboard import resolve_flag as resolve_tensorboard
     from utils.train.run_state import seed_everything
@@ -146,9 +103,7 @@ def main(args):
     if not 0 <= flags.fold < flags.folds_k:
         raise DataError(f"--fold {flags.fold}: must be in 0..{flags.folds_k - 1}")
     label_idx = select_label_group(spec.labels, spec.y, flags.label_group)
-    plan = resolve_plan(recipe=flags.recipe, stages=flags.stages, config_file=flags.config,
-                        bs=flags.bs, size=flags.size, epochs=flags.epochs, lr=flags.lr, accum=flags.accum,
-                        opt=flags.opt, layer_decay=flags.layer_decay)
+    plan = flags_plan(flags)
     check_flags(flags, spec, plan, label_idx)
     excluded = exclude_cfg = None
     if flags.exclude:

@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]  # tools/statistics.py is not the stdlib's
 sys.path.insert(0, str(REPO))
 
-from utils.common.cli import DEFAULT_RUNS, refuse_idle_flags, run_script  # noqa: E402
+from utils.common.cli import DEFAULT_RUNS, run_script  # noqa: E402
 from utils.grid.cluster import (PredictJob, StackJob, TrainJob, flag_value, grid_states, is_debug,  # noqa: E402
                                 job_error, make_cells, read_grid, train_argv)
 from utils.data.folds import folds_k_for  # noqa: E402
@@ -176,15 +176,14 @@ def cell_folds_k(a, data):
 
 
 def check_cells(cells, data, out):
-    """Every cell through train.py's own checks (flags, architecture, stage plan, fold,
-    loss, label group, dataset) before anything is submitted; one DataError listing
-    every problem."""
-    import train
+    """Every cell through train.py's own checks (utils/train/parse.py: flags, stage plan, and
+    check_flags' loss, augmentation, mix, EMA, head, idle flags; the architecture, the fold,
+    the dataset and its folds file) before anything is submitted; one DataError listing every
+    problem."""
     from utils.data.dataset import load_dataset, select_label_group
     from utils.data.folds import plan_folds
-    from utils.train.losses import build_loss
     from utils.models.factory import resolve_arch
-    from utils.train.plan import resolve_plan
+    from utils.train.parse import check_flags, flags_plan, parse_args
 
     problems, specs = [], {}
     for cell in cells:
@@ -192,11 +191,9 @@ def check_cells(cells, data, out):
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
-                a = train.parse_args(train_argv(data, out, cell))
+                a = parse_args(train_argv(data, out, cell))
             resolve_arch(a.arch)
-            refuse_idle_flags(a, train.NEEDS, train.get_args_parser(), a._given)
-            resolve_plan(recipe=a.recipe, stages=a.stages, config_file=a.config, bs=a.bs, size=a.size,
-                         epochs=a.epochs, lr=a.lr)
+            plan = flags_plan(a)
             k = cell_folds_k(a, data)
             if not 0 <= a.fold < k:
                 raise DataError(f"--fold {a.fold}: must be in 0..{k - 1}")
@@ -212,8 +209,8 @@ def check_cells(cells, data, out):
                     problems.append(str(e))
             if specs[key] is None:
                 continue
-            y = specs[key].y
-            build_loss(a.loss, y[:, select_label_group(specs[key].labels, y, a.label_group)])
+            spec = specs[key]
+            check_flags(a, spec, plan, select_label_group(spec.labels, spec.y, a.label_group))
         except SystemExit:  # argparse has said what is wrong on stderr
             msg = err.getvalue().strip().splitlines()
             why = msg[-1].split(": error: ", 1)[-1] if msg else "see above"  # argparse's prog here is submit.py
@@ -362,8 +359,8 @@ def folds_of(cells, cell):
 
 def grid_folds_k(cells, data):
     """K of the grid's runs (the first cell's; every cell shares one folds file)."""
-    import train
-    return cell_folds_k(train.parse_args(train_argv(data, ".", cells[0])), data)
+    from utils.train.parse import parse_args
+    return cell_folds_k(parse_args(train_argv(data, ".", cells[0])), data)
 
 
 def any_model_complete(cells, k):

@@ -184,6 +184,11 @@ def test_bad_grid_is_refused_before_anything_is_submitted(data, tmp_path):
                "--", "--pseudo-weight", 1, check=False)  # no effect without --pseudo, at any value
     assert r.returncode == 2 and "--pseudo-weight 1.0: only used with --pseudo CSV" in r.stderr
     assert not out.exists()
+    for bad, said in ((["--opt", "lionn"], "lionn"), (["--mix", "mixup:abc"], "mixup")):  # train.py's own checks
+        r = submit("--cluster", "local", "--data", data, "--out", out, "--arch", "tiny_cnn", "--folds-k", 2,
+                   "--", *bad, check=False)
+        assert r.returncode == 2 and "nothing was submitted" in r.stderr and said in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and not out.exists()
 
 
 def test_without_sbatch_slurm_says_so(data, tmp_path):

@@ -4,6 +4,7 @@ import pytest
 from conftest import write_dataset
 from test_train import train
 from utils.common.errors import DataError
+from utils.train.flags import NEEDS
 from utils.train.pseudo import load_extras
 
 
@@ -156,7 +157,7 @@ def test_flag_without_its_partner_is_refused(tmp_path, argv, message):
     (tmp_path / "cfg.yaml").write_text("pseudo_weight: 0.5\n")
     args = train.parse_args([str(tmp_path / "cfg.yaml") if a == "CFG" else a for a in argv])
     with pytest.raises(DataError, match=message):
-        refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given)
+        refuse_idle_flags(args, NEEDS, train.get_args_parser(), args._given)
 
 
 @pytest.mark.parametrize("argv", [[], ["--pseudo", "p.csv", "--pseudo-weight", "1.0"],
@@ -167,7 +168,7 @@ def test_flag_with_its_partner_or_not_typed_is_accepted(argv):
     from utils.common.cli import refuse_idle_flags
 
     args = train.parse_args(argv)
-    refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given)
+    refuse_idle_flags(args, NEEDS, train.get_args_parser(), args._given)
 
 
 def test_resumed_run_keeps_the_values_it_was_started_with():
@@ -177,9 +178,9 @@ def test_resumed_run_keeps_the_values_it_was_started_with():
 
     args = train.parse_args(["--resume"])
     args.ema_warmup = False  # as restored from a run started before the check
-    refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given, values=False)
+    refuse_idle_flags(args, NEEDS, train.get_args_parser(), args._given, values=False)
     with pytest.raises(DataError, match="--no-ema-warmup: only used with --ema"):
-        refuse_idle_flags(args, train.NEEDS, train.get_args_parser(), args._given)
+        refuse_idle_flags(args, NEEDS, train.get_args_parser(), args._given)
 
 
 def test_label_issues_size_checked_before_reading_runs(tmp_path):
