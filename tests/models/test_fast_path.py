@@ -139,3 +139,13 @@ def test_records_round_trip():
     for s in (FP32, BF16_CL, Setting("fp16", True)):
         assert Setting.from_record({**s.record(), "chosen": "x"}) == s
         assert Setting.of(s.dtype, s.channels_last) == s
+
+
+def test_a_lead_inside_the_margin_keeps_fp32_contiguous(cache, monkeypatch):
+    monkeypatch.setattr(F, "native_bf16", lambda flags=None: True)
+    near = Timer(fp32_contiguous=1.0, fp32_channels_last=0.95, bf16_contiguous=0.92, bf16_channels_last=1.1)
+    assert F.resolve(CPU, "auto", None, None, "net", 64, "train", 8, measure=near)[0] == FP32
+    clear = Timer(fp32_contiguous=1.0, fp32_channels_last=0.95, bf16_contiguous=0.85, bf16_channels_last=1.1)
+    assert F.resolve(CPU, "auto", None, None, "net", 96, "train", 8, measure=clear)[0] == BF16
+    # the first candidate is the reference: bf16 given, channels_last must beat bf16 contiguous clearly
+    assert F.resolve(CPU, "bf16", None, None, "net", 64, "infer", 8, measure=near)[0] == BF16
