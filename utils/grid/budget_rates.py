@@ -6,9 +6,9 @@ this module measures the rest, each in a few seconds:
 
 - `decode_rate`: images/s decoding this dataset's own files into the uint8 cache at a size
   (a sample of the real files, times the cache's decoding workers);
-- `probe_fit_rate`: one fold of the linear probe's logistic regressions, a cost per fold plus
-  seconds per training image x label (utils.analysis.probe.fit_predict, timed at two label
-  counts on a subsample of the fold's size with the real feature width);
+- `probe_fit_rate`: one fold of the linear probe's logistic regressions (utils.analysis.probe.
+  fit_predict, every label in one solve), timed once with the real label count and feature
+  width on up to the fold's rows, scaled to them;
 - `stack_rate`: stack.py's cross-fitting per member x label, a cost of its own plus a rate per
   image (utils.stack.evaluation.evaluate on libraries of two members at two sizes).
 
@@ -24,7 +24,6 @@ from utils.data.cache import decode_image, default_workers
 
 FIT_ROWS_PER_FEATURE = 2   # the probe's fit is timed on up to 2 x features rows: fewer rows than features
                            # are separable, where lbfgs takes many times the steps real data needs
-FIT_LABELS = (2, 8)  # ... at these numbers of labels (at most the dataset's): a cost per fold and one per label
 STACK_ROWS = (150, 1200)  # stack.py's methods are timed at these numbers of images (at most n_train) ...
 STACK_LABELS = 3     # ... and this many labels (every method works label by label, so it scales by L)
 DECODE_FILES = 16    # real files decoded to time the cache
@@ -61,26 +60,19 @@ def synthetic_problem(n, n_features, n_labels, seed=0):
 
 
 def probe_fit_rate(n_fold_train, n_features, n_labels, C=1.0):
-    """One fold of the linear probe's logistic regressions (its `fit_predict`, prediction of the
-    fold's training rows included) as (seconds per fold, seconds per training image x label):
-    timed on min(n_fold_train, FIT_ROWS_PER_FEATURE x n_features) rows of a synthetic problem
-    with the real feature width, at FIT_LABELS[0] and FIT_LABELS[1] labels (at most n_labels),
-    so that the cost every fold pays whatever its labels (standardising, the features' basis)
-    is told apart from the cost that grows with them."""
+    """One fold of the linear probe's logistic regressions (its `fit_predict`: every label in one
+    solve, prediction of the fold's training rows included) as (seconds per fold, seconds per
+    training image x label): timed once on min(n_fold_train, FIT_ROWS_PER_FEATURE x n_features)
+    rows x all n_labels labels of a synthetic problem with the real feature width, the labels'
+    count as it is (the solve is joint, so its cost is not a sum over labels), scaled to the
+    fold's rows."""
     from utils.analysis.probe import fit_predict
 
     n = max(50, min(n_fold_train, FIT_ROWS_PER_FEATURE * n_features))
-    counts = sorted({max(1, min(n_labels, k)) for k in FIT_LABELS})
-    times = []
-    for labels in counts:
-        X, Y = synthetic_problem(n, n_features, labels)
-        t0 = time.perf_counter()
-        fit_predict(X, Y, [X, X[: n // 4]], C)
-        times.append(time.perf_counter() - t0)
-    if len(counts) == 1:
-        return 0.0, times[0] / (n * counts[0])
-    per_label = max(0.0, (times[1] - times[0]) / (counts[1] - counts[0]))
-    return max(0.0, times[0] - per_label * counts[0]), per_label / n
+    X, Y = synthetic_problem(n, n_features, n_labels)
+    t0 = time.perf_counter()
+    fit_predict(X, Y, [X, X[: n // 4]], C)
+    return 0.0, (time.perf_counter() - t0) / (n * n_labels)
 
 
 def stack_rate(n_train, n_labels, folds_k, methods, seed=0):
