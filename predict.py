@@ -31,8 +31,7 @@ import pandas as pd
 # On CPU, OpenMP threads that spin while waiting lose most of their speed as soon as
 # loader workers or other processes share the cores (measured: 14 vs 47 img/s on 2
 # cores, BENCHMARKS.md); passive waiting costs nothing measurable when the cores are free.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, which main's modules import
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -43,7 +42,7 @@ from utils.common.errors import DataError, preview, report_problems  # noqa: E40
 from utils.runs.pred_files import read_preds, submission_frame, write_preds  # noqa: E402
 from utils.runs.run_guard import RunFolder  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
-from utils.predict.tta import CROP_FRAC, MERGES, TTA_NAMES, view_fns  # noqa: E402
+from utils.predict.tta_views import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402  (torch-free: flags parse at once)
 
 log = logging.getLogger("predict")
 SPLITS = ("test", "val", "both")
@@ -255,6 +254,10 @@ def plan_jobs(runs, args, splits):
 
 def fed_sizes(args, size):
     """The image sides (px) the network sees under --tta for images of side `size`."""
+    import torch
+
+    from utils.predict.tta import view_fns
+
     return {int(fn(torch.zeros(1, 1, size, size)).shape[-1]) for fn in view_fns(args.tta, size, args.crop_frac)}
 
 

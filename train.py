@@ -19,13 +19,12 @@ from pathlib import Path
 # loader workers or other processes share the cores (measured: 14 vs 47 img/s on 2
 # cores, BENCHMARKS.md); passive waiting costs nothing measurable when the cores are free.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
-from utils.common import distributed as dist  # noqa: E402
+# the flags are parsed and checked before torch is imported (main and start_device import it):
+# a mistyped flag is refused in a fraction of a second
 from utils.common.atomic import atomic_write_json  # noqa: E402
 from utils.common.cli import pick_device, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
@@ -36,9 +35,6 @@ from utils.runs.run_guard import hold_run  # noqa: E402
 from utils.train.flags import train_options  # noqa: E402
 from utils.train.parse import check_flags, flags_plan, get_args_parser as train_parser  # noqa: E402
 from utils.train.parse import parse_args as parse_train_args  # noqa: E402
-from utils.train.run_setup import (EXCLUDED_COPY, build_config, check_channels,  # noqa: E402
-                                   data_root, default_workers, find_run, finished_result, record_setting,
-                                   resolve_flags, run_setting, updated, warn_test_images)
 
 log = logging.getLogger("train")
 
@@ -55,6 +51,10 @@ def parse_args(argv=None):
 
 def start_device(flags):
     """The training device (DDP's local GPU under torchrun), with the --deterministic settings."""
+    import torch
+
+    from utils.common import distributed as dist
+
     device = pick_device(flags.device)
     dist.init_distributed(device.type)
     if device.type == "cuda" and dist.world_size() > 1:
@@ -68,6 +68,13 @@ def start_device(flags):
 
 
 def main(args):
+    import numpy as np
+    import torch
+
+    from utils.common import distributed as dist
+    from utils.train.run_setup import (EXCLUDED_COPY, build_config, check_channels, data_root, default_workers,
+                                       find_run, finished_result, record_setting, resolve_flags, run_setting,
+                                       updated, warn_test_images)
     from utils.augment.transforms import pca_stats
     from utils.data.bands import fit_band_scaling
     from utils.data.cache import default_cache_dir, load_images

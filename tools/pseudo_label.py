@@ -33,9 +33,10 @@ from utils.common.text import read_json  # noqa: E402
 from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.runs.prob_file import read_probs  # noqa: E402
-from utils.train.pseudo import MODES, confidence, pseudo_labels  # noqa: E402
 from utils.runs.directory import find_runs, no_run_message  # noqa: E402
 from utils.runs.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
+
+MODES = ("soft", "hard")  # utils.train.pseudo.MODES, which imports torch: the flags parse without it
 
 log = logging.getLogger("pseudo_label")
 
@@ -127,6 +128,8 @@ def hard_thresholds(text, labels, runs, probs_path):
 
 
 def main(args):
+    from utils.train.pseudo import confidence, pseudo_labels
+
     if bool(args.runs) == bool(args.probs):
         raise DataError("give either --runs or --probs")
     if args.thresholds is not None and args.mode != "hard":

@@ -44,13 +44,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from utils.common.errors import DataError
-from utils.predict.tta_views import TTA_NAMES, TTA_VIEWS  # noqa: F401  (re-exported)
+from utils.predict.tta_views import CROP_FRAC, MERGES, TTA_NAMES, TTA_VIEWS  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-MERGES = ("mean", "gmean", "max", "tsharpen")
 MULTISCALE_FACTORS = (0.875, 1.0, 1.125)
-CROP_FRAC = 0.875
 TSHARPEN_T = 0.5
 
 

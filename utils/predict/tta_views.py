@@ -10,3 +10,6 @@ checks that each name here makes exactly this many views.
 TTA_VIEWS = {"10crop+full": 12, "10crop": 10, "d4": 8, "5crop": 5, "multiscale": 3, "hflip": 2, "vflip": 2,
              "none": 1}
 TTA_NAMES = ("none", "hflip", "vflip", "d4", "5crop", "10crop", "10crop+full", "multiscale")
+
+MERGES = ("mean", "gmean", "max", "tsharpen")  # how a TTA's views are merged (utils/predict/tta.py)
+CROP_FRAC = 0.875  # the side of 5crop/10crop views, a fraction of the image's

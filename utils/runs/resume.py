@@ -13,8 +13,6 @@ import json
 import logging
 import sys
 
-from utils.augment.mix import modern_mix
-from utils.augment.transforms import modern_aug
 from utils.common.errors import DataError
 from utils.runs.directory import load_run
 from utils.train.flags import FREE_FLAGS, RESUME_DEFAULTS, RESUME_KEYS
@@ -125,6 +123,9 @@ def modern_spelling(stored):
 
     A value valid in both spellings means the same in both and is left as it is.
     """
+    from utils.augment.mix import modern_mix  # torch: not needed to parse flags
+    from utils.augment.transforms import modern_aug
+
     out = dict(stored)
     places = [out]
     if isinstance(out.get("args"), dict):

@@ -16,9 +16,7 @@ Adding a flag is one row here plus the code that uses it: the parser, the resume
 import argparse
 from dataclasses import dataclass, field
 
-from utils.augment.mix import parse_mix
 from utils.common.cli import CACHE_HELP, DEFAULT_RUNS
-from utils.models.ema import check_decay
 
 MATCH, FREE = "match", "free"
 BY_USE = "by use"  # config.json's value is written by the code that uses the flag
@@ -29,10 +27,14 @@ def _count_or_none(value):
 
 
 def _ema_decay(value):
+    from utils.models.ema import check_decay  # torch: imported when a run records its --ema
+
     return check_decay(value)
 
 
 def _mix_or_none(value):
+    from utils.augment.mix import parse_mix  # torch: imported when a run records its --mix
+
     return value if parse_mix(value) else None
 
 

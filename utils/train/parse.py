@@ -25,11 +25,13 @@ def parse_args(argv=None, description=None):
     defaults (command line > config file > recipe > argparse defaults). The namespace's
     `_given` holds the flags typed (what --resume checks against the run's flags).
     argparse exits (code 2) on a malformed command line; DataError for a bad --config file."""
+    parser = get_args_parser(description)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # refused before the plan's modules import torch and timm: at once
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from utils.train.config_file import read_config_file
     from utils.train.recipes import recipe_flags
 
-    parser = get_args_parser(description)
-    args, _ = parser.parse_known_args(argv)
     extra = {}
     if args.config:
         extra = {k.replace("-", "_"): v for k, v in read_config_file(args.config).items() if k != "stages"}
