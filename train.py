@@ -67,6 +67,13 @@ def start_device(flags):
     return device
 
 
+def best_line(result):
+    """The closing line: the best F2, whose weights (raw or EMA) and epoch, as the epoch lines print it."""
+    weights = {"raw": "raw weights, ", "ema": "EMA weights, "}.get(result.get("best_weights"), "")
+    return (f"best validation F2: {result['best_val_f2']:.4f} ({weights}epoch {result['best_epoch']}; "
+            f"thresholds fitted on this fold)")
+
+
 def main(args):
     import numpy as np
     import torch
@@ -146,9 +153,8 @@ def main(args):
                            "a new run (another --name)", now=cfg["dataset"])
         cfg = stored
         if (done := finished_result(run_dir)) is not None:  # every flag agreed: nothing is left to do
-            print(f"run: {run_dir} had already finished (result.json): nothing to resume\nbest validation F2: "
-                  f"{done['best_val_f2']:.4f} (epoch {done['best_epoch']}); predict.py --runs {run_dir} predicts "
-                  f"with it")
+            print(f"run: {run_dir} had already finished (result.json): nothing to resume\n"
+                  f"{best_line(done)}; predict.py --runs {run_dir} predicts with it")
             dist.cleanup()
             return done
         if dist.is_main() and new_folds:  # the folds file was moved away: the same folds again
@@ -184,7 +190,7 @@ def main(args):
     trainer = Trainer(model, cfg, fold_data, run_dir, device, opts)
     result = trainer.fit(resume=flags.resume)
     if dist.is_main():
-        print(f"run: {run_dir}\nbest validation F2: {result['best_val_f2']:.4f} (epoch {result['best_epoch']}), "
+        print(f"run: {run_dir}\n{best_line(result)}, "
               f"predictions: {run_dir / 'preds' / 'val.none.csv'}")
     dist.cleanup()
     return result

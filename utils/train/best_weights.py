@@ -38,12 +38,12 @@ def choose(raw, ema=None):
 def keep_if_best(path, state, candidate, epoch, meta):
     """Write `candidate` to best.pt at `path` when it beats state["best"]; True when written.
 
-    state: the run's position dict, whose "best" (F2) and "best_epoch" are updated;
+    state: the run's position dict, whose "best" (F2), "best_epoch" and "best_weights" are updated;
     epoch: the 1-based global epoch; meta: the checkpoint meta (utils.train.run_state.model_meta).
     """
     if not candidate.f2 > state["best"]:  # (a NaN score never wins)
         return False
-    state["best"], state["best_epoch"] = candidate.f2, epoch
+    state["best"], state["best_epoch"], state["best_weights"] = candidate.f2, epoch, candidate.weights
     save_checkpoint(path, {"model": clean_state_dict(candidate.module.state_dict()), "meta": meta,
                            "epoch": epoch, "val_f2": candidate.f2, "thresholds": candidate.thr.tolist(),
                            "weights": candidate.weights})

@@ -166,6 +166,7 @@ def stage_dataset(images, data, config, stage, gpu=False):
 def run_result(state, config, excluded_val):
     """result.json's dict for a finished run (state: the run's position dict)."""
     result = {"finished": True, "best_val_f2": state["best"], "best_epoch": state["best_epoch"],
+              **({"best_weights": state["best_weights"]} if "best_weights" in state else {}),
               "epochs": state["global_epoch"], "train_seconds": state["train_seconds"],
               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if config.get("exclude"):
@@ -173,11 +174,19 @@ def run_result(state, config, excluded_val):
     return result
 
 
+def epoch_line(row):
+    """One line per epoch for people (the history row has it all for machines). Its F2 is at
+    thresholds fitted on this same validation fold (optimistic; stack.py cross-fits them), and
+    with --ema the EMA weights' score follows the raw one's, so the closing line's best F2
+    (raw or EMA, at its epoch) is one printed here."""
+    ema = f"  EMA val F2 {row['val_f2_ema']:.4f}" if "val_f2_ema" in row else ""
+    return (f"stage {row['stage']} epoch {row['epoch']}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}"
+            f"  val F2 {row['val_f2']:.4f} (thresholds fitted on this fold; at 0.2: {row['val_f2_at_0.2']:.4f})"
+            f"{ema}  {row['img_per_s']:.0f} img/s  data wait {100 * row['data_wait']:.0f}%")
+
+
 def log_epoch(row):
-    """One line per epoch for people (the history row has it all for machines)."""
-    log.info("stage %d epoch %d  loss %.4f  val_loss %.4f  F2 %.4f (at 0.2: %.4f)  %.0f img/s  data wait %.0f%%",
-             row["stage"], row["epoch"], row["train_loss"], row["val_loss"], row["val_f2"], row["val_f2_at_0.2"],
-             row["img_per_s"], 100 * row["data_wait"])
+    log.info("%s", epoch_line(row))
 
 
 @dataclass
