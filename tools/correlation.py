@@ -1,7 +1,7 @@
 """How alike are the models? Pairwise agreement of their decisions and correlation of
 their probabilities, as a clustered heatmap: the diversity view for choosing ensemble members.
 
-    python tools/correlation.py                          # every model under runs/
+    python tools/correlation.py                          # every model under runs/ -> runs/correlation/
     python tools/correlation.py --label red --out runs/corr_red
     python tools/correlation.py --per-run --where fold=0
 
@@ -67,7 +67,7 @@ def get_args_parser():
                    help="one threshold for every model and label (default: each model's greedy thresholds)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, metavar="PREFIX",
-                   help="output prefix (default: <first runs folder>/correlation[_LABEL])")
+                   help="output prefix (default: correlation/correlation[_LABEL] in the folder of the runs, e.g. runs/correlation/correlation)")
     o.add_argument("--top", type=int, default=5, help="pairs to print at each end (default 5)")
     return p
 
@@ -102,7 +102,8 @@ def collect(args):
 
 
 def output_prefix(args):
-    """--out, or correlation[_LABEL] in the first folder of runs; DataError when one of its files cannot be written."""
+    """--out, or correlation/correlation[_LABEL] in the first folder of runs (README "Where outputs go");
+    DataError when one of its files cannot be written."""
     prefix = _prefix(args)
     for suffix in (".png", "_pearson.png", "_agreement.csv", "_pearson.csv"):
         check_output_file(prefix.with_name(prefix.name + suffix), "--out")
@@ -114,7 +115,7 @@ def _prefix(args):
         return Path(args.out)
     first = next((Path(p) for p in args.runs if Path(p).is_dir()), Path("runs"))
     folder = first if not (first / "config.json").is_file() else first.parent
-    return folder / ("correlation" + (f"_{args.label}" if args.label else ""))
+    return folder / "correlation" / ("correlation" + (f"_{args.label}" if args.label else ""))
 
 
 def main(args):

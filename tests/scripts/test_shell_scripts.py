@@ -48,3 +48,27 @@ def test_cv_sh_resumes_after_a_kill_and_runs_each_fold_once(tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0 and r.stdout.count(": trained") == 2 and "predicted with hflip" in r.stdout
     assert sorted(p.name for p in runs.iterdir()) == ["tiny_cnn-t-f0", "tiny_cnn-t-f1"]
+
+
+def test_zoo_sh_writes_the_submission_under_its_runs_folder_and_says_where(tmp_path):
+    """zoo.sh's stack goes to RUNS/stack/ (submission and report together), not the repository's root."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"  # an interpreter for PYTHON that records each command: every run is finished
+    fake.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\ncase "$1" in *run_status.py) echo finished;; esac\n')
+    fake.chmod(0o755)
+    runs = tmp_path / "runs"
+    env = dict(os.environ, DATA=str(tmp_path / "data"), RUNS=str(runs), FOLDS="2", ARCHS="tiny_cnn",
+               PYTHON=str(fake))
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "zoo.sh")], env=env, capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    stack = [line.split() for line in calls.read_text().splitlines() if line.split()[0].endswith("stack.py")]
+    assert len(stack) == 1
+    args = stack[0]
+    assert args[args.index("--out") + 1] == str(runs / "stack" / "submission.csv")
+    assert args[args.index("--report-dir") + 1] == str(runs / "stack")
+    assert f"submission: {runs / 'stack' / 'submission.csv'}" in r.stdout
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "zoo.sh")], env=dict(env, OUT=str(tmp_path / "subs")),
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    args = [line.split() for line in calls.read_text().splitlines() if line.split()[0].endswith("stack.py")][-1]
+    assert r.returncode == 0 and args[args.index("--out") + 1] == str(tmp_path / "subs" / "submission.csv")

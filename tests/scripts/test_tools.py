@@ -554,11 +554,12 @@ def test_correlation_tool(prune_runs, capsys):
             assert agree[i, j] == pytest.approx((dec[a].to_numpy() == dec[b].to_numpy()).mean())
             assert pearson[i, j] == pytest.approx(np.corrcoef(prob[a].to_numpy().ravel(),
                                                               prob[b].to_numpy().ravel())[0, 1])
-    csv = pd.read_csv(prune_runs / "correlation_agreement.csv", index_col=0)
+    csv = pd.read_csv(prune_runs / "correlation" / "correlation_agreement.csv", index_col=0)
     assert list(csv.index) == names and np.allclose(csv.to_numpy(), agree)
-    assert (prune_runs / "correlation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (prune_runs / "correlation_pearson.png").is_file()
+    assert (prune_runs / "correlation" / "correlation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (prune_runs / "correlation" / "correlation_pearson.png").is_file()
     out = capsys.readouterr().out
+    assert f"wrote {prune_runs / 'correlation' / 'correlation'}.png, " in out  # the default: a folder of its own
     most, least = out.split("least similar")
     top = [tuple(line.split()[:2]) for line in most.splitlines() if "~" in line]
     bottom = [tuple(line.split()[:2]) for line in least.splitlines() if "~" in line]
