@@ -120,7 +120,8 @@ def test_incomplete_models_are_left_out_and_reported(tmp_path):
     assert left["crashed"]["missing_folds"] == [2] and "unfinished" in left["crashed"]["reasons"][0]
     r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--report-dir", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
-    assert "left out gap" in r.stderr and "left out crashed" in r.stderr
+    assert "left out 1 model(s) with runs of some folds only" in r.stderr and ": gap-s0-" in r.stderr
+    assert "left out crashed" in r.stderr
     assert "missing fold(s) [1]" in (tmp_path / "rep" / "stack_report.md").read_text()
 
 
@@ -325,3 +326,20 @@ def test_stack_does_not_import_torch():
     code = "import sys; sys.argv = ['stack.py']; import stack; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_models_of_some_folds_only_share_one_warning_with_a_command_that_completes_them(tmp_path):
+    gaps = [dict(arch=f"one{i}", signal=1, skip_folds=[1, 2]) for i in range(4)]
+    root, *_ = write_runs(tmp_path, MODELS[:2] + gaps)
+    cfg_path = root / "runs" / "one0-s0-f0" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["argv"] = ["--data", "d", "--arch", "one0", "--fold", "0", "--name=x", "--lr", "0.01"]
+    cfg_path.write_text(json.dumps(cfg))
+    r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--report-dir", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "left out 4 model(s) with runs of some folds only" in warnings[0]
+    assert all(f"one{i}-s0" in warnings[0] for i in range(4))
+    assert "python train.py --data d --arch one0 --lr 0.01 --fold 1 ; python train.py --data d --arch one0 " \
+           "--lr 0.01 --fold 2" in warnings[0]
+    assert "scripts/cv.sh" not in r.stderr

@@ -32,6 +32,7 @@ from utils.runs.directory import find_runs, model_names, no_run_message, read_fo
 from utils.runs.fingerprint import dataset_problems
 from utils.runs.run_status import diverged_summary
 from utils.runs.tta_choice import AUTO, choose_tta, make_files_command
+from utils.stack.left_out import left_out_lines, left_out_warnings
 
 log = logging.getLogger(__name__)
 
@@ -326,26 +327,6 @@ def _unusable(run, tta, need_test):
     return reason, make_files_command(run, tta, split)  # a linear probe: tools/linear_probe.py
 
 
-def _left_out_lines(lo, k, user="stacking", unreadable=0):
-    """Lines saying why a model is left out of the library and what makes it complete; user: who needs
-    the folds (stacking, the explorer); unreadable: how many run folders could not be read."""
-    lines = [f"{lo['name']} seed {lo['seed']}: usable runs for fold(s) "
-             f"{[f for f in range(k) if f not in lo['missing_folds']] or 'none'} of 0..{k - 1}"]
-    by_fix = {}
-    for u in lo["unusable"]:
-        by_fix.setdefault((u["fix"], u["reason"]), []).append(u)
-    for (fix, _), us in by_fix.items():
-        names = ", ".join(f"{u['run']} (fold {u['fold']})" for u in us)
-        lines.append(f"  {names}: {us[0]['reason'].replace('(it has', '(has' if len(us) > 1 else '(it has')}; "
-                     f"make {'them' if len(us) > 1 else 'it'} with: {fix.replace('{runs}', ' '.join(u['dir'] for u in us))}")
-    if lo["no_run_folds"]:
-        lines.append(f"  fold(s) {lo['no_run_folds']} have no " + (f"readable run ({unreadable} run folder(s) could not "
-                     f"be read, listed below: repair them or " if unreadable else f"run: {user} needs out-of-fold "
-                     f"predictions of every fold; ") + "train them (scripts/cv.sh trains and predicts every fold of a "
-                     "configuration; tools/linear_probe.py fits every fold of a linear probe)" + (")" if unreadable else ""))
-    return lines
-
-
 def _place(path, names, labels, probs, run, want_names, want_labels):
     """Row order of a prediction file's rows in ``want_names``, after checking names and labels."""
     if labels != list(want_labels):
@@ -467,14 +448,14 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None, use
     named = model_names(runs)  # over every run of a model, as tools/statistics.py and the report name it
     complete, left_out, more = _member_runs(runs, k, tta, need_test, named)
     notes += more
-    for lo in left_out if complete else []:  # with no member at all, the error below says it
-        log.warning("left out %s", "\n".join(_left_out_lines(lo, k, user, len(skipped))))
+    for line in left_out_warnings(left_out, k, runs, user, len(skipped)) if complete else []:  # else: the error
+        log.warning("%s", line)
     if not complete:
         files = f"preds/val.{tta}.csv" + (f" and preds/test.{tta}.csv" if need_test else "")
         start = "empty library: stacking needs" if user == "stacking" else f"no model to show: {user} needs"
         raise DataError(f"{start} {files} from a run of every fold 0..{k - 1} of a model "
                         f"(one configuration and seed), and none of the {len(runs)} runs completes one:\n  - " +
-                        "\n  - ".join("\n    ".join(_left_out_lines(lo, k, user, len(skipped))) for lo in left_out[:10])
+                        "\n  - ".join("\n    ".join(left_out_lines(lo, k, user, len(skipped))) for lo in left_out[:10])
                         + "".join(f"\n  unreadable: {p}: {why}" for p, why in skipped))
     test_names = _test_order(root, complete, tta) if need_test else []
     seeds_per_model = {}
