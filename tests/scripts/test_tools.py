@@ -297,7 +297,7 @@ def test_stack_statistics_and_correlation_name_a_model_of_default_named_runs_ali
     left_out = [n for n in want if n.startswith("m1-")][0]
     assert members == {n: m for n, m in want.items() if n != left_out}
     md = (tmp_path / "rep" / "stack_report.md").read_text()
-    assert f"- left out {left_out} seed 0" in md and f"left out {left_out} seed 0" in r.stderr
+    assert f"- left out {left_out} seed 0" in md and f": {left_out} seed 0 (fold(s) [0])" in r.stderr
     assert not any(model in md + r.stdout + r.stderr for model in want.values())
 
 
