@@ -77,7 +77,7 @@ FP32 = Setting()
 def cpu_flags(path="/proc/cpuinfo"):
     """The CPU's feature flags (a set of words; empty where the file is not there)."""
     try:
-        text = Path(path).read_text(errors="replace")
+        text = Path(path).read_bytes().decode(errors="replace")  # a kernel file, not a user's text
     except OSError:
         return set()
     return {w for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
@@ -112,7 +112,7 @@ def machine():
 
 def _cpuinfo_lines():
     try:
-        return Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+        return Path("/proc/cpuinfo").read_bytes().decode(errors="replace").splitlines()  # a kernel file
     except OSError:
         return []
 
