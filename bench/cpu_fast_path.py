@@ -18,7 +18,6 @@ eager setting (never: it is not faster).
     OMP_WAIT_POLICY=PASSIVE python bench/cpu_fast_path.py --archs resnet50 --sizes 224 --compile resnet50:224
 """
 import argparse
-import copy
 import os
 import platform
 import sys
@@ -62,17 +61,7 @@ def auto_takes(sec):
 
 def compile_cost(model, setting, size, direction, bs, steps):
     """(seconds of the first, compiling step; best seconds per image after) of torch.compile in `setting`."""
-    fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
-    net = torch.compile(copy.deepcopy(model).to(memory_format=fmt).train(direction == "train"))
-    x = torch.randn(bs, 3, size, size).contiguous(memory_format=fmt)
-
-    def step():
-        with torch.inference_mode(direction == "infer"), torch.autocast("cpu", dtype=setting.dtype,
-                                                                         enabled=setting.dtype is not None):
-            out = net(x)
-        if direction == "train":
-            out.float().square().mean().backward()
-            net.zero_grad(set_to_none=True)
+    step = F._stepper(model, setting, torch.randn(bs, 3, size, size), direction, compile=True)
     t0 = time.perf_counter()
     step()
     first = time.perf_counter() - t0

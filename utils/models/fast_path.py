@@ -160,11 +160,13 @@ def time_candidates(model, settings, size, direction, bs, channels=3):
     return [t / bs for t in best]
 
 
-def _stepper(model, setting, x, direction):
-    """A function running one step of a copy of `model` in `setting` on input x."""
+def _stepper(model, setting, x, direction, compile=False):
+    """A function running one step of a copy of `model` in `setting` on input x (the copy
+    through torch.compile when `compile`: bench/cpu_fast_path.py measures that too)."""
     net = copy.deepcopy(model).cpu()
     fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt).train(direction == "train")
+    net = torch.compile(net) if compile else net
     x = x.contiguous(memory_format=fmt)
 
     def step():
