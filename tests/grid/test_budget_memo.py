@@ -30,3 +30,12 @@ def test_a_measurement_is_reused_for_the_same_key_only_while_recent(tmp_path):
     assert memo_key(load_dataset(data, "train", "test", need_test=True), "cpu", configs, [], ["best"], 3, 3) != key
     (cache / MEMO_FILE).write_text("{not json")
     assert recall(cache, key, now=1060.0) == (None, None)
+
+
+def test_a_corrupt_plan_file_says_what_to_do(tmp_path):
+    import pytest
+    from utils.common.errors import DataError
+    from utils.grid.plan_file import read_plan
+    (tmp_path / "plan.json").write_text('{"budget": 30')
+    with pytest.raises(DataError, match="plan.json.*move it away.*another --out"):
+        read_plan(tmp_path / "plan.json")

@@ -33,7 +33,13 @@ def budget_setup(args):
     args: tools/submit.py's parsed flags (data resolved). DataError for flags that do not apply
     (--folds, --grid) and for a dataset train.py would refuse."""
     text = str(args.budget).strip()
-    args.budget_added = parse_duration(text[1:], "--budget") if text.startswith("+") else None
+    args.budget_added = None
+    if text.startswith("+"):
+        try:
+            args.budget_added = parse_duration(text[1:], "--budget")
+        except DataError as e:
+            raise DataError(f"--budget {text!r}: expected + and a duration more than 0, e.g. +30m (time added to "
+                            "the plan in --out)") from e
     budget_s = args.budget_added or parse_duration(text)
     for flag, value in (("--folds", args.folds), ("--grid", args.grid)):
         if value is not None:

@@ -42,6 +42,9 @@ def read_plan(path):
         return None
     try:
         plan = read_json(path)
+    except DataError as e:  # not valid JSON: say what to do as for any other unreadable plan
+        raise DataError(f"{e}; move it away (or delete it) to plan again, or pass another --out") from e
+    try:
         plan["jobs"] = [Job.from_json(j) for j in plan["jobs"]]
         plan["used_s"], plan["budget_s"] = float(plan["used_s"]), float(plan["budget_s"])
     except (ValueError, KeyError, TypeError) as e:
