@@ -76,7 +76,7 @@ def main(args):
     from utils.models.averaging import average_run, epoch_checkpoints, has_batchnorm, recompute_bn
     from utils.data.bands import image_options
     from utils.data.cache import default_cache_dir, load_images
-    from utils.runs.checkpoint import build_from_meta, load_weights, save_checkpoint
+    from utils.models.checkpoint import build_from_meta, load_weights, save_checkpoint
     from utils.common.paths import load_path_map
     from utils.runs.directory import load_run
 

@@ -93,7 +93,7 @@ def test_bn_recompute_gives_the_training_images_statistics(run):
     # brute force: with one batch, the stem's BatchNorm mean is the mean of its input over
     # every training image (all outside fold 0, at the checkpoint's size, normalised)
     from utils.data.cache import default_cache_dir, load_images
-    from utils.runs.checkpoint import load_for_inference
+    from utils.models.checkpoint import load_for_inference
     from utils.data.dataset import load_dataset
     from utils.data.loader import to_input
 

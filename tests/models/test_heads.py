@@ -9,7 +9,7 @@ import torch
 
 from conftest import write_dataset
 from test_predict import run_script
-from utils.runs.checkpoint import load_for_inference
+from utils.models.checkpoint import load_for_inference
 from utils.models.heads import GeM, HeadNet, build_head, parse_head
 from utils.common.errors import DataError
 from utils.runs.pred_files import read_preds

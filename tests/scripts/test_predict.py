@@ -13,7 +13,7 @@ import torch
 import predict
 from conftest import ROOT, write_dataset
 from utils.data.cache import decode_image
-from utils.runs.checkpoint import load_for_inference
+from utils.models.checkpoint import load_for_inference
 from utils.runs.pred_files import read_preds
 from utils.metrics.thresholds import binarize, fit_thresholds
 from utils.common.write_errors import WriteFault

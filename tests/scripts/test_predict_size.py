@@ -5,7 +5,7 @@ import torch
 
 from test_predict import run_script, trained  # noqa: F401  (the module's fixture)
 from utils.data.cache import decode_image
-from utils.runs.checkpoint import load_for_inference
+from utils.models.checkpoint import load_for_inference
 from utils.runs.pred_files import read_preds
 
 

@@ -271,7 +271,7 @@ def _damage(kind, src, dst):
     ("other_labels", "other labels"), ("other_head", "other labels"), ("truncated", "cannot read checkpoint"),
     ("text", "cannot read checkpoint"), ("not_ours", "holds a list"), ("no_meta", "'meta'")])
 def test_unusable_checkpoints_are_named_and_refused(two_runs, tmp_path, kind, needle):
-    from utils.runs.checkpoint import load_for_inference, load_weights
+    from utils.models.checkpoint import load_for_inference, load_weights
 
     _, _, runs = two_runs
     bad = tmp_path / "best.pt"

@@ -108,7 +108,7 @@ def test_resume_with_another_lr_names_the_default_the_run_used(tmp_path):
 def test_checkpoint_meta_without_a_needed_key_is_named(tmp_path, drop):
     import torch
 
-    from utils.runs.checkpoint import load_checkpoint
+    from utils.models.checkpoint import load_checkpoint
     meta = {"arch": "tiny_cnn", "labels": ["a"], "size": 32, "mean": [0.5] * 3, "std": [0.2] * 3}
     path = tmp_path / "best.pt"
     torch.save({"model": {}, "meta": {k: v for k, v in meta.items() if k != drop}}, path)

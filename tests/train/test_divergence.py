@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from utils.common.errors import DataError, NonFinite, RunFailed
-from utils.runs.checkpoint import load_checkpoint, save_checkpoint
+from utils.models.checkpoint import load_checkpoint, save_checkpoint
 from utils.runs.run_status import DIVERGED_FILE, diverged_problem, run_state
 from utils.train.divergence import Diverged, finite_loss, stop_on_divergence, where
 from utils.train.loop import train_one_epoch

@@ -30,7 +30,7 @@ import torch
 from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
-from utils.runs.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from utils.models.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from utils.common.errors import DataError
 from utils.data.loader import CachedImages, make_loader, to_input
 

@@ -236,8 +236,8 @@ def read_state_dict(path, flag="--weights"):
     """{name: tensor} from a .safetensors file or a torch file (.pth/.pt/.bin, a state dict or
     one nested under 'state_dict'/'model'), wrapper prefixes (module., _orig_mod.) removed.
     DataError naming `flag` for a file that is not readable as either."""
-    # here, not at the top: utils.runs.checkpoint imports utils.models.factory, which imports this module
-    from utils.runs.checkpoint import clean_state_dict
+    # here, not at the top: utils.models.checkpoint imports utils.models.factory, which imports this module
+    from utils.models.checkpoint import clean_state_dict
 
     try:
         if path.suffix == ".safetensors":

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from utils.metrics.threshold_search import greedy_thresholds
-from utils.runs.checkpoint import clean_state_dict, load_checkpoint, load_weights, save_checkpoint
+from utils.models.checkpoint import clean_state_dict, load_checkpoint, load_weights, save_checkpoint
 
 
 @dataclass

@@ -4,7 +4,7 @@ With too high a learning rate the loss grows to 1e16, then NaN; every later numb
 meaningless (an F2 of NaN probabilities, a best.pt of NaN weights). The first non-finite value
 raises NonFinite (utils/common/errors.py): the loss of every step (utils/train/loop.py), the
 validation loss of every epoch (`finite_loss`), the weights of every checkpoint about to be
-written (utils/runs/checkpoint.py save_checkpoint, which then writes nothing). `stop_on_divergence`
+written (utils/models/checkpoint.py save_checkpoint, which then writes nothing). `stop_on_divergence`
 turns it into Diverged, a RunFailed (exit code 1) whose one line names the stage, epoch and step,
 the lr and what to try, and marks the run (diverged.json, utils/runs/run_status.py), which
 predict.py, stack.py, scripts/cv.sh and tools/submit.py refuse, naming it. last.pt and best.pt

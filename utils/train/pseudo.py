@@ -38,7 +38,7 @@ from utils.runs.prob_file import read_probs
 from utils.common.checksum import file_sha256
 from utils.data.bands import image_options
 from utils.data.cache import load_images
-from utils.runs.checkpoint import load_for_inference
+from utils.models.checkpoint import load_for_inference
 from utils.runs.directory import load_run, read_folds
 from utils.train.loop import predict_logits, sigmoid
 

@@ -16,7 +16,7 @@ import torch
 from utils.common import distributed as dist
 from utils.common.errors import DataError
 from utils.models.factory import unwrap_model as unwrap
-from utils.runs.checkpoint import check_labels, clean_state_dict, load_checkpoint, load_weights
+from utils.models.checkpoint import check_labels, clean_state_dict, load_checkpoint, load_weights
 from utils.runs.checkpoint_origin import ORIGIN_KEYS
 
 log = logging.getLogger(__name__)
