@@ -183,7 +183,7 @@ def plan_jobs(runs, args, splits):
     A problem of a dataset several runs share is reported once, with the runs it stops.
     """
     from utils.models.factory import check_input_sizes
-    from utils.runs.checkpoint import load_for_inference
+    from utils.models.checkpoint import load_for_inference
     from utils.runs.checkpoint_origin import check_val_origin
     from utils.runs.fingerprint import dataset_problem
     from utils.data.dataset import check_rows, check_test_images, load_dataset, unlisted_test_images
@@ -273,7 +273,7 @@ def predict_job(job, splits, args, device):
     from utils.data.bands import image_options
     from utils.data.cache import default_cache_dir, is_cached, load_images
     from utils.models.fast_path import network_name, resolve
-    from utils.runs.checkpoint import load_for_inference
+    from utils.models.checkpoint import load_for_inference
     from utils.predict.tta import predict_tta
 
     model, meta = load_for_inference(job.ckpt, device, job.run.labels)

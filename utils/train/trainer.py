@@ -34,7 +34,7 @@ from utils.models.ema import build_ema
 from utils.models.layer_groups import freeze_bn, param_groups
 from utils.models.factory import unwrap_model as unwrap
 from utils.models.fast_path import Setting
-from utils.runs.checkpoint import clean_state_dict, save_checkpoint
+from utils.models.checkpoint import clean_state_dict, save_checkpoint
 from utils.runs.pred_files import write_preds
 from utils.runs.run_guard import RunFolder
 from utils.train import best_weights
