@@ -1,5 +1,9 @@
-"""Shared fixtures: tiny datasets made inside the test, never real data."""
+"""Shared fixtures: tiny datasets and runs made inside the test, never real data; and what
+every kind of test needs (ROOT, the argv or the run of a script). Other shared helpers are in
+tests/helpers.py."""
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +39,16 @@ def script_argv(script, kill=None):
     return [str(ROOT / script)]
 
 
+def run_script(script, *args, env=None, check=True, cwd=None):
+    """Run ROOT/script with these arguments; with check, it must exit 0."""
+    e = dict(os.environ, **(env or {}))
+    r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / script), *map(str, args)],
+                       capture_output=True, text=True, timeout=300, env=e, cwd=cwd)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
 def write_dataset(root, n=40, labels=("a", "b", "c"), size=24, seed=0, n_test=6, ext=".jpg"):
     """A small Planet-layout dataset whose tag 'a' is a bright square, 'b' a dark bar, 'c' a red dot."""
     rng = np.random.default_rng(seed)
@@ -63,3 +77,18 @@ def write_dataset(root, n=40, labels=("a", "b", "c"), size=24, seed=0, n_test=6,
 @pytest.fixture
 def tiny_data(tmp_path):
     return write_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two runs (folds 0 and 1 of K=4) of one tiny model; the trainer's val.none.csv kept aside.
+    Returns (base, data, runs)."""
+    base = tmp_path_factory.mktemp("p")
+    data = write_dataset(base / "data", n=40, size=32, n_test=6)
+    runs = base / "runs"
+    for fold in (0, 1):
+        run_script("train.py", "--data", data, "--out", runs, "--arch", "tiny_cnn", "--no-pretrained",
+                   "--stages", "epochs=1,size=32,bs=8", "--folds-k", 4, "--fold", fold, "--name", f"f{fold}",
+                   "--plots", "none", "--device", "cpu", "--workers", 0)
+        shutil.copy(runs / f"f{fold}" / "preds" / "val.none.csv", base / f"trainer_val_f{fold}.csv")
+    return base, data, runs
