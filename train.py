@@ -30,7 +30,7 @@ from utils.common.cli import pick_device, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.common.output_paths import check_output_dir  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
-from utils.runs.resume import check_same_config, modern_spelling  # noqa: E402
+from utils.train.resume import check_same_config, modern_spelling  # noqa: E402
 from utils.runs.run_guard import hold_run  # noqa: E402
 from utils.train.flags import train_options  # noqa: E402
 from utils.train.parse import check_flags, flags_plan, get_args_parser as train_parser  # noqa: E402

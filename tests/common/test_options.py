@@ -11,7 +11,7 @@ from utils.augment.transforms import parse_augment
 from utils.common.errors import DataError
 from utils.common.options import as_bool, as_float, as_int, parse_item, parse_items, parse_value
 from utils.metrics.constraints import parse_constraints
-from utils.runs.resume import modern_spelling
+from utils.train.resume import modern_spelling
 from utils.stack.methods import parse_method, split_methods
 from utils.train.stage import parse_stages
 

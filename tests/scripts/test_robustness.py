@@ -405,7 +405,7 @@ def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
 def test_given_flags_are_told_from_defaults():
     sys.path.insert(0, str(ROOT))
     import train as train_script
-    from utils.runs.resume import given_flags
+    from utils.train.resume import given_flags
 
     given = given_flags(train_script.get_args_parser, ["--loss", "asl", "--no-pretrained", "--bs=16", "--resume"])
     assert given == {"loss", "pretrained", "bs", "resume"}

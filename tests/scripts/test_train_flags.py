@@ -83,7 +83,7 @@ def test_loss_options_of_the_right_kind_still_build():
 def test_resume_diff_says_not_set_rather_than_null():
     from argparse import Namespace
 
-    from utils.runs.resume import restore_flags
+    from utils.train.resume import restore_flags
     with pytest.raises(DataError) as e:
         restore_flags(Namespace(lr=0.5, bs=8), {"args": {"lr": None, "bs": 8}}, {"lr"}, "runs/R")
     msg = str(e.value)

@@ -99,7 +99,7 @@ def refuse_idle_flags(args, needs, parser, given=(), values=True):
 
     args: the parsed namespace; needs: {dest: (partner dest, the partner as typed, e.g.
     '--pseudo CSV')}; parser: the script's parser (its defaults and option strings);
-    given: the dests typed on the command line (utils.runs.resume.given_flags). A given flag is
+    given: the dests typed on the command line (utils.train.resume.given_flags). A given flag is
     refused whatever its value, its default included: the command asks for something that
     would not happen. values: also refuse a value other than the parser's default that came
     from elsewhere (a --config file); off on --resume, whose values are the run's own.

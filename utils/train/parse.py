@@ -10,8 +10,8 @@ import argparse
 
 from utils.common.cli import refuse_idle_flags
 from utils.common.errors import DataError
-from utils.runs.resume import given_flags
 from utils.train.flags import NEEDS, add_flags
+from utils.train.resume import given_flags
 
 
 def get_args_parser(description=None):

@@ -26,10 +26,10 @@ from utils.data.demo import ensure_demo
 from utils.models.factory import model_meta
 from utils.models.fast_path import FP32, Setting, network_name, resolve
 from utils.runs.directory import model_key
-from utils.runs.resume import data_of_run, modern_spelling, restore_flags
 from utils.runs.run_guard import check_not_in_use
 from utils.runs.run_name import default_run_name
 from utils.train.flags import recorded, stored_args
+from utils.train.resume import data_of_run, modern_spelling, restore_flags
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parents[2]
