@@ -11,7 +11,7 @@ A row gives the flag's --help group and argparse details, and:
     legacy   what a run recorded before the key existed meant (older runs resume unchanged).
     option   passed to the Trainer in TrainOptions (utils/train/trainer.py).
 Adding a flag is one row here plus the code that uses it: the parser, the resume checks
-(utils/runs/resume.py), config.json and TrainOptions are derived from the table.
+(utils/train/resume.py), config.json and TrainOptions are derived from the table.
 """
 import argparse
 from dataclasses import dataclass, field
