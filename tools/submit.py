@@ -179,13 +179,13 @@ def check_cells(cells, data, out):
     """Every cell through train.py's own checks (utils/train/parse.py: flags, stage plan, and
     check_flags' loss, augmentation, mix, EMA, head, idle flags; the architecture, the fold,
     the dataset and its folds file) before anything is submitted; one DataError listing every
-    problem."""
+    problem once, with the cells it stops (grid_problems)."""
     from utils.data.dataset import load_dataset, select_label_group
     from utils.data.folds import plan_folds
     from utils.models.factory import resolve_arch
     from utils.train.parse import check_flags, flags_plan, parse_args
 
-    problems, specs = [], {}
+    problems, specs = {}, {}  # problem -> the cells it stops (none: the dataset's, said once)
     for cell in cells:
         where = f"{cell.arch} fold {cell.fold} seed {cell.seed}"
         err = io.StringIO()
@@ -206,7 +206,7 @@ def check_cells(cells, data, out):
                         plan_folds(spec, k, a.folds_seed, folds_file)
                     specs[key] = spec
                 except DataError as e:  # said once, in full (it names the files and rows), not per cell
-                    problems.append(str(e))
+                    problems.setdefault(str(e), [])
             if specs[key] is None:
                 continue
             spec = specs[key]
@@ -214,12 +214,29 @@ def check_cells(cells, data, out):
         except SystemExit:  # argparse has said what is wrong on stderr
             msg = err.getvalue().strip().splitlines()
             why = msg[-1].split(": error: ", 1)[-1] if msg else "see above"  # argparse's prog here is submit.py
-            problems.append(f"{where}: train.py refuses its flags: {why}")
+            problems.setdefault(f"train.py refuses its flags: {why}", []).append(where)
         except (DataError, ValueError) as e:
-            problems.append(f"{where}: {str(e).splitlines()[0]}")
+            problems.setdefault(str(e).splitlines()[0], []).append(where)
     if problems:
-        unique = list(dict.fromkeys(problems))
-        raise DataError("the grid cannot run; nothing was submitted:\n  " + "\n  ".join(unique[:20]))
+        raise DataError("the grid cannot run; nothing was submitted:\n  " + "\n  ".join(grid_problems(problems,
+                                                                                                     len(cells))))
+
+
+def grid_problems(problems, n_cells, shown=3):
+    """One line per problem (at most 20), the cells it stops named before it: every cell, up to
+    `shown` of them by name, or the first ones and how many others. problems: {message: [cell
+    names]} (an empty list: a problem of the dataset, not of a cell)."""
+    lines = []
+    for message, where in list(problems.items())[:20]:
+        if not where:
+            lines.append(message)
+        elif len(where) == n_cells > 1:
+            lines.append(f"every cell ({n_cells}): {message}")
+        elif len(where) <= shown:
+            lines.append(f"{', '.join(where)}: {message}")
+        else:
+            lines.append(f"{', '.join(where[:shown - 1])} and {len(where) - shown + 1} other cells: {message}")
+    return lines
 
 
 def check_cluster(args):

@@ -191,6 +191,31 @@ def test_bad_grid_is_refused_before_anything_is_submitted(data, tmp_path):
         assert "Traceback" not in r.stderr and not out.exists()
 
 
+def test_a_bad_flag_of_every_cell_is_said_once(data, tmp_path):
+    """A typo in the flags every cell shares: one line naming the cells, the value, the guesses and
+    the optimizers once (not once per cell)."""
+    out = tmp_path / "runs"
+    r = submit("--cluster", "local", "--data", data, "--out", out, "--arch", "tiny_cnn", "tv:tiny_cnn",
+               "--folds-k", 2, "--", "--opt", "lionn", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists()
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == "error: the grid cannot run; nothing was submitted:" and len(lines) == 2, r.stderr[-3000:]
+    assert lines[1].startswith("  every cell (4): --opt") and "'lionn'" in lines[1] and "did you mean" in lines[1]
+    assert r.stderr.count("schedulefree_adamw") == 1
+
+
+def test_grid_problems_name_the_cells_each_stops():
+    from tools import submit as tool
+
+    cells = [f"tiny_cnn fold {f} seed 0" for f in range(5)]
+    lines = tool.grid_problems({"bad --mix": cells, "bad data": [], "bad --ema": cells[:2],
+                                "bad --head": cells[:4]}, n_cells=5)
+    assert lines == ["every cell (5): bad --mix", "bad data",
+                     "tiny_cnn fold 0 seed 0, tiny_cnn fold 1 seed 0: bad --ema",
+                     "tiny_cnn fold 0 seed 0, tiny_cnn fold 1 seed 0 and 2 other cells: bad --head"]
+    assert tool.grid_problems({"bad": cells[:1]}, n_cells=1) == ["tiny_cnn fold 0 seed 0: bad"]
+
+
 def test_without_sbatch_slurm_says_so(data, tmp_path):
     r = submit("--cluster", "slurm", "--data", data, "--out", tmp_path / "runs", "--arch", "tiny_cnn",
                env={"PATH": os.path.dirname(sys.executable)}, check=False)
