@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT  # noqa: F401  (puts the repository on sys.path)
-from test_predict import run_script, trained  # noqa: F401  (module fixture: two tiny runs)
-from test_stack import MODELS, run_stack, write_runs
+from conftest import run_script
+from helpers import LIBRARY_MODELS, run_stack, write_runs
 from utils.metrics.constraints import (Constraints, ablation, constrained_decisions, cut_margins, decode, parse_constraints,
                                satisfied)
 from utils.common.errors import DataError
@@ -134,7 +133,7 @@ def test_bad_constraints_name_the_flag():
 
 @pytest.mark.slow
 def test_stack_submission_obeys_the_rules_and_reports_each(tmp_path):
-    root, *_ = write_runs(tmp_path, MODELS[:2])
+    root, *_ = write_runs(tmp_path, LIBRARY_MODELS[:2])
     out = tmp_path / "out" / "sub.csv"
     r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "lr", "--out", out,
                   "--exactly-one", "a,b", "--min-tags", "2", "--max-tags", "3")
@@ -156,7 +155,7 @@ def test_stack_submission_obeys_the_rules_and_reports_each(tmp_path):
 ])
 @pytest.mark.slow
 def test_stack_bad_constraints_exit_2_and_write_nothing(tmp_path, flags, message):
-    root, *_ = write_runs(tmp_path, MODELS[:1])
+    root, *_ = write_runs(tmp_path, LIBRARY_MODELS[:1])
     out = tmp_path / "out" / "sub.csv"
     r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--out", out, *flags)
     assert r.returncode == 2 and message in r.stderr

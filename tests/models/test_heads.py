@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_dataset
-from test_predict import run_script
+from conftest import run_script, write_dataset
 from utils.models.checkpoint import load_for_inference
 from utils.models.heads import GeM, HeadNet, build_head, parse_head
 from utils.common.errors import DataError

@@ -1,9 +1,6 @@
 """predict.py end to end on tiny runs made by train.py: splits, TTA, submission, bad input."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -11,7 +8,8 @@ import pytest
 import torch
 
 import predict
-from conftest import ROOT, write_dataset
+from conftest import run_script
+from helpers import preds_files
 from utils.data.cache import decode_image
 from utils.models.checkpoint import load_for_inference
 from utils.runs.pred_files import read_preds
@@ -19,38 +17,10 @@ from utils.metrics.thresholds import binarize, fit_thresholds
 from utils.common.write_errors import WriteFault
 
 
-def run_script(script, *args, env=None, check=True, cwd=None):
-    e = dict(os.environ, **(env or {}))
-    r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / script), *map(str, args)],
-                       capture_output=True, text=True, timeout=300, env=e, cwd=cwd)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Two runs (folds 0 and 1 of K=4) of one tiny model; the trainer's val.none.csv kept aside."""
-    base = tmp_path_factory.mktemp("p")
-    data = write_dataset(base / "data", n=40, size=32, n_test=6)
-    runs = base / "runs"
-    for fold in (0, 1):
-        run_script("train.py", "--data", data, "--out", runs, "--arch", "tiny_cnn", "--no-pretrained",
-                   "--stages", "epochs=1,size=32,bs=8", "--folds-k", 4, "--fold", fold, "--name", f"f{fold}",
-                   "--plots", "none", "--device", "cpu", "--workers", 0)
-        shutil.copy(runs / f"f{fold}" / "preds" / "val.none.csv", base / f"trainer_val_f{fold}.csv")
-    return base, data, runs
-
-
 def clean_preds(run, keep=("val.none.csv",)):
     for p in (run / "preds").glob("*.csv"):
         if p.name not in keep:
             p.unlink()
-
-
-def preds_files(folder):
-    """{path: mtime} of every prediction file under `folder` (to see what a call wrote)."""
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("preds/*.csv")}
 
 
 def test_val_split_lines_up_with_folds_and_matches_trainer(trained):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_dataset
-from test_predict import preds_files, run_script
+from conftest import run_script, write_dataset
+from helpers import preds_files
 
 
 @pytest.fixture(scope="module")

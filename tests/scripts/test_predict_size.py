@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from test_predict import run_script, trained  # noqa: F401  (the module's fixture)
+from conftest import run_script
 from utils.data.cache import decode_image
 from utils.models.checkpoint import load_for_inference
 from utils.runs.pred_files import read_preds

@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_dataset
-from test_predict import run_script
+from conftest import run_script, write_dataset
 from utils.runs.pred_files import read_preds
 
 

@@ -1,35 +1,16 @@
 """train.py with optimizers by name (--opt, opt=), schedule-free weights and layer decay:
 exact resume after SIGKILL, and RUN/param_groups.csv."""
-import os
-import signal
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import script_argv, write_dataset
+from conftest import write_dataset
+from helpers import train_run
 
 PLAN = "epochs=2,size=32,bs=4,lr=1e-2,train=head,sched=const;epochs=1,size=24,train=all,lr=3e-3"
 KILLS = ["step:3", "epoch_end:1", "ckpt:9", "step:21"]  # ckpt:9: a torn write mid-epoch 2
 pytestmark = pytest.mark.slow
-
-
-def train(data, out, *extra, name="r", kill=None, arch="tiny_cnn", check=True):
-    """Run train.py (kill='what:N': killed at that trainer event, tests/kill_at.py); the run
-    folder, or the finished process with check=False."""
-    cmd = [sys.executable, "-W", "ignore", *script_argv("train.py", kill), "--data", str(data), "--out", str(out),
-           "--arch", arch, "--no-pretrained", "--name", name, "--plots", "none", *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
-    if not check:
-        return r
-    if kill is None:
-        assert r.returncode == 0, r.stderr[-3000:]
-    else:
-        assert r.returncode == -signal.SIGKILL, (kill, r.stderr[-3000:])
-    return out / name
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +35,20 @@ def _same(a, b):
 @pytest.mark.parametrize("opt", ["lion:betas=0.9/0.95", "schedulefree_adamw"])
 def test_killed_and_resumed_equals_uninterrupted(data, tmp_path, opt):
     args = ["--stages", PLAN, "--opt", opt, "--deterministic", "--ckpt-every", "2"]
-    ref = train(data, tmp_path / "ref", *args)
+    ref = train_run(data, tmp_path / "ref", *args)
     out = tmp_path / "killed"
-    train(data, out, *args, kill=KILLS[0])
+    train_run(data, out, *args, kill=KILLS[0])
     for k in KILLS[1:]:
-        train(data, out, *args, "--resume", kill=k)
-    run = train(data, out, *args, "--resume")
+        train_run(data, out, *args, "--resume", kill=k)
+    run = train_run(data, out, *args, "--resume")
     _same(ref, run)
     stages = pd.read_json(ref / "config.json", typ="series")["stages"]
     assert [s["opt"] for s in stages] == [opt.partition(":")[0]] * 2
 
 
 def test_schedule_free_validates_and_saves_the_averaged_weights(data, tmp_path):
-    run = train(data, tmp_path, "--stages", "epochs=2,size=32,bs=4,lr=1e-2,sched=const", "--opt",
-                "schedulefree_adamw", "--deterministic", kill="epoch_end:1")
+    run = train_run(data, tmp_path, "--stages", "epochs=2,size=32,bs=4,lr=1e-2,sched=const", "--opt",
+                    "schedulefree_adamw", "--deterministic", kill="epoch_end:1")
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
     # after epoch 1: best.pt holds the weights epoch 1 scored, last.pt the same averaged
@@ -84,8 +65,8 @@ def test_schedule_free_validates_and_saves_the_averaged_weights(data, tmp_path):
 
 def test_layer_decay_writes_param_groups_per_block(tmp_path):
     data = write_dataset(tmp_path / "data", n=12, size=32, n_test=1)
-    run = train(data, tmp_path / "runs", "--arch", "tf_efficientnet_lite0", "--stages",
-                "epochs=1,size=32,bs=4,lr=1e-3", "--layer-decay", "0.5", "--workers", "0")
+    run = train_run(data, tmp_path / "runs", "--arch", "tf_efficientnet_lite0", "--stages",
+                    "epochs=1,size=32,bs=4,lr=1e-3", "--layer-decay", "0.5", "--workers", "0")
     table = pd.read_csv(run / "param_groups.csv")
     assert {"stage", "group", "lr_scale", "params", "weight_decay"} <= set(table.columns)
     scales = table["lr_scale"].to_numpy()

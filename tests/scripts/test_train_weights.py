@@ -5,9 +5,8 @@ import json
 import pytest
 import torch
 
-from conftest import write_dataset
-from test_predict import run_script
-from test_train_optimizers import train
+from conftest import run_script, write_dataset
+from helpers import train_run
 from utils.models.factory import create_model, in_head, model_meta
 from utils.common.checksum import file_sha256
 
@@ -32,8 +31,8 @@ def source(tmp_path_factory):
 def test_head_training_from_a_weights_file_keeps_its_body(tmp_path, source, where):
     root, sd = source
     data = write_dataset(tmp_path / "data", n=16, size=32, n_test=1)
-    run = train(data, tmp_path / "runs", "--weights", str(root / where), "--stages",
-                "epochs=1,size=32,bs=4,lr=1e-2,train=head,bn=frozen")
+    run = train_run(data, tmp_path / "runs", "--weights", str(root / where), "--stages",
+                    "epochs=1,size=32,bs=4,lr=1e-2,train=head,bn=frozen")
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     head = model_meta(create_model("tiny_cnn", 3))["head"]
     body = [k for k in sd if not in_head(k, head)]
@@ -58,7 +57,7 @@ def test_a_file_of_another_shape_is_refused_by_name(tmp_path, source):
     bad["stem.0.weight"] = torch.zeros(4, 3, 3, 3)
     torch.save(bad, tmp_path / "bad.pth")
     data = write_dataset(tmp_path / "data", n=16, size=32, n_test=1)
-    r = train(data, tmp_path / "runs", "--weights", str(tmp_path / "bad.pth"), "--stages", "epochs=1,size=32,bs=4",
-              check=False)
+    r = train_run(data, tmp_path / "runs", "--weights", str(tmp_path / "bad.pth"), "--stages", "epochs=1,size=32,bs=4",
+                  check=False)
     assert r.returncode == 2 and "stem.0.weight: file (4, 3, 3, 3), model (8, 3, 3, 3)" in r.stderr
     assert not (tmp_path / "runs").exists()
