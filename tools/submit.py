@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))
 
 from utils.common.cli import DEFAULT_RUNS, run_script  # noqa: E402
 from utils.grid.cluster import (PredictJob, StackJob, TrainJob, flag_value, grid_states, is_debug,  # noqa: E402
-                                job_error, make_cells, read_grid, train_argv)
+                                grid_problems, job_error, make_cells, read_grid, train_argv)
 from utils.data.folds import folds_k_for  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
@@ -220,23 +220,6 @@ def check_cells(cells, data, out):
     if problems:
         raise DataError("the grid cannot run; nothing was submitted:\n  " + "\n  ".join(grid_problems(problems,
                                                                                                      len(cells))))
-
-
-def grid_problems(problems, n_cells, shown=3):
-    """One line per problem (at most 20), the cells it stops named before it: every cell, up to
-    `shown` of them by name, or the first ones and how many others. problems: {message: [cell
-    names]} (an empty list: a problem of the dataset, not of a cell)."""
-    lines = []
-    for message, where in list(problems.items())[:20]:
-        if not where:
-            lines.append(message)
-        elif len(where) == n_cells > 1:
-            lines.append(f"every cell ({n_cells}): {message}")
-        elif len(where) <= shown:
-            lines.append(f"{', '.join(where)}: {message}")
-        else:
-            lines.append(f"{', '.join(where[:shown - 1])} and {len(where) - shown + 1} other cells: {message}")
-    return lines
 
 
 def check_cluster(args):

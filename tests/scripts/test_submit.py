@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, write_dataset
-from utils.grid.cluster import Cell, TrainJob, make_cells, read_grid, run_name
+from utils.grid.cluster import Cell, TrainJob, grid_problems, make_cells, read_grid, run_name
 
 SUBMIT = ROOT / "tools" / "submit.py"
 TRAIN = ["--no-pretrained", "--stages", "epochs=1,size=24,bs=8", "--plots", "none", "--no-tensorboard"]
@@ -205,15 +205,13 @@ def test_a_bad_flag_of_every_cell_is_said_once(data, tmp_path):
 
 
 def test_grid_problems_name_the_cells_each_stops():
-    from tools import submit as tool
-
     cells = [f"tiny_cnn fold {f} seed 0" for f in range(5)]
-    lines = tool.grid_problems({"bad --mix": cells, "bad data": [], "bad --ema": cells[:2],
+    lines = grid_problems({"bad --mix": cells, "bad data": [], "bad --ema": cells[:2],
                                 "bad --head": cells[:4]}, n_cells=5)
     assert lines == ["every cell (5): bad --mix", "bad data",
                      "tiny_cnn fold 0 seed 0, tiny_cnn fold 1 seed 0: bad --ema",
                      "tiny_cnn fold 0 seed 0, tiny_cnn fold 1 seed 0 and 2 other cells: bad --head"]
-    assert tool.grid_problems({"bad": cells[:1]}, n_cells=1) == ["tiny_cnn fold 0 seed 0: bad"]
+    assert grid_problems({"bad": cells[:1]}, n_cells=1) == ["tiny_cnn fold 0 seed 0: bad"]
 
 
 def test_without_sbatch_slurm_says_so(data, tmp_path):

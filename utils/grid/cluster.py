@@ -76,6 +76,23 @@ def flags_from(value, where):
     return out
 
 
+def grid_problems(problems, n_cells, shown=3):
+    """One line per problem (at most 20), the cells it stops named before it: every cell, up to
+    `shown` of them by name, or the first ones and how many others. problems: {message: [cell
+    names]} (an empty list: a problem of the dataset, not of a cell)."""
+    lines = []
+    for message, where in list(problems.items())[:20]:
+        if not where:
+            lines.append(message)
+        elif len(where) == n_cells > 1:
+            lines.append(f"every cell ({n_cells}): {message}")
+        elif len(where) <= shown:
+            lines.append(f"{', '.join(where)}: {message}")
+        else:
+            lines.append(f"{', '.join(where[:shown - 1])} and {len(where) - shown + 1} other cells: {message}")
+    return lines
+
+
 def run_name(arch, flags, seed, fold):
     """Deterministic run name of a cell: <arch>-<hash of the flags>-s<seed>-f<fold>
     (':' of tv:/timm: replaced), so resubmitting finds the same run."""
