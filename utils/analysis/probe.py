@@ -27,7 +27,7 @@ from torch import nn
 
 from utils.analysis.logreg import feature_basis, fit_logreg, select_C
 from utils.data.cache import cache_key, load_images
-from utils.train.loop import predict_logits
+from utils.predict.logits import predict_logits
 from utils.common.atomic import atomic_write, atomic_write_csv, atomic_write_json
 from utils.common.text import read_json
 from utils.runs.pred_files import write_preds

@@ -1,4 +1,5 @@
 """Prediction.
 
-tta (test-time augmentation: TTA_NAMES, MERGES, view_fns, predict_tta, predict_tta_loop).
+logits (predict_logits: a network's logits over cached images, no augmentation), tta (test-time
+augmentation: TTA_NAMES, MERGES, view_fns, predict_tta, predict_tta_loop).
 """

@@ -1,4 +1,5 @@
-"""The inner loops: one optimisation step, one training epoch, prediction without augmentation.
+"""The inner loops: one optimisation step, one training epoch, and the logistic
+function (prediction without augmentation: utils/predict/logits.py).
 
 Batches come from utils/data/loader.py (uint8, in an order that is a pure function of
 seed and epoch); the GPU augmentation and batch mixing here draw from generators seeded
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from utils.common.distributed import all_reduce_sum, is_main, world_size
 from utils.common.errors import NonFinite
-from utils.data.loader import CachedImages, make_loader, normalise, to_float, to_input
+from utils.data.loader import normalise, to_float
 
 
 class Step:
@@ -125,22 +126,6 @@ def train_one_epoch(step, loader, start_step, total_steps, stats, on_step=None, 
         t0 = time.perf_counter()
     bar.close()
     return stats
-
-
-@torch.inference_mode()
-def predict_logits(model, images, bs, device, mean, std, channels_last=False, amp_dtype=None,
-                   workers=0, desc="predict", rows=None):
-    """Logits (N, L) float32 numpy for uint8 images[rows] (images: (M, S, S, C)), no augmentation."""
-    model.eval()
-    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
-    ds = CachedImages(images, np.zeros((len(rows), 1), np.float32), rows)
-    loader = make_loader(ds, range(len(rows)), bs, workers, device)
-    out = []
-    for xb, _ in tqdm(loader, desc=desc, leave=False, disable=not is_main(), dynamic_ncols=True):
-        x = to_input(xb, mean, std, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out.append(model(x).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def sigmoid(x):

@@ -40,7 +40,8 @@ from utils.data.bands import image_options
 from utils.data.cache import load_images
 from utils.models.checkpoint import load_for_inference
 from utils.runs.directory import load_run, read_folds
-from utils.train.loop import predict_logits, sigmoid
+from utils.predict.logits import predict_logits
+from utils.train.loop import sigmoid
 
 log = logging.getLogger(__name__)
 

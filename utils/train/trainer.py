@@ -43,7 +43,8 @@ from utils.train.best_weights import Candidate
 from utils.train.divergence import finite_loss, stop_on_divergence
 from utils.train.epoch_plots import EpochPlots
 from utils.train.fold_data import RunImages
-from utils.train.loop import Step, predict_logits, sigmoid, train_one_epoch
+from utils.predict.logits import predict_logits
+from utils.train.loop import Step, sigmoid, train_one_epoch
 from utils.train.losses import build_loss
 from utils.train.optimizers import eval_weights, record_param_groups, weights_mode
 from utils.train.pseudo import WeightedLoss
