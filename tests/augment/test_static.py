@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import write_dataset
-from test_train import _same_run, train
+from helpers import same_run, train
 from utils.data.loader import CachedImages
 from utils.augment.static import make_static
 from utils.augment.transforms import build_augment
@@ -48,7 +48,7 @@ def dynamic(data, tmp_path_factory):
 @pytest.mark.slow
 def test_as_many_copies_as_epochs_is_the_dynamic_run(data, dynamic, tmp_path):
     train(data, tmp_path, "--stages", PLAN, "--deterministic", "--workers", "0", "--aug-static", "4")
-    _same_run(dynamic, tmp_path / "r")
+    same_run(dynamic, tmp_path / "r")
 
 
 @pytest.mark.slow
@@ -64,7 +64,7 @@ def test_one_copy_differs_and_resumes_exactly(data, dynamic, tmp_path):
                   kill=kill, check=False)
         assert r.returncode == -signal.SIGKILL, (kill, r.stderr[-2000:])
     train(data, out, *args, "--resume")
-    _same_run(tmp_path / "ref" / "r", out / "r")
+    same_run(tmp_path / "ref" / "r", out / "r")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from utils.common.errors import DataError
 from utils.augment.gpu import GpuAugment
 from utils.augment.torchvision_ops import Erase, RandAug
 from utils.augment.transforms import build_augment, parse_augment
-from test_transforms import textured, to_batch
+from helpers import textured, to_batch
 
 TV_SPECS = ["erase:1", "randaug", "randaug:n=3,m=15", "trivialaug", "autoaug", "autoaug:svhn", "strong"]
 
@@ -148,7 +148,7 @@ def test_train_with_strong_on_either_path(tmp_path, device):
     import json
 
     from conftest import write_dataset
-    from test_train import train
+    from helpers import train
 
     data = write_dataset(tmp_path / "data", n=24, size=24)
     train(data, tmp_path / "runs", "--aug", "strong", "--aug-device", device, "--workers", "0",

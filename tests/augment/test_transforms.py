@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers import textured, to_batch
 from utils.common.errors import DataError
 from utils.augment.ops import hue_matrix
 from utils.augment.transforms import AUGMENTS, PRESETS, build_augment, parse_augment, pca_stats, warp
@@ -14,15 +15,6 @@ PCA = {"eigval": [0.05, 0.01, 0.002],
 RANDOM_SPECS = ["hflip", "vflip", "rotate:15", "shift:0.1", "crop:0.125", "rrc:0.5",
                 "pca:0.1", "colorswap:rb", "colorswap:perm", "colorswap:hue",
                 "light", "default", "heavy"]
-
-
-def textured(h=32, w=32, seed=0, low=40, high=220):
-    """Smooth gradients plus noise in [low, high]: no pixel is black, nothing is symmetric."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx / w, yy / h, (xx + 2 * yy) / (w + 2 * h)], axis=-1)
-    img = low + (high - low) * (0.7 * base + 0.3 * rng.random((h, w, 3)))
-    return img.round().astype(np.uint8)
 
 
 def run(spec, img, seed, size=None, labels=LABELS, y=None):
@@ -244,12 +236,6 @@ def test_large_input_is_reduced_without_aliasing():
     out, _ = run("rotate:5", img, 0, size=32)
     assert abs(out[4:-4, 4:-4].mean() - 127.5) < 10 and out[4:-4, 4:-4].std() < 20
     assert math.isclose(run("none", img, 0, size=32)[0].mean(), 127.5, abs_tol=10)
-
-
-def to_batch(images):
-    import torch
-
-    return torch.as_tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 255
 
 
 def test_warp_batch_matches_warp():

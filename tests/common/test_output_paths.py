@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT, write_dataset
-from test_stack import run_stack, write_runs
-from test_train import train
+from helpers import run_stack, train, write_runs
 from utils.common.errors import DataError
 from utils.common import output_paths
 from utils.common.output_paths import check_can_write, check_output_dir, check_output_file, write_together

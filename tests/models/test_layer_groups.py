@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import write_dataset
-from test_train import train
+from helpers import train
 from utils.models import factory as M
 from utils.models import layer_groups as G
 from utils.common.errors import DataError

@@ -8,7 +8,7 @@ import pandas as pd
 from sklearn.metrics import fbeta_score
 
 from conftest import ROOT, write_dataset
-from test_train import train
+from helpers import train
 from utils.metrics.thresholds import binarize, fit_thresholds
 
 

@@ -13,19 +13,9 @@ import pytest
 import torch
 
 from conftest import ROOT, script_argv, write_dataset
+from helpers import same_run, torchrun, train
 
 PLAN = "epochs=2,size=32,bs=8,lr=2e-2,train=head;epochs=1,size=24,train=1,lr_mult=0.5;epochs=2,size=32,train=all,sched=cosine"
-
-
-def train(data, out, *extra, env=None, name="r", check=True, kill=None):
-    """Run train.py; kill='what:N' kills it at that trainer event (tests/kill_at.py)."""
-    cmd = [sys.executable, "-W", "ignore", *script_argv("train.py", kill), "--data", str(data), "--out", str(out),
-           "--arch", "tiny_cnn", "--no-pretrained", "--name", name, "--plots", "none", *extra]
-    e = dict(os.environ, **(env or {}))
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=e)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +29,6 @@ def reference(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref")
     train(data, out, "--stages", PLAN, "--deterministic", "--ckpt-every", "2")
     return out / "r"
-
-
-def _same_run(a, b):
-    pa = pd.read_csv(a / "preds" / "val.none.csv")
-    pb = pd.read_csv(b / "preds" / "val.none.csv")
-    assert list(pa["image_name"]) == list(pb["image_name"])
-    np.testing.assert_allclose(pa.iloc[:, 1:].to_numpy(), pb.iloc[:, 1:].to_numpy(), atol=1e-6)
-    wa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)["model"]
-    wb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["model"]
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
-    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
-    cols = [c for c in ha.columns if c not in ("seconds", "img_per_s", "data_wait")]
-    pd.testing.assert_frame_equal(ha[cols], hb[cols], atol=1e-6)
 
 
 def test_three_stage_run_writes_the_run_directory(reference):
@@ -89,7 +65,7 @@ def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path, kill
         r = train(data, out, *args, "--resume", kill=k, check=False)
         assert r.returncode == -signal.SIGKILL, (k, r.stderr[-2000:])
     train(data, out, *args, "--resume")
-    _same_run(reference, out / "r")
+    same_run(reference, out / "r")
     assert sorted(p.name for p in (out / "r" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
 
@@ -100,7 +76,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(data, reference, tmp_path):
     assert r.returncode == 130, r.stderr[-2000:]
     assert "--resume" in r.stderr and (out / "r" / "checkpoints" / "last.pt").is_file()
     train(data, out, *args, "--resume")
-    _same_run(reference, out / "r")
+    same_run(reference, out / "r")
     # resuming it once more: nothing to train, nothing rewritten
     stamps = {p: p.stat().st_mtime_ns for p in (out / "r").rglob("*") if p.is_file() and p.name != "run.lock"}
     r = train(data, out, *args, "--resume")
@@ -144,16 +120,6 @@ def test_bad_flags_exit_2(data, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def torchrun(data, out, *extra, env=None, kill=None):
-    # --standalone: a local rendezvous on a free port, so parallel or repeated runs never clash
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           *script_argv("train.py", kill), "--data", str(data), "--out", str(out), "--arch", "tiny_cnn",
-           "--no-pretrained", "--stages", "epochs=2,size=32,bs=8;epochs=1,size=24,train=head", "--plots", "none",
-           "--device", "cpu", "--workers", "0", "--deterministic", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
-
-
 def test_torchrun_two_processes_and_exact_resume(data, tmp_path):
     out = tmp_path / "runs"
     r = torchrun(data, out, "--name", "ddp")
@@ -170,7 +136,7 @@ def test_torchrun_two_processes_and_exact_resume(data, tmp_path):
     assert r.returncode != 0 and not (out2 / "ddp" / "result.json").exists()
     r = torchrun(data, out2, "--name", "ddp", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
-    _same_run(run, out2 / "ddp")
+    same_run(run, out2 / "ddp")
 
 
 def test_an_existing_folds_file_fixes_k_unless_folds_k_is_typed(tmp_path):

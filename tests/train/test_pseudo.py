@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, write_dataset
-from test_train import _same_run, train
+from helpers import same_run, train
 from utils.runs.pred_files import read_preds, write_preds
 from utils.common.checksum import file_sha256
 from utils.train.pseudo import confidence, pseudo_labels
@@ -69,7 +69,7 @@ def test_kill_and_resume_with_pseudo_labels_is_exact(data, tmp_path):
     assert r.returncode == 2 and "pseudo" in r.stderr
     pseudo_file(csv, ["t000", "t002", "t003", "t007"])                          # the original again
     train(data, out, *SHORT, "--resume")                                       # the run's own flags
-    _same_run(ref / "r", out / "r")
+    same_run(ref / "r", out / "r")
 
 
 @pytest.mark.slow
@@ -196,7 +196,7 @@ def test_confidence_selection_by_hand():
 
 
 def test_tool_averages_runs_and_keeps_the_surest(tmp_path):
-    from test_stack import write_runs
+    from helpers import write_runs
 
     root, *_ = write_runs(tmp_path, [dict(arch="net0", signal=1.0), dict(arch="net1", signal=1.0)], n_test=20)
     runs = sorted((root / "runs").iterdir())

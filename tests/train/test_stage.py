@@ -220,7 +220,7 @@ def test_too_few_epochs_for_the_recipe_shows_a_one_stage_plan_that_runs(tmp_path
     import shlex
 
     from conftest import write_dataset
-    from test_train import train
+    from helpers import train
     data = write_dataset(tmp_path / "data", n=16, size=16)
     r = train(data, tmp_path / "runs", "--epochs", "1", "--size", "32", check=False)
     assert r.returncode == 2 and "needs --epochs >= 2" in r.stderr and not (tmp_path / "runs").exists()

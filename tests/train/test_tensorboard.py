@@ -7,7 +7,7 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from conftest import write_dataset  # noqa: E402
-from test_train import train  # noqa: E402
+from helpers import train  # noqa: E402
 from utils.train.tensorboard import TensorBoardLog, hparams_of  # noqa: E402
 
 PLAN = "epochs=2,size=24,bs=8,lr=2e-2,train=head;epochs=1,size=24,train=all"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import write_dataset
-from test_train import _same_run, train
+from helpers import same_run, train
 
 # 38 training images in micro-batches of 4: 9 per epoch (drop_last), 5 optimizer steps of 2
 # micro-batches, the last one partial; mixing off in the last epoch
@@ -59,7 +59,7 @@ def test_killed_and_resumed_equals_uninterrupted(data, reference, tmp_path):
         r = train(data, out, *ARGS, "--resume", kill=k, check=False)
         assert r.returncode == -signal.SIGKILL, (k, r.stderr[-2000:])
     train(data, out, *ARGS, "--resume")
-    _same_run(reference, out / "r")
+    same_run(reference, out / "r")
     ea = torch.load(reference / "checkpoints" / "last.pt", weights_only=False)["ema"]
     eb = torch.load(out / "r" / "checkpoints" / "last.pt", weights_only=False)["ema"]
     for k in ea:
@@ -103,7 +103,7 @@ def test_strong_recipe_trains_end_to_end(data, tmp_path):
 @pytest.mark.slow
 def test_torchrun_with_accumulation_ema_and_mix_resumes_exactly(data, tmp_path):
     # DistributedDataParallel: gradients all-reduced once per accumulation group (no_sync)
-    from test_train import torchrun
+    from helpers import torchrun
 
     extra = ["--accum", "2", "--ema", "0.9", "--mix", "mixup:0.4;cutmix:1.0", "--ckpt-every", "1"]
     r = torchrun(data, tmp_path / "a", "--name", "ddp", *extra)
