@@ -35,7 +35,7 @@ from utils.common.errors import DataError
 from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
-from utils.runs.tta_choice import AUTO, check_tta_name, tta_help
+from utils.predict.tta_choice import AUTO, check_tta_name, tta_help
 from utils.common.output_paths import check_can_write, check_output_dir, check_output_file, write_together
 from utils.stack.evaluation import choose, evaluate, member_scores
 from utils.stack.methods import METHODS, parse_method, split_methods

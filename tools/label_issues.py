@@ -29,7 +29,7 @@ import os  # noqa: E402
 
 from utils.common.cli import add_runs_argument, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
-from utils.runs.tta_choice import AUTO, tta_help  # noqa: E402
+from utils.predict.tta_choice import AUTO, tta_help  # noqa: E402
 
 log = logging.getLogger("label_issues")
 

@@ -34,7 +34,7 @@ from utils.runs.pred_files import write_preds  # noqa: E402
 from utils.common.output_paths import check_output_file  # noqa: E402
 from utils.runs.prob_file import read_probs  # noqa: E402
 from utils.runs.directory import find_runs, no_run_message  # noqa: E402
-from utils.runs.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
+from utils.predict.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402
 
 MODES = ("soft", "hard")  # utils.train.pseudo.MODES, which imports torch: the flags parse without it
 

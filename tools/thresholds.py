@@ -35,7 +35,7 @@ from utils.common.errors import DataError, preview, report_problems  # noqa: E40
 from utils.common.text import read_csv  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.runs.directory import find_runs, model_names, no_run_message  # noqa: E402
-from utils.runs.tta_choice import AUTO, choose_tta, make_files_commands, tta_help  # noqa: E402
+from utils.predict.tta_choice import AUTO, choose_tta, make_files_commands, tta_help  # noqa: E402
 from utils.metrics.threshold_search import random_folds  # noqa: E402
 from utils.metrics.thresholds import STRATEGIES, compare_strategies  # noqa: E402
 from utils.common.cli import add_hidden_alias, run_script  # noqa: E402
@@ -125,7 +125,7 @@ def _no_run(pattern):
 
 
 def find_val_runs(patterns, tta):
-    """The runs matching ``patterns`` and the TTA to read (utils.runs.tta_choice; `auto` prints its
+    """The runs matching ``patterns`` and the TTA to read (utils.predict.tta_choice; `auto` prints its
     choice on stderr). DataError when none matches or a run lacks preds/val.<tta>.csv."""
     runs, skipped = find_runs(patterns)
     if not runs:

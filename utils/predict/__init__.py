@@ -1,5 +1,6 @@
 """Prediction.
 
 logits (predict_logits: a network's logits over cached images, no augmentation), tta (test-time
-augmentation: TTA_NAMES, MERGES, view_fns, predict_tta, predict_tta_loop).
+augmentation: TTA_NAMES, MERGES, view_fns, predict_tta, predict_tta_loop), tta_choice (--tta auto:
+choose_tta, make_files_command).
 """

@@ -31,7 +31,7 @@ from utils.runs.pred_files import read_preds
 from utils.runs.directory import find_runs, model_names, no_run_message, read_folds
 from utils.runs.fingerprint import dataset_problems
 from utils.runs.run_status import diverged_summary
-from utils.runs.tta_choice import AUTO, choose_tta, make_files_command
+from utils.predict.tta_choice import AUTO, choose_tta, make_files_command
 from utils.stack.left_out import left_out_lines, left_out_warnings
 
 log = logging.getLogger(__name__)
@@ -422,7 +422,7 @@ def load_library(patterns, tta=AUTO, data=None, need_test=True, groups=None, use
     """Gather runs into a Library.
 
     patterns: run folders or glob patterns (a folder of runs counts as all its runs);
-    tta: which preds/<split>.<tta>.csv to read, or 'auto' (utils.runs.tta_choice: the TTA every
+    tta: which preds/<split>.<tta>.csv to read, or 'auto' (utils.predict.tta_choice: the TTA every
     run of a complete model has, most views first; DataError naming the runs when none is
     shared); data: dataset directory overriding the
     runs' recorded one; need_test: read test predictions too (members without them

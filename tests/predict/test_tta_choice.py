@@ -5,7 +5,7 @@ import pytest
 
 from utils.common.errors import DataError
 from utils.runs.directory import load_run
-from utils.runs.tta_choice import AUTO, PREFERENCE, VIEWS, choose_tta, make_files_command
+from utils.predict.tta_choice import AUTO, PREFERENCE, VIEWS, choose_tta, make_files_command
 
 
 def make_run(root, name, val=(), test=(), **config):
