@@ -41,7 +41,7 @@ from utils.common.atomic import atomic_write_csv  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
 from utils.runs.pred_files import read_preds, submission_frame, write_preds  # noqa: E402
 from utils.runs.run_guard import RunFolder  # noqa: E402
-from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.predict.tta_views import CROP_FRAC, MERGES, TTA_NAMES  # noqa: E402  (torch-free: flags parse at once)
 
 log = logging.getLogger("predict")

@@ -36,7 +36,7 @@ from utils.runs.pred_files import submission_frame, write_preds
 from utils.stack.library import load_library
 from utils.runs.directory import find_runs
 from utils.predict.tta_choice import AUTO, check_tta_name, tta_help
-from utils.common.output_paths import check_can_write, check_output_dir, check_output_file, write_together
+from utils.data.output_paths import check_can_write, check_output_dir, check_output_file, write_together
 from utils.stack.evaluation import choose, evaluate, member_scores
 from utils.stack.methods import METHODS, parse_method, split_methods
 from utils.stack.stack_report import build_report, render_report
@@ -170,7 +170,7 @@ def check_outputs(args, data_root):
 
 
 def write_outputs(out_dir, args, lib, oof, report, md, test_probs=None, sub=None):
-    """Every output at once (utils.common.output_paths.write_together): a failed write leaves none
+    """Every output at once (utils.data.output_paths.write_together): a failed write leaves none
     of them new and the previous ones intact."""
     writers = {}
     if args.out:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from utils.common.atomic import atomic_write_json  # noqa: E402
 from utils.common.cli import pick_device, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
-from utils.common.output_paths import check_output_dir  # noqa: E402
+from utils.data.output_paths import check_output_dir  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
 from utils.train.resume import check_same_config, modern_spelling  # noqa: E402
 from utils.runs.run_guard import hold_run  # noqa: E402

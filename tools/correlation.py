@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 
 from utils.common.atomic import atomic_write_csv  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
-from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.analysis.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
                              similar_pairs, stack_matrix)
 from utils.runs.filter import matches, parse_where  # noqa: E402

@@ -33,7 +33,7 @@ import os  # noqa: E402
 from utils.common.atomic import atomic_write_text, write_target  # noqa: E402
 from utils.common.cli import DEFAULT_RUNS, run_script  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
-from utils.common.output_paths import check_can_write, check_output_file  # noqa: E402
+from utils.data.output_paths import check_can_write, check_output_file  # noqa: E402
 from utils.predict.tta_choice import AUTO, check_tta_name, tta_help  # noqa: E402
 
 log = logging.getLogger("explore")

@@ -123,7 +123,7 @@ def main(args):
     if args.check_folds:
         return check_folds(args, spec, out)
     check_writable(out, "--out")
-    from utils.common.output_paths import check_output_file
+    from utils.data.output_paths import check_output_file
 
     for path in (out, out.with_name(f"{out.stem}_groups.csv"), out.with_name(f"{out.stem}_report.md")):
         check_output_file(path, "--out", [root], allow=(DUPLICATES_FILE,) if path == out else ())

@@ -28,7 +28,7 @@ import logging  # noqa: E402
 
 from utils.common.errors import DataError  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
-from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.plots import plot_prob_comparison, plot_prob_distributions  # noqa: E402
 from utils.runs.scores import Truth, load_oof  # noqa: E402

@@ -31,7 +31,7 @@ from utils.common.cli import run_script  # noqa: E402
 from utils.common.errors import DataError, report_problems  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
 from utils.runs.pred_files import write_preds  # noqa: E402
-from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.runs.prob_file import read_probs  # noqa: E402
 from utils.runs.directory import find_runs, no_run_message  # noqa: E402
 from utils.predict.tta_choice import AUTO, choose_tta, tta_help  # noqa: E402

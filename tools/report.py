@@ -28,7 +28,7 @@ import logging  # noqa: E402
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 from utils.common.atomic import atomic_write_text  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
-from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.report import build_context, render, stack_section  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402

@@ -43,7 +43,7 @@ import pandas as pd  # noqa: E402
 
 from utils.common.atomic import atomic_write_csv, atomic_write_text  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
-from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.analysis.leaderboard import (TERMINAL_WIDTH, apart_notes, format_table, leaderboard,  # noqa: E402
                                           one_model_id, sort_table, to_markdown)
 from utils.analysis.pruning import PRUNED_FILE, read_pruned  # noqa: E402

@@ -62,7 +62,7 @@ from utils.common.cli import DEFAULT_RUNS, run_script  # noqa: E402
 from utils.grid.cluster import (PredictJob, StackJob, TrainJob, flag_value, grid_states, is_debug,  # noqa: E402
                                 grid_problems, job_error, make_cells, read_grid, train_argv)
 from utils.data.folds import folds_k_for  # noqa: E402
-from utils.common.output_paths import check_output_file  # noqa: E402
+from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.common.termination import Terminated  # noqa: E402
 from utils.metrics.constraints import add_constraint_arguments, check_constraint_args  # noqa: E402

@@ -13,8 +13,8 @@ import pytest
 from conftest import ROOT, write_dataset
 from helpers import run_stack, train, write_runs
 from utils.common.errors import DataError
-from utils.common import output_paths
-from utils.common.output_paths import check_can_write, check_output_dir, check_output_file, write_together
+from utils.data import output_paths
+from utils.data.output_paths import check_can_write, check_output_dir, check_output_file, write_together
 from utils.common.write_errors import WriteFault
 
 

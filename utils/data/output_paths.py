@@ -18,12 +18,12 @@ import os
 import shutil
 from pathlib import Path
 
-from utils.data.dataset import IMAGE_EXTS
 from utils.common.atomic import refuse_special, special_kind, write_target
 from utils.common.errors import DataError
 from utils.common.temp_files import make_temp, sweep
 from utils.common.text import read_json
 from utils.common.write_errors import found_in_chain, write_fault
+from utils.data.image_files import IMAGE_EXTS
 
 # The files of a data folder (see the data layout): reading scripts rely on them.
 DATASET_FILES = ("train.csv", "labels.txt", "sample_submission.csv", "folds.csv", "duplicates.csv",
