@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import fbeta_score
 
-from test_stack import FAST_METHODS, LABELS, ROOT, run_stack, write_runs
+from conftest import ROOT
+from helpers import FAST_METHODS, LIBRARY_LABELS, run_stack, write_runs
 import utils.analysis.plots as plots
 from utils.analysis.report import ModelView, draw_model, stack_section
 from utils.runs.scores import OOF, score_oof
@@ -87,7 +88,7 @@ def report(tmp_path_factory):
     for i, run in enumerate(sorted((root / "runs").iterdir())):
         pd.DataFrame({"stage": [1, 1, 2], "epoch": [1, 2, 3], "lr": [1e-2, 1e-2, 1e-3],
                       "train_loss": [0.7, 0.5, 0.4 - i / 100], "val_loss": [0.6, 0.5, 0.45],
-                      "val_f2": [0.5, 0.6, 0.62], **{f"f2_{lab}": [0.4, 0.5, 0.6] for lab in LABELS}}
+                      "val_f2": [0.5, 0.6, 0.62], **{f"f2_{lab}": [0.4, 0.5, 0.6] for lab in LIBRARY_LABELS}}
                      ).to_csv(run / "history.csv", index=False)
     r = run_stack("--runs", root / "runs" / "*", "--method", *FAST_METHODS, "--out", root / "sub" / "sub.csv")
     assert r.returncode == 0, r.stderr
@@ -122,15 +123,15 @@ def test_report_numbers_match_references(report):
     names = page.column("models-table", "name")
     f2_fixed = dict(zip((n for n, _ in names), (float(k) for _, k in page.column("models-table", "f2@0.2"))))
     for m in MODELS:
-        cols = [LABELS.index(t) for t in m.get("labels", LABELS)]
+        cols = [LIBRARY_LABELS.index(t) for t in m.get("labels", LIBRARY_LABELS)]
         p = np.mean([probs[(m["arch"], s)][0] for s in m.get("seeds", [0])], axis=0)
         want = fbeta_score(y[:, cols], p >= 0.2, beta=2, average="samples", zero_division=1.0)
         got = [v for n, v in f2_fixed.items() if n.startswith(m["arch"] + "-")]
         assert got == [pytest.approx(want, abs=1e-9)]
     # per-label F2 in tables of their own, so that the leaderboard needs no scrolling
     assert not [c for t in ("models-table", "runs-table") for c in page.tables[t]["head"] if c.startswith("f2:")]
-    assert page.tables["models-labels"]["head"] == ["name"] + [f"f2:{lab}" for lab in LABELS]
-    assert page.tables["runs-labels"]["head"] == ["run"] + [f"f2:{lab}" for lab in LABELS]
+    assert page.tables["models-labels"]["head"] == ["name"] + [f"f2:{lab}" for lab in LIBRARY_LABELS]
+    assert page.tables["runs-labels"]["head"] == ["run"] + [f"f2:{lab}" for lab in LIBRARY_LABELS]
     for hidden in ("images", "paths", "converted"):  # the same for every run here: nothing to read
         assert hidden not in page.tables["runs-table"]["head"]
     assert len(page.tables["runs-table"]["rows"]) == len(page.tables["runs-labels"]["rows"]) == 3 * 2 + 3 + 3
@@ -148,7 +149,7 @@ def test_report_numbers_match_references(report):
                page.column("stack0-methods", "method"))
     stack_thr = page.column("thresholds-table", [c for c in page.tables["thresholds-table"]["head"] if c.startswith("stack")][0])
     labels = [t for t, _ in page.column("thresholds-table", "label")]
-    assert labels == list(LABELS)
+    assert labels == list(LIBRARY_LABELS)
     assert dict(zip(labels, (float(k) for _, k in stack_thr))) == pytest.approx(rep["thresholds"], abs=1e-12)
 
 
@@ -215,7 +216,7 @@ def test_labels_without_positives_read_na_with_a_footnote(tmp_path, drawn):
                      for tags, f in zip(train["tags"], folds)]
     train.to_csv(root / "data" / "train.csv", index=False)
     for run in (root / "runs").iterdir():
-        pd.DataFrame({"epoch": [1, 2], "val_f2": [0.5, 0.6], **{f"f2_{lab}": [1.0, 1.0] for lab in LABELS}}
+        pd.DataFrame({"epoch": [1, 2], "val_f2": [0.5, 0.6], **{f"f2_{lab}": [1.0, 1.0] for lab in LIBRARY_LABELS}}
                      ).to_csv(run / "history.csv", index=False)
     out = tmp_path / "r.html"
     tool = load_report_tool()

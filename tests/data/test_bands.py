@@ -3,7 +3,6 @@ augmentation and TTA, and train.py / predict.py / the linear probe end to end wi
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
+from helpers import PLANET_HIGH, PLANET_LOW, planet_image, write_planet
 
 from utils.data import bands
 from utils.data.cache import decode_image, load_images
@@ -22,37 +22,6 @@ from utils.models.channels import first_conv
 from utils.models.factory import create_model
 from utils.augment.transforms import build_augment, warp
 from utils.predict.tta import predict_tta, predict_tta_loop
-
-LOW, HIGH = 3_000, 20_000
-
-
-def planet_image(rng, size, tags):
-    """A 4-band uint16 image (R, G, B, NIR) with values in LOW..HIGH: 'a' a bright RGB square,
-    'b' a bright square visible in the near-infrared band only."""
-    img = rng.integers(LOW, LOW + 6_000, (size, size, 4)).astype(np.uint16)
-    if "a" in tags:
-        img[2:8, 2:8, :3] = HIGH - rng.integers(0, 500, (6, 6, 3))
-    if "b" in tags:
-        img[10:16, 10:16, 3] = HIGH - rng.integers(0, 500, (6, 6))
-    return img
-
-
-def write_planet(root, n=30, n_test=5, size=20, seed=0):
-    """Planet layout with 4-band uint16 GeoTIFF-like images (tifffile, R G B + extra sample)."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    (root / "train").mkdir(parents=True)
-    (root / "test").mkdir()
-    rows = []
-    for i in range(n):
-        tags = [t for t in ("a", "b") if rng.random() < 0.5] or ["a"]
-        tifffile.imwrite(root / "train" / f"p{i:03d}.tif", planet_image(rng, size, tags), photometric="rgb")
-        rows.append(f"p{i:03d},{' '.join(tags)}")
-    (root / "train.csv").write_text("image_name,tags\n" + "\n".join(rows) + "\n")
-    for i in range(n_test):
-        tifffile.imwrite(root / "test" / f"t{i:03d}.tif", planet_image(rng, size, ["a"]), photometric="rgb")
-    (root / "sample_submission.csv").write_text("image_name,tags\n" + "".join(f"t{i:03d},a\n" for i in range(n_test)))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +36,7 @@ def test_pillow_reads_16_bit_rgba_tiff_as_dark_high_bytes(tmp_path):
     img = planet_image(np.random.default_rng(0), 16, ["a"])
     tifffile.imwrite(tmp_path / "x.tif", img, photometric="rgb")
     with Image.open(tmp_path / "x.tif") as im:
-        assert im.mode == "RGBA" and np.asarray(im).max() <= HIGH >> 8
+        assert im.mode == "RGBA" and np.asarray(im).max() <= PLANET_HIGH >> 8
     raw = bands.read_tiff(tmp_path / "x.tif")
     np.testing.assert_array_equal(raw, img)
 
@@ -116,7 +85,7 @@ def test_eight_bit_data_needs_no_scaling_and_keeps_its_values(tmp_path):
 def test_channels_choose_bands_and_too_few_is_an_error(tmp_path):
     img = planet_image(np.random.default_rng(4), 16, ["b"])
     tifffile.imwrite(tmp_path / "x.tif", img, photometric="rgb")
-    sc = {"low": [LOW] * 4, "high": [HIGH] * 4}
+    sc = {"low": [PLANET_LOW] * 4, "high": [PLANET_HIGH] * 4}
     four = decode_image(tmp_path / "x.tif", None, channels=4, scaling=sc)
     np.testing.assert_array_equal(decode_image(tmp_path / "x.tif", None, channels=3, scaling=sc), four[..., :3])
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "rgb.jpg")
@@ -227,7 +196,7 @@ def test_train_and_predict_with_channels(tmp_path, planet, channels):
     cfg = json.loads((out / "r" / "config.json").read_text())
     assert cfg["channels"] == channels and len(cfg["mean"]) == channels
     sc = cfg["band_scaling"]
-    assert sc["rule"] == "percentile" and len(sc["low"]) == channels and all(lo > LOW - 1 for lo in sc["low"])
+    assert sc["rule"] == "percentile" and len(sc["low"]) == channels and all(lo > PLANET_LOW - 1 for lo in sc["low"])
     meta = torch.load(out / "r" / "checkpoints" / "best.pt", weights_only=False)["meta"]
     assert meta["channels"] == channels and meta["band_scaling"] == sc
     cache = [np.load(p, mmap_mode="r") for p in (tmp_path / "cache").glob("train-*.npy")]

@@ -128,7 +128,7 @@ def hinted_channels(message):
 def test_too_few_bands_names_the_count_found_and_a_channels_value_that_reads_them(tmp_path, extra):
     from PIL import Image
 
-    from test_bands import write_planet
+    from helpers import write_planet
     from utils.data.dataset import load_dataset
     from utils.common.errors import DataError
 

@@ -2,84 +2,21 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import expit, logit
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from utils.common.errors import DataError  # noqa: E402
-from utils.runs.pred_files import read_preds, write_preds  # noqa: E402
-from utils.stack.library import load_library  # noqa: E402
-
-LABELS = ("a", "b", "c", "d")
-FAST_METHODS = ["mean", "select", "lr"]
-
-
-def write_runs(root, models, n=240, n_test=30, k=3, seed=0):
-    """A dataset (train.csv, folds.csv, sample_submission.csv) and finished runs of ``models``.
-
-    models: dicts with arch, signal, and optionally seeds, labels (label group),
-    images (variant), skip_folds, unfinished_folds. Returns (root, y, folds, probs)
-    where probs[(arch, seed)] = (full OOF (N, L_m), test per fold list).
-    """
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    data = root / "data"
-    data.mkdir(parents=True)
-    prev = np.array([0.5, 0.35, 0.2, 0.1])
-    y = (rng.random((n, 4)) < prev).astype(int)
-    names = [f"img{i:04d}" for i in range(n)]
-    tnames = [f"t{i:03d}" for i in range(n_test)]
-    tags = [" ".join(l for l, v in zip(LABELS, r) if v) for r in y]
-    pd.DataFrame({"image_name": names, "tags": tags}).to_csv(data / "train.csv", index=False)
-    folds = rng.permutation(n) % k
-    pd.DataFrame({"image_name": names, "fold": folds}).to_csv(data / "folds.csv", index=False)
-    pd.DataFrame({"image_name": tnames, "tags": ""}).to_csv(data / "sample_submission.csv", index=False)
-    probs = {}
-    for m in models:
-        labs = m.get("labels", list(LABELS))
-        cols = [LABELS.index(t) for t in labs]
-        for s in m.get("seeds", [0]):
-            p = expit(rng.normal(size=(n, len(cols))) + m["signal"] * (2 * y[:, cols] - 1) + logit(prev[cols]))
-            tests = []
-            for f in range(k):
-                if f in m.get("skip_folds", ()):
-                    continue
-                run = root / "runs" / f"{m['arch']}-s{s}-f{f}"
-                (run / "preds").mkdir(parents=True)
-                cfg = dict(name=run.name, arch=m["arch"], fold=f, seed=s, labels=labs, all_labels=list(LABELS),
-                           label_group=",".join(labs) if "labels" in m else None, images=m.get("images", "train"),
-                           data_root="../../data", data_root_abs=str(data.resolve()), folds_file="folds.csv",
-                           folds_k=k)
-                (run / "config.json").write_text(json.dumps(cfg))
-                if f not in m.get("unfinished_folds", ()):
-                    (run / "result.json").write_text(json.dumps({"finished": True}))
-                idx = np.flatnonzero(folds == f)[::-1]         # files need not follow train.csv order
-                write_preds(run / "preds" / "val.none.csv", [names[i] for i in idx], labs, p[idx])
-                t = rng.random((n_test, len(labs)))
-                tests.append(t)
-                write_preds(run / "preds" / "test.none.csv", tnames[::-1], labs, t[::-1])
-            probs[(m["arch"], s)] = (p, tests)
-    return root, y, folds, probs
-
-
-MODELS = [dict(arch="net0", signal=1.0, seeds=[0, 1]), dict(arch="net1", signal=1.6),
-          dict(arch="net2", signal=1.3, labels=["a", "c"]), dict(arch="net3", signal=0.9, images="train_seg")]
+from conftest import ROOT
+from helpers import FAST_METHODS, LIBRARY_LABELS, LIBRARY_MODELS, run_stack, write_runs
+from utils.common.errors import DataError
+from utils.runs.pred_files import read_preds, write_preds
+from utils.stack.library import load_library
 
 
 @pytest.fixture
 def library(tmp_path):
-    return write_runs(tmp_path, MODELS)
-
-
-def run_stack(*args):
-    return subprocess.run([sys.executable, str(ROOT / "stack.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT)
+    return write_runs(tmp_path, LIBRARY_MODELS)
 
 
 # ----------------------------------------------------------------------------- the library
@@ -87,7 +24,7 @@ def run_stack(*args):
 def test_library_assembles_oof_test_and_masks(library):
     root, y, folds, probs = library
     lib = load_library([root / "runs" / "*"])
-    assert lib.labels == list(LABELS)
+    assert lib.labels == list(LIBRARY_LABELS)
     np.testing.assert_array_equal(lib.y, y)
     np.testing.assert_array_equal(lib.folds, folds)
     assert lib.test_names == [f"t{i:03d}" for i in range(30)]        # sample_submission order
@@ -96,7 +33,7 @@ def test_library_assembles_oof_test_and_masks(library):
     assert lib.members[by_name[("net0", 0)]].model == lib.members[by_name[("net0", 1)]].model
     for (arch, seed), (p, tests) in probs.items():
         i = by_name[(arch, seed)]
-        cols = [LABELS.index(t) for t in lib.members[i].labels]
+        cols = [LIBRARY_LABELS.index(t) for t in lib.members[i].labels]
         np.testing.assert_allclose(lib.oof[cols, i].T, p, rtol=1e-6)
         np.testing.assert_allclose(lib.test[cols, i].T, np.mean(tests, axis=0), rtol=1e-6)
     g = by_name[("net2", 0)]
@@ -111,7 +48,7 @@ def test_library_assembles_oof_test_and_masks(library):
 
 
 def test_incomplete_models_are_left_out_and_reported(tmp_path):
-    root, *_ = write_runs(tmp_path, MODELS + [dict(arch="gap", signal=1, skip_folds=[1]),
+    root, *_ = write_runs(tmp_path, LIBRARY_MODELS + [dict(arch="gap", signal=1, skip_folds=[1]),
                                               dict(arch="crashed", signal=1, unfinished_folds=[2])])
     lib = load_library([root / "runs"])
     assert {m.config["arch"] for m in lib.members} == {"net0", "net1", "net2", "net3"}
@@ -255,7 +192,7 @@ def test_tta_auto_tells_a_linear_probe_to_be_remade_by_the_probe_tool(tmp_path):
 
 
 def test_left_out_runs_name_the_command_that_completes_them(tmp_path):
-    root, *_ = write_runs(tmp_path, MODELS[:2] + [dict(arch="crashed", signal=1, unfinished_folds=[2])])
+    root, *_ = write_runs(tmp_path, LIBRARY_MODELS[:2] + [dict(arch="crashed", signal=1, unfinished_folds=[2])])
     r = run_stack("--runs", root / "runs" / "*", "--method", "mean", "--report-dir", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
     assert f"python train.py --resume --out {root / 'runs'} --name crashed-s0-f2" in r.stderr
@@ -276,15 +213,15 @@ def test_submission_and_report(library, tmp_path):
     sub = pd.read_csv(out, keep_default_na=False)
     assert list(sub.columns) == ["image_name", "tags"]
     assert sub["image_name"].tolist() == [f"t{i:03d}" for i in range(30)]
-    assert all(set(t.split()) <= set(LABELS) for t in sub["tags"])
+    assert all(set(t.split()) <= set(LIBRARY_LABELS) for t in sub["tags"])
     rep = json.loads((rep_dir / "stack_report.json").read_text())
     assert set(rep["methods"]) == {"prior", *FAST_METHODS}
     assert rep["chosen"] == max(FAST_METHODS, key=lambda m: rep["methods"][m]["f2_cross_fitted"])
     for m in rep["methods"].values():
-        assert len(m["f2_per_fold"]) == 3 and set(m["per_label"]) == set(LABELS)
+        assert len(m["f2_per_fold"]) == 3 and set(m["per_label"]) == set(LIBRARY_LABELS)
     assert rep["best_single"]["name"].startswith("net1")
     assert rep["methods"]["select"]["f2_cross_fitted"] > rep["methods"]["prior"]["f2_cross_fitted"] + 0.2
-    assert set(rep["methods"]["select"]["weights"]) == set(LABELS)
+    assert set(rep["methods"]["select"]["weights"]) == set(LIBRARY_LABELS)
     md = (rep_dir / "stack_report.md").read_text()
     assert "cross-fitted F2" in md and "best single model" in md
     _, _, test_probs = read_preds(rep_dir / "stack_test.csv")
@@ -330,7 +267,7 @@ def test_stack_does_not_import_torch():
 
 def test_models_of_some_folds_only_share_one_warning_with_a_command_that_completes_them(tmp_path):
     gaps = [dict(arch=f"one{i}", signal=1, skip_folds=[1, 2]) for i in range(4)]
-    root, *_ = write_runs(tmp_path, MODELS[:2] + gaps)
+    root, *_ = write_runs(tmp_path, LIBRARY_MODELS[:2] + gaps)
     cfg_path = root / "runs" / "one0-s0-f0" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["argv"] = ["--data", "d", "--arch", "one0", "--fold", "0", "--name=x", "--lr", "0.01"]

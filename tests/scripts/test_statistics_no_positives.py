@@ -3,7 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_tools import LABELS, brute_label_f2, random_probs, run_tool, statistics, write_run
+from helpers import RUN_LABELS, brute_label_f2, load_tool, random_probs, run_tool, write_run
+
+statistics = load_tool("statistics")
 
 
 @pytest.fixture
@@ -19,7 +21,7 @@ def runs_without_c(tmp_path):
     names = [f"img{i:03d}" for i in range(n)]
     data = tmp_path / "data"
     data.mkdir()
-    tags = [" ".join(lab for lab, v in zip(LABELS, row) if v) for row in y]
+    tags = [" ".join(lab for lab, v in zip(RUN_LABELS, row) if v) for row in y]
     pd.DataFrame({"image_name": names, "tags": tags}).to_csv(data / "train.csv", index=False)
     pd.DataFrame({"image_name": names, "fold": folds}).to_csv(data / "folds.csv", index=False)
     runs, probs = tmp_path / "runs", {}

@@ -1,7 +1,5 @@
 """tools/statistics, prune, correlation, plot_probs (and utils/analysis/leaderboard.py) on synthetic runs."""
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,35 +9,20 @@ import pandas as pd
 import pytest
 from sklearn.metrics import fbeta_score
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from utils.common.errors import DataError  # noqa: E402
-from utils.runs.pred_files import write_preds  # noqa: E402
-from utils.data.dataset import align_names  # noqa: E402
-from utils.analysis.diversity import pairwise_agreement, pairwise_pearson, similar_pairs  # noqa: E402
-from utils.analysis.pruning import coverage_refusals, rank_runs, stack_usage  # noqa: E402
-from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
-from utils.stack.library import load_library  # noqa: E402
-
-LABELS = ["a", "b", "c"]
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
+from conftest import ROOT
+from helpers import RUN_LABELS, brute_label_f2, load_tool, random_probs, run_tool, write_run
+from utils.common.errors import DataError
+from utils.runs.pred_files import write_preds
+from utils.data.dataset import align_names
+from utils.analysis.diversity import pairwise_agreement, pairwise_pearson, similar_pairs
+from utils.analysis.pruning import coverage_refusals, rank_runs, stack_usage
+from utils.metrics.threshold_search import greedy_thresholds
+from utils.stack.library import load_library
 
 statistics = load_tool("statistics")
 prune = load_tool("prune")
 correlation = load_tool("correlation")
 plot_probs = load_tool("plot_probs")
-
-
-def run_tool(tool, *argv):
-    return tool.main(tool.get_args_parser().parse_args([str(a) for a in argv]))
 
 
 # ----------------------------------------------------------------------------- synthetic runs
@@ -54,35 +37,10 @@ def make_data(root, n=60, k=2, seed=0):
         assert (y[folds == f].sum(0) >= 5).all() and ((1 - y[folds == f]).sum(0) >= 5).all()
     names = [f"img{i:03d}" for i in range(n)]
     root.mkdir(parents=True, exist_ok=True)
-    tags = [" ".join(lab for lab, v in zip(LABELS, row) if v) for row in y]
+    tags = [" ".join(lab for lab, v in zip(RUN_LABELS, row) if v) for row in y]
     pd.DataFrame({"image_name": names, "tags": tags}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"image_name": names, "fold": folds}).to_csv(root / "folds.csv", index=False)
     return names, y, folds
-
-
-def write_run(runs, name, data, fold, names, probs, arch="m0", seed=0, labels=LABELS, rel="auto",
-              abs_path="auto", tta="none", ckpt=True, test=True):
-    """A run folder as train.py leaves it, with fake 1000 + 2000 byte checkpoints."""
-    d = runs / name
-    d.mkdir(parents=True)
-    cfg = {"name": name, "arch": arch, "fold": fold, "seed": seed, "labels": labels, "all_labels": LABELS,
-           "label_group": None, "images": "train",
-           "data_root": os.path.relpath(data, d) if rel == "auto" else rel,
-           "data_root_abs": str(data) if abs_path == "auto" else abs_path,
-           "folds_file": "folds.csv", "folds_k": 2, "stages": [{"size": 64, "epochs": 1}, {"size": 96, "epochs": 1}],
-           "argv": ["--data", str(data) if abs_path == "auto" else abs_path], "created": "2024-01-01T00:00:00"}
-    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    (d / "history.csv").write_text("stage,epoch,val_f2,seconds\n0,1,0.5,30\n1,2,0.6,30\n")
-    (d / "result.json").write_text(json.dumps({"finished": True, "best_val_f2": 0.6, "best_epoch": 2,
-                                               "epochs": 2, "train_seconds": 60.0}))
-    write_preds(d / "preds" / f"val.{tta}.csv", names, labels, probs)
-    if test:
-        write_preds(d / "preds" / "test.none.csv", ["t0", "t1"], labels, np.full((2, len(labels)), 0.5))
-    if ckpt:
-        (d / "checkpoints").mkdir()
-        (d / "checkpoints" / "best.pt").write_bytes(b"x" * 1000)
-        (d / "checkpoints" / "last.pt").write_bytes(b"x" * 2000)
-    return d
 
 
 def spoiled(y, k):
@@ -93,12 +51,6 @@ def spoiled(y, k):
         neg = np.flatnonzero(y[:, j] == 0)
         p[neg[:kj], j] = 0.95
     return p
-
-
-def random_probs(y, seed, signal=1.0):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=y.shape) + signal * (2.0 * y - 1)
-    return np.round(1 / (1 + np.exp(-z)), 3)
 
 
 # Quality (spoiled negatives per label a, b, c) of each run; C, D and I rank below the
@@ -127,12 +79,6 @@ def tree(folder):
 
 # ----------------------------------------------------------------------------- statistics
 
-def brute_label_f2(yj, pj):
-    """Best F2 of one label over every distinct cut, with sklearn."""
-    cuts = np.append(np.unique(pj), 2.0)
-    return max(fbeta_score(yj, pj >= t, beta=2, zero_division=1.0) for t in cuts)
-
-
 def test_statistics_scores_match_sklearn(tmp_path, capsys):
     data = tmp_path / "data"
     names, y, folds = make_data(data)
@@ -152,7 +98,7 @@ def test_statistics_scores_match_sklearn(tmp_path, capsys):
         assert row["f2_best"] == pytest.approx(fbeta_score(y[m], probs[f] >= thr, beta=2, average="samples",
                                                            zero_division=1.0), abs=1e-12)
         assert row["f2_best"] >= row["f2@0.2"]
-        for j, lab in enumerate(LABELS):
+        for j, lab in enumerate(RUN_LABELS):
             assert row[f"f2:{lab}"] == pytest.approx(brute_label_f2(y[m][:, j], probs[f][:, j]), abs=1e-12)
         assert row["epochs"] == 2 and row["minutes"] == 1.0 and row["size"] == "64>96"
         assert row["tta"] == "none" and row["paths"] == "relative" and not row["converted"]
@@ -183,7 +129,7 @@ def test_statistics_seeds_averaged_and_best_tta(tmp_path):
     write_run(runs, "s1", data, 0, sub, p1, seed=1)
     write_run(runs, "s2", data, 0, sub, p2, seed=2)
     good = random_probs(y[m], 3, 3.0)  # a much better second TTA of s1
-    write_preds(runs / "s1" / "preds" / "val.hflip.csv", sub, LABELS, good)
+    write_preds(runs / "s1" / "preds" / "val.hflip.csv", sub, RUN_LABELS, good)
     run_df, model_df = run_tool(statistics, "--runs", runs)
     assert run_df.set_index("run").loc["s1", "tta_used"] == "hflip"
     assert run_df.set_index("run").loc["s1", "tta"] == "hflip,none"
