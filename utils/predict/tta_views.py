@@ -1,7 +1,7 @@
 """The TTA names and how many views each averages: one torch-free table.
 
 Read by prediction (utils/predict/tta.py makes the views), by `--tta auto`
-(utils/runs/tta_choice.py prefers the most views) and by the budget planner
+(utils/predict/tta_choice.py prefers the most views) and by the budget planner
 (utils/grid/budget_costs.py: a prediction costs images x views). tests/predict/test_tta.py
 checks that each name here makes exactly this many views.
 """
