@@ -10,7 +10,7 @@ from PIL import Image
 import pytest
 
 from conftest import ROOT, write_dataset
-from test_robustness import FAST, train, tree
+from helpers import FAST, train_one_thread, tree
 
 
 def noise(path, fmt, side=16):
@@ -30,7 +30,7 @@ def test_damaged_test_images_are_warned_about_for_jpeg_and_png(tmp_path):
     (data / "test" / "t001.jpg").unlink()
     noise(data / "test" / "t001.png", "PNG")
     cut(data / "test" / "t001.png", 0.7)  # the header reads, the IEND chunk is gone
-    r = train(data, tmp_path / "runs", "--stages", FAST)
+    r = train_one_thread(data, tmp_path / "runs", "--stages", FAST)
     head = r.stderr[: r.stderr.find("stage 1 epoch 1")]
     assert "2 test image(s)" in head and "t000.jpg" in head and "t001.png" in head, r.stderr[-3000:]
     assert (tmp_path / "runs" / "r" / "checkpoints" / "best.pt").is_file()
@@ -48,7 +48,7 @@ def test_damaged_training_images_are_refused_before_anything_is_written(tmp_path
         with Image.open(data / "train" / f):  # the header still reads
             pass
     before = tree(data)
-    r = train(data, tmp_path / "runs", "--stages", FAST, check=False)
+    r = train_one_thread(data, tmp_path / "runs", "--stages", FAST, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "img003.png" in r.stderr and "truncated PNG" in r.stderr, r.stderr[-2000:]
     assert "img007.jpg" in r.stderr and "truncated JPEG" in r.stderr

@@ -16,21 +16,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT, script_argv, write_dataset
+from conftest import ROOT, write_dataset
+from helpers import FAST, train_one_thread, tree
 from utils.common.errors import DataError
-
-FAST = "epochs=1,size=16,bs=8"
-
-
-def train(data, out, *extra, env=None, name="r", check=True, arch=("--arch", "tiny_cnn"), kill=None):
-    """Run train.py; kill='what:N' kills it at that trainer event (tests/kill_at.py)."""
-    cmd = [sys.executable, "-W", "ignore", *script_argv("train.py", kill), "--data", str(data), "--out", str(out),
-           *arch, "--no-pretrained", "--plots", "none", *(["--name", name] if name else []), *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
 
 
 def truncate_jpeg(path, cut=1536):
@@ -42,25 +30,20 @@ def truncate_jpeg(path, cut=1536):
     Path(path).write_bytes(data[:-cut])
 
 
-def tree(path):
-    """Every file and folder under path (relative), for 'nothing was written' checks."""
-    return sorted(str(p.relative_to(path)) for p in Path(path).rglob("*"))
-
-
 # ----------------------------------------------------------------------------- 1: nothing written before the checks
 
 def test_truncated_train_image_writes_nothing_and_the_fixed_dataset_trains(tmp_path):
     data = write_dataset(tmp_path / "data", n=14, size=16, n_test=2)
     truncate_jpeg(data / "train" / "img005.jpg")
     before = tree(data)
-    r = train(data, tmp_path / "runs", "--stages", FAST, check=False)
+    r = train_one_thread(data, tmp_path / "runs", "--stages", FAST, check=False)
     assert r.returncode == 2 and "img005.jpg" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert tree(data) == before  # no folds.csv, no .cache/
     assert not (tmp_path / "runs").exists()
     # the user drops the row: the next run trains (no stale folds.csv refuses it)
     csv = data / "train.csv"
     csv.write_text("".join(l for l in csv.read_text().splitlines(True) if not l.startswith("img005,")))
-    train(data, tmp_path / "runs", "--stages", FAST)
+    train_one_thread(data, tmp_path / "runs", "--stages", FAST)
     assert len(pd.read_csv(data / "folds.csv")) == 13
 
 
@@ -110,7 +93,7 @@ def test_check_complete_finds_truncated_files(tmp_path):
 def test_truncated_test_image_is_named_when_training_starts(tmp_path):
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=3)
     truncate_jpeg(data / "test" / "t001.jpg")
-    r = train(data, tmp_path / "runs", "--stages", FAST)
+    r = train_one_thread(data, tmp_path / "runs", "--stages", FAST)
     head = r.stderr[: r.stderr.find("stage 1 epoch 1")]
     assert "1 test image(s)" in head and "t001.jpg" in head and "truncated JPEG" in head, r.stderr[-3000:]
 
@@ -209,15 +192,16 @@ def test_one_image_left_over_trains(tmp_path, n, bs):
     names = [f"img{i:03d}" for i in range(n)]
     folds = [0] * 5 + [1 + i % 4 for i in range(n - 5)]
     pd.DataFrame({"image_name": names, "fold": folds}).to_csv(data / "folds.csv", index=False)
-    train(data, tmp_path / "runs", "--stages", f"epochs=1,size=32,bs={bs},train=all",
-          arch=("--arch", "resnet18"))
+    train_one_thread(data, tmp_path / "runs", "--stages", f"epochs=1,size=32,bs={bs},train=all",
+                     arch=("--arch", "resnet18"))
     hist = pd.read_csv(tmp_path / "runs" / "r" / "history.csv")
     assert len(hist) == 1 and (tmp_path / "runs" / "r" / "result.json").is_file()
 
 
 def test_batches_of_one_per_process_are_refused_before_anything_is_written(tmp_path):
     data = write_dataset(tmp_path / "data", n=12, size=16, n_test=1)
-    r = train(data, tmp_path / "runs", "--stages", "epochs=1,size=16,bs=8;epochs=1,size=16,bs=1", check=False)
+    r = train_one_thread(data, tmp_path / "runs", "--stages", "epochs=1,size=16,bs=8;epochs=1,size=16,bs=1",
+                         check=False)
     assert r.returncode == 2 and "stage 2" in r.stderr and "BatchNorm" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "runs").exists() and not (data / "folds.csv").exists()
 
@@ -238,7 +222,7 @@ def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("two")
     data = write_dataset(base / "data", n=24, size=16, n_test=3)
     for fold in (0, 1):
-        train(data, base / "runs", "--stages", FAST, "--folds-k", "3", "--fold", str(fold), name=f"f{fold}")
+        train_one_thread(data, base / "runs", "--stages", FAST, "--folds-k", "3", "--fold", str(fold), name=f"f{fold}")
     return base, data, base / "runs"
 
 
@@ -320,7 +304,8 @@ def test_resume_refuses_a_damaged_last_checkpoint(two_runs, tmp_path):
     (tmp_path / "runs" / "f0" / "result.json").unlink()
     last = tmp_path / "runs" / "f0" / "checkpoints" / "last.pt"
     _damage("key_added", runs / "f0" / "checkpoints" / "last.pt", last)
-    r = train(data, tmp_path / "runs", "--stages", FAST, "--folds-k", "3", "--resume", name="f0", check=False)
+    r = train_one_thread(data, tmp_path / "runs", "--stages", FAST, "--folds-k", "3", "--resume", name="f0",
+                         check=False)
     assert r.returncode == 2 and str(last) in r.stderr and "unexpected key" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
 
@@ -380,8 +365,8 @@ def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
     plan = "epochs=2,size=16,bs=8,lr=2e-2,train=head;epochs=1,size=16,bs=8,train=all,sched=cosine"
     flags = ["--loss", "asl", "--aug", "light", "--stages", plan, "--seed", "3", "--folds-k", "3",
              "--deterministic", "--ckpt-every", "1"]
-    train(data, tmp_path / "ref", *flags)
-    r = train(data, tmp_path / "runs", *flags, kill="step:3", check=False)
+    train_one_thread(data, tmp_path / "ref", *flags)
+    r = train_one_thread(data, tmp_path / "runs", *flags, kill="step:3", check=False)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
 
     def resume(*extra):

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import write_dataset
-from test_train import train
+from helpers import train
 from utils.common.errors import DataError
 from utils.train.flags import NEEDS
 from utils.train.pseudo import load_extras
