@@ -1,6 +1,8 @@
 """The repository's plan stays visible: utils/ holds concept packages only, modules stay small,
-the Trainer stays readable, one parser reads option values, tests mirror the packages, and
-ARCHITECTURE.md names every package and module."""
+the Trainer stays readable, one parser reads option values, tests mirror the packages,
+ARCHITECTURE.md names every package and module, and the packages stand in the layers it writes
+(a package imports only from those below it; nothing in utils/, tools/, bench/ or scripts/ imports
+a top-level script or a tool)."""
 import ast
 import re
 
@@ -84,3 +86,72 @@ def test_no_code_cites_a_file_users_do_not_have():
     for path in [*MODULES, *ROOT.glob("*.py"), *(ROOT / "tools").glob("*.py"), *(ROOT / "scripts").glob("*")]:
         if path.is_file():
             assert "DESIGN.md" not in path.read_text(errors="replace"), path.relative_to(ROOT)
+
+
+SCRIPTS = sorted(p.stem for p in ROOT.glob("*.py"))  # train, predict, stack
+LAYERS_LINE = re.compile(r"^[ \t]*(\w+(?:[ \t]*<[ \t]*\w+)+)[ \t]*$", re.M)
+
+
+def layers():
+    """The packages bottom to top, as ARCHITECTURE.md's "Layers" section writes them (the one place)."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    section = re.search(r"^## Layers\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert section, "ARCHITECTURE.md lacks its '## Layers' section"
+    line = LAYERS_LINE.search(section.group(1))
+    assert line, "ARCHITECTURE.md's Layers section lacks the line 'common < data < ...'"
+    return [name.strip() for name in line.group(1).split("<")]
+
+
+def imported_modules(path):
+    """(line, dotted module) of every import in the file, inside functions too; a relative import
+    is resolved against the file's package, `from utils import x` counts as utils.x."""
+    here = path.relative_to(ROOT).with_suffix("").parts
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = here[:len(here) - node.level] if node.level else ()
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            if module in ("utils", "tools") or not node.module:
+                for alias in node.names:
+                    yield node.lineno, f"{module}.{alias.name}" if module else alias.name
+            else:
+                yield node.lineno, module
+
+
+def test_the_layers_name_every_package_once():
+    order = layers()
+    assert len(order) == len(set(order)), f"ARCHITECTURE.md's layers name a package twice: {order}"
+    assert sorted(order) == [pkg.name for pkg in PACKAGES], \
+        f"ARCHITECTURE.md's layers {order} are not the packages of utils/ {[pkg.name for pkg in PACKAGES]}"
+
+
+def test_a_package_imports_only_from_the_packages_below_it():
+    rank = {name: i for i, name in enumerate(layers())}
+    wrong = []
+    for path in MODULES:
+        own = path.relative_to(UTILS).parts[0]
+        if own not in rank:
+            continue
+        for line, module in imported_modules(path):
+            parts = module.split(".")
+            if parts[0] != "utils" or len(parts) < 2 or parts[1] not in rank or parts[1] == own:
+                continue
+            if rank[parts[1]] > rank[own]:
+                wrong.append(f"{path.relative_to(ROOT)}:{line}: {own} imports {parts[1]} ({module}), "
+                             f"which is above it")
+    assert wrong == [], ("imports against the layers of ARCHITECTURE.md (" + " < ".join(layers()) + "):\n"
+                         + "\n".join(wrong))
+
+
+def test_no_library_tool_or_bench_module_imports_a_script_or_a_tool():
+    files = [*MODULES, *(ROOT / "tools").glob("*.py"), *(ROOT / "bench").glob("*.py"), *(ROOT / "scripts").glob("*.py")]
+    wrong = []
+    for path in files:
+        for line, module in imported_modules(path):
+            top = module.split(".")[0]
+            if top in SCRIPTS or top == "tools":
+                wrong.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    assert len(SCRIPTS) >= 3
+    assert wrong == [], "scripts and tools meet through files on disk, not imports:\n" + "\n".join(wrong)
