@@ -47,6 +47,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -138,7 +139,13 @@ def parse_args(argv=None):
         i = argv.index("--")
         argv, tail = argv[:i], argv[i + 1:]
     parser = get_args_parser()
+    # '--budget -5m': argparse takes a value starting with '-' for a flag; joined, it is refused below
+    for i in reversed([i for i, a in enumerate(argv[:-1]) if a == "--budget" and re.match(r"-[\d.]", argv[i + 1])]):
+        argv[i:i + 2] = [f"--budget={argv[i + 1]}"]
     args = parser.parse_args(argv)
+    if args.budget and args.budget.strip().startswith("-"):
+        raise DataError(f"--budget {args.budget.strip()}: the budget must be positive; to add time to the plan in "
+                        f"--out pass +DURATION (e.g. --budget +{args.budget.strip()[1:]})")
     check_constraint_args(parser, args)
     args.train_flags = tail
     args.tta_given = any(a == "--tta" or a.startswith("--tta=") for a in argv)

@@ -109,8 +109,21 @@ def test_budget_refuses_flags_that_do_not_apply(tmp_path):
     data = write_dataset(tmp_path / "data", n=20, size=24)
     base = [sys.executable, str(SUBMIT), "--data", str(data), "--out", str(tmp_path / "runs"), "--cluster", "local"]
     for extra, said in ((["--budget", "soon"], "--budget 'soon': expected a duration"),
+                        (["--budget", "-5m"], "--budget -5m: the budget must be positive; to add time to the "
+                                              "plan in --out pass +DURATION (e.g. --budget +5m)"),
                         (["--budget", "4m", "--folds", "0"], "--folds and --budget"),
                         (["--budget", "4m", "--exactly-one", "a,zebra"], "'zebra' not among the labels")):
         r = subprocess.run(base + extra, capture_output=True, text=True, env=env(), timeout=300)
         assert r.returncode == 2 and said in r.stderr, r.stderr[-2000:]
         assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["--budget", "-5m"], ["--budget=-5m"], ["--budget", "-.5h", "--dry-run"],
+                                  ["--budget", "-30"]])
+def test_a_negative_budget_is_refused_as_a_value_not_read_as_a_flag(argv):
+    from tools import submit as tool
+    from utils.common.errors import DataError
+
+    with pytest.raises(DataError, match=r"^--budget -[\d.]+[mh]?: the budget must be positive; .* \+DURATION"):
+        tool.parse_args(["--data", "d", *argv])
+    assert tool.parse_args(["--data", "d", "--budget", "+5m", "--", "--lr", "-1"]).budget == "+5m"
