@@ -1,10 +1,12 @@
-"""Gradient accumulation (utils/train/accumulation.py through utils/train/loop.py Step) against one large batch."""
+"""Gradient accumulation (utils/train/accumulation.py through utils/train/loop.py train_one_epoch) against one
+large batch."""
 import pytest
 import torch
 from torch import nn
 
 from utils.train.accumulation import Accumulation
-from utils.train.loop import Step
+from utils.train.loop import StageParts, train_one_epoch
+from utils.train.run_state import new_epoch_stats
 from utils.train.schedule import build_optimizer, build_scheduler
 from utils.train.stage import Stage
 
@@ -22,12 +24,18 @@ def _data(n):
         (torch.rand(n, 3, generator=g) < 0.5).float()
 
 
-def _step(model, steps_per_epoch, accumulation=None, opt="sgd"):
+def _parts(model, steps_per_epoch, accumulation=None, opt="sgd"):
     stage = Stage(epochs=1, lr=0.05, opt=opt, momentum=0.9, wd=0.01, sched="const")
     optimizer = build_optimizer(stage, [{"params": list(model.parameters())}])
     scheduler = build_scheduler(stage, optimizer, steps_per_epoch)
-    return Step(model, nn.BCEWithLogitsLoss(), optimizer, scheduler, None, None, torch.device("cpu"),
-                [0.5] * 3, [0.25] * 3, accumulation=accumulation)
+    return StageParts(model, nn.BCEWithLogitsLoss(), optimizer, scheduler, torch.device("cpu"),
+                      [0.5] * 3, [0.25] * 3, accumulation=accumulation)
+
+
+def _epoch(parts, x, y, bs):
+    """One epoch over x, y in batches of bs."""
+    batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+    train_one_epoch(parts, batches, 0, 0, len(batches), new_epoch_stats(len(x), 0.05))
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adamw"])
@@ -39,14 +47,11 @@ def test_accumulated_micro_batches_equal_one_large_batch(n, bs, accum, opt):
     steps = -(-n // bs)
     acc = Accumulation(accum, steps, bs, n)
     a, b = _model(), _model()
-    step_a = _step(a, acc.updates_per_epoch, acc, opt)
-    for i in range(steps):
-        step_a(x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs], i)
-    step_b = _step(b, acc.updates_per_epoch, None, opt)
-    group = accum * bs
-    for k in range(acc.updates_per_epoch):
-        step_b(x[k * group:(k + 1) * group], y[k * group:(k + 1) * group], k)
-    assert step_a.scheduler.steps == step_b.scheduler.steps == -(-steps // accum)
+    parts_a = _parts(a, acc.updates_per_epoch, acc, opt)
+    _epoch(parts_a, x, y, bs)
+    parts_b = _parts(b, acc.updates_per_epoch, None, opt)
+    _epoch(parts_b, x, y, accum * bs)
+    assert parts_a.scheduler.steps == parts_b.scheduler.steps == -(-steps // accum)
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), _model().parameters()))

@@ -10,27 +10,35 @@ from utils.common.errors import DataError, NonFinite, RunFailed
 from utils.models.checkpoint import load_checkpoint, save_checkpoint
 from utils.runs.run_status import DIVERGED_FILE, diverged_problem, run_state
 from utils.train.divergence import Diverged, finite_loss, stop_on_divergence, where
-from utils.train.loop import train_one_epoch
+from utils.train.loop import StageParts, train_one_epoch
 from utils.train.run_state import new_epoch_stats, new_state
 
 
-class FakeStep:
-    """Losses in turn, as Step would return them; the lr of its scheduler."""
+class FakeLoss(torch.nn.Module):
+    """Losses in turn (on the logits' graph, so backward runs)."""
 
-    def __init__(self, losses, lr=0.5):
-        self.losses, self.device = iter(losses), torch.device("cpu")
-        self.scheduler = type("S", (), {"lr": lr})()
+    def __init__(self, losses):
+        super().__init__()
+        self.losses = iter(losses)
 
-    def __call__(self, xb, yb, index=0):
-        return torch.tensor(next(self.losses))
+    def forward(self, logits, y):
+        return logits.sum() * 0 + next(self.losses)
+
+
+def fake_parts(losses, lr=0.5):
+    """StageParts of a tiny linear model whose loss function returns `losses` in turn; its scheduler's lr."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 1))
+    scheduler = type("S", (), {"lr": lr, "step_batch": lambda self: None})()
+    return StageParts(model, FakeLoss(losses), torch.optim.SGD(model.parameters(), lr=lr), scheduler,
+                      torch.device("cpu"), [0.5] * 3, [0.25] * 3)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_the_first_non_finite_training_loss_stops_the_epoch_at_its_step(bad):
-    batches = [(torch.zeros(2, 1), torch.zeros(2, 1))] * 4
+    batches = [(torch.zeros(2, 1, 1, 3, dtype=torch.uint8), torch.zeros(2, 1))] * 4
     seen = []
     with pytest.raises(NonFinite) as e:
-        train_one_epoch(FakeStep([0.7, 2.6e16, bad, 0.1]), batches, 0, 4, new_epoch_stats(8, 0.5), seen.append)
+        train_one_epoch(fake_parts([0.7, 2.6e16, bad, 0.1]), batches, 0, 0, 4, new_epoch_stats(8, 0.5), seen.append)
     assert e.value.step == 3 and e.value.lr == 0.5 and "training loss" in e.value.what
     assert seen == [1, 2]  # the step's checkpoint hook never ran for the bad step
 

@@ -1,16 +1,19 @@
 """One run: a stage plan trained on one fold, with exact resume.
 
 Reading order: `Trainer.fit` runs each remaining stage; `_run_stage` builds the stage's
-optimizer, data and step, then runs its epochs (`_train_epoch`, mid-epoch checkpoints
-in `on_step`), and `_end_epoch` validates, records history and keeps the best weights.
+optimizer, data and StageParts, then runs its epochs: `_train_epoch` hands the epoch's loader to
+utils/train/loop.py train_one_epoch (one epoch, top to bottom), whose checkpoint hook is
+`_after_step` (the position, mid-epoch last.pt), and `_end_epoch` validates, records history and
+keeps the best weights.
 The collaborators: utils/train/run_state.py (the position and last.pt, exact resume),
 utils/train/best_weights.py (raw or EMA weights into best.pt), utils/train/epoch_plots.py,
 utils/train/tensorboard.py, utils/train/signals.py (Ctrl-C, SIGTERM), utils/train/divergence.py
-(a NaN or infinite loss or weights stop the run), utils/train/loop.py (one
-step, one epoch, prediction) and utils/data/loader.py (the dataset over the image cache).
+(a NaN or infinite loss or weights stop the run), utils/train/loop.py (one epoch)
+and utils/data/loader.py (the dataset over the image cache).
 Before each write rank 0 checks that the run directory is still the one training started
 in (utils/runs/run_guard.py RunFolder): a deleted folder stops the run, never recreated.
 """
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -26,12 +29,12 @@ from utils.augment.transforms import build_augment
 from utils.common import distributed as dist
 from utils.common.atomic import atomic_write_csv, atomic_write_json
 from utils.common.errors import DataError
-from utils.data.loader import CachedImages, batch_plan, make_loader
+from utils.data.loader import CachedImages, batch_plan
 from utils.data.sampling import epoch_indices
 from utils.metrics.fbeta import fbeta_per_label, fbeta_samples
 from utils.models.averaging import keep_epoch
 from utils.models.ema import build_ema
-from utils.models.layer_groups import freeze_bn, param_groups
+from utils.models.layer_groups import param_groups
 from utils.models.factory import unwrap_model as unwrap
 from utils.models.fast_path import Setting
 from utils.models.checkpoint import clean_state_dict, save_checkpoint
@@ -44,7 +47,7 @@ from utils.train.divergence import finite_loss, stop_on_divergence
 from utils.train.epoch_plots import EpochPlots
 from utils.train.fold_data import RunImages
 from utils.predict.logits import predict_logits
-from utils.train.loop import Step, sigmoid, train_one_epoch
+from utils.train.loop import StageParts, epoch_loader, sigmoid, train_one_epoch
 from utils.train.losses import build_loss
 from utils.train.optimizers import eval_weights, record_param_groups, weights_mode
 from utils.train.pseudo import WeightedLoss
@@ -73,18 +76,6 @@ class TrainOptions:
     cache_dir: str = ""
     aug_device: str = "cpu"      # cpu: per image in the loader workers; gpu: per batch on the device
     tensorboard: bool = False    # event files in <run>/tb/ (utils/train/tensorboard.py)
-
-
-def fixed_length(order, n):
-    """An epoch's visiting order cut or extended (by wrapping) to n items.
-
-    Repeat-factor sampling rounds stochastically, so epochs differ by a few images;
-    the stage's lr schedule is planned for a fixed number of steps per epoch.
-    """
-    order = np.asarray(order)
-    if len(order) >= n:
-        return order[:n]
-    return np.concatenate([order, order[: n - len(order)]])
 
 
 def amp_dtype(device, mode):
@@ -190,19 +181,6 @@ def log_epoch(row):
     log.info("%s", epoch_line(row))
 
 
-@dataclass
-class StageParts:
-    """What one stage trains with (Trainer._build_stage)."""
-    model: torch.nn.Module  # wrapped for DDP / compile
-    optimizer: object
-    scheduler: object       # utils.train.schedule scheduler (step_batch, step_epoch, lr)
-    step: Step
-    dataset: object         # CachedImages (or its static-augmentation copies)
-    plan: object            # utils.data.loader.BatchPlan
-    accumulation: Accumulation
-    n_epoch: int            # items per epoch over all ranks
-
-
 class Trainer:
     """Trains `model` on one fold following config["stages"]; writes the run directory.
 
@@ -266,7 +244,8 @@ class Trainer:
         self._last_ckpt_time = time.time()
 
     def _build_stage(self, si, stage, opt_sd, sched_sd):
-        """Model wrapper, optimizer, scheduler (restored from opt_sd/sched_sd when given), data and step."""
+        """The stage's StageParts: model wrapper, optimizer, scheduler (restored from opt_sd/sched_sd
+        when given), loss, augmentation, EMA and data."""
         raw, cfg = unwrap(self.model), self.config
         groups = param_groups(raw, stage.train, stage.lr, stage.lr_mult, stage.wd,
                               stage.layer_decay)  # before DDP sees the model
@@ -282,11 +261,11 @@ class Trainer:
             record_param_groups(self.run_dir / "param_groups.csv", si + 1, optimizer)
         dataset, gpu_augment = stage_dataset(self.images.with_test(stage.size, self.data.extras), self.data, cfg, stage,
                                              self.opts.aug_device == "gpu")
-        step = Step(model, self.loss_fn, optimizer, scheduler, self.scaler, self.amp_dtype, self.device,
-                    self.mean, self.std, self.opts.channels_last, gpu_augment=gpu_augment,
-                    seed=cfg["seed"], after_update=(lambda: self.ema.update(raw)) if self.ema is not None else None,
-                    accumulation=acc, mix=build_mix(cfg.get("mix"), sum(s.epochs for s in self.stages)))
-        return StageParts(model, optimizer, scheduler, step, dataset, plan, acc, n_epoch)
+        return StageParts(model, self.loss_fn, optimizer, scheduler, self.device, self.mean, self.std,
+                          amp_dtype=self.amp_dtype, scaler=self.scaler, channels_last=self.opts.channels_last,
+                          accumulation=acc, gpu_augment=gpu_augment, ema=self.ema, bn_frozen=stage.bn == "frozen",
+                          mix=build_mix(cfg.get("mix"), sum(s.epochs for s in self.stages)), seed=cfg["seed"],
+                          dataset=dataset, plan=plan, n_epoch=n_epoch)
 
     def _run_stage(self, si, opt_sd, sched_sd, stop):
         """Train stage si from the current position to its end, or until a Ctrl-C (`stop`)."""
@@ -311,39 +290,36 @@ class Trainer:
                         self.run_dir.name, self.run_dir.parent)
 
     def _train_epoch(self, si, stage, parts, stop):
-        """The rest of the current epoch from state["step"], checkpointing on the way; raises
-        Interrupted once a Ctrl-C's checkpoint is written."""
-        cfg, ge, plan, acc = self.config, self.state["global_epoch"], parts.plan, parts.accumulation
-        order = fixed_length(epoch_indices(cfg["sampler"], self.data.fit_y, cfg["seed"], ge), parts.n_epoch)
-        start = self.state["step"]
-        stats = self.state["stats"] = self.state["stats"] or new_epoch_stats(len(order), parts.scheduler.lr)
-        parts.dataset.epoch = parts.step.epoch = ge
-        loader = make_loader(parts.dataset, dist.shard(order)[start * plan.bs_local:], plan.bs_local,
-                             self.opts.workers, self.device, plan.drop_last)
-        parts.model.train()
-        weights_mode(parts.optimizer, train=True)  # schedule-free: gradients at the train-mode weights
-        freeze_bn(unwrap(self.model), all_layers=stage.bn == "frozen")  # frozen BatchNorm keeps its statistics
-
-        def on_step(i):
-            self.state["step"] = i
-            self.state["global_step"] += 1
-            self._event("step", self.state["global_step"])
-            if not acc.boundary(i):
-                return  # inside an accumulation group: checkpoints wait for its optimizer step
-            due = (self.opts.ckpt_every and acc.updates_done(i) % self.opts.ckpt_every == 0) or \
-                (time.time() - self._last_ckpt_time > 60 * self.opts.ckpt_minutes)
-            if (due or stop.requested) and i < plan.steps:
-                with eval_weights(parts.optimizer):  # on every rank, so their weights stay equal
-                    self._save_last(parts.optimizer, parts.scheduler)
-                if stop.requested:
-                    raise Interrupted()
-
+        """The rest of the current epoch from state["step"] (train_one_epoch), checkpointing on the
+        way (_after_step); raises Interrupted once a Ctrl-C's checkpoint is written."""
+        cfg, epoch, start = self.config, self.state["global_epoch"], self.state["step"]
+        stats = self.state["stats"] = self.state["stats"] or new_epoch_stats(parts.n_epoch, parts.scheduler.lr)
+        loader = epoch_loader(parts, cfg["sampler"], self.data.fit_y, cfg["seed"], epoch, start, self.opts.workers)
         desc = f"s{si + 1}/{len(self.stages)} e{self.state['epoch'] + 1}/{stage.epochs}"
         try:
-            train_one_epoch(parts.step, loader, start, plan.steps, stats, on_step, desc)
+            train_one_epoch(parts, loader, epoch, start, parts.plan.steps, stats,
+                            functools.partial(self._after_step, parts=parts, stop=stop), desc)
         except torch.cuda.OutOfMemoryError:
             raise DataError(f"batch size {stage.bs} at {stage.size}px does not fit in GPU memory; "
                             f"try --bs {max(1, stage.bs // 2)} (or a smaller --size)")
+
+    def _after_step(self, done, parts, stop):
+        """train_one_epoch's checkpoint hook: `done` batches of the epoch are done. Records the position;
+        at an optimizer step writes last.pt when --ckpt-every/--ckpt-minutes say so or a Ctrl-C asked
+        (then raises Interrupted), except after the epoch's last batch (its end writes one)."""
+        self.state["step"] = done
+        self.state["global_step"] += 1
+        self._event("step", self.state["global_step"])
+        acc = parts.accumulation
+        if not acc.boundary(done):
+            return  # inside an accumulation group: checkpoints wait for its optimizer step
+        due = (self.opts.ckpt_every and acc.updates_done(done) % self.opts.ckpt_every == 0) or \
+            (time.time() - self._last_ckpt_time > 60 * self.opts.ckpt_minutes)
+        if (due or stop.requested) and done < parts.plan.steps:
+            with eval_weights(parts.optimizer):  # on every rank, so their weights stay equal
+                self._save_last(parts.optimizer, parts.scheduler)
+            if stop.requested:
+                raise Interrupted()
 
     def _end_epoch(self, si, stage, model, scheduler):
         """Validate, log a history row, keep the best weights, plot; advance the position.
