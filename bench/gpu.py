@@ -7,11 +7,12 @@
     fp32 against AMP bf16 + channels_last, three ways:
       ceiling  forward, backward and AdamW on a normalised float batch already on the device,
                with no host synchronisation between steps: the compute ceiling
-      Step     utils.train.loop.Step on a uint8 batch already on the device: the project's step
-               (normalisation on the device, lr schedule), no loader, no augmentation
+      Step     utils.train.loop.train_one_epoch over one uint8 batch already on the device, again
+               and again: the project's step (normalisation on the device, lr schedule, the loss
+               read back every step), no loader, no augmentation
       real     the project's data path: a uint8 image cache in RAM (random pixels) ->
                CachedImages -> make_loader (pinned memory, --workers processes) ->
-               train_one_epoch -> Step with GpuAugment (--aug on the device), non-blocking copies
+               train_one_epoch with GpuAugment (--aug on the device), non-blocking copies
     real/ceiling is the share of the ceiling the real path reaches; "data wait" is
     train_one_epoch's data_s / (data_s + compute_s) over the timed steps.
 (b) Per-step overhead at batch --overhead-bs (bf16 + channels_last, synthetic batch on the
@@ -31,6 +32,7 @@ import argparse
 import logging
 import datetime
 import gc
+import itertools
 import os
 import platform
 import shlex
@@ -47,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.data.cache import default_workers  # noqa: E402
 from utils.data.loader import CachedImages, make_loader, to_input  # noqa: E402
-from utils.train.loop import Step, train_one_epoch  # noqa: E402
+from utils.train.loop import StageParts, train_one_epoch  # noqa: E402
 from utils.common.atomic import atomic_write_text  # noqa: E402
 from utils.common.errors import DataError  # noqa: E402
 from utils.train.losses import build_loss  # noqa: E402
@@ -137,6 +139,26 @@ def time_steps(fn, warmup, steps, device):
     return time.perf_counter() - t1, t1 - t0
 
 
+def time_project_steps(parts, u8, y, warmup, steps, device):
+    """time_steps for the project's train_one_epoch over warmup + steps copies of one uint8 batch
+    (u8, y) already on the device: (timed seconds, warm-up seconds)."""
+    marks = {0: time.perf_counter()}
+
+    def after_step(done):  # train_one_epoch has read the loss back (synchronised) before this runs
+        if done in (warmup, warmup + steps):
+            sync(device)
+            marks[done] = time.perf_counter()
+
+    train_one_epoch(parts, itertools.repeat((u8, y), warmup + steps), 0, 0, warmup + steps, new_stats(), after_step,
+                    desc="project step")
+    return marks[warmup + steps] - marks[warmup], marks[warmup] - marks[0]
+
+
+def new_stats():
+    """An epoch's totals for train_one_epoch (utils/train/run_state.py new_epoch_stats)."""
+    return {"loss_sum": 0.0, "n": 0, "steps": 0, "data_s": 0.0, "compute_s": 0.0}
+
+
 @dataclass
 class Training:
     """A random-init model with the project's optimizer (AdamW, every layer), schedule and loss."""
@@ -149,10 +171,10 @@ class Training:
     mean: tuple
     std: tuple
 
-    def step(self, device, gpu_augment=None):
-        """The project's utils.train.loop.Step over this model."""
-        return Step(self.model, self.loss_fn, self.optimizer, self.scheduler, None, self.amp_dtype, device,
-                    self.mean, self.std, self.channels_last, gpu_augment=gpu_augment, seed=0)
+    def parts(self, device, gpu_augment=None):
+        """The project's utils.train.loop.StageParts over this model (for train_one_epoch)."""
+        return StageParts(self.model, self.loss_fn, self.optimizer, self.scheduler, device, self.mean, self.std,
+                          amp_dtype=self.amp_dtype, channels_last=self.channels_last, gpu_augment=gpu_augment)
 
 
 def new_training(arch, precision, device, steps, capturable=False):
@@ -238,21 +260,21 @@ def ratio(a, b):
 
 def real_path(tr, cache, bs, args, device):
     """Images/s and data-wait share of the project's data path: CachedImages over the uint8
-    cache -> make_loader -> train_one_epoch -> Step with GpuAugment. Timed between the end of
+    cache -> make_loader -> train_one_epoch with GpuAugment. Timed between the end of
     step --warmup and the end of the last step (loader start-up and cudnn tuning left out)."""
     n = (args.warmup + args.steps) * bs
     y = (np.random.default_rng(1).random((n, LABELS)) < 0.3).astype(np.float32)
     dataset = CachedImages(cache, y, rows=np.arange(n) % len(cache), augment=None, seed=0)
     loader = make_loader(dataset, range(n), bs, args.workers, device, drop_last=True)
-    step = tr.step(device, GpuAugment(args.aug, args.size))
-    stats = {"loss_sum": 0.0, "n": 0, "steps": 0, "data_s": 0.0, "compute_s": 0.0}
+    parts = tr.parts(device, GpuAugment(args.aug, args.size))
+    stats = new_stats()
     marks = {}
 
     def on_step(i):  # train_one_epoch already synchronised (float(loss)) before this runs
         if i in (args.warmup, args.warmup + args.steps):
             marks[i] = (time.perf_counter(), stats["data_s"], stats["compute_s"])
 
-    train_one_epoch(step, loader, 0, args.warmup + args.steps, stats, on_step, desc=f"real path bs {bs}")
+    train_one_epoch(parts, loader, 0, 0, args.warmup + args.steps, stats, on_step, desc=f"real path bs {bs}")
     (t0, d0, c0), (t1, d1, c1) = marks[args.warmup], marks[args.warmup + args.steps]
     return args.steps * bs / (t1 - t0), (d1 - d0) / max((d1 - d0) + (c1 - c0), 1e-12)
 
@@ -274,11 +296,12 @@ def section_a(args, device):
                 table.add(bs, precision, *["-"] * 6, f"setup: {failure(e)}")
                 free(device)
                 continue
-            makers = {"ceiling": lambda: (lambda i: bare_step(tr, tr.model, x, y)),
-                      "Step": lambda: (lambda i, step=tr.step(device): step(u8, y, i))}
-            for name, make in makers.items():
+            timers = {"ceiling": lambda: time_steps(lambda i: bare_step(tr, tr.model, x, y), args.warmup, args.steps,
+                                                    device),
+                      "Step": lambda: time_project_steps(tr.parts(device), u8, y, args.warmup, args.steps, device)}
+            for name, timed in timers.items():
                 try:
-                    res[name] = args.steps * bs / time_steps(make(), args.warmup, args.steps, device)[0]
+                    res[name] = args.steps * bs / timed()[0]
                 except Exception as e:
                     notes.append(f"{name}: {failure(e)}")
             try:
@@ -317,7 +340,8 @@ def _whole_step_graph(tr, x, y, warmup):
 
 
 def overhead_variants(args, device):
-    """(name, needs_cuda, capturable, build) for part b; build(tr, u8, x, y) -> step(i), made
+    """(name, needs_cuda, capturable, build) for part b; build(tr, u8, x, y) -> step(i), or the
+    StageParts that train_one_epoch steps with (the project's step), made
     lazily so a failure (no compiler, no CUDA) stays in its row. Each variant gets a fresh model;
     capturable: its AdamW must keep its state on the device (whole-step capture)."""
 
@@ -325,13 +349,13 @@ def overhead_variants(args, device):
         return lambda i: bare_step(tr, tr.model, x, y)
 
     def project_step(tr, u8, x, y):
-        return lambda i, s=tr.step(device): s(u8, y, i)
+        return tr.parts(device)
 
     def compiled(mode, project=False):
         def build(tr, u8, x, y):
             tr.model = torch.compile(tr.model, mode=mode)
             if project:
-                return lambda i, s=tr.step(device): s(u8, y, i)
+                return tr.parts(device)
             if mode == "reduce-overhead":
                 def fn(i):
                     torch.compiler.cudagraph_mark_step_begin()  # one training iteration per graph tree step
@@ -373,7 +397,8 @@ def section_b(args, device):
             u8, x, y = synthetic_batch(tr, bs, args.size, device)
             t0 = time.perf_counter()
             fn = build(tr, u8, x, y)
-            seconds, _ = time_steps(fn, args.warmup, args.steps, device)
+            seconds, _ = (time_project_steps(fn, u8, y, args.warmup, args.steps, device) if isinstance(fn, StageParts)
+                          else time_steps(fn, args.warmup, args.steps, device))
             warm = time.perf_counter() - t0 - seconds  # compiling or capturing counts as warm-up
             ips = args.steps * bs / seconds
             base = base or ips

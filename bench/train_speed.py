@@ -7,8 +7,8 @@
 Training: --arch (random init: weights do not change speed, 13 labels) at --size px, batch --bs,
 the demo plan's main stage (every layer trained, AdamW, one-cycle; utils.train.plan.resolve_plan
 with the demo's size and epochs), through the project's path: uint8 cache -> CachedImages with
-the --aug augmentation per image -> make_loader (--workers processes) -> train_one_epoch ->
-Step. For each torch thread count in --threads and each worker count in --workers it reports
+the --aug augmentation per image -> make_loader (--workers processes) -> train_one_epoch
+(utils/train/loop.py). For each torch thread count in --threads and each worker count in --workers it reports
 images/s and the share of step time spent waiting for data, train_one_epoch's
 data_s / (data_s + compute_s), over --steps steps after --warmup untimed ones (loader start-up
 left out).
@@ -40,10 +40,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.data.cache import default_cache_dir, load_images  # noqa: E402
 from utils.data.loader import CachedImages, make_loader  # noqa: E402
-from utils.train.loop import Step, train_one_epoch  # noqa: E402
+from utils.train.loop import StageParts, train_one_epoch  # noqa: E402
 from utils.train.losses import build_loss  # noqa: E402
 from utils.models.factory import create_model, model_meta  # noqa: E402
-from utils.models.layer_groups import freeze_bn, param_groups  # noqa: E402
+from utils.models.layer_groups import param_groups  # noqa: E402
 from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
 from utils.train.plan import resolve_plan  # noqa: E402
 from utils.augment.transforms import build_augment  # noqa: E402
@@ -110,11 +110,9 @@ def train_speed(args, stage, images, y, labels, workers):
     total = args.warmup + args.steps
     optimizer = build_optimizer(stage, param_groups(model, stage.train, stage.lr, stage.lr_mult, stage.wd))
     scheduler = build_scheduler(stage, optimizer, total)
-    step = Step(model, build_loss("bce")[0], optimizer, scheduler, None, None, torch.device("cpu"),
-                meta["mean"], meta["std"])
+    parts = StageParts(model, build_loss("bce")[0], optimizer, scheduler, torch.device("cpu"),
+                       meta["mean"], meta["std"])
     loader = epoch_loader(images, y, labels, args.size, args.bs, total, workers, args.aug)
-    model.train()
-    freeze_bn(model)
     stats = {"loss_sum": 0.0, "n": 0, "steps": 0, "data_s": 0.0, "compute_s": 0.0}
     marks = {}
 
@@ -122,7 +120,7 @@ def train_speed(args, stage, images, y, labels, workers):
         if i in (args.warmup, total):
             marks[i] = (time.perf_counter(), stats["data_s"], stats["compute_s"])
 
-    train_one_epoch(step, loader, 0, total, stats, on_step)
+    train_one_epoch(parts, loader, 0, 0, total, stats, on_step)  # the model in train mode there
     (t0, d0, c0), (t1, d1, c1) = marks[args.warmup], marks[total]
     return args.steps * args.bs / (t1 - t0), (d1 - d0) / ((d1 - d0) + (c1 - c0)), 1000 * (t1 - t0) / args.steps
 
@@ -168,8 +166,7 @@ def main(args):
             print("  ".join(map(str, rows[-1])), flush=True)
     torch.set_num_threads(default_threads)
     print_table("training images/s (project path: CachedImages + augmentation -> make_loader -> "
-                "train_one_epoch -> Step)", ["threads", "workers", "img/s", "ms/step", "data wait",
-                                             "vs first"], rows)
+                "train_one_epoch)", ["threads", "workers", "img/s", "ms/step", "data wait", "vs first"], rows)
     rows = []
     for size in ints(args.loader_sizes):
         imgs, ys = (images, y) if size == args.size else image_source(args, size)[:2]
