@@ -155,3 +155,24 @@ def test_no_library_tool_or_bench_module_imports_a_script_or_a_tool():
                 wrong.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
     assert len(SCRIPTS) >= 3
     assert wrong == [], "scripts and tools meet through files on disk, not imports:\n" + "\n".join(wrong)
+
+
+def test_no_test_module_imports_another():
+    """Test modules share helpers through tests/conftest.py and tests/helpers.py, never by importing
+    each other (imports inside functions count too)."""
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.ImportFrom):  # from . import test_x
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if any(part.startswith("test_") for part in name.split(".")):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {name}")
+    assert wrong == [], ("test modules import other test modules; move what they share to tests/helpers.py "
+                         "(fixtures: tests/conftest.py):\n" + "\n".join(wrong))
