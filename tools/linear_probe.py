@@ -137,6 +137,7 @@ def main(args):
     from utils.analysis.probe import (cached_features, f2_scores, feature_setting, prior_probs, probe_folds,
                                       write_probe_run)
     from utils.metrics.thresholds import cross_fit
+    from utils.runs.oof import assemble_oof
 
     t0 = time.perf_counter()
     C = parse_c(args.C)
@@ -172,18 +173,19 @@ def main(args):
 
     results = probe_folds(X, spec.y, folds, X_test, C, args.inner_k, args.seed)
     out, prefix = Path(args.out), run_prefix(args)
-    oof = np.zeros(spec.y.shape)
+    parts = []  # each fold's validation probabilities, one table below (utils.runs.oof)
     print(f"{'fold':>4}  {'n_val':>5}  {'F2@0.2':>7}  {'F2 greedy':>9}  {'prior F2':>8}  seconds")
     for res in results:
         run_dir = out / f"{prefix}-f{res.fold}"
         cfg = build_config(args, spec, C, run_dir, root, folds_file, res.fold, info)
         result = write_probe_run(run_dir, cfg, res, spec.names, spec.y, spec.labels, spec.test_names, args.tta,
                                  extra_seconds=feature_s / len(results))
-        oof[res.val_rows] = res.val_probs
+        parts.append(([spec.names[i] for i in res.val_rows], res.val_probs))
         train = folds != res.fold
         prior = f2_scores(spec.y[res.val_rows], prior_probs(spec.y[train], len(res.val_rows)))[1]
         print(f"{res.fold:>4}  {len(res.val_rows):>5}  {result['val_f2_at_0.2']:7.4f}  {result['best_val_f2']:9.4f}"
               f"  {prior:8.4f}  {result['train_seconds']:.1f}")
+    oof = assemble_oof(parts, spec.names)[1]
     f2_fixed, f2_best, _ = f2_scores(spec.y, oof)
     honest = cross_fit(spec.y, oof, folds, "greedy")
     print(f"OOF   {len(oof):>5}  {f2_fixed:7.4f}  {f2_best:9.4f}  (greedy thresholds fitted on all OOF rows)")

@@ -33,6 +33,8 @@ import numpy as np  # noqa: E402
 from utils.data.dataset import align_names, read_truth  # noqa: E402
 from utils.common.errors import DataError, preview, report_problems  # noqa: E402
 from utils.common.text import read_csv  # noqa: E402
+from utils.data.folds_file import read_folds_file  # noqa: E402
+from utils.runs.oof import assemble_oof  # noqa: E402
 from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.runs.directory import find_runs, model_names, no_run_message  # noqa: E402
 from utils.predict.tta_choice import AUTO, choose_tta, make_files_commands, tta_help  # noqa: E402
@@ -94,14 +96,6 @@ def _read_table(path, columns):
     dup = df["image_name"][df["image_name"].duplicated()].tolist()
     report_problems(f"{path}: bad file", [f"{len(dup)} duplicate image name(s): {preview(dup)}"] if dup else [])
     return df
-
-
-def read_folds(path):
-    """Folds CSV (image_name,fold) -> (names, fold ids int (n,))."""
-    from utils.data.folds_file import read_folds_file  # every value checked, naming the rows
-
-    folds = read_folds_file(path)
-    return list(folds), np.array(list(folds.values()), np.int64)
 
 
 def _data_paths(run, args):
@@ -171,16 +165,16 @@ def models_of(runs):
 
 def model_inputs(name, runs, tta, args):
     """Inputs of one model: every fold's preds/val.<tta>.csv together (its out-of-fold predictions)."""
-    names, probs, labels = [], [], None
+    parts, labels = [], None
     for r in runs:
         n, lab, p = read_preds(r.preds_path("val", tta))
         if labels is not None and lab != labels:
             raise DataError(f"{r.preds_path('val', tta)}: labels {lab} differ from {labels} of {runs[0].name}")
-        names, labels = names + n, lab
-        probs.append(p)
+        parts, labels = parts + [(n, p)], lab
+    names, probs = assemble_oof(parts)  # one run per fold: the folds' rows one after another
     truth_path, folds_path = _data_paths(runs[0], args)
     what = f"{name} ({', '.join(r.name for r in runs)}): preds/val.{tta}.csv"
-    return with_truth_and_folds(name, names, labels, np.vstack(probs), truth_path, folds_path, args, what)
+    return with_truth_and_folds(name, names, labels, probs, truth_path, folds_path, args, what)
 
 
 def check_values(args):
@@ -216,8 +210,9 @@ def with_truth_and_folds(name, names, labels, P, truth_path, folds_path, args, w
     Y = Y[align_names(names, truth_names, f"{what} vs {truth_path}")]
     folds, source = None, None
     if args.folds or (folds_path is not None and folds_path.is_file()):
-        fold_names, ids = read_folds(folds_path)
-        folds = ids[align_names(names, fold_names, f"{what} vs {folds_path}")]
+        fold_of = read_folds_file(folds_path)  # every value checked, naming the rows
+        ids = np.array(list(fold_of.values()), np.int64)
+        folds = ids[align_names(names, list(fold_of), f"{what} vs {folds_path}")]
         have = np.unique(folds)
         source = f"{folds_path} (the out-of-fold predictions of folds {', '.join(map(str, have))})"
         if have.size < 2:

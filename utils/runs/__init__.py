@@ -1,6 +1,7 @@
 """Run folders and the files in them.
 
 directory (load_run, find_runs, model_key), run_name (default_run_name), run_guard (RunLock, RunFolder),
-checkpoint_origin (check_val_origin), pred_files (read_preds, write_preds, submission_frame), prob_file (read_probs), scores (load_oof, score_oof), filter (parse_where, matches).
+checkpoint_origin (check_val_origin), pred_files (read_preds, write_preds, submission_frame), prob_file (read_probs),
+oof (assemble_oof), scores (load_oof, merge_oofs, score_oof), filter (parse_where, matches).
 Grids and budgets of jobs over runs: utils/grid.
 """

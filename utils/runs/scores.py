@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from utils.data.dataset import align_names, read_tags_csv, split_tags
 from utils.common.errors import DataError
+from utils.runs.oof import assemble_oof
 from utils.runs.pred_files import read_preds
 from utils.metrics.fbeta import fbeta_samples
 from utils.metrics.threshold_search import FIXED_THRESHOLD, best_label_fbeta, greedy_thresholds
@@ -107,17 +107,19 @@ def load_oof(run, truth, tta=None):
 
 def merge_oofs(oofs):
     """One OOF from several runs' OOFs of one model: union of images, probabilities
-    averaged over the runs that predicted each image. Labels must agree."""
+    averaged over the runs that predicted each image (utils.runs.oof.assemble_oof). Labels must agree."""
     labels = oofs[0].labels
     for o in oofs[1:]:
         if o.labels != labels:
             raise DataError(f"runs of one model predict different labels: {labels} vs {o.labels}")
-    names = [n for o in oofs for n in o.names]
-    probs = pd.DataFrame(np.concatenate([o.probs for o in oofs]), index=names).groupby(level=0, sort=False)
-    y = pd.DataFrame(np.concatenate([o.y for o in oofs]), index=names).groupby(level=0, sort=False).first()
-    mean = probs.mean()
+    names, probs = assemble_oof([(o.names, o.probs) for o in oofs])
+    first = {}  # the truth of each image, from the first run that predicted it
+    for o in oofs:
+        for n, row in zip(o.names, o.y):
+            first.setdefault(n, row)
+    y = np.array([first[n] for n in names], np.uint8).reshape(len(names), len(labels))
     ttas = ",".join(sorted({o.tta for o in oofs}))
-    return OOF(mean.index.tolist(), labels, mean.to_numpy(np.float64), y.to_numpy(np.uint8), ttas)
+    return OOF(names, labels, probs, y, ttas)
 
 
 def score_oof(oof, threshold=FIXED_THRESHOLD):

@@ -28,8 +28,10 @@ from utils.data import dataset as data
 from utils.data.dataset import read_tags_csv
 from utils.common.errors import DataError, preview, report_problems
 from utils.runs.pred_files import read_preds
-from utils.runs.directory import find_runs, model_names, no_run_message, read_folds
+from utils.data.folds_file import read_folds_file
+from utils.runs.directory import find_runs, model_names, no_run_message
 from utils.runs.fingerprint import dataset_problems
+from utils.runs.oof import assemble_oof
 from utils.runs.run_status import diverged_summary
 from utils.predict.tta_choice import AUTO, choose_tta, make_files_command
 from utils.stack.left_out import left_out_lines, left_out_warnings
@@ -256,7 +258,7 @@ def read_fold_ids(runs, root, names):
         if _digest(p) != _digest(path):
             raise DataError(f"{first} and {r} use different folds files ({path} and {p}); "
                             f"their out-of-fold predictions do not line up")
-    folds = read_folds(path)
+    folds = read_folds_file(path)
     missing = [n for n in names if n not in folds]
     if missing:
         raise DataError(f"{path}: {len(missing)} training image(s) have no fold: {preview(missing)}")
@@ -354,20 +356,21 @@ def _read_member(runs, tta, labels, names, folds, test_names, need_test):
     mask[cols] = True
     oof = np.full((L, N), np.nan, np.float32)
     test = np.zeros((L, len(test_names)), np.float64) if need_test else None
+    parts = []  # each run's fold, checked against folds.csv, then one table (utils.runs.oof)
     for r in runs:
         if r.labels != runs[0].labels:
             raise DataError(f"{r.dir / 'config.json'}: labels {r.labels} differ from {runs[0].name}'s "
                             f"{runs[0].labels} within one model")
-        fold_rows = np.flatnonzero(folds == r.fold)
         path = r.preds_path("val", tta)
         pn, pl, pp = read_preds(path)
-        order = _place(path, pn, pl, pp, r, [names[i] for i in fold_rows], r.labels)
-        oof[np.ix_(cols, fold_rows[order])] = pp.T
+        _place(path, pn, pl, pp, r, [names[i] for i in np.flatnonzero(folds == r.fold)], r.labels)
+        parts.append((pn, pp))
         if need_test:
             path = r.preds_path("test", tta)
             pn, pl, pp = read_preds(path)
             order = _place(path, pn, pl, pp, r, test_names, r.labels)
             test[np.ix_(cols, order)] += pp.T / len(runs)
+    oof[cols] = assemble_oof(parts, names)[1].T
     if need_test:
         test[~mask] = np.nan
     return oof, None if test is None else test.astype(np.float32), mask
