@@ -79,7 +79,7 @@ def check_folds(args, spec, out):
     import pandas as pd
 
     from utils.data.duplicates import split_groups, train_groups
-    from utils.runs.directory import read_folds
+    from utils.data.folds_file import read_folds_file
 
     folds_file = Path(args.folds_file) if args.folds_file else Path(args.data) / "folds.csv"
     if not out.is_file():
@@ -87,7 +87,7 @@ def check_folds(args, spec, out):
     if not folds_file.is_file():
         raise DataError(f"{folds_file}: no folds file to check (--folds-file)")
     groups = train_groups(out, spec.names)
-    stored = read_folds(folds_file)
+    stored = read_folds_file(folds_file)  # every value checked, naming the rows
     missing = [n for n in spec.names if n not in stored]
     if missing:
         raise DataError(f"{folds_file}: {len(missing)} training image(s) have no fold: {preview(missing)}")

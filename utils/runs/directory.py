@@ -238,10 +238,8 @@ def find_runs(patterns, pairs=None, roots=None):
     return sorted(runs, key=lambda r: r.name), skipped
 
 
-def read_folds(path):
-    """folds.csv -> dict image_name (NFC, utils.data.dataset.name_key) -> fold; DataError naming the
-    rows of a bad value (utils.data.folds_file.read_folds_file)."""
-    return read_folds_file(path)
+# the former name of utils.data.folds_file.read_folds_file, the one reader of folds.csv (not a second one)
+read_folds = read_folds_file
 
 
 def group_models(runs):
