@@ -149,3 +149,29 @@ def test_a_lead_inside_the_margin_keeps_fp32_contiguous(cache, monkeypatch):
     assert F.resolve(CPU, "auto", None, None, "net", 96, "train", 8, measure=clear)[0] == BF16
     # the first candidate is the reference: bf16 given, channels_last must beat bf16 contiguous clearly
     assert F.resolve(CPU, "bf16", None, None, "net", 64, "infer", 8, measure=near)[0] == BF16
+
+
+def test_a_measurement_taken_busy_is_taken_again_once_quieter(cache, monkeypatch):
+    monkeypatch.setattr(F, "native_bf16", lambda flags=None: True)
+    settings = F.candidates("auto", None, native=True)
+    busy = Timer(fp32_contiguous=4.0, fp32_channels_last=4.0, bf16_contiguous=4.0, bf16_channels_last=1.0)
+    assert F.choose("net", 64, "train", settings, busy, path=cache, load=lambda: 3.0)[0] == BF16_CL
+    assert json.loads(cache.read_text())["entries"][F._key("net", 64, "train")]["load"] == 3.0
+    quiet = Timer(**TIMES)
+    # still busy (2.0 is not under half of 3.0): the cached ranking is kept
+    assert F.choose("net", 64, "train", settings, quiet, path=cache, load=lambda: 2.0)[0] == BF16_CL
+    assert quiet.calls == []
+    # quieter: measured again, and the new ranking replaces the old one for good
+    assert F.choose("net", 64, "train", settings, quiet, path=cache, load=lambda: 0.5)[0] == BF16
+    assert len(quiet.calls) == 1
+    assert F.choose("net", 64, "train", settings, quiet, path=cache, load=lambda: 0.1)[0] == BF16
+    assert len(quiet.calls) == 1
+
+
+def test_a_quiet_or_older_entry_is_kept_whatever_the_load(cache):
+    settings = F.candidates("off", None, native=True)
+    entry = {"seconds": {s.name: 1.0 for s in settings}}
+    assert not F.stale(entry, settings, 0.0)                    # written before loads were recorded
+    assert not F.stale({**entry, "load": 0.8}, settings, 0.1)   # measured quiet
+    assert F.stale({**entry, "load": 4.0}, settings, 1.9)
+    assert F.stale({"seconds": {settings[0].name: 1.0}}, settings, 0.0)  # a setting it never timed

@@ -279,7 +279,7 @@ def adjust(ctx, progress):
     kept = keep_one_to_measure(jobs, ctx.left()) if dropped else None
     for m in dropped:
         if m != kept:
-            progress.write(f"dropped {m}: {next(j.why for j in jobs if j.member == m)}")
+            progress.write(f"dropped {m}: {next(j.why for j in jobs if j.member == m and j.state == 'dropped')}")
     if kept is not None:
         first = next(j for j in jobs if j.member == kept and j.kind == "train" and j.state == "planned")
         progress.write(f"measuring: {first.name} runs first, to measure training on this data before {kept} is "

@@ -10,6 +10,9 @@ inference). `resolve` turns the flags `--amp auto|off|bf16|fp16` and `--channels
   amx_bf16: emulated bf16 is never a candidate) and keeps the fastest. The choice is cached in
   a JSON file per (machine: CPU model, cores, torch threads; torch version; network; size;
   direction), so it is measured once. `--amp off --no-channels-last` is fp32 contiguous.
+A measurement taken while the machine was busier than its cores (the 1-minute load average per
+core, recorded with it) is taken again once the load has halved: the steps of a busy moment
+can rank the settings wrongly, and the cache would keep that ranking for good.
 
 The cache file is ~/.cache/multitag/fast_path.json; the environment variable
 MULTITAG_FAST_PATH names another file, or `off`: auto then means fp32 contiguous without
@@ -36,6 +39,7 @@ WARMUP, TIMED = 1, 3   # steps per candidate: the first builds the kernels and i
 MAX_BATCH = 16         # images per measured step (the run's batch when smaller)
 MARGIN = 0.9           # another setting replaces the first candidate only when it takes at most 90% of its
                        # time: on a shared machine a 10% lead in a few steps was seen to reverse in the run
+BUSY = 1.0             # load average per core above which a cached measurement is taken again when quieter
 DIRECTIONS = ("train", "infer")
 ENV = "MULTITAG_FAST_PATH"
 
@@ -179,12 +183,30 @@ def _stepper(model, setting, x, direction, compile=False):
     return step
 
 
-def choose(name, size, direction, settings, measure, path="default"):
+def load_per_core():
+    """The 1-minute load average divided by the cores (0.0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (OSError, AttributeError):
+        return 0.0
+
+
+def stale(entry, settings, load):
+    """Whether a cache entry must be measured again: it lacks one of `settings`, or it was
+    measured busy (load per core above BUSY) and the load now is under half of that."""
+    if not all(s.name in entry.get("seconds", {}) for s in settings):
+        return True
+    then = entry.get("load")
+    return then is not None and then > BUSY and load < then / 2
+
+
+def choose(name, size, direction, settings, measure, path="default", load=load_per_core):
     """The fastest of `settings` for network `name` at `size` px in `direction`, measured once.
 
     measure: settings -> seconds per image of each (time_candidates with its model bound);
     path: the cache file (default cache_file(); None: no cache). A cached entry that timed every
-    one of `settings` is used as it is; otherwise all are measured and the entry is replaced.
+    one of `settings` is used as it is, unless it was measured busy and the machine is quieter now
+    (stale; load: () -> load average per core); otherwise all are measured and the entry replaced.
     The first of `settings` (candidates() puts fp32 contiguous first) is kept unless another
     takes at most MARGIN of its time.
     Returns (Setting, {setting name: seconds per image}).
@@ -194,14 +216,16 @@ def choose(name, size, direction, settings, measure, path="default"):
     path = cache_file() if path == "default" else path
     key = _key(name, size, direction)
     cache = _read_cache(path)
+    now = load()
     seconds = cache.get(key, {}).get("seconds", {})
-    if not all(s.name in seconds for s in settings):
+    if stale(cache.get(key, {}), settings, now):
         t0 = time.perf_counter()
         seconds = dict(zip((s.name for s in settings), measure(settings)))
-        log.info("fast path for %s at %d px (%s): measured %s in %.0f s", name, size, direction,
-                 ", ".join(f"{k} {1e3 * v:.1f} ms/img" for k, v in seconds.items()), time.perf_counter() - t0)
+        log.info("fast path for %s at %d px (%s): measured %s in %.0f s (load %.1f per core)", name, size,
+                 direction, ", ".join(f"{k} {1e3 * v:.1f} ms/img" for k, v in seconds.items()),
+                 time.perf_counter() - t0, now)
         if path is not None:
-            cache[key] = {"seconds": seconds, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            cache[key] = {"seconds": seconds, "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "load": round(now, 2)}
             _write_cache(path, cache)
     best = min(settings, key=lambda s: seconds[s.name])
     if seconds[best.name] > MARGIN * seconds[settings[0].name]:
