@@ -417,7 +417,7 @@ def budget_plan(args):
         plan = new_plan(command, budget_s, measured, facts, preset, made.members, made.jobs, time.perf_counter() - T0,
                         made.candidates)
         print(f"preset {preset.name}; TTA {preset.tta}; stack methods {' '.join(preset.stack_methods)}; evidence:")
-        print("\n".join(f"  {k}: {v}" for k, v in evidence_for(preset, facts.folds_k).items()))
+        print("\n".join(f"  {k}: {v}" for k, v in evidence_for(preset, facts.folds_k, args.sizes).items()))
     print("\n".join(plan_table(plan["jobs"], plan["budget_s"], plan["used_s"])), flush=True)
     return plan, plan_path
 

@@ -127,3 +127,17 @@ def test_a_negative_budget_is_refused_as_a_value_not_read_as_a_flag(argv):
     with pytest.raises(DataError, match=r"^--budget -[\d.]+[mh]?: the budget must be positive; .* \+DURATION"):
         tool.parse_args(["--data", "d", *argv])
     assert tool.parse_args(["--data", "d", "--budget", "+5m", "--", "--lr", "-1"]).budget == "+5m"
+
+
+def test_evidence_for_sizes_only_when_the_preset_chose_them():
+    """The plan's evidence cites the preset's image sizes only when --sizes left them to the preset."""
+    from utils.grid.budget_presets import PRESETS, evidence_for
+
+    for preset in PRESETS.values():
+        sized = [k for k in preset.evidence if re.search(r"\d px\b", k)]
+        assert evidence_for(preset, preset.folds_k) == preset.evidence
+        assert evidence_for(preset, preset.folds_k, list(preset.sizes)[::-1]) == preset.evidence
+        chosen = evidence_for(preset, preset.folds_k, [48, 24])
+        assert not set(sized) & set(chosen) and chosen.pop("24, 48 px").startswith("--sizes")
+        assert chosen == {k: v for k, v in preset.evidence.items() if k not in sized}
+    assert any("px" in k for k in PRESETS["balanced"].evidence)  # the entry the test is about

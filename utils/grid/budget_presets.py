@@ -7,6 +7,7 @@ members the planner (utils/grid/budget.py) takes from: linear probes first (chea
 CPU budget the best single model measured), then trained models, seed by seed, cheapest
 architecture and size first.
 """
+import re
 from dataclasses import dataclass, field, replace
 
 PROBE_TTAS = ("none", "hflip")   # the views tools/linear_probe.py can average
@@ -110,14 +111,20 @@ def plan_preset(plan):
     return replace(PRESETS[plan["preset"]], tta=plan["tta"], stack_methods=tuple(plan["stack_methods"]))
 
 
-def evidence_for(preset, folds_k):
+def evidence_for(preset, folds_k, sizes=None):
     """preset.evidence, its folds entry saying `folds_k` when the dataset's folds file (or
-    --folds-k) fixed another number of folds than the preset's."""
-    if folds_k == preset.folds_k:
-        return dict(preset.evidence)
-    key = f"{preset.folds_k} folds"
-    return {(f"{folds_k} folds" if k == key else k): ("the dataset's folds.csv (or --folds-k) fixes the number of "
-                                                      "folds" if k == key else v) for k, v in preset.evidence.items()}
+    --folds-k) fixed another number of folds than the preset's, and its image-size entries
+    (keys naming px) left out when `sizes` (--sizes) replace the preset's: one entry says so."""
+    evidence = dict(preset.evidence)
+    if folds_k != preset.folds_k:
+        key = f"{preset.folds_k} folds"
+        evidence = {(f"{folds_k} folds" if k == key else k): ("the dataset's folds.csv (or --folds-k) fixes the "
+                                                              "number of folds" if k == key else v)
+                    for k, v in evidence.items()}
+    if sizes and tuple(sorted(sizes)) != tuple(sorted(preset.sizes)):
+        evidence = {k: v for k, v in evidence.items() if not re.search(r"\d px\b", k)}
+        evidence[f"{', '.join(map(str, sorted(sizes)))} px"] = "--sizes (the command line's, not the preset's)"
+    return evidence
 
 
 def train_member_id(arch, size, seed):
