@@ -32,7 +32,7 @@ from utils.data.output_paths import check_output_dir  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
 from utils.train.resume import check_same_config, modern_spelling  # noqa: E402
 from utils.runs.run_guard import hold_run  # noqa: E402
-from utils.train.flags import train_options  # noqa: E402
+from utils.train.flags import TrainOptions, train_options  # noqa: E402
 from utils.train.parse import check_flags, flags_plan, get_args_parser as train_parser  # noqa: E402
 from utils.train.parse import parse_args as parse_train_args  # noqa: E402
 
@@ -97,7 +97,7 @@ def main(args):
     from utils.train.tensorboard import resolve_flag as resolve_tensorboard
     from utils.train.run_state import seed_everything
     from utils.train.fold_data import FoldData
-    from utils.train.trainer import TrainOptions, Trainer, check_batches
+    from utils.train.trainer import Trainer, check_batches
 
     check_output_dir(args.out, "--out")
     flags, run_dir = resolve_flags(args, parse_args)  # args stays as parsed

@@ -17,43 +17,13 @@ from utils.common.paths import load_path_map, native_rel, resolve_stored
 from utils.data.folds_file import read_folds_file
 from utils.runs.run_status import diverged_problem
 
-# Configuration keys that define a *model*: runs sharing them differ only by fold/seed.
-MODEL_KEYS = ("arch", "images", "labels", "label_group", "stages", "loss_spec", "sampler",
-              "aug", "pretrained", "folds_k", "aug_static")
-
-
-def _modern(flag, spec):
-    """--aug or --mix `spec` in today's spelling (only a spec with a `,` can be in the former one)."""
-    if "," not in str(spec):
-        return spec
-    # here, not at the top: utils.augment loads torch, which stack.py and the tools reading runs never need
-    from utils.augment.mix import modern_mix
-    from utils.augment.transforms import modern_aug
-    return modern_aug(spec) if flag == "aug" else modern_mix(spec)
-
-
 def model_key(config):
-    """Short hash of the configuration that defines a model (fold and seed excluded)."""
-    key = {k: config.get(k) for k in MODEL_KEYS}
-    if "," in str(key["aug"]):  # a run recorded in the former spelling is the same model
-        key["aug"] = _modern("aug", key["aug"])
-    # training ingredients added later count only when on, so runs without them keep their ids
-    if config.get("ema"):
-        key.update(ema=config["ema"], ema_warmup=config.get("ema_warmup", True))
-    if config.get("mix"):
-        key["mix"] = _modern("mix", config["mix"])
-    if config.get("head"):
-        key["head"] = config["head"]
-    if config.get("exclude"):  # train.py --exclude: the list's SHA-1
-        key["exclude"] = config["exclude"]
-    if config.get("channels", 3) != 3:  # RGB models keep the key they had before bands existed
-        key["channels"] = config["channels"]
-    weights = config.get("weights")
-    if isinstance(weights, dict):  # train.py --weights: the file's sha256, not its path
-        key["weights"] = weights["sha256"]
-    elif weights:  # a linear probe's feature extractor
-        key["weights"] = weights
-    blob = json.dumps(key, sort_keys=True, default=str)
+    """Short hash of the configuration that defines a model (fold and seed excluded): the keys
+    train.py's flag table marks as defining one (utils/train/flags.py model_values)."""
+    # here, not at the top: the table is torch-free, but utils.train sits above utils.runs
+    from utils.train.flags import model_values
+
+    blob = json.dumps(model_values(config), sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 

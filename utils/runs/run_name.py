@@ -2,8 +2,8 @@
 
     <arch>-<images>-<tag>-f<fold>-<YYYYmmdd-HHMMSS>-<pid>
 
-The tag is a short hash of the run's flags (those that change what is learnt), as
-scripts/cv.sh tags its runs, so runs of one configuration share it. The process id
+The tag is a short hash of the run's flags of configuration (the flag table's tag column: what
+is learnt, not how to run), so runs of one configuration share it. The process id
 keeps apart two runs started in the same second on one machine; runs started on two
 machines sharing a folder are kept apart by the run lock (utils/runs/run_guard.py).
 """
@@ -12,20 +12,15 @@ import json
 import os
 import time
 
-# flags that say how or where to run, not what is learnt: left out of the tag
-NOT_CONFIGURATION = {"fold", "name", "out", "resume", "workers", "device", "cache_dir", "plots", "tensorboard",
-                     "ckpt_every", "ckpt_minutes", "eval_bs", "compile", "channels_last", "aug_device"}
-
-
-# how-to-run flags the tag once hashed: hashed at their default whatever their value, so a run's
-# name does not depend on them and the tags of runs named before stay as they were
-HASHED_AT_DEFAULT = {"amp": "auto"}
-
 
 def config_tag(flags):
-    """8 hex digits over the flags (a namespace) that define the configuration."""
-    key = {k: v for k, v in sorted(vars(flags).items()) if not k.startswith("_") and k not in NOT_CONFIGURATION}
-    key.update({k: v for k, v in HASHED_AT_DEFAULT.items() if k in key})
+    """8 hex digits over the flags (a namespace) that define the configuration: those train.py's
+    flag table tags (utils/train/flags.py tag_values), so runs differing only in how they run
+    (--amp, --workers, --device, ...) share it and tags of runs named before stay as they were."""
+    # here, not at the top: the table is torch-free, but utils.train sits above utils.runs
+    from utils.train.flags import tag_values
+
+    key = tag_values({k: v for k, v in vars(flags).items() if not k.startswith("_")})
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -3,7 +3,7 @@
 `python train.py --resume --name R` continues R with the stored flags. A flag given on
 the command line is checked against the stored value: equal is fine, different is
 refused (the run would not continue exactly), except for the flags that only say how
-or where to run (resume=FREE in the table of utils/train/flags.py). Which flags were given
+or where to run (role=HOW in the table of utils/train/flags.py). Which flags were given
 is found by parsing the command line a second time with every default suppressed
 (argparse.SUPPRESS), so any flag the parser has, now or later, takes part as long as
 train.py stores it in config.json ("args").
@@ -15,7 +15,7 @@ import sys
 
 from utils.common.errors import DataError
 from utils.runs.directory import load_run
-from utils.train.flags import FREE_FLAGS, RESUME_DEFAULTS, RESUME_KEYS
+from utils.train.flags import HOW_TO_RUN, LEGACY_ARGS, RESUME_KEYS, legacy_config
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,10 @@ def _same(a, b):
 
 
 def stored_flags(stored):
-    """The flags a run was started with: config.json's "args", or for older runs its argv parsed now."""
+    """The flags a run was started with: config.json's "args" (a flag of configuration it lacks, being
+    newer than the run, at the table's legacy value), or None for older runs (their argv parsed now)."""
     if isinstance(stored.get("args"), dict):
-        return dict(stored["args"])
+        return {**LEGACY_ARGS, **stored["args"]}
     return None
 
 
@@ -79,7 +80,7 @@ def restore_flags(args, stored, given, run_dir, parse=None, defaults=None):
     parse: argv -> namespace, used for runs written before flags were stored (their argv);
     defaults: {flag: text} what a flag stored as None (left at its default) came to in the
     run, for the message (default: plan_defaults(stored)). Flags that say how or where to
-    run (FREE_FLAGS) are never restored.
+    run (HOW_TO_RUN) are never restored; a flag newer than the run counts as its legacy value.
     Raises DataError listing, in full, every given flag whose value differs from the run's.
     """
     flags = stored_flags(stored)
@@ -90,7 +91,7 @@ def restore_flags(args, stored, given, run_dir, parse=None, defaults=None):
     diff, restored = [], {}
     defaults = plan_defaults(stored) if defaults is None else defaults
     for key, value in flags.items():
-        if key in FREE_FLAGS or not hasattr(args, key) or _same(getattr(args, key), value):
+        if key in HOW_TO_RUN or not hasattr(args, key) or _same(getattr(args, key), value):
             continue
         if key in given:
             diff.append(f"  --{key.replace('_', '-')}: {_run_side(key, value, defaults)}, "
@@ -110,7 +111,8 @@ def check_same_config(stored, cfg, run_dir):
     """Refuse (DataError) to resume when the config.json keys a run must keep (the table's
     checked flags, the labels and the stage plan) differ between the run's and the new one;
     a key a run recorded before it existed counts as its legacy value."""
-    diff = [k for k in RESUME_KEYS if stored.get(k, RESUME_DEFAULTS.get(k)) != cfg.get(k)]
+    legacy = legacy_config()
+    diff = [k for k in RESUME_KEYS if stored.get(k, legacy.get(k)) != cfg.get(k)]
     if diff:
         lines = [f"  {k}: run has {json.dumps(stored.get(k))}, now {json.dumps(cfg.get(k))}" for k in diff]
         raise DataError(f"{run_dir}: cannot resume exactly, the configuration changed:\n" + "\n".join(lines) +
