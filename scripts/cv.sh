@@ -7,7 +7,8 @@
 # interrupted ones resume from their last checkpoint, missing predictions are made.
 # A run of RUNS trained on another dataset (another train.csv or folds.csv) is refused.
 # Run names are <arch>-<tag>-f<fold>, the tag being a hash of BS and the extra
-# arguments, so each configuration has its own runs.
+# arguments but train.py's how-to-run ones (--amp, --workers, ...), so each
+# configuration has its own runs.
 #
 # Environment (all optional):
 #   DATA    dataset directory                     (default: data/demo in the repository)
@@ -19,7 +20,7 @@
 #   PYTHON  Python interpreter                    (default: python)
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,11 +33,23 @@ fi
 FOLDS="${FOLDS:-5}"
 TTA="${TTA:-10crop}"
 PYTHON="${PYTHON:-python}"
-TAG="${TAG:-$(printf '%s ' "$BS" "$@" | sha1sum | cut -c1-8)}"
+# the tag hashes the configuration: train.py's how-to-run flags (--amp, --workers, ...; its flag
+# table's) are left out, so a rerun that changes only them finds the same runs; a run named by the
+# former tag of every argument, before this rule, is kept
+FORMER_TAG="$([ -n "${TAG:-}" ] || printf '%s ' "$BS" "$@" | sha1sum | cut -c1-8)"
+# shellcheck disable=SC2016
+TAG="${TAG:-$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); from utils.train.flags import configuration_argv
+sys.stdout.write("".join(a + " " for a in sys.argv[2:3] + configuration_argv(sys.argv[3:])))' "$REPO" "$BS" "$@" \
+  | sha1sum | cut -c1-8)}"
 SAFE_ARCH="${ARCH//:/_}"
+names=()
 
 for ((fold = 0; fold < FOLDS; fold++)); do
   name="$SAFE_ARCH-$TAG-f$fold"
+  if [ -n "$FORMER_TAG" ] && [ ! -e "$RUNS/$name" ] && [ -e "$RUNS/$SAFE_ARCH-$FORMER_TAG-f$fold" ]; then
+    name="$SAFE_ARCH-$FORMER_TAG-f$fold"
+  fi
+  names+=("$name")
   run="$RUNS/$name"
   common=(--data "$DATA" --out "$RUNS" --arch "$ARCH" --bs "$BS" --fold "$fold" --folds-k "$FOLDS" --name "$name" "$@")
   # new, unfinished, finished or diverged; a run of RUNS trained on another dataset stops here (exit 2)
@@ -58,4 +71,4 @@ for ((fold = 0; fold < FOLDS; fold++)); do
   fi
 done
 echo "runs of $ARCH (bs $BS, tag $TAG):"
-for ((fold = 0; fold < FOLDS; fold++)); do echo "  $RUNS/$SAFE_ARCH-$TAG-f$fold"; done
+for name in "${names[@]}"; do echo "  $RUNS/$name"; done

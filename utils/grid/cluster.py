@@ -34,6 +34,7 @@ import yaml
 from utils.common.errors import DataError, report_problems
 from utils.common.text import read_text
 from utils.runs.run_status import diverged_problem, run_state
+from utils.train.flags import configuration_argv
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +96,10 @@ def grid_problems(problems, n_cells, shown=3):
 
 def run_name(arch, flags, seed, fold):
     """Deterministic run name of a cell: <arch>-<hash of the flags>-s<seed>-f<fold>
-    (':' of tv:/timm: replaced), so resubmitting finds the same run."""
-    tag = hashlib.sha1(json.dumps([arch, list(flags)]).encode()).hexdigest()[:8]
+    (':' of tv:/timm: replaced), so resubmitting finds the same run. train.py's how-to-run flags
+    (--amp, --workers, --device, ...: the flag table's) are not hashed, so cells differing only in
+    them share their runs; flags without them hash as they always did."""
+    tag = hashlib.sha1(json.dumps([arch, configuration_argv(list(flags))]).encode()).hexdigest()[:8]
     return f"{arch.replace(':', '_')}-{tag}-s{seed}-f{fold}"
 
 
