@@ -72,3 +72,29 @@ def test_zoo_sh_writes_the_submission_under_its_runs_folder_and_says_where(tmp_p
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     args = [line.split() for line in calls.read_text().splitlines() if line.split()[0].endswith("stack.py")][-1]
     assert r.returncode == 0 and args[args.index("--out") + 1] == str(tmp_path / "subs" / "submission.csv")
+
+
+def test_cv_sh_names_runs_by_their_configuration_and_keeps_those_named_before(tmp_path):
+    """How-to-run flags (--amp, --workers, ...) leave cv.sh's run names as they were; a run named
+    by the former tag (a hash of every argument) is still found. Nothing is trained: cv.sh's PYTHON
+    says every run is finished and predicted."""
+    stub = tmp_path / "python-stub"
+    stub.write_text(f'#!/bin/sh\ncase "$1" in\n  -c) exec "{sys.executable}" "$@" ;;\n'
+                    f'  *run_status.py) echo finished ;;\n  *) echo "ran $*" ;;\nesac\n')
+    stub.chmod(0o755)
+    runs = tmp_path / "runs"
+    env = dict(os.environ, DATA=str(tmp_path / "data"), RUNS=str(runs), FOLDS="1", TTA="hflip", PYTHON=str(stub))
+
+    def name(*args):
+        r = subprocess.run(["bash", str(ROOT / "scripts" / "cv.sh"), "tiny_cnn", "8", *args], env=env,
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        return r.stdout.split("== ")[1].split(":")[0]
+
+    plain = name("--aug", "hflip")
+    assert name("--aug", "hflip", "--amp", "bf16", "--workers", "2", "--no-channels-last") == plain
+    assert name("--aug", "hflip", "--seed", "1") != plain
+    former = subprocess.run(["sha1sum"], input="8 --aug hflip --amp off ", capture_output=True,
+                            text=True).stdout[:8]  # the tag before how-to-run flags were left out
+    (runs / f"tiny_cnn-{former}-f0" / "preds").mkdir(parents=True)
+    assert name("--aug", "hflip", "--amp", "off") == f"tiny_cnn-{former}-f0"
