@@ -32,7 +32,7 @@ from utils.data.output_paths import check_output_dir  # noqa: E402
 from utils.common.text import read_json  # noqa: E402
 from utils.train.resume import check_same_config, modern_spelling  # noqa: E402
 from utils.runs.run_guard import hold_run  # noqa: E402
-from utils.train.flags import TrainOptions, train_options  # noqa: E402
+from utils.runs.train_flags import TrainOptions, train_options  # noqa: E402
 from utils.train.parse import check_flags, flags_plan, get_args_parser as train_parser  # noqa: E402
 from utils.train.parse import parse_args as parse_train_args  # noqa: E402
 
@@ -40,7 +40,7 @@ log = logging.getLogger("train")
 
 
 def get_args_parser():
-    """train.py's flags, from the table in utils/train/flags.py."""
+    """train.py's flags, from the table in utils/runs/train_flags.py."""
     return train_parser(__doc__)
 
 

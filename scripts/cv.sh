@@ -38,7 +38,7 @@ PYTHON="${PYTHON:-python}"
 # former tag of every argument, before this rule, is kept
 FORMER_TAG="$([ -n "${TAG:-}" ] || printf '%s ' "$BS" "$@" | sha1sum | cut -c1-8)"
 # shellcheck disable=SC2016
-TAG="${TAG:-$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); from utils.train.flags import configuration_argv
+TAG="${TAG:-$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); from utils.runs.train_flags import configuration_argv
 sys.stdout.write("".join(a + " " for a in sys.argv[2:3] + configuration_argv(sys.argv[3:])))' "$REPO" "$BS" "$@" \
   | sha1sum | cut -c1-8)}"
 SAFE_ARCH="${ARCH//:/_}"

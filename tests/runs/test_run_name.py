@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from utils.runs.run_name import config_tag, default_run_name
-from utils.train.flags import FLAGS, HOW
+from utils.runs.train_flags import FLAGS, HOW
 
 DONE = json.loads((Path(__file__).parents[1] / "fixtures" / "legacy" / "runs" / "done" / "config.json").read_text())
 HOW_ROWS = [f for f in FLAGS if f.role == HOW]

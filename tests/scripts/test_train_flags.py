@@ -4,7 +4,7 @@ import pytest
 from conftest import write_dataset
 from helpers import train
 from utils.common.errors import DataError
-from utils.train.flags import NEEDS
+from utils.runs.train_flags import NEEDS
 from utils.train.pseudo import load_extras
 
 

@@ -34,7 +34,7 @@ import yaml
 from utils.common.errors import DataError, report_problems
 from utils.common.text import read_text
 from utils.runs.run_status import diverged_problem, run_state
-from utils.train.flags import configuration_argv
+from utils.runs.train_flags import configuration_argv
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]

@@ -16,13 +16,11 @@ from utils.common.text import read_json
 from utils.common.paths import load_path_map, native_rel, resolve_stored
 from utils.data.folds_file import read_folds_file
 from utils.runs.run_status import diverged_problem
+from utils.runs.train_flags import model_values
 
 def model_key(config):
     """Short hash of the configuration that defines a model (fold and seed excluded): the keys
-    train.py's flag table marks as defining one (utils/train/flags.py model_values)."""
-    # here, not at the top: the table is torch-free, but utils.train sits above utils.runs
-    from utils.train.flags import model_values
-
+    train.py's flag table marks as defining one (utils/runs/train_flags.py model_values)."""
     blob = json.dumps(model_values(config), sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 

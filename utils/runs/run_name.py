@@ -12,14 +12,13 @@ import json
 import os
 import time
 
+from utils.runs.train_flags import tag_values
+
 
 def config_tag(flags):
     """8 hex digits over the flags (a namespace) that define the configuration: those train.py's
-    flag table tags (utils/train/flags.py tag_values), so runs differing only in how they run
+    flag table tags (utils/runs/train_flags.py tag_values), so runs differing only in how they run
     (--amp, --workers, --device, ...) share it and tags of runs named before stay as they were."""
-    # here, not at the top: the table is torch-free, but utils.train sits above utils.runs
-    from utils.train.flags import tag_values
-
     key = tag_values({k: v for k, v in vars(flags).items() if not k.startswith("_")})
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
 

@@ -1,6 +1,6 @@
 """One run of train.py.
 
-flags (the flag table: FLAGS, add_flags, train_options), run_setup (resolve_flags, find_run,
+the flag table is utils/runs/train_flags.py; run_setup (resolve_flags, find_run,
 build_config), stage (Stage, parse_stages), plan (resolve_plan), plan_scaling, plan_table
 (describe_plan), recipes (RECIPES, recipe_flags), config_file (read_config_file, load_plan_file),
 trainer (Trainer, TrainOptions), loop (StageParts, train_one_epoch), resume (--resume from the run's

@@ -1,6 +1,6 @@
 """train.py's command line, for train.py and for whatever checks its flags before running it.
 
-`parse_args` reads the flags of the table (utils/train/flags.py) with one precedence merge:
+`parse_args` reads the flags of the table (utils/runs/train_flags.py) with one precedence merge:
 command line > --config file > --recipe's flags > defaults. `flags_plan` turns the flags
 into the run's stages (utils/train/plan.py), and `check_flags` refuses every flag value
 train.py would refuse, before anything is written. tools/submit.py checks each grid cell
@@ -10,12 +10,12 @@ import argparse
 
 from utils.common.cli import refuse_idle_flags
 from utils.common.errors import DataError
-from utils.train.flags import NEEDS, add_flags
+from utils.runs.train_flags import NEEDS, add_flags
 from utils.train.resume import given_flags
 
 
 def get_args_parser(description=None):
-    """train.py's flags, from the table in utils/train/flags.py."""
+    """train.py's flags, from the table in utils/runs/train_flags.py."""
     return add_flags(argparse.ArgumentParser(description=description,
                                              formatter_class=argparse.RawDescriptionHelpFormatter))
 

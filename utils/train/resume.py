@@ -3,7 +3,7 @@
 `python train.py --resume --name R` continues R with the stored flags. A flag given on
 the command line is checked against the stored value: equal is fine, different is
 refused (the run would not continue exactly), except for the flags that only say how
-or where to run (role=HOW in the table of utils/train/flags.py). Which flags were given
+or where to run (role=HOW in the table of utils/runs/train_flags.py). Which flags were given
 is found by parsing the command line a second time with every default suppressed
 (argparse.SUPPRESS), so any flag the parser has, now or later, takes part as long as
 train.py stores it in config.json ("args").
@@ -15,7 +15,7 @@ import sys
 
 from utils.common.errors import DataError
 from utils.runs.directory import load_run
-from utils.train.flags import HOW_TO_RUN, LEGACY_ARGS, RESUME_KEYS, legacy_config
+from utils.runs.train_flags import HOW_TO_RUN, LEGACY_ARGS, RESUME_KEYS, legacy_config
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 resolve_flags never changes the parsed namespace: it returns a new one with what the run
 adds (a resumed run's own flags, the demo data's defaults, the data and folds file of a
-resumed run). build_config writes the flags the table in utils/train/flags.py records.
+resumed run). build_config writes the flags the table in utils/runs/train_flags.py records.
 """
 import argparse
 import logging
@@ -28,7 +28,7 @@ from utils.models.fast_path import FP32, Setting, network_name, resolve
 from utils.runs.directory import model_key
 from utils.runs.run_guard import check_not_in_use
 from utils.runs.run_name import default_run_name
-from utils.train.flags import recorded, stored_args
+from utils.runs.train_flags import recorded, stored_args
 from utils.train.resume import data_of_run, modern_spelling, restore_flags
 
 log = logging.getLogger("train")
@@ -162,7 +162,7 @@ def git_commit():
 
 def build_config(flags, spec, label_idx, plan, model, run_dir, root, folds_file, exclude=None):
     """The resolved configuration written to config.json: the flags the table records
-    (utils/train/flags.py), what they resolved to (labels, stages, head, paths) and the
+    (utils/runs/train_flags.py), what they resolved to (labels, stages, head, paths) and the
     flags themselves ("args"). exclude: the --exclude list's SHA-1 (a model and resume key),
     with its path and count in exclude_file / exclude_n."""
     meta = model_meta(model)

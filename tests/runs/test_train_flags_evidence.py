@@ -4,9 +4,9 @@ import re
 import pytest
 
 from conftest import ROOT
-from utils.train.flags import BY_DEST
+from utils.runs.train_flags import BY_DEST
 
-CITING = ["utils/train/recipes.py", "utils/train/flags.py", "predict.py", "tools/submit.py", "scripts/cv.sh"]
+CITING = ["utils/train/recipes.py", "utils/runs/train_flags.py", "predict.py", "tools/submit.py", "scripts/cv.sh"]
 # the plan and training-ingredient rows whose --help says which section supports the default
 EVIDENCED = ["arch", "head", "recipe", "size", "bs", "epochs", "lr", "loss", "sampler", "aug", "aug_static", "ema",
              "ema_warmup", "mix", "accum", "keep_epochs", "pseudo_weight", "distill"]

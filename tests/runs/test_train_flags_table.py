@@ -1,4 +1,4 @@
-"""train.py's flag table (utils/train/flags.py): the parser, the run name's tag, the model key, the
+"""train.py's flag table (utils/runs/train_flags.py): the parser, the run name's tag, the model key, the
 resume rules, config.json and TrainOptions all come from it. Its tests compare with the runs of
 tests/fixtures/legacy (recorded before some flags existed) and are generated from the table's rows:
 every flag of configuration refused when changed on --resume, every how-to-run flag free."""
@@ -13,7 +13,7 @@ import pytest
 import train
 from utils.common.errors import DataError
 from utils.runs.directory import model_key
-from utils.train.flags import (BY_DEST, CONFIG, FLAGS, HOW, HOW_TO_RUN, NEEDS, OPTIONS, RESUME_KEYS, TrainOptions,
+from utils.runs.train_flags import (BY_DEST, CONFIG, FLAGS, HOW, HOW_TO_RUN, NEEDS, OPTIONS, RESUME_KEYS, TrainOptions,
                                flag, legacy_config, recorded, stored_args, undeclared_legacy)
 from utils.train.parse import get_args_parser
 from utils.train.resume import check_same_config, given_flags, restore_flags, stored_flags

@@ -29,7 +29,7 @@ from utils.common.cli import CACHE_HELP, DEFAULT_RUNS
 
 CONFIG, HOW = "configuration", "how to run"
 BY_USE = "by use"  # config.json's value is written by the code that uses the flag
-UNSET = "unset"  # legacy not declared (refused for CONFIG rows by tests/train/test_flags.py)
+UNSET = "unset"  # legacy not declared (refused for CONFIG rows by tests/runs/test_train_flags_table.py)
 DEFAULT = "default"  # legacy: runs recorded before the flag trained as its default does
 AT_DEFAULT = "at default"  # tag: hashed at the flag's default
 ALWAYS, WHEN_SET = "always", "when set"
