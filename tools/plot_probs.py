@@ -12,7 +12,9 @@ any prediction file (image_name, then one probability column per label), with
 --truth for the two colours. With truth the red line is the greedy threshold, with the
 F2 at it, and each panel's title gives the label's share of that set's images with the
 tag (d=) and their number (n=), as the figure's key says. One set alone gets the panel
-grid of the training plots; several get one column each, headed by its title.
+grid of the training plots; several get a block per label, one panel per set side by side
+(each column headed by its set's title), the blocks in a grid as wide as suits a screen.
+The PNG is written at 100 dpi, its smallest text 10 px.
 """
 import sys
 from pathlib import Path
@@ -37,6 +39,7 @@ from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
 from utils.common.cli import add_hidden_alias, run_script  # noqa: E402
 
 log = logging.getLogger("plot_probs")
+DPI = 100  # the panels' smallest text, 7.5 pt, is 10 px at this resolution
 
 
 def get_args_parser():
@@ -121,9 +124,9 @@ def main(args):
     full = [(t, labs, p, y, None if y is None else greedy_thresholds(y, p)[0]) for t, labs, p, y in sources]
     if len(full) == 1 and full[0][3] is not None:
         title, labels, probs, y, thr = full[0]
-        plot_prob_distributions(y, probs, labels, out, thresholds=thr, title=title, bins=args.bins)
+        plot_prob_distributions(y, probs, labels, out, thresholds=thr, title=title, bins=args.bins, dpi=DPI)
     else:
-        plot_prob_comparison(full, out, bins=args.bins)
+        plot_prob_comparison(full, out, bins=args.bins, dpi=DPI)
     print(f"wrote {out}")
     return out
 

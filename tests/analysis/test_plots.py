@@ -225,7 +225,7 @@ def test_prob_comparison_panels_title_d_and_n_as_the_single_grid(tmp_path, drawn
                ("test.none.csv", names, pc, None, None)]
     plots.plot_prob_comparison(sources, tmp_path / "cmp.png", dpi=40)
     fig = drawn[0]
-    grid = np.array(fig.axes).reshape(3, n_labels)  # made column by column
+    grid = np.array(fig.axes).reshape(3, n_labels)  # made source by source
     for j, name in enumerate(names):
         assert grid[0, j].get_title() == f"{name}\nd={ya[:, j].mean():.3g} (n={ya[:, j].sum()})"
         f2 = fbeta_score(ya[:, j], pa[:, j] >= 0.3, beta=2, zero_division=1.0)
@@ -234,7 +234,13 @@ def test_prob_comparison_panels_title_d_and_n_as_the_single_grid(tmp_path, drawn
     assert grid[1, 0].get_title() == f"{names[0]}\nd={yb[:, 0].mean():.3g} (n={yb[:, 0].sum()})"
     assert all(not ax.axison for ax in grid[1, 1:])  # B predicts the first label only
     assert "d: share of images with the tag, n: their number" in fig._suptitle.get_text().replace("\n", " ")
-    assert [t.get_text() for t in fig.texts if t is not fig._suptitle] == [s[0] for s in sources]
+    rows, blocks = plots.comparison_grid(n_labels, 3)
+    assert rows * blocks >= n_labels and (n_labels < 7 or rows > 1 and blocks > 1)
+    heads = [t for t in fig.texts if t is not fig._suptitle]  # each source's title over each of its columns
+    assert [t.get_text() for t in heads] == [s[0] for s in sources for _ in range(blocks)]
+    for head, ax in zip(heads, grid[:, :blocks].ravel()):
+        box = ax.get_position()
+        assert head.get_position()[0] == pytest.approx((box.x0 + box.x1) / 2)
     head = boxes(fig, fig.texts)  # the key (the suptitle) and the column titles
     titles = boxes(fig, [ax.title for ax in fig.axes])
     ticks = boxes(fig, [t for ax in fig.axes if ax.axison for t in drawn_ticklabels(ax)])
@@ -254,3 +260,23 @@ def test_prob_comparison_without_truth_keys_grey_only(tmp_path, drawn):
     assert all(ax.get_title().endswith("(no truth: d, n unknown)") and not ax.lines for ax in drawn[0].axes)
     with pytest.raises(ValueError, match="run A"):
         plots.plot_prob_comparison([("run A", LABELS[:2], sources[0][2], None, None)], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("n_sources, n_labels", [(1, 7), (2, 7), (2, 13), (4, 7), (4, 24), (2, 100)])
+def test_prob_comparison_is_readable_at_its_saved_size(tmp_path, drawn, n_sources, n_labels):
+    """At the resolution tools/plot_probs.py saves at, no text is under 10 px and the page is
+    neither a strip nor a banner: about as wide as high, at most 12 panels across."""
+    rng = np.random.default_rng(3)
+    names = [f"label_{j:03d}" for j in range(n_labels)]
+    sources = [(f"run {k} (val, hflip)", names, rng.random((60, n_labels)),
+                (rng.random((60, n_labels)) < 0.3).astype(int), np.full(n_labels, 0.5)) for k in range(n_sources)]
+    dpi = 100
+    out = plots.plot_prob_comparison(sources, tmp_path / "cmp.png", dpi=dpi)
+    fig = drawn[0]
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert np.allclose((height, width), fig.get_size_inches()[::-1] * dpi, atol=1)
+    assert 1 / 2.5 <= width / height <= 2.5, (width, height)
+    assert width <= (12 * plots.CELL_W + 11 * plots.BLOCK_GAP + 0.3) * dpi  # 12 panels, the gaps between blocks
+    texts = [*fig.texts, *(t for ax in fig.axes for t in [ax.title, *ax.texts, *drawn_ticklabels(ax)])]
+    sizes = [t.get_fontsize() * dpi / 72 for t in texts if t.get_text()]
+    assert len(sizes) > 8 * n_labels * n_sources and min(sizes) >= 10, min(sizes)

@@ -48,13 +48,15 @@ def label_thresholds(y, probs, thresholds=None):
     return thr, f2
 
 
+# the probability panels' text in points: 7.5 pt is 10 px at the 96-100 dpi tools/plot_probs.py saves at
+TITLE_PT, NOTE_PT, TICK_PT = 9, 8, 7.5
 NO_POSITIVES = "no positives: F2 n/a"  # a label no image has: its F2 is 0/0, shown as n/a
 
 
 def _no_positives_note(ax):
     """NO_POSITIVES in a panel's corner, on white over the histograms: no threshold is drawn there."""
     ax.text(0.97, 0.95, NO_POSITIVES.replace(": ", ":\n"), transform=ax.transAxes, ha="right", va="top",
-            fontsize=7, color="dimgrey", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+            fontsize=NOTE_PT, color="dimgrey", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
 
 
 def _grid(n):
@@ -91,10 +93,10 @@ def _prob_panel(ax, name, p, y, thr, f2, edges):
         ax.axvline(thr, color=THR_COLOUR, lw=1)
         right = thr < 0.5  # write on the side away from the line
         ax.text(0.97 if right else 0.03, 0.95, f"t={thr:.2f}" + (f"\nF2={f2:.2f}" if np.isfinite(f2) else ""),
-                transform=ax.transAxes, ha="right" if right else "left", va="top", fontsize=7)
+                transform=ax.transAxes, ha="right" if right else "left", va="top", fontsize=NOTE_PT)
     counts = "(no truth: d, n unknown)" if y is None else f"d={y.mean():.3g} (n={int(y.sum())})"
-    ax.set_title(f"{_short(name)}\n{counts}", fontsize=8)
-    ax.tick_params(labelsize=6)
+    ax.set_title(f"{_short(name)}\n{counts}", fontsize=TITLE_PT)
+    ax.tick_params(labelsize=TICK_PT)
 
 
 def _comparison_key(truth, thresholds):
@@ -137,31 +139,51 @@ def plot_prob_distributions(y, probs, labels, path, thresholds=None, title="", b
     return _save(fig, path, dpi)
 
 
-def plot_prob_comparison(sources, path, bins=40, dpi=80):
+# plot_prob_comparison's layout, in inches: a panel's cell (axes, ticks, two-line title), the gap
+# between blocks of panels (one block per label, a panel per set), the widest figure aimed for
+CELL_W, CELL_H, BLOCK_GAP, MAX_PANEL_COLUMNS, ASPECT = 2.5, 2.1, 0.35, 12, 1.5
+KEY_PT, HEAD_PT = 10, 9
+
+
+def comparison_grid(n_labels, n_sources):
+    """(rows, blocks across) of plot_prob_comparison: a block of n_sources panels per label, as
+    many blocks across as brings the figure nearest ASPECT (width / height) within
+    MAX_PANEL_COLUMNS panels across (one block at least)."""
+    def aspect_miss(b):
+        width = b * n_sources * CELL_W + (b - 1) * BLOCK_GAP
+        return abs(math.log(width / (math.ceil(n_labels / b) * CELL_H + 1.0) / ASPECT))
+    across = range(1, max(1, min(n_labels, MAX_PANEL_COLUMNS // n_sources)) + 1)
+    blocks = min(across, key=aspect_miss)
+    return math.ceil(n_labels / blocks), blocks
+
+
+def plot_prob_comparison(sources, path, bins=40, dpi=100):
     """Per-label probability histograms of several prediction sets side by side.
 
     sources: list of (title, labels, probs (N, L), y (N, L) 0/1 or None, thresholds
-    (L,) or None). One row per label (the union, in first-seen order), one column per
-    source under its title; each panel as in plot_prob_distributions: positives orange,
-    negatives blue (all predictions grey without truth), log counts, the threshold as a
-    red line with t and the F2 at it, the title 'label' over 'd=share (n=count)' of that
-    source's images, all explained at the top; a label a source lacks reads '(not
-    predicted)'. Written atomically; returns the Path. Raises ValueError when a source's
-    probs, y and labels disagree in shape.
+    (L,) or None). One block per label (the union, in first-seen order), the blocks in a
+    grid (comparison_grid: rows x blocks across, sized to a readable page); a block holds one
+    panel per source, in the order given, each column of panels headed by its source's title.
+    Each panel as in plot_prob_distributions: positives orange, negatives blue (all
+    predictions grey without truth), log counts, the threshold as a red line with t and the
+    F2 at it, the title 'label' over 'd=share (n=count)' of that source's images, all
+    explained at the top; a label a source lacks reads '(not predicted)'. The text is at least
+    TICK_PT points (10 px at 96 dpi). Axes are added source by source, each source's label by
+    label. Written atomically; returns the Path. Raises ValueError when a source's probs, y
+    and labels disagree in shape.
     """
     labels = list(dict.fromkeys(lab for s in sources for lab in s[1]))
-    rows, cols = len(labels), len(sources)
-    # fixed margins, in inches, as plot_prob_distributions (constrained layout is slow at this many panels)
-    width = 2.8 * cols + 0.3
+    k = len(sources)
+    rows, blocks = comparison_grid(len(labels), k)
+    # fixed margins, in inches (constrained layout is slow at this many panels)
+    width = blocks * k * CELL_W + (blocks - 1) * BLOCK_GAP + 0.2
     key = _comparison_key([s[3] is not None for s in sources], any(s[4] is not None for s in sources))
-    head = textwrap.wrap(key, int(width * 13))
-    names = [textwrap.wrap(str(s[0]), 36) or [""] for s in sources]
-    name_lines = max(len(n) for n in names)
-    top = 0.15 + 0.17 * len(head) + 0.16 * name_lines + 0.4  # key, column titles, the panels' two-line titles
-    height = 2.0 * rows + top
+    head = textwrap.wrap(key, int(width * 72 / (0.55 * KEY_PT)))
+    names = [textwrap.wrap(str(s[0]), int(CELL_W * 72 / (0.62 * HEAD_PT))) or [""] for s in sources]
+    key_h = 0.1 + KEY_PT * 1.25 / 72 * len(head)
+    top = key_h + 0.1 + HEAD_PT * 1.25 / 72 * max(len(n) for n in names)
+    height = rows * CELL_H + top + 0.1
     fig = _figure(width, height, layout=None)
-    fig.subplots_adjust(left=0.3 / width, right=1 - 0.08 / width, bottom=0.3 / height, top=1 - top / height,
-                        wspace=0.2, hspace=0.6 / 1.4)
     edges = np.linspace(0, 1, bins + 1)
     for c, (title, labs, probs, y, thr) in enumerate(sources):
         probs = np.asarray(probs, dtype=np.float64)
@@ -170,19 +192,22 @@ def plot_prob_comparison(sources, path, bins=40, dpi=80):
             raise ValueError(f"{title}: probs {probs.shape}, y {None if y is None else y.shape} "
                              f"and {len(labs)} labels disagree")
         f2 = np.full(len(labs), np.nan) if y is None or thr is None else label_thresholds(y, probs, thr)[1]
-        column = [fig.add_subplot(rows, cols, r * cols + c + 1) for r in range(rows)]
-        for ax, lab in zip(column, labels):
+        for i, lab in enumerate(labels):
+            x0 = 0.1 + (i % blocks) * (k * CELL_W + BLOCK_GAP) + c * CELL_W
+            y1 = height - top - (i // blocks) * CELL_H  # the cell's top: the title above the axes
+            ax = fig.add_axes([(x0 + 0.42) / width, (y1 - CELL_H + 0.25) / height,
+                               (CELL_W - 0.52) / width, (CELL_H - 0.25 - 0.5) / height])
+            if i < blocks:  # the source's title over each of its columns
+                fig.text((x0 + 0.42 + (CELL_W - 0.52) / 2) / width, 1 - (key_h + 0.05) / height,
+                         "\n".join(names[c]), ha="center", va="top", fontsize=HEAD_PT, fontweight="bold")
             if lab not in labs:
                 ax.set_axis_off()
-                ax.set_title(f"{_short(lab)}\n(not predicted)", fontsize=8, color="grey")
+                ax.set_title(f"{_short(lab)}\n(not predicted)", fontsize=TITLE_PT, color="grey")
                 continue
             j = labs.index(lab)
             _prob_panel(ax, lab, probs[:, j], None if y is None else y[:, j],
                         np.nan if thr is None else float(thr[j]), f2[j], edges)
-        box = column[0].get_position()
-        fig.text((box.x0 + box.x1) / 2, 1 - (0.12 + 0.17 * len(head)) / height, "\n".join(names[c]),
-                 ha="center", va="top", fontsize=8, fontweight="bold")
-    fig.suptitle("\n".join(head), fontsize=9, y=1 - 0.06 / height, va="top")
+    fig.suptitle("\n".join(head), fontsize=KEY_PT, y=1 - 0.06 / height, va="top")
     return _save(fig, path, dpi)
 
 
