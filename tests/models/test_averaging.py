@@ -120,7 +120,7 @@ def test_errors_name_what_to_do(run, tmp_path):
 
 
 def test_checkpoint_names_and_paths(tmp_path):
-    from predict import checkpoint_path
+    from utils.predict.jobs import checkpoint_path
 
     assert checkpoint_path(tmp_path, "avg") == tmp_path / "checkpoints" / "avg.pt"
     f = tmp_path / "x.pt"
