@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ROOT, write_dataset
-from test_train import train
+from helpers import train
 from utils.models.averaging import average_state_dicts, choose
 from utils.common.errors import DataError
 
