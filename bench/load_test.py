@@ -280,7 +280,7 @@ def tables(results):
         lines.append(f"| {st} | {cells} | {tr / size_ratio:.2f} | {exp:.2f} | "
                      f"{rb['peak_mib'] / max(ra['peak_mib'], 1e-9):.2f} |")
     total = [sum(r["stages"][s]["seconds"] for s in STAGES) for r in results]
-    lines.append(f"| total | " + " | ".join(f"{t:.0f} s" for t in total) +
+    lines.append("| total | " + " | ".join(f"{t:.0f} s" for t in total) +
                  f" | {total[-1] / total[0] / size_ratio:.2f} | "
                  f"{math.log(total[-1] / total[0]) / math.log(size_ratio):.2f} | |")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, write_dataset
+from conftest import ROOT
 from utils.data.cache import decode_image, load_images
 from utils.data.dataset import load_dataset, select_label_group
 from utils.data.folds import load_or_make_folds, make_folds

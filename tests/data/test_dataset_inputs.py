@@ -39,7 +39,7 @@ def test_names_match_in_either_unicode_form(tmp_path, disk, csv):
 def test_folds_and_exclusion_lists_match_in_either_form(tmp_path):
     from utils.data.exclusion import read_exclusion
     from utils.data.folds import plan_folds
-    from utils.runs.directory import read_folds
+    from utils.data.folds_file import read_folds_file as read_folds
 
     root = write_dataset(tmp_path / "d", n=12)
     rename_first(root, "train", "img000.jpg", f"{NFC}.jpg")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, script_argv, write_dataset
+from conftest import script_argv, write_dataset
 from utils.models import fast_path as F
 
 PLAN = "epochs=1,size=32,bs=8,lr=2e-2,train=head;epochs=2,size=32,train=all,sched=cosine"

@@ -14,7 +14,6 @@ from pathlib import Path
 from utils.common.errors import DataError
 from utils.common.text import read_json
 from utils.common.paths import load_path_map, native_rel, resolve_stored
-from utils.data.folds_file import read_folds_file
 from utils.runs.run_status import diverged_problem
 from utils.runs.train_flags import model_values
 
@@ -204,10 +203,6 @@ def find_runs(patterns, pairs=None, roots=None):
         except DataError as e:
             skipped.append((d, str(e)))
     return sorted(runs, key=lambda r: r.name), skipped
-
-
-# the former name of utils.data.folds_file.read_folds_file, the one reader of folds.csv (not a second one)
-read_folds = read_folds_file
 
 
 def group_models(runs):

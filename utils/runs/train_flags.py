@@ -467,8 +467,8 @@ def train_options(values):
 
 
 # how to run, as the Trainer takes it: the option rows with their defaults (train.py resolves -1 and
-# None = auto before making one), and eval_bs (no flag: 0 = twice the training batch)
+# None = auto before making one)
 TrainOptions = make_dataclass(
-    "TrainOptions", [(f.dest, object, field(default=f.default)) for f in FLAGS if f.option] + [("eval_bs", int, 0)])
-TrainOptions.__doc__ = "How to run (not what to learn): the option rows of train.py's flag table, and eval_bs."
+    "TrainOptions", [(f.dest, object, field(default=f.default)) for f in FLAGS if f.option])
+TrainOptions.__doc__ = "How to run (not what to learn): the option rows of train.py's flag table."
 TrainOptions.__module__ = __name__

@@ -39,7 +39,8 @@ from utils.common.checksum import file_sha256
 from utils.data.bands import image_options
 from utils.data.cache import load_images
 from utils.models.checkpoint import load_for_inference
-from utils.runs.directory import load_run, read_folds
+from utils.data.folds_file import read_folds_file
+from utils.runs.directory import load_run
 from utils.predict.logits import predict_logits
 from utils.train.loop import sigmoid
 
@@ -180,7 +181,7 @@ def check_teacher_run(run, fold, fold_ids, names):
     if folds_file is None or not folds_file.is_file():
         raise DataError(f"--soft-targets {run}: its folds file is not found here, so it cannot be checked "
                         f"against this run's folds")
-    theirs = read_folds(folds_file)
+    theirs = read_folds_file(folds_file)
     differ = [n for n, k in zip(names, fold_ids) if (theirs.get(n) == fold) != (k == fold)]
     if differ:
         raise DataError(f"--soft-targets {run}: its folds file {folds_file} puts {len(differ)} image(s) in or out "

@@ -16,7 +16,6 @@ in (utils/runs/run_guard.py RunFolder): a deleted folder stops the run, never re
 import functools
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -60,22 +59,6 @@ from utils.train.stage import Stage
 from utils.train.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainOptions:
-    """How to run (not what to learn): none of these change the result on CPU."""
-    workers: int = 0
-    ckpt_every: int = 0          # mid-epoch checkpoint every N steps (0: only at epoch ends)
-    ckpt_minutes: float = 10.0   # ... and at least every N minutes
-    channels_last: bool = False
-    amp: str = "auto"            # auto | off | bf16 | fp16
-    compile: bool = False
-    plots: str = "every"         # every | last | none
-    eval_bs: int = 0             # 0: twice the training batch
-    cache_dir: str = ""
-    aug_device: str = "cpu"      # cpu: per image in the loader workers; gpu: per batch on the device
-    tensorboard: bool = False    # event files in <run>/tb/ (utils/train/tensorboard.py)
 
 
 def amp_dtype(device, mode):
@@ -353,7 +336,7 @@ class Trainer:
         """Validation probabilities (V, L) float64 and mean loss (float), gathered over ranks."""
         images, val_idx = self.images.train(stage.size), self.data.val_idx
         mine = dist.shard_eval(len(val_idx))
-        logits = predict_logits(model, images, self.opts.eval_bs or 2 * stage.bs, self.device, self.mean,
+        logits = predict_logits(model, images, 2 * stage.bs, self.device, self.mean,
                                 self.std, self.opts.channels_last, self.amp_dtype, self.opts.workers, desc="val",
                                 rows=val_idx[mine])
         logits = dist.gather_rows(logits, len(val_idx))
