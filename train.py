@@ -33,7 +33,7 @@ from utils.common.text import read_json  # noqa: E402
 from utils.train.resume import check_same_config, modern_spelling  # noqa: E402
 from utils.runs.run_guard import hold_run  # noqa: E402
 from utils.runs.train_flags import TrainOptions, train_options  # noqa: E402
-from utils.train.parse import check_flags, flags_plan, get_args_parser as train_parser  # noqa: E402
+from utils.train.parse import check_flags, flags_stages, get_args_parser as train_parser  # noqa: E402
 from utils.train.parse import parse_args as parse_train_args  # noqa: E402
 
 log = logging.getLogger("train")
@@ -93,7 +93,7 @@ def main(args):
     from utils.runs.fingerprint import check_same_dataset, dataset_fingerprint
     from utils.train.losses import build_loss
     from utils.train.pseudo import load_extras, sampler_labels
-    from utils.train.plan_table import describe_plan
+    from utils.train.stage_table import describe_stages
     from utils.train.tensorboard import resolve_flag as resolve_tensorboard
     from utils.train.run_state import seed_everything
     from utils.train.fold_data import FoldData
@@ -117,7 +117,7 @@ def main(args):
     if not 0 <= flags.fold < flags.folds_k:
         raise DataError(f"--fold {flags.fold}: must be in 0..{flags.folds_k - 1}")
     label_idx = select_label_group(spec.labels, spec.y, flags.label_group)
-    plan = flags_plan(flags)
+    plan = flags_stages(flags)
     check_flags(flags, spec, plan, label_idx)
     excluded = exclude_cfg = None
     if flags.exclude:
@@ -181,7 +181,7 @@ def main(args):
         log.info("run %s: %s on fold %d, %d labels, %d train (+%d pseudo-labelled test) / %d val images, "
                  "device %s, %s (%s)\n%s", run_dir, flags.arch, flags.fold, len(label_idx), len(train_rows),
                  len(extras.test_rows) if extras else 0, int((fold_ids == flags.fold).sum()), device,
-                 setting.name, how, describe_plan(plan))
+                 setting.name, how, describe_stages(plan))
     opts = TrainOptions(**train_options(vars(updated(
         flags, workers=flags.workers if flags.workers >= 0 else default_workers(device), amp=setting.amp,
         channels_last=setting.channels_last, cache_dir=str(cache_dir), tensorboard=tensorboard))))

@@ -5,7 +5,7 @@
     python bench/train_speed.py --data data/demo        # a dataset's images, from the uint8 cache
 
 Training: --arch (random init: weights do not change speed, 13 labels) at --size px, batch --bs,
-the demo plan's main stage (every layer trained, AdamW, one-cycle; utils.train.plan.resolve_plan
+the demo plan's main stage (every layer trained, AdamW, one-cycle; utils.train.stages.resolve_stages
 with the demo's size and epochs), through the project's path: uint8 cache -> CachedImages with
 the --aug augmentation per image -> make_loader (--workers processes) -> train_one_epoch
 (utils/train/loop.py). For each torch thread count in --threads and each worker count in --workers it reports
@@ -45,7 +45,7 @@ from utils.train.losses import build_loss  # noqa: E402
 from utils.models.factory import create_model, model_meta  # noqa: E402
 from utils.models.layer_groups import param_groups  # noqa: E402
 from utils.train.schedule import build_optimizer, build_scheduler  # noqa: E402
-from utils.train.plan import resolve_plan  # noqa: E402
+from utils.train.stages import resolve_stages  # noqa: E402
 from utils.augment.transforms import build_augment  # noqa: E402
 from utils.common.cli import run_script  # noqa: E402
 
@@ -144,7 +144,7 @@ def print_table(title, headers, rows):
 
 def main(args):
     default_threads = torch.get_num_threads()
-    stage = resolve_plan(size=args.size, epochs=DEMO["epochs"])[-1]
+    stage = resolve_stages(size=args.size, epochs=DEMO["epochs"])[-1]
     stage.bs = args.bs
     images, y, labels, source = image_source(args, args.size)
     print(f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}")

@@ -38,7 +38,7 @@ from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.analysis.diversity import (cluster_order, pairwise_agreement, pairwise_pearson,  # noqa: E402
                              similar_pairs, stack_matrix)
 from utils.runs.filter import matches, parse_where  # noqa: E402
-from utils.runs.scores import Truth, load_oof, merge_oofs  # noqa: E402
+from utils.analysis.scores import Truth, load_oof, merge_oofs  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.plots import plot_correlation  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402

@@ -33,7 +33,7 @@ from utils.runs.pred_files import read_preds  # noqa: E402
 from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.plots import plot_prob_comparison, plot_prob_distributions  # noqa: E402
-from utils.runs.scores import Truth, load_oof  # noqa: E402
+from utils.analysis.scores import Truth, load_oof  # noqa: E402
 from utils.runs.directory import load_run  # noqa: E402
 from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
 from utils.common.cli import add_hidden_alias, run_script  # noqa: E402

@@ -32,7 +32,7 @@ from utils.common.errors import DataError, report_problems  # noqa: E402
 from utils.analysis.pruning import (PRUNED_FILE, RANK_COL, append_pruned, coverage_refusals,  # noqa: E402
                            delete_artifacts, find_stack_reports, now, rank_runs, read_pruned,
                            run_artifacts, stack_usage, usable)
-from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, Truth, load_oof, score_oof  # noqa: E402
+from utils.analysis.scores import F2_BEST, F2_FIXED, LABEL_COL, Truth, load_oof, score_oof  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.runs.directory import find_runs, model_names  # noqa: E402
 from utils.common.cli import DEFAULT_RUNS, add_truth_arguments, run_script  # noqa: E402

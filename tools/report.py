@@ -32,7 +32,7 @@ from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.report import build_context, render, stack_section  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
-from utils.runs.scores import Truth  # noqa: E402
+from utils.analysis.scores import Truth  # noqa: E402
 from utils.metrics.threshold_search import FIXED_THRESHOLD  # noqa: E402
 
 log = logging.getLogger("report")

@@ -48,7 +48,7 @@ from utils.analysis.leaderboard import (TERMINAL_WIDTH, apart_notes, format_tabl
                                           one_model_id, sort_table, to_markdown)
 from utils.analysis.pruning import PRUNED_FILE, read_pruned  # noqa: E402
 from utils.runs.filter import matches, parse_where, row_matches  # noqa: E402
-from utils.runs.scores import F2_BEST, LABEL_COL, Truth  # noqa: E402
+from utils.analysis.scores import F2_BEST, LABEL_COL, Truth  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402

@@ -190,7 +190,7 @@ def check_cells(cells, data, out):
     from utils.data.dataset import load_dataset, select_label_group
     from utils.data.folds import plan_folds
     from utils.models.factory import resolve_arch
-    from utils.train.parse import check_flags, flags_plan, parse_args
+    from utils.train.parse import check_flags, flags_stages, parse_args
 
     problems, specs = {}, {}  # problem -> the cells it stops (none: the dataset's, said once)
     for cell in cells:
@@ -200,7 +200,7 @@ def check_cells(cells, data, out):
             with contextlib.redirect_stderr(err):
                 a = parse_args(train_argv(data, out, cell))
             resolve_arch(a.arch)
-            plan = flags_plan(a)
+            plan = flags_stages(a)
             k = cell_folds_k(a, data)
             if not 0 <= a.fold < k:
                 raise DataError(f"--fold {a.fold}: must be in 0..{k - 1}")

@@ -19,7 +19,7 @@ from conftest import ROOT
 from helpers import FAST_METHODS, LIBRARY_LABELS, run_stack, write_runs
 import utils.analysis.plots as plots
 from utils.analysis.report import ModelView, draw_model, stack_section
-from utils.runs.scores import OOF, score_oof
+from utils.analysis.scores import OOF, score_oof
 
 MODELS = [dict(arch="net0", signal=1.0, seeds=[0, 1]), dict(arch="net1", signal=1.6),
           dict(arch="net2", signal=1.3, labels=["a", "c"])]

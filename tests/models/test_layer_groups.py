@@ -7,7 +7,7 @@ from helpers import train
 from utils.models import factory as M
 from utils.models import layer_groups as G
 from utils.common.errors import DataError
-from utils.train.plan import resolve_plan
+from utils.train.stages import resolve_stages
 
 
 def _running_stats(state):
@@ -37,11 +37,11 @@ def test_all_layers_freezes_statistics_but_not_weights():
 
 
 def test_stage_key_bn_parses_and_refuses_unknown_values():
-    plan = resolve_plan(stages="epochs=1,train=head;epochs=2,train=all,bn=frozen")
+    plan = resolve_stages(stages="epochs=1,train=head;epochs=2,train=all,bn=frozen")
     assert [s.bn for s in plan] == ["train", "frozen"]
     assert plan[1].to_dict()["bn"] == "frozen"
     with pytest.raises(DataError, match="bn"):
-        resolve_plan(stages="epochs=1,bn=fixed")
+        resolve_stages(stages="epochs=1,bn=fixed")
 
 
 @pytest.mark.slow

@@ -280,7 +280,7 @@ def test_statistics_keeps_a_stand_alone_run_of_a_covered_fold_apart(tmp_path, ca
     # the report's model figures join the same runs as its leaderboard row
     from utils.analysis.report import model_views
     from utils.runs.directory import find_runs
-    from utils.runs.scores import Truth
+    from utils.analysis.scores import Truth
     found, _ = find_runs([runs / "*"])
     views = model_views(found, Truth(data), "none", dict(zip(model_df["model"], model_df["name"])))
     assert [[r.name for r in v.runs] for v in views] == [["m0-x-f0", "m0-x-f1"]]
@@ -481,7 +481,7 @@ def test_the_one_pair_of_two_models_is_the_most_and_the_least_similar():
 
 
 def test_correlation_tool(prune_runs, capsys):
-    from utils.runs.scores import Truth, load_oof, merge_oofs
+    from utils.analysis.scores import Truth, load_oof, merge_oofs
     from utils.runs.directory import find_runs, group_models
 
     names, agree, pearson = run_tool(correlation, "--runs", prune_runs)

@@ -10,7 +10,7 @@ from utils.models.factory import create_model
 from utils.models.layer_groups import named_layer_groups, param_groups
 from utils.train.optimizers import (eval_weights, optimizer_names, param_group_rows, parse_opt_flag,
                                     weights_mode)
-from utils.train.plan import resolve_plan
+from utils.train.stages import resolve_stages
 from utils.train.schedule import build_optimizer, group_lrs
 from utils.train.stage import Stage, parse_stages
 
@@ -84,12 +84,12 @@ def test_every_timm_name_is_valid_and_options_are_checked():
     (s,) = parse_stages("opt=adan,opt.no_prox=yes")
     assert s.opt == "adan" and s.opt_args == {"no_prox": True}
     with pytest.raises(DataError, match=r"--opt: opt=lion: unknown option\(s\) momentum .valid: betas"):
-        resolve_plan(stages="epochs=1", opt="lion:momentum=0.9")
+        resolve_stages(stages="epochs=1", opt="lion:momentum=0.9")
     with pytest.raises(DataError, match="opt='lionn' is not an optimizer"):
-        resolve_plan(stages="epochs=1", opt="lionn")
+        resolve_stages(stages="epochs=1", opt="lionn")
     with pytest.raises(DataError, match="--layer-decay 0.0 must be in"):
-        resolve_plan(stages="epochs=1", layer_decay=0.0)
-    plan = resolve_plan(stages="epochs=1,opt=sgd,opt.dampening=0.1;epochs=1", opt="nadamw", layer_decay=0.7)
+        resolve_stages(stages="epochs=1", layer_decay=0.0)
+    plan = resolve_stages(stages="epochs=1,opt=sgd,opt.dampening=0.1;epochs=1", opt="nadamw", layer_decay=0.7)
     assert [(s.opt, s.opt_args, s.layer_decay) for s in plan] == [("nadamw", {}, 0.7)] * 2
     # a stage naming another optimizer starts without the previous one's options
     a, b = parse_stages("opt=lion,opt.betas=0.9/0.99;opt=adamw")
@@ -180,6 +180,6 @@ def test_a_misspelt_optimizer_or_option_gets_a_suggestion_and_a_text_value_a_cle
     assert optimizer_problems("sgd", {"dampening": "x"}) == ["opt=sgd: dampening=x is not a number (default 0; e.g. "
                                                             "dampening=0)"]
     with pytest.raises(DataError, match="--opt: opt=lion: betas=abc is not 2 numbers"):
-        resolve_plan(stages="epochs=1", opt="lion:betas=abc")
+        resolve_stages(stages="epochs=1", opt="lion:betas=abc")
     assert optimizer_problems("lion", {"betas": (0.9, 0.99)}) == []
     assert optimizer_problems("adamw", {"amsgrad": True}) == []

@@ -5,9 +5,9 @@ import pytest
 
 from utils.common.errors import DataError
 from utils.train.config_file import load_plan_file, read_config_file
-from utils.train.plan import resolve_plan
-from utils.train.plan_scaling import distribute_epochs
-from utils.train.plan_table import describe_plan
+from utils.train.stages import resolve_stages
+from utils.train.stage_scaling import distribute_epochs
+from utils.train.stage_table import describe_stages
 from utils.train.recipes import RECIPES, get_recipe
 from utils.train.stage import KEYS, Stage, parse_stages
 
@@ -40,11 +40,11 @@ def test_every_key_parses():
 
 
 def test_accum_flag_sets_every_stage():
-    plan = resolve_plan(stages="epochs=1,accum=3;epochs=2", accum=None)
+    plan = resolve_stages(stages="epochs=1,accum=3;epochs=2", accum=None)
     assert [s.accum for s in plan] == [3, 3]
-    assert [s.accum for s in resolve_plan(recipe="finetune", epochs=3, accum=4)] == [4, 4]
+    assert [s.accum for s in resolve_stages(recipe="finetune", epochs=3, accum=4)] == [4, 4]
     with pytest.raises(DataError, match="--accum"):
-        resolve_plan(accum=0)
+        resolve_stages(accum=0)
     with pytest.raises(DataError, match="accum"):
         parse_stages("epochs=1,accum=0")
 
@@ -163,31 +163,31 @@ def test_recipes_scale_to_a_small_run(name):
 
 
 def test_recipes_from_the_papers():
-    (alex,) = resolve_plan("alexnet", epochs=6, size=96)
+    (alex,) = resolve_stages("alexnet", epochs=6, size=96)
     assert (alex.opt, alex.momentum, alex.wd, alex.bs, alex.lr, alex.sched, alex.factor, alex.max_drops) == \
         ("sgd", 0.9, 5e-4, 128, 0.01, "plateau", 0.1, 3)
-    (res,) = resolve_plan("resnet", epochs=6, size=96)
+    (res,) = resolve_stages("resnet", epochs=6, size=96)
     assert (res.opt, res.lr, res.momentum, res.wd, res.bs, res.sched, res.gamma) == \
         ("sgd", 0.1, 0.9, 1e-4, 256, "step", 0.1)
     assert res.step * res.epochs == pytest.approx(2)       # /10 every third of the run
-    v1, v2 = resolve_plan("vgg", epochs=6, size=96)
+    v1, v2 = resolve_stages("vgg", epochs=6, size=96)
     assert (v1.size, v2.size, v1.lr, v2.lr) == (64, 96, 0.01, 0.001)
     for v in (v1, v2):
         assert (v.opt, v.momentum, v.wd, v.bs, v.drop_rate, v.sched, v.factor, v.max_drops) == \
             ("sgd", 0.9, 5e-4, 256, 0.5, "plateau", 0.1, 3)
-    v1, v2 = resolve_plan("vgg")
+    v1, v2 = resolve_stages("vgg")
     assert (v1.size, v2.size) == (256, 384)
-    (dn,) = resolve_plan("densenet", epochs=8)
+    (dn,) = resolve_stages("densenet", epochs=8)
     assert (dn.opt, dn.nesterov, dn.momentum, dn.lr, dn.wd, dn.sched, dn.milestones, dn.gamma) == \
         ("sgd", True, 0.9, 0.1, 1e-4, "multistep", (0.5, 0.75), 0.1)
 
 
 def test_finetune_and_gradual_unfreezing_are_one_flag_apart():
-    ft = resolve_plan(epochs=8, size=96)                   # the default recipe
-    assert ft == resolve_plan("finetune", epochs=8, size=96)
+    ft = resolve_stages(epochs=8, size=96)                   # the default recipe
+    assert ft == resolve_stages("finetune", epochs=8, size=96)
     assert [(s.train, s.epochs, s.size) for s in ft] == [("head", 1, 64), ("all", 7, 96)]
     assert ft[0].lr > ft[1].lr and ft[1].lr_mult < 1 and ft[0].opt == "adamw"
-    gu = resolve_plan("unfreeze-gradual", epochs=8, size=96)
+    gu = resolve_stages("unfreeze-gradual", epochs=8, size=96)
     assert [s.train for s in gu] == ["head", "1", "2", "3", "all"]
     assert sum(s.epochs for s in gu) == 8
     assert gu[0] == ft[0]
@@ -197,21 +197,21 @@ def test_finetune_and_gradual_unfreezing_are_one_flag_apart():
 
 
 def test_bs_ramp_grows_the_batch_at_constant_lr():
-    plan = resolve_plan("bs-ramp", epochs=6, size=96)
+    plan = resolve_stages("bs-ramp", epochs=6, size=96)
     bss = [s.bs for s in plan]
     assert bss == sorted(bss) and bss[-1] == 4 * bss[0] and len(set(bss)) == 3
     assert len({s.lr for s in plan}) == 1 and all(s.sched == "const" for s in plan)
-    small = resolve_plan("bs-ramp", epochs=6, size=96, bs=32)   # --bs is the largest batch
+    small = resolve_stages("bs-ramp", epochs=6, size=96, bs=32)   # --bs is the largest batch
     assert [s.bs for s in small] == [8, 16, 32]
     assert small[0].lr == pytest.approx(plan[0].lr / 8)
 
 
 def test_unknown_recipe_lists_names_and_too_few_epochs():
     with pytest.raises(DataError) as e:
-        resolve_plan("resnett")
+        resolve_stages("resnett")
     assert "did you mean 'resnet'" in str(e.value) and all(n in str(e.value) for n in RECIPES)
     with pytest.raises(DataError, match="needs --epochs >= 5"):
-        resolve_plan("unfreeze-gradual", epochs=3)
+        resolve_stages("unfreeze-gradual", epochs=3)
 
 
 @pytest.mark.slow
@@ -234,43 +234,43 @@ def test_too_few_epochs_for_the_recipe_shows_a_one_stage_plan_that_runs(tmp_path
 # ----- flags ----------------------------------------------------------------------------
 
 def test_bs_linear_scaling_rule():
-    (res,) = resolve_plan("resnet", bs=32)
+    (res,) = resolve_stages("resnet", bs=32)
     assert res.bs == 32 and res.lr == pytest.approx(0.1 * 32 / 256)
-    ft = resolve_plan("finetune", bs=16)
-    ref = resolve_plan("finetune")
+    ft = resolve_stages("finetune", bs=16)
+    ref = resolve_stages("finetune")
     for a, b in zip(ft, ref):
         assert a.bs == b.bs // 2 and a.lr == pytest.approx(b.lr / 2)
-    plan = resolve_plan(stages="bs=64,lr=0.1,min_lr=1e-3;bs=128", bs=256)
+    plan = resolve_stages(stages="bs=64,lr=0.1,min_lr=1e-3;bs=128", bs=256)
     assert [s.bs for s in plan] == [128, 256]
     assert [s.lr for s in plan] == pytest.approx([0.2, 0.2]) and plan[0].min_lr == pytest.approx(2e-3)
 
 
 def test_bs_without_a_batch_in_the_plan_just_sets_it():
-    plan = resolve_plan(stages="lr=0.01;lr=0.001", bs=8)
+    plan = resolve_stages(stages="lr=0.01;lr=0.001", bs=8)
     assert [(s.bs, s.lr) for s in plan] == [(8, 0.01), (8, 0.001)]
 
 
 def test_lr_sets_the_last_stage_and_keeps_ratios():
-    plan = resolve_plan(stages=SPEC, lr=6e-4, bs=16)   # bs scales first, then --lr is exact
+    plan = resolve_stages(stages=SPEC, lr=6e-4, bs=16)   # bs scales first, then --lr is exact
     assert plan[-1].lr == pytest.approx(6e-4)
     assert plan[0].lr / plan[1].lr == pytest.approx(1e-3 / 3e-4)
 
 
 def test_size_scales_earlier_stages():
-    plan = resolve_plan(stages="size=128;size=192;size=256", size=128)
+    plan = resolve_stages(stages="size=128;size=192;size=256", size=128)
     assert [s.size for s in plan] == [64, 96, 128]
-    plan = resolve_plan(stages="size=160;size=224", size=100)   # the final size is taken as given
+    plan = resolve_stages(stages="size=160;size=224", size=100)   # the final size is taken as given
     assert [s.size for s in plan] == [64, 100]
-    plan = resolve_plan(stages="size=128;size=224", size=24)    # tiny: never above the final size
+    plan = resolve_stages(stages="size=128;size=224", size=24)    # tiny: never above the final size
     assert [s.size for s in plan] == [24, 24]
 
 
 def test_epochs_distributed_in_proportion():
-    plan = resolve_plan(stages="epochs=2,warmup=2,sched=multistep,milestones=1;epochs=8", epochs=5)
+    plan = resolve_stages(stages="epochs=2,warmup=2,sched=multistep,milestones=1;epochs=8", epochs=5)
     assert [s.epochs for s in plan] == [1, 4]
     assert plan[0].warmup == 1 and plan[0].milestones == (0.5,)   # fractions follow the epochs
     with pytest.raises(DataError, match="fewer than the plan's 2 stages"):
-        resolve_plan(stages=SPEC, epochs=1)
+        resolve_stages(stages=SPEC, epochs=1)
 
 
 @pytest.mark.parametrize("total, weights, expected", [
@@ -298,11 +298,11 @@ def test_distribute_epochs_matches_brute_force():
 
 def test_one_source_only_and_bad_flags():
     with pytest.raises(DataError, match="--recipe and --stages"):
-        resolve_plan("resnet", stages=SPEC)
+        resolve_stages("resnet", stages=SPEC)
     with pytest.raises(DataError, match="--epochs 'x' is not an integer"):
-        resolve_plan(epochs="x")
+        resolve_stages(epochs="x")
     with pytest.raises(DataError, match="--lr -1 must be > 0"):
-        resolve_plan(lr=-1)
+        resolve_stages(lr=-1)
 
 
 def test_config_file_sources(tmp_path):
@@ -311,27 +311,27 @@ def test_config_file_sources(tmp_path):
     settings.write_text("arch: resnet18\nepochs: 6\n")
     named.write_text("recipe: resnet\n")
     assert read_config_file(plan_file)["arch"] == "resnet18"
-    assert [s.lr for s in resolve_plan(config_file=plan_file)] == [0.05]
+    assert [s.lr for s in resolve_stages(config_file=plan_file)] == [0.05]
     # the command line wins over the file's stages
-    assert resolve_plan("vgg", config_file=plan_file) == resolve_plan("vgg")
-    assert resolve_plan(stages=SPEC, config_file=plan_file) == parse_stages(SPEC)
+    assert resolve_stages("vgg", config_file=plan_file) == resolve_stages("vgg")
+    assert resolve_stages(stages=SPEC, config_file=plan_file) == parse_stages(SPEC)
     # a file without stages: its recipe, or the default one
-    assert resolve_plan(config_file=named, epochs=6) == resolve_plan("resnet", epochs=6)
-    assert resolve_plan(config_file=settings) == resolve_plan("finetune")
+    assert resolve_stages(config_file=named, epochs=6) == resolve_stages("resnet", epochs=6)
+    assert resolve_stages(config_file=settings) == resolve_stages("finetune")
 
 
 def test_precedence_defaults_then_plan_then_flags(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps({"stages": [{"epochs": 3, "lr": 0.05}]}))
-    (s,) = resolve_plan(config_file=path, defaults={"size": 96, "lr": 0.2, "opt": "sgd"})
+    (s,) = resolve_stages(config_file=path, defaults={"size": 96, "lr": 0.2, "opt": "sgd"})
     assert (s.size, s.lr, s.opt, s.epochs) == (96, 0.05, "sgd", 3)
-    (s,) = resolve_plan(config_file=path, defaults={"size": 96}, lr=0.01, size=64, epochs=2)
+    (s,) = resolve_stages(config_file=path, defaults={"size": 96}, lr=0.01, size=64, epochs=2)
     assert (s.size, s.lr, s.epochs) == (64, 0.01, 2)
 
 
 def test_describe_plan_is_aligned():
-    plan = resolve_plan("vgg", epochs=6, size=96)
-    lines = describe_plan(plan).splitlines()
+    plan = resolve_stages("vgg", epochs=6, size=96)
+    lines = describe_stages(plan).splitlines()
     assert len(lines) == 1 + len(plan)
     col = lines[0].index("lr ")
     assert [ln[col:].split()[0] for ln in lines[1:]] == ["0.01", "0.001"]

@@ -2,7 +2,7 @@
 
 Per run: its validation fold; per model (runs sharing a configuration except fold and
 seed): the runs' out-of-fold predictions joined and averaged over seeds
-(utils/runs/scores.py). A model joins its runs as stack.py does (utils/stack/library.py): per
+(utils/analysis/scores.py). A model joins its runs as stack.py does (utils/stack/library.py): per
 seed one run per fold, the last by name (finished ones first); another run of a fold already
 covered (a stand-alone train.py run with the configuration of a scripts/cv.sh model) is kept
 apart, with status 'apart', instead of being averaged in as if it were a seed. A model is
@@ -15,7 +15,7 @@ import pandas as pd
 from utils.common.errors import DataError
 from utils.common.text import read_csv
 from utils.runs.directory import model_names
-from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
+from utils.analysis.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
 from utils.metrics.threshold_search import FIXED_THRESHOLD
 
 CONVERTED = ("mapped", "rerooted")

@@ -14,7 +14,7 @@ from scipy.stats import rankdata
 from utils.common.atomic import atomic_write_csv
 from utils.common.errors import DataError
 from utils.common.text import read_json, read_csv
-from utils.runs.scores import LABEL_COL
+from utils.analysis.scores import LABEL_COL
 
 PRUNED_FILE = "PRUNED.csv"
 RANK_COL = "rank:"    # per-label rank column prefix in prune tables

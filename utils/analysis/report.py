@@ -1,7 +1,7 @@
 """The competition report: one self-contained HTML file over a folder of runs (tools/report.py).
 
 It gathers what the other tools compute: the leaderboard (utils/analysis/leaderboard.py), each
-model's out-of-fold scores and thresholds (utils/runs/scores.py), the agreement of models
+model's out-of-fold scores and thresholds (utils/analysis/scores.py), the agreement of models
 (utils/analysis/diversity.py), the figures (utils/analysis/plots.py), and the stack reports stack.py wrote
 (stack_report*.json). It renders them with the jinja2 template
 utils/analysis/templates/report.html.j2. Figures are embedded as base64 PNG and the table sorting
@@ -28,7 +28,7 @@ from utils.common.text import read_csv, read_json
 from utils.analysis.leaderboard import HIDDEN, leaderboard, model_runs, with_model_names
 from utils.analysis.plots import plot_correlation, plot_history, plot_label_f2, plot_prob_distributions
 from utils.analysis.pruning import PRUNED_FILE, find_stack_reports, read_pruned
-from utils.runs.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
+from utils.analysis.scores import F2_BEST, F2_FIXED, LABEL_COL, load_oof, merge_oofs, score_oof
 from utils.metrics.fbeta import fbeta_per_label
 from utils.metrics.threshold_search import FIXED_THRESHOLD
 
@@ -97,7 +97,7 @@ def cell(value, col="", href=None):
 
 
 def empty_labels(oof):
-    """The labels of an OOF (utils.runs.scores.OOF) that no image has: their F2 is undefined."""
+    """The labels of an OOF (utils.analysis.scores.OOF) that no image has: their F2 is undefined."""
     return {lab for lab, n in zip(oof.labels, oof.y.sum(0)) if n == 0}
 
 
@@ -169,7 +169,7 @@ def model_views(runs, truth, tta, names, threshold=FIXED_THRESHOLD):
 def label_f2_at(oof, thresholds):
     """{label: the label's F2 over the images when predicted at probs >= its threshold}.
 
-    oof: utils.runs.scores.OOF; thresholds: (L,) float. The score of the decisions the
+    oof: utils.analysis.scores.OOF; thresholds: (L,) float. The score of the decisions the
     thresholds make (utils.metrics.fbeta.fbeta_per_label), not the label's best one; NaN for a
     label no image has (0/0)."""
     f2 = fbeta_per_label(oof.y, oof.probs >= np.asarray(thresholds, dtype=np.float64)[None, :])
@@ -319,7 +319,7 @@ def build_context(runs, truth, folders, tta=None, stack_reports=(), threshold=FI
                   explore=None):
     """Everything the template shows, as plain data.
 
-    runs: utils.runs.directory.Run list; truth: utils.runs.scores.Truth; folders: the runs folders
+    runs: utils.runs.directory.Run list; truth: utils.analysis.scores.Truth; folders: the runs folders
     (PRUNED.csv and stack reports are looked for there); tta: TTA name or None (best per
     run); stack_reports: extra stack_report*.json paths; explore: the link to the error explorer
     (tools/explore.py's page) or None. Raises DataError when no run is finished or no run can be scored.

@@ -36,7 +36,7 @@ from utils.grid.cluster import Cell, PredictJob, ProbeJob, StackJob, TrainJob, i
 from utils.runs.directory import find_runs
 from utils.grid.plan_file import write_plan
 from utils.grid.stopping import stop_jobs
-from utils.runs.scores import Truth
+from utils.analysis.scores import Truth
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"  # train.py's hold on its run folder (utils/runs/run_guard.py)

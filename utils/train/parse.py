@@ -1,8 +1,8 @@
 """train.py's command line, for train.py and for whatever checks its flags before running it.
 
 `parse_args` reads the flags of the table (utils/runs/train_flags.py) with one precedence merge:
-command line > --config file > --recipe's flags > defaults. `flags_plan` turns the flags
-into the run's stages (utils/train/plan.py), and `check_flags` refuses every flag value
+command line > --config file > --recipe's flags > defaults. `flags_stages` turns the flags
+into the run's stages (utils/train/stages.py), and `check_flags` refuses every flag value
 train.py would refuse, before anything is written. tools/submit.py checks each grid cell
 with these same functions before it submits a job (scripts never import scripts).
 """
@@ -48,12 +48,12 @@ def parse_args(argv=None, description=None):
     return args
 
 
-def flags_plan(flags):
+def flags_stages(flags):
     """The run's list of Stages from its flags (--recipe, --stages or --config, and the flags that
     adjust them: --bs, --size, --epochs, --lr, --accum, --opt, --layer-decay). DataError when bad."""
-    from utils.train.plan import resolve_plan
+    from utils.train.stages import resolve_stages
 
-    return resolve_plan(recipe=flags.recipe, stages=flags.stages, config_file=flags.config, bs=flags.bs,
+    return resolve_stages(recipe=flags.recipe, stages=flags.stages, config_file=flags.config, bs=flags.bs,
                         size=flags.size, epochs=flags.epochs, lr=flags.lr, accum=flags.accum, opt=flags.opt,
                         layer_decay=flags.layer_decay)
 
@@ -61,7 +61,7 @@ def flags_plan(flags):
 def check_flags(flags, spec, plan, label_idx):
     """Fail on a bad --loss, --aug, --ema, --mix, --keep-epochs, --aug-static, --head or an idle
     flag before anything is written (the trainer builds the augmentation per stage).
-    spec: the DataSpec; plan: flags_plan's stages; label_idx: the label group's columns."""
+    spec: the DataSpec; plan: flags_stages's stages; label_idx: the label group's columns."""
     from utils.augment.mix import parse_mix
     from utils.augment.transforms import build_augment
     from utils.models.ema import check_decay

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from utils.common.errors import DataError
-from utils.train.plan_scaling import distribute_epochs, round_size
+from utils.train.stage_scaling import distribute_epochs, round_size
 from utils.train.stage import Stage
 
 
@@ -200,5 +200,5 @@ def get_recipe(name):
 
 def recipe_flags(name):
     """The train.py flag defaults a recipe sets ({dest: value}); {} for None or a recipe
-    without any. An unknown name gives {} here; resolve_plan reports it."""
+    without any. An unknown name gives {} here; resolve_stages reports it."""
     return dict(RECIPES[name].flags) if name in RECIPES else {}

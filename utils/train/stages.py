@@ -1,6 +1,6 @@
-"""The run's stage plan: one plan source, then the flags that adjust it.
+"""The run's stages: one source, then the flags that adjust them.
 
-A plan comes from exactly one source:
+The stages come from exactly one source:
 
     --recipe NAME     a named plan from the papers (utils/train/recipes.py), a function of (epochs, size)
     --stages SPEC     `;`-separated stages of `,`-separated key=value, e.g.
@@ -10,8 +10,8 @@ A plan comes from exactly one source:
                       (a mapping may also hold a "recipe" name instead, or other settings;
                       utils/train/config_file.py)
 
-Then the flags --epochs, --size, --bs, --lr, --accum, --opt and --layer-decay adjust the plan (see `resolve_plan`;
-utils/train/plan_scaling.py). Precedence: Stage defaults < caller defaults < config file <
+Then the flags --epochs, --size, --bs, --lr, --accum, --opt and --layer-decay adjust the plan (see `resolve_stages`;
+utils/train/stage_scaling.py). Precedence: Stage defaults < caller defaults < config file <
 --recipe or --stages < flags.
 """
 import dataclasses
@@ -20,7 +20,7 @@ from utils.common.errors import DataError, report_problems
 from utils.common.options import as_float, as_int
 from utils.train.config_file import file_stages, read_config_file
 from utils.train.optimizers import optimizer_problems, parse_opt_flag
-from utils.train.plan_scaling import scale_bs, scale_epochs, scale_lr, scale_sizes
+from utils.train.stage_scaling import scale_bs, scale_epochs, scale_lr, scale_sizes
 from utils.train.recipes import DEFAULT_RECIPE, get_recipe
 from utils.train.stage import build_stages, split_spec
 
@@ -61,7 +61,7 @@ def _raw_source(recipe, stages, config_file):
     return None, None, data.get("recipe") if recipe is None else recipe
 
 
-def resolve_plan(recipe=None, stages=None, config_file=None, bs=None, size=None, epochs=None,
+def resolve_stages(recipe=None, stages=None, config_file=None, bs=None, size=None, epochs=None,
                  lr=None, defaults=None, accum=None, opt=None, layer_decay=None):
     """The run's list of Stages from one plan source and the override flags.
 

@@ -24,7 +24,7 @@ def _sched_text(s):
     return text
 
 
-def describe_plan(stages):
+def describe_stages(stages):
     """An aligned text table of the plan (one row per stage) for the log."""
     head = ["#", "name", "epochs", "size", "bs", "train", "opt", "lr", "lr_mult", "wd", "drop", "schedule"]
     rows = []
