@@ -9,8 +9,7 @@ from sklearn.metrics import fbeta_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from utils.metrics.fbeta import (fbeta_macro, fbeta_micro, fbeta_per_label, fbeta_per_sample,  # noqa: E402
-                           fbeta_samples, soft_fbeta)
+from utils.metrics.fbeta import fbeta_per_label, fbeta_per_sample, fbeta_samples  # noqa: E402
 
 
 def sk(y, p, average, beta=2.0, zero_division=1.0):
@@ -49,8 +48,6 @@ def test_matches_sklearn_random(seed, beta, zero_division):
     kw = dict(beta=beta, zero_division=zero_division)
     np.testing.assert_allclose(fbeta_samples(y, p, **kw), sk(y, p, "samples", **kw), rtol=0, atol=1e-12)
     np.testing.assert_allclose(fbeta_per_label(y, p, **kw), sk(y, p, None, **kw), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(fbeta_micro(y, p, **kw), sk(y, p, "micro", **kw), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(fbeta_macro(y, p, **kw), sk(y, p, "macro", **kw), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
@@ -60,8 +57,6 @@ def test_matches_sklearn_edge_cases(case, zero_division):
     kw = dict(beta=2.0, zero_division=zero_division)
     assert fbeta_samples(y, p, **kw) == pytest.approx(sk(y, p, "samples", **kw), abs=1e-12)
     np.testing.assert_allclose(fbeta_per_label(y, p, **kw), sk(y, p, None, **kw), atol=1e-12)
-    assert fbeta_micro(y, p, **kw) == pytest.approx(sk(y, p, "micro", **kw), abs=1e-12)
-    assert fbeta_macro(y, p, **kw) == pytest.approx(sk(y, p, "macro", **kw), abs=1e-12)
 
 
 def test_zero_division_convention():
@@ -78,24 +73,6 @@ def test_per_sample_matches_binary_fbeta_per_row():
     y, p = random_case(3)
     rows = [sk(y[i], p[i], "binary", zero_division=1.0) for i in range(len(y))]
     np.testing.assert_allclose(fbeta_per_sample(y, p), rows, atol=1e-12)
-
-
-def test_soft_fbeta_on_hard_values_is_fbeta_samples():
-    y, p = random_case(5)
-    assert soft_fbeta(y, p.astype(float)) == pytest.approx(fbeta_samples(y, p), abs=1e-12)
-
-
-def test_soft_fbeta_matches_loop():
-    rng = np.random.default_rng(0)
-    y, _ = random_case(1)
-    probs = rng.random(y.shape)
-    probs[2] = 0.0  # a row with no true tag and zero probabilities: zero_division
-    want = []
-    for yi, pi in zip(y, probs):
-        tp, fp, fn = (yi * pi).sum(), ((1 - yi) * pi).sum(), (yi * (1 - pi)).sum()
-        den = 5 * tp + 4 * fn + fp
-        want.append(5 * tp / den if den > 0 else 1.0)
-    assert soft_fbeta(y, probs) == pytest.approx(np.mean(want), abs=1e-12)
 
 
 def test_shape_mismatch_raises():

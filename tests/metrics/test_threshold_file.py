@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from utils.common.errors import DataError
-from utils.metrics.threshold_file import read_thresholds_file, thresholds_record
+from utils.metrics.threshold_file import read_thresholds_file
 
 LABELS = ["clear", "haze", "road"]
 
 
 def test_a_record_reads_back_in_any_label_order(tmp_path):
     path = tmp_path / "t.json"
-    path.write_text(json.dumps(thresholds_record(["road", "clear", "haze"], [0.5, 0.125, 1.0], model="m0")))
+    path.write_text(json.dumps({"thresholds": {"road": 0.5, "clear": 0.125, "haze": 1.0}, "model": "m0"}))
     np.testing.assert_array_equal(read_thresholds_file(path, LABELS), [0.125, 1.0, 0.5])
 
 

@@ -208,11 +208,6 @@ def member_runs(m, facts):
     return [run_name(m.arch, member_flags(m, facts), m.seed, k) for k in range(facts.folds_k)]
 
 
-def member_cost(m, measured, facts, tta, decoded=None):
-    """Predicted seconds of member m's jobs (decoded: as member_jobs; a copy is used)."""
-    return sum(j.predicted_s for j in member_jobs(m, measured, facts, tta, set(decoded or ())))
-
-
 # ----------------------------------------------------------------------------- the plan
 
 @dataclass

@@ -1,4 +1,4 @@
-"""F-beta metrics on 0/1 tag matrices, and a soft F-beta on probabilities.
+"""F-beta metrics on 0/1 tag matrices: per image (the competition's F2 over images) and per label.
 
 The competition metric is F2 averaged over images (Kaggle Planet scored with
 ``sklearn.metrics.fbeta_score(y, pred, beta=2, average='samples')``). Every function
@@ -83,33 +83,3 @@ def fbeta_per_label(y_true, y_pred, beta=2.0, zero_division=ZERO_DIVISION):
     return fbeta_from_counts(tp, fp, fn, beta, zero_division)
 
 
-def fbeta_micro(y_true, y_pred, beta=2.0, zero_division=ZERO_DIVISION):
-    """F-beta of the pooled counts over all cells. (N, L) 0/1 inputs -> float.
-
-    Equals ``fbeta_score(..., average='micro', zero_division=zero_division)``.
-    """
-    y_true, y_pred = _check(y_true, y_pred)
-    tp = (y_true * y_pred).sum()
-    return float(fbeta_from_counts(tp, y_pred.sum() - tp, y_true.sum() - tp, beta, zero_division))
-
-
-def fbeta_macro(y_true, y_pred, beta=2.0, zero_division=ZERO_DIVISION):
-    """Unweighted mean of the per-label F-beta. (N, L) 0/1 inputs -> float.
-
-    Equals ``fbeta_score(..., average='macro', zero_division=zero_division)``.
-    """
-    return _mean(fbeta_per_label(y_true, y_pred, beta, zero_division))
-
-
-def soft_fbeta(y_true, probs, beta=2.0, zero_division=ZERO_DIVISION):
-    """Sample-averaged F-beta with soft counts from probabilities (differentiable in spirit).
-
-    Per image: tp = sum(y p), fp = sum((1 - y) p), fn = sum(y (1 - p)).
-    y_true: (N, L) 0/1; probs: (N, L) in [0, 1]. Returns a float; on 0/1 ``probs``
-    it equals ``fbeta_samples``.
-    """
-    y_true, probs = _check(y_true, probs, "probs")
-    tp = (y_true * probs).sum(1)
-    fp = probs.sum(1) - tp
-    fn = y_true.sum(1) - tp
-    return _mean(fbeta_from_counts(tp, fp, fn, beta, zero_division))

@@ -18,14 +18,6 @@ from utils.common.text import read_json
 KEY = "thresholds"
 
 
-def thresholds_record(labels, thresholds, **about):
-    """The JSON-ready dict of a thresholds file: {"thresholds": {label: float}, **about}.
-
-    labels: L names; thresholds: (L,) numbers; about: extra keys (model, F2, source) stored as they are.
-    """
-    return {KEY: {str(lab): float(t) for lab, t in zip(labels, thresholds)}, **about}
-
-
 def read_thresholds_file(path, labels, flag="--thresholds"):
     """(L,) float64 thresholds in `labels` order from a thresholds file (or a stack_report.json).
 

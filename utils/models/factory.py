@@ -172,27 +172,6 @@ def model_meta(model):
     raise ValueError(f"{type(model).__name__} was not built by create_model: no meta")
 
 
-def load_pretrained(model, arch=None):
-    """Copy ImageNet weights (local files only) into a model from create_model; return it.
-
-    Every parameter and buffer outside the classifier is overwritten; the classifier is
-    too when it has the ImageNet shape (num_labels None). `arch` defaults to model.meta.
-    """
-    meta = model_meta(model)
-    ref = create_model(arch or meta["arch"], meta["num_labels"], pretrained=True,
-                       drop_rate=meta["drop_rate"], head=meta.get("head_name"),
-                       channels=meta.get("channels", 3))
-    target = unwrap_model(model)
-    state = {k: v for k, v in ref.state_dict().items()
-             if meta["num_labels"] is None or not in_head(k, meta["head"])}
-    missing, unexpected = target.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not in_head(k, meta["head"])] + list(unexpected)
-    if bad:
-        raise RuntimeError(f"pretrained weights do not fit {meta['arch']}: {bad[:5]}")
-    target.meta["weights"] = ref.meta["weights"]
-    return model
-
-
 def unwrap_model(model):
     """Return the module inside DistributedDataParallel / DataParallel / torch.compile."""
     while True:

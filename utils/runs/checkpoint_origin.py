@@ -5,7 +5,7 @@ that held out the same fold of the same split (same fold, K and fold seed). Weig
 another fold were trained on these images: their "validation" probabilities are a leak.
 
 best.pt / last.pt / avg.pt carry the training run's name and its fold split in their
-meta (ORIGIN_KEYS, written by utils/train/run_state.py model_meta). Checkpoints written before that carry
+meta (ORIGIN_KEYS, written by utils/train/run_state.py checkpoint_meta). Checkpoints written before that carry
 only the run name; their origin is then read from the config.json of the run folder that
 holds them (RUN/checkpoints/X.pt).
 """

@@ -39,7 +39,7 @@ def keep_if_best(path, state, candidate, epoch, meta):
     """Write `candidate` to best.pt at `path` when it beats state["best"]; True when written.
 
     state: the run's position dict, whose "best" (F2), "best_epoch" and "best_weights" are updated;
-    epoch: the 1-based global epoch; meta: the checkpoint meta (utils.train.run_state.model_meta).
+    epoch: the 1-based global epoch; meta: the checkpoint meta (utils.train.run_state.checkpoint_meta).
     """
     if not candidate.f2 > state["best"]:  # (a NaN score never wins)
         return False

@@ -67,7 +67,7 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def model_meta(config, stage):
+def checkpoint_meta(config, stage):
     """A checkpoint's "meta": what predict.py needs to rebuild and feed the model.
 
     config: the run config (config.json); stage: the Stage whose image size the weights use.

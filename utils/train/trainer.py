@@ -50,7 +50,7 @@ from utils.train.loop import StageParts, epoch_loader, sigmoid, train_one_epoch
 from utils.train.losses import build_loss
 from utils.train.optimizers import eval_weights, record_param_groups, weights_mode
 from utils.train.pseudo import WeightedLoss
-from utils.train.run_state import (last_checkpoint, last_path, model_meta, new_epoch_stats, new_state,
+from utils.train.run_state import (checkpoint_meta, last_checkpoint, last_path, new_epoch_stats, new_state,
                                    restore_optimizer)
 from utils.train.run_state import resume as resume_run
 from utils.train.schedule import build_optimizer, build_scheduler
@@ -220,7 +220,7 @@ class Trainer:
         self.folder.check()
         self.state["n_ckpt"] = self.state.get("n_ckpt", 0) + 1
         stage = self.stages[min(self.state["stage"], len(self.stages) - 1)]
-        ckpt = last_checkpoint(self.model, model_meta(self.config, stage), self.state, self.config["stages"],
+        ckpt = last_checkpoint(self.model, checkpoint_meta(self.config, stage), self.state, self.config["stages"],
                                optimizer, scheduler, self.scaler, self.ema)
         self._event("ckpt", self.state["n_ckpt"], path=last_path(self.run_dir), ckpt=ckpt)
         save_checkpoint(last_path(self.run_dir), ckpt)
@@ -324,10 +324,10 @@ class Trainer:
             if self._tb is not None:
                 self._tb.log_epoch(row, probs, self.data.y_val)
             best_weights.keep_if_best(self.run_dir / "checkpoints" / "best.pt", self.state,
-                                      best_weights.choose(raw, ema), row["epoch"], model_meta(self.config, stage))
+                                      best_weights.choose(raw, ema), row["epoch"], checkpoint_meta(self.config, stage))
             if self.config.get("keep_epochs"):  # for tools/average_checkpoints.py
                 keep_epoch(self.run_dir, row["epoch"], clean_state_dict(unwrap(model).state_dict()),
-                           model_meta(self.config, stage), raw.f2, self.config["keep_epochs"])
+                           checkpoint_meta(self.config, stage), raw.f2, self.config["keep_epochs"])
             self.plots.draw(row["epoch"], self.state["history"], probs, raw.thr)
         self.state.update(epoch=self.state["epoch"] + 1, step=0, stats=None,
                           global_epoch=self.state["global_epoch"] + 1)
