@@ -552,3 +552,25 @@ def test_a_short_budget_trains_fewer_epochs_before_it_trains_nothing():
     grown = extend(make_plan(c, measured(), FACTS, (cost[2] + cost[4]) / 2 / (1 - MARGIN), p).jobs, c, measured(),
                    FACTS, p, 10 ** 6)
     assert [(h, m.epochs) for h, _, m in grown] == [("larger", 8)]   # time left grows it back, the longest first
+
+
+def test_probes_of_the_other_networks_fill_time_no_trained_model_fits():
+    """A second network's probe is the last candidate: taken when the plan has room for it, and the
+    cheapest addition once every trained model is in (a minute where a five-fold model takes many)."""
+    p = preset(sizes=(64, 128))
+    probe_archs = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]
+    c = candidates(p, ARCHS, (64, 128), (0,), [], probe_archs)
+    m = measured()
+    m.fit_s["tf_efficientnet_lite1"] = m.fit_s["tf_efficientnet_lite0"]
+    assert [x.kind for x in c] == ["probe", "probe", "train", "train", "probe"]
+    last = c[-1]
+    assert (last.arch, last.size) == ("tf_efficientnet_lite1", 128)
+    roomy = make_plan(c, m, FACTS, 3600, p)
+    assert last.id in [x.id for x in roomy.members]
+    # a plan made without it, then time left that fits the probe and no other model: extend adds the probe
+    jobs = make_plan(c[:-1], m, FACTS, 3600, p).jobs
+    probe_s = sum(j.predicted_s for j in plan_jobs([last], m, FACTS, p) if j.kind == "probe")
+    left = (sum(j.predicted_s for j in jobs) + 2 * probe_s) / (1 - MARGIN)
+    changes = extend(jobs, c, m, FACTS, p, left)
+    assert [(how, mid) for how, mid, _ in changes] == [("new", last.id)]
+    assert [j.kind for j in jobs if j.member == last.id] == ["probe"]

@@ -148,7 +148,8 @@ def candidates(preset, archs, sizes, seeds, train_flags, probe_archs, bs=32):
     useless); sizes: the preset's or the command line's, the options of every trained member
     (each starts at the smallest; a probe uses the largest); seeds: the preset's or the command
     line's; train_flags: every trained member's flags (the preset's, then the command line's
-    after `--`)."""
+    after `--`). The first probe network's probe comes first (its smaller size as a fallback), the
+    other probe networks' last, at the largest size only."""
     out = []
     if preset.probes and preset.tta in PROBE_TTAS:
         for arch in probe_archs[:1]:   # the largest size; the smallest is its fallback when a budget is short
@@ -161,4 +162,11 @@ def candidates(preset, archs, sizes, seeds, train_flags, probe_archs, bs=32):
             flags = (*own, *preset.train_flags, *train_flags)
             out.append(Member(train_member_id(arch, sizes[0], seed), "train", arch, sizes[0],
                               min(preset.epochs), seed, flags, bs, sizes=sizes))
+    if preset.probes and preset.tta in PROBE_TTAS:
+        # probes of the other networks come last: a minute or two each where a trained model takes
+        # many, and the probe was the best single model on real photos, so they fill what is left
+        for arch in probe_archs[1:]:
+            size = max(sizes)
+            prefix = f"{arch.replace(':', '_')}-probe{size}-{preset.tta}"
+            out.append(Member(f"probe-{arch}-{size}", "probe", arch, size, bs=bs, prefix=prefix, tta=preset.tta))
     return out

@@ -179,9 +179,12 @@ def measure_rates(measured, args, facts, cands, preset, sizes):
         measured.decode_ips[str(size)] = decode_rate(spec.files, size)
     measured.cached = cached_caches(args, sizes, cache_dir)
     fold_rows = facts.n_train * (facts.folds_k - 1) // facts.folds_k
+    by_width = {}   # the fits' cost depends on the features' width, not on the network that made them
     for arch in dict.fromkeys(m.arch for m in cands if m.kind == "probe"):
         width = feature_model(arch, pretrained=False)(torch.zeros(1, 3, 32, 32)).shape[1]
-        measured.fit_s[arch] = probe_fit_rate(fold_rows, width, facts.n_labels)
+        if width not in by_width:
+            by_width[width] = probe_fit_rate(fold_rows, width, facts.n_labels)
+        measured.fit_s[arch] = by_width[width]
     measured.stack_s = {"final": stack_rate(facts.n_train, facts.n_labels, facts.folds_k, preset.stack_methods),
                         "interim": stack_rate(facts.n_train, facts.n_labels, facts.folds_k, INTERIM_METHODS)}
     measured.probe_s += time.perf_counter() - t0
