@@ -71,6 +71,12 @@ def test_plan_folds_names_a_missing_row_and_a_foreign_name(tmp_path):
         plan_folds(spec, k=5)
     msg = str(e.value)
     assert "'img009'" in msg and "added" in msg and "'stranger'" in msg and "no longer in train.csv" in msg
+    folds_csv(root / "folds.csv", rows[:-1])  # a row missing: the fix is in folds.csv, not train.csv
+    with pytest.raises(DataError) as e:
+        plan_folds(spec, k=5)
+    msg = str(e.value)
+    assert "add those images to folds.csv (or remove them from train.csv), or move folds.csv away to make a " \
+        "new split" in msg and "restore" not in msg, msg
     folds_csv(root / "folds.csv", edit(rows, 2, fold=7))
     assert folds_k_for(root / "folds.csv", 5, False) == 5  # K is not taken from a bad file
     with pytest.raises(DataError, match="row 4: fold 7 is out of range"):

@@ -86,11 +86,11 @@ def plan_folds(spec, k=5, seed=42, path=None):
     if k_file != k:
         problems.append(f"it has K={k_file} folds, the command line asks --folds-k {k}: leave --folds-k out "
                         f"(the file's K is used) or pass --folds-k {k_file}")
-    moved = name_problems(stored, spec.names)
+    moved, remedies = name_problems(stored, spec.names, path.name)
     problems += moved
     if problems:
-        fix = ("restore those rows of train.csv, or move " if moved else "or move ") + \
-            f"{path.name} away to make new folds (earlier runs' out-of-fold predictions will no longer line up)"
+        fix = "".join(f"{r}, " for r in remedies) + f"or move {path.name} away to make a new split " \
+            f"(earlier runs' out-of-fold predictions will no longer line up)"
         raise DataError(f"{path}: the existing folds do not match this run; every run must share one "
                         f"folds file:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{fix}")
     return np.array([stored[n] for n in spec.names], np.int64), path, False

@@ -105,16 +105,20 @@ def fix_line(path):
             f"make new folds (earlier runs' out-of-fold predictions will then no longer line up)")
 
 
-def name_problems(folds, names):
-    """Problems of a checked folds file ({name: fold}) against train.csv's image names (NFC):
-    images of train.csv it lacks (added since), and images it lists that train.csv lacks."""
+def name_problems(folds, names, file_name="folds.csv"):
+    """Problems of a checked folds file ({name: fold}) against train.csv's image names (NFC),
+    and the remedies for them: images of train.csv it lacks (added since; add them to the folds
+    file `file_name` or remove them from train.csv), and images it lists that train.csv lacks
+    (restore them in train.csv or remove them from the file). Returns (problems, remedies)."""
     now = set(names)
     added = [n for n in names if n not in folds]
     removed = [n for n in folds if n not in now]
-    out = []
+    out, remedies = [], []
     if added:
         out.append(f"{len(added)} image(s) of train.csv are not in it (added since): {preview(added)}")
+        remedies.append(f"add those images to {file_name} (or remove them from train.csv)")
     if removed:
         out.append(f"{len(removed)} image(s) in it are no longer in train.csv (removed since, or misspelt): "
                    f"{preview(removed)}")
-    return out
+        remedies.append(f"restore those rows of train.csv (or remove them from {file_name})")
+    return out, remedies
