@@ -28,6 +28,8 @@ def edit(rows, i, fold=None, name=None):
     (edit(GOOD, 3, fold="1.5"), ["row 5", "fold '1.5' is not an integer"]),
     (edit(GOOD, 3, fold=""), ["row 5", "fold '' is not an integer"]),
     (edit(GOOD, 3, fold="x"), ["row 5", "fold 'x' is not an integer"]),
+    (edit(edit(GOOD, 1, fold="1.5"), 2, fold="abc"), ["rows 3, 4: folds must be integers: '1.5' (row 3), "
+                                                        "'abc' (row 4)"]),
     # fold 4 emptied: 0..3 and 5 -> five distinct ids, but 5 is beyond 0..4
     (edit(edit(GOOD, 4, fold=5), 9, fold=5), ["rows 6, 11", "fold 5 is out of range", "no image has fold 4"]),
     (edit(GOOD, 3, name="img000"), ["listed twice", "'img000' at row 5 (first at row 2)"]),

@@ -36,6 +36,16 @@ def _rows(rows):
     return f"row {rows[0]}" if len(rows) == 1 else "rows " + preview(rows).replace("'", "")
 
 
+def _not_integers(bad, n=5):
+    """"row 5: fold '1.5' is not an integer" / "rows 3, 4: folds must be integers: '1.5' (row 3),
+    'abc' (row 4)" (the first n values with their rows) for [(row, cell text)]."""
+    if len(bad) == 1:
+        return f"row {bad[0][0]}: fold {bad[0][1]!r} is not an integer"
+    more = f" (+{len(bad) - n} more)" if len(bad) > n else ""
+    return (f"{_rows([r for r, _ in bad])}: folds must be integers: "
+            + ", ".join(f"{c!r} (row {r})" for r, c in bad[:n]) + more)
+
+
 def value_problems(names, cells):
     """Problems of a folds file's columns (raw strings; row i is file line i + 2), and the
     {name (NFC): fold} of its good rows. Each problem names its rows."""
@@ -56,8 +66,7 @@ def value_problems(names, cells):
             by_id.setdefault(f, []).append(row)
         first.setdefault(name, row)
     if not_int:
-        problems.append(f"{_rows([r for r, _ in not_int])}: fold {not_int[0][1]!r}"
-                        f"{' and others' if len({c for _, c in not_int}) > 1 else ''} is not an integer")
+        problems.append(_not_integers(not_int))
     if negative:
         problems.append(f"{_rows([r for r, _ in negative])}: fold {negative[0][1]} is negative")
     if unnamed:
