@@ -155,3 +155,15 @@ def test_resolving_does_not_touch_the_parsed_flags():
     assert vars(args) == before and run_dir is None
     assert (flags.size, flags.epochs) == (96, 3) and args.size is None  # the demo's defaults, on the copy
     assert demo_values(train.parse_args(["--stages", "epochs=1"])) == {}
+
+
+def test_resume_of_a_run_that_does_not_exist_names_out_and_its_runs(tmp_path):
+    from utils.train.run_setup import find_run
+    flags = argparse.Namespace(resume=True, name="nosuchrun")
+    with pytest.raises(DataError, match=f"no run named nosuchrun in --out {re.escape(str(tmp_path))}; "
+                                        "it holds no runs"):
+        find_run(flags, tmp_path)
+    for name in ("b", "a", "c", "d", "e", "f"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(DataError, match=r"its runs: a, b, c, d, e \(\+1 more\)"):
+        find_run(flags, tmp_path)

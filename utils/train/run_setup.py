@@ -122,6 +122,9 @@ def _run_to_resume(flags, out):
     """--name, or the newest unfinished run matching the given --arch, --fold, --images (any, when none is)."""
     if flags.name:
         run = out / flags.name
+        if not run.is_dir():
+            raise DataError(f"--resume --name {flags.name}: no run named {flags.name} in --out {out}; "
+                            + _runs_in(out))
         if not (run / "checkpoints" / "last.pt").is_file():
             raise DataError(f"{run}: nothing to resume (no checkpoints/last.pt); run without --resume")
         return run
@@ -136,6 +139,14 @@ def _run_to_resume(flags, out):
         what = " ".join(f"{k} {v}" for k, v in want.items()) or "any"
         raise DataError(f"{out}: no unfinished run ({what}) to resume; pass --name")
     return max(cands, key=lambda d: d.stat().st_mtime)
+
+
+def _runs_in(out, n=5):
+    """'its runs: a, b (+3 more)' / 'it holds no runs' (the folders of --out, names sorted)."""
+    names = sorted(d.name for d in out.iterdir() if d.is_dir()) if out.is_dir() else []
+    if not names:
+        return "it holds no runs" if out.is_dir() else "that folder does not exist"
+    return "its runs: " + ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
 
 def default_workers(device):
