@@ -392,7 +392,8 @@ def budget_plan(args):
     from utils.grid.budget_presets import evidence_for
     from utils.grid.budget_setup import budget_setup, measure_and_plan
     from utils.grid.budget import format_duration
-    from utils.grid.plan_file import PLAN_FILE, add_time, check_same_command, new_plan, plan_table, read_plan
+    from utils.grid.plan_file import (PLAN_FILE, add_time, check_same_command, continuing_line, new_plan, plan_table,
+                                      read_plan)
 
     budget_s, preset, facts, command = budget_setup(args)
     command["rules"] = rule_flags(args)
@@ -409,8 +410,7 @@ def budget_plan(args):
             add_time(plan, args.budget_added)
             print(f"added {format_duration(args.budget_added)} to {plan_path}: a budget of "
                   f"{format_duration(plan['budget_s'])} in all; finished runs are kept, the plan grows into the time")
-        print(f"continuing {plan_path}: {plan['used_s']:.0f} s of the {plan['budget_s']:.0f} s used by earlier "
-              "attempts")
+        print(continuing_line(plan, plan_path))
     else:
         made, measured = measure_and_plan(args, budget_s, preset, facts,
                                           lambda cells: check_cells(cells, args.data, args.out), T0)

@@ -10,7 +10,7 @@ from utils.grid.budget import (MARGIN, Facts, Measured, Speed, format_duration, 
                                minimum_seconds, parse_duration, round_up_budget, speed_key)
 from utils.grid.budget_replan import complete_members, corrections, expected, extend, replan
 from utils.grid.budget_presets import PRESETS, candidates, more_seeds
-from utils.grid.plan_file import check_same_command, plan_table
+from utils.grid.plan_file import check_same_command, continuing_line, plan_table
 
 FACTS = Facts(n_train=1000, n_test=200, n_labels=5, folds_k=3)
 ARCHS = {"tf_efficientnet_lite0": [], "tf_efficientnet_lite1": []}
@@ -574,3 +574,8 @@ def test_probes_of_the_other_networks_fill_time_no_trained_model_fits():
     changes = extend(jobs, c, m, FACTS, p, left)
     assert [(how, mid) for how, mid, _ in changes] == [("new", last.id)]
     assert [j.kind for j in jobs if j.member == last.id] == ["probe"]
+
+
+def test_a_rerun_says_what_earlier_attempts_used_of_the_budget():
+    line = continuing_line({"used_s": 66.4, "budget_s": 300}, "out/plan.json")
+    assert line == "continuing out/plan.json: earlier attempts used 1m07s of the 5m budget"

@@ -72,6 +72,12 @@ def add_time(plan, seconds):
             j.state, j.actual_s, j.why = "planned", None, ""
 
 
+def continuing_line(plan, path):
+    """'continuing OUT/plan.json: earlier attempts used 1m07s of the 5m budget' (a rerun's first line)."""
+    return (f"continuing {path}: earlier attempts used {format_duration(plan['used_s'])} of the "
+            f"{format_duration(plan['budget_s'])} budget")
+
+
 def check_same_command(plan, command, path):
     """DataError naming the flags that differ when plan.json was made by another command."""
     old = plan.get("command", {})
