@@ -42,6 +42,7 @@ from utils.analysis.scores import Truth, load_oof, merge_oofs  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.plots import plot_correlation  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
+from utils.runs.fingerprint import check_runs_dataset  # noqa: E402
 from utils.metrics.threshold_search import greedy_thresholds  # noqa: E402
 from utils.runs.directory import model_names  # noqa: E402
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
@@ -83,6 +84,8 @@ def collect(args):
     for path, reason in bad:
         print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)
     runs = [r for r in runs if matches(r, where)]
+    if args.data:
+        check_runs_dataset(runs, Path(args.data))
     names = model_names(runs)  # as tools/statistics.py and stack.py name them
     for run in runs:
         try:

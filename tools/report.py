@@ -32,6 +32,7 @@ from utils.data.output_paths import check_output_file  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.analysis.report import build_context, render, stack_section  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
+from utils.runs.fingerprint import check_runs_dataset  # noqa: E402
 from utils.analysis.scores import Truth  # noqa: E402
 from utils.metrics.threshold_search import FIXED_THRESHOLD  # noqa: E402
 
@@ -69,6 +70,8 @@ def main(args):
     runs, bad = find_runs(args.runs, load_path_map(args.path_map))
     for path, reason in bad:
         print(f"skipped {path}: {reason.splitlines()[0]}", file=sys.stderr)
+    if args.data:
+        check_runs_dataset(runs, Path(args.data))
     folders = sorted({r.dir.resolve().parent for r in runs}) or [Path(p) for p in args.runs]
     out = check_output_file(Path(args.out) if args.out else folders[0] / "report.html", "--out",
                             {r.data_root for r in runs} | ({Path(args.data)} if args.data else set()))

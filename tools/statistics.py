@@ -24,6 +24,10 @@ not exist here is converted (a path map from --path-map or MULTITAG_PATH_MAP, el
 re-rooting on the longest suffix that exists under the current directory or above
 the run); the 'paths' column says how each run's data was found, 'converted' marks
 the converted ones.
+
+Given --data, runs trained on another dataset (config.json's fingerprint, utils/runs/fingerprint.py)
+are refused, naming each run and both fingerprints, as predict.py and stack.py refuse them:
+exit code 2. So is a board where no run could be scored.
 """
 import sys
 from pathlib import Path
@@ -51,6 +55,7 @@ from utils.runs.filter import matches, parse_where, row_matches  # noqa: E402
 from utils.analysis.scores import F2_BEST, LABEL_COL, Truth  # noqa: E402
 from utils.common.paths import load_path_map  # noqa: E402
 from utils.runs.directory import find_runs  # noqa: E402
+from utils.runs.fingerprint import check_runs_dataset  # noqa: E402
 from utils.common.cli import add_runs_argument, add_truth_arguments, run_script  # noqa: E402
 
 log = logging.getLogger("statistics")
@@ -171,6 +176,8 @@ def main(args):
         print(f"no runs{' matching --where' if where and all_runs else ''} under {' '.join(args.runs)}",
               file=sys.stderr)
         return None, None
+    if args.data:
+        check_runs_dataset(runs, Path(args.data))
     roots = {r.data_root for r in all_runs} | ({Path(args.data)} if args.data else set())
     for flag, path in (("--csv", args.csv), ("--md", args.md)):
         if path:
@@ -185,7 +192,7 @@ def main(args):
     tables = {k: sort_table(v, args.sort, True if args.ascending else None)
               for k, v in tables.items() if args.level in (k, "both") and not v.empty}
     if not tables:
-        print("no run could be scored (reasons above)", file=sys.stderr)
+        raise DataError("no run could be scored (reasons above)")
     labels_of = row_labels(runs, model_df)
     na = {lvl: no_positive_cells(df, labels_of[lvl], lvl) for lvl, df in tables.items()}
     any_na = any(m.to_numpy().any() for m in na.values())

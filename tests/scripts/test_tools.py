@@ -321,6 +321,42 @@ def test_statistics_sort_where_and_bad_input(tmp_path, capsys):
         run_tool(statistics, "--runs", tmp_path / "nowhere")
 
 
+def test_statistics_correlation_and_report_refuse_runs_of_another_dataset(tmp_path):
+    from utils.runs.fingerprint import dataset_fingerprint
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    names, y, folds = make_data(data)
+    make_data(other, seed=1)  # the same image names and folds, other tags
+    runs = tmp_path / "runs"
+    for name, fold, arch in (("r0", 0, "m0"), ("r1", 1, "m0"), ("q0", 0, "m1"), ("q1", 1, "m1")):
+        m = folds == fold
+        d = write_run(runs, name, data, fold, [n for n, v in zip(names, m) if v], spoiled(y[m], (0, 1, 2)), arch=arch)
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["dataset"] = dataset_fingerprint(data, folds_file=data / "folds.csv")
+        (d / "config.json").write_text(json.dumps(cfg))
+    run_df, _ = run_tool(statistics, "--runs", runs, "--data", data)  # its own dataset: scored
+    assert len(run_df) == 4
+    theirs = cfg["dataset"]["train_csv"][:12]
+    for tool, extra in ((statistics, ()), (correlation, ("--out", tmp_path / "c"))):
+        with pytest.raises(DataError, match="another dataset") as e:
+            run_tool(tool, "--runs", runs, "--data", other, *extra)
+        assert all(f"runs/{n} was trained on" in str(e.value).replace("\\", "/") for n in ("r0", "r1", "q0", "q1"))
+        assert theirs in str(e.value) and dataset_fingerprint(other)["train_csv"][:12] in str(e.value)
+    with pytest.raises(DataError, match="another dataset"):
+        run_tool(load_tool("report"), "--runs", runs, "--data", other, "--out", tmp_path / "r.html")
+
+
+def test_statistics_with_no_run_scored_is_an_error(tmp_path):
+    data = tmp_path / "data"
+    names, y, folds = make_data(data)
+    m = folds == 0
+    run = write_run(tmp_path / "runs", "nopreds", data, 0, [n for n, v in zip(names, m) if v], spoiled(y[m], (0, 0, 0)))
+    for f in (run / "preds").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="no run could be scored"):
+        run_tool(statistics, "--runs", tmp_path / "runs")
+
+
 # ----------------------------------------------------------------------------- prune
 
 def test_rank_runs_by_hand():

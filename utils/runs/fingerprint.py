@@ -6,13 +6,13 @@ path}. Each sha256 is of the file's content as read (utils/common/text.py): trai
 (image name, its sorted tags) and the folds file's (image name, fold), sorted, so a BOM, line
 ends, spaces, the rows' order or the tags' order within a row do not count, and any other
 change does. scripts/cv.sh and tools/submit.py's grid (utils/runs/run_status.py), train.py
---resume, and predict.py and stack.py given --data compare it with the dataset at hand and
-refuse another one, naming both. Runs recorded before the fingerprint have none: accepted.
+--resume, and predict.py, stack.py and tools/statistics.py, correlation.py and report.py given
+--data compare it with the dataset at hand and refuse another one, naming both. Runs recorded before the fingerprint have none: accepted.
 """
 import hashlib
 from pathlib import Path
 
-from utils.common.errors import DataError
+from utils.common.errors import DataError, report_problems
 from utils.common.paths import native_rel
 from utils.data.dataset import name_key, read_tags_csv, split_tags
 from utils.data.folds_file import read_folds_file
@@ -92,6 +92,13 @@ def dataset_problems(runs, root):
         if nows[folds_file] is not None and (problem := dataset_problem(run.config, run.dir, root, nows[folds_file])):
             out.append(problem)
     return out
+
+
+def check_runs_dataset(runs, root):
+    """Raise DataError listing dataset_problems (each run and both fingerprints) when any of the
+    Runs was trained on another dataset than the one at `root`, given as --data."""
+    report_problems(f"--data {root}: runs trained on another dataset; pass the dataset they were trained on, or "
+                    f"leave --data out", dataset_problems(runs, root))
 
 
 def check_same_dataset(config, run_dir, root, fix, now=None):

@@ -30,7 +30,7 @@ from utils.common.errors import DataError, preview, report_problems
 from utils.runs.pred_files import read_preds
 from utils.data.folds_file import read_folds_file
 from utils.runs.directory import find_runs, model_names, no_run_message
-from utils.runs.fingerprint import dataset_problems
+from utils.runs.fingerprint import check_runs_dataset
 from utils.runs.oof import assemble_oof
 from utils.runs.run_status import diverged_summary
 from utils.predict.tta_choice import AUTO, choose_tta, make_files_command
@@ -212,8 +212,7 @@ def data_root(runs, data=None):
         root = Path(data)
         if not (root / "train.csv").is_file():
             raise DataError(f"{root}: no train.csv (--data must be the dataset directory)")
-        report_problems(f"--data {root}: runs trained on another dataset; pass the dataset they were trained on, or "
-                        f"leave --data out", dataset_problems(runs, root))
+        check_runs_dataset(runs, root)
         return root
     roots = {}
     for r in runs:
