@@ -84,7 +84,9 @@ def get_args_parser():
                               "decisions, and each scored alone in the report's Constraints table")
     add_constraint_arguments(c)
     o = p.add_argument_group("outputs")
-    o.add_argument("--out", help="submission CSV to write (image_name,tags); without it only the report is written")
+    o.add_argument("--out", help="submission CSV to write (image_name,tags); the report goes beside the runs (or "
+                                 "--report-dir). Give --out, --report-dir, or both: --report-dir alone writes the "
+                                 "report only")
     o.add_argument("--report-dir", help="folder for stack_report.md/.json, stack_oof.csv, stack_test.csv "
                                         "(default: the folder that holds the runs, e.g. runs/)")
     return p
