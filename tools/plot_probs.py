@@ -77,7 +77,10 @@ def run_source(path, args, truth, pairs):
     """(title, labels, probs, y or None) of one run's val or test predictions."""
     run = load_run(path, pairs)
     if args.split == "val":
-        oof = load_oof(run, truth, args.tta)
+        try:
+            oof = load_oof(run, truth, args.tta)
+        except DataError as e:
+            raise DataError(f"{run.dir}: {e}") from None
         return f"{run.name} ({oof.tta})", oof.labels, oof.probs, oof.y
     available = run.tta_available("test")
     if not available:
