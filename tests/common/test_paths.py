@@ -148,8 +148,8 @@ def test_path_map_from_file_and_environment(kaggle, tmp_path, monkeypatch, capsy
     moved = tmp_path / "moved" / "copy_of_dataset"
     make_data(moved)
     foreign_run(base / "runs", "r", None, "/mnt/old/dataset_x", names, y)
-    run_df, _ = run_tool(statistics, "--runs", base / "runs")
-    assert run_df.empty
+    with pytest.raises(DataError, match="no run could be scored"):   # nothing scored: an error, exit 2
+        run_tool(statistics, "--runs", base / "runs")
     err = capsys.readouterr().err
     assert "skipped r: data root not found here (stored /mnt/old/dataset_x); pass --path-map" in err
     mapfile = tmp_path / "map.txt"
