@@ -92,6 +92,14 @@ def run_tool(tool, *argv):
 
 def same_run(a, b):
     """Two run folders hold the same validation predictions, last.pt weights and history."""
+    same_result(a, b)
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    cols = [c for c in ha.columns if c not in ("seconds", "img_per_s", "data_wait")]
+    pd.testing.assert_frame_equal(ha[cols], hb[cols], atol=1e-6)
+
+
+def same_result(a, b):
+    """Two run folders hold the same validation predictions and last.pt weights."""
     import torch
 
     pa = pd.read_csv(a / "preds" / "val.none.csv")
@@ -102,9 +110,6 @@ def same_run(a, b):
     wb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["model"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
-    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
-    cols = [c for c in ha.columns if c not in ("seconds", "img_per_s", "data_wait")]
-    pd.testing.assert_frame_equal(ha[cols], hb[cols], atol=1e-6)
 
 
 def tree(path):

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, write_dataset
-from helpers import FAST, train_one_thread, tree
+from helpers import FAST, same_result, train_one_thread, tree
 from utils.common.errors import DataError
 
 
@@ -348,18 +348,6 @@ def test_stack_names_the_missing_image(two_runs, tmp_path):
 
 # ----------------------------------------------------------------------------- 11: resume from the run alone
 
-def _same_result(a, b):
-    import torch
-
-    pa, pb = pd.read_csv(a / "preds" / "val.none.csv"), pd.read_csv(b / "preds" / "val.none.csv")
-    assert list(pa["image_name"]) == list(pb["image_name"])
-    np.testing.assert_allclose(pa.iloc[:, 1:].to_numpy(), pb.iloc[:, 1:].to_numpy(), atol=1e-6)
-    wa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)["model"]
-    wb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["model"]
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
-
-
 def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
     data = write_dataset(tmp_path / "data", n=24, size=16, n_test=1)
     plan = "epochs=2,size=16,bs=8,lr=2e-2,train=head;epochs=1,size=16,bs=8,train=all,sched=cosine"
@@ -382,7 +370,7 @@ def test_resume_with_the_run_alone_uses_its_stored_flags(tmp_path):
     assert "--aug" not in r.stderr  # only the flags that differ
     r = resume("--loss", "asl", "--plots", "none")  # a given flag equal to the run's, a free one
     assert r.returncode == 0, r.stderr[-3000:]
-    _same_result(tmp_path / "ref" / "r", tmp_path / "runs" / "r")
+    same_result(tmp_path / "ref" / "r", tmp_path / "runs" / "r")
     cfg = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
     assert cfg["args"]["loss"] == "asl" and cfg["args"]["arch"] == "tiny_cnn" and "data" not in cfg["args"]
 
